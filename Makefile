@@ -1,0 +1,33 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 4100
+
+.PHONY: run test lint bench clean
+
+# The venv is (re)built whenever a requirements file changes.
+$(BIN)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.testing: $(BIN)/.runtime requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+run: $(BIN)/.runtime
+	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
+
+test: $(BIN)/.testing
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(BIN)/.testing
+	$(BIN)/ruff check .
+
+bench: $(BIN)/.testing
+	$(BIN)/python bench/bench_api.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,69 @@
+"""Accounts: creating them with their plan's credits and first key, finding them, changing plans."""
+
+from __future__ import annotations
+
+from peewee import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+import credits
+from auth import create_key
+from config import PLANS
+from models import Account, db
+
+MIN_PASSWORD_LENGTH = 8
+
+
+class AccountError(ValueError):
+    """An account cannot be created or changed as asked; the message says why."""
+
+
+def normalize_email(email: str) -> str:
+    """The form emails are stored and looked up in."""
+    return email.strip().lower()
+
+
+def find_by_email(email: str) -> Account | None:
+    """The account with this email, or None."""
+    return Account.get_or_none(Account.email == normalize_email(email))
+
+
+def create(
+    email: str, *, name: str = "", plan: str = "free", password: str | None = None
+) -> tuple[Account, str]:
+    """Create an account with its plan's credits and a first API key; returns both."""
+    email = normalize_email(email)
+    if "@" not in email or email.startswith("@") or email.endswith("@") or len(email) > 254:
+        raise AccountError(f"not a valid email address: {email}")
+    if plan not in PLANS:
+        raise AccountError(f"unknown plan {plan}; plans: {', '.join(PLANS)}")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    try:
+        with db.atomic():
+            account = Account.create(
+                email=email,
+                name=name.strip(),
+                plan=plan,
+                password_hash=generate_password_hash(password) if password else None,
+            )
+            reason = credits.SIGNUP if plan == "free" else credits.PLAN
+            credits.grant(account.id, PLANS[plan].credits, reason, note=f"{PLANS[plan].title} plan credits")
+            _, key = create_key(account, "default")
+    except IntegrityError:
+        raise AccountError(f"an account with email {email} already exists") from None
+    return Account.get_by_id(account.id), key
+
+
+def change_plan(account: Account, plan: str) -> Account:
+    """Move ``account`` to ``plan`` and grant that plan's credits."""
+    if plan not in PLANS:
+        raise AccountError(f"unknown plan {plan}; plans: {', '.join(PLANS)}")
+    with db.atomic():
+        Account.update(plan=plan).where(Account.id == account.id).execute()
+        credits.grant(account.id, PLANS[plan].credits, credits.PLAN, note=f"{PLANS[plan].title} plan credits")
+    return Account.get_by_id(account.id)
+
+
+def check_password(account: Account, password: str) -> bool:
+    """Whether ``password`` is the account's console password."""
+    return bool(account.password_hash) and check_password_hash(account.password_hash, password)

@@ -1,0 +1,75 @@
+"""The application factory: ``gunicorn 'app:create_app()'``."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import click
+from flask import Flask, current_app, request
+
+import api
+import auth
+import cli
+import config
+import errors
+import models
+import ratelimit
+import storage
+from providers import Providers
+from workers import JobPool
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, database, API, rate limits, CLI, providers and the worker pool."""
+    app = Flask(__name__)
+    app.config.from_mapping(config.load(test_config))
+    _configure_logging(app)
+
+    models.init_database(app.config["DATABASE_URL"], app.config["DATA_DIR"])
+    app.before_request(_open_connection)
+    app.teardown_request(_close_connection)
+
+    errors.init_app(app)
+    app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
+    ratelimit.init_app(app, api.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(storage.bp)
+    cli.init_app(app)
+
+    app.extensions["apiframe.providers"] = Providers(app.config)
+    pool = JobPool(app)
+    app.extensions["apiframe.pool"] = pool
+    if app.config["START_WORKERS"]:
+        if click.get_current_context(silent=True) is None:
+            pool.start()  # serving: start now, so jobs left by a previous run resume at once
+        app.before_request(_start_pool_once)  # under `flask run`, start with the first request
+        atexit.register(pool.stop, wait=False)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _open_connection() -> None:
+    models.db.connect(reuse_if_open=True)
+
+
+def _close_connection(_exc: BaseException | None) -> None:
+    if not models.db.is_closed():
+        models.db.close()
+
+
+def _authenticate_api() -> None:
+    if request.blueprint == api.bp.name:
+        auth.authenticate()
+
+
+def _start_pool_once() -> None:
+    pool = current_app.extensions["apiframe.pool"]
+    if not pool.started:
+        pool.start()

@@ -1,0 +1,60 @@
+"""API keys: minting, hashing, and authenticating a request by its key."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+
+from flask import g, request
+
+from errors import unauthorized
+from models import Account, ApiKey, utcnow
+
+KEY_PREFIX = "ak_live_"
+SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+LAST_USED_RESOLUTION = datetime.timedelta(seconds=60)
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key (keys are random, so a fast hash is enough)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(account: Account, name: str = "") -> tuple[ApiKey, str]:
+    """Mint a key for ``account``; returns the row and the key, which is never shown again."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey.create(account=account, name=name, prefix=key[:SHOWN_PREFIX_LENGTH], key_hash=hash_key(key))
+    return row, key
+
+
+def find_key(key: str) -> ApiKey | None:
+    """The live key row (with its account) for ``key``, or None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    return (
+        ApiKey.select(ApiKey, Account)
+        .join(Account)
+        .where((ApiKey.key_hash == hash_key(key)) & ApiKey.revoked_at.is_null())
+        .first()
+    )
+
+
+def presented_key() -> str | None:
+    """The API key the client sent, if any."""
+    return request.headers.get("X-API-Key", "").strip() or None
+
+
+def authenticate() -> None:
+    """Identify the caller by API key, setting ``g.api_key`` and ``g.account``, or raise 401."""
+    key = presented_key()
+    if key is None:
+        raise unauthorized("Missing API key. Send it in the X-API-Key header.")
+    row = find_key(key)
+    if row is None:
+        raise unauthorized("Invalid API key.")
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+    g.api_key = row
+    g.account = row.account

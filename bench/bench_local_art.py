@@ -1,0 +1,79 @@
+"""Benchmark of the local provider's art: median timings of paint_tiles, vary, mix and describe.
+
+Usage: .venv/bin/python bench/bench_local_art.py [--runs 7]
+Each figure is the median over ``--runs`` calls (after one warm-up call), cycling through a few
+prompts so that different scenes are covered. Not a pass/fail test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: the repo root
+procedural = importlib.import_module("providers.procedural")
+analysis = importlib.import_module("providers.analysis")
+
+PROMPTS = (
+    "a sunset over the mountains",
+    "a futuristic city skyline at night",
+    "deep blue ocean waves",
+    "a cat in a snowy forest",
+    "an abstract dream in pastel colours",
+    "a flower garden on a sunny day",
+    "a nebula in deep space",
+)
+
+
+def median_ms(call: Callable[[int], object], runs: int) -> tuple[float, float]:
+    """Median and worst wall time in milliseconds of ``call(i)`` for i in 0..runs-1, after a warm-up."""
+    call(runs)
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        call(i)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), max(times)
+
+
+def png_ms(tiles: list, runs: int) -> tuple[float, float]:
+    """Time to PNG-encode the four tiles as the gateway does (compress_level=1), for context."""
+    return median_ms(lambda i: [tile.save(io.BytesIO(), "PNG", compress_level=1) for tile in tiles], runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    runs = parser.parse_args().runs
+
+    def imagine(width: int, height: int) -> Callable[[int], object]:
+        return lambda i: procedural.paint_tiles(PROMPTS[i % len(PROMPTS)], width, height, seed=i)
+
+    square = procedural.paint_tiles(PROMPTS[0], 1024, 1024, seed=1)
+    wide = procedural.paint_tiles(PROMPTS[1], 1024, 576, seed=2)[0]
+    tall = procedural.paint_tiles(PROMPTS[2], 512, 768, seed=3)[0]
+    sources = [square[0], wide, tall]
+    cases = [
+        ("paint_tiles 1024x1024 (4 tiles)", imagine(1024, 1024)),
+        ("paint_tiles 1024x576 16:9 (4 tiles)", imagine(1024, 576)),
+        ("paint_tiles 512x512 (4 tiles)", imagine(512, 512)),
+        ("vary 1024x1024 (4 tiles)", lambda i: procedural.vary(square[i % 4], seed=i)),
+        ("mix of 3 at 1024x1024 (4 tiles)", lambda i: procedural.mix(sources, 1024, 1024, seed=i)),
+        ("describe 1024x1024", lambda i: analysis.describe(square[i % 4])),
+    ]
+    print(f"median of {runs} runs (worst in brackets); tiles rendered on {procedural._THREADS} thread(s)")
+    for label, call in cases:
+        median, worst = median_ms(call, runs)
+        print(f"  {label:38s} {median:7.1f} ms  ({worst:.1f})")
+    median, worst = png_ms(square, runs)
+    print(f"  {'for context: PNG-encode 4 x 1024x1024':38s} {median:7.1f} ms  ({worst:.1f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Admin commands: ``flask --app app users|keys|init-db ...``."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+import accounts
+import credits
+from auth import SHOWN_PREFIX_LENGTH
+from auth import create_key as mint_key
+from config import PLANS
+from models import Account, ApiKey, utcnow
+
+users = AppGroup("users", help="Manage accounts.")
+keys = AppGroup("keys", help="Manage API keys.")
+
+
+def _account(email: str) -> Account:
+    account = accounts.find_by_email(email)
+    if account is None:
+        raise click.ClickException(f"no account with email {email}")
+    return account
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@click.option("--plan", type=click.Choice(list(PLANS)), default="free", show_default=True)
+@click.option("--password", default=None, help="Password for the web console.")
+def create_user(email: str, name: str, plan: str, password: str | None) -> None:
+    """Create an account with its plan's credits; prints its first API key on the last line."""
+    try:
+        account, key = accounts.create(email, name=name, plan=plan, password=password)
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {account.email} on the {plan} plan with {account.balance} credits; API key:")
+    click.echo(key)
+
+
+@users.command("credits", context_settings={"ignore_unknown_options": True})
+@click.argument("email")
+@click.argument("amount", type=int)
+def grant_credits(email: str, amount: int) -> None:
+    """Grant AMOUNT credits (negative to remove them)."""
+    account = _account(email)
+    try:
+        entry = credits.grant(account.id, amount, note="granted by an administrator")
+    except credits.InsufficientCredits as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{email}: {amount:+d} credits, balance {entry.balance_after}")
+
+
+@users.command("plan")
+@click.argument("email")
+@click.argument("plan", type=click.Choice(list(PLANS)))
+def change_plan(email: str, plan: str) -> None:
+    """Move an account to PLAN, granting that plan's credits."""
+    account = accounts.change_plan(_account(email), plan)
+    click.echo(f"{email}: now on the {plan} plan, balance {account.balance}")
+
+
+@keys.command("create")
+@click.argument("email")
+@click.option("--name", default="", help="A name to recognise the key by.")
+def create_key(email: str, name: str) -> None:
+    """Create another API key for an account; prints it on the last line."""
+    row, key = mint_key(_account(email), name)
+    click.echo(f"created key {row.prefix}… for {email}:")
+    click.echo(key)
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def revoke_key(prefix: str) -> None:
+    """Revoke the live key that starts with PREFIX (its shown prefix, or the whole key)."""
+    if len(prefix) < 12:
+        raise click.ClickException("give at least the first 12 characters of the key")
+    matches = list(
+        ApiKey.select().where(
+            ApiKey.revoked_at.is_null() & ApiKey.prefix.startswith(prefix[:SHOWN_PREFIX_LENGTH])
+        )
+    )
+    if not matches:
+        raise click.ClickException(f"no live key starts with {prefix}")
+    if len(matches) > 1:
+        raise click.ClickException(f"{len(matches)} keys start with {prefix}; give more characters")
+    ApiKey.update(revoked_at=utcnow()).where(ApiKey.id == matches[0].id).execute()
+    click.echo(f"revoked {matches[0].prefix}…")
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the database schema (also done whenever the app starts)."""
+    click.echo("database is up to date")
+
+
+def init_app(app: Flask) -> None:
+    """Register the admin commands on ``app``."""
+    app.cli.add_command(users)
+    app.cli.add_command(keys)
+    app.cli.add_command(init_db)

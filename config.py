@@ -1,0 +1,155 @@
+"""Settings: defaults, the APIFRAME_* environment, the plan table and credit costs."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A subscription plan: its API rate limit and the credits it grants."""
+
+    name: str
+    title: str
+    requests_per_minute: int
+    credits: int
+
+
+PLANS: dict[str, Plan] = {
+    plan.name: plan
+    for plan in (
+        Plan("free", "Free", 10, 50),
+        Plan("hobby", "Hobby", 30, 200),
+        Plan("standard", "Standard", 60, 500),
+        Plan("growth", "Growth", 120, 1500),
+        Plan("scale", "Scale", 300, 5000),
+    )
+}
+
+DEFAULT_PLAN = "free"
+
+# Credits each job type costs; taken when the job is accepted, refunded if it does not succeed.
+COSTS: dict[str, int] = {
+    "imagine": 16,
+    "blend": 16,
+    "variation": 16,
+    "describe": 4,
+    "upscale": 4,
+}
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+# Flask config key -> (environment variable, parser). Only these are read from the environment.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "PORT": ("PORT", int),
+    "DATA_DIR": ("APIFRAME_DATA_DIR", str),
+    "DATABASE_URL": ("APIFRAME_DATABASE_URL", str),
+    "PUBLIC_URL": ("APIFRAME_PUBLIC_URL", str),
+    "SECRET_KEY": ("APIFRAME_SECRET_KEY", str),
+    "PROVIDER": ("APIFRAME_PROVIDER", str),
+    "WORKERS": ("APIFRAME_WORKERS", int),
+    "JOB_TIMEOUT": ("APIFRAME_JOB_TIMEOUT", float),
+    "LOCAL_LATENCY": ("APIFRAME_LOCAL_LATENCY", float),
+    "RATELIMIT_STORAGE_URI": ("APIFRAME_RATELIMIT_STORAGE_URI", str),
+    "ALLOW_PRIVATE_URLS": ("APIFRAME_ALLOW_PRIVATE_URLS", _bool),
+    "ALLOW_SIGNUP": ("APIFRAME_ALLOW_SIGNUP", _bool),
+    "ALLOW_SELF_UPGRADE": ("APIFRAME_ALLOW_SELF_UPGRADE", _bool),
+    "IMAGE_FORMAT": ("APIFRAME_IMAGE_FORMAT", str),
+    "FETCH_MAX_BYTES": ("APIFRAME_FETCH_MAX_BYTES", int),
+    "FETCH_TIMEOUT": ("APIFRAME_FETCH_TIMEOUT", float),
+    "MAX_IMAGE_PIXELS": ("APIFRAME_MAX_IMAGE_PIXELS", int),
+    "JOB_LEASE": ("APIFRAME_JOB_LEASE", float),
+}
+
+DEFAULTS: dict[str, Any] = {
+    "PORT": 4100,
+    "DATA_DIR": "./data",
+    "DATABASE_URL": None,  # SQLite file in DATA_DIR
+    "PUBLIC_URL": None,  # http://localhost:$PORT
+    "SECRET_KEY": None,  # generated once and kept in DATA_DIR
+    "PROVIDER": "local",
+    "WORKERS": 4,
+    "JOB_TIMEOUT": 600.0,
+    "LOCAL_LATENCY": 0.0,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "ALLOW_PRIVATE_URLS": False,
+    "ALLOW_SIGNUP": True,
+    "ALLOW_SELF_UPGRADE": True,
+    "IMAGE_FORMAT": "png",
+    "FETCH_MAX_BYTES": 20 * 1024 * 1024,
+    "FETCH_TIMEOUT": 20.0,
+    "MAX_IMAGE_PIXELS": 40_000_000,
+    # A worker process renews the lease on the jobs it runs; a job whose lease has run out
+    # belongs to a process that died, and the sweep resumes it.
+    "JOB_LEASE": 30.0,
+    "DISPATCH_INTERVAL": 1.0,
+    "START_WORKERS": True,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "JSON_SORT_KEYS": False,
+}
+
+IMAGE_FORMATS = ("png", "webp", "jpeg")
+
+
+def load(test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings: defaults, then the environment, then ``test_config``."""
+    settings = dict(DEFAULTS)
+    for key, (variable, parse) in ENVIRONMENT.items():
+        raw = os.environ.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            settings[key] = parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{variable}: {exc}") from None
+    if test_config:
+        settings.update(test_config)
+    return _derive(settings)
+
+
+def _derive(settings: dict[str, Any]) -> dict[str, Any]:
+    """Fill the settings whose defaults depend on others, and check the rest."""
+    data_dir = Path(settings["DATA_DIR"]).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings["DATA_DIR"] = str(data_dir)
+    if not settings["DATABASE_URL"]:
+        settings["DATABASE_URL"] = f"sqlite:///{data_dir / 'apiframe.db'}"
+    if not settings["PUBLIC_URL"]:
+        settings["PUBLIC_URL"] = f"http://localhost:{settings['PORT']}"
+    settings["PUBLIC_URL"] = settings["PUBLIC_URL"].rstrip("/")
+    if not settings["SECRET_KEY"]:
+        settings["SECRET_KEY"] = _stored_secret(data_dir / "secret_key")
+    settings["IMAGE_FORMAT"] = settings["IMAGE_FORMAT"].lower()
+    if settings["IMAGE_FORMAT"] not in IMAGE_FORMATS:
+        raise ValueError(f"APIFRAME_IMAGE_FORMAT must be one of {', '.join(IMAGE_FORMATS)}")
+    if settings["WORKERS"] < 1:
+        raise ValueError("APIFRAME_WORKERS must be at least 1")
+    return settings
+
+
+def _stored_secret(path: Path) -> str:
+    """Read the secret kept at ``path``, creating it on first use (safe across processes)."""
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(secrets.token_urlsafe(48))
+        temporary.chmod(0o600)
+        try:
+            os.link(temporary, path)  # atomic: the first process to link wins
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,113 @@
+"""The JSON error format: one exception type and the handlers that render every failure."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from flask_limiter import RateLimitExceeded
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# HTTP status -> error code, for failures raised by Flask/Werkzeug rather than by our views.
+HTTP_CODES = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    402: "INSUFFICIENT_CREDITS",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+}
+
+
+class ApiError(Exception):
+    """A failure to report to the client as ``{"success": false, "error": {...}}``."""
+
+    def __init__(self, status: int, code: str, message: str, *, fields: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+    def response(self) -> Response:
+        """Render this error as a JSON response."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.fields:
+            error["fields"] = self.fields
+        response = jsonify(success=False, error=error)
+        response.status_code = self.status
+        return response
+
+
+def validation_error(message: str, fields: dict[str, Any] | None = None) -> ApiError:
+    """400 VALIDATION_ERROR."""
+    return ApiError(400, "VALIDATION_ERROR", message, fields=fields)
+
+
+def not_found(message: str) -> ApiError:
+    """404 NOT_FOUND."""
+    return ApiError(404, "NOT_FOUND", message)
+
+
+def unauthorized(message: str) -> ApiError:
+    """401 UNAUTHORIZED."""
+    return ApiError(401, "UNAUTHORIZED", message)
+
+
+def insufficient_credits(message: str) -> ApiError:
+    """402 INSUFFICIENT_CREDITS."""
+    return ApiError(402, "INSUFFICIENT_CREDITS", message)
+
+
+def _http_message(exc: HTTPException) -> str:
+    """A one-line message for an HTTP failure raised outside our views."""
+    if exc.code == 404:
+        return "No such endpoint. See /docs for the API reference."
+    if exc.code == 405:
+        allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
+        return f"Method not allowed here. Allowed: {allowed}." if allowed else "Method not allowed here."
+    if exc.code == 413:
+        return "Request body is too large."
+    return exc.description or exc.name
+
+
+def _handle_api_error(exc: ApiError) -> Response:
+    return exc.response()
+
+
+def _handle_rate_limit(exc: RateLimitExceeded) -> Response:
+    limit = exc.limit.limit
+    message = (
+        f"Rate limit of {limit.amount} requests per {limit.get_expiry() // 60 or 1} minute exceeded. "
+        "Retry after the number of seconds in the Retry-After header."
+    )
+    return ApiError(429, "RATE_LIMITED", message).response()
+
+
+def _handle_http(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = HTTP_CODES.get(status, (exc.name or "ERROR").upper().replace(" ", "_"))
+    response = ApiError(status, code, _http_message(exc)).response()
+    if status == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return ApiError(500, "INTERNAL_ERROR", "An internal error occurred. It has been logged.").response()
+
+
+def init_app(app: Flask) -> None:
+    """Render every failure of ``app`` in the JSON error format."""
+    app.register_error_handler(ApiError, _handle_api_error)
+    app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
+    app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,22 @@
+"""gunicorn settings for `make run`; any of them can be overridden with GUNICORN_CMD_ARGS."""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '4100')}"
+# One process by default: rate limits then live in memory. With APIFRAME_RATELIMIT_STORAGE_URI
+# set to redis://..., WEB_CONCURRENCY can run several processes that share the limits.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+timeout = 60
+graceful_timeout = 20
+accesslog = "-"
+control_socket_disable = True  # no runtime control interface; servers on one machine stay independent
+
+
+def worker_exit(server, worker):
+    """Hand this process's running jobs back before the interpreter starts shutting down."""
+    app = getattr(worker, "wsgi", None)
+    pool = getattr(app, "extensions", {}).get("apiframe.pool")
+    if pool is not None:
+        pool.stop(wait=False)

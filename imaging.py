@@ -1,0 +1,109 @@
+"""Image operations shared by the gateway and the providers: sizes, decoding, grids, encoding."""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+from PIL import Image, ImageFilter, UnidentifiedImageError
+
+ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
+LONG_SIDE = 1024  # at quality 1
+FORMATS = {"png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg")}
+
+
+class ImageError(ValueError):
+    """Bytes that are not a usable image."""
+
+
+def ratio(aspect_ratio: str) -> tuple[int, int]:
+    """``"16:9"`` -> ``(16, 9)``."""
+    width, height = aspect_ratio.split(":")
+    return int(width), int(height)
+
+
+def dimensions(aspect_ratio: str, quality: float = 1) -> tuple[int, int]:
+    """Tile size for an aspect ratio; quality scales the pixel count (1 -> long side 1024)."""
+    width, height = ratio(aspect_ratio)
+    long_side = LONG_SIDE * math.sqrt(quality)
+    scale = long_side / max(width, height)
+    return _round8(width * scale), _round8(height * scale)
+
+
+def _round8(value: float) -> int:
+    return max(8, int(round(value / 8)) * 8)
+
+
+def decode(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode image bytes into an RGB image, refusing non-images and decompression bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"image is {width}x{height}, more than {max_pixels} pixels")
+            image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(_decode_message(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"image could not be decoded ({exc})") from None
+    return flatten(image)
+
+
+def _decode_message(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image in a supported format (PNG, JPEG, WebP, GIF, BMP, TIFF)"
+    return "image is too large to decode safely"
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """Convert any mode to RGB, putting transparency on white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def compose_grid(tiles: list[Image.Image]) -> Image.Image:
+    """Lay four tiles out as a 2x2 grid (1 2 / 3 4)."""
+    if len(tiles) != 4:
+        raise ValueError("a grid needs exactly four tiles")
+    width, height = tiles[0].size
+    grid = Image.new("RGB", (width * 2, height * 2))
+    for position, tile in enumerate(tiles):
+        if tile.size != (width, height):
+            tile = tile.resize((width, height), Image.Resampling.LANCZOS)
+        grid.paste(tile, ((position % 2) * width, (position // 2) * height))
+    return grid
+
+
+def split_grid(grid: Image.Image) -> list[Image.Image]:
+    """Cut a 2x2 grid into its four tiles (1 2 / 3 4)."""
+    width, height = grid.size[0] // 2, grid.size[1] // 2
+    return [
+        grid.crop(((i % 2) * width, (i // 2) * height, (i % 2 + 1) * width, (i // 2 + 1) * height))
+        for i in range(4)
+    ]
+
+
+def upscale(image: Image.Image, factor: int = 2) -> Image.Image:
+    """Enlarge with Lanczos resampling, then restore edge crispness with a light unsharp mask."""
+    enlarged = image.resize((image.width * factor, image.height * factor), Image.Resampling.LANCZOS)
+    return enlarged.filter(ImageFilter.UnsharpMask(radius=1.2 * factor, percent=60, threshold=2))
+
+
+def encode(image: Image.Image, image_format: str) -> bytes:
+    """Encode for storage: fast settings, since these are written on every job."""
+    pil_format, _ = FORMATS[image_format]
+    options = {"PNG": {"compress_level": 1}, "WEBP": {"quality": 90, "method": 2}, "JPEG": {"quality": 92}}
+    buffer = io.BytesIO()
+    image.save(buffer, pil_format, **options[pil_format])
+    return buffer.getvalue()

@@ -1,0 +1,178 @@
+"""Database handle and models: accounts, API keys, jobs and the credit ledger."""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from peewee import (
+    AutoField,
+    BigIntegerField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+    UUIDField,
+)
+from playhouse.db_url import connect as connect_url
+from playhouse.migrations import Runner
+from playhouse.pool import PooledSqliteDatabase
+
+db = DatabaseProxy()
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "cache_size": -16000,  # 16 MB
+    "busy_timeout": 15000,
+}
+
+
+def utcnow() -> datetime.datetime:
+    """The current time in UTC, as a naive datetime (how every timestamp is stored)."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def open_database(url: str) -> Any:
+    """Open the database at ``url``: ``sqlite:///path`` or ``postgresql://...``."""
+    if url.startswith("sqlite:///"):
+        return PooledSqliteDatabase(
+            url[len("sqlite:///") :],
+            pragmas=SQLITE_PRAGMAS,
+            lock_type="IMMEDIATE",  # writers queue up front instead of failing on upgrade
+            timeout=15,
+            check_same_thread=False,
+            max_connections=64,
+            stale_timeout=600,
+        )
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgres", "postgresql") and sep:
+        return connect_url(f"postgres+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def is_sqlite() -> bool:
+    """Whether the open database is SQLite."""
+    return isinstance(db.obj, PooledSqliteDatabase)
+
+
+class JSONField(TextField):
+    """A JSON value kept as text, so it works the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Account(BaseModel):
+    """A customer: owns API keys, jobs and a credit balance."""
+
+    id = AutoField()
+    email = CharField(unique=True)
+    name = CharField(default="")
+    password_hash = CharField(null=True)
+    plan = CharField(default="free")
+    balance = IntegerField(default=0)
+    granted = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+
+
+class ApiKey(BaseModel):
+    """An API key; only its SHA-256 is stored, with a short prefix to recognise it by."""
+
+    id = AutoField()
+    account = ForeignKeyField(Account, backref="api_keys", on_delete="CASCADE")
+    name = CharField(default="")
+    prefix = CharField(index=True)
+    key_hash = CharField(unique=True)
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+
+
+class Job(BaseModel):
+    """One request for pixels or text, from acceptance to its terminal status."""
+
+    id = UUIDField(primary_key=True, default=uuid.uuid4)
+    account = ForeignKeyField(Account, backref="jobs", on_delete="CASCADE")
+    type = CharField()
+    status = CharField(default="pending")
+    prompt = TextField(null=True)
+    params = JSONField(default=dict)
+    parent = ForeignKeyField("self", null=True, backref="children", on_delete="SET NULL")
+    index = IntegerField(null=True)
+    cost = IntegerField()
+    progress = IntegerField(default=0)
+    seed = BigIntegerField(null=True)
+    grid = CharField(null=True)
+    tiles = JSONField(null=True)
+    descriptions = JSONField(null=True)
+    error = TextField(null=True)
+    webhook_url = TextField(null=True)
+    provider = CharField(null=True)
+    provider_ref = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    completed_at = DateTimeField(null=True)
+    lease_owner = CharField(null=True)
+    lease_token = CharField(null=True)
+    lease_expires = DateTimeField(null=True)
+    runs = IntegerField(default=0)
+
+    class Meta:
+        indexes = (
+            (("account", "created_at"), False),
+            (("status", "lease_expires"), False),
+        )
+
+
+class LedgerEntry(BaseModel):
+    """One change to an account's credits; the balance is always the sum of these."""
+
+    id = AutoField()
+    account = ForeignKeyField(Account, backref="ledger", on_delete="CASCADE")
+    amount = IntegerField()
+    reason = CharField()
+    job = ForeignKeyField(Job, null=True, backref="ledger_entries", on_delete="SET NULL")
+    note = CharField(default="")
+    balance_after = IntegerField()
+    created_at = DateTimeField(default=utcnow, index=True)
+
+
+MODELS = [Account, ApiKey, Job, LedgerEntry]
+
+
+def init_database(url: str, lock_dir: str) -> None:
+    """Open the database at ``url`` and bring its schema up to date."""
+    if db.obj is not None:
+        db.obj.close_all()
+    db.initialize(open_database(url))
+    # Processes starting together migrate one at a time: a file lock on this machine, and an
+    # advisory lock on PostgreSQL for processes on other machines.
+    with open(Path(lock_dir) / ".migrate.lock", "w") as lock_file, db.connection_context():
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if not is_sqlite():
+            db.execute_sql("SELECT pg_advisory_lock(4100)")
+        try:
+            Runner(db.obj, str(MIGRATIONS_DIR)).up()
+        finally:
+            if not is_sqlite():
+                db.execute_sql("SELECT pg_advisory_unlock(4100)")

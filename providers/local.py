@@ -1,0 +1,121 @@
+"""The offline provider: procedural art, real resampling, blending and image analysis on the CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+
+import imaging
+from providers import (
+    OPERATIONS,
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobContext,
+    Provider,
+    Result,
+    UpscaleRequest,
+    VariationRequest,
+    analysis,
+    procedural,
+    register,
+)
+
+PROGRESS_BEFORE_SAVING = 95  # the gateway takes the rest to store the images
+
+
+def imagine_seed(request: ImagineRequest) -> int:
+    """The seed for an imagine: the same prompt and parameters always give the same images."""
+    key = "|".join(
+        str(part)
+        for part in (
+            " ".join(request.prompt.lower().split()),
+            request.aspect_ratio,
+            request.version,
+            request.quality,
+            request.style,
+            request.chaos,
+            request.stylize,
+        )
+    )
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+
+
+class Pacer:
+    """Spreads a job over APIFRAME_LOCAL_LATENCY seconds, reporting progress as it goes."""
+
+    def __init__(self, ctx: JobContext, latency: float, steps: int) -> None:
+        self.ctx = ctx
+        self.latency = latency
+        self.steps = steps
+        self.started = time.monotonic()
+
+    def step(self, done: int) -> None:
+        """Mark ``done`` of ``steps`` finished: wait until their share of the latency is up."""
+        fraction = done / self.steps
+        target = self.started + self.latency * fraction
+        while (left := target - time.monotonic()) > 0:
+            self.ctx.sleep(min(0.25, left))
+            elapsed = (time.monotonic() - self.started) / self.latency
+            self.ctx.progress(int(PROGRESS_BEFORE_SAVING * min(elapsed, fraction)))
+        self.ctx.progress(int(PROGRESS_BEFORE_SAVING * fraction))
+
+    def on_tile(self) -> Callable[[int], None]:
+        """A callback for the art functions: tile i of four is done."""
+        return lambda index: self.step(index + 1)
+
+
+@register
+class LocalProvider(Provider):
+    """Makes real images offline, so the whole product works on a fresh machine."""
+
+    name = "local"
+    operations = frozenset(OPERATIONS)
+
+    def _pacer(self, ctx: JobContext, steps: int = 4) -> Pacer:
+        return Pacer(ctx, float(self.config.get("LOCAL_LATENCY", 0)), steps)
+
+    def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
+        seed = request.seed if request.seed is not None else imagine_seed(request)
+        tiles = procedural.paint_tiles(
+            request.prompt,
+            request.width,
+            request.height,
+            seed=seed,
+            style=request.style,
+            chaos=request.chaos,
+            stylize=request.stylize,
+            version=request.version,
+            on_tile=self._pacer(ctx).on_tile(),
+        )
+        return Result(tiles=tiles, seed=seed)
+
+    def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
+        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        tiles = procedural.vary(
+            request.image, seed=seed, strength=request.strength, on_tile=self._pacer(ctx).on_tile()
+        )
+        return Result(tiles=tiles, seed=seed)
+
+    def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
+        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        tiles = procedural.mix(
+            request.images, request.width, request.height, seed=seed, on_tile=self._pacer(ctx).on_tile()
+        )
+        return Result(tiles=tiles, seed=seed)
+
+    def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        image = imaging.upscale(request.image, request.factor)
+        pacer.step(2)
+        return Result(image=image)
+
+    def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        descriptions = analysis.describe(request.image)
+        pacer.step(2)
+        return Result(descriptions=descriptions)

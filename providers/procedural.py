@@ -1,0 +1,1460 @@
+"""Procedural, prompt-driven art for the local provider: real images from numpy and Pillow alone.
+
+``paint_tiles`` reads the prompt for colour, scene and mood words, paints four tiles as layered
+scenes (sky, sun or moon, terrain silhouettes, water, subjects) at a working resolution, finishes
+them (haze, brush texture, bloom, grading) and resizes them to the requested size. ``vary`` and
+``mix`` derive new tiles from existing pixels. Everything is seeded, so the same inputs always
+give byte-identical images.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+TileCallback = Callable[[int], None]
+
+STYLES = ("raw", "cute", "expressive", "scenic")
+MIN_SIDE = 64
+MAX_SIDE = 2048
+TILE_COUNT = 4
+WORK_SIDE = 512  # longest side of the canvas the scenes are painted on before the final resize
+_THREADS = max(1, min(TILE_COUNT, os.cpu_count() or 1))  # numpy and Pillow release the GIL
+
+SKY_TOP, SKY_LOW, GROUND, GROUND_DARK, ACCENT, LIGHT = range(6)  # rows of a palette array
+_WHITE = np.ones((3, 1, 1), np.float32)
+_SAND = np.array([0.86, 0.76, 0.6], np.float32).reshape(3, 1, 1)
+
+# ---------------------------------------------------------------------------------------------
+# Prompt vocabulary
+# ---------------------------------------------------------------------------------------------
+
+_SCENE_WORDS = {
+    "sunset": "sunset sunsets sunrise sunrises dusk dawn twilight sundown",
+    "day": "day daytime daylight sunny noon midday morning afternoon",
+    "night": "night nights midnight moon moonlight moonlit nighttime nocturnal",
+    "space": "space galaxy galaxies stars star starry nebula nebulae cosmos cosmic universe planet planets",
+    "mountain": "mountain mountains landscape landscapes peak peaks alps hill hills valley cliffs canyon "
+    "volcano",
+    "city": "city cities skyline skylines skyscraper skyscrapers futuristic cyberpunk metropolis urban "
+    "downtown street streets buildings town",
+    "ocean": "ocean oceans sea seas beach beaches wave waves coast coastal shore lake harbor harbour "
+    "seascape water",
+    "forest": "forest forests tree trees woods woodland jungle pine pines rainforest",
+    "desert": "desert deserts dune dunes sand sahara",
+    "snow": "snow snowy winter ice icy frozen blizzard snowfall frost",
+    "flower": "flower flowers garden gardens bloom blooms blossom blossoms roses tulips meadow floral "
+    "petals daisies",
+}
+_SUBJECT_WORDS = {  # the first kind found wins, so specific creatures beat "portrait"
+    "robot": "robot robots android cyborg mech",
+    "cat": "cat cats kitten kittens fox wolf lion tiger animal animals",
+    "dog": "dog dogs puppy puppies bear",
+    "human": "portrait person man woman girl boy face people character warrior knight queen king wizard",
+}
+_PHRASES = {"golden hour": "sunset", "blue hour": "sunset", "outer space": "space"}
+_BACKDROPS = ("mountain", "city", "ocean", "forest", "desert")
+_BEACH_WORDS = {"beach", "beaches", "shore", "coast", "coastal", "sand"}
+_FUTURE_WORDS = {"futuristic", "cyberpunk", "neon", "scifi", "sci"}
+
+_COLOUR_WORDS = {
+    "red": (215, 38, 45), "crimson": (175, 20, 55), "scarlet": (230, 36, 25), "maroon": (120, 20, 35),
+    "ruby": (190, 16, 70), "burgundy": (120, 20, 45), "blue": (35, 90, 215), "navy": (20, 30, 95),
+    "azure": (40, 130, 240), "cobalt": (0, 71, 171), "sapphire": (20, 60, 180), "indigo": (60, 30, 140),
+    "cyan": (0, 200, 230), "teal": (0, 128, 128), "turquoise": (40, 210, 200), "aqua": (60, 220, 220),
+    "green": (45, 160, 70), "emerald": (20, 150, 90), "lime": (150, 220, 40), "olive": (120, 130, 40),
+    "mint": (150, 230, 190), "jade": (0, 168, 107), "yellow": (245, 215, 50), "golden": (225, 170, 40),
+    "gold": (225, 170, 40), "amber": (255, 170, 20), "orange": (245, 125, 30), "coral": (250, 110, 90),
+    "peach": (255, 190, 150), "pink": (245, 130, 185), "magenta": (220, 30, 170), "fuchsia": (235, 40, 160),
+    "rose": (230, 90, 130), "purple": (125, 50, 170), "violet": (140, 70, 210), "lavender": (180, 160, 230),
+    "lilac": (200, 160, 220), "plum": (110, 40, 90), "brown": (125, 80, 45), "chocolate": (95, 55, 30),
+    "copper": (185, 100, 50), "bronze": (175, 120, 50), "rust": (170, 70, 30), "beige": (225, 205, 170),
+    "tan": (205, 165, 115), "white": (245, 245, 245), "ivory": (250, 245, 225), "cream": (250, 240, 210),
+    "silver": (190, 195, 205), "grey": (128, 128, 135), "gray": (128, 128, 135), "black": (15, 15, 20),
+}
+_MONO_WORDS = {"monochrome", "grayscale", "greyscale", "noir", "monochromatic"}
+_DARK_WORDS = {"dark", "gloomy", "moody", "dim", "shadowy", "shadows", "somber", "sombre", "ominous", "grim"}
+_BRIGHT_WORDS = {"bright", "sunny", "radiant", "luminous", "glowing", "brilliant", "sunlit", "airy"}
+_HAZE_WORDS = {"misty", "mist", "foggy", "fog", "hazy", "haze", "smoky", "smoke", "dreamy", "ethereal"}
+_VIVID_WORDS = {"vivid", "vibrant", "colorful", "colourful", "saturated", "psychedelic", "rainbow"}
+_MUTED_WORDS = {"muted", "desaturated", "faded", "washed", "dull", "vintage", "subtle"}
+
+_PALETTES = {  # sky top, sky at the horizon, ground, dark ground, accent, light
+    "abstract": ((40, 30, 95), (250, 150, 120), (30, 140, 160), (20, 25, 60), (255, 200, 80),
+                 (250, 240, 230)),
+    "studio": ((55, 65, 95), (225, 195, 165), (85, 70, 85), (25, 20, 32), (255, 160, 110), (255, 235, 210)),
+    "day": ((60, 120, 205), (200, 225, 245), (95, 125, 150), (40, 60, 70), (250, 210, 120), (255, 250, 230)),
+    "sunset": ((55, 40, 110), (255, 145, 80), (120, 60, 95), (40, 20, 50), (255, 90, 120), (255, 225, 150)),
+    "night": ((8, 12, 38), (45, 60, 115), (30, 38, 75), (8, 10, 26), (120, 160, 255), (240, 240, 220)),
+    "space": ((5, 5, 22), (40, 22, 85), (65, 35, 115), (10, 6, 28), (225, 80, 200), (150, 220, 255)),
+    "futuristic": ((22, 12, 55), (205, 55, 165), (45, 35, 95), (10, 8, 28), (0, 235, 255), (255, 90, 205)),
+    "city": ((28, 38, 90), (215, 120, 125), (48, 52, 92), (16, 18, 36), (255, 195, 90), (255, 230, 180)),
+    "forest": ((110, 160, 200), (215, 230, 205), (60, 110, 70), (20, 45, 32), (235, 205, 110),
+               (255, 245, 210)),
+    "ocean": ((35, 105, 185), (175, 215, 235), (30, 90, 140), (10, 40, 72), (240, 250, 255), (255, 245, 220)),
+    "desert": ((105, 155, 215), (250, 215, 165), (220, 155, 90), (150, 85, 50), (255, 200, 120),
+               (255, 240, 200)),
+    "snow": ((130, 160, 205), (232, 238, 248), (212, 222, 240), (115, 135, 170), (180, 210, 255),
+             (255, 255, 255)),
+    "flower": ((120, 180, 230), (240, 228, 205), (90, 150, 70), (35, 75, 40), (240, 80, 130),
+               (255, 225, 120)),
+}
+_PALETTE_ORDER = ("space", "night", "sunset", "futuristic", "snow", "desert", "forest", "flower", "ocean",
+                  "day", "city")
+# Which named colour (by its order in the prompt) tints which palette row.
+_TINT_ROLES = (SKY_TOP, GROUND_DARK, GROUND, SKY_LOW, ACCENT, LIGHT)
+
+
+@dataclass(frozen=True, eq=False)
+class _Spec:
+    """What the prompt asks for: scenes, subject, palette and mood."""
+
+    scenes: frozenset[str]
+    subject: str | None
+    sky: str  # "day", "sunset", "night", "space", "studio" or "abstract"
+    palette: np.ndarray  # (6, 3) floats in 0..1, rows indexed by SKY_TOP ... LIGHT
+    named_colours: bool
+    brightness: float
+    haze: float
+    saturation: float
+    mono: bool
+    neon: bool
+    beach: bool
+    futuristic: bool
+
+
+def _prompt_words(prompt: str) -> tuple[list[str], str]:
+    """The lower-case words of a prompt in order, and the prompt as one padded lower-case line."""
+    text = " " + " ".join(prompt.lower().split()) + " "
+    return re.findall(r"[a-z]+", text), text
+
+
+def _scenes(words: set[str], text: str) -> frozenset[str]:
+    """The scene keys whose words appear in the prompt."""
+    found = {scene for scene, vocab in _SCENE_WORDS.items() if words & set(vocab.split())}
+    found |= {scene for phrase, scene in _PHRASES.items() if f" {phrase} " in text}
+    return frozenset(found)
+
+
+def _subject_kind(words: set[str]) -> str | None:
+    """The kind of central figure the prompt names, if any."""
+    for kind, vocab in _SUBJECT_WORDS.items():
+        if words & set(vocab.split()):
+            return kind
+    return None
+
+
+def _sky_kind(scenes: frozenset[str], subject: str | None) -> str:
+    """The backdrop a scene is painted on."""
+    for kind in ("space", "night", "sunset", "day"):
+        if kind in scenes:
+            return kind
+    if scenes:
+        return "day"
+    return "studio" if subject else "abstract"
+
+
+def _palette_key(scenes: frozenset[str], sky: str, futuristic: bool) -> str:
+    """The base palette for the scene mix: the first of _PALETTE_ORDER the prompt asks for."""
+    if sky in ("studio", "abstract"):
+        return sky
+    wanted = scenes | ({"futuristic"} if futuristic and "city" in scenes else set())
+    return next((key for key in _PALETTE_ORDER if key in wanted), "day")
+
+
+def _named_colours(words: list[str]) -> list[np.ndarray]:
+    """The colours named in the prompt, in order of appearance, without repeats."""
+    seen: list[str] = []
+    for word in words:
+        if word in _COLOUR_WORDS and word not in seen:
+            seen.append(word)
+    return [np.array(_COLOUR_WORDS[w], np.float32) / 255 for w in seen]
+
+
+def _parse_prompt(prompt: str) -> _Spec:
+    """Read the colour, scene, subject and mood words of a prompt."""
+    ordered, text = _prompt_words(prompt)
+    words = set(ordered)
+    scenes = _scenes(words, text)
+    subject = _subject_kind(words)
+    futuristic = bool(words & _FUTURE_WORDS)
+    sky = _sky_kind(scenes, subject)
+    palette = np.array(_PALETTES[_palette_key(scenes, sky, futuristic)], np.float32) / 255
+    colours = _named_colours(ordered)
+    palette = _tint(palette, colours)
+    neon = "neon" in words
+    if "pastel" in words:
+        palette = _pastel(palette)
+    if neon:
+        palette = _neon(palette)
+    mono = bool(words & _MONO_WORDS) or " black and white " in text or " b&w " in text
+    return _Spec(
+        scenes=scenes,
+        subject=subject,
+        sky=sky,
+        palette=palette,
+        named_colours=bool(colours),
+        brightness=0.72 if words & _DARK_WORDS else 1.1 if words & _BRIGHT_WORDS else 1.0,
+        haze=0.55 if words & _HAZE_WORDS else 0.0,
+        saturation=1.3 if words & _VIVID_WORDS else 0.6 if words & _MUTED_WORDS else 1.0,
+        mono=mono,
+        neon=neon,
+        beach=bool(words & _BEACH_WORDS) and "ocean" in scenes,
+        futuristic=futuristic,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """Convert (..., 3) RGB in 0..1 to HSV with hue in 0..1."""
+    mx, mn = rgb.max(-1), rgb.min(-1)
+    delta = mx - mn
+    safe = np.where(delta > 0, delta, 1)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    hue = np.where(mx == r, (g - b) / safe, np.where(mx == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    hue = np.where(delta > 0, (hue / 6) % 1, 0)
+    sat = np.where(mx > 0, delta / np.where(mx > 0, mx, 1), 0)
+    return np.stack([hue, sat, mx], -1).astype(np.float32)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """Convert (..., 3) HSV (hue in 0..1) back to RGB in 0..1."""
+    h, s, v = hsv[..., 0] % 1, np.clip(hsv[..., 1], 0, 1), np.clip(hsv[..., 2], 0, 1)
+    k = (np.array([5, 3, 1], np.float32) + h[..., None] * 6) % 6
+    return (v[..., None] - v[..., None] * s[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1)).astype(
+        np.float32
+    )
+
+
+def _tint(palette: np.ndarray, colours: list[np.ndarray]) -> np.ndarray:
+    """Pull the palette rows towards the named colours (first colour dominates, lights only halfway)."""
+    if not colours:
+        return palette
+    hsv = _rgb_to_hsv(palette)
+    tinted = palette.copy()
+    for i, role in enumerate(_TINT_ROLES):
+        th, ts, tv = _rgb_to_hsv(colours[i % len(colours)])
+        h, s, v = hsv[role]
+        if ts < 0.12:  # black, white, grey: change lightness and colourfulness only
+            target = (h, s * 0.4, v + (tv - v) * 0.55)
+        else:
+            target = (th, s + (ts - s) * 0.7, v + (tv - v) * 0.3)
+        weight = 0.5 if role in (ACCENT, LIGHT) else 1.0
+        tinted[role] = _mix(palette[role], _hsv_to_rgb(np.array(target, np.float32)), weight)
+    return tinted
+
+
+def _pastel(palette: np.ndarray, amount: float = 0.55) -> np.ndarray:
+    """Soften a palette into light, milky pastel tones."""
+    hsv = _rgb_to_hsv(palette)
+    hsv[:, 1] *= 1 - amount * 0.9
+    hsv[:, 2] += (1 - hsv[:, 2]) * amount
+    return _hsv_to_rgb(hsv)
+
+
+def _neon(palette: np.ndarray) -> np.ndarray:
+    """Darken the backdrop and push the accents to glowing, saturated light."""
+    hsv = _rgb_to_hsv(palette)
+    hsv[:, 1] += (1 - hsv[:, 1]) * 0.6
+    hsv[[SKY_TOP, GROUND, GROUND_DARK], 2] *= 0.55
+    hsv[[ACCENT, LIGHT], 2] = 1.0
+    return _hsv_to_rgb(hsv)
+
+
+def _shift_hues(palette: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate every palette hue by ``degrees``."""
+    hsv = _rgb_to_hsv(palette)
+    hsv[:, 0] += degrees / 360
+    return _hsv_to_rgb(hsv)
+
+
+def _mix(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
+    """Linear interpolation from ``a`` to ``b``."""
+    return a + (b - a) * t
+
+
+def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    """Hermite step from 0 at ``edge0`` to 1 at ``edge1``."""
+    t = np.clip((x - edge0) / (edge1 - edge0), 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def _luma(planes: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of float colour planes (3, ...)."""
+    return 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Randomness and canvas
+# ---------------------------------------------------------------------------------------------
+
+
+def _key(*parts: object) -> int:
+    """A stable 64-bit integer from the parts (unlike ``hash``, the same in every process)."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+
+
+class _Dice:
+    """Random draws shared by the four tiles, each pulled towards its own stream by ``spread``."""
+
+    def __init__(self, key: int, tile: int, spread: float) -> None:
+        self.shared = np.random.default_rng([key, 0])
+        self.own = np.random.default_rng([key, tile + 1])
+        self.spread = spread
+        self.cos, self.sin = math.cos(spread * math.pi / 2), math.sin(spread * math.pi / 2)
+
+    def uniform(
+        self, low: float = 0.0, high: float = 1.0, size: int | tuple[int, ...] | None = None
+    ) -> float | np.ndarray:
+        """Uniform draw(s) in [low, high)."""
+        a = self.shared.uniform(low, high, size)
+        return a + (self.own.uniform(low, high, size) - a) * self.spread
+
+    def normal(self, size: int | tuple[int, ...] | None = None) -> float | np.ndarray:
+        """Standard normal draw(s); the blend keeps unit variance."""
+        a = self.shared.standard_normal(size, dtype=np.float32)
+        b = self.own.standard_normal(size, dtype=np.float32)
+        return a * self.cos + b * self.sin
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer in [low, high]."""
+        return int(self.uniform(low, high + 0.999))
+
+
+class _Canvas:
+    """A float RGB canvas (or a window of one) with its coordinate grids, palette, dice and noise."""
+
+    def __init__(self, width: int, height: int, dice: _Dice, palette: np.ndarray) -> None:
+        self.w, self.h = width, height
+        self.px = float(height)  # pixels per unit of normalised height, also in windows
+        self.aspect = width / height
+        self.ys = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
+        self.xs = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, :]
+        self.dice = dice
+        self.pal = palette.reshape(-1, 3, 1, 1)  # each row broadcasts over the planes
+        self.rgb = np.zeros((3, height, width), np.float32)  # planar: fast to blend
+        self.sun: tuple[float, float] | None = None
+
+    def around(self, cx: float, cy: float, radius: float) -> _Canvas:
+        """A window onto the square of half-side ``radius`` around (cx, cy); painting it paints here."""
+        x0 = int(np.clip((cx - radius / self.aspect) * self.w, 0, self.w - 1))
+        x1 = int(np.clip((cx + radius / self.aspect) * self.w + 2, x0 + 1, self.w))
+        y0 = int(np.clip((cy - radius) * self.h, 0, self.h - 1))
+        y1 = int(np.clip((cy + radius) * self.h + 2, y0 + 1, self.h))
+        window = copy.copy(self)
+        window.rgb, window.xs, window.ys = self.rgb[:, y0:y1, x0:x1], self.xs[:, x0:x1], self.ys[y0:y1]
+        window.h, window.w = y1 - y0, x1 - x0
+        return window
+
+    def _resize(self, grid: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Bicubic resize of a float grid, from a randomly shifted window so cells never line up."""
+        gh, gw = grid.shape
+        ox, oy = self.dice.own.uniform(0, 0.5, 2) if min(gh, gw) > 2 else (0.0, 0.0)
+        box = (ox, oy, gw - 0.5 + ox, gh - 0.5 + oy)
+        return np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC, box))
+
+    def noise(self, cells_y: float, cells_x: float) -> np.ndarray:
+        """Smooth value noise (about unit variance) with the given number of cells."""
+        gy, gx = max(2, min(round(cells_y), self.h)), max(2, min(round(cells_x), self.w))
+        return self._resize(self.dice.normal((gy, gx)), self.w, self.h)
+
+    def fbm(self, cells: float, octaves: int = 5, stretch: float = 1.0) -> np.ndarray:
+        """Fractal noise with zero mean and unit deviation, built coarse to fine; ``stretch`` widens it."""
+        gy, gx = max(2, round(cells)), max(2, round(cells * self.aspect / stretch))
+        total = self.dice.normal((gy, gx))
+        for octave in range(1, octaves):
+            if gy * 2 > self.h / 3:
+                break
+            gy, gx = gy * 2, gx * 2
+            total = self._resize(total, gx, gy) + self.dice.normal((gy, gx)) * 0.5**octave
+        total = self._resize(total, self.w, self.h)
+        return (total - total.mean()) / (total.std() + 1e-6)
+
+    def curve(self, cells: float, octaves: int = 4, ridged: bool = False) -> np.ndarray:
+        """A 1-D profile across the width, normalised to 0..1 (ridged gives sharp peaks)."""
+        total = np.zeros(self.w, np.float32)
+        for octave in range(octaves):
+            k = cells * self.aspect * 2**octave
+            points = self.dice.normal(int(k) + 2)
+            pos = self.xs[0] * k
+            idx = pos.astype(np.int32)
+            t = pos - idx
+            t = t * t * (3 - 2 * t)
+            value = points[idx] * (1 - t) + points[idx + 1] * t
+            total += (1 - np.abs(value) if ridged else value) * 0.5**octave
+        total -= total.min()
+        return total / (total.max() + 1e-6)
+
+    def dist(self, cx: float, cy: float) -> np.ndarray:
+        """Distance of every pixel from (cx, cy), in units of the canvas height."""
+        return np.sqrt(((self.xs - cx) * self.aspect) ** 2 + (self.ys - cy) ** 2)
+
+    def paint(self, colour: np.ndarray, alpha: np.ndarray, top: int = 0) -> None:
+        """Blend ``colour`` over the rows from ``top`` down with coverage ``alpha`` (for those rows)."""
+        region = self.rgb[:, top:]
+        region += (colour - region) * alpha
+
+    def add(self, colour: np.ndarray, amount: np.ndarray, top: int = 0) -> None:
+        """Add light of ``colour`` scaled by ``amount`` (for those rows) to the rows from ``top`` down."""
+        region = self.rgb[:, top:]
+        region += colour * amount
+
+    def mask(self, draw: Callable[[ImageDraw.ImageDraw, float], None]) -> np.ndarray:
+        """Coverage 0..1 of shapes drawn by ``draw(d, scale)`` at twice the size (for antialiasing)."""
+        image = Image.new("L", (self.w * 2, self.h * 2), 0)
+        draw(ImageDraw.Draw(image), 2)
+        return np.asarray(image.reduce(2), np.float32) / 255
+
+    def row(self, y: float) -> int:
+        """The pixel row of a normalised height, clamped to the canvas."""
+        return int(min(max(y, 0), 1) * (self.h - 1))
+
+
+def _ridge_alpha(c: _Canvas, ridge: np.ndarray, top: int) -> np.ndarray:
+    """Antialiased coverage of everything below a ridge line (normalised heights per column)."""
+    return np.clip((c.ys[top:] - ridge[None, :]) * c.h + 0.5, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backdrops
+# ---------------------------------------------------------------------------------------------
+
+
+def _sky(c: _Canvas, horizon: float) -> None:
+    """A vertical gradient from the sky colour to the horizon glow, gently mottled."""
+    t = np.clip(c.ys / horizon, 0, 1) ** 1.5
+    rows = _mix(c.pal[SKY_TOP], c.pal[SKY_LOW], t)
+    c.rgb[:] = rows * (1 + 0.05 * c.fbm(1.5, 3))
+
+
+def _sun(c: _Canvas, horizon: float, kind: str) -> None:
+    """A sun (low and large at sunset) or a cratered moon at night, with a wide glow."""
+    d = c.dice
+    x = d.uniform(0.25, 0.75)
+    if kind == "sunset":
+        y, radius, glow = horizon - d.uniform(0.02, 0.12), d.uniform(0.06, 0.1), 0.9
+    elif kind == "night":
+        y, radius, glow = d.uniform(0.15, 0.35), d.uniform(0.04, 0.07), 0.45
+    else:
+        y, radius, glow = d.uniform(0.12, 0.3), d.uniform(0.04, 0.06), 0.4
+    c.sun = (x, y)
+    light, accent = c.pal[LIGHT], c.pal[ACCENT]
+    near = c.around(x, y, radius * 1.2)
+    disc = np.clip((radius - near.dist(x, y)) * c.px * 0.7, 0, 1)
+    if kind == "night":
+        disc *= 1 - 0.12 * np.clip(near.fbm(3, 3), 0, 2)
+    near.paint(_mix(light, _WHITE, 0.4), disc)
+    c.add(_mix(light, accent, 0.35), np.exp(-c.dist(x, y) / (radius * 3.5)) * glow)
+    c.add(_mix(c.pal[SKY_LOW], light, 0.5), np.exp(-np.abs(c.ys - horizon) / 0.08) * glow * 0.25)
+
+
+def _clouds(c: _Canvas, horizon: float) -> None:
+    """Wide, soft clouds: bright where thin, a little darker in their dense cores."""
+    density = _smoothstep(0.6, 1.9, c.fbm(2.5, stretch=4.0)) * _smoothstep(horizon, horizon - 0.25, c.ys)
+    lit = _mix(c.pal[SKY_LOW], c.pal[LIGHT], 0.5)
+    shade = _mix(c.pal[SKY_TOP], c.pal[SKY_LOW], 0.35)
+    colour = _mix(lit, shade, np.clip(density * 1.2, 0, 1))
+    c.paint(colour, density * 0.7)
+
+
+def _rays(c: _Canvas, amount: float) -> None:
+    """Crepuscular rays fanning out from the sun."""
+    sx, sy = c.sun
+    angle = np.arctan2(c.ys - sy, (c.xs - sx) * c.aspect) / (2 * np.pi)
+    spokes = c.dice.uniform(0, 1, 40) ** 3
+    beams = np.interp(angle, np.linspace(-0.5, 0.5, 40, endpoint=False), spokes, period=1)
+    c.add(c.pal[LIGHT], beams * np.exp(-c.dist(sx, sy) / 0.5) * amount * 0.35)
+
+
+def _stars(c: _Canvas, count: int, fade_below: float) -> None:
+    """Sharp star points with soft halos on the brightest, fading out towards the horizon."""
+    d = c.dice
+    xs = (d.uniform(0, 1, count) * (c.w - 1)).astype(np.int32)
+    ys = (d.uniform(0, 1, count) * (c.h - 1)).astype(np.int32)
+    level = d.uniform(0, 1, count) ** 4
+    field = np.zeros((c.h, c.w), np.float32)
+    field[ys, xs] = level
+    halo = Image.fromarray((field * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.6))
+    light = field + np.asarray(halo, np.float32) / 255 * 3
+    c.add(_mix(c.pal[LIGHT], _WHITE, 0.6), light * _smoothstep(fade_below, 0.0, c.ys))
+
+
+def _nebula(c: _Canvas) -> None:
+    """Glowing gas clouds with filaments and dark dust lanes."""
+    gas = _smoothstep(-0.4, 1.8, c.fbm(1.5))
+    filaments = 1 - np.abs(c.fbm(3))
+    tone = _smoothstep(-1.2, 1.2, c.fbm(1))
+    colour = _mix(c.pal[ACCENT], c.pal[SKY_LOW] * 1.4, tone)
+    c.rgb += colour * (gas * (0.45 + 0.55 * np.clip(filaments, 0, 1)) * 0.9)
+    c.rgb *= (1 - 0.45 * _smoothstep(0.6, 1.8, c.fbm(2.5)))
+
+
+def _planet(c: _Canvas) -> None:
+    """A banded planet lit from one side, with a thin glowing atmosphere."""
+    d = c.dice
+    cx, cy, r = d.uniform(0.15, 0.85), d.uniform(0.2, 0.8), d.uniform(0.1, 0.22)
+    light_x, light_y = d.uniform(-0.8, 0.8), d.uniform(-0.8, 0.2)
+    w = c.around(cx, cy, r * 1.3)
+    dx, dy = (w.xs - cx) * c.aspect / r, (w.ys - cy) / r
+    rr = dx * dx + dy * dy
+    inside = np.clip((1 - np.sqrt(rr)) * r * c.px, 0, 1)
+    nz = np.sqrt(np.clip(1 - rr, 0, 1))
+    lambert = np.clip(dx * light_x + dy * light_y + nz * 0.6, 0, 1)
+    bands = 0.5 + 0.5 * np.sin(dy * d.uniform(8, 16) + 2 * w.fbm(2, 2))
+    surface = _mix(c.pal[GROUND], c.pal[ACCENT], (bands * 0.6)) * (0.08 + lambert)
+    w.paint(surface, inside)
+    rim = np.exp(-np.abs(np.sqrt(rr) - 1) * r * c.px / 4) * (0.3 + lambert)
+    w.add(_mix(c.pal[LIGHT], c.pal[SKY_LOW], 0.4), rim * 0.5)
+
+
+def _studio(c: _Canvas) -> None:
+    """A portrait backdrop: a soft radial light behind the subject and floating bokeh."""
+    d = c.dice
+    t = np.clip(c.dist(d.uniform(0.4, 0.6), d.uniform(0.3, 0.45)) / 0.9, 0, 1)
+    c.rgb[:] = _mix(c.pal[SKY_LOW], c.pal[SKY_TOP], t**0.8)
+    c.rgb *= (1 + 0.06 * c.fbm(2, 3))
+    _bokeh(c, 12, 0.25)
+
+
+def _abstract(c: _Canvas) -> None:
+    """A flowing mesh gradient of the palette, folded like silk, with fine contours and glossy orbs."""
+    d = c.dice
+    gh, gw = max(8, c.h // 4), max(8, c.w // 4)
+    v, u = np.meshgrid(np.linspace(0, 1, gh), np.linspace(0, c.aspect, gw), indexing="ij")
+    warp = [_upsample(d.normal((3, 3)), gw, gh) for _ in "uv"]
+    u, v = u + 0.25 * warp[0], v + 0.25 * warp[1]
+    total, colour = np.zeros((gh, gw), np.float32), np.zeros((3, gh, gw), np.float32)
+    for row in (SKY_TOP, SKY_LOW, GROUND, GROUND_DARK, ACCENT, ACCENT):
+        cx, cy, spread = d.uniform(0, c.aspect), d.uniform(0, 1), d.uniform(0.15, 0.35)
+        weight = np.exp(-((u - cx) ** 2 + (v - cy) ** 2) / spread**2) + 1e-4
+        total += weight
+        colour += weight * c.pal[row]
+    folds = 1 + 0.18 * np.sin(2 * np.pi * (u * d.uniform(-1, 1) + v * d.uniform(0.8, 1.6) + 0.3 * warp[0]))
+    smooth = _to_image(colour / total * folds).resize((c.w, c.h), Image.Resampling.BICUBIC)
+    c.rgb[:] = _to_planes(smooth)
+    lines = _smoothstep(0.44, 0.5, np.abs((c.fbm(1.2, 3) * 3) % 1 - 0.5))
+    c.add(c.pal[LIGHT], lines * 0.15)
+    for i in range(d.integer(0, 3)):
+        _orb(c, c.pal[(ACCENT, SKY_LOW, GROUND)[i]])
+
+
+def _orb(c: _Canvas, colour: np.ndarray) -> None:
+    """A glossy sphere with a soft shadow."""
+    d = c.dice
+    cx, cy, r = d.uniform(0.1, 0.9), d.uniform(0.15, 0.85), d.uniform(0.05, 0.16)
+    shadow = c.around(cx + 0.02, cy + 0.03, r * 1.8)
+    shadow.rgb *= (1 - 0.35 * np.exp(-((shadow.dist(cx + 0.02, cy + 0.03) / (r * 1.15)) ** 4)))
+    ball = c.around(cx, cy, r * 1.05)
+    inside = np.clip((r - ball.dist(cx, cy)) * c.px * 0.7, 0, 1)
+    shade = 0.45 + 0.55 * np.clip(1 - ball.dist(cx - r * 0.35, cy - r * 0.35) / (r * 1.6), 0, 1)
+    ball.paint(colour * shade, inside)
+    glint = np.exp(-((ball.dist(cx - r * 0.4, cy - r * 0.4) / (r * 0.18)) ** 2)) * 0.5
+    ball.add(_WHITE, glint * inside)
+
+
+def _bokeh(c: _Canvas, count: int, strength: float) -> None:
+    """Soft out-of-focus discs of light in palette colours."""
+    d = c.dice
+    layer = Image.new("RGB", (c.w, c.h))
+    draw = ImageDraw.Draw(layer)
+    colours = c.pal[[LIGHT, ACCENT, SKY_LOW]].reshape(3, 3)
+    for _ in range(count):
+        x, y, r = d.uniform(0, c.w), d.uniform(0, c.h * 0.85), d.uniform(0.015, 0.07) * c.h
+        tone = colours[d.integer(0, 2)] * d.uniform(0.4, 1.0)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(v * 255) for v in tone))
+    layer = layer.filter(ImageFilter.GaussianBlur(max(1.0, c.h / 250)))
+    c.rgb += _to_planes(layer) * strength
+
+
+# ---------------------------------------------------------------------------------------------
+# Terrain and subjects
+# ---------------------------------------------------------------------------------------------
+
+
+def _mountains(c: _Canvas, horizon: float, layers: int, rounded: bool, snowcaps: bool, haze: float) -> None:
+    """Layered ridges receding into the haze, lit from one side, optionally snow-capped."""
+    pal, d = c.pal, c.dice
+    texture = c.fbm(6, 3)
+    for j in range(layers):
+        t = j / max(layers - 1, 1)
+        base = horizon + 0.04 + 0.3 * t * t
+        height = d.uniform(0.16, 0.3) * (1 - 0.45 * t) * (0.55 if rounded else 1)
+        profile = c.curve(d.uniform(0.8, 1.6) + t, 3 if rounded else 5, ridged=not rounded)
+        ridge = base - height * (profile if rounded else profile**1.4)
+        top = c.row(ridge.min() - 0.01)
+        alpha = _ridge_alpha(c, ridge, top)
+        below = c.ys[top:] - ridge
+        depth = np.clip(below / 0.35, 0, 1)
+        light = 1 + 0.2 * _facets(c, ridge, below) * (1 - 0.6 * depth)
+        shade = (light - 0.25 * depth) * (1 + 0.07 * texture[top:])
+        body = _mix(pal[GROUND], pal[GROUND_DARK], t)
+        body = _mix(body, pal[SKY_LOW], min(1.0, (0.55 + haze) * (1 - t) ** 1.3))
+        colour = body * shade
+        if snowcaps and t < 0.6:  # only the far ranges are high enough to hold snow
+            snowline = base - height * (0.55 + 0.12 * texture[top:])  # only the high peaks rise above it
+            cap = np.clip((snowline - c.ys[top:]) * c.h * 0.5, 0, 1) * (0.6 + 0.4 * light)
+            colour = _mix(colour, _mix(pal[LIGHT], pal[SKY_LOW], 0.15 + 0.5 * (1 - t)), cap)
+        mist = np.clip((c.ys[top:] - ridge) / 0.12, 0, 1) * (0.25 + haze) * (1 - t)
+        colour = _mix(colour, pal[SKY_LOW], mist)
+        c.paint(colour, alpha, top)
+
+
+def _facets(c: _Canvas, ridge: np.ndarray, below: np.ndarray, sharpness: float = 3.0) -> np.ndarray:
+    """Sun side (+1) and shadow side (-1) of the slopes under a ridge, split along diagonal creases."""
+    kernel = np.ones(max(3, c.w // 60), np.float32)
+    slope = np.convolve(np.gradient(ridge) * c.w, kernel / kernel.size, mode="same")
+    shift = np.clip(np.arange(c.w)[None, :] + (below * c.h * 0.7).astype(np.int32), 0, c.w - 1)
+    return np.tanh(slope * sharpness)[shift]
+
+
+def _forest(c: _Canvas, horizon: float, rows: int) -> None:
+    """Rows of fir trees, smaller and hazier towards the horizon, on a dark forest floor."""
+    pal, d = c.pal, c.dice
+    for j in range(rows):
+        t = j / max(rows - 1, 1)
+        base = horizon + 0.03 + 0.33 * t**1.3
+        tree_h = (0.1 + 0.22 * t) * d.uniform(0.85, 1.2)
+        spacing = tree_h * 0.32 * c.h
+        count = int(c.w / spacing) + 3
+        xs = (np.arange(count) - 1 + d.uniform(-0.45, 0.45, count)) * spacing
+        heights = tree_h * c.h * d.uniform(0.6, 1.25, count)
+        bases = base * c.h + d.uniform(-0.02, 0.02, count) * c.h
+
+        alpha = c.mask(lambda canvas, s, row=(xs, heights, bases, base): _firs(canvas, s, c, *row))
+        body = _mix(_mix(pal[GROUND], pal[GROUND_DARK], 0.3 + 0.7 * t), pal[SKY_LOW], 0.6 * (1 - t) ** 1.5)
+        shade = 1 - 0.25 * np.clip((c.ys - base) / 0.3, 0, 1)
+        c.paint(body * shade, alpha)
+
+
+def _firs(draw: ImageDraw.ImageDraw, s: float, c: _Canvas, xs: np.ndarray, heights: np.ndarray,
+          bases: np.ndarray, floor: float) -> None:
+    """Draw one row of tiered fir trees standing on a solid forest floor, at scale ``s``."""
+    draw.rectangle((0, floor * c.h * s, c.w * s, c.h * s), fill=255)
+    for x, height, base in zip((xs * s).tolist(), (heights * s).tolist(), (bases * s).tolist(), strict=True):
+        for tier in range(4):
+            top = base - height + tier * height * 0.2
+            bottom = base - height * (0.55 - tier * 0.17)
+            half = height * (0.12 + tier * 0.05)
+            draw.polygon([(x, top), (x - half, bottom), (x + half, bottom)], fill=255)
+
+
+def _city(c: _Canvas, horizon: float, futuristic: bool, waterfront: bool, lights: bool) -> None:
+    """Two layers of buildings: hazy far towers and a near skyline, lit windows after dark."""
+    pal, d = c.pal, c.dice
+    base = horizon
+    for t in (0.0, 1.0):
+        base = horizon if waterfront else horizon + 0.02 + d.uniform(0.12, 0.2) * t
+        shades = _skyline(c, base, t, futuristic)
+        if lights:
+            body = _mix(_mix(pal[GROUND], pal[GROUND_DARK], t), pal[SKY_LOW], 0.45 * (1 - t))
+        else:
+            body = _mix(_mix(pal[GROUND], pal[SKY_LOW], 0.35 - 0.2 * t), pal[SKY_LOW], 0.45 * (1 - t))
+        coverage = (shades > 0).astype(np.float32)
+        if not waterfront:
+            coverage[c.row(base):] = 1
+        c.paint(body * (0.75 + 0.35 * shades), coverage)
+        windows = _windows(c, shades, t, futuristic)
+        if lights:
+            c.add(pal[ACCENT] if futuristic else pal[LIGHT], windows)
+        else:  # glass reflecting the sky
+            c.paint(_mix(pal[SKY_TOP], pal[GROUND_DARK], 0.4), np.minimum(windows, 1) * 0.6)
+    if not waterfront:  # a wet street mirroring the buildings and their lights
+        top = c.row(base)
+        wet = _to_image(_reflect(c, top, 2)).filter(ImageFilter.GaussianBlur(c.h / 150))
+        c.rgb[:, top:] = _mix(_to_planes(wet) * 0.7, pal[GROUND_DARK] if lights else pal[GROUND], 0.5)
+
+
+def _windows(c: _Canvas, shades: np.ndarray, t: float, futuristic: bool) -> np.ndarray:
+    """Light from a grid of randomly lit windows on the buildings, with a little glow."""
+    cell = max(2.0, c.w * (0.008 + 0.005 * t))
+    col = (np.arange(c.w) / cell).astype(np.int32)
+    row = (np.arange(c.h) / (cell * 1.6)).astype(np.int32)
+    lit = c.dice.uniform(0, 1, (64, 64)) < (0.35 if futuristic else 0.28)
+    holes = ((np.arange(c.h) % (cell * 1.6)) < cell * 0.8)[:, None] & ((np.arange(c.w) % cell) < cell * 0.55)
+    windows = (holes & lit[row[:, None] % 64, col[None, :] % 64] & (shades > 0.05)).astype(np.float32)
+    glow = Image.fromarray((windows * 255).astype(np.uint8)).filter(ImageFilter.BoxBlur(2))
+    glow = np.asarray(glow, np.float32)
+    return windows * (0.55 + 0.45 * t) + glow * (0.6 * (0.5 + t) / 255)
+
+
+def _skyline(c: _Canvas, base: float, t: float, futuristic: bool) -> np.ndarray:
+    """Building silhouettes along ``base``; each building's value (0..1) shades its facade."""
+    d = c.dice
+    image = Image.new("L", (c.w, c.h), 0)
+    draw = ImageDraw.Draw(image)
+    x = -d.uniform(0, 20)
+    tall = 1.35 if futuristic else 1.0
+    while x < c.w:
+        width = d.uniform(0.035, 0.09) * c.h * (1 + 0.5 * t)
+        height = d.uniform(0.08, 0.28) * tall * c.h
+        if d.uniform() < 0.18:
+            height *= 1.6
+        top = base * c.h - height
+        draw.rectangle((x, top, x + width, base * c.h), fill=int(d.uniform(60, 255)))
+        if d.uniform() < (0.45 if futuristic else 0.2):
+            draw.rectangle((x + width * 0.45, top - height * 0.18, x + width * 0.55, top), fill=200)
+        x += width + d.uniform(-0.2, 0.15) * width
+    return np.asarray(image, np.float32) / 255
+
+
+def _reflect(c: _Canvas, top: int, ripple: float) -> np.ndarray:
+    """The canvas above row ``top`` mirrored into the rows below it, rippled sideways."""
+    rows = np.arange(top, c.h)
+    depth = ((rows - top) / max(c.h - top, 1)).astype(np.float32)[:, None]
+    shift = c.noise(c.h / 6, c.w / 60)[top:] * ripple * (0.15 + depth)
+    src_y = np.clip(2 * top - rows - 1, 0, top - 1)[:, None]
+    src_x = np.clip(np.arange(c.w)[None, :] + shift, 0, c.w - 1).astype(np.int32)
+    return c.rgb[:, src_y, src_x]
+
+
+def _water(c: _Canvas, horizon: float, beach: bool) -> None:
+    """Rippled reflections of everything above the horizon, sun glitter and a foamy shore."""
+    pal = c.pal
+    top = c.row(horizon)
+    depth = ((np.arange(top, c.h) - top) / max(c.h - top, 1)).astype(np.float32)[:, None]
+    deep = _mix(pal[SKY_TOP], pal[GROUND_DARK], 0.5)
+    water = _reflect(c, top, 14) * (0.9 - 0.35 * depth) + deep * (0.12 + 0.45 * depth)
+    glints = _smoothstep(1.2, 2.4, c.noise(c.h / 3, c.w / 30)[top:]) * (0.3 + depth)
+    column = np.exp(-np.abs(c.xs - c.sun[0]) * c.aspect / (0.05 + 0.2 * depth)) if c.sun else 0.1
+    water += pal[LIGHT] * (glints * (0.2 + 0.8 * column))
+    c.rgb[:, top:] = water
+    c.add(pal[LIGHT], np.exp(-np.abs(c.ys - horizon) * c.h / 2.5) * 0.15)
+    if beach:
+        _shore(c, c.dice.uniform(0.78, 0.86))
+
+
+def _shore(c: _Canvas, level: float) -> None:
+    """A sandy beach in the foreground with a wavy waterline and lines of foam."""
+    pal = c.pal
+    line = level + 0.05 * (c.curve(1.2, 3) - 0.5)
+    top = c.row(line.min() - 0.06)
+    sand = _mix(_mix(pal[GROUND], pal[LIGHT], 0.5), _SAND, 0.75)
+    wet = np.clip((c.ys[top:] - line) / 0.05, 0, 1)
+    c.paint(sand * (0.75 + 0.25 * wet), _ridge_alpha(c, line, top), top)
+    for offset, strength in ((0.0, 0.9), (0.025, 0.45), (0.055, 0.3)):
+        edge = line - offset
+        broken = _smoothstep(-0.5, 0.8, c.noise(c.h / 20, c.w / 8)[top:])
+        foam = np.exp(-(((c.ys[top:] - edge) * c.h / 2.2) ** 2)) * broken
+        c.paint(_WHITE * 0.95, foam * strength, top)
+
+
+def _dunes(c: _Canvas, horizon: float, layers: int, haze: float) -> None:
+    """Rolling sand dunes with a sunlit face, a shadowed face and wind ripples."""
+    pal, d = c.pal, c.dice
+    ripples = c.noise(c.h / 40, c.w / 12)
+    for j in range(layers):
+        t = j / max(layers - 1, 1)
+        base = horizon + 0.04 + 0.34 * t**1.2
+        crest = base - d.uniform(0.08, 0.18) * (1 - 0.3 * t) * c.curve(d.uniform(0.6, 1.2), 2)
+        top = c.row(crest.min() - 0.01)
+        below = c.ys[top:] - crest
+        lit = (0.55 + 0.35 * _facets(c, crest, below, 8.0)) * (1 - 0.5 * np.clip(below / 0.25, 0, 1))
+        sunny = _mix(pal[GROUND], pal[LIGHT], 0.35)
+        shadow = _mix(pal[GROUND_DARK], pal[SKY_TOP], 0.2)
+        colour = _mix(shadow, sunny, lit) * (1 + 0.04 * np.sin(below * c.h * 0.5 + 3 * ripples[top:]))
+        colour = _mix(colour, pal[SKY_LOW], min(1.0, (0.45 + haze) * (1 - t) ** 1.5))
+        c.paint(colour, _ridge_alpha(c, crest, top), top)
+
+
+def _snowfall(c: _Canvas, count: int) -> None:
+    """Falling snowflakes: many small sharp ones and a few large out-of-focus ones."""
+    d = c.dice
+
+    xs, ys = d.uniform(0, c.w, count), d.uniform(0, c.h, count)
+    radii = d.uniform(0.6, 1.8, count) * np.where(d.uniform(0, 1, count) < 0.06, 4, 1) * c.h / 500
+    levels = d.uniform(120, 255, count).astype(int)
+
+    def draw(canvas: ImageDraw.ImageDraw, s: float) -> None:
+        for x, y, r, level in zip((xs * s).tolist(), (ys * s).tolist(), (radii * s).tolist(), levels.tolist(),
+                                  strict=True):
+            canvas.ellipse((x - r, y - r, x + r, y + r), fill=level)
+
+    flakes = c.mask(draw)
+    flakes = np.maximum(flakes, np.asarray(Image.fromarray((flakes * 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(1.2)), np.float32) / 255)
+    c.paint(_WHITE * 0.97, flakes * 0.9)
+
+
+def _flowers(c: _Canvas) -> None:
+    """A meadow in the foreground, dotted with flowers that grow larger towards the viewer."""
+    pal, d = c.pal, c.dice
+    line = 0.72 + 0.05 * (c.curve(1, 3) - 0.5) + d.uniform(-0.03, 0.03)
+    top = c.row(line.min() - 0.01)
+    blades = c.noise(c.h / 30, c.w / 3)[top:]
+    grass = _mix(pal[GROUND], pal[GROUND_DARK], np.clip((c.ys[top:] - line) / 0.3, 0, 1))
+    c.paint(grass * (1 + 0.12 * blades), _ridge_alpha(c, line, top), top)
+    layer = Image.new("RGBA", (c.w, c.h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    count = int(45 * c.aspect)
+    ys = np.sort(line.mean() + (1.02 - line.mean()) * d.uniform(0, 1, count) ** 0.7)
+    hsv = np.repeat(_rgb_to_hsv(pal[ACCENT].ravel())[None], count, 0)
+    hsv[:, 0] += d.uniform(-0.07, 0.07, count)
+    hues = _hsv_to_rgb(hsv)
+    stem = tuple(int(v * 200) for v in pal[GROUND_DARK].ravel())
+    for y, hue in zip(ys, hues, strict=True):
+        near = (y - line.mean()) / max(1 - line.mean(), 1e-3)
+        size = (0.006 + 0.04 * near**1.5) * c.h
+        _flower(draw, d.uniform(0, c.w), y * c.h, size, hue, pal[LIGHT].ravel(), stem)
+    rgba = _to_planes(layer)
+    c.paint(rgba[:3], rgba[3])
+
+
+def _flower(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, petal: np.ndarray,
+            centre: np.ndarray, stem: tuple[int, ...]) -> None:
+    """One flower head of round petals on a stem."""
+    draw.line((x, y, x + r * 0.3, y + r * 6), fill=(*stem, 255), width=max(1, int(r * 0.18)))
+    fill = (*(int(v * 255) for v in petal), 255)
+    for k in range(6):
+        a = k * math.pi / 3
+        px, py = x + math.cos(a) * r * 0.55, y + math.sin(a) * r * 0.55
+        draw.ellipse((px - r * 0.48, py - r * 0.48, px + r * 0.48, py + r * 0.48), fill=fill)
+    core = (*(int(v * 255) for v in centre), 255)
+    draw.ellipse((x - r * 0.3, y - r * 0.3, x + r * 0.3, y + r * 0.3), fill=core)
+
+
+Eye = tuple[float, float, float]  # a glowing eye: x, y and radius
+
+
+def _subject(c: _Canvas, kind: str) -> None:
+    """A central figure: a halo of light behind it, a dark silhouette and a bright rim."""
+    pal, d = c.pal, c.dice
+    cx = 0.5 + d.uniform(-0.08, 0.08) / c.aspect
+    size = d.uniform(0.55, 0.72)
+    c.add(_mix(pal[ACCENT], pal[LIGHT], 0.5), np.exp(-c.dist(cx, 1 - size * 0.7) / 0.22) * 0.55)
+    eyes: list[Eye] = []
+
+    def draw(canvas: ImageDraw.ImageDraw, s: float) -> None:
+        found = _SHAPES[kind](canvas, cx * c.w * s, c.h * s, size * c.h * s, d)
+        eyes.extend((x / (c.w * s), y / (c.h * s), r / (c.h * s)) for x, y, r in found)
+
+    body = c.mask(draw)
+    shifted = np.zeros_like(body)
+    off = max(1, c.h // 120)
+    shifted[off:, off:] = body[:-off, :-off]
+    rim = np.clip(body - shifted, 0, 1)
+    tone = _mix(_mix(pal[GROUND_DARK], pal[SKY_TOP], 0.35) * 0.8, pal[GROUND], 0.2 * (1 - c.ys))
+    c.paint(tone, body)
+    c.add(_mix(pal[LIGHT], pal[ACCENT], 0.3), rim * 0.9)
+    for ex, ey, er in eyes:
+        glow = np.exp(-((c.dist(ex, ey) / er) ** 2))
+        c.add(_mix(pal[ACCENT], _WHITE, 0.3), glow * 1.2)
+
+
+def _human(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
+    """Head and shoulders of a person, sometimes with long hair."""
+    head_y, hw, hh = bottom - size * 0.64, size * d.uniform(0.105, 0.12), size * 0.145
+    neck_y, span = bottom - size * 0.43, size * d.uniform(0.36, 0.42)
+    if d.uniform() < 0.5:  # long hair falling to the shoulders
+        draw.ellipse((x - hw * 1.15, head_y - hh * 1.08, x + hw * 1.15, head_y + hh * 0.9), fill=255)
+        draw.polygon([(x - hw * 1.12, head_y), (x + hw * 1.12, head_y), (x + hw * 1.5, neck_y + size * 0.08),
+                      (x - hw * 1.5, neck_y + size * 0.08)], fill=255)
+    draw.ellipse((x - hw, head_y - hh, x + hw, head_y + hh), fill=255)
+    u = np.linspace(0, 1, 9)
+    xs = hw * 0.7 + (span - hw * 0.7) * u**0.7
+    ys = neck_y + size * (0.01 + 0.22 * u**2.2)
+    right = list(zip((x + xs).tolist(), ys.tolist(), strict=True))
+    left = list(zip((x - xs).tolist(), ys.tolist(), strict=True))[::-1]
+    neck = [(x - hw * 0.55, head_y + hh * 0.6), (x + hw * 0.55, head_y + hh * 0.6)]
+    draw.polygon(neck + right + [(x + span, bottom), (x - span, bottom)] + left, fill=255)
+    return []
+
+
+def _cat(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
+    """A sitting cat seen from behind: body, round head, pointed ears and a curling tail."""
+    body_w = size * 0.26
+    draw.ellipse((x - body_w, bottom - size * 0.62, x + body_w, bottom + size * 0.05), fill=255)
+    head_y, head_r = bottom - size * 0.7, size * 0.15
+    draw.ellipse((x - head_r, head_y - head_r, x + head_r, head_y + head_r), fill=255)
+    for side in (-1, 1):
+        ear_x = x + side * head_r * 0.62
+        ear_y = head_y - head_r * 0.5
+        tip = (ear_x + side * head_r * 0.15, head_y - head_r * 1.55)
+        draw.polygon([(ear_x - head_r * 0.42, ear_y), (ear_x + head_r * 0.42, ear_y), tip], fill=255)
+    tail = size * d.uniform(0.25, 0.35)
+    draw.arc((x, bottom - tail * 1.4, x + tail * 2.2, bottom), 90, 270 + 60, fill=255, width=int(size * 0.05))
+    return []
+
+
+def _dog(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
+    """A sitting dog in three-quarter view: body, chest, head with a square muzzle and two ears."""
+    side = 1 if d.uniform() < 0.5 else -1
+    draw.ellipse((x - size * 0.27, bottom - size * 0.5, x + size * 0.27, bottom + size * 0.05), fill=255)
+    chest_x = x + side * size * 0.02
+    draw.ellipse((chest_x - size * 0.13, bottom - size * 0.66, chest_x + size * 0.13, bottom - size * 0.3),
+                 fill=255)
+    head_x, head_y, r = x + side * size * 0.04, bottom - size * 0.72, size * 0.14
+    draw.ellipse((head_x - r, head_y - r, head_x + r, head_y + r), fill=255)
+    muzzle = sorted((head_x, head_x + side * r * 1.4))
+    draw.rounded_rectangle((muzzle[0], head_y - r * 0.15, muzzle[1], head_y + r * 0.75), radius=r * 0.3,
+                           fill=255)
+    front, back = head_x + side * r * 0.35, head_x - side * r * 0.6
+    draw.polygon([(front - r * 0.35, head_y - r * 0.6), (front + r * 0.35, head_y - r * 0.6),
+                  (front + side * r * 0.1, head_y - r * 1.55)], fill=255)
+    draw.ellipse((back - r * 0.3, head_y - r * 0.9, back + r * 0.3, head_y + r * 0.8), fill=255)
+    return []
+
+
+def _robot(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
+    """A boxy robot with an antenna; returns its two glowing eyes."""
+    head_w, head_h = size * d.uniform(0.17, 0.22), size * 0.15
+    head_y = bottom - size * 0.75
+    draw.rounded_rectangle((x - head_w, head_y - head_h, x + head_w, head_y + head_h), radius=size * 0.05,
+                           fill=255)
+    draw.rectangle((x - head_w * 0.3, head_y + head_h, x + head_w * 0.3, head_y + head_h * 1.5), fill=255)
+    draw.rounded_rectangle((x - size * 0.4, bottom - size * 0.5, x + size * 0.4, bottom + size * 0.1),
+                           radius=size * 0.08, fill=255)
+    draw.line((x, head_y - head_h, x, head_y - head_h * 1.8), fill=255, width=max(1, int(size * 0.015)))
+    draw.ellipse((x - size * 0.03, head_y - head_h * 1.8 - size * 0.03, x + size * 0.03,
+                  head_y - head_h * 1.8 + size * 0.03), fill=255)
+    return [(x + side * head_w * 0.45, head_y, size * 0.035) for side in (-1, 1)]
+
+
+_SHAPES: dict[str, Callable[[ImageDraw.ImageDraw, float, float, float, _Dice], list[Eye]]] = {
+    "human": _human, "cat": _cat, "dog": _dog, "robot": _robot,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _StyleSettings:
+    """Relative effect amounts for one ``--style``."""
+
+    saturation: float = 1.0
+    contrast: float = 0.3
+    strokes: float = 1.0
+    bloom: float = 1.0
+    vignette: float = 1.0
+    grain: float = 0.0  # film grain in levels; kept for the photographic styles, it costs PNG size
+    haze: float = 0.0
+    swirl: float = 0.0
+    bokeh: int = 0
+    rays: float = 0.0
+
+
+_STYLE_SETTINGS = {
+    None: _StyleSettings(),
+    "raw": _StyleSettings(saturation=0.75, contrast=0.12, strokes=0.0, bloom=0.2, vignette=0.6, grain=4.0,
+                          haze=0.05),
+    "cute": _StyleSettings(saturation=1.0, contrast=0.1, strokes=0.3, bloom=1.3, vignette=0.2,
+                           bokeh=18),
+    "expressive": _StyleSettings(saturation=1.3, contrast=1.6, strokes=2.8, bloom=0.8, vignette=1.4,
+                                 grain=2.0, swirl=1.0),
+    "scenic": _StyleSettings(saturation=1.05, contrast=0.25, strokes=0.7, haze=0.3, rays=1.0),
+}
+
+
+@dataclass(frozen=True)
+class _Look:
+    """Finishing amounts for one call, from ``style``, ``stylize`` and ``version``."""
+
+    style: str | None
+    sharpen: float
+    saturation: float
+    contrast: float
+    strokes: float
+    bloom: float
+    vignette: float
+    grain: float
+    haze: float
+    swirl: float
+    bokeh: int
+    rays: float
+
+
+def _look(style: str | None, stylize: float, version: str) -> _Look:
+    """Turn the style, stylize (0..1000) and model version into finishing amounts."""
+    s = _STYLE_SETTINGS[style]
+    k = math.sqrt(_clamp(stylize, 0, 1000) / 1000) * (0.4 if style == "raw" else 1.0)
+    detail = _version_detail(version)
+    return _Look(
+        style=style,
+        sharpen=(0.0, 0.3, 0.5)[detail] + 0.6 * k,
+        saturation=s.saturation * (0.85 + 0.45 * k),
+        contrast=min(2.0, s.contrast * (0.4 + 1.2 * k)),
+        strokes=s.strokes * 0.08 * k * k,
+        bloom=s.bloom * 0.25 * k * k,
+        vignette=s.vignette * (0.1 + 0.3 * k),
+        grain=s.grain,
+        haze=s.haze,
+        swirl=s.swirl * (0.4 + 0.6 * k),
+        bokeh=s.bokeh,
+        rays=s.rays * (0.3 + 0.7 * k),
+    )
+
+
+def _version_detail(version: str) -> int:
+    """Extra detail for newer model versions: 0 for 5.x, 1 for 6.0, 2 for 6.1 and later."""
+    match = re.search(r"\d+(\.\d+)?", str(version))
+    number = float(match.group()) if match else 6.1
+    return 0 if number < 6 else 1 if number < 6.1 else 2
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    """``value`` limited to [low, high]."""
+    return min(max(float(value), low), high)
+
+
+def _compose(c: _Canvas, spec: _Spec, look: _Look) -> float:
+    """Paint the scene onto the canvas; returns the horizon height used."""
+    d = c.dice
+    horizon = d.uniform(0.62, 0.72) if look.style == "scenic" else d.uniform(0.5, 0.64)
+    if spec.sky == "abstract":
+        _abstract(c)
+        return horizon
+    if spec.sky == "studio":
+        _studio(c)
+    else:
+        _backdrop(c, spec, look, horizon)
+    _terrain(c, spec, look, horizon)
+    if spec.subject:
+        _subject(c, spec.subject)
+    if "snow" in spec.scenes:
+        _snowfall(c, int(c.w * c.h / 700))
+    return horizon
+
+
+def _backdrop(c: _Canvas, spec: _Spec, look: _Look, horizon: float) -> None:
+    """Sky, then a nebula with stars and a planet, or the sun or moon, light rays and clouds."""
+    _sky(c, horizon)
+    if spec.sky == "space":
+        _nebula(c)
+        _stars(c, int(c.w * c.h / 350), 1.5)
+        if c.dice.uniform() < 0.7:
+            _planet(c)
+        return
+    if spec.sky == "night":
+        _stars(c, int(c.w * c.h / 900), horizon)
+    _sun(c, horizon, spec.sky)
+    if look.rays:
+        _rays(c, look.rays)
+    if spec.sky != "night" and c.dice.uniform() < 0.75:
+        _clouds(c, horizon)
+
+
+def _terrain(c: _Canvas, spec: _Spec, look: _Look, horizon: float) -> None:
+    """Mountains, city, water, dunes, forest and flowers, back to front, as the prompt asks."""
+    scenes, d = spec.scenes, c.dice
+    rounded = look.style == "cute"
+    snow = "snow" in scenes
+    haze = spec.haze + look.haze
+    ocean = "ocean" in scenes
+    if "mountain" in scenes:
+        layers = (2 if ocean else 3 + d.integer(0, 1)) + (2 if look.style == "scenic" else 0)
+        _mountains(c, horizon - (0.06 if ocean else 0), layers, rounded, snow or d.uniform() < 0.3, haze)
+    elif not any(s in scenes for s in _BACKDROPS) and spec.sky in ("day", "sunset", "night"):
+        _mountains(c, horizon + 0.05, 3, True, snow, haze)
+    if "city" in scenes:
+        _city(c, horizon, spec.futuristic, ocean, spec.futuristic or spec.sky in ("night", "sunset", "space"))
+    if ocean:
+        _water(c, horizon, spec.beach)
+    if "desert" in scenes:
+        _dunes(c, horizon, 4, haze)
+    if "forest" in scenes:
+        _forest(c, horizon + (0.1 if "mountain" in scenes else 0), 4 if look.style == "scenic" else 3)
+    if "flower" in scenes:
+        _flowers(c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finishing
+# ---------------------------------------------------------------------------------------------
+
+
+def _finish(c: _Canvas, spec: _Spec, look: _Look, horizon: float) -> None:
+    """Atmosphere, stylisation and grading, in place."""
+    if spec.haze + look.haze > 0:
+        _haze(c, spec.haze + look.haze, horizon)
+    if look.bokeh:
+        _bokeh(c, look.bokeh, 0.3)
+    if look.swirl:
+        _swirl(c, look.swirl)
+    if look.strokes:
+        _strokes(c, look.strokes)
+    bloom = look.bloom + (0.5 if spec.neon else 0)
+    if bloom:
+        _bloom(c, bloom)
+    c.rgb *= spec.brightness
+    rgb = _soft_clip(c.rgb)
+    if look.sharpen:
+        _sharpen(rgb, look.sharpen)
+    lum = _luma(rgb)
+    rgb -= lum
+    rgb *= look.saturation * spec.saturation
+    rgb += lum
+    _contrast(rgb, look.contrast)
+    corner = math.hypot(0.5 * c.aspect, 0.5)
+    rgb *= 1 - look.vignette * (c.dist(0.5, 0.5) / corner) ** 2
+    if spec.mono:
+        rgb[:] = _luma(rgb)
+
+
+def _sharpen(rgb: np.ndarray, amount: float) -> None:
+    """Unsharp masking against the four-neighbour mean: crisper edges and finer detail (in place)."""
+    detail = np.empty_like(rgb)
+    detail[:, 1:-1, 1:-1] = rgb[:, :-2, 1:-1] + rgb[:, 2:, 1:-1] + rgb[:, 1:-1, :-2] + rgb[:, 1:-1, 2:]
+    detail[:, 1:-1, 1:-1] *= -0.25
+    detail[:, 1:-1, 1:-1] += rgb[:, 1:-1, 1:-1]
+    detail[:, [0, -1], :] = 0
+    detail[:, :, [0, -1]] = 0
+    detail *= amount
+    rgb += detail
+
+
+def _contrast(rgb: np.ndarray, amount: float) -> None:
+    """Clip to 0..1 and apply an S-curve of strength ``amount`` (0..2; above 1 a second pass), in place."""
+    np.clip(rgb, 0, 1, out=rgb)
+    curve = np.empty_like(rgb)
+    for step in (min(amount, 1.0), amount - 1):
+        if step > 0:  # blend towards smoothstep(rgb) = rgb² (3 - 2 rgb)
+            np.multiply(rgb, -2, out=curve)
+            curve += 3
+            curve *= rgb
+            curve *= rgb
+            curve -= rgb
+            curve *= step
+            rgb += curve
+
+
+def _soft_clip(rgb: np.ndarray, knee: float = 0.7) -> np.ndarray:
+    """Roll highlights above ``knee`` off smoothly towards 1 instead of clipping them flat (in place)."""
+    np.maximum(rgb, 0, out=rgb)
+    over = np.maximum(rgb - knee, 0)
+    rgb -= over
+    over /= 1 - knee
+    rgb += over / (1 + over) * (1 - knee)
+    return rgb
+
+
+def _haze(c: _Canvas, amount: float, horizon: float) -> None:
+    """Atmospheric haze, thickest around the horizon."""
+    veil = amount * (0.3 + 0.6 * np.exp(-np.abs(c.ys - horizon) / 0.2))
+    c.paint(_mix(c.pal[SKY_LOW], _WHITE, 0.3), np.minimum(veil, 0.85))
+
+
+def _strokes(c: _Canvas, amount: float) -> None:
+    """Painterly brush texture: slanted dabs of light, shade and warm/cool colour."""
+    angle = c.dice.uniform(20, 60) * (1 if c.dice.uniform() < 0.5 else -1)
+    half = math.ceil(math.hypot(c.w, c.h) / 2)  # dabs (4 x 16 pixels) are drawn at half size, then rotated
+    grid = Image.fromarray(c.dice.normal((max(2, half // 2), max(2, half // 8))))
+    dabs = grid.resize((half, half), Image.Resampling.BICUBIC).rotate(angle, Image.Resampling.BILINEAR)
+    left, top = (half - c.w / 2) / 2, (half - c.h / 2) / 2
+    dabs = np.asarray(dabs.resize((c.w, c.h), Image.Resampling.BICUBIC, (left, top, half - left, half - top)))
+    tint = c.noise(c.h / 10, c.w / 10)
+    c.rgb *= 1 + amount * dabs
+    c.rgb += (amount * 0.3 * tint) * np.array([1.0, 0.1, -0.8], np.float32).reshape(3, 1, 1)
+
+
+def _bloom(c: _Canvas, amount: float) -> None:
+    """Let highlights glow softly into their surroundings."""
+    glow = _to_image((c.rgb[:, ::4, ::4] - 0.55) * 2).filter(ImageFilter.GaussianBlur(c.h / 100))
+    c.rgb += _to_planes(glow.resize((c.w, c.h), Image.Resampling.BILINEAR)) * amount
+
+
+def _swirl(c: _Canvas, amount: float) -> None:
+    """Twist the canvas around a few vortices, like bold swirling brushwork."""
+    d = c.dice
+    ny, nx = 24, max(8, round(24 * c.aspect))
+    gy, gx = np.meshgrid(np.linspace(0, 1, ny + 1), np.linspace(0, c.aspect, nx + 1), indexing="ij")
+    dx, dy = np.zeros_like(gx), np.zeros_like(gy)
+    for _ in range(3):
+        vx, vy, radius = d.uniform(0, c.aspect), d.uniform(0, 1), d.uniform(0.15, 0.35)
+        turn = d.uniform(-0.9, 0.9) * amount * np.exp(-((gx - vx) ** 2 + (gy - vy) ** 2) / radius**2)
+        ox, oy = gx - vx, gy - vy
+        dx += ox * np.cos(turn) - oy * np.sin(turn) - ox
+        dy += ox * np.sin(turn) + oy * np.cos(turn) - oy
+    twisted = _warp(_to_image(c.rgb * 0.5), dx * c.h, dy * c.h)  # halved to keep highlights above 1
+    c.rgb[:] = _to_planes(twisted) * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Image helpers shared by paint_tiles, vary and mix
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_image(planes: np.ndarray) -> Image.Image:
+    """Float colour planes (3, h, w) in 0..1 as an 8-bit RGB image."""
+    channels = (np.clip(planes, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return Image.merge("RGB", [Image.fromarray(channel) for channel in channels])
+
+
+def _to_planes(image: Image.Image) -> np.ndarray:
+    """An image's bands as float planes (bands, h, w) in 0..1."""
+    return np.stack([np.asarray(band, np.float32) for band in image.split()]) / 255
+
+
+def _upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resize of a small float grid."""
+    return np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def _warp(image: Image.Image, dx: np.ndarray, dy: np.ndarray) -> Image.Image:
+    """Piecewise-affine warp: output grid node (i, j) samples the source at its position + (dx, dy)."""
+    w, h = image.size
+    ny, nx = dx.shape[0] - 1, dx.shape[1] - 1
+    gx, gy = np.linspace(0, w, nx + 1), np.linspace(0, h, ny + 1)
+    sx = np.clip(gx[None, :] + dx, 0.5, w - 0.5).tolist()  # stay inside: outside samples come out black
+    sy = np.clip(gy[:, None] + dy, 0.5, h - 0.5).tolist()
+    bx, by = np.round(gx).astype(int).tolist(), np.round(gy).astype(int).tolist()
+    mesh = [
+        (
+            (bx[j], by[i], bx[j + 1], by[i + 1]),
+            (sx[i][j], sy[i][j], sx[i + 1][j], sy[i + 1][j],  # corners: top left, bottom left,
+             sx[i + 1][j + 1], sy[i + 1][j + 1], sx[i][j + 1], sy[i][j + 1]),  # bottom right, top right
+        )
+        for i in range(ny)
+        for j in range(nx)
+        if bx[j] < bx[j + 1] and by[i] < by[i + 1]
+    ]
+    return image.transform(image.size, Image.Transform.MESH, mesh, Image.Resampling.BILINEAR)
+
+
+def _colour_matrix(rng: np.random.Generator, amount: float) -> tuple[float, ...]:
+    """A random hue rotation, saturation, contrast and exposure change as a 3x4 ``convert`` matrix."""
+    angle = math.radians(rng.normal() * (3 + 10 * amount))
+    cos, sin = math.cos(angle), math.sin(angle)
+    third, side = (1 - cos) / 3, sin / math.sqrt(3)
+    diagonal, plus, minus = cos + third, third + side, third - side
+    hue = np.array([[diagonal, minus, plus], [plus, diagonal, minus], [minus, plus, diagonal]])
+    saturation = 1 + rng.normal() * 0.15 * (0.3 + amount)
+    grey = np.tile([0.299, 0.587, 0.114], (3, 1))
+    sat = grey + (np.eye(3) - grey) * saturation
+    contrast = 1 + rng.normal() * 0.1 * (0.3 + amount)
+    matrix = contrast * sat @ hue
+    offset = 128 * (1 - contrast) + rng.normal() * 8 * amount
+    return tuple(np.hstack([matrix, np.full((3, 1), offset)]).ravel().tolist())
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image as RGB: transparent areas become white, 16-bit and float images are rescaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image.convert("F"), np.float32)
+        span = float(values.max() - values.min()) or 1.0
+        image = Image.fromarray(((values - values.min()) / span * 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _fingerprint(image: Image.Image) -> str:
+    """A short digest of an image's look, for seeding."""
+    return hashlib.sha256(image.resize((16, 16), Image.Resampling.BOX).tobytes()).hexdigest()[:16]
+
+
+def _check_size(width: int, height: int) -> tuple[int, int]:
+    """The output size as integers; ValueError if a side is outside MIN_SIDE..MAX_SIDE."""
+    for name, value in (("width", width), ("height", height)):
+        if not MIN_SIDE <= int(value) <= MAX_SIDE:
+            raise ValueError(f"{name} must be between {MIN_SIDE} and {MAX_SIDE}, got {value}")
+    return int(width), int(height)
+
+
+def _each_tile(make: Callable[[int], Image.Image], on_tile: TileCallback | None) -> list[Image.Image]:
+    """Make the four tiles on a few threads, reporting each in order as soon as it is done.
+
+    If ``on_tile`` raises (say, the job was cancelled), tiles not yet started are dropped and the
+    exception propagates once the ones in progress have finished.
+    """
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        futures = [pool.submit(make, index) for index in range(TILE_COUNT)]
+        tiles = []
+        try:
+            for index, future in enumerate(futures):
+                tiles.append(future.result())
+                if on_tile is not None:
+                    on_tile(index)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return tiles
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def paint_tiles(
+    prompt: str,
+    width: int,
+    height: int,
+    *,
+    seed: int,
+    style: str | None = None,
+    chaos: float = 0,
+    stylize: float = 100,
+    version: str = "6.1",
+    on_tile: TileCallback | None = None,
+) -> list[Image.Image]:
+    """Paint four distinct width x height RGB tiles for a prompt; the same inputs give the same pixels."""
+    width, height = _check_size(width, height)
+    if style not in _STYLE_SETTINGS:
+        raise ValueError(f"unknown style {style!r}; expected one of {', '.join(STYLES)}")
+    spec = _parse_prompt(prompt)
+    look = _look(style, stylize, version)
+    spread = _clamp(chaos, 0, 100) / 100
+    key = _key("imagine", " ".join(prompt.split()), int(seed))
+    scale = min(1.0, WORK_SIDE / max(width, height))
+    work = (max(16, round(width * scale)), max(16, round(height * scale)))
+
+    def make(index: int) -> Image.Image:
+        dice = _Dice(key, index, 0.15 + 0.85 * spread)
+        shift = dice.normal() * (5 + 85 * spread) * (0.5 if spec.named_colours else 1.0)
+        palette = _shift_hues(spec.palette, shift)
+        if style == "cute":
+            palette = _pastel(palette, 0.3)
+        c = _Canvas(*work, dice, palette)
+        _finish(c, spec, look, _compose(c, spec, look))
+        if look.grain:
+            c.rgb += (dice.own.random((c.h, c.w), dtype=np.float32) - 0.5) * (look.grain * 3.4 / 255)
+        image = _to_image(c.rgb)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+        return image
+
+    return _each_tile(make, on_tile)
+
+
+def vary(
+    tile: Image.Image, *, seed: int, strength: float = 0.5, on_tile: TileCallback | None = None
+) -> list[Image.Image]:
+    """Four new tiles like ``tile``: warped, re-graded and partly re-painted; ``strength`` 0..1 is how far."""
+    source = as_rgb(tile)
+    amount = _clamp(strength, 0, 1)
+    key = _key("vary", int(seed), source.size, _fingerprint(source))
+    w, h = source.size
+
+    def make(index: int) -> Image.Image:
+        rng = np.random.default_rng([key, index])
+        reach = (0.008 + 0.05 * amount) * min(w, h)
+        nodes = max(1, min(12, min(w, h) // 8))
+        image = _warp(source, *(_smooth_field(rng, nodes) * reach for _ in range(2)))
+        image = _repaint(image, rng, amount)
+        return image.convert("RGB", _colour_matrix(rng, amount))
+
+    return _each_tile(make, on_tile)
+
+
+def mix(
+    images: Sequence[Image.Image], width: int, height: int, *, seed: int, on_tile: TileCallback | None = None
+) -> list[Image.Image]:
+    """Blend 2-5 images (cover-cropped to width x height) into four tiles, each a different soft mix."""
+    if not 2 <= len(images) <= 5:
+        raise ValueError(f"mix takes 2 to 5 images, got {len(images)}")
+    width, height = _check_size(width, height)
+    layers = [ImageOps.fit(as_rgb(image), (width, height), Image.Resampling.BICUBIC) for image in images]
+    key = _key("mix", int(seed), width, height, *(_fingerprint(layer) for layer in layers))
+
+    def make(index: int) -> Image.Image:
+        rng = np.random.default_rng([key, index])
+        weights = _mix_weights(rng, len(layers), index, width / height)
+        image = layers[0]
+        total = weights[0]
+        for layer, weight in zip(layers[1:], weights[1:], strict=True):
+            total = total + weight
+            alpha = Image.fromarray((weight / np.maximum(total, 1e-12) * 255 + 0.5).astype(np.uint8))
+            image = Image.composite(layer, image, alpha.resize((width, height), Image.Resampling.BICUBIC))
+        return image.convert("RGB", _colour_matrix(rng, 0.15))
+
+    return _each_tile(make, on_tile)
+
+
+# ---------------------------------------------------------------------------------------------
+# vary and mix internals
+# ---------------------------------------------------------------------------------------------
+
+
+def _smooth_field(rng: np.random.Generator, nodes: int) -> np.ndarray:
+    """A smooth random (nodes+1)² field of about unit size: broad swells plus a little jitter."""
+    broad = _upsample(rng.standard_normal((3, 3), dtype=np.float32), nodes + 1, nodes + 1)
+    return broad + 0.25 * rng.standard_normal((nodes + 1, nodes + 1))
+
+
+def _repaint(image: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
+    """Re-paint soft patches of the image in flat, re-coloured brush strokes (more with ``amount``)."""
+    w, h = image.size
+    small = image.reduce(max(1, min(w, h) // 256))
+    painted = _to_image(_kuwahara(_to_planes(small), 2 + round(2 * amount))).filter(ImageFilter.SMOOTH)
+    painted = painted.resize((w, h), Image.Resampling.BICUBIC)
+    painted = painted.convert("RGB", _colour_matrix(rng, 0.3 + amount))
+    field = _upsample(rng.standard_normal((5, 5), dtype=np.float32), 64, 64)
+    cover = _smoothstep(1.0 - 1.4 * amount, 1.5 - 1.3 * amount, field)
+    mask = Image.fromarray((cover * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    return Image.composite(painted, image, mask)
+
+
+def _kuwahara(rgb: np.ndarray, radius: int) -> np.ndarray:
+    """Kuwahara filter on colour planes: each pixel takes the mean of its calmest neighbouring quadrant."""
+    _, h, w = rgb.shape
+    size = radius + 1
+    stack = np.concatenate([rgb, _luma(rgb)[None] ** np.array([1, 2]).reshape(2, 1, 1)])
+    padded = np.pad(stack, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    total = np.pad(padded.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+    means = (total[:, size:, size:] - total[:, :-size, size:] - total[:, size:, :-size]
+             + total[:, :-size, :-size]) / size**2
+    quads = np.stack([means[:, dy:dy + h, dx:dx + w] for dy in (0, radius) for dx in (0, radius)])
+    variance = quads[:, 4] - quads[:, 3] ** 2
+    best = variance.argmin(0)[None, None]
+    return np.take_along_axis(quads[:, :3], best, 0)[0]
+
+
+def _mix_weights(rng: np.random.Generator, count: int, index: int, aspect: float) -> list[np.ndarray]:
+    """Low-resolution weights (summing to 1) giving every image its own soft region.
+
+    Tile 0 lays the images in parallel bands along a gradient, tile 1 in concentric rings, tile 2
+    in round blobs and tile 3 in noise-warped blobs; each tile also favours some images more.
+    """
+    gh = 48
+    gw = max(8, round(gh * aspect))
+    v, u = np.meshgrid(np.linspace(0, 1, gh), np.linspace(0, aspect, gw), indexing="ij")
+    if index < 2:
+        if index == 0:
+            theta = rng.uniform(0, 2 * np.pi)
+            proj = u * math.cos(theta) + v * math.sin(theta)
+        else:
+            proj = np.hypot(u - rng.uniform(0.2, 0.8) * aspect, v - rng.uniform(0.2, 0.8))
+        step = (proj.max() - proj.min()) / count
+        centres = proj.min() + (rng.permutation(count) + 0.5) * step
+        fields = [-(((proj - centre) / step) ** 2) for centre in centres]
+    else:
+        if index == 3:
+            u = u + 0.35 * _upsample(rng.standard_normal((4, 4), dtype=np.float32), gw, gh)
+            v = v + 0.35 * _upsample(rng.standard_normal((4, 4), dtype=np.float32), gw, gh)
+        anchors = _spread_points(rng, count, aspect)
+        spacing = min(math.dist(a, b) for i, a in enumerate(anchors) for b in anchors[i + 1:])
+        fields = [-((u - ax) ** 2 + (v - ay) ** 2) / spacing**2 for ax, ay in anchors]
+    sharpness = rng.uniform(3, 7)
+    share = rng.dirichlet(np.full(count, 3.0))
+    logits = np.stack([f * sharpness + 0.5 * math.log(p * count) for f, p in zip(fields, share, strict=True)])
+    weights = np.exp(logits - logits.max(0))
+    return list((weights / weights.sum(0)).astype(np.float32))
+
+
+def _spread_points(rng: np.random.Generator, count: int, aspect: float) -> list[tuple[float, float]]:
+    """``count`` well-separated points in the [0, aspect] x [0, 1] frame (greedy farthest-point)."""
+    candidates = np.column_stack([rng.uniform(0.1, 0.9, 64) * aspect, rng.uniform(0.1, 0.9, 64)])
+    chosen = [candidates[0]]
+    for _ in range(count - 1):
+        gaps = np.min([np.hypot(*(candidates - p).T) for p in chosen], axis=0)
+        chosen.append(candidates[int(np.argmax(gaps))])
+    return [(float(x), float(y)) for x, y in chosen]

@@ -1,0 +1,54 @@
+"""Rate limits: per API key, per minute, at the key owner's plan rate, shared by every API route."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, g
+from flask_limiter import Limiter
+from limits import parse
+
+from config import PLANS
+
+
+def api_key_identity() -> str:
+    """The bucket a request counts against: its API key."""
+    return f"api-key:{g.api_key.id}"
+
+
+def plan_limit() -> str:
+    """The caller's plan rate, e.g. ``"10/minute"``."""
+    return per_minute(g.account.plan)
+
+
+def per_minute(plan: str) -> str:
+    """The rate-limit string for ``plan``."""
+    return f"{PLANS[plan].requests_per_minute}/minute"
+
+
+def _drop_stray_retry_after(response: Response) -> Response:
+    # Flask-Limiter writes Retry-After next to the X-RateLimit headers; it only means something on a 429.
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
+
+
+def init_app(app: Flask, api: Blueprint) -> Limiter:
+    """Rate-limit ``api`` on ``app``; register after authentication so the key is known."""
+    app.after_request(_drop_stray_retry_after)  # registered first, so it runs after the limiter's
+    limiter = Limiter(
+        key_func=api_key_identity,
+        storage_uri=app.config["RATELIMIT_STORAGE_URI"],
+        strategy="fixed-window",
+        headers_enabled=True,
+        key_prefix="apiframe",
+    )
+    limiter.shared_limit(plan_limit, scope="api")(api)
+    limiter.init_app(app)
+    app.extensions["apiframe.limiter"] = limiter
+    return limiter
+
+
+def requests_this_minute(limiter: Limiter, api_key_id: int, plan: str) -> tuple[int, int]:
+    """How many requests a key made in the current window, and the plan's limit."""
+    item = parse(per_minute(plan))
+    stats = limiter.limiter.get_window_stats(item, "apiframe", f"api-key:{api_key_id}", "api")
+    return item.amount - stats.remaining, item.amount

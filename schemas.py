@@ -1,0 +1,307 @@
+"""Marshmallow schemas: every request body and response object of the API.
+
+They validate input and render output, and the OpenAPI document is generated from them.
+Field messages are phrased to follow "The 'field' field ...", so every error names its field.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+
+import storage
+from config import PLANS
+from errors import validation_error
+from imaging import ASPECT_RATIOS
+from jobs import STATUSES, TYPES
+from models import Account, Job
+
+VERSIONS = ("5.2", "6.0", "6.1")
+QUALITIES = (0.25, 0.5, 1)
+STYLES = ("raw", "cute", "expressive", "scenic")
+MAX_PROMPT_LENGTH = 4000
+MAX_URL_LENGTH = 2048
+
+MESSAGES = {
+    "required": "is required.",
+    "null": "must not be null.",
+    "validator_failed": "is invalid.",
+}
+
+
+def one_of(choices: tuple[Any, ...]) -> validate.OneOf:
+    """A choice validator whose message lists the choices."""
+    return validate.OneOf(choices, error="must be one of: " + ", ".join(str(c) for c in choices) + ".")
+
+
+def between(low: float, high: float | None = None) -> validate.Range:
+    """A range validator whose message states the range."""
+    if high is None:
+        return validate.Range(min=low, error=f"must be at least {low:g}.")
+    return validate.Range(min=low, max=high, error=f"must be between {low:g} and {high:g}.")
+
+
+class Text(fields.String):
+    """A string; blank strings are refused, surrounding whitespace is dropped."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be a string."}
+
+    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not text:
+            raise ValidationError("must not be empty.")
+        if len(text) > self.max_length:
+            raise ValidationError(f"must be at most {self.max_length} characters.")
+        return text
+
+
+class Choice(fields.String):
+    """A string from a fixed list."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be a string."}
+
+
+class Number(fields.Float):
+    """A JSON number (strings and booleans are refused)."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be a number."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class WholeNumber(fields.Integer):
+    """A JSON integer (2.0 is accepted as 2; strings, booleans and fractions are refused)."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be a whole number."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise self.make_error("invalid")
+        return int(value)
+
+
+class QueryInteger(fields.Integer):
+    """An integer from a query string."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be a whole number."}
+
+
+class HttpUrl(fields.Url):
+    """An absolute http(s) URL."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be an http or https URL."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(schemes={"http", "https"}, require_tld=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        value = value.strip()
+        if len(value) > MAX_URL_LENGTH:
+            raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JobId(fields.UUID):
+    """A job ID."""
+
+    default_error_messages = {**MESSAGES, "invalid_uuid": "must be a job ID (a UUID)."}
+
+
+class RequestSchema(Schema):
+    """Base for request bodies: unknown fields are refused; null means "not given"."""
+
+    @pre_load
+    def drop_nulls(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+def _webhook_url() -> HttpUrl:
+    return HttpUrl(
+        data_key="webhookUrl",
+        load_default=None,
+        metadata={"description": "URL to receive a webhook when the job completes."},
+    )
+
+
+class ImagineRequest(RequestSchema):
+    """POST /v1/imagine."""
+
+    prompt = Text(
+        required=True,
+        max_length=MAX_PROMPT_LENGTH,
+        metadata={"description": "The text prompt to generate an image from."},
+    )
+    aspect_ratio = Choice(data_key="aspectRatio", load_default="1:1", validate=one_of(ASPECT_RATIOS))
+    version = Choice(load_default="6.1", validate=one_of(VERSIONS))
+    quality = Number(load_default=1, validate=one_of(QUALITIES))
+    style = Choice(load_default=None, validate=one_of(STYLES))
+    chaos = Number(load_default=0, validate=between(0, 100))
+    stylize = Number(load_default=100, validate=between(0, 1000))
+    webhook_url = _webhook_url()
+
+
+class DescribeRequest(RequestSchema):
+    """POST /v1/describe."""
+
+    image_url = HttpUrl(
+        data_key="imageUrl", required=True, metadata={"description": "URL of the image to describe."}
+    )
+    webhook_url = _webhook_url()
+
+
+class PickRequest(RequestSchema):
+    """POST /v1/upscale and /v1/variation: one of the four images of a finished job."""
+
+    job_id = JobId(data_key="jobId", required=True, metadata={"description": "The ID of the succeeded job."})
+    index = WholeNumber(
+        required=True, validate=one_of((1, 2, 3, 4)), metadata={"description": "Which image: 1-4."}
+    )
+    webhook_url = _webhook_url()
+
+
+class BlendRequest(RequestSchema):
+    """POST /v1/blend."""
+
+    image_urls = fields.List(
+        HttpUrl(),
+        data_key="imageUrls",
+        required=True,
+        validate=validate.Length(min=2, max=5, error="must hold 2 to 5 image URLs."),
+        error_messages={**MESSAGES, "invalid": "must be an array of image URLs."},
+    )
+    webhook_url = _webhook_url()
+
+
+class JobListQuery(Schema):
+    """GET /v1/jobs query string."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = QueryInteger(load_default=20, validate=between(1, 100))
+    offset = QueryInteger(load_default=0, validate=between(0))
+    status = Choice(load_default=None, validate=one_of(STATUSES))
+    type = Choice(load_default=None, validate=one_of(TYPES))
+
+
+def _field_message(field: str, errors: Any) -> str:
+    """Turn one field's marshmallow errors into a sentence naming the field."""
+    if isinstance(errors, Mapping):  # errors of list items, by position
+        position, item_errors = next(iter(errors.items()))
+        if isinstance(position, int):
+            return f"Item {position + 1} of the '{field}' field {_first(item_errors)}"
+        return _field_message(f"{field}.{position}", item_errors)
+    text = _first(errors)
+    if text == "Unknown field.":
+        return f"'{field}' is not a known field."
+    return f"The '{field}' field {text}"
+
+
+def _first(errors: Any) -> str:
+    if isinstance(errors, list):
+        return str(errors[0])
+    if isinstance(errors, Mapping):
+        return _first(next(iter(errors.values())))
+    return str(errors)
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate ``data`` with ``schema``, or raise a 400 whose message names each bad field."""
+    if not isinstance(data, Mapping):
+        raise validation_error("The request body must be a JSON object.")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        sentences = [_field_message(field, errors) for field, errors in messages.items()]
+        raise validation_error(" ".join(sentences), fields=messages) from None
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+class Timestamp(fields.Field):
+    """A UTC time as ISO 8601 with milliseconds: 2026-05-14T10:30:00.000Z."""
+
+    def _serialize(self, value: datetime.datetime | None, attr: Any, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _image_urls(job: Job) -> list[str] | None:
+    if not job.tiles:
+        return None
+    return [storage.image_url(job.id, name) for name in job.tiles]
+
+
+def _image_url(job: Job) -> str | None:
+    if job.grid:
+        return storage.image_url(job.id, job.grid)
+    urls = _image_urls(job)
+    return urls[0] if urls else None
+
+
+class JobSchema(Schema):
+    """The job object."""
+
+    id = fields.Function(lambda job: str(job.id), metadata={"format": "uuid"})
+    type = fields.String(validate=one_of(TYPES))
+    status = fields.String(validate=one_of(STATUSES))
+    prompt = fields.String(allow_none=True)
+    progress = fields.Integer()
+    imageUrl = fields.Function(_image_url, allow_none=True)
+    imageUrls = fields.Function(_image_urls, allow_none=True)
+    error = fields.String(allow_none=True)
+    createdAt = Timestamp(attribute="created_at")
+    completedAt = Timestamp(attribute="completed_at", allow_none=True)
+    descriptions = fields.List(fields.String(), allow_none=True)
+    parentJobId = fields.Function(lambda job: str(job.parent_id) if job.parent_id else None, allow_none=True)
+    index = fields.Integer(allow_none=True)
+
+
+class CreditsSchema(Schema):
+    remaining = fields.Integer(attribute="balance")
+    total = fields.Integer(attribute="granted")
+
+
+class AccountSchema(Schema):
+    """The account object."""
+
+    name = fields.String()
+    email = fields.String()
+    plan = fields.String(validate=one_of(tuple(PLANS)))
+    credits = fields.Function(lambda account: CreditsSchema().dump(account))
+
+
+_job_schema = JobSchema()
+_account_schema = AccountSchema()
+
+
+def dump_job(job: Job) -> dict[str, Any]:
+    """The job object for ``job``."""
+    return _job_schema.dump(job)
+
+
+def dump_jobs(jobs: list[Job]) -> list[dict[str, Any]]:
+    """Job objects for ``jobs``."""
+    return _job_schema.dump(jobs, many=True)
+
+
+def dump_account(account: Account) -> dict[str, Any]:
+    """The account object for ``account``."""
+    return _account_schema.dump(account)

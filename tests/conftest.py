@@ -1,0 +1,199 @@
+"""Fixtures: an app per test on its own SQLite file, clients, accounts, and loopback servers."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+from werkzeug.serving import make_server
+
+import accounts
+from app import create_app
+
+
+@pytest.fixture
+def settings(tmp_path) -> dict[str, Any]:
+    """Test settings; a test may change them before asking for ``app``."""
+    return {
+        "DATA_DIR": str(tmp_path / "data"),
+        "WORKERS": 2,
+        "DISPATCH_INTERVAL": 0.05,
+        "ALLOW_PRIVATE_URLS": True,  # tests serve their images on loopback
+        "PUBLIC_URL": "http://images.test",
+        "LOCAL_LATENCY": 0,
+    }
+
+
+@pytest.fixture
+def app(settings) -> Iterator[Flask]:
+    """The app, with its worker pool running."""
+    application = create_app(settings)
+    yield application
+    application.extensions["apiframe.pool"].stop(wait=False)
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Api:
+    """A test client that sends an API key and knows how to wait for jobs."""
+
+    def __init__(self, client: FlaskClient, key: str | None) -> None:
+        self.client = client
+        self.key = key
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        merged = {"X-API-Key": self.key} if self.key else {}
+        merged.update(headers or {})
+        return merged
+
+    def get(self, path: str, **kwargs: Any):
+        return self.client.get(path, headers=self._headers(kwargs.pop("headers", None)), **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any):
+        return self.client.post(path, json=json, headers=self._headers(kwargs.pop("headers", None)), **kwargs)
+
+    def submit(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.post(path, json=body)
+        assert response.status_code == 202, response.get_json()
+        return response.get_json()["job"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["job"]
+
+    def wait(self, job_id: str, timeout: float = 20, until: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Poll until the job reaches one of ``until`` (default: any terminal status)."""
+        until = until or ("succeeded", "failed", "timed_out", "cancelled")
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in until:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+            time.sleep(0.02)
+
+    def imagine(self, prompt: str = "a red fox in a snowy forest", **fields: Any) -> dict[str, Any]:
+        job = self.submit("/v1/imagine", {"prompt": prompt, **fields})
+        return self.wait(job["id"])
+
+
+@pytest.fixture
+def make_account(app):
+    """Create accounts: ``make_account(plan="scale") -> (account, key)``."""
+    counter = iter(range(1, 1000))
+
+    def make(plan: str = "scale", email: str | None = None, **kwargs: Any):
+        with app.app_context():
+            return accounts.create(email or f"user{next(counter)}@example.com", plan=plan, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def api(client, make_account) -> Api:
+    """An Api client for a new account on the scale plan (300 requests/minute)."""
+    _, key = make_account("scale")
+    return Api(client, key)
+
+
+def image_bytes(size=(320, 200), color=(200, 30, 40), image_format="PNG") -> bytes:
+    """An encoded test image."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, image_format)
+    return buffer.getvalue()
+
+
+class FileServer:
+    """A loopback HTTP server that serves registered byte strings, and records requests."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, str, bytes]] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append(self.path)
+                status, content_type, body = server.files.get(self.path, (404, "text/plain", b"not found"))
+                self.send_response(status)
+                if status in (301, 302):
+                    self.send_header("Location", body.decode())
+                    body = b""
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def add(self, path: str, body: bytes, content_type: str = "image/png", status: int = 200) -> str:
+        self.files[path] = (status, content_type, body)
+        return self.url(path)
+
+    def redirect(self, path: str, location: str) -> str:
+        self.files[path] = (302, "text/plain", location.encode())
+        return self.url(path)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    """A loopback server for input images."""
+    server = FileServer()
+    yield server
+    server.close()
+
+
+class LiveServer:
+    """The app served over real HTTP on loopback, in a thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def live(settings) -> Iterator[tuple[Flask, LiveServer]]:
+    """An app served on loopback, with PUBLIC_URL pointing at it (so its image URLs work)."""
+    application = create_app(settings)
+    server = LiveServer(application)
+    application.config["PUBLIC_URL"] = server.url
+    yield application, server
+    server.close()
+    application.extensions["apiframe.pool"].stop(wait=False)

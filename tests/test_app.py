@@ -1,0 +1,128 @@
+"""The factory, settings, and the JSON error format for failures outside the views."""
+
+from __future__ import annotations
+
+import pytest
+
+import config
+from app import create_app
+
+
+def test_factory_honours_test_config(app, tmp_path):
+    assert app.config["DATA_DIR"] == str(tmp_path / "data")
+    assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'data' / 'apiframe.db'}"
+    assert app.config["PUBLIC_URL"] == "http://images.test"
+    assert (tmp_path / "data" / "apiframe.db").exists()
+
+
+def test_settings_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("PORT", "5123")
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path / "env-data"))
+    monkeypatch.setenv("APIFRAME_WORKERS", "3")
+    monkeypatch.setenv("APIFRAME_JOB_TIMEOUT", "42")
+    monkeypatch.setenv("APIFRAME_ALLOW_SIGNUP", "false")
+    monkeypatch.setenv("APIFRAME_RATELIMIT_STORAGE_URI", "memory://")
+    settings = config.load()
+    assert settings["PORT"] == 5123
+    assert settings["PUBLIC_URL"] == "http://localhost:5123"
+    assert settings["WORKERS"] == 3
+    assert settings["JOB_TIMEOUT"] == 42.0
+    assert settings["ALLOW_SIGNUP"] is False
+    assert settings["DATA_DIR"] == str(tmp_path / "env-data")
+
+
+def test_bad_setting_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APIFRAME_ALLOW_PRIVATE_URLS", "perhaps")
+    with pytest.raises(ValueError, match="APIFRAME_ALLOW_PRIVATE_URLS"):
+        config.load()
+
+
+def test_secret_key_is_generated_once_and_kept(tmp_path):
+    first = config.load({"DATA_DIR": str(tmp_path)})["SECRET_KEY"]
+    second = config.load({"DATA_DIR": str(tmp_path)})["SECRET_KEY"]
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_the_database_survives_a_new_app(settings, make_account, app):
+    make_account(email="keep@example.com")
+    app.extensions["apiframe.pool"].stop()
+    again = create_app(settings)
+    try:
+        with again.app_context():
+            import accounts
+
+            assert accounts.find_by_email("keep@example.com") is not None
+    finally:
+        again.extensions["apiframe.pool"].stop()
+
+
+def _assert_error(response, status, code):
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body["error"]["message"]
+
+
+def test_unknown_route_is_json_404(client):
+    _assert_error(client.get("/v1/nothing-here"), 404, "NOT_FOUND")
+    _assert_error(client.get("/no/such/page"), 404, "NOT_FOUND")
+
+
+def test_wrong_method_is_json_405_with_allow(api):
+    response = api.get("/v1/imagine")
+    message = _assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert "POST" in response.headers["Allow"]
+    assert "POST" in message
+    _assert_error(api.client.delete("/v1/account", headers={"X-API-Key": api.key}), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_oversized_body_is_json_413(api):
+    response = api.post(
+        "/v1/imagine",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    _assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_malformed_json_is_a_validation_error(api):
+    response = api.post("/v1/imagine", data=b'{"prompt": "x",', headers={"Content-Type": "application/json"})
+    message = _assert_error(response, 400, "VALIDATION_ERROR")
+    assert "not valid JSON" in message
+
+
+def test_wrong_content_type_is_a_validation_error(api):
+    response = api.post(
+        "/v1/imagine", data="prompt=a+cat", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    message = _assert_error(response, 400, "VALIDATION_ERROR")
+    assert "Content-Type: application/json" in message
+
+
+def test_json_without_content_type_header_is_accepted(api):
+    response = api.post("/v1/imagine", data=b'{"prompt": "a cat"}', headers={"Content-Type": "text/plain"})
+    assert response.status_code == 202
+
+
+def test_body_must_be_an_object(api):
+    message = _assert_error(api.post("/v1/imagine", json=["a cat"]), 400, "VALIDATION_ERROR")
+    assert "JSON object" in message
+
+
+def test_internal_errors_are_json_without_traceback(app, api, monkeypatch):
+    import schemas
+
+    def explode(*_args, **_kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(schemas, "dump_account", explode)
+    response = api.get("/v1/account")
+    message = _assert_error(response, 500, "INTERNAL_ERROR")
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert message

@@ -1,0 +1,83 @@
+"""The admin CLI: accounts, credits, plans, keys, init-db."""
+
+from __future__ import annotations
+
+import credits
+from config import PLANS
+from models import Account, LedgerEntry
+
+
+def _last_line(result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def test_users_create_prints_the_key_alone_on_the_last_line(runner, client):
+    key = _last_line(runner.invoke(args=["users", "create", "jane@example.com", "--name", "Jane Doe"]))
+    assert key.startswith("ak_live_") and " " not in key
+    body = client.get("/v1/account", headers={"X-API-Key": key}).get_json()
+    assert body == {
+        "success": True,
+        "account": {
+            "name": "Jane Doe",
+            "email": "jane@example.com",
+            "plan": "free",
+            "credits": {"remaining": 50, "total": 50},
+        },
+    }
+
+
+def test_users_create_with_plan_grants_that_plans_credits(runner, client):
+    key = _last_line(runner.invoke(args=["users", "create", "s@example.com", "--plan", "standard"]))
+    account = client.get("/v1/account", headers={"X-API-Key": key}).get_json()["account"]
+    assert account["plan"] == "standard"
+    assert account["credits"] == {"remaining": PLANS["standard"].credits, "total": PLANS["standard"].credits}
+
+
+def test_users_create_refuses_duplicates_and_bad_emails(runner):
+    _last_line(runner.invoke(args=["users", "create", "dup@example.com"]))
+    again = runner.invoke(args=["users", "create", "DUP@example.com"])
+    assert again.exit_code != 0 and "already exists" in again.output
+    bad = runner.invoke(args=["users", "create", "not-an-email"])
+    assert bad.exit_code != 0 and "email" in bad.output
+
+
+def test_users_credits_grants_and_removes_through_the_ledger(app, runner):
+    _last_line(runner.invoke(args=["users", "create", "c@example.com"]))
+    _last_line(runner.invoke(args=["users", "credits", "c@example.com", "100"]))
+    _last_line(runner.invoke(args=["users", "credits", "c@example.com", "-30"]))
+    too_many = runner.invoke(args=["users", "credits", "c@example.com", "-1000"])
+    assert too_many.exit_code != 0
+    with app.app_context():
+        account = Account.get(Account.email == "c@example.com")
+        assert account.balance == 120 and account.granted == 120
+        assert credits.ledger_total(account.id) == account.balance
+        assert [
+            e.amount
+            for e in LedgerEntry.select().where(LedgerEntry.account == account.id).order_by(LedgerEntry.id)
+        ] == [50, 100, -30]
+
+
+def test_users_plan(app, runner):
+    _last_line(runner.invoke(args=["users", "create", "p@example.com"]))
+    _last_line(runner.invoke(args=["users", "plan", "p@example.com", "growth"]))
+    with app.app_context():
+        account = Account.get(Account.email == "p@example.com")
+        assert account.plan == "growth" and account.balance == 50 + PLANS["growth"].credits
+    bad = runner.invoke(args=["users", "plan", "p@example.com", "platinum"])
+    assert bad.exit_code != 0
+
+
+def test_unknown_account_is_an_error(runner):
+    result = runner.invoke(args=["users", "credits", "ghost@example.com", "5"])
+    assert result.exit_code != 0 and "no account" in result.output
+
+
+def test_keys_revoke_needs_a_clear_prefix(runner):
+    _last_line(runner.invoke(args=["users", "create", "k@example.com"]))
+    assert runner.invoke(args=["keys", "revoke", "ak_live"]).exit_code != 0
+    assert runner.invoke(args=["keys", "revoke", "ak_live_zzzzzzzz"]).exit_code != 0
+
+
+def test_init_db(runner):
+    assert "up to date" in runner.invoke(args=["init-db"]).output

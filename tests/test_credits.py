@@ -1,0 +1,126 @@
+"""Credits: costs, 402, atomic debits under concurrency, refunds, and the ledger."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import credits
+from config import COSTS
+from conftest import Api, image_bytes
+from models import Account, Job, LedgerEntry
+
+
+def _account(api: Api) -> dict:
+    return api.get("/v1/account").get_json()["account"]
+
+
+def test_costs_match_the_reference():
+    assert COSTS == {"imagine": 16, "blend": 16, "variation": 16, "describe": 4, "upscale": 4}
+
+
+def test_each_operation_takes_its_cost(api, files):
+    start = _account(api)["credits"]["remaining"]
+    parent = api.imagine()
+    api.wait(api.submit("/v1/upscale", {"jobId": parent["id"], "index": 1})["id"])
+    api.wait(api.submit("/v1/variation", {"jobId": parent["id"], "index": 2})["id"])
+    url = files.add("/a.png", image_bytes())
+    api.wait(api.submit("/v1/describe", {"imageUrl": url})["id"])
+    api.wait(api.submit("/v1/blend", {"imageUrls": [url, url]})["id"])
+    spent = start - _account(api)["credits"]["remaining"]
+    assert spent == 16 + 4 + 16 + 4 + 16
+
+
+def test_free_plan_has_50_credits_for_three_imagines(client, make_account):
+    _, key = make_account("free")
+    api = Api(client, key)
+    assert _account(api)["credits"] == {"remaining": 50, "total": 50}
+    for _ in range(3):
+        assert api.post("/v1/imagine", json={"prompt": "a"}).status_code == 202
+    response = api.post("/v1/imagine", json={"prompt": "a"})
+    assert response.status_code == 402
+    error = response.get_json()["error"]
+    assert error["code"] == "INSUFFICIENT_CREDITS" and "16" in error["message"] and "2" in error["message"]
+    assert _account(api)["credits"] == {"remaining": 2, "total": 50}
+    assert len(api.get("/v1/jobs").get_json()["jobs"]) == 3  # no job was created by the refused request
+
+
+def test_402_comes_before_any_job_but_after_validation(client, make_account, app):
+    account, key = make_account("free")
+    with app.app_context():
+        credits.grant(account.id, -50)
+    api = Api(client, key)
+    assert api.post("/v1/imagine", json={}).status_code == 400
+    assert api.post("/v1/imagine", json={"prompt": "a"}).status_code == 402
+    assert api.post("/v1/describe", json={"imageUrl": "https://example.com/a.png"}).status_code == 402
+    with app.app_context():
+        assert Job.select().where(Job.account == account.id).count() == 0
+
+
+def test_concurrent_debits_never_overspend(app, client, make_account):
+    account, key = make_account("scale")
+    with app.app_context():
+        credits.grant(account.id, -(account.balance - 16 * 5))  # exactly five imagines
+    app.extensions["apiframe.pool"].stop()  # keep jobs pending: nothing is refunded meanwhile
+    statuses: list[int] = []
+    barrier = threading.Barrier(12)
+
+    def spend() -> None:
+        local = app.test_client()
+        barrier.wait()
+        response = local.post("/v1/imagine", json={"prompt": "race"}, headers={"X-API-Key": key})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=spend) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [202] * 5 + [402] * 7
+    with app.app_context():
+        fresh = Account.get_by_id(account.id)
+        assert fresh.balance == 0
+        assert credits.ledger_total(account.id) == 0
+        assert Job.select().where(Job.account == account.id).count() == 5
+
+
+def test_failed_job_is_refunded_with_a_ledger_row(app, api, files):
+    before = _account(api)["credits"]["remaining"]
+    job = api.wait(api.submit("/v1/describe", {"imageUrl": files.url("/missing.png")})["id"])
+    assert job["status"] == "failed"
+    assert _account(api)["credits"]["remaining"] == before
+    with app.app_context():
+        entries = list(LedgerEntry.select().where(LedgerEntry.job == job["id"]).order_by(LedgerEntry.id))
+        assert [(e.reason, e.amount) for e in entries] == [("debit", -4), ("refund", 4)]
+
+
+def test_cancelled_job_is_refunded(app, settings, api):
+    app.extensions["apiframe.pool"].stop()
+    before = _account(api)["credits"]["remaining"]
+    job = api.submit("/v1/imagine", {"prompt": "never run"})
+    assert _account(api)["credits"]["remaining"] == before - 16
+    cancelled = api.post(f"/v1/jobs/{job['id']}/cancel").get_json()["job"]
+    assert cancelled["status"] == "cancelled" and cancelled["completedAt"]
+    assert _account(api)["credits"]["remaining"] == before
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 400  # refunded once only
+    assert _account(api)["credits"]["remaining"] == before
+
+
+def test_total_counts_grants_not_refunds(app, client, make_account, runner):
+    account, key = make_account("free")
+    api = Api(client, key)
+    app.extensions["apiframe.pool"].stop()
+    job = api.submit("/v1/imagine", {"prompt": "a"})
+    api.post(f"/v1/jobs/{job['id']}/cancel")
+    runner.invoke(args=["users", "credits", account.email, "25"])
+    assert _account(api)["credits"] == {"remaining": 75, "total": 75}
+
+
+@pytest.mark.parametrize("amount", [-51, -1000])
+def test_grant_cannot_make_the_balance_negative(app, make_account, amount):
+    account, _ = make_account("free")
+    with app.app_context(), pytest.raises(credits.InsufficientCredits):
+        credits.grant(account.id, amount)
+    with app.app_context():
+        assert Account.get_by_id(account.id).balance == 50

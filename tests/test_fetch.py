@@ -1,0 +1,123 @@
+"""The safe fetcher: schemes, private addresses (also after redirects), size and time caps."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from requests_hardened import Config, HTTPSession
+
+import fetch
+from conftest import image_bytes
+
+LIMITS = {"max_bytes": 1_000_000, "timeout": 5.0}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://example.com/a.png", "file:///etc/passwd", "gopher://example.com", "http://", "example.com/a.png"],
+)
+def test_only_http_urls_with_a_host(url):
+    with pytest.raises(fetch.FetchError):
+        fetch.fetch_bytes(url, allow_private=False, **LIMITS)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/a.png",
+        "http://localhost:9/a.png",
+        "http://[::1]:9/a.png",
+        "http://10.0.0.1/a.png",
+        "http://192.168.1.1/a.png",
+        "http://172.16.0.1/a.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0:9/",
+        "http://[::ffff:127.0.0.1]:9/",
+    ],
+)
+def test_private_loopback_and_link_local_addresses_are_refused(url):
+    with pytest.raises(fetch.FetchError, match="private, loopback or link-local"):
+        fetch.fetch_bytes(url, allow_private=False, **LIMITS)
+
+
+def test_allowed_private_urls_are_fetched(files):
+    url = files.add("/ok.png", image_bytes())
+    assert fetch.fetch_bytes(url, allow_private=True, **LIMITS) == image_bytes()
+
+
+def test_a_redirect_to_a_private_address_is_refused(files, monkeypatch):
+    # The first hop is on loopback (allowed here); its redirect points at the cloud metadata address.
+    def loopback_only(**kwargs):
+        return HTTPSession(
+            Config(
+                ip_filter_enable=True,
+                ip_filter_allow_loopback_ips=True,
+                never_redirect=False,
+                default_timeout=(2, 2),
+            )
+        )
+
+    monkeypatch.setattr(fetch, "session", lambda **kwargs: loopback_only(**kwargs))
+    url = files.redirect("/hop", "http://169.254.169.254/latest/meta-data/")
+    with pytest.raises(fetch.FetchError, match="private"):
+        fetch.fetch_bytes(url, allow_private=False, **LIMITS)
+    assert files.requests == ["/hop"]
+
+
+def test_redirect_loops_are_cut(files):
+    files.redirect("/a", files.url("/b"))
+    files.redirect("/b", files.url("/a"))
+    with pytest.raises(fetch.FetchError, match="redirects"):
+        fetch.fetch_bytes(files.url("/a"), allow_private=True, **LIMITS)
+
+
+def test_size_cap_with_and_without_content_length(files):
+    url = files.add("/big.bin", b"x" * 5000, "application/octet-stream")
+    with pytest.raises(fetch.FetchError, match="larger than"):
+        fetch.fetch_bytes(url, allow_private=True, max_bytes=1000, timeout=5)
+
+    class Chunked(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"y" * 1000)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Chunked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(fetch.FetchError, match="larger than"):
+            fetch.fetch_bytes(
+                f"http://127.0.0.1:{server.server_port}/", allow_private=True, max_bytes=10_000, timeout=5
+            )
+    finally:
+        server.shutdown()
+
+
+def test_a_silent_server_times_out():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        with pytest.raises(fetch.FetchError, match="did not answer in time"):
+            fetch.fetch_bytes(
+                f"http://127.0.0.1:{listener.getsockname()[1]}/",
+                allow_private=True,
+                max_bytes=1000,
+                timeout=0.5,
+            )
+    finally:
+        listener.close()
+
+
+def test_unresolvable_host():
+    with pytest.raises(fetch.FetchError, match="could not be resolved|connection failed"):
+        fetch.fetch_bytes("http://no-such-host.invalid/a.png", allow_private=False, **LIMITS)

@@ -1,0 +1,115 @@
+"""Rate limits: per key, per minute, by plan; headers on every authenticated response; 429."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from config import PLANS
+from conftest import Api
+from ratelimit import requests_this_minute
+
+
+def _limit_headers(response) -> tuple[int, int, int]:
+    headers = response.headers
+    return (
+        int(headers["X-RateLimit-Limit"]),
+        int(headers["X-RateLimit-Remaining"]),
+        int(headers["X-RateLimit-Reset"]),
+    )
+
+
+def test_free_plan_allows_10_per_minute_then_429(client, make_account):
+    _, key = make_account("free")
+    api = Api(client, key)
+    remaining = []
+    for _ in range(10):
+        response = api.get("/v1/account")
+        assert response.status_code == 200
+        limit, left, reset = _limit_headers(response)
+        assert limit == 10
+        assert time.time() <= reset <= time.time() + 61
+        assert "Retry-After" not in response.headers
+        remaining.append(left)
+    assert remaining == list(range(9, -1, -1))
+    response = api.get("/v1/account")
+    assert response.status_code == 429
+    error = response.get_json()["error"]
+    assert error["code"] == "RATE_LIMITED" and "10" in error["message"]
+    retry_after = int(response.headers["Retry-After"])
+    assert 0 <= retry_after <= 60
+    assert _limit_headers(response)[:2] == (10, 0)
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_each_plan_has_its_limit(client, make_account, plan):
+    _, key = make_account(plan)
+    response = Api(client, key).get("/v1/account")
+    assert int(response.headers["X-RateLimit-Limit"]) == PLANS[plan].requests_per_minute
+
+
+def test_headers_are_on_error_responses_too(api):
+    for response in (
+        api.post("/v1/imagine", json={}),
+        api.get("/v1/jobs/a1b2c3d4-e5f6-7890-abcd-ef1234567890"),
+        api.get("/v1/jobs/not-a-uuid"),
+        api.post("/v1/imagine", data=b"{", headers={"Content-Type": "application/json"}),
+    ):
+        assert response.status_code in (400, 404)
+        assert "X-RateLimit-Limit" in response.headers and "X-RateLimit-Remaining" in response.headers
+        assert "X-RateLimit-Reset" in response.headers
+
+
+def test_limit_is_shared_by_all_endpoints_and_aliases(client, make_account):
+    _, key = make_account("free")
+    api = Api(client, key)
+    seen = [
+        api.get("/v1/account"),
+        api.get("/v1/jobs"),
+        api.post("/imagine", json={}),
+        api.post("/api/v1/describe", json={}),
+        api.get("/fetch/a1b2c3d4-e5f6-7890-abcd-ef1234567890"),
+    ]
+    assert [int(r.headers["X-RateLimit-Remaining"]) for r in seen] == [9, 8, 7, 6, 5]
+
+
+def test_limits_are_per_key(client, make_account, runner):
+    account, key = make_account("free")
+    second = runner.invoke(args=["keys", "create", account.email]).output.strip().splitlines()[-1]
+    first = Api(client, key)
+    for _ in range(10):
+        first.get("/v1/account")
+    assert first.get("/v1/account").status_code == 429
+    assert Api(client, second).get("/v1/account").status_code == 200
+    _, other_key = make_account("free")
+    assert Api(client, other_key).get("/v1/account").status_code == 200
+
+
+def test_unauthenticated_requests_do_not_count(client, make_account):
+    _, key = make_account("free")
+    for _ in range(15):
+        assert client.get("/v1/account", headers={"X-API-Key": "ak_live_wrong"}).status_code == 401
+    assert Api(client, key).get("/v1/account").status_code == 200
+
+
+def test_a_plan_change_applies_its_limit_at_once(client, make_account, runner):
+    account, key = make_account("free")
+    api = Api(client, key)
+    for _ in range(10):
+        api.get("/v1/account")
+    assert api.get("/v1/account").status_code == 429
+    runner.invoke(args=["users", "plan", account.email, "hobby"])
+    response = api.get("/v1/account")
+    assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "30"
+
+
+def test_requests_this_minute(app, make_account, client):
+    account, key = make_account("hobby")
+    for _ in range(3):
+        Api(client, key).get("/v1/account")
+    with app.app_context():
+        from models import ApiKey
+
+        key_id = ApiKey.get(ApiKey.account == account.id).id
+        assert requests_this_minute(app.extensions["apiframe.limiter"], key_id, "hobby") == (3, 30)

@@ -1,0 +1,86 @@
+"""The service as users run it: gunicorn, the CLI, real HTTP, and restarts."""
+
+from __future__ import annotations
+
+import io
+import signal
+
+import pytest
+import requests
+from PIL import Image
+
+from servers import Server, cli, environment, free_port
+
+
+@pytest.fixture
+def server_env(tmp_path):
+    return environment(tmp_path / "data", free_port())
+
+
+def _key(env) -> str:
+    return (
+        cli(env, "users", "create", "ops@example.com", "--name", "Ops", "--plan", "scale")
+        .strip()
+        .splitlines()[-1]
+    )
+
+
+def test_quickstart_create_key_imagine_poll_open_the_image(server_env, tmp_path):
+    key = _key(server_env)
+    server = Server(server_env, tmp_path / "server.log").start()
+    try:
+        headers = {"X-API-Key": key}
+        response = requests.post(
+            f"{server.url}/v1/imagine",
+            json={"prompt": "a futuristic city at sunset", "aspectRatio": "16:9"},
+            headers=headers,
+            timeout=5,
+        )
+        assert response.status_code == 202
+        assert response.headers["X-RateLimit-Limit"] == "300"
+        job = server.wait_for(key, response.json()["job"]["id"], ("succeeded", "failed"))
+        assert job["status"] == "succeeded"
+        assert job["imageUrl"].startswith(f"http://localhost:{server_env['PORT']}/images/")
+        image = requests.get(job["imageUrl"].replace("localhost", "127.0.0.1"), timeout=5)
+        assert image.status_code == 200 and image.headers["Content-Type"] == "image/png"
+        assert Image.open(io.BytesIO(image.content)).size == (2048, 1152)
+        account = requests.get(f"{server.url}/v1/account", headers=headers, timeout=5).json()["account"]
+        assert account["credits"]["remaining"] == account["credits"]["total"] - 16
+        assert requests.get(f"{server.url}/v1/nothing", timeout=5).json()["error"]["code"] == "NOT_FOUND"
+    finally:
+        server.stop()
+
+
+def test_a_job_survives_a_crash_of_the_server(server_env, tmp_path):
+    server_env.update(APIFRAME_LOCAL_LATENCY="2", APIFRAME_JOB_LEASE="1.5")
+    key = _key(server_env)
+    server = Server(server_env, tmp_path / "server.log").start()
+    job = requests.post(
+        f"{server.url}/v1/imagine", json={"prompt": "crash test"}, headers={"X-API-Key": key}, timeout=5
+    ).json()["job"]
+    server.wait_for(key, job["id"], ("processing",))
+    server.stop(signal.SIGKILL)  # no clean-up at all: the lease has to run out
+    restarted = Server(server_env, tmp_path / "server.log").start()
+    try:
+        done = restarted.wait_for(key, job["id"], ("succeeded", "failed", "timed_out"))
+        assert done["status"] == "succeeded" and done["progress"] == 100
+    finally:
+        restarted.stop()
+
+
+def test_a_clean_stop_hands_running_jobs_back_at_once(server_env, tmp_path):
+    server_env.update(APIFRAME_LOCAL_LATENCY="2", APIFRAME_JOB_LEASE="600")
+    key = _key(server_env)
+    server = Server(server_env, tmp_path / "server.log").start()
+    job = requests.post(
+        f"{server.url}/v1/imagine", json={"prompt": "restart"}, headers={"X-API-Key": key}, timeout=5
+    ).json()["job"]
+    server.wait_for(key, job["id"], ("processing",))
+    server.stop(signal.SIGTERM)
+    restarted = Server(server_env, tmp_path / "server.log").start()
+    try:
+        # A 600 s lease would hold the job for ten minutes; the clean stop released it.
+        done = restarted.wait_for(key, job["id"], ("succeeded", "failed", "timed_out"), timeout=20)
+        assert done["status"] == "succeeded"
+    finally:
+        restarted.stop()

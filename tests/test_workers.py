@@ -1,0 +1,246 @@
+"""The worker pool: the status machine, progress, cancel, timeouts, recovery, atomic claims."""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+
+import pytest
+
+from config import COSTS
+from models import Job, LedgerEntry, utcnow
+from storage import images_dir
+from workers import JobPool
+
+ORDER = ["pending", "queued", "processing", "succeeded"]
+
+
+def _balance(api) -> int:
+    return api.get("/v1/account").get_json()["account"]["credits"]["remaining"]
+
+
+def _set(app, job_id: str, **fields) -> None:
+    with app.app_context():
+        Job.update(**fields).where(Job.id == uuid.UUID(job_id)).execute()
+
+
+def _stored(app, job_id: str) -> Job:
+    with app.app_context():
+        return Job.get_by_id(uuid.UUID(job_id))
+
+
+def test_status_moves_forward_and_progress_rises(settings, api, app):
+    app.config["LOCAL_LATENCY"] = 1.5
+    job = api.submit("/v1/imagine", {"prompt": "slow sunrise"})
+    seen = []
+    while True:
+        current = api.job(job["id"])
+        seen.append((current["status"], current["progress"]))
+        if current["status"] in ("succeeded", "failed", "timed_out", "cancelled"):
+            break
+        time.sleep(0.05)
+    statuses = [status for status, _ in seen]
+    assert statuses[-1] == "succeeded" and seen[-1][1] == 100
+    positions = [ORDER.index(status) for status in statuses]
+    assert positions == sorted(positions), statuses
+    progress = [value for status, value in seen if status == "processing"]
+    assert progress == sorted(progress) and len(set(progress)) >= 4, progress
+    assert all(0 <= value < 100 for value in progress)
+
+
+def test_cancel_stops_a_running_job_promptly(app, api):
+    app.config["LOCAL_LATENCY"] = 30
+    before = _balance(api)
+    job = api.submit("/v1/imagine", {"prompt": "a very slow painting"})
+    api.wait(job["id"], until=("processing",))
+    started = time.monotonic()
+    response = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200
+    cancelled = response.get_json()["job"]
+    assert cancelled["status"] == "cancelled" and cancelled["completedAt"] and cancelled["imageUrl"] is None
+    pool = app.extensions["apiframe.pool"]
+    while pool._running:
+        assert time.monotonic() - started < 2, "the worker did not stop"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert api.job(job["id"])["status"] == "cancelled"
+    assert _balance(api) == before
+    assert not (images_dir_for(app) / job["id"]).exists()
+
+
+def images_dir_for(app):
+    with app.app_context():
+        return images_dir()
+
+
+def test_cancel_a_queued_job(app, api):
+    app.extensions["apiframe.pool"].stop()
+    job = api.submit("/v1/imagine", {"prompt": "queued"})
+    _set(app, job["id"], status="queued", lease_owner="elsewhere", lease_token="t", lease_expires=utcnow())
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").get_json()["job"]["status"] == "cancelled"
+
+
+def test_a_job_past_the_timeout_is_timed_out_and_refunded(settings, app, api):
+    app.config["LOCAL_LATENCY"] = 10
+    pool = app.extensions["apiframe.pool"]
+    pool.timeout = 1.0
+    before = _balance(api)
+    job = api.submit("/v1/imagine", {"prompt": "too slow"})
+    done = api.wait(job["id"], timeout=10)
+    assert done["status"] == "timed_out"
+    assert "1 second" in done["error"] and done["completedAt"] and done["imageUrl"] is None
+    assert _balance(api) == before
+    with app.app_context():
+        refunds = LedgerEntry.select().where(
+            (LedgerEntry.job == uuid.UUID(job["id"])) & (LedgerEntry.reason == "refund")
+        )
+        assert [entry.amount for entry in refunds] == [COSTS["imagine"]]
+
+
+def test_jobs_of_a_dead_process_are_resumed(app, api):
+    pool = app.extensions["apiframe.pool"]
+    pool.stop()
+    pending = api.submit("/v1/imagine", {"prompt": "left pending"})
+    queued = api.submit("/v1/imagine", {"prompt": "left queued"})
+    running = api.submit("/v1/imagine", {"prompt": "left running"})
+    expired = utcnow() - datetime.timedelta(seconds=1)
+    _set(app, queued["id"], status="queued", lease_owner="dead:1", lease_token="a", lease_expires=expired)
+    _set(
+        app,
+        running["id"],
+        status="processing",
+        progress=40,
+        started_at=utcnow(),
+        lease_owner="dead:1",
+        lease_token="b",
+        lease_expires=expired,
+    )
+    restarted = JobPool(app)
+    app.extensions["apiframe.pool"] = restarted
+    restarted.start()
+    for job in (pending, queued, running):
+        assert api.wait(job["id"])["status"] == "succeeded"
+    assert _stored(app, running["id"]).runs == 1
+    assert api.job(running["id"])["progress"] == 100
+
+
+def test_a_live_lease_is_left_alone(app, api):
+    app.extensions["apiframe.pool"].stop()
+    job = api.submit("/v1/imagine", {"prompt": "someone else has it"})
+    _set(
+        app,
+        job["id"],
+        status="processing",
+        started_at=utcnow(),
+        lease_owner="alive:2",
+        lease_token="c",
+        lease_expires=utcnow() + datetime.timedelta(seconds=60),
+    )
+    other = JobPool(app)
+    app.extensions["apiframe.pool"] = other
+    other.start()
+    time.sleep(0.5)
+    assert api.job(job["id"])["status"] == "processing"
+    other.stop()
+
+
+def test_an_orphan_past_its_deadline_is_timed_out_not_resumed(app, api):
+    app.extensions["apiframe.pool"].stop()
+    before = _balance(api)
+    job = api.submit("/v1/imagine", {"prompt": "ancient"})
+    _set(
+        app,
+        job["id"],
+        status="processing",
+        started_at=utcnow() - datetime.timedelta(hours=1),
+        lease_owner="dead:3",
+        lease_token="d",
+        lease_expires=utcnow() - datetime.timedelta(minutes=59),
+    )
+    restarted = JobPool(app)
+    app.extensions["apiframe.pool"] = restarted
+    restarted.start()
+    done = api.wait(job["id"])
+    assert done["status"] == "timed_out" and _balance(api) == before
+
+
+def test_the_sweep_times_out_a_stuck_job_of_a_live_process(app, api):
+    app.extensions["apiframe.pool"].stop()
+    job = api.submit("/v1/imagine", {"prompt": "stuck"})
+    _set(
+        app,
+        job["id"],
+        status="processing",
+        started_at=utcnow() - datetime.timedelta(hours=1),
+        lease_owner="alive:4",
+        lease_token="e",
+        lease_expires=utcnow() + datetime.timedelta(minutes=5),
+    )
+    sweeper = JobPool(app)
+    app.extensions["apiframe.pool"] = sweeper
+    sweeper.start()
+    assert api.wait(job["id"])["status"] == "timed_out"
+
+
+def test_two_pools_never_run_the_same_job(app, api):
+    app.config["LOCAL_LATENCY"] = 0.2
+    first = app.extensions["apiframe.pool"]
+    second = JobPool(app)
+    second.start()
+    try:
+        ids = [api.submit("/v1/imagine", {"prompt": f"crowd {n}", "quality": 0.25})["id"] for n in range(12)]
+        second.nudge()
+        for job_id in ids:
+            assert api.wait(job_id, timeout=30)["status"] == "succeeded"
+        owners = {_stored(app, job_id).runs for job_id in ids}
+        assert owners == {1}
+    finally:
+        second.stop()
+        first.nudge()
+
+
+def test_an_unexpected_provider_error_fails_the_job_and_refunds(app, api, monkeypatch):
+    provider = app.extensions["apiframe.providers"].default
+
+    def broken(request, ctx):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(provider, "imagine", broken)
+    before = _balance(api)
+    done = api.imagine()
+    assert done["status"] == "failed" and "internal error" in done["error"]
+    assert _balance(api) == before
+
+
+def test_a_terminal_job_never_changes(app, api):
+    done = api.imagine()
+    _set(app, done["id"], lease_token="x")
+    with app.app_context():
+        from jobs import CANCELLED, finish
+
+        assert finish(uuid.UUID(done["id"]), CANCELLED) is False
+    assert api.job(done["id"]) == done
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_pool_size_bounds_concurrency(settings, workers):
+    from app import create_app
+    from conftest import Api
+
+    settings.update(WORKERS=workers, LOCAL_LATENCY=0.6)
+    application = create_app(settings)
+    try:
+        api = Api(application.test_client(), None)
+        with application.app_context():
+            import accounts
+
+            _, api.key = accounts.create("pool@example.com", plan="scale")
+        ids = [api.submit("/v1/imagine", {"prompt": f"n{n}", "quality": 0.25})["id"] for n in range(4)]
+        time.sleep(0.3)
+        processing = sum(api.job(job_id)["status"] == "processing" for job_id in ids)
+        assert processing == workers
+        for job_id in ids:
+            api.wait(job_id)
+    finally:
+        application.extensions["apiframe.pool"].stop()

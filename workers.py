@@ -1,0 +1,417 @@
+"""The worker pool: claims jobs from the database, runs them through their provider, ends them.
+
+The pool is fed from the database, never from memory. A dispatcher thread claims jobs with one
+compare-and-swap UPDATE each (so no two threads or processes run the same job) and hands them to a
+ThreadPoolExecutor. The process renews a lease on the jobs it holds; a job whose lease ran out
+belongs to a process that died, and is claimed again (resumed) or, if past its deadline, timed out.
+Every write a running job makes is conditional on its lease token, so a job that was cancelled,
+timed out or taken over can never be changed by the thread that lost it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask, current_app
+from peewee import fn
+from PIL import Image
+
+import imaging
+import storage
+from fetch import FetchError, fetch_bytes
+from jobs import ACTIVE, CANCELLED, FAILED, PENDING, PROCESSING, QUEUED, SUCCEEDED, TIMED_OUT, finish
+from models import Job, db, utcnow
+from providers import (
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobCancelled,
+    JobTimedOut,
+    ProviderError,
+    Result,
+    UpscaleRequest,
+    VariationRequest,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_WRITE_INTERVAL = 0.2  # seconds between progress writes of one job
+STATUS_POLL_INTERVAL = 1.0  # how often a running job looks for cancellation by another process
+OVERDUE_GRACE = 2.0  # the sweep times a job out this long after its own deadline check should have
+
+
+class InputError(Exception):
+    """A job's input (an image URL, a parent image) could not be used; the message says why."""
+
+
+class RunningJob:
+    """The JobContext of one job running on one worker thread."""
+
+    def __init__(self, job: Job, token: str, deadline: float, cancelled: threading.Event) -> None:
+        self.job_id = job.id
+        self.token = token
+        self.deadline = deadline
+        self.cancelled = cancelled
+        self.reported = job.progress
+        self.last_write = 0.0
+        self.last_poll = time.monotonic()
+
+    def progress(self, percent: int) -> None:
+        """Record progress (kept rising, at most 99) and stop if the job was taken away."""
+        self.check()
+        percent = max(0, min(99, int(percent)))
+        now = time.monotonic()
+        if percent <= self.reported or now - self.last_write < PROGRESS_WRITE_INTERVAL:
+            return
+        updated = (
+            Job.update(progress=percent)
+            .where((Job.id == self.job_id) & (Job.lease_token == self.token) & (Job.status == PROCESSING))
+            .execute()
+        )
+        if updated != 1:
+            raise JobCancelled()
+        self.reported, self.last_write, self.last_poll = percent, now, now
+
+    def check(self) -> None:
+        """Raise if the job was cancelled, taken over, or is past its deadline."""
+        if self.cancelled.is_set():
+            raise JobCancelled()
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise JobTimedOut()
+        if now - self.last_poll >= STATUS_POLL_INTERVAL:
+            self.last_poll = now
+            still_ours = (
+                Job.select(Job.id)
+                .where((Job.id == self.job_id) & (Job.lease_token == self.token) & (Job.status == PROCESSING))
+                .exists()
+            )
+            if not still_ours:
+                raise JobCancelled()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds``, waking at once on cancellation or the deadline."""
+        self.check()
+        self.cancelled.wait(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        self.check()
+
+    def remaining(self) -> float:
+        """Seconds until the deadline."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class JobPool:
+    """One process's workers: a dispatcher thread and a ThreadPoolExecutor."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.size = int(app.config["WORKERS"])
+        self.lease = datetime.timedelta(seconds=float(app.config["JOB_LEASE"]))
+        self.timeout = float(app.config["JOB_TIMEOUT"])
+        self.interval = float(app.config["DISPATCH_INTERVAL"])
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._running: dict[uuid.UUID, threading.Event] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher and the worker threads (once)."""
+        with self._lock:
+            if self._dispatcher is not None:
+                return
+            self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="apiframe-job")
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_forever, name="apiframe-dispatch", daemon=True
+            )
+            self._dispatcher.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether start() has run."""
+        return self._dispatcher is not None
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop taking jobs; with ``wait``, let running jobs finish, else hand them back now."""
+        if self._stopping.is_set() or self._dispatcher is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
+        if not wait:
+            with self._lock:
+                for cancelled in self._running.values():
+                    cancelled.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        with self.app.app_context(), db.connection_context():
+            self._release_leases()
+
+    def nudge(self) -> None:
+        """Tell the dispatcher that there may be work."""
+        self._wake.set()
+
+    def cancelled(self, job_id: uuid.UUID) -> None:
+        """Stop the job at once if it runs in this process (its status is already terminal)."""
+        with self._lock:
+            event = self._running.get(job_id)
+        if event is not None:
+            event.set()
+
+    # ---- dispatcher --------------------------------------------------------------------------
+
+    def _dispatch_forever(self) -> None:
+        renew_every = self.lease.total_seconds() / 3
+        next_renewal = 0.0
+        while not self._stopping.is_set():
+            try:
+                with self.app.app_context(), db.connection_context():
+                    if time.monotonic() >= next_renewal:
+                        self._renew_leases()
+                        self._time_out_overdue()
+                        next_renewal = time.monotonic() + renew_every
+                    self._dispatch()
+            except Exception:
+                log.exception("job dispatcher failed; retrying")
+                self._stopping.wait(1.0)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.size - len(self._running)
+
+    def _dispatch(self) -> None:
+        """Claim as many runnable jobs as there are idle workers, oldest first."""
+        while (free := self._free_slots()) > 0 and not self._stopping.is_set():
+            now = utcnow()
+            candidates = list(
+                Job.select(Job.id, Job.status, Job.lease_token, Job.started_at)
+                .where(Job.status.in_(ACTIVE) & (Job.lease_expires.is_null() | (Job.lease_expires < now)))
+                .order_by(Job.created_at)
+                .limit(free)
+            )
+            if not candidates:
+                return
+            claimed = 0
+            for candidate in candidates:
+                if self._past_deadline(candidate, now):
+                    self._end_overdue(candidate.id)
+                elif (token := self._claim(candidate, now)) is not None:
+                    self._submit(candidate.id, token)
+                    claimed += 1
+            if claimed == 0 and len(candidates) < free:
+                return
+
+    def _past_deadline(self, job: Job, now: datetime.datetime) -> bool:
+        return job.started_at is not None and (now - job.started_at).total_seconds() >= self.timeout
+
+    def _claim(self, job: Job, now: datetime.datetime) -> str | None:
+        """Take ``job`` if it is still as we saw it; returns the new lease token, or None."""
+        token = uuid.uuid4().hex
+        same_lease = (
+            Job.lease_token.is_null() if job.lease_token is None else Job.lease_token == job.lease_token
+        )
+        updated = (
+            Job.update(
+                status=QUEUED if job.status == PENDING else job.status,
+                lease_owner=self.owner,
+                lease_token=token,
+                lease_expires=now + self.lease,
+            )
+            .where((Job.id == job.id) & (Job.status == job.status) & same_lease)
+            .execute()
+        )
+        return token if updated == 1 else None
+
+    def _submit(self, job_id: uuid.UUID, token: str) -> None:
+        cancelled = threading.Event()
+        with self._lock:
+            self._running[job_id] = cancelled
+        assert self._executor is not None
+        self._executor.submit(self._work, job_id, token, cancelled)
+
+    def _renew_leases(self) -> None:
+        (
+            Job.update(lease_expires=utcnow() + self.lease)
+            .where((Job.lease_owner == self.owner) & Job.status.in_((QUEUED, PROCESSING)))
+            .execute()
+        )
+
+    def _release_leases(self) -> None:
+        """Let other processes resume this process's unfinished jobs right away."""
+        (
+            Job.update(lease_expires=utcnow())
+            .where((Job.lease_owner == self.owner) & Job.status.in_((QUEUED, PROCESSING)))
+            .execute()
+        )
+
+    def _time_out_overdue(self) -> None:
+        """End jobs that ran past the timeout, even if their thread is stuck."""
+        cutoff = utcnow() - datetime.timedelta(seconds=self.timeout + OVERDUE_GRACE)
+        overdue = Job.select(Job.id).where(Job.status.in_((QUEUED, PROCESSING)) & (Job.started_at < cutoff))
+        for job in overdue:
+            self._end_overdue(job.id)
+
+    def _end_overdue(self, job_id: uuid.UUID) -> None:
+        if finish(job_id, TIMED_OUT, error=self._timeout_message()):
+            self.cancelled(job_id)
+
+    def _timeout_message(self) -> str:
+        return f"The job ran longer than the {self.timeout:g} second limit."
+
+    # ---- running one job ---------------------------------------------------------------------
+
+    def _work(self, job_id: uuid.UUID, token: str, cancelled: threading.Event) -> None:
+        try:
+            with self.app.app_context(), db.connection_context():
+                self._run(job_id, token, cancelled)
+        except Exception:
+            log.exception("worker failed on job %s", job_id)
+        finally:
+            with self._lock:
+                self._running.pop(job_id, None)
+            self._wake.set()
+
+    def _run(self, job_id: uuid.UUID, token: str, cancelled: threading.Event) -> None:
+        """Run one claimed job to its end."""
+        started = (
+            Job.update(status=PROCESSING, started_at=fn.COALESCE(Job.started_at, utcnow()), runs=Job.runs + 1)
+            .where((Job.id == job_id) & (Job.lease_token == token) & Job.status.in_((QUEUED, PROCESSING)))
+            .execute()
+        )
+        if started != 1:
+            return
+        job = Job.get_by_id(job_id)
+        left = self.timeout - (utcnow() - job.started_at).total_seconds()
+        ctx = RunningJob(job, token, time.monotonic() + left, cancelled)
+        try:
+            ctx.check()
+            fields = execute(job, ctx)
+            if not finish(job_id, SUCCEEDED, token=token, progress=100, **fields):
+                self._discard(job_id)
+        except JobTimedOut:
+            finish(job_id, TIMED_OUT, token=token, error=self._timeout_message())
+            self._discard(job_id)
+        except JobCancelled:
+            self._discard(job_id)
+        except (InputError, ProviderError) as exc:
+            finish(job_id, FAILED, token=token, error=str(exc))
+            self._discard(job_id)
+        except Exception:
+            log.exception("job %s failed", job_id)
+            finish(job_id, FAILED, token=token, error="An internal error occurred while processing the job.")
+            self._discard(job_id)
+
+    def _discard(self, job_id: uuid.UUID) -> None:
+        """Remove images of a job that did not succeed (unless another worker has it now)."""
+        status = Job.select(Job.status).where(Job.id == job_id).scalar()
+        if status in (FAILED, TIMED_OUT, CANCELLED):
+            storage.delete_images(job_id)
+
+
+# ---- what a job does -------------------------------------------------------------------------
+
+
+def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
+    """Gather the job's inputs, run its provider, store its images; returns the fields to save."""
+    provider = current_app.extensions["apiframe.providers"].for_operation(job.type)
+    request = build_request(job, ctx)
+    ctx.check()
+    result = provider.run(job.type, request, ctx)
+    ctx.check()
+    fields = store_result(job, result)
+    fields.update(provider=provider.name, provider_ref=result.ref, seed=result.seed)
+    return fields
+
+
+def build_request(job: Job, ctx: RunningJob) -> Any:
+    """The provider request for ``job``, with its input images fetched or loaded."""
+    params = job.params
+    if job.type == "imagine":
+        width, height = imaging.dimensions(params["aspectRatio"], params["quality"])
+        return ImagineRequest(
+            prompt=job.prompt,
+            width=width,
+            height=height,
+            aspect_ratio=params["aspectRatio"],
+            version=params["version"],
+            quality=params["quality"],
+            style=params.get("style"),
+            chaos=params["chaos"],
+            stylize=params["stylize"],
+            seed=params.get("seed"),
+        )
+    if job.type == "describe":
+        return DescribeRequest(image=fetch_image(params["imageUrl"], "imageUrl", ctx), url=params["imageUrl"])
+    if job.type == "blend":
+        urls = params["imageUrls"]
+        images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
+        return BlendRequest(images=images)
+    parent = job.parent
+    if parent is None:
+        raise InputError("The parent job no longer exists.")
+    image = parent_tile(parent, job.index)
+    if job.type == "upscale":
+        return UpscaleRequest(image=image, index=job.index, parent_ref=parent.provider_ref)
+    return VariationRequest(
+        image=image, index=job.index, prompt=parent.prompt, parent_ref=parent.provider_ref
+    )
+
+
+def fetch_image(url: str, field: str, ctx: RunningJob) -> Image.Image:
+    """Download and decode one input image through the safe fetcher."""
+    config = current_app.config
+    ctx.check()
+    try:
+        data = fetch_bytes(
+            url,
+            allow_private=config["ALLOW_PRIVATE_URLS"],
+            max_bytes=config["FETCH_MAX_BYTES"],
+            timeout=max(1.0, min(config["FETCH_TIMEOUT"], ctx.remaining())),
+        )
+        return imaging.decode(data, config["MAX_IMAGE_PIXELS"])
+    except (FetchError, imaging.ImageError) as exc:
+        raise InputError(f"Could not use {field} {url}: {exc}.") from None
+
+
+def parent_tile(parent: Job, index: int) -> Image.Image:
+    """Load tile ``index`` (1-4) of a finished job from storage."""
+    try:
+        with Image.open(storage.image_path(parent.id, parent.tiles[index - 1])) as image:
+            return imaging.flatten(image.copy())
+    except (OSError, IndexError, TypeError):
+        raise InputError(f"Image {index} of job {parent.id} is no longer available.") from None
+
+
+def store_result(job: Job, result: Result) -> dict[str, Any]:
+    """Write the result's images (or keep its text); returns the job fields that describe it."""
+    if job.type == "describe":
+        descriptions = [str(text) for text in (result.descriptions or []) if str(text).strip()]
+        if len(descriptions) < 4:
+            raise ProviderError("The provider returned fewer than four descriptions.")
+        return {"descriptions": descriptions[:4]}
+    if job.type == "upscale":
+        if result.image is None:
+            raise ProviderError("The provider returned no image.")
+        names = storage.save_images(job.id, {"image": result.image})
+        return {"grid": None, "tiles": [names["image"]]}
+    tiles = result.tiles or (imaging.split_grid(result.grid) if result.grid is not None else None)
+    if not tiles or len(tiles) != 4:
+        raise ProviderError("The provider did not return four images.")
+    grid = result.grid if result.grid is not None else imaging.compose_grid(tiles)
+    names = storage.save_images(job.id, {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}})
+    return {"grid": names["grid"], "tiles": [names[str(i + 1)] for i in range(4)]}
