@@ -9,9 +9,14 @@ from limits import parse
 from config import PLANS
 
 
+def bucket(key_hash: str) -> str:
+    """The rate-limit bucket of an API key (from its hash, so it is unique across deployments)."""
+    return f"api-key:{key_hash[:24]}"
+
+
 def api_key_identity() -> str:
     """The bucket a request counts against: its API key."""
-    return f"api-key:{g.api_key.id}"
+    return bucket(g.api_key.key_hash)
 
 
 def plan_limit() -> str:
@@ -47,8 +52,8 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
     return limiter
 
 
-def requests_this_minute(limiter: Limiter, api_key_id: int, plan: str) -> tuple[int, int]:
+def requests_this_minute(limiter: Limiter, key_hash: str, plan: str) -> tuple[int, int]:
     """How many requests a key made in the current window, and the plan's limit."""
     item = parse(per_minute(plan))
-    stats = limiter.limiter.get_window_stats(item, "apiframe", f"api-key:{api_key_id}", "api")
+    stats = limiter.limiter.get_window_stats(item, "apiframe", bucket(key_hash), "api")
     return item.amount - stats.remaining, item.amount

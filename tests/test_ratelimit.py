@@ -111,5 +111,5 @@ def test_requests_this_minute(app, make_account, client):
     with app.app_context():
         from models import ApiKey
 
-        key_id = ApiKey.get(ApiKey.account == account.id).id
-        assert requests_this_minute(app.extensions["apiframe.limiter"], key_id, "hobby") == (3, 30)
+        key_hash = ApiKey.get(ApiKey.account == account.id).key_hash
+        assert requests_this_minute(app.extensions["apiframe.limiter"], key_hash, "hobby") == (3, 30)
