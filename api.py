@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 import jobs
 import schemas
@@ -15,7 +15,7 @@ bp = Blueprint("api", __name__)
 
 _imagine = schemas.ImagineRequest()
 _describe = schemas.DescribeRequest()
-_pick_schema = schemas.PickRequest()
+_pick = schemas.PickRequest()
 _blend = schemas.BlendRequest()
 _list_query = schemas.JobListQuery()
 
@@ -45,12 +45,9 @@ def accepted(job: Any) -> tuple[Response, int]:
     return jsonify(success=True, job=schemas.dump_job(job)), 202
 
 
-def require_operation(operation: str) -> None:
-    """400 before any credit is taken if no configured provider can do ``operation``."""
-    providers = current_app.extensions["apiframe.providers"]
-    if not providers.supports(operation):
-        name = providers.for_operation(operation).name
-        raise validation_error(f"The configured provider ({name}) cannot {operation}.")
+def create(operation: str, schema: Any) -> tuple[Response, int]:
+    """Validate the body with ``schema`` and accept the job."""
+    return accepted(jobs.create(g.account, operation, schemas.load(schema, json_body())))
 
 
 @bp.post("/v1/imagine")
@@ -58,20 +55,7 @@ def require_operation(operation: str) -> None:
 @bp.post("/api/v1/imagine")
 def imagine() -> tuple[Response, int]:
     """Generate four images from a text prompt."""
-    data = schemas.load(_imagine, json_body())
-    require_operation("imagine")
-    params = {
-        "aspectRatio": data["aspect_ratio"],
-        "version": data["version"],
-        "quality": data["quality"],
-        "style": data["style"],
-        "chaos": data["chaos"],
-        "stylize": data["stylize"],
-    }
-    job = jobs.submit(
-        g.account, "imagine", prompt=data["prompt"], params=params, webhook_url=data["webhook_url"]
-    )
-    return accepted(job)
+    return create("imagine", _imagine)
 
 
 @bp.post("/v1/describe")
@@ -79,23 +63,7 @@ def imagine() -> tuple[Response, int]:
 @bp.post("/api/v1/describe")
 def describe() -> tuple[Response, int]:
     """Describe an image with four prompts."""
-    data = schemas.load(_describe, json_body())
-    require_operation("describe")
-    job = jobs.submit(
-        g.account, "describe", params={"imageUrl": data["image_url"]}, webhook_url=data["webhook_url"]
-    )
-    return accepted(job)
-
-
-def _pick_one(operation: str) -> tuple[Response, int]:
-    """Upscale or variation of one image of a succeeded job."""
-    data = schemas.load(_pick_schema, json_body())
-    require_operation(operation)
-    parent = jobs.find_parent(g.account, data["job_id"], operation)
-    job = jobs.submit(
-        g.account, operation, parent=parent, index=data["index"], webhook_url=data["webhook_url"]
-    )
-    return accepted(job)
+    return create("describe", _describe)
 
 
 @bp.post("/v1/upscale")
@@ -103,7 +71,7 @@ def _pick_one(operation: str) -> tuple[Response, int]:
 @bp.post("/api/v1/upscale")
 def upscale() -> tuple[Response, int]:
     """Upscale one of the four images of a succeeded job."""
-    return _pick_one("upscale")
+    return create("upscale", _pick)
 
 
 @bp.post("/v1/variation")
@@ -111,7 +79,7 @@ def upscale() -> tuple[Response, int]:
 @bp.post("/api/v1/variation")
 def variation() -> tuple[Response, int]:
     """Make four variations of one of the four images of a succeeded job."""
-    return _pick_one("variation")
+    return create("variation", _pick)
 
 
 @bp.post("/v1/blend")
@@ -119,12 +87,7 @@ def variation() -> tuple[Response, int]:
 @bp.post("/api/v1/blend")
 def blend() -> tuple[Response, int]:
     """Blend two to five images into four new ones."""
-    data = schemas.load(_blend, json_body())
-    require_operation("blend")
-    job = jobs.submit(
-        g.account, "blend", params={"imageUrls": data["image_urls"]}, webhook_url=data["webhook_url"]
-    )
-    return accepted(job)
+    return create("blend", _blend)
 
 
 @bp.get("/v1/jobs/<job_id>")

@@ -60,6 +60,38 @@ def find_parent(account: Account, job_id: uuid.UUID, operation: str) -> Job:
     return parent
 
 
+def require_provider(operation: str) -> None:
+    """400, before any credit is taken, if no configured provider can do ``operation``."""
+    providers = current_app.extensions["apiframe.providers"]
+    if not providers.supports(operation):
+        name = providers.for_operation(operation).name
+        raise validation_error(f"The configured provider ({name}) cannot {operation}.")
+
+
+def create(account: Account, operation: str, data: dict[str, Any]) -> Job:
+    """Accept a job from a validated request (a loaded request schema), for any entry point."""
+    require_provider(operation)
+    webhook_url = data.get("webhook_url")
+    if operation == "imagine":
+        params = {
+            "aspectRatio": data["aspect_ratio"],
+            "version": data["version"],
+            "quality": data["quality"],
+            "style": data["style"],
+            "chaos": data["chaos"],
+            "stylize": data["stylize"],
+        }
+        return submit(account, operation, prompt=data["prompt"], params=params, webhook_url=webhook_url)
+    if operation == "describe":
+        return submit(account, operation, params={"imageUrl": data["image_url"]}, webhook_url=webhook_url)
+    if operation == "blend":
+        return submit(account, operation, params={"imageUrls": data["image_urls"]}, webhook_url=webhook_url)
+    if operation in ("upscale", "variation"):
+        parent = find_parent(account, data["job_id"], operation)
+        return submit(account, operation, parent=parent, index=data["index"], webhook_url=webhook_url)
+    raise ValueError(f"unknown operation {operation}")
+
+
 def submit(
     account: Account,
     job_type: str,
