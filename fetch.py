@@ -71,12 +71,13 @@ def fetch_bytes(url: str, *, allow_private: bool, max_bytes: int, timeout: float
 
 
 def post_json(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, timeout: float) -> Any:
-    """POST a JSON body to ``url``, never following redirects; returns the response, else FetchError."""
+    """POST a JSON body to ``url``, never following redirects; returns the response, its body unread."""
     check_url(url)
     try:
         with session(allow_private=allow_private, follow_redirects=False, timeout=timeout) as http:
-            response = http.post(url, data=body, headers={"Content-Type": "application/json", **headers})
-            response.close()
+            headers = {"Content-Type": "application/json", **headers}
+            response = http.post(url, data=body, headers=headers, stream=True)
+            response.close()  # a huge or endless answer can cost neither memory nor time
             return response
     except Exception as exc:
         error = RefusedURL if is_forbidden_address(exc) else FetchError

@@ -272,13 +272,15 @@ def receiver() -> Iterator[Receiver]:
     server.stop()
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 20, what: str = "the condition") -> Any:
-    """Poll ``check`` until it returns something truthy; returns that."""
+def wait_until(
+    check: Callable[[], Any], timeout: float = 20, what: str = "the condition", interval: float = 0.02
+) -> Any:
+    """Poll ``check`` every ``interval`` seconds until it returns something truthy; returns that."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
     return result
 
 

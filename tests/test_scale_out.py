@@ -183,8 +183,10 @@ def test_webhooks_on_postgres(pg_app, receiver):
         api.submit("/v1/imagine", {"prompt": f"pg {n}", "quality": 0.25, "webhookUrl": receiver.url()})["id"]
         for n in range(3)
     ]
-    for job_id in ids:
-        wait_until(lambda job_id=job_id: api.job(job_id)["webhookStatus"] == "delivered", what="delivery")
+    with pg_app.app_context():
+        for job_id in ids:
+            job = uuid.UUID(job_id)
+            wait_until(lambda job=job: Job.get_by_id(job).webhook_status == "delivered", what="delivery")
     secret = (
         pg_app.test_cli_runner().invoke(args=["webhooks", "secret", "hooks@example.com"]).output.split()[-1]
     )

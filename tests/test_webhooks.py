@@ -48,14 +48,21 @@ def signing_secret(runner, *args: str) -> str:
     return result.output.strip().splitlines()[-1]
 
 
+def stored(job_id: str) -> Job:
+    """The job's row (tests wait on the database: polling the API would spend its rate limit)."""
+    with models.db.connection_context():
+        return Job.get_by_id(uuid.UUID(job_id))
+
+
+def attempted(job_id: str, count: int = 1) -> None:
+    """Wait until ``count`` attempts at the job's webhook are recorded."""
+    wait_until(lambda: stored(job_id).webhook_attempts >= count, what=f"attempt {count} of job {job_id}")
+
+
 def settled(api: Api, job_id: str, timeout: float = 20) -> dict:
-    """Wait until the job's webhook is delivered or failed; returns the job."""
-
-    def check() -> dict | None:
-        job = api.job(job_id)
-        return job if job["webhookStatus"] in SETTLED else None
-
-    return wait_until(check, timeout, f"the webhook of job {job_id}")
+    """Wait until the job's webhook is delivered or failed; returns the job object."""
+    wait_until(lambda: stored(job_id).webhook_status in SETTLED, timeout, f"the webhook of job {job_id}")
+    return api.job(job_id)
 
 
 def report(api: Api, job_id: str) -> dict:
@@ -218,7 +225,7 @@ def test_down_then_500_then_200_is_delivered_exactly_once(app, hooks, runner, re
     app.config["WEBHOOK_RETRY_BASE"] = 1.0  # time enough to bring the receiver back between attempts
     receiver.stop()
     job = hooks.submit("/v1/imagine", {"prompt": "patience", "webhookUrl": receiver.url()})
-    wait_until(lambda: hooks.job(job["id"])["webhookAttempts"] >= 1, what="the first attempt")
+    attempted(job["id"])
     receiver.answers = [500]
     receiver.start()
     done = settled(hooks, job["id"])
@@ -263,7 +270,7 @@ def test_a_receiver_slower_than_the_timeout_is_retried(app, hooks, receiver):
     app.config["WEBHOOK_TIMEOUT"] = 0.5
     receiver.gate.clear()
     job = hooks.submit("/v1/imagine", {"prompt": "hold on", "webhookUrl": receiver.url()})
-    wait_until(lambda: hooks.job(job["id"])["webhookAttempts"] >= 1, what="the first attempt")
+    attempted(job["id"])
     receiver.gate.set()
     done = settled(hooks, job["id"])
     assert done["webhookStatus"] == "delivered"
@@ -401,7 +408,7 @@ def test_a_server_restart_still_delivers(tmp_path, receiver):
         body = {"prompt": "across restarts", "webhookUrl": receiver.url(), "webhookSecret": "shh"}
         response = requests.post(f"{server.url}/v1/imagine", json=body, headers={"X-API-Key": key}, timeout=5)
         job = response.json()["job"]
-        wait_until(lambda: job_now()["webhookAttempts"] >= 1, what="the first attempt")
+        wait_until(lambda: job_now()["webhookAttempts"] >= 1, what="the first attempt", interval=0.2)
     finally:
         server.stop()
     receiver.start()
@@ -412,7 +419,7 @@ def test_a_server_restart_still_delivers(tmp_path, receiver):
         event = Webhook(secret).verify(delivery.body, delivery.headers)
         assert event["event"] == "job.succeeded" and event["job"]["id"] == job["id"]
         assert delivery.headers["X-Webhook-Secret"] == "shh"
-        wait_until(lambda: job_now()["webhookStatus"] == "delivered", what="the webhook to be delivered")
+        wait_until(lambda: job_now()["webhookStatus"] == "delivered", what="delivered", interval=0.2)
         assert job_now()["webhookAttempts"] == 2  # one refused before the restart, one delivered after
     finally:
         server.stop()
