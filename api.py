@@ -1,4 +1,8 @@
-"""The /v1 API and its compatibility aliases: one view per operation, several URL rules each."""
+"""The API: the /v1 routes, their aliases and the original apiframe.ai routes.
+
+One view per operation, with a URL rule for each API family that has it; compat.py translates the
+original routes' bodies and answers, so every operation has one path from request to job.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+import compat
 import jobs
 import schemas
 import webhooks
@@ -18,6 +23,10 @@ _imagine = schemas.ImagineRequest()
 _describe = schemas.DescribeRequest()
 _pick = schemas.PickRequest()
 _blend = schemas.BlendRequest()
+_reroll = schemas.RerollRequest()
+_upscale_alt = schemas.UpscaleAltRequest()
+_upscale_highres = schemas.UpscaleHighresRequest()
+_seed = schemas.SeedRequest()
 _list_query = schemas.JobListQuery()
 
 
@@ -47,7 +56,10 @@ def accepted(job: Any) -> tuple[Response, int]:
 
 
 def create(operation: str, schema: Any) -> tuple[Response, int]:
-    """Validate the body with ``schema`` and accept the job."""
+    """Validate the body (with ``schema``, or as the original API's on its routes) and accept the job."""
+    if compat.is_original_route():
+        data, origin = compat.load(operation, json_body())
+        return compat.accepted(jobs.create(g.account, operation, data, origin=origin))
     return accepted(jobs.create(g.account, operation, schemas.load(schema, json_body())))
 
 
@@ -70,6 +82,7 @@ def describe() -> tuple[Response, int]:
 @bp.post("/v1/upscale")
 @bp.post("/upscale")
 @bp.post("/api/v1/upscale")
+@bp.post("/upscale-1x")
 def upscale() -> tuple[Response, int]:
     """Upscale one of the four images of a succeeded job."""
     return create("upscale", _pick)
@@ -78,9 +91,38 @@ def upscale() -> tuple[Response, int]:
 @bp.post("/v1/variation")
 @bp.post("/variation")
 @bp.post("/api/v1/variation")
+@bp.post("/variations")
 def variation() -> tuple[Response, int]:
-    """Make four variations of one of the four images of a succeeded job."""
+    """Make four variations of one of the four images of a succeeded job (or of an upscaled image)."""
     return create("variation", _pick)
+
+
+@bp.post("/v1/reroll")
+@bp.post("/reroll")
+def reroll() -> tuple[Response, int]:
+    """Draw a succeeded imagine or reroll job again, with a new seed."""
+    return create("reroll", _reroll)
+
+
+@bp.post("/v1/upscale-alt")
+@bp.post("/upscale-alt")
+def upscale_alt() -> tuple[Response, int]:
+    """Upscale an upscaled image again, subtle or creative."""
+    return create("upscale-alt", _upscale_alt)
+
+
+@bp.post("/v1/upscale-highres")
+@bp.post("/upscale-highres")
+def upscale_highres() -> tuple[Response, int]:
+    """Enlarge an image of a job, or at a URL, 2x or 4x."""
+    return create("upscale-highres", _upscale_highres)
+
+
+@bp.post("/v1/seed")
+@bp.post("/seed")
+def seed() -> tuple[Response, int]:
+    """The seed a job's images were made with."""
+    return create("seed", _seed)
 
 
 @bp.post("/v1/blend")
@@ -99,6 +141,20 @@ def get_job(job_id: str) -> Response:
     job = jobs.find(g.account, jobs.parse_id(job_id))
     key = "data" if request.endpoint == "api.fetch" else "job"
     return jsonify({"success": True, key: schemas.dump_job(job)})
+
+
+@bp.post("/fetch")
+def fetch_task() -> Response:
+    """A task as the original API shows it."""
+    task_id = schemas.load(compat.FETCH, json_body())["task_id"]
+    return jsonify(compat.task_object(jobs.find(g.account, task_id)))
+
+
+@bp.post("/fetch-many")
+def fetch_tasks() -> Response:
+    """2 to 20 tasks as the original API shows them."""
+    task_ids = schemas.load(compat.FETCH_MANY, json_body())["task_ids"]
+    return jsonify(tasks=compat.tasks(g.account, task_ids))
 
 
 @bp.get("/v1/jobs")
@@ -138,3 +194,9 @@ def cancel_job(job_id: str) -> Response:
 def account() -> Response:
     """The caller's account: name, email, plan and credits."""
     return jsonify(success=True, account=schemas.dump_account(g.account))
+
+
+@bp.get("/account")
+def account_info() -> Response:
+    """The caller's account as the original API shows it."""
+    return jsonify(compat.account_object(g.account))

@@ -13,6 +13,7 @@ from flask import Flask, current_app, request
 import api
 import auth
 import cli
+import compat
 import config
 import errors
 import models
@@ -34,6 +35,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(_close_connection)
 
     errors.init_app(app)
+    compat.init_app(app)
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)
     app.register_blueprint(api.bp)

@@ -46,15 +46,25 @@ def find_key(key: str) -> ApiKey | None:
 
 
 def presented_key() -> str | None:
-    """The API key the client sent, if any."""
-    return request.headers.get("X-API-Key", "").strip() or None
+    """The API key the client sent: X-API-Key, else Authorization (``Bearer <key>`` or a bare ``<key>``)."""
+    # The Authorization forms are how the original apiframe.ai API's clients send their key.
+    key = request.headers.get("X-API-Key", "").strip()
+    if key:
+        return key
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None
+    return scheme or None
 
 
 def authenticate() -> None:
     """Identify the caller by API key, setting ``g.api_key`` and ``g.account``, or raise 401."""
     key = presented_key()
     if key is None:
-        raise unauthorized("Missing API key. Send it in the X-API-Key header.")
+        raise unauthorized(
+            "Missing API key. Send it in the X-API-Key header, or as Authorization: Bearer <key> "
+            "or Authorization: <key>."
+        )
     row = find_key(key)
     if row is None:
         raise unauthorized("Invalid API key.")

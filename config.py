@@ -40,6 +40,10 @@ COSTS: dict[str, int] = {
     "variation": 16,
     "describe": 4,
     "upscale": 4,
+    "reroll": 16,
+    "upscale-alt": 4,
+    "upscale-highres": 4,
+    "seed": 0,
 }
 
 

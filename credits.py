@@ -68,6 +68,8 @@ def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> 
 
 def debit(account_id: int, amount: int, job: Job) -> None:
     """Take ``amount`` credits for ``job``, atomically; raise InsufficientCredits if short."""
+    if not amount:  # a free job changes nothing, so it writes no ledger row
+        return
     with db.atomic():
         if _take.execute(amount=amount, account=account_id).rowcount != 1:
             raise InsufficientCredits(f"this costs {amount} credits")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -26,6 +27,11 @@ HTTP_CODES = {
 }
 
 
+# Called with each error body (and its ApiError) before it is sent, to add fields for the request
+# being answered: compat adds what the original apiframe.ai API's clients read, on its routes.
+body_hooks: list[Callable[[dict[str, Any], ApiError], None]] = []
+
+
 class ApiError(Exception):
     """A failure to report to the client as ``{"success": false, "error": {...}}``."""
 
@@ -41,7 +47,10 @@ class ApiError(Exception):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.fields:
             error["fields"] = self.fields
-        response = jsonify(success=False, error=error)
+        body = {"success": False, "error": error}
+        for hook in body_hooks:
+            hook(body, self)
+        response = jsonify(body)
         response.status_code = self.status
         return response
 

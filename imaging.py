@@ -107,3 +107,16 @@ def encode(image: Image.Image, image_format: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, pil_format, **options[pil_format])
     return buffer.getvalue()
+
+
+def reframe(image: Image.Image, aspect_ratio: str) -> Image.Image:
+    """The largest centred region of ``image`` with ``aspect_ratio``, scaled back to the image's long side."""
+    width, height = ratio(aspect_ratio)
+    scale = max(image.size) / max(width, height)
+    size = (_round8(width * scale), _round8(height * scale))
+    if size == image.size:
+        return image
+    crop = min(image.width / width, image.height / height)
+    left, top = (image.width - width * crop) / 2, (image.height - height * crop) / 2
+    box = (left, top, left + width * crop, top + height * crop)
+    return image.resize(size, Image.Resampling.LANCZOS, box=box)

@@ -138,6 +138,7 @@ class Job(BaseModel):
     webhook_attempts = IntegerField(default=0)
     provider = CharField(null=True)
     provider_ref = CharField(null=True)
+    origin = CharField(default="reference")  # the API family that created it: reference or original
     created_at = DateTimeField(default=utcnow)
     started_at = DateTimeField(null=True)
     completed_at = DateTimeField(null=True)

@@ -10,13 +10,20 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 import storage
 from config import PLANS
 from errors import validation_error
 from imaging import ASPECT_RATIOS
-from jobs import STATUSES, TYPES, WEBHOOK_STATUSES
+from jobs import (
+    BLEND_DIMENSIONS,
+    HIGHRES_FACTORS,
+    STATUSES,
+    TYPES,
+    UPSCALE_ALT_TYPES,
+    WEBHOOK_STATUSES,
+)
 from models import Account, Job
 
 VERSIONS = ("5.2", "6.0", "6.1")
@@ -219,6 +226,86 @@ class BlendRequest(RequestSchema):
         validate=validate.Length(min=2, max=5, error="must hold 2 to 5 image URLs."),
         error_messages={**MESSAGES, "invalid": "must be an array of image URLs."},
     )
+    dimension = Choice(
+        load_default="square",
+        validate=one_of(tuple(BLEND_DIMENSIONS)),
+        metadata={"description": "Shape of the blended images: square 1:1, portrait 2:3, landscape 3:2."},
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+def _parent_id(description: str, **kwargs: Any) -> JobId:
+    return JobId(data_key="jobId", metadata={"description": description}, **kwargs)
+
+
+class RerollRequest(RequestSchema):
+    """POST /v1/reroll: a succeeded imagine or reroll job drawn again, with a new seed."""
+
+    job_id = _parent_id("The ID of the succeeded imagine or reroll job.", required=True)
+    prompt = Text(
+        load_default=None,
+        max_length=MAX_PROMPT_LENGTH,
+        metadata={"description": "A new prompt; default: the parent's."},
+    )
+    aspect_ratio = Choice(
+        data_key="aspectRatio",
+        load_default=None,
+        validate=one_of(ASPECT_RATIOS),
+        metadata={"description": "A new aspect ratio; default: the parent's."},
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+class UpscaleAltRequest(RequestSchema):
+    """POST /v1/upscale-alt: an upscaled image at twice its size, subtle or creative."""
+
+    job_id = _parent_id("The ID of the succeeded upscale job.", required=True)
+    type = Choice(
+        required=True,
+        validate=one_of(UPSCALE_ALT_TYPES),
+        metadata={"description": "subtle keeps the details; creative invents finer ones."},
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+class UpscaleHighresRequest(RequestSchema):
+    """POST /v1/upscale-highres: an image of a job, or at a URL, at 2 or 4 times its size."""
+
+    job_id = _parent_id(
+        "The ID of a succeeded upscale job, or of a job with four images (with index).", load_default=None
+    )
+    image_url = HttpUrl(
+        data_key="imageUrl",
+        load_default=None,
+        metadata={"description": "URL of an image of at most 2048x2048 (instead of jobId)."},
+    )
+    type = Choice(
+        required=True, validate=one_of(tuple(HIGHRES_FACTORS)), metadata={"description": "2x or 4x."}
+    )
+    index = WholeNumber(
+        load_default=None,
+        validate=one_of((1, 2, 3, 4)),
+        metadata={"description": "Which image of a job with four: 1-4."},
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+    @validates_schema
+    def one_source(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Exactly one of the job and the image URL."""
+        if data["job_id"] is None and data["image_url"] is None:
+            raise ValidationError("is required unless an image URL is given.", "jobId")
+        if data["job_id"] is not None and data["image_url"] is not None:
+            raise ValidationError("must not be given with a job ID: upscale one or the other.", "imageUrl")
+
+
+class SeedRequest(RequestSchema):
+    """POST /v1/seed: the seed a job's images were made with (free)."""
+
+    job_id = _parent_id("The ID of the job.", required=True)
     webhook_url = _webhook_url()
     webhook_secret = _webhook_secret()
 
@@ -256,14 +343,15 @@ def _first(errors: Any) -> str:
     return str(errors)
 
 
-def load(schema: Schema, data: Any) -> dict[str, Any]:
-    """Validate ``data`` with ``schema``, or raise a 400 whose message names each bad field."""
+def load(schema: Schema, data: Any, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Validate ``data`` with ``schema``, or raise a 400 naming each bad field (as ``names`` renames it)."""
     if not isinstance(data, Mapping):
         raise validation_error("The request body must be a JSON object.")
     try:
         return schema.load(data)
     except ValidationError as exc:
-        messages = exc.normalized_messages()
+        names = names or {}
+        messages = {names.get(field, field): errors for field, errors in exc.normalized_messages().items()}
         sentences = [_field_message(field, errors) for field, errors in messages.items()]
         raise validation_error(" ".join(sentences), fields=messages) from None
 
@@ -309,6 +397,7 @@ class JobSchema(Schema):
     descriptions = fields.List(fields.String(), allow_none=True)
     parentJobId = fields.Function(lambda job: str(job.parent_id) if job.parent_id else None, allow_none=True)
     index = fields.Integer(allow_none=True)
+    seed = fields.Integer(allow_none=True)
     webhookStatus = fields.String(
         attribute="webhook_status", allow_none=True, validate=one_of(WEBHOOK_STATUSES)
     )

@@ -26,6 +26,7 @@ from flask import Flask, current_app, has_app_context
 from peewee import Expression
 from standardwebhooks import Webhook
 
+import compat
 import jobs
 from fetch import FetchError, RefusedURL, post_json
 from leasing import LeasedDispatcher
@@ -82,8 +83,14 @@ def event_name(job: Job) -> str:
 
 
 def payload(job: Job) -> str:
-    """The webhook body: the event and the job object as GET /v1/jobs/:id shows it now."""
-    return json.dumps({"event": event_name(job), "job": dump_job(job)}, separators=(",", ":"))
+    """The webhook body: the job as the API that created it shows the job now."""
+    # The reference API's jobs send the event and the job object of GET /v1/jobs/:id; jobs created
+    # through the original apiframe.ai routes send the task object of POST /fetch.
+    if job.origin == jobs.ORIGINAL:
+        body = compat.task_object(job)
+    else:
+        body = {"event": event_name(job), "job": dump_job(job)}
+    return json.dumps(body, separators=(",", ":"))
 
 
 def signature_headers(message_id: str, secret: str, at: datetime.datetime, body: str) -> dict[str, str]:

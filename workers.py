@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app
@@ -24,7 +25,22 @@ from PIL import Image
 import imaging
 import storage
 from fetch import FetchError, fetch_bytes
-from jobs import ACTIVE, CANCELLED, FAILED, PENDING, PROCESSING, QUEUED, SUCCEEDED, TIMED_OUT, finish
+from jobs import (
+    ACTIVE,
+    BLEND_DIMENSIONS,
+    CANCELLED,
+    FAILED,
+    HIGHRES_FACTORS,
+    PENDING,
+    PROCESSING,
+    PROVIDER_OPERATIONS,
+    QUEUED,
+    SUCCEEDED,
+    TIMED_OUT,
+    UPSCALE_TYPES,
+    VARY_STRENGTHS,
+    finish,
+)
 from leasing import LeasedDispatcher
 from models import Job, utcnow
 from providers import (
@@ -44,6 +60,7 @@ log = logging.getLogger(__name__)
 PROGRESS_WRITE_INTERVAL = 0.2  # seconds between progress writes of one job
 STATUS_POLL_INTERVAL = 1.0  # how often a running job looks for cancellation by another process
 OVERDUE_GRACE = 2.0  # the sweep times a job out this long after its own deadline check should have
+MAX_HIGHRES_SIDE = 2048  # upscale-highres refuses larger inputs, as the original API does
 
 
 class InputError(Exception):
@@ -210,48 +227,129 @@ class JobPool(LeasedDispatcher):
 
 def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
     """Gather the job's inputs, run its provider, store its images; returns the fields to save."""
-    provider = current_app.extensions["apiframe.providers"].for_operation(job.type)
+    if job.type == "seed":
+        return {"seed": parent_seed(job)}
+    operation = PROVIDER_OPERATIONS[job.type]
+    provider = current_app.extensions["apiframe.providers"].for_operation(operation)
     request = build_request(job, ctx)
     ctx.check()
-    result = provider.run(job.type, request, ctx)
+    result = provider.run(operation, request, ctx)
     ctx.check()
     fields = store_result(job, result)
     fields.update(provider=provider.name, provider_ref=result.ref, seed=result.seed)
     return fields
 
 
+def parent_seed(job: Job) -> int:
+    """The seed of a seed job's parent, or InputError saying why it has none."""
+    parent = parent_of(job)
+    if parent.seed is not None:
+        return parent.seed
+    if parent.status != SUCCEEDED:
+        raise InputError(f"Job {parent.id} is {parent.status}; only a succeeded job has a seed.")
+    raise InputError(f"Job {parent.id} ({parent.type}) has no seed; only jobs with four images have one.")
+
+
 def build_request(job: Job, ctx: RunningJob) -> Any:
     """The provider request for ``job``, with its input images fetched or loaded."""
+    return _REQUESTS[job.type](job, ctx)
+
+
+def _imagine_request(job: Job, ctx: RunningJob) -> ImagineRequest:
     params = job.params
-    if job.type == "imagine":
-        width, height = imaging.dimensions(params["aspectRatio"], params["quality"])
-        return ImagineRequest(
-            prompt=job.prompt,
-            width=width,
-            height=height,
-            aspect_ratio=params["aspectRatio"],
-            version=params["version"],
-            quality=params["quality"],
-            style=params.get("style"),
-            chaos=params["chaos"],
-            stylize=params["stylize"],
-            seed=params.get("seed"),
+    width, height = imaging.dimensions(params["aspectRatio"], params["quality"])
+    return ImagineRequest(
+        prompt=job.prompt,
+        width=width,
+        height=height,
+        aspect_ratio=params["aspectRatio"],
+        version=params["version"],
+        quality=params["quality"],
+        style=params.get("style"),
+        chaos=params["chaos"],
+        stylize=params["stylize"],
+        seed=params.get("seed"),
+    )
+
+
+def _describe_request(job: Job, ctx: RunningJob) -> DescribeRequest:
+    url = job.params["imageUrl"]
+    return DescribeRequest(image=fetch_image(url, "imageUrl", ctx), url=url)
+
+
+def _blend_request(job: Job, ctx: RunningJob) -> BlendRequest:
+    urls = job.params["imageUrls"]
+    images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
+    width, height = imaging.dimensions(BLEND_DIMENSIONS[job.params.get("dimension", "square")])
+    return BlendRequest(images=images, width=width, height=height)
+
+
+def _upscale_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
+    parent = parent_of(job)
+    image = parent_tile(parent, job.index)
+    return UpscaleRequest(image=image, index=job.index, parent_ref=parent.provider_ref)
+
+
+def _upscale_alt_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
+    parent = parent_of(job)
+    return UpscaleRequest(
+        image=parent_tile(parent, 1),
+        index=parent.index or 1,
+        parent_ref=parent.provider_ref,
+        mode=job.params["type"],
+    )
+
+
+def _upscale_highres_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
+    if job.params.get("imageUrl"):
+        image, index, parent_ref = fetch_image(job.params["imageUrl"], "imageUrl", ctx), 1, None
+    else:
+        parent = parent_of(job)
+        image, index, parent_ref = parent_tile(parent, job.index or 1), job.index or 1, parent.provider_ref
+    if image.width > MAX_HIGHRES_SIDE or image.height > MAX_HIGHRES_SIDE:
+        raise InputError(
+            f"The image is {image.width}x{image.height}; upscale-highres takes images of at most "
+            f"{MAX_HIGHRES_SIDE}x{MAX_HIGHRES_SIDE}."
         )
-    if job.type == "describe":
-        return DescribeRequest(image=fetch_image(params["imageUrl"], "imageUrl", ctx), url=params["imageUrl"])
-    if job.type == "blend":
-        urls = params["imageUrls"]
-        images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
-        return BlendRequest(images=images)
+    factor = HIGHRES_FACTORS[job.params["type"]]
+    return UpscaleRequest(image=image, index=index, parent_ref=parent_ref, factor=factor, mode="highres")
+
+
+def _variation_request(job: Job, ctx: RunningJob) -> VariationRequest:
+    """Tile ``index`` of a grid, or an upscaled image (``strength`` strong or subtle), reframed if asked."""
+    parent, params = parent_of(job), job.params
+    image = parent_tile(parent, job.index or 1)
+    if params.get("aspectRatio"):
+        image = imaging.reframe(image, params["aspectRatio"])
+    strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
+    return VariationRequest(
+        image=image,
+        index=job.index or parent.index or 1,
+        prompt=job.prompt or parent.prompt,
+        parent_ref=parent.provider_ref,
+        mode=params.get("strength"),
+        **strength,
+    )
+
+
+_REQUESTS: dict[str, Callable[[Job, RunningJob], Any]] = {
+    "imagine": _imagine_request,
+    "reroll": _imagine_request,
+    "describe": _describe_request,
+    "blend": _blend_request,
+    "upscale": _upscale_request,
+    "upscale-alt": _upscale_alt_request,
+    "upscale-highres": _upscale_highres_request,
+    "variation": _variation_request,
+}
+
+
+def parent_of(job: Job) -> Job:
+    """The job's parent, or InputError if it was deleted."""
     parent = job.parent
     if parent is None:
         raise InputError("The parent job no longer exists.")
-    image = parent_tile(parent, job.index)
-    if job.type == "upscale":
-        return UpscaleRequest(image=image, index=job.index, parent_ref=parent.provider_ref)
-    return VariationRequest(
-        image=image, index=job.index, prompt=parent.prompt, parent_ref=parent.provider_ref
-    )
+    return parent
 
 
 def fetch_image(url: str, field: str, ctx: RunningJob) -> Image.Image:
@@ -286,7 +384,7 @@ def store_result(job: Job, result: Result) -> dict[str, Any]:
         if len(descriptions) < 4:
             raise ProviderError("The provider returned fewer than four descriptions.")
         return {"descriptions": descriptions[:4]}
-    if job.type == "upscale":
+    if job.type in UPSCALE_TYPES:
         if result.image is None:
             raise ProviderError("The provider returned no image.")
         names = storage.save_images(job.id, {"image": result.image})

@@ -78,6 +78,7 @@ class VariationRequest:
     parent_ref: str | None = None
     seed: int | None = None
     strength: float = 0.5
+    mode: str | None = None  # None: a tile of a grid; "strong" or "subtle": an upscaled image
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class UpscaleRequest:
     index: int
     parent_ref: str | None = None
     factor: int = 2
+    # None: a tile of a grid (upscale 1x); "subtle" or "creative" (which invents finer detail): an
+    # upscaled image, again; "highres": any image, enlarged by ``factor`` without inventing anything.
+    mode: str | None = None
 
 
 @dataclass(frozen=True)

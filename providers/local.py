@@ -110,6 +110,8 @@ class LocalProvider(Provider):
         pacer = self._pacer(ctx, steps=2)
         pacer.step(1)
         image = imaging.upscale(request.image, request.factor)
+        if request.mode == "creative":
+            image = procedural.enrich(image)
         pacer.step(2)
         return Result(image=image)
 

@@ -17,7 +17,18 @@ def _account(api: Api) -> dict:
 
 
 def test_costs_match_the_reference():
-    assert COSTS == {"imagine": 16, "blend": 16, "variation": 16, "describe": 4, "upscale": 4}
+    assert COSTS == {
+        "imagine": 16,
+        "blend": 16,
+        "variation": 16,
+        "describe": 4,
+        "upscale": 4,
+        # the operations of the original apiframe.ai API
+        "reroll": 16,
+        "upscale-alt": 4,
+        "upscale-highres": 4,
+        "seed": 0,
+    }
 
 
 def test_each_operation_takes_its_cost(api, files):

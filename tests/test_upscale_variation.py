@@ -72,7 +72,9 @@ def test_variation_of_a_variation_and_upscale_of_a_blend(api, parent, files):
     assert upscaled["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("path", ["/v1/upscale", "/v1/variation", "/upscale", "/api/v1/variation"])
+# /upscale and /variation also belong to the original apiframe.ai API, which takes "1"-"4" as an index
+# too: see test_compat_*.
+@pytest.mark.parametrize("path", ["/v1/upscale", "/v1/variation", "/api/v1/upscale", "/api/v1/variation"])
 @pytest.mark.parametrize(
     ("body", "field"),
     [
