@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 import accounts
@@ -15,6 +15,7 @@ from models import Account, ApiKey, utcnow
 
 users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
+providers = AppGroup("providers", help="Inspect the configured providers.")
 
 
 def _account(email: str) -> Account:
@@ -90,6 +91,18 @@ def revoke_key(prefix: str) -> None:
     click.echo(f"revoked {matches[0].prefix}…")
 
 
+@providers.command("check")
+def check_providers() -> None:
+    """Ask each configured provider whether its backend answers and accepts our credentials."""
+    failed = False
+    for operation, health in current_app.extensions["apiframe.providers"].check().items():
+        state = "ok" if health.ok else "FAILED"
+        click.echo(f"{operation}: {health.name} {state}: {health.detail}")
+        failed = failed or not health.ok
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
 @click.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (also done whenever the app starts)."""
@@ -100,4 +113,5 @@ def init_app(app: Flask) -> None:
     """Register the admin commands on ``app``."""
     app.cli.add_command(users)
     app.cli.add_command(keys)
+    app.cli.add_command(providers)
     app.cli.add_command(init_db)
