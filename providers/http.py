@@ -331,6 +331,8 @@ class Backend:
         """Call ``check_once`` (-> done, percent or None, value) until done, reporting progress between."""
         while True:
             done, percent, value = check_once()
+            if done:
+                percent = 100
             if percent is not None:
                 ctx.progress(scaled(percent))
             if done:
