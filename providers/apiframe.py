@@ -53,6 +53,7 @@ class ApiframeProvider(Provider):
     # ---- operations --------------------------------------------------------------------------
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
+        """Create an /imagine task and fetch its four images."""
         body = {
             "prompt": midjourney_prompt(request, with_aspect=False),
             "aspect_ratio": request.aspect_ratio,
@@ -61,6 +62,7 @@ class ApiframeProvider(Provider):
         return self._four_images(self._submit("/imagine", body, ctx), ctx)
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
+        """A /variations task of our own parent task."""
         if not self.made(request.parent_provider, request.parent_ref):
             raise ProviderError(
                 "The apiframe provider can only make variations of images it made itself; "
@@ -70,6 +72,7 @@ class ApiframeProvider(Provider):
         return self._four_images(self._submit("/variations", body, ctx), ctx)
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
+        """An /upscale-1x task of our own parent task, else real resampling here."""
         if not self.made(request.parent_provider, request.parent_ref):
             ctx.progress(10)
             return Result(image=imaging.upscale(request.image, request.factor))
@@ -80,12 +83,14 @@ class ApiframeProvider(Provider):
         return Result(image=self.http.download_image(task.get("image_url"), ctx), ref=task_id)
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
+        """A /blend task of the user's image URLs."""
         if len(request.urls) != len(request.images):
             raise ProviderError("The apiframe provider blends images by URL, and the URLs are missing.")
         body = {"image_urls": list(request.urls), "dimension": orientation(request.images[0]).lower()}
         return self._four_images(self._submit("/blend", body, ctx), ctx)
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
+        """A /describe task of the user's image URL."""
         if not request.url:
             raise ProviderError("The apiframe provider describes images by URL, and the URL is missing.")
         task = self._wait(self._submit("/describe", {"image_url": request.url}, ctx), ctx)
@@ -103,6 +108,7 @@ class ApiframeProvider(Provider):
         return Result(descriptions=prompts[:4])
 
     def check(self) -> str:
+        """Read the upstream account."""
         account = self.http.json("GET", "/account", self.http.check_context(), retries=0)
         if not isinstance(account, dict):
             raise ProviderError("The apiframe provider sent an unexpected answer to /account.")

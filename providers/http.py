@@ -52,12 +52,12 @@ class HttpStatusError(ProviderError):
 class HttpSettings:
     """How a provider talks to its backend."""
 
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 1.0
-    max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff: float
+    max_bytes: int
+    max_pixels: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], read_timeout_key: str) -> HttpSettings:
@@ -122,11 +122,10 @@ class Backend:
         self.secrets = [secret for secret in secrets if secret]
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        self.session.trust_env = False  # the operator's backend URL is used as configured
 
     def url(self, path: str) -> str:
-        """The absolute URL of ``path`` on the backend (absolute URLs are kept)."""
-        return urljoin(self.base_url + "/", path.lstrip("/")) if "://" not in path else path
+        """The absolute URL of ``path`` on the backend."""
+        return f"{self.base_url}/{path.lstrip('/')}"
 
     def _same_origin(self, url: str) -> bool:
         mine, theirs = urlsplit(self.base_url), urlsplit(url)
@@ -135,12 +134,22 @@ class Backend:
     # ---- requests ----------------------------------------------------------------------------
 
     def request(
-        self, method: str, path: str, ctx: JobContext, *, retries: int | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        ctx: JobContext,
+        *,
+        retries: int | None = None,
+        read_timeout: float | None = None,
+        **kwargs: Any,
     ) -> requests.Response:
-        """Send a request, retrying transient failures; returns a 2xx response or raises ProviderError."""
+        """Send a request, retrying transient failures; returns a 2xx response or raises ProviderError.
+
+        ``retries`` and ``read_timeout`` override the provider's settings for this call.
+        """
         url = self.url(path)
         response = self._with_retries(
-            lambda timeout: self._send(method, url, timeout, kwargs), ctx, path, retries
+            lambda timeout: self._send(method, url, timeout, kwargs), ctx, path, retries, read_timeout
         )
         if response.status_code >= 300:
             raise self._status_error(response)
@@ -155,13 +164,14 @@ class Backend:
         return self.decode(self.request(method, path, ctx, **kwargs))
 
     def _send(self, method: str, url: str, timeout: float, kwargs: dict[str, Any]) -> requests.Response:
-        headers = dict(kwargs.pop("headers", None) or {})
+        headers = dict(kwargs.get("headers") or {})
+        options = {key: value for key, value in kwargs.items() if key != "headers"}
         auth = None
         if self._same_origin(url):  # credentials never go to another host (CDNs, storage buckets)
             headers = {**self.auth_headers, **headers}
             auth = self.auth
         timeouts = (min(self.settings.connect_timeout, timeout), timeout)
-        return self.session.request(method, url, headers=headers, auth=auth, timeout=timeouts, **kwargs)
+        return self.session.request(method, url, headers=headers, auth=auth, timeout=timeouts, **options)
 
     def _with_retries(
         self,
@@ -169,11 +179,12 @@ class Backend:
         ctx: JobContext,
         what: str,
         retries: int | None = None,
+        read_timeout: float | None = None,
     ) -> requests.Response:
         attempts = (self.settings.retries if retries is None else retries) + 1
         for attempt in range(1, attempts + 1):
             ctx.check()
-            timeout = min(self.settings.read_timeout, ctx.remaining())
+            timeout = min(read_timeout or self.settings.read_timeout, ctx.remaining())
             if timeout <= 0:
                 raise JobTimedOut()
             try:
@@ -291,7 +302,7 @@ class Backend:
             raise ProviderError(f"The {self.provider} provider sent no image URL.")
         if url.startswith("data:"):
             return self.image_from_base64(url)
-        absolute = self.url(url)
+        absolute = urljoin(self.base_url + "/", url)  # "/x.png" is on the backend's host
         if urlsplit(absolute).scheme not in ("http", "https"):
             raise ProviderError(f"The {self.provider} provider sent an image URL that is not http(s).")
         response = self._with_retries(

@@ -63,10 +63,12 @@ class MidjourneyProxyProvider(Provider):
     # ---- operations --------------------------------------------------------------------------
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
+        """Submit /imagine with Midjourney parameters and fetch the grid."""
         task_id = self._submit("imagine", {"prompt": midjourney_prompt(request)}, ctx)
         return self._grid(task_id, ctx)
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
+        """VARIATION of our own parent task, else an imagine with the tile as image prompt."""
         if self.made(request.parent_provider, request.parent_ref):
             try:
                 return self._grid(self._change("VARIATION", request.parent_ref, request.index, ctx), ctx)
@@ -76,6 +78,7 @@ class MidjourneyProxyProvider(Provider):
         return self._grid(self._submit("imagine", body, ctx), ctx)
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
+        """UPSCALE of our own parent task, else real resampling here."""
         if self.made(request.parent_provider, request.parent_ref):
             try:
                 task_id = self._change("UPSCALE", request.parent_ref, request.index, ctx)
@@ -88,6 +91,7 @@ class MidjourneyProxyProvider(Provider):
         return Result(image=imaging.upscale(request.image, request.factor))
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
+        """Submit /blend of the inputs as data URLs."""
         body = {
             "base64Array": [data_url(image) for image in request.images],
             "dimensions": orientation(request.images[0]),
@@ -95,6 +99,7 @@ class MidjourneyProxyProvider(Provider):
         return self._grid(self._submit("blend", body, ctx), ctx)
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
+        """Submit /describe and split the proxy's four prompts."""
         task = self._wait(self._submit("describe", {"base64": data_url(request.image)}, ctx), ctx)
         properties = task.get("properties") if isinstance(task.get("properties"), dict) else {}
         text = properties.get("finalPrompt") or task.get("prompt") or ""
@@ -106,6 +111,7 @@ class MidjourneyProxyProvider(Provider):
         return Result(descriptions=prompts[:4])
 
     def check(self) -> str:
+        """List the proxy's tasks (which needs the secret)."""
         tasks = self.http.json("GET", "/mj/task/list", self.http.check_context(), retries=0)
         if not isinstance(tasks, list):
             raise ProviderError("The midjourney-proxy provider sent an unexpected answer to /mj/task/list.")

@@ -95,6 +95,7 @@ class OpenAIImagesProvider(Provider):
     # ---- operations --------------------------------------------------------------------------
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
+        """Four generations, fitted to the tile size."""
         prompt = request.prompt if not request.style else f"{request.prompt}, {request.style} style"
         fields: dict[str, Any] = {"model": self.model, "prompt": prompt, "size": self._size(request)}
         if self.config.get("OPENAI_IMAGE_QUALITY"):
@@ -106,6 +107,7 @@ class OpenAIImagesProvider(Provider):
         return Result(tiles=[imaging.fit(image, request.width, request.height) for image in images])
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
+        """Four edits (or dall-e-2 variations) of the chosen tile."""
         width, height = request.image.size
         if self.model == "dall-e-2":
             images = self._variations(request.image, ctx)
@@ -115,6 +117,7 @@ class OpenAIImagesProvider(Provider):
         return Result(tiles=[imaging.fit(image, width, height) for image in images])
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
+        """Four edits of all the inputs together (dall-e-2: variations of their mix)."""
         width, height = imaging.nearest_dimensions(request.images[0])
         if self.model == "dall-e-2":
             images = self._variations(imaging.average(request.images, 1024, 1024), ctx)
@@ -123,10 +126,12 @@ class OpenAIImagesProvider(Provider):
         return Result(tiles=[imaging.fit(image, width, height) for image in images])
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
+        """Real resampling here: the Images API has no upscale."""
         ctx.progress(10)
         return Result(image=imaging.upscale(request.image, request.factor))
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
+        """Four prompts from the vision model."""
         content = [
             {"type": "text", "text": DESCRIBE_PROMPT},
             {"type": "image_url", "image_url": {"url": data_url(request.image)}},
@@ -149,6 +154,7 @@ class OpenAIImagesProvider(Provider):
         return Result(descriptions=[p if "--ar" in p else f"{p} {ratio}" for p in prompts[:TILES]])
 
     def check(self) -> str:
+        """List the models the key can use."""
         body = self.http.json("GET", "/models", self.http.check_context(), retries=0)
         models = body.get("data") if isinstance(body, dict) else None
         if not isinstance(models, list):

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 4
 INTERRUPT_SECONDS = 5.0
+PROGRESS_TIMEOUT = 5.0  # a progress read may not hold up noticing a cancel for longer
 # Added to a prompt so that the four describe answers differ even when the server has little to say.
 FLAVOURS = ("cinematic lighting", "highly detailed", "soft focus", "wide angle")
 
@@ -73,10 +74,12 @@ class SdWebUIProvider(Provider):
     # ---- operations --------------------------------------------------------------------------
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
+        """txt2img with a batch of four at the tile size."""
         payload = self._generation(request.prompt, request.width, request.height, request.seed)
         return self._generate("txt2img", payload, ctx, (request.width, request.height))
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
+        """img2img of the chosen tile, four times."""
         width, height = _multiple_of_8(request.image.size)
         payload = self._generation(request.prompt or "", width, height, request.seed)
         payload.update(
@@ -86,6 +89,7 @@ class SdWebUIProvider(Provider):
         return self._generate("img2img", payload, ctx, (width, height))
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
+        """img2img of an even mix of the inputs, four times."""
         width, height = imaging.nearest_dimensions(request.images[0])
         mixed = imaging.average(request.images, width, height)
         payload = self._generation("", width, height, request.seed)
@@ -95,6 +99,7 @@ class SdWebUIProvider(Provider):
         return self._generate("img2img", payload, ctx, (width, height))
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
+        """The server's upscaler, by ``request.factor``."""
         payload = {
             "image": png_base64(request.image),
             "resize_mode": 0,
@@ -106,6 +111,7 @@ class SdWebUIProvider(Provider):
         return Result(image=self.http.image_from_base64(self.http.field(body, "image")))
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
+        """Four prompts from the server's interrogators."""
         image = png_base64(request.image)
         captions = {}
         for model in _names(self.config["SDWEBUI_INTERROGATORS"]):
@@ -120,6 +126,7 @@ class SdWebUIProvider(Provider):
         return Result(descriptions=four_prompts(captions, request.image.size))
 
     def check(self) -> str:
+        """List the checkpoints (and confirm the configured one is among them)."""
         models = self.http.json("GET", "/sdapi/v1/sd-models", self.http.check_context(), retries=0)
         if not isinstance(models, list):
             raise ProviderError("The sdwebui provider sent an unexpected answer to /sdapi/v1/sd-models.")
@@ -171,7 +178,13 @@ class SdWebUIProvider(Provider):
 
     def _report_progress(self, ctx: JobContext) -> None:
         try:
-            body = self.http.json("GET", "/sdapi/v1/progress?skip_current_image=true", ctx, retries=0)
+            body = self.http.json(
+                "GET",
+                "/sdapi/v1/progress?skip_current_image=true",
+                ctx,
+                retries=0,
+                read_timeout=PROGRESS_TIMEOUT,
+            )
             ctx.progress(scaled(float(body["progress"]) * 100))
         except (ProviderError, KeyError, TypeError, ValueError):
             log.debug("sdwebui: no progress this time")
@@ -240,6 +253,7 @@ def four_prompts(captions: dict[str, str], size: tuple[int, int]) -> list[str]:
     ]
     prompts: list[str] = []
     for text, flavour in zip(candidates, FLAVOURS, strict=True):
-        prompts.append(f"{text}, {flavour}" if text in prompts or not text else text)
+        text = text or subject
+        prompts.append(f"{text}, {flavour}" if text in prompts else text)
     ratio = aspect_ratio(*size)
     return [f"{prompt} --ar {ratio}" for prompt in prompts]

@@ -193,3 +193,12 @@ def test_gives_up_on_a_persistent_outage(oa):
 def test_check_lists_models(oa):
     assert make(oa).check().startswith("4 model(s) available")
     assert oa.calls("/v1/models")[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_a_retried_edit_sends_its_images_again(oa):
+    oa.fail(500, path="/v1/images/edits")
+    tile = Image.new("RGB", (256, 256), (10, 20, 30))
+    make(oa).run("variation", VariationRequest(image=tile, index=1), Ctx())
+    first, second = oa.calls("/v1/images/edits")
+    assert first.files == second.files and first.form == second.form and len(second.files) == 1
+    assert second.headers["Authorization"] == f"Bearer {KEY}"
