@@ -105,6 +105,7 @@ def test_every_operation_through_the_api(backend, api, files, app):
     with app.app_context():
         stored = Job.get_by_id(uuid.UUID(imagined["id"]))
         assert stored.provider == name
+        assert stored.seed == (1234567 if name == "sdwebui" else None)  # the seed the web UI reported
     assert_backend_saw_the_chain(name, fake, stored.provider_ref, photo, others)
 
 
