@@ -136,6 +136,12 @@ def test_queue_full_and_banned_prompt_fail_clearly(mj, code, message):
         imagine(make(mj))
 
 
+@pytest.mark.parametrize("code", [21, 22])
+def test_existing_and_queued_submissions_are_followed(mj, code):
+    mj.submit_code = code
+    assert imagine(make(mj)).grid is not None
+
+
 def test_a_banned_word_is_refused(mj):
     with pytest.raises(ProviderError, match="banned words"):
         imagine(make(mj), prompt="a bannedword fox")

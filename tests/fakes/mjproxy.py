@@ -25,7 +25,7 @@ class FakeMidjourneyProxy(FakeBackend):
         self.tasks: dict[str, dict[str, Any]] = {}
         self.fetches: dict[str, int] = {}
         self.steps = ["0%", "30%", "78%"]
-        self.submit_code: int | None = None  # answer every submission with this code
+        self.submit_code: int | None = None  # every submission gets this code (21, 22 still make a task)
         self.fail_reason: str | None = None  # tasks end FAILURE with this reason
         self.banned_word = "bannedword"
         self.ids = itertools.count(1712345678901230)
@@ -46,7 +46,7 @@ class FakeMidjourneyProxy(FakeBackend):
         return Reply(404, {"code": 404, "description": "not found"})
 
     def _submit(self, action: str, body: dict[str, Any]) -> Reply:
-        if self.submit_code is not None:
+        if self.submit_code not in (None, 21, 22):
             return Reply(
                 200, {"code": self.submit_code, "description": "队列已满，请稍后尝试", "result": None}
             )
@@ -70,7 +70,8 @@ class FakeMidjourneyProxy(FakeBackend):
             "failReason": None,
             "properties": {},
         }
-        return Reply(200, {"code": 1, "description": "提交成功", "result": task_id, "properties": {}})
+        code = self.submit_code or 1  # 21: already exists, 22: queued; both name a task to follow
+        return Reply(200, {"code": code, "description": "提交成功", "result": task_id, "properties": {}})
 
     def _check_imagine(self, body: dict[str, Any]) -> dict[str, Any] | None:
         if not body.get("prompt"):
