@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 import accounts
@@ -17,6 +17,7 @@ from models import Account, ApiKey, utcnow
 users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
 webhook_commands = AppGroup("webhooks", help="Manage webhook signing secrets.")
+providers = AppGroup("providers", help="Inspect the configured providers.")
 
 
 def _account(email: str) -> Account:
@@ -107,6 +108,18 @@ def webhook_secret(email: str, rotate: bool) -> None:
     click.echo(secret)
 
 
+@providers.command("check")
+def check_providers() -> None:
+    """Ask each configured provider whether its backend answers and accepts our credentials."""
+    failed = False
+    for operation, health in current_app.extensions["apiframe.providers"].check().items():
+        state = "ok" if health.ok else "FAILED"
+        click.echo(f"{operation}: {health.name} {state}: {health.detail}")
+        failed = failed or not health.ok
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
 @click.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (also done whenever the app starts)."""
@@ -118,4 +131,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(keys)
     app.cli.add_command(webhook_commands)
+    app.cli.add_command(providers)
     app.cli.add_command(init_db)

@@ -242,16 +242,15 @@ def build_request(job: Job, ctx: RunningJob) -> Any:
     if job.type == "blend":
         urls = params["imageUrls"]
         images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
-        return BlendRequest(images=images)
+        return BlendRequest(images=images, urls=list(urls))
     parent = job.parent
     if parent is None:
         raise InputError("The parent job no longer exists.")
     image = parent_tile(parent, job.index)
+    made_by = {"parent_ref": parent.provider_ref, "parent_provider": parent.provider}
     if job.type == "upscale":
-        return UpscaleRequest(image=image, index=job.index, parent_ref=parent.provider_ref)
-    return VariationRequest(
-        image=image, index=job.index, prompt=parent.prompt, parent_ref=parent.provider_ref
-    )
+        return UpscaleRequest(image=image, index=job.index, **made_by)
+    return VariationRequest(image=image, index=job.index, prompt=parent.prompt, **made_by)
 
 
 def fetch_image(url: str, field: str, ctx: RunningJob) -> Image.Image:

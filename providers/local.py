@@ -74,6 +74,10 @@ class LocalProvider(Provider):
     name = "local"
     operations = frozenset(OPERATIONS)
 
+    def check(self) -> str:
+        """Nothing to reach: the local provider runs in this process."""
+        return "runs in this process; nothing to reach"
+
     def _pacer(self, ctx: JobContext, steps: int = 4) -> Pacer:
         return Pacer(ctx, float(self.config.get("LOCAL_LATENCY", 0)), steps)
 
