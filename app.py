@@ -14,6 +14,8 @@ import api
 import auth
 import cli
 import config
+import console
+import docs
 import errors
 import models
 import ratelimit
@@ -23,7 +25,7 @@ from workers import JobPool
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, database, API, rate limits, CLI, providers and the worker pool."""
+    """Build the app: settings, database, API, console, docs, limits, CLI, providers and the worker pool."""
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
     _configure_logging(app)
@@ -37,6 +39,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     ratelimit.init_app(app, api.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(storage.bp)
+    console.init_app(app, api.bp)
+    app.register_blueprint(docs.bp)
     cli.init_app(app)
 
     app.extensions["apiframe.providers"] = Providers(app.config)
