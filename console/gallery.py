@@ -18,7 +18,12 @@ from models import Job
 
 PAGE_SIZE = 24
 LIVE_MAX = 50  # jobs one live request may ask about
-LIVE_VIEWS = {"card": "console/_job_card.html", "panel": "console/_job_panel.html"}
+# How a live job is drawn: the gallery's card, the playground's panel, or the panel on the job's own page.
+LIVE_VIEWS = {
+    "card": ("console/_job_card.html", {}),
+    "panel": ("console/_job_panel.html", {}),
+    "page": ("console/_job_panel.html", {"on_job_page": True}),
+}
 
 # The request schema of each operation, as the API views use them.
 REQUESTS = {
@@ -78,7 +83,7 @@ def job_page(job_id: str) -> str:
     children = list(
         Job.select().where((Job.parent == job.id) & (Job.account == g.account.id)).order_by(Job.created_at)
     )
-    return render_template("console/job.html", job=job, children=children, **job_forms())
+    return render_template("console/job.html", job=job, children=children, on_job_page=True, **job_forms())
 
 
 @bp.get("/jobs/live")
@@ -94,7 +99,8 @@ def live_jobs() -> Response:
         except ValueError:
             continue
     found = Job.select().where(Job.id.in_(ids) & (Job.account == g.account.id)) if ids else []
-    forms = job_forms()
+    template, extra = LIVE_VIEWS[view]
+    context = {**job_forms(), **extra}
     return jsonify(
         jobs=[
             {
@@ -102,7 +108,7 @@ def live_jobs() -> Response:
                 "status": job.status,
                 "progress": job.progress,
                 "active": job.status in jobs.ACTIVE,
-                "html": render_template(LIVE_VIEWS[view], job=job, **forms),
+                "html": render_template(template, job=job, **context),
             }
             for job in found
         ]

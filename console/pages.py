@@ -181,5 +181,5 @@ def switch_plan() -> Response | tuple[str, int]:
         flash(f"You are already on the {plan.title} plan.", "info")
         return redirect(url_for("console.plans"))
     accounts.change_plan(g.account, plan.name)
-    flash(f"You are now on the {plan.title} plan: {plan.credits} credits were added.", "success")
+    flash(f"You are now on the {plan.title} plan: {plan.credits:,} credits were added.", "success")
     return redirect(url_for("console.plans"))

@@ -492,6 +492,9 @@ def test_live_endpoint_reports_progress_and_html(member, app):
     live = body["jobs"][0]
     assert (live["status"], live["progress"], live["active"]) == ("succeeded", 100, False)
     assert 'aria-valuenow="100"' in live["html"] and "U2" in live["html"]
+    assert "Job page" in live["html"]  # the playground's panel links to the job's page...
+    on_page = console.get(f"/console/jobs/live?view=page&id={job['id']}").get_json()["jobs"][0]
+    assert "Job page" not in on_page["html"]  # ...which does not link to itself
     assert console.get("/console/jobs/live?view=nope").status_code == 400
 
 
