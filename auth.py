@@ -9,7 +9,7 @@ import secrets
 from flask import g, request
 
 from errors import unauthorized
-from models import Account, ApiKey, utcnow
+from models import Account, ApiKey, CompiledQuery, Slot, utcnow
 
 KEY_PREFIX = "ak_live_"
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -34,16 +34,21 @@ def revoke(key: ApiKey) -> bool:
     return updated.execute() == 1
 
 
+_live_key = CompiledQuery(
+    lambda: (
+        ApiKey.select(ApiKey, Account)
+        .join(Account)
+        .where((ApiKey.key_hash == Slot("key_hash")) & ApiKey.revoked_at.is_null())
+        .limit(1)
+    )
+)
+
+
 def find_key(key: str) -> ApiKey | None:
     """The live key row (with its account) for ``key``, or None."""
     if not key.startswith(KEY_PREFIX):
         return None
-    return (
-        ApiKey.select(ApiKey, Account)
-        .join(Account)
-        .where((ApiKey.key_hash == hash_key(key)) & ApiKey.revoked_at.is_null())
-        .first()
-    )
+    return _live_key.first(key_hash=hash_key(key))
 
 
 def presented_key() -> str | None:

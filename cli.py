@@ -46,10 +46,10 @@ def grant_credits(email: str, amount: int) -> None:
     """Grant AMOUNT credits (negative to remove them)."""
     account = _account(email)
     try:
-        entry = credits.grant(account.id, amount, note="granted by an administrator")
+        balance = credits.grant(account.id, amount, note="granted by an administrator")
     except credits.InsufficientCredits as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{email}: {amount:+d} credits, balance {entry.balance_after}")
+    click.echo(f"{email}: {amount:+d} credits, balance {balance}")
 
 
 @users.command("plan")

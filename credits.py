@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from peewee import fn
 
-from models import Account, Job, LedgerEntry, db
+from models import Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 
 # Ledger reasons. Grants (signup, plan, grant) count towards credits.total; the others do not.
 SIGNUP, PLAN, GRANT, DEBIT, REFUND = "signup", "plan", "grant", "debit", "refund"
@@ -15,14 +15,42 @@ class InsufficientCredits(Exception):
     """The account cannot pay: its balance is below the amount."""
 
 
-def _record(account_id: int, amount: int, reason: str, job: Job | None, note: str) -> LedgerEntry:
-    balance = Account.select(Account.balance).where(Account.id == account_id).scalar()
-    return LedgerEntry.create(
-        account=account_id, amount=amount, reason=reason, job=job, note=note, balance_after=balance
+# The statements of a debit, which every accepted job runs.
+_take = CompiledQuery(
+    lambda: Account.update(balance=Account.balance - Slot("amount")).where(
+        (Account.id == Slot("account")) & (Account.balance >= Slot("amount"))
+    )
+)
+_balance = CompiledQuery(lambda: Account.select(Account.balance).where(Account.id == Slot("account")))
+_entry = CompiledQuery(
+    lambda: LedgerEntry.insert(
+        {
+            LedgerEntry.account: Slot("account", LedgerEntry.account),
+            LedgerEntry.amount: Slot("amount", LedgerEntry.amount),
+            LedgerEntry.reason: Slot("reason", LedgerEntry.reason),
+            LedgerEntry.job: Slot("job", LedgerEntry.job),
+            LedgerEntry.note: Slot("note", LedgerEntry.note),
+            LedgerEntry.balance_after: Slot("balance", LedgerEntry.balance_after),
+            LedgerEntry.created_at: Slot("created_at", LedgerEntry.created_at),
+        }
+    )
+)
+
+
+def _record(account_id: int, amount: int, reason: str, job: Job | None, note: str) -> None:
+    balance = _balance.execute(account=account_id).fetchone()[0]
+    _entry.execute(
+        account=account_id,
+        amount=amount,
+        reason=reason,
+        job=job.id if job is not None else None,
+        note=note,
+        balance=balance,
+        created_at=utcnow(),
     )
 
 
-def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> LedgerEntry:
+def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> int:
     """Add ``amount`` credits (or, if negative, take them away); they count as granted."""
     if reason not in GRANT_REASONS:
         raise ValueError(f"not a grant reason: {reason}")
@@ -34,29 +62,30 @@ def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> 
             query = query.where(Account.balance >= -amount)
         if query.execute() != 1:
             raise InsufficientCredits(f"cannot remove {-amount} credits: the balance is smaller")
-        return _record(account_id, amount, reason, None, note)
+        _record(account_id, amount, reason, None, note)
+    return balance(account_id)
 
 
-def debit(account_id: int, amount: int, job: Job) -> LedgerEntry:
+def debit(account_id: int, amount: int, job: Job) -> None:
     """Take ``amount`` credits for ``job``, atomically; raise InsufficientCredits if short."""
     with db.atomic():
-        updated = (
-            Account.update(balance=Account.balance - amount)
-            .where((Account.id == account_id) & (Account.balance >= amount))
-            .execute()
-        )
-        if updated != 1:
+        if _take.execute(amount=amount, account=account_id).rowcount != 1:
             raise InsufficientCredits(f"this costs {amount} credits")
-        return _record(account_id, -amount, DEBIT, job, f"{job.type} job")
+        _record(account_id, -amount, DEBIT, job, f"{job.type} job")
 
 
-def refund(job: Job, note: str) -> LedgerEntry | None:
+def refund(job: Job, note: str) -> None:
     """Give back what ``job`` cost. Call once, in the transaction that ends the job."""
     if not job.cost:
-        return None
+        return
     with db.atomic():
         Account.update(balance=Account.balance + job.cost).where(Account.id == job.account_id).execute()
-        return _record(job.account_id, job.cost, REFUND, job, note)
+        _record(job.account_id, job.cost, REFUND, job, note)
+
+
+def balance(account_id: int) -> int:
+    """The account's current balance."""
+    return _balance.execute(account=account_id).fetchone()[0]
 
 
 def ledger_total(account_id: int) -> int:

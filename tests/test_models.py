@@ -1,0 +1,61 @@
+"""Models and the database handle: compiled queries, migrations, and timestamps."""
+
+from __future__ import annotations
+
+import uuid
+
+from models import Account, ApiKey, CompiledQuery, Job, Slot, db, utcnow
+
+
+def test_a_compiled_select_matches_the_orm(app, make_account):
+    account, _ = make_account(email="c@example.com")
+    query = CompiledQuery(
+        lambda: ApiKey.select(ApiKey, Account).join(Account).where(Account.email == Slot("email"))
+    )
+    with app.app_context():
+        row = query.first(email="c@example.com")
+        orm = ApiKey.select(ApiKey, Account).join(Account).where(Account.email == "c@example.com").get()
+        assert (row.id, row.account.email, row.created_at) == (orm.id, orm.account.email, orm.created_at)
+        assert query.first(email="nobody@example.com") is None
+
+
+def test_slots_convert_like_their_field(app, make_account):
+    account, _ = make_account()
+    job_id = uuid.uuid4()
+    insert = CompiledQuery(
+        lambda: Job.insert(
+            {
+                Job.id: Slot("id", Job.id),
+                Job.account: Slot("account", Job.account),
+                Job.type: Slot("type", Job.type),
+                Job.params: Slot("params", Job.params),
+                Job.cost: Slot("cost", Job.cost),
+                Job.created_at: Slot("at", Job.created_at),
+            }
+        )
+    )
+    find = CompiledQuery(lambda: Job.select().where(Job.id == Slot("id")))
+    with app.app_context():
+        insert.execute(
+            id=job_id, account=account.id, type="imagine", params={"chaos": 5}, cost=16, at=utcnow()
+        )
+        job = find.first(id=job_id)
+        assert job.id == job_id and job.params == {"chaos": 5} and job.type == "imagine"
+
+
+def test_compiled_sql_follows_the_open_database(settings, tmp_path):
+    from app import create_app
+
+    query = CompiledQuery(lambda: Account.select().where(Account.email == Slot("email")))
+    first = create_app(settings)
+    first.extensions["apiframe.pool"].stop()
+    with first.app_context():
+        Account.create(email="one@example.com")
+        assert query.first(email="one@example.com").email == "one@example.com"
+        compiled_for = db.obj
+    settings["DATA_DIR"] = str(tmp_path / "other")
+    second = create_app(settings)
+    second.extensions["apiframe.pool"].stop()
+    with second.app_context():
+        assert db.obj is not compiled_for
+        assert query.first(email="one@example.com") is None
