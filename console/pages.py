@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 import accounts
 import auth
 import jobs
-from config import COSTS, PLANS
+from config import PLANS
 from console.blueprints import console_bp as bp
 from console.forms import ConfirmForm, KeyForm, PlanForm
 from console.signin import show_key_once, take_new_key
@@ -71,7 +71,6 @@ def dashboard() -> str:
         usage=key_usage(),
         recent=recent,
         new_key=take_new_key(),
-        costs=COSTS,
     )
 
 
@@ -162,7 +161,6 @@ def plans() -> str:
     return render_template(
         "console/plans.html",
         plans=PLANS.values(),
-        costs=COSTS,
         form=PlanForm(),
         allow_switch=current_app.config["ALLOW_SELF_UPGRADE"],
     )

@@ -8,7 +8,6 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from config import COSTS
 from console.blueprints import console_bp as bp
 from console.forms import BlendForm, DescribeForm, ImagineForm
 from console.gallery import find_job, job_forms, submit
@@ -64,7 +63,6 @@ def _page(tab: str, form: FlaskForm, job: Any, status: int = 200) -> tuple[str, 
         tab=tab,
         form=form,
         job=job,
-        costs=COSTS,
         recent=[other for other in list_for(g.account, limit=RECENT + 1, offset=0) if other != job][:RECENT],
         **job_forms(),
     ), status

@@ -36,6 +36,8 @@ def signup() -> Response | tuple[str, int] | str:
     if not current_app.config["ALLOW_SIGNUP"]:
         return render_template("signin/signup_closed.html"), 403
     form = SignupForm()
+    if g.account is not None and not form.is_submitted():
+        return redirect(url_for("console.dashboard"))
     if not form.validate_on_submit():
         return render_template("signin/signup.html", form=form), 400 if form.is_submitted() else 200
     try:

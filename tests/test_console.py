@@ -446,7 +446,7 @@ def test_cancel_button_cancels_a_running_job(slow, console, make_account, app):
     created = console.post("/console/playground?tab=imagine", imagine_form())
     job_id = created.headers["Location"].split("job=")[1]
     page = text(console.get(f"/console/jobs/{job_id}"))
-    assert "Cancel job" in page and 'data-live="panel"' in page
+    assert "Cancel job" in page and 'data-live="page"' in page
     response = console.post(f"/console/jobs/{job_id}/cancel")
     assert response.status_code == 302
     page = text(console.get(f"/console/jobs/{job_id}"))
