@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 import jobs
 import schemas
+import webhooks
 from errors import validation_error
 
 bp = Blueprint("api", __name__)
@@ -117,6 +118,13 @@ def list_jobs() -> Response:
         jobs=schemas.dump_jobs(page),
         pagination={"limit": query["limit"], "offset": query["offset"], "hasMore": len(found) > len(page)},
     )
+
+
+@bp.get("/v1/jobs/<job_id>/webhooks")
+def job_webhooks(job_id: str) -> Response:
+    """A job's webhook delivery: its status, every attempt so far, and when the next one is due."""
+    job = jobs.find(g.account, jobs.parse_id(job_id))
+    return jsonify(success=True, webhooks=schemas.dump_webhook_report(webhooks.report(job)))
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")

@@ -20,12 +20,13 @@ import errors
 import models
 import ratelimit
 import storage
+import webhooks
 from providers import Providers
 from workers import JobPool
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, database, API, console, docs, limits, CLI, providers and the worker pool."""
+    """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
     _configure_logging(app)
@@ -46,11 +47,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["apiframe.providers"] = Providers(app.config)
     pool = JobPool(app)
     app.extensions["apiframe.pool"] = pool
+    sender = webhooks.init_app(app)
     if app.config["START_WORKERS"]:
         if click.get_current_context(silent=True) is None:
-            pool.start()  # serving: start now, so jobs left by a previous run resume at once
-        app.before_request(_start_pool_once)  # under `flask run`, start with the first request
+            # serving: start now, so jobs and webhooks left by a previous run resume at once
+            pool.start()
+            sender.start()
+        app.before_request(_start_background_once)  # under `flask run`, start with the first request
         atexit.register(pool.stop, wait=False)
+        atexit.register(sender.stop)
     return app
 
 
@@ -73,7 +78,7 @@ def _authenticate_api() -> None:
         auth.authenticate()
 
 
-def _start_pool_once() -> None:
-    pool = current_app.extensions["apiframe.pool"]
-    if not pool.started:
-        pool.start()
+def _start_background_once() -> None:
+    for service in (current_app.extensions["apiframe.pool"], current_app.extensions[webhooks.EXTENSION]):
+        if not service.started:
+            service.start()

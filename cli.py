@@ -1,4 +1,4 @@
-"""Admin commands: ``flask --app app users|keys|init-db ...``."""
+"""Admin commands: ``flask --app app users|keys|webhooks|init-db ...``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 
 import accounts
 import credits
+import webhooks
 from auth import SHOWN_PREFIX_LENGTH, revoke
 from auth import create_key as mint_key
 from config import PLANS
@@ -15,6 +16,7 @@ from models import Account, ApiKey
 
 users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
+webhook_commands = AppGroup("webhooks", help="Manage webhook signing secrets.")
 
 
 def _account(email: str) -> Account:
@@ -90,6 +92,21 @@ def revoke_key(prefix: str) -> None:
     click.echo(f"revoked {matches[0].prefix}…")
 
 
+@webhook_commands.command("secret")
+@click.argument("email")
+@click.option("--rotate", is_flag=True, help="Replace the secret with a new one.")
+def webhook_secret(email: str, rotate: bool) -> None:
+    """Print an account's webhook signing secret (a new one with --rotate) on the last line."""
+    account = _account(email)
+    if rotate:
+        secret = webhooks.rotate_signing_secret(account.id)
+        click.echo(f"rotated the webhook signing secret of {email}; pending webhooks are signed with it:")
+    else:
+        secret = webhooks.signing_secret(account.id)
+        click.echo(f"webhook signing secret of {email}:")
+    click.echo(secret)
+
+
 @click.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (also done whenever the app starts)."""
@@ -100,4 +117,5 @@ def init_app(app: Flask) -> None:
     """Register the admin commands on ``app``."""
     app.cli.add_command(users)
     app.cli.add_command(keys)
+    app.cli.add_command(webhook_commands)
     app.cli.add_command(init_db)

@@ -72,6 +72,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FETCH_TIMEOUT": ("APIFRAME_FETCH_TIMEOUT", float),
     "MAX_IMAGE_PIXELS": ("APIFRAME_MAX_IMAGE_PIXELS", int),
     "JOB_LEASE": ("APIFRAME_JOB_LEASE", float),
+    "WEBHOOK_MAX_ATTEMPTS": ("APIFRAME_WEBHOOK_MAX_ATTEMPTS", int),
+    "WEBHOOK_RETRY_BASE": ("APIFRAME_WEBHOOK_RETRY_BASE", float),
+    "WEBHOOK_TIMEOUT": ("APIFRAME_WEBHOOK_TIMEOUT", float),
+    "WEBHOOK_THREADS": ("APIFRAME_WEBHOOK_THREADS", int),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -92,9 +96,15 @@ DEFAULTS: dict[str, Any] = {
     "FETCH_MAX_BYTES": 20 * 1024 * 1024,
     "FETCH_TIMEOUT": 20.0,
     "MAX_IMAGE_PIXELS": 40_000_000,
-    # A worker process renews the lease on the jobs it runs; a job whose lease has run out
-    # belongs to a process that died, and the sweep resumes it.
+    # A process renews the lease on the jobs and webhook deliveries it holds; one whose lease has
+    # run out belongs to a process that died, and is taken up again by another.
     "JOB_LEASE": 30.0,
+    # Webhook delivery: attempt n+1 follows attempt n after about RETRY_BASE * 2**(n-1) seconds,
+    # so 8 attempts from a 170 s base span about 6 hours.
+    "WEBHOOK_MAX_ATTEMPTS": 8,
+    "WEBHOOK_RETRY_BASE": 170.0,
+    "WEBHOOK_TIMEOUT": 10.0,
+    "WEBHOOK_THREADS": 4,
     "DISPATCH_INTERVAL": 1.0,
     "START_WORKERS": True,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
@@ -137,6 +147,14 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"APIFRAME_IMAGE_FORMAT must be one of {', '.join(IMAGE_FORMATS)}")
     if settings["WORKERS"] < 1:
         raise ValueError("APIFRAME_WORKERS must be at least 1")
+    if settings["WEBHOOK_MAX_ATTEMPTS"] < 1:
+        raise ValueError("APIFRAME_WEBHOOK_MAX_ATTEMPTS must be at least 1")
+    if settings["WEBHOOK_RETRY_BASE"] < 0:
+        raise ValueError("APIFRAME_WEBHOOK_RETRY_BASE must not be negative")
+    if settings["WEBHOOK_TIMEOUT"] <= 0:
+        raise ValueError("APIFRAME_WEBHOOK_TIMEOUT must be more than 0")
+    if settings["WEBHOOK_THREADS"] < 1:
+        raise ValueError("APIFRAME_WEBHOOK_THREADS must be at least 1")
     return settings
 
 

@@ -22,13 +22,17 @@ class FetchError(Exception):
     """A URL could not be fetched; the message says why, for the user."""
 
 
+class RefusedURL(FetchError):
+    """A URL that may never be reached (not http(s), or a forbidden address): retrying cannot help."""
+
+
 def check_url(url: str) -> None:
     """Refuse anything but an absolute http(s) URL with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise FetchError("only http and https URLs are allowed")
+        raise RefusedURL("only http and https URLs are allowed")
     if not parts.hostname:
-        raise FetchError("the URL has no host")
+        raise RefusedURL("the URL has no host")
 
 
 def session(*, allow_private: bool, follow_redirects: bool, timeout: float) -> HTTPSession:
@@ -67,15 +71,17 @@ def fetch_bytes(url: str, *, allow_private: bool, max_bytes: int, timeout: float
 
 
 def post_json(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, timeout: float) -> Any:
-    """POST a JSON body to ``url`` without following redirects; returns the response."""
+    """POST a JSON body to ``url``, never following redirects; returns the response, its body unread."""
     check_url(url)
     try:
         with session(allow_private=allow_private, follow_redirects=False, timeout=timeout) as http:
-            response = http.post(url, data=body, headers={"Content-Type": "application/json", **headers})
-            response.close()
+            headers = {"Content-Type": "application/json", **headers}
+            response = http.post(url, data=body, headers=headers, stream=True)
+            response.close()  # a huge or endless answer can cost neither memory nor time
             return response
     except Exception as exc:
-        raise FetchError(describe_failure(exc)) from None
+        error = RefusedURL if is_forbidden_address(exc) else FetchError
+        raise error(describe_failure(exc)) from None
 
 
 def _check_hops(response: requests.Response) -> None:
@@ -95,9 +101,19 @@ def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -
     return b"".join(chunks)
 
 
+def is_forbidden_address(exc: Exception) -> bool:
+    """Whether a request failed because the host resolved to a forbidden address."""
+    if isinstance(exc, InvalidIPAddress):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        cause = exc.args[0] if exc.args else exc
+        return isinstance(cause, InvalidIPAddress) or "Forbidden IP" in str(cause)
+    return False
+
+
 def describe_failure(exc: Exception) -> str:
     """A user-facing reason for a failed request."""
-    if isinstance(exc, InvalidIPAddress):
+    if is_forbidden_address(exc):
         return "the address is private, loopback or link-local, which is not allowed"
     if isinstance(exc, requests.TooManyRedirects):
         return f"more than {MAX_REDIRECTS} redirects"
@@ -105,8 +121,6 @@ def describe_failure(exc: Exception) -> str:
         return "the server did not answer in time"
     if isinstance(exc, requests.ConnectionError):
         cause = exc.args[0] if exc.args else exc
-        if isinstance(cause, InvalidIPAddress) or "Forbidden IP" in str(cause):
-            return "the address is private, loopback or link-local, which is not allowed"
         if "resolve" in str(cause).lower() or "Name or service" in str(cause):
             return "the host name could not be resolved"
         return "the connection failed"

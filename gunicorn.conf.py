@@ -15,8 +15,11 @@ control_socket_disable = True  # no runtime control interface; servers on one ma
 
 
 def worker_exit(server, worker):
-    """Hand this process's running jobs back before the interpreter starts shutting down."""
-    app = getattr(worker, "wsgi", None)
-    pool = getattr(app, "extensions", {}).get("apiframe.pool")
+    """Hand this process's running jobs and webhook deliveries back before the interpreter shuts down."""
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
+    pool = extensions.get("apiframe.pool")
     if pool is not None:
         pool.stop(wait=False)
+    sender = extensions.get("apiframe.webhooks")
+    if sender is not None:
+        sender.stop()

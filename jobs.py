@@ -12,7 +12,7 @@ from flask import current_app
 import credits
 from config import COSTS
 from errors import insufficient_credits, not_found, validation_error
-from models import Account, CompiledQuery, Job, Slot, db, utcnow
+from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ STATUSES = ACTIVE + TERMINAL
 
 TYPES = ("imagine", "describe", "upscale", "blend", "variation")
 GRID_TYPES = ("imagine", "variation", "blend")  # jobs whose result is four tiles
+
+# A job's webhookStatus: null without a webhookUrl, pending until delivered or given up on.
+WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = "pending", "delivered", "failed"
+WEBHOOK_STATUSES = (WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED)
 
 # Called with the job after it reaches a terminal state (and the transaction has committed).
 finished_hooks: list[Callable[[Job], None]] = []
@@ -71,7 +75,7 @@ def require_provider(operation: str) -> None:
 def create(account: Account, operation: str, data: dict[str, Any]) -> Job:
     """Accept a job from a validated request (a loaded request schema), for any entry point."""
     require_provider(operation)
-    webhook_url = data.get("webhook_url")
+    webhook = {"webhook_url": data.get("webhook_url"), "webhook_secret": data.get("webhook_secret")}
     if operation == "imagine":
         params = {
             "aspectRatio": data["aspect_ratio"],
@@ -81,21 +85,22 @@ def create(account: Account, operation: str, data: dict[str, Any]) -> Job:
             "chaos": data["chaos"],
             "stylize": data["stylize"],
         }
-        return submit(account, operation, prompt=data["prompt"], params=params, webhook_url=webhook_url)
+        return submit(account, operation, prompt=data["prompt"], params=params, **webhook)
     if operation == "describe":
-        return submit(account, operation, params={"imageUrl": data["image_url"]}, webhook_url=webhook_url)
+        return submit(account, operation, params={"imageUrl": data["image_url"]}, **webhook)
     if operation == "blend":
-        return submit(account, operation, params={"imageUrls": data["image_urls"]}, webhook_url=webhook_url)
+        return submit(account, operation, params={"imageUrls": data["image_urls"]}, **webhook)
     if operation in ("upscale", "variation"):
         parent = find_parent(account, data["job_id"], operation)
-        return submit(account, operation, parent=parent, index=data["index"], webhook_url=webhook_url)
+        return submit(account, operation, parent=parent, index=data["index"], **webhook)
     raise ValueError(f"unknown operation {operation}")
 
 
 # Accepting a job is on the path of every create request, so its INSERT is compiled once.
 _INSERTED = (
     Job.id, Job.account, Job.type, Job.status, Job.prompt, Job.params, Job.parent, Job.index, Job.cost,
-    Job.progress, Job.runs, Job.webhook_url, Job.created_at,
+    Job.progress, Job.runs, Job.webhook_url, Job.webhook_secret, Job.webhook_status, Job.webhook_attempts,
+    Job.created_at,
 )  # fmt: skip
 _insert = CompiledQuery(lambda: Job.insert({field: Slot(field.name, field) for field in _INSERTED}))
 
@@ -109,6 +114,7 @@ def submit(
     parent: Job | None = None,
     index: int | None = None,
     webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> Job:
     """Accept a job: take its cost and store it, in one transaction; then wake the workers."""
     cost = COSTS[job_type]
@@ -123,6 +129,8 @@ def submit(
         index=index,
         cost=cost,
         webhook_url=webhook_url,
+        webhook_secret=webhook_secret if webhook_url else None,  # unused, so not kept, without a URL
+        webhook_status=WEBHOOK_PENDING if webhook_url else None,
         created_at=utcnow(),
     )
     try:
@@ -142,6 +150,7 @@ def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields
     """Move a job to a terminal ``status``, refunding if it did not succeed.
 
     Only an active job can end, and only once; with ``token``, only while that lease holds it.
+    A job with a webhook URL gets its webhook delivery in the same transaction, so it is never lost.
     Returns whether this call ended the job.
     """
     if status not in TERMINAL:
@@ -157,6 +166,8 @@ def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields
         job = Job.get_by_id(job_id)
         if status in REFUNDED:
             credits.refund(job, f"{job.type} job {status.replace('_', ' ')}")
+        if job.webhook_url:
+            WebhookDelivery.create(job=job.id, created_at=job.completed_at, next_attempt_at=job.completed_at)
     for hook in finished_hooks:
         try:
             hook(job)

@@ -1,4 +1,4 @@
-"""Database handle and models: accounts, API keys, jobs and the credit ledger."""
+"""Database handle and models: accounts, API keys, jobs, the credit ledger and webhook deliveries."""
 
 from __future__ import annotations
 
@@ -97,6 +97,7 @@ class Account(BaseModel):
     plan = CharField(default="free")
     balance = IntegerField(default=0)
     granted = IntegerField(default=0)
+    webhook_signing_secret = CharField(null=True)  # whsec_...; made when first needed
     created_at = DateTimeField(default=utcnow)
 
 
@@ -132,6 +133,9 @@ class Job(BaseModel):
     descriptions = JSONField(null=True)
     error = TextField(null=True)
     webhook_url = TextField(null=True)
+    webhook_secret = TextField(null=True)  # echoed to the receiver as X-Webhook-Secret
+    webhook_status = CharField(null=True)  # null without webhook_url, else pending, delivered or failed
+    webhook_attempts = IntegerField(default=0)
     provider = CharField(null=True)
     provider_ref = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
@@ -162,7 +166,38 @@ class LedgerEntry(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
 
 
-MODELS = [Account, ApiKey, Job, LedgerEntry]
+class WebhookDelivery(BaseModel):
+    """The webhook of a finished job: when its next attempt is due, and which process holds it.
+
+    Written in the transaction that ends the job; its outcome so far is on the job
+    (``webhook_status``, ``webhook_attempts``). The id is the Standard Webhooks ``webhook-id``.
+    """
+
+    id = UUIDField(primary_key=True, default=uuid.uuid4)
+    job = ForeignKeyField(Job, unique=True, backref="webhook_deliveries", on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow)
+    next_attempt_at = DateTimeField(null=True, index=True)  # null once delivered or failed
+    lease_owner = CharField(null=True, index=True)  # renewed and released by owner
+    lease_token = CharField(null=True)
+    lease_expires = DateTimeField(null=True)
+
+
+class WebhookAttempt(BaseModel):
+    """One try at sending a webhook: when, the HTTP status or the error, and how long it took."""
+
+    id = AutoField()
+    delivery = ForeignKeyField(WebhookDelivery, backref="attempts", on_delete="CASCADE")
+    number = IntegerField()
+    at = DateTimeField()
+    status_code = IntegerField(null=True)
+    error = TextField(null=True)
+    duration_ms = IntegerField()
+
+    class Meta:
+        indexes = ((("delivery", "number"), True),)
+
+
+MODELS = [Account, ApiKey, Job, LedgerEntry, WebhookDelivery, WebhookAttempt]
 
 
 class _Bound(NamedTuple):

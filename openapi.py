@@ -116,6 +116,13 @@ OPERATIONS: dict[str, Operation] = {
         query=schemas.JobListQuery,
         errors=(400, *READ_ERRORS),
     ),
+    "api.job_webhooks": Operation(
+        "Get a job's webhook delivery and every attempt",
+        "status is null without a webhookUrl; webhookId and event are null until the job ends.",
+        "Jobs",
+        schemas.WebhookReportEnvelope,
+        errors=JOB_ERRORS,
+    ),
     "api.cancel_job": Operation(
         "Cancel a job that has not ended",
         "Its credits are refunded. A job that has already ended answers 400.",

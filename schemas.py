@@ -16,7 +16,7 @@ import storage
 from config import PLANS
 from errors import ERROR_CODES, validation_error
 from imaging import ASPECT_RATIOS
-from jobs import STATUSES, TYPES
+from jobs import STATUSES, TYPES, WEBHOOK_STATUSES
 from models import Account, Job
 
 VERSIONS = ("5.2", "6.0", "6.1")
@@ -24,6 +24,7 @@ QUALITIES = (0.25, 0.5, 1)
 STYLES = ("raw", "cute", "expressive", "scenic")
 MAX_PROMPT_LENGTH = 4000
 MAX_URL_LENGTH = 2048
+MAX_WEBHOOK_SECRET_LENGTH = 256
 
 MESSAGES = {
     "required": "is required.",
@@ -115,6 +116,26 @@ class HttpUrl(fields.Url):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class HeaderValue(fields.String):
+    """A string sent back verbatim in an HTTP header: printable ASCII, no spaces at either end."""
+
+    default_error_messages = {**MESSAGES, "invalid": "must be a string."}
+
+    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not text:
+            raise ValidationError("must not be empty.")
+        if len(text) > self.max_length:
+            raise ValidationError(f"must be at most {self.max_length} characters.")
+        if not text.isascii() or not text.isprintable() or text != text.strip():
+            raise ValidationError("must be printable ASCII characters, without spaces at either end.")
+        return text
+
+
 class JobId(fields.UUID):
     """A job ID."""
 
@@ -136,6 +157,18 @@ def _webhook_url() -> HttpUrl:
         data_key="webhookUrl",
         load_default=None,
         metadata={"description": "URL to receive a webhook when the job completes."},
+    )
+
+
+def _webhook_secret() -> HeaderValue:
+    return HeaderValue(
+        data_key="webhookSecret",
+        max_length=MAX_WEBHOOK_SECRET_LENGTH,
+        load_default=None,
+        metadata={
+            "description": "Sent back verbatim in the webhook's X-Webhook-Secret header "
+            "(unused without webhookUrl)."
+        },
     )
 
 
@@ -171,6 +204,7 @@ class ImagineRequest(RequestSchema):
         load_default=100, validate=between(0, 1000), metadata={"description": "Stylization strength."}
     )
     webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
 
 
 class DescribeRequest(RequestSchema):
@@ -180,6 +214,7 @@ class DescribeRequest(RequestSchema):
         data_key="imageUrl", required=True, metadata={"description": "URL of the image to describe."}
     )
     webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
 
 
 class PickRequest(RequestSchema):
@@ -190,6 +225,7 @@ class PickRequest(RequestSchema):
         required=True, validate=one_of((1, 2, 3, 4)), metadata={"description": "Which image: 1-4."}
     )
     webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
 
 
 class BlendRequest(RequestSchema):
@@ -204,6 +240,7 @@ class BlendRequest(RequestSchema):
         metadata={"description": "Two to five URLs of the images to blend."},
     )
     webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
 
 
 class JobListQuery(Schema):
@@ -322,6 +359,36 @@ class JobSchema(ResponseSchema):
         metadata={**_UUID, "description": "Upscale and variation: the job whose image was used."},
     )
     index = fields.Integer(allow_none=True, metadata={"description": "Upscale and variation: image 1-4."})
+    webhookStatus = fields.String(
+        attribute="webhook_status",
+        allow_none=True,
+        validate=one_of(WEBHOOK_STATUSES),
+        metadata={"description": "Where the job's webhook delivery stands; null without webhookUrl."},
+    )
+    webhookAttempts = fields.Integer(
+        attribute="webhook_attempts", metadata={"description": "How many deliveries were tried."}
+    )
+
+
+class WebhookAttemptSchema(ResponseSchema):
+    """One attempt at delivering a job's webhook."""
+
+    attempt = fields.Integer(attribute="number")
+    at = Timestamp()
+    statusCode = fields.Integer(attribute="status_code", allow_none=True)
+    error = fields.String(allow_none=True)
+    durationMs = fields.Integer(attribute="duration_ms")
+
+
+class WebhookReportSchema(ResponseSchema):
+    """GET /v1/jobs/:id/webhooks: a job's webhook delivery and its attempts, oldest first."""
+
+    url = fields.String(allow_none=True)
+    status = fields.String(allow_none=True, validate=one_of(WEBHOOK_STATUSES))
+    webhookId = fields.String(attribute="webhook_id", allow_none=True)
+    event = fields.String(allow_none=True)
+    attempts = fields.List(fields.Nested(WebhookAttemptSchema))
+    nextAttemptAt = Timestamp(attribute="next_attempt_at", allow_none=True)
 
 
 class CreditsSchema(ResponseSchema):
@@ -378,6 +445,13 @@ class JobListEnvelope(ResponseSchema):
     pagination = fields.Nested(Pagination)
 
 
+class WebhookReportEnvelope(ResponseSchema):
+    """A job's webhook report, under ``webhooks``."""
+
+    success = fields.Boolean(metadata={"enum": [True]})
+    webhooks = fields.Nested(WebhookReportSchema)
+
+
 class AccountEnvelope(ResponseSchema):
     """The account, under ``account``."""
 
@@ -406,6 +480,7 @@ class ErrorEnvelope(ResponseSchema):
 
 _job_schema = JobSchema()
 _account_schema = AccountSchema()
+_webhook_report_schema = WebhookReportSchema()
 
 
 def dump_job(job: Job) -> dict[str, Any]:
@@ -421,3 +496,8 @@ def dump_jobs(jobs: list[Job]) -> list[dict[str, Any]]:
 def dump_account(account: Account) -> dict[str, Any]:
     """The account object for ``account``."""
     return _account_schema.dump(account)
+
+
+def dump_webhook_report(report: Any) -> dict[str, Any]:
+    """The webhooks object for a job's ``webhooks.Report``."""
+    return _webhook_report_schema.dump(report)

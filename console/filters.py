@@ -31,6 +31,7 @@ NAV = (
     NavItem("API keys", "key", ("console.keys", "console.create_key")),
     NavItem("Usage", "chart", ("console.usage",)),
     NavItem("Plans", "layers", ("console.plans",)),
+    NavItem("Webhooks", "bell", ("console.webhooks_page",)),
 )
 
 

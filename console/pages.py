@@ -10,16 +10,18 @@ from werkzeug.wrappers import Response
 import accounts
 import auth
 import jobs
+import webhooks
 from config import PLANS
 from console.blueprints import console_bp as bp
 from console.forms import ConfirmForm, KeyForm, PlanForm
 from console.signin import show_key_once, take_new_key
 from credits import GRANT_REASONS
-from models import ApiKey, LedgerEntry
+from models import ApiKey, Job, LedgerEntry
 from ratelimit import requests_this_minute
 
 RECENT_JOBS = 8
 LEDGER_PAGE = 50
+RECENT_WEBHOOKS = 20
 
 
 @dataclass(frozen=True)
@@ -181,3 +183,28 @@ def switch_plan() -> Response | tuple[str, int]:
     accounts.change_plan(g.account, plan.name)
     flash(f"You are now on the {plan.title} plan: {plan.credits:,} credits were added.", "success")
     return redirect(url_for("console.plans"))
+
+
+@bp.get("/webhooks")
+def webhooks_page() -> str:
+    """The webhook signing secret (to reveal, copy and rotate) and the latest webhooks sent."""
+    recent = list(
+        Job.select()
+        .where((Job.account == g.account.id) & Job.webhook_url.is_null(False))
+        .order_by(Job.created_at.desc(), Job.id)
+        .limit(RECENT_WEBHOOKS)
+    )
+    return render_template(
+        "console/webhooks.html",
+        secret=webhooks.signing_secret(g.account.id),
+        recent=recent,
+        form=ConfirmForm(),
+    )
+
+
+@bp.post("/webhooks/rotate")
+def rotate_webhook_secret() -> Response:
+    """Replace the signing secret; every webhook sent from now on is signed with the new one."""
+    webhooks.rotate_signing_secret(g.account.id)
+    flash("New signing secret made: every webhook sent from now on is signed with it.", "success")
+    return redirect(url_for("console.webhooks_page"))

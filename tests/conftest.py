@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,12 +34,18 @@ def settings(tmp_path) -> dict[str, Any]:
     }
 
 
+def stop_background(application: Flask) -> None:
+    """Stop an app's worker pool and webhook sender, so no thread outlives its test's database."""
+    application.extensions["apiframe.pool"].stop(wait=False)
+    application.extensions["apiframe.webhooks"].stop()
+
+
 @pytest.fixture
 def app(settings) -> Iterator[Flask]:
-    """The app, with its worker pool running."""
+    """The app, with its worker pool and webhook sender running."""
     application = create_app(settings)
     yield application
-    application.extensions["apiframe.pool"].stop(wait=False)
+    stop_background(application)
 
 
 @pytest.fixture
@@ -174,6 +182,108 @@ def files() -> Iterator[FileServer]:
     server.close()
 
 
+@dataclass
+class Delivery:
+    """One request a Receiver got, and what it answered."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int | None  # None: the connection was dropped without an answer
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A loopback webhook receiver: records every POST and answers from a script (then 200).
+
+    ``answers`` holds the statuses to answer next, in order (``None`` drops the connection);
+    while ``gate`` is cleared, requests wait at it; ``stop()`` takes the receiver down
+    (connections are refused) and ``start()`` brings it back on the same port.
+    """
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.arrived = 0  # requests received, including those still waiting at the gate
+        self.answers: list[int | None] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.port = 0
+        self.httpd: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+        self.start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.arrived += 1
+                receiver.gate.wait(30)
+                with receiver._lock:
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.deliveries.append(Delivery(self.path, dict(self.headers), body, status))
+                if status is None:
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def start(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[Delivery]:
+        """Wait until ``count`` requests have arrived; returns them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.deliveries) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.deliveries)} webhooks arrived, expected {count}")
+            time.sleep(0.02)
+        return list(self.deliveries)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback."""
+    server = Receiver()
+    yield server
+    server.gate.set()
+    server.stop()
+
+
+def wait_until(
+    check: Callable[[], Any], timeout: float = 20, what: str = "the condition", interval: float = 0.02
+) -> Any:
+    """Poll ``check`` every ``interval`` seconds until it returns something truthy; returns that."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    return result
+
+
 class LiveServer:
     """The app served over real HTTP on loopback, in a thread."""
 
@@ -196,4 +306,4 @@ def live(settings) -> Iterator[tuple[Flask, LiveServer]]:
     application.config["PUBLIC_URL"] = server.url
     yield application, server
     server.close()
-    application.extensions["apiframe.pool"].stop(wait=False)
+    stop_background(application)

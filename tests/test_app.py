@@ -6,6 +6,7 @@ import pytest
 
 import config
 from app import create_app
+from conftest import stop_background
 
 
 def test_factory_honours_test_config(app, tmp_path):
@@ -55,7 +56,7 @@ def test_the_database_survives_a_new_app(settings, make_account, app):
 
             assert accounts.find_by_email("keep@example.com") is not None
     finally:
-        again.extensions["apiframe.pool"].stop()
+        stop_background(again)
 
 
 def _assert_error(response, status, code):

@@ -518,3 +518,47 @@ def test_the_api_stays_json_and_needs_no_csrf_token(member):
 def test_home_leads_to_the_console(client):
     response = client.get("/")
     assert response.status_code == 302 and response.headers["Location"] == "/console/"
+
+
+# ---- webhooks ------------------------------------------------------------------------------------
+
+
+def test_webhook_secret_is_shown_and_rotated(member, app, files):
+    import webhooks
+
+    console, account, key = member
+    page = text(console.get("/console/webhooks"))
+    with app.app_context():
+        secret = webhooks.signing_secret(account.id)
+    assert secret.startswith("whsec_") and secret in page
+    assert "No webhooks yet" in page
+    response = console.post("/console/webhooks/rotate", page="/console/webhooks")
+    assert response.status_code == 302
+    page = text(console.get("/console/webhooks"))
+    with app.app_context():
+        rotated = webhooks.signing_secret(account.id)
+    assert rotated != secret and rotated in page and secret not in page
+    assert "New signing secret made: every webhook sent from now on is signed with it." in page
+
+
+def test_webhooks_page_lists_jobs_with_a_webhook(member, app, files):
+    console, _, key = member
+    hook = files.add("/hook", b"", content_type="text/plain")
+    job = api_post(console, key, "/v1/imagine", {"prompt": "a harbour at night", "webhookUrl": hook})
+    wait_for(app, job["id"])
+    api_post(console, key, "/v1/imagine", {"prompt": "no hook here"})
+    page = text(console.get("/console/webhooks"))
+    assert f'data-webhook-job="{job["id"]}"' in page and "a harbour at night" in page and hook in page
+    assert "no hook here" not in page
+    assert hook in text(console.get(f"/console/jobs/{job['id']}"))
+
+
+def test_webhook_rotation_needs_the_form_token(member, app):
+    import webhooks
+
+    console, account, _ = member
+    with app.app_context():
+        secret = webhooks.signing_secret(account.id)
+    assert console.client.post("/console/webhooks/rotate").status_code == 400
+    with app.app_context():
+        assert webhooks.signing_secret(account.id) == secret

@@ -253,6 +253,17 @@ def test_dashboard_usage_plans_docs_and_errors(server, page, context):
     expect(page.get_by_text("+1,500")).to_be_visible()
     screenshot(page, "usage")
 
+    go(page, "Webhooks")
+    page.get_by_text("Reveal").click()
+    secret = page.locator("[data-secret]").inner_text()
+    assert secret.startswith("whsec_")
+    screenshot(page, "webhooks")
+    page.locator("summary", has_text="Rotate").click()
+    page.get_by_role("button", name="Yes, rotate it").click()
+    expect(page.get_by_text("New signing secret made")).to_be_visible()
+    page.get_by_text("Reveal").click()
+    expect(page.locator("[data-secret]")).not_to_have_text(secret)
+
     response = page.goto(f"{server.url}/console/jobs/{stranger_job['id']}")
     assert response.status == 404
     expect(page.get_by_text("There is nothing here")).to_be_visible()

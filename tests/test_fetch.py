@@ -121,3 +121,48 @@ def test_a_silent_server_times_out():
 def test_unresolvable_host():
     with pytest.raises(fetch.FetchError, match="could not be resolved|connection failed"):
         fetch.fetch_bytes("http://no-such-host.invalid/a.png", allow_private=False, **LIMITS)
+
+
+def test_post_json_refuses_what_can_never_be_reached():
+    for url in ("ftp://example.com/hook", "http://127.0.0.1:9/hook", "http://169.254.169.254/"):
+        with pytest.raises(fetch.RefusedURL):
+            fetch.post_json(url, b"{}", {}, allow_private=False, timeout=2)
+
+
+def test_post_json_failures_that_may_pass_are_not_refusals():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    with pytest.raises(fetch.FetchError, match="connection failed") as failure:
+        fetch.post_json(f"http://127.0.0.1:{port}/hook", b"{}", {}, allow_private=True, timeout=2)
+    assert not isinstance(failure.value, fetch.RefusedURL)
+
+
+@pytest.mark.timeout(30)
+def test_post_json_never_reads_an_endless_answer():
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"z" * 65536)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        response = fetch.post_json(
+            f"http://127.0.0.1:{server.server_port}/", b"{}", {}, allow_private=True, timeout=2
+        )
+        assert response.status_code == 200
+    finally:
+        server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from conftest import stop_background
 from models import Account, ApiKey, CompiledQuery, Job, Slot, db, utcnow
 
 
@@ -48,14 +49,14 @@ def test_compiled_sql_follows_the_open_database(settings, tmp_path):
 
     query = CompiledQuery(lambda: Account.select().where(Account.email == Slot("email")))
     first = create_app(settings)
-    first.extensions["apiframe.pool"].stop()
+    stop_background(first)
     with first.app_context():
         Account.create(email="one@example.com")
         assert query.first(email="one@example.com").email == "one@example.com"
         compiled_for = db.obj
     settings["DATA_DIR"] = str(tmp_path / "other")
     second = create_app(settings)
-    second.extensions["apiframe.pool"].stop()
+    stop_background(second)
     with second.app_context():
         assert db.obj is not compiled_for
         assert query.first(email="one@example.com") is None

@@ -10,10 +10,11 @@ import psycopg2
 import pytest
 import redis
 import requests
+from standardwebhooks import Webhook
 
 import credits
 from app import create_app
-from conftest import Api
+from conftest import Api, stop_background, wait_until
 from models import Account, Job
 from servers import Server, cli, environment, free_port
 
@@ -63,7 +64,7 @@ def pg_app(settings, postgres_url):
     settings.update(DATABASE_URL=postgres_url, WORKERS=3)
     application = create_app(settings)
     yield application
-    application.extensions["apiframe.pool"].stop(wait=False)
+    stop_background(application)
     from models import db
 
     db.obj.close_all()
@@ -168,3 +169,29 @@ def test_jobs_table_uses_native_uuids(pg_app):
         assert Job._meta.database.obj.__class__.__name__ == "PooledPostgresqlDatabase"
         columns = {column.name: column.data_type for column in Job._meta.database.get_columns("job")}
         assert columns["id"].lower() == "uuid"
+
+
+def test_webhooks_on_postgres(pg_app, receiver):
+    from accounts import create
+
+    pg_app.config["WEBHOOK_RETRY_BASE"] = 0.05
+    with pg_app.app_context():
+        _, key = create("hooks@example.com", plan="scale")
+    api = Api(pg_app.test_client(), key)
+    receiver.answers = [500]
+    ids = [
+        api.submit("/v1/imagine", {"prompt": f"pg {n}", "quality": 0.25, "webhookUrl": receiver.url()})["id"]
+        for n in range(3)
+    ]
+    with pg_app.app_context():
+        for job_id in ids:
+            job = uuid.UUID(job_id)
+            wait_until(lambda job=job: Job.get_by_id(job).webhook_status == "delivered", what="delivery")
+    secret = (
+        pg_app.test_cli_runner().invoke(args=["webhooks", "secret", "hooks@example.com"]).output.split()[-1]
+    )
+    delivered = [delivery for delivery in receiver.deliveries if delivery.answered == 200]
+    assert sorted(Webhook(secret).verify(d.body, d.headers)["job"]["id"] for d in delivered) == sorted(ids)
+    assert sorted(api.job(job_id)["webhookAttempts"] for job_id in ids) == [1, 1, 2]
+    attempts = api.get(f"/v1/jobs/{ids[0]}/webhooks").get_json()["webhooks"]["attempts"]
+    assert attempts[-1]["statusCode"] == 200

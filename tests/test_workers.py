@@ -226,7 +226,7 @@ def test_a_terminal_job_never_changes(app, api):
 @pytest.mark.parametrize("workers", [1, 3])
 def test_pool_size_bounds_concurrency(settings, workers):
     from app import create_app
-    from conftest import Api
+    from conftest import Api, stop_background
 
     settings.update(WORKERS=workers, LOCAL_LATENCY=0.6)
     application = create_app(settings)
@@ -243,4 +243,4 @@ def test_pool_size_bounds_concurrency(settings, workers):
         for job_id in ids:
             api.wait(job_id)
     finally:
-        application.extensions["apiframe.pool"].stop()
+        stop_background(application)

@@ -1,0 +1,403 @@
+"""Webhooks: signing secrets, the signed payload, the retry schedule, and the sender threads.
+
+A job with a webhook URL gets a delivery row in the transaction that ends it (``jobs.finish``).
+Each process runs a WebhookSender, fed from the database like the JobPool: a dispatcher thread
+claims due deliveries with one compare-and-swap UPDATE each (so no two processes send the same
+attempt at once) and hands them to a few sending threads, never to a job worker. The process
+renews a lease on the deliveries it is sending; a delivery whose lease ran out belongs to a
+process that died, and another process sends it again. Deliveries are at least once: a receiver
+de-duplicates by the ``webhook-id`` header, which is the same for every attempt.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from flask import Flask, current_app, has_app_context
+from peewee import Expression
+from standardwebhooks import Webhook
+
+import jobs
+from fetch import FetchError, RefusedURL, post_json
+from models import Account, Job, WebhookAttempt, WebhookDelivery, db, utcnow
+from schemas import dump_job
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "apiframe.webhooks"
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+JITTER = 0.1  # each retry delay is randomised by up to this fraction, either way
+
+
+# ---- secrets ---------------------------------------------------------------------------------
+
+
+def new_signing_secret() -> str:
+    """A fresh Standard Webhooks secret: ``whsec_`` and the base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def signing_secret(account_id: int) -> str:
+    """The account's webhook signing secret, made the first time it is needed."""
+    current = Account.select(Account.webhook_signing_secret).where(Account.id == account_id)
+    if secret := current.scalar():
+        return secret
+    (
+        Account.update(webhook_signing_secret=new_signing_secret())
+        .where((Account.id == account_id) & Account.webhook_signing_secret.is_null())
+        .execute()
+    )  # another process may have made it first: theirs stands
+    return current.scalar()
+
+
+def rotate_signing_secret(account_id: int) -> str:
+    """Replace the account's signing secret; deliveries still pending are signed with the new one."""
+    secret = new_signing_secret()
+    Account.update(webhook_signing_secret=secret).where(Account.id == account_id).execute()
+    return secret
+
+
+# ---- what is sent ----------------------------------------------------------------------------
+
+
+def webhook_id(delivery_id: uuid.UUID) -> str:
+    """The Standard Webhooks ``webhook-id`` of a delivery, the same for all its attempts."""
+    return f"msg_{delivery_id.hex}"
+
+
+def event_name(job: Job) -> str:
+    """The event a finished job sends, e.g. ``job.succeeded``."""
+    return f"job.{job.status}"
+
+
+def payload(job: Job) -> str:
+    """The webhook body: the event and the job object as GET /v1/jobs/:id shows it now."""
+    return json.dumps({"event": event_name(job), "job": dump_job(job)}, separators=(",", ":"))
+
+
+def signature_headers(message_id: str, secret: str, at: datetime.datetime, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers signing ``body``, sent at ``at`` (UTC)."""
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.replace(tzinfo=datetime.UTC).timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, at, body),
+    }
+
+
+def nominal_retry_delay(failed_attempts: int, base: float) -> float:
+    """Seconds before the next attempt, before jitter: ``base``, doubling after each failure."""
+    return base * 2 ** (failed_attempts - 1)
+
+
+def retry_delay(failed_attempts: int, base: float) -> float:
+    """Seconds before the next attempt: the nominal delay, give or take 10%."""
+    return nominal_retry_delay(failed_attempts, base) * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: the receiver's HTTP status, or why there was none."""
+
+    status_code: int | None
+    error: str | None  # None exactly when the webhook was delivered
+    retry: bool  # whether a later attempt could succeed
+
+
+def send(url: str, body: str, headers: dict[str, str], *, allow_private: bool, timeout: float) -> Outcome:
+    """POST one attempt through the safe fetcher; any 2xx answer delivers it."""
+    try:
+        response = post_json(url, body.encode(), headers, allow_private=allow_private, timeout=timeout)
+    except RefusedURL as exc:
+        return Outcome(None, str(exc), retry=False)
+    except FetchError as exc:
+        return Outcome(None, str(exc), retry=True)
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome(code, None, retry=False)
+    reason = f"the receiver answered HTTP {code}"
+    if 300 <= code < 400:
+        reason += "; redirects are not followed"
+    return Outcome(code, reason, retry=True)
+
+
+# ---- what the API shows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """A job's webhook: where it goes, how it stands, and every attempt so far."""
+
+    url: str | None
+    status: str | None
+    webhook_id: str | None
+    event: str | None
+    attempts: list[WebhookAttempt]
+    next_attempt_at: datetime.datetime | None
+
+
+def report(job: Job) -> Report:
+    """The webhook report of ``job`` (its delivery exists once the job has ended)."""
+    delivery = WebhookDelivery.get_or_none(WebhookDelivery.job == job.id)
+    if delivery is None:
+        return Report(job.webhook_url, job.webhook_status, None, None, [], None)
+    attempts = list(delivery.attempts.order_by(WebhookAttempt.number))
+    return Report(
+        job.webhook_url,
+        job.webhook_status,
+        webhook_id(delivery.id),
+        event_name(job),
+        attempts,
+        delivery.next_attempt_at,
+    )
+
+
+# ---- the sender ------------------------------------------------------------------------------
+
+
+class WebhookSender:
+    """One process's webhook sender: a dispatcher thread and a few sending threads."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.size = int(app.config["WEBHOOK_THREADS"])
+        self.lease = datetime.timedelta(seconds=float(app.config["JOB_LEASE"]))
+        self.interval = float(app.config["DISPATCH_INTERVAL"])
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._sending: set[uuid.UUID] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher and the sending threads (once)."""
+        with self._lock:
+            if self._dispatcher is not None:
+                return
+            self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="apiframe-webhook")
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_forever, name="apiframe-webhook-dispatch", daemon=True
+            )
+            self._dispatcher.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether start() has run."""
+        return self._dispatcher is not None
+
+    def stop(self) -> None:
+        """Stop claiming deliveries, let attempts under way end (each has a timeout), release the rest."""
+        if self._stopping.is_set() or self._dispatcher is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        self._dispatcher.join()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        with self.app.app_context(), db.connection_context():
+            self._release_leases()
+
+    def nudge(self) -> None:
+        """Tell the dispatcher that a delivery may be due."""
+        self._wake.set()
+
+    # ---- dispatcher --------------------------------------------------------------------------
+
+    def _dispatch_forever(self) -> None:
+        renew_every = self.lease.total_seconds() / 3
+        next_renewal = 0.0
+        while not self._stopping.is_set():
+            try:
+                with self.app.app_context(), db.connection_context():
+                    if time.monotonic() >= next_renewal:
+                        self._renew_leases()
+                        next_renewal = time.monotonic() + renew_every
+                    self._dispatch()
+            except Exception:
+                log.exception("webhook dispatcher failed; retrying")
+                self._stopping.wait(1.0)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.size - len(self._sending)
+
+    def _dispatch(self) -> None:
+        """Claim as many due deliveries as there are idle sending threads, most overdue first."""
+        while (free := self._free_slots()) > 0 and not self._stopping.is_set():
+            now = utcnow()
+            candidates = list(
+                WebhookDelivery.select(WebhookDelivery.id, WebhookDelivery.lease_token)
+                .where(self._claimable(now))
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(free)
+            )
+            claimed = [
+                (candidate.id, token)
+                for candidate in candidates
+                if (token := self._claim(candidate, now)) is not None
+            ]
+            for delivery_id, token in claimed:
+                self._submit(delivery_id, token)
+            if not claimed:
+                return
+
+    @staticmethod
+    def _claimable(now: datetime.datetime) -> Expression:
+        return (WebhookDelivery.next_attempt_at <= now) & (
+            WebhookDelivery.lease_expires.is_null() | (WebhookDelivery.lease_expires < now)
+        )
+
+    def _claim(self, delivery: WebhookDelivery, now: datetime.datetime) -> str | None:
+        """Take ``delivery`` if it is still due and as we saw it; returns the new lease token, or None."""
+        token = uuid.uuid4().hex
+        same_lease = (
+            WebhookDelivery.lease_token.is_null()
+            if delivery.lease_token is None
+            else WebhookDelivery.lease_token == delivery.lease_token
+        )
+        updated = (
+            WebhookDelivery.update(lease_owner=self.owner, lease_token=token, lease_expires=now + self.lease)
+            .where((WebhookDelivery.id == delivery.id) & same_lease & self._claimable(now))
+            .execute()
+        )
+        return token if updated == 1 else None
+
+    def _submit(self, delivery_id: uuid.UUID, token: str) -> None:
+        with self._lock:
+            self._sending.add(delivery_id)
+        assert self._executor is not None
+        self._executor.submit(self._work, delivery_id, token)
+
+    def _renew_leases(self) -> None:
+        (
+            WebhookDelivery.update(lease_expires=utcnow() + self.lease)
+            .where((WebhookDelivery.lease_owner == self.owner) & WebhookDelivery.lease_token.is_null(False))
+            .execute()
+        )
+
+    def _release_leases(self) -> None:
+        """Let other processes send this process's claimed deliveries right away."""
+        (
+            WebhookDelivery.update(lease_expires=utcnow())
+            .where((WebhookDelivery.lease_owner == self.owner) & WebhookDelivery.lease_token.is_null(False))
+            .execute()
+        )
+
+    # ---- one attempt -------------------------------------------------------------------------
+
+    def _work(self, delivery_id: uuid.UUID, token: str) -> None:
+        try:
+            with self.app.app_context(), db.connection_context():
+                self._attempt(delivery_id, token)
+        except Exception:
+            log.exception("webhook delivery %s failed", delivery_id)
+        finally:
+            with self._lock:
+                self._sending.discard(delivery_id)
+            self._wake.set()
+
+    def _attempt(self, delivery_id: uuid.UUID, token: str) -> None:
+        """Send one claimed delivery once and record how it went."""
+        delivery = WebhookDelivery.get_or_none(
+            (WebhookDelivery.id == delivery_id) & (WebhookDelivery.lease_token == token)
+        )
+        if delivery is None:
+            return
+        job = Job.get_by_id(delivery.job_id)
+        config = current_app.config
+        at = utcnow()
+        body = payload(job)
+        headers = signature_headers(webhook_id(delivery.id), signing_secret(job.account_id), at, body)
+        if job.webhook_secret:
+            headers["X-Webhook-Secret"] = job.webhook_secret
+        started = time.monotonic()
+        outcome = send(
+            job.webhook_url,
+            body,
+            headers,
+            allow_private=config["ALLOW_PRIVATE_URLS"],
+            timeout=config["WEBHOOK_TIMEOUT"],
+        )
+        duration_ms = round((time.monotonic() - started) * 1000)
+        self._record(delivery, token, job.webhook_attempts + 1, at, outcome, duration_ms)
+
+    def _record(
+        self,
+        delivery: WebhookDelivery,
+        token: str,
+        number: int,
+        at: datetime.datetime,
+        outcome: Outcome,
+        duration_ms: int,
+    ) -> None:
+        """Write the attempt, the job's webhook state and the next attempt's time, in one transaction."""
+        status, next_attempt_at = self._next_step(number, outcome)
+        with db.atomic():
+            held = (
+                WebhookDelivery.update(
+                    next_attempt_at=next_attempt_at, lease_owner=None, lease_token=None, lease_expires=None
+                )
+                .where((WebhookDelivery.id == delivery.id) & (WebhookDelivery.lease_token == token))
+                .execute()
+            )
+            if held != 1:
+                log.warning("lost the lease on webhook delivery %s; another process sends it", delivery.id)
+                return
+            WebhookAttempt.create(
+                delivery=delivery.id,
+                number=number,
+                at=at,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                duration_ms=duration_ms,
+            )
+            state = {"webhook_status": status, "webhook_attempts": number}
+            Job.update(**state).where(Job.id == delivery.job_id).execute()
+
+    def _next_step(self, number: int, outcome: Outcome) -> tuple[str, datetime.datetime | None]:
+        """The delivery's status after attempt ``number``, and when the next attempt is due."""
+        config = self.app.config
+        if outcome.error is None:
+            return jobs.WEBHOOK_DELIVERED, None
+        if not outcome.retry or number >= config["WEBHOOK_MAX_ATTEMPTS"]:
+            return jobs.WEBHOOK_FAILED, None
+        delay = retry_delay(number, config["WEBHOOK_RETRY_BASE"])
+        return jobs.WEBHOOK_PENDING, utcnow() + datetime.timedelta(seconds=delay)
+
+
+# ---- wiring ----------------------------------------------------------------------------------
+
+
+def _nudge_sender(job: Job) -> None:
+    """After a job with a webhook ends (and its delivery is committed), wake this process's sender."""
+    if job.webhook_url and has_app_context():
+        sender = current_app.extensions.get(EXTENSION)
+        if sender is not None:
+            sender.nudge()
+
+
+def init_app(app: Flask) -> WebhookSender:
+    """Give ``app`` its webhook sender (not started) and wake it whenever a job ends."""
+    if _nudge_sender not in jobs.finished_hooks:
+        jobs.finished_hooks.append(_nudge_sender)
+    sender = WebhookSender(app)
+    app.extensions[EXTENSION] = sender
+    return sender
