@@ -182,7 +182,7 @@ def cancel(account: Account, job_id: uuid.UUID) -> Job:
     if not finish(job.id, CANCELLED):
         job = find(account, job_id)
         raise validation_error(f"Job {job_id} is already {job.status} and cannot be cancelled.")
-    current_app.extensions["apiframe.pool"].cancelled(job.id)
+    current_app.extensions["apiframe.pool"].interrupt(job.id)
     return find(account, job_id)
 
 

@@ -15,14 +15,11 @@ import base64
 import datetime
 import json
 import logging
-import os
 import random
 import secrets
-import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from flask import Flask, current_app, has_app_context
@@ -31,6 +28,7 @@ from standardwebhooks import Webhook
 
 import jobs
 from fetch import FetchError, RefusedURL, post_json
+from leasing import LeasedDispatcher
 from models import Account, Job, WebhookAttempt, WebhookDelivery, db, utcnow
 from schemas import dump_job
 
@@ -167,77 +165,17 @@ def report(job: Job) -> Report:
 # ---- the sender ------------------------------------------------------------------------------
 
 
-class WebhookSender:
-    """One process's webhook sender: a dispatcher thread and a few sending threads."""
+class WebhookSender(LeasedDispatcher):
+    """One process's webhook sender: claims due deliveries and sends them on its own threads."""
+
+    model = WebhookDelivery
+    name = "webhook"
 
     def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.size = int(app.config["WEBHOOK_THREADS"])
-        self.lease = datetime.timedelta(seconds=float(app.config["JOB_LEASE"]))
-        self.interval = float(app.config["DISPATCH_INTERVAL"])
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._sending: set[uuid.UUID] = set()
-        self._executor: ThreadPoolExecutor | None = None
-        self._dispatcher: threading.Thread | None = None
+        super().__init__(app, int(app.config["WEBHOOK_THREADS"]))
 
-    # ---- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the dispatcher and the sending threads (once)."""
-        with self._lock:
-            if self._dispatcher is not None:
-                return
-            self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="apiframe-webhook")
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_forever, name="apiframe-webhook-dispatch", daemon=True
-            )
-            self._dispatcher.start()
-
-    @property
-    def started(self) -> bool:
-        """Whether start() has run."""
-        return self._dispatcher is not None
-
-    def stop(self) -> None:
-        """Stop claiming deliveries, let attempts under way end (each has a timeout), release the rest."""
-        if self._stopping.is_set() or self._dispatcher is None:
-            return
-        self._stopping.set()
-        self._wake.set()
-        self._dispatcher.join()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        with self.app.app_context(), db.connection_context():
-            self._release_leases()
-
-    def nudge(self) -> None:
-        """Tell the dispatcher that a delivery may be due."""
-        self._wake.set()
-
-    # ---- dispatcher --------------------------------------------------------------------------
-
-    def _dispatch_forever(self) -> None:
-        renew_every = self.lease.total_seconds() / 3
-        next_renewal = 0.0
-        while not self._stopping.is_set():
-            try:
-                with self.app.app_context(), db.connection_context():
-                    if time.monotonic() >= next_renewal:
-                        self._renew_leases()
-                        next_renewal = time.monotonic() + renew_every
-                    self._dispatch()
-            except Exception:
-                log.exception("webhook dispatcher failed; retrying")
-                self._stopping.wait(1.0)
-            self._wake.wait(self.interval)
-            self._wake.clear()
-
-    def _free_slots(self) -> int:
-        with self._lock:
-            return self.size - len(self._sending)
+    def _held(self) -> Expression:
+        return WebhookDelivery.lease_token.is_null(False)
 
     def _dispatch(self) -> None:
         """Claim as many due deliveries as there are idle sending threads, most overdue first."""
@@ -252,7 +190,7 @@ class WebhookSender:
             claimed = [
                 (candidate.id, token)
                 for candidate in candidates
-                if (token := self._claim(candidate, now)) is not None
+                if (token := self._take(candidate, now, self._claimable(now))) is not None
             ]
             for delivery_id, token in claimed:
                 self._submit(delivery_id, token)
@@ -265,54 +203,11 @@ class WebhookSender:
             WebhookDelivery.lease_expires.is_null() | (WebhookDelivery.lease_expires < now)
         )
 
-    def _claim(self, delivery: WebhookDelivery, now: datetime.datetime) -> str | None:
-        """Take ``delivery`` if it is still due and as we saw it; returns the new lease token, or None."""
-        token = uuid.uuid4().hex
-        same_lease = (
-            WebhookDelivery.lease_token.is_null()
-            if delivery.lease_token is None
-            else WebhookDelivery.lease_token == delivery.lease_token
-        )
-        updated = (
-            WebhookDelivery.update(lease_owner=self.owner, lease_token=token, lease_expires=now + self.lease)
-            .where((WebhookDelivery.id == delivery.id) & same_lease & self._claimable(now))
-            .execute()
-        )
-        return token if updated == 1 else None
-
-    def _submit(self, delivery_id: uuid.UUID, token: str) -> None:
-        with self._lock:
-            self._sending.add(delivery_id)
-        assert self._executor is not None
-        self._executor.submit(self._work, delivery_id, token)
-
-    def _renew_leases(self) -> None:
-        (
-            WebhookDelivery.update(lease_expires=utcnow() + self.lease)
-            .where((WebhookDelivery.lease_owner == self.owner) & WebhookDelivery.lease_token.is_null(False))
-            .execute()
-        )
-
-    def _release_leases(self) -> None:
-        """Let other processes send this process's claimed deliveries right away."""
-        (
-            WebhookDelivery.update(lease_expires=utcnow())
-            .where((WebhookDelivery.lease_owner == self.owner) & WebhookDelivery.lease_token.is_null(False))
-            .execute()
-        )
-
     # ---- one attempt -------------------------------------------------------------------------
 
-    def _work(self, delivery_id: uuid.UUID, token: str) -> None:
-        try:
-            with self.app.app_context(), db.connection_context():
-                self._attempt(delivery_id, token)
-        except Exception:
-            log.exception("webhook delivery %s failed", delivery_id)
-        finally:
-            with self._lock:
-                self._sending.discard(delivery_id)
-            self._wake.set()
+    def _run(self, key: uuid.UUID, token: str, interrupted: threading.Event) -> None:
+        """Send one claimed delivery (an attempt under way ends by its own timeout)."""
+        self._attempt(key, token)
 
     def _attempt(self, delivery_id: uuid.UUID, token: str) -> None:
         """Send one claimed delivery once and record how it went."""

@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask, current_app
-from peewee import fn
+from peewee import Expression, fn
 from PIL import Image
 
 import imaging
 import storage
 from fetch import FetchError, fetch_bytes
 from jobs import ACTIVE, CANCELLED, FAILED, PENDING, PROCESSING, QUEUED, SUCCEEDED, TIMED_OUT, finish
-from models import Job, db, utcnow
+from leasing import LeasedDispatcher
+from models import Job, utcnow
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -108,91 +106,21 @@ class RunningJob:
         return max(0.0, self.deadline - time.monotonic())
 
 
-class JobPool:
-    """One process's workers: a dispatcher thread and a ThreadPoolExecutor."""
+class JobPool(LeasedDispatcher):
+    """One process's job workers: claims runnable jobs and runs them through their providers."""
+
+    model = Job
+    name = "job"
 
     def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.size = int(app.config["WORKERS"])
-        self.lease = datetime.timedelta(seconds=float(app.config["JOB_LEASE"]))
+        super().__init__(app, int(app.config["WORKERS"]))
         self.timeout = float(app.config["JOB_TIMEOUT"])
-        self.interval = float(app.config["DISPATCH_INTERVAL"])
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._running: dict[uuid.UUID, threading.Event] = {}
-        self._executor: ThreadPoolExecutor | None = None
-        self._dispatcher: threading.Thread | None = None
 
-    # ---- lifecycle ---------------------------------------------------------------------------
+    def _held(self) -> Expression:
+        return Job.status.in_((QUEUED, PROCESSING))
 
-    def start(self) -> None:
-        """Start the dispatcher and the worker threads (once)."""
-        with self._lock:
-            if self._dispatcher is not None:
-                return
-            self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="apiframe-job")
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_forever, name="apiframe-dispatch", daemon=True
-            )
-            self._dispatcher.start()
-
-    @property
-    def started(self) -> bool:
-        """Whether start() has run."""
-        return self._dispatcher is not None
-
-    def stop(self, wait: bool = True) -> None:
-        """Stop taking jobs; with ``wait``, let running jobs finish, else hand them back now."""
-        if self._stopping.is_set() or self._dispatcher is None:
-            return
-        self._stopping.set()
-        self._wake.set()
-        if self._dispatcher is not None:
-            self._dispatcher.join()
-        if not wait:
-            with self._lock:
-                for cancelled in self._running.values():
-                    cancelled.set()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        with self.app.app_context(), db.connection_context():
-            self._release_leases()
-
-    def nudge(self) -> None:
-        """Tell the dispatcher that there may be work."""
-        self._wake.set()
-
-    def cancelled(self, job_id: uuid.UUID) -> None:
-        """Stop the job at once if it runs in this process (its status is already terminal)."""
-        with self._lock:
-            event = self._running.get(job_id)
-        if event is not None:
-            event.set()
-
-    # ---- dispatcher --------------------------------------------------------------------------
-
-    def _dispatch_forever(self) -> None:
-        renew_every = self.lease.total_seconds() / 3
-        next_renewal = 0.0
-        while not self._stopping.is_set():
-            try:
-                with self.app.app_context(), db.connection_context():
-                    if time.monotonic() >= next_renewal:
-                        self._renew_leases()
-                        self._time_out_overdue()
-                        next_renewal = time.monotonic() + renew_every
-                    self._dispatch()
-            except Exception:
-                log.exception("job dispatcher failed; retrying")
-                self._stopping.wait(1.0)
-            self._wake.wait(self.interval)
-            self._wake.clear()
-
-    def _free_slots(self) -> int:
-        with self._lock:
-            return self.size - len(self._running)
+    def _maintain(self) -> None:
+        self._time_out_overdue()
 
     def _dispatch(self) -> None:
         """Claim as many runnable jobs as there are idle workers, oldest first."""
@@ -220,44 +148,9 @@ class JobPool:
         return job.started_at is not None and (now - job.started_at).total_seconds() >= self.timeout
 
     def _claim(self, job: Job, now: datetime.datetime) -> str | None:
-        """Take ``job`` if it is still as we saw it; returns the new lease token, or None."""
-        token = uuid.uuid4().hex
-        same_lease = (
-            Job.lease_token.is_null() if job.lease_token is None else Job.lease_token == job.lease_token
-        )
-        updated = (
-            Job.update(
-                status=QUEUED if job.status == PENDING else job.status,
-                lease_owner=self.owner,
-                lease_token=token,
-                lease_expires=now + self.lease,
-            )
-            .where((Job.id == job.id) & (Job.status == job.status) & same_lease)
-            .execute()
-        )
-        return token if updated == 1 else None
-
-    def _submit(self, job_id: uuid.UUID, token: str) -> None:
-        cancelled = threading.Event()
-        with self._lock:
-            self._running[job_id] = cancelled
-        assert self._executor is not None
-        self._executor.submit(self._work, job_id, token, cancelled)
-
-    def _renew_leases(self) -> None:
-        (
-            Job.update(lease_expires=utcnow() + self.lease)
-            .where((Job.lease_owner == self.owner) & Job.status.in_((QUEUED, PROCESSING)))
-            .execute()
-        )
-
-    def _release_leases(self) -> None:
-        """Let other processes resume this process's unfinished jobs right away."""
-        (
-            Job.update(lease_expires=utcnow())
-            .where((Job.lease_owner == self.owner) & Job.status.in_((QUEUED, PROCESSING)))
-            .execute()
-        )
+        """Take ``job`` if it is still as we saw it (pending ones become queued); returns the token."""
+        status = QUEUED if job.status == PENDING else job.status
+        return self._take(job, now, Job.status == job.status, status=status)
 
     def _time_out_overdue(self) -> None:
         """End jobs that ran past the timeout, even if their thread is stuck."""
@@ -268,23 +161,12 @@ class JobPool:
 
     def _end_overdue(self, job_id: uuid.UUID) -> None:
         if finish(job_id, TIMED_OUT, error=self._timeout_message()):
-            self.cancelled(job_id)
+            self.interrupt(job_id)
 
     def _timeout_message(self) -> str:
         return f"The job ran longer than the {self.timeout:g} second limit."
 
     # ---- running one job ---------------------------------------------------------------------
-
-    def _work(self, job_id: uuid.UUID, token: str, cancelled: threading.Event) -> None:
-        try:
-            with self.app.app_context(), db.connection_context():
-                self._run(job_id, token, cancelled)
-        except Exception:
-            log.exception("worker failed on job %s", job_id)
-        finally:
-            with self._lock:
-                self._running.pop(job_id, None)
-            self._wake.set()
 
     def _run(self, job_id: uuid.UUID, token: str, cancelled: threading.Event) -> None:
         """Run one claimed job to its end."""
