@@ -135,6 +135,9 @@ def test_docs_page_covers_every_route_with_this_servers_url(app, client):
     for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"):
         assert header in page
     assert 'href="/openapi.json"' in page
+    for header in ("webhook-id", "webhook-timestamp", "webhook-signature", "X-Webhook-Secret"):
+        assert header in page
+    assert "<td>8</td><td>3 h 1 min</td><td>6 h 0 min</td>" in page  # the retry schedule, from the settings
 
 
 def test_docs_need_no_login(client):
