@@ -14,6 +14,8 @@ import api
 import auth
 import cli
 import config
+import console
+import docs
 import errors
 import health
 import models
@@ -25,7 +27,7 @@ from workers import JobPool
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, database, API, rate limits, CLI, providers, worker pool, webhook sender."""
+    """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
     _configure_logging(app)
@@ -40,6 +42,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(storage.bp)
     health.init_app(app)
+    console.init_app(app, api.bp)
+    app.register_blueprint(docs.bp)
     cli.init_app(app)
 
     app.extensions["apiframe.providers"] = Providers(app.config)

@@ -9,10 +9,10 @@ from flask.cli import AppGroup
 import accounts
 import credits
 import webhooks
-from auth import SHOWN_PREFIX_LENGTH
+from auth import SHOWN_PREFIX_LENGTH, revoke
 from auth import create_key as mint_key
 from config import PLANS
-from models import Account, ApiKey, utcnow
+from models import Account, ApiKey
 
 users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
@@ -89,7 +89,7 @@ def revoke_key(prefix: str) -> None:
         raise click.ClickException(f"no live key starts with {prefix}")
     if len(matches) > 1:
         raise click.ClickException(f"{len(matches)} keys start with {prefix}; give more characters")
-    ApiKey.update(revoked_at=utcnow()).where(ApiKey.id == matches[0].id).execute()
+    revoke(matches[0])
     click.echo(f"revoked {matches[0].prefix}…")
 
 
