@@ -2,8 +2,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4100
+BROWSER := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench browser clean
 
 # The venv is (re)built whenever a requirements file changes.
 $(BIN)/.runtime: requirements.txt
@@ -19,7 +21,14 @@ $(BIN)/.testing: $(BIN)/.runtime requirements-test.txt
 run: $(BIN)/.runtime
 	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py 'app:create_app()'
 
-test: $(BIN)/.testing
+# Browser tests drive Debian's Chromium (never a downloaded browser); installed once, when missing.
+$(BROWSER):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+browser: $(BROWSER)
+
+test: $(BIN)/.testing $(BROWSER)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

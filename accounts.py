@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -67,3 +69,17 @@ def change_plan(account: Account, plan: str) -> Account:
 def check_password(account: Account, password: str) -> bool:
     """Whether ``password`` is the account's console password."""
     return bool(account.password_hash) and check_password_hash(account.password_hash, password)
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    return generate_password_hash("decoy password, never matches")
+
+
+def authenticate(email: str, password: str) -> Account | None:
+    """The account whose console login this is, or None (taking as long whether or not the email exists)."""
+    account = find_by_email(email)
+    if account is None or not account.password_hash:
+        check_password_hash(_decoy_hash(), password)
+        return None
+    return account if check_password(account, password) else None

@@ -165,8 +165,8 @@ def list_jobs() -> Response:
         g.account,
         limit=query["limit"] + 1,
         offset=query["offset"],
-        status=query["status"],
-        job_type=query["type"],
+        status=query.get("status"),
+        job_type=query.get("type"),
     )
     page = found[: query["limit"]]
     return jsonify(

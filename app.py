@@ -15,7 +15,10 @@ import auth
 import cli
 import compat
 import config
+import console
+import docs
 import errors
+import health
 import models
 import ratelimit
 import storage
@@ -25,7 +28,7 @@ from workers import JobPool
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, database, API, rate limits, CLI, providers, worker pool, webhook sender."""
+    """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
     _configure_logging(app)
@@ -40,6 +43,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     ratelimit.init_app(app, api.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(storage.bp)
+    health.init_app(app)
+    console.init_app(app, api.bp)
+    app.register_blueprint(docs.bp)
     cli.init_app(app)
 
     app.extensions["apiframe.providers"] = Providers(app.config)
@@ -63,7 +69,8 @@ def _configure_logging(app: Flask) -> None:
 
 
 def _open_connection() -> None:
-    models.db.connect(reuse_if_open=True)
+    if request.blueprint != health.bp.name:  # /healthz reports a database that will not connect
+        models.db.connect(reuse_if_open=True)
 
 
 def _close_connection(_exc: BaseException | None) -> None:

@@ -28,6 +28,12 @@ def create_key(account: Account, name: str = "") -> tuple[ApiKey, str]:
     return row, key
 
 
+def revoke(key: ApiKey) -> bool:
+    """Revoke a live key (it stops working at once); returns False if it was already revoked."""
+    updated = ApiKey.update(revoked_at=utcnow()).where((ApiKey.id == key.id) & ApiKey.revoked_at.is_null())
+    return updated.execute() == 1
+
+
 _live_key = CompiledQuery(
     lambda: (
         ApiKey.select(ApiKey, Account)

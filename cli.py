@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 import accounts
 import credits
 import webhooks
-from auth import SHOWN_PREFIX_LENGTH
+from auth import SHOWN_PREFIX_LENGTH, revoke
 from auth import create_key as mint_key
 from config import PLANS
-from models import Account, ApiKey, utcnow
+from models import Account, ApiKey
 
 users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
 webhook_commands = AppGroup("webhooks", help="Manage webhook signing secrets.")
+providers = AppGroup("providers", help="Inspect the configured providers.")
 
 
 def _account(email: str) -> Account:
@@ -88,7 +89,7 @@ def revoke_key(prefix: str) -> None:
         raise click.ClickException(f"no live key starts with {prefix}")
     if len(matches) > 1:
         raise click.ClickException(f"{len(matches)} keys start with {prefix}; give more characters")
-    ApiKey.update(revoked_at=utcnow()).where(ApiKey.id == matches[0].id).execute()
+    revoke(matches[0])
     click.echo(f"revoked {matches[0].prefix}…")
 
 
@@ -107,6 +108,18 @@ def webhook_secret(email: str, rotate: bool) -> None:
     click.echo(secret)
 
 
+@providers.command("check")
+def check_providers() -> None:
+    """Ask each configured provider whether its backend answers and accepts our credentials."""
+    failed = False
+    for operation, health in current_app.extensions["apiframe.providers"].check().items():
+        state = "ok" if health.ok else "FAILED"
+        click.echo(f"{operation}: {health.name} {state}: {health.detail}")
+        failed = failed or not health.ok
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
 @click.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (also done whenever the app starts)."""
@@ -118,4 +131,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(keys)
     app.cli.add_command(webhook_commands)
+    app.cli.add_command(providers)
     app.cli.add_command(init_db)

@@ -10,12 +10,13 @@ either spelling and answer in both shapes at once.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, has_request_context, jsonify, request
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_dump, validate
 from peewee import Case, fn
 
 import errors
@@ -24,6 +25,7 @@ import storage
 from errors import ApiError, validation_error
 from imaging import ASPECT_RATIOS
 from jobs import (
+    ACTIVE,
     CANCELLED,
     FAILED,
     GRID_TYPES,
@@ -33,6 +35,7 @@ from jobs import (
     PROCESSING,
     QUEUED,
     REFERENCE,
+    REFUNDED,
     SUCCEEDED,
     TIMED_OUT,
     UPSCALE_TYPES,
@@ -42,17 +45,11 @@ from models import Account, Job
 
 # Paths of both APIs: the reference's compatibility aliases that are also original endpoints.
 SHARED_PATHS = frozenset({"/imagine", "/describe", "/upscale", "/blend", "/variation"})
-ORIGINAL_PATHS = SHARED_PATHS | {
-    "/reroll",
-    "/upscale-1x",
-    "/upscale-alt",
-    "/upscale-highres",
-    "/variations",
-    "/seed",
-    "/fetch",
-    "/fetch-many",
-    "/account",
-}
+ORIGINAL_ONLY_PATHS = frozenset(
+    {"/upscale-1x", "/variations", "/reroll", "/upscale-alt", "/upscale-highres", "/seed"}  # create
+    | {"/fetch", "/fetch-many", "/account"}
+)
+ORIGINAL_PATHS = SHARED_PATHS | ORIGINAL_ONLY_PATHS
 
 # A job's status as the original API names it; every unsuccessful end is "failed", with a message.
 TASK_STATUSES = {
@@ -64,6 +61,8 @@ TASK_STATUSES = {
     TIMED_OUT: "failed",
     CANCELLED: "failed",
 }
+_UUID = {"type": "string", "format": "uuid"}
+_URL = {"type": "string", "format": "uri"}
 FAILURE_MESSAGES = {
     FAILED: "The job failed.",
     TIMED_OUT: "The job timed out.",
@@ -85,7 +84,13 @@ class TileIndex(fields.Field):
     default_error_messages = schemas.MESSAGES
 
     def __init__(self, *, words: tuple[str, ...] = (), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        kinds = [
+            {"type": "integer", "enum": [1, 2, 3, 4]},
+            {"type": "string", "enum": ["1", "2", "3", "4", *words]},
+        ]
+        also = f", or {' or '.join(words)} (of an upscaled image)" if words else ""
+        description = f"Which image: 1-4, as a number or a string{also}."
+        super().__init__(metadata={"oneOf": kinds, "description": description}, **kwargs)
         self.words = words
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | str:
@@ -188,6 +193,17 @@ FETCH = FetchBody()
 FETCH_MANY = FetchManyBody()
 
 
+def original_spelling(operation: str) -> type[Schema]:
+    """``operation``'s body schema with the field names original clients send (for the OpenAPI document)."""
+    schema, spellings = BODIES[operation]
+    original = {camel: snake for snake, camel in spellings.items()}
+    respelled = {}
+    for name, field in schema.fields.items():
+        respelled[name] = copy.copy(field)
+        respelled[name].data_key = original.get(field.data_key or name, field.data_key)
+    return type(f"Original{type(schema).__name__}", (type(schema),), respelled)
+
+
 def unify(
     body: Mapping[str, Any], spellings: Mapping[str, str], original: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -242,34 +258,109 @@ def task_type(job: Job) -> str:
     return job.type
 
 
+def _made(job: Job, types: tuple[str, ...]) -> bool:
+    return job.status == SUCCEEDED and job.type in types
+
+
+def _grid_url(job: Job) -> str | None:
+    return storage.image_url(job.id, job.grid) if _made(job, GRID_TYPES) else None
+
+
+def _tile_urls(job: Job) -> list[str] | None:
+    return schemas.image_urls(job) if _made(job, GRID_TYPES) else None
+
+
+def _image_url(job: Job) -> str | None:
+    if _made(job, UPSCALE_TYPES):
+        return schemas.image_urls(job)[0]
+    return job.params["imageUrl"] if _made(job, ("describe",)) else None
+
+
+def _message(job: Job) -> str | None:
+    return (job.error or FAILURE_MESSAGES[job.status]) if job.status in REFUNDED else None
+
+
+class TaskSchema(schemas.ResponseSchema):
+    """The task object: a job as the original API shows it. What a task lacks is left out, not null."""
+
+    task_id = fields.Function(lambda job: str(job.id), metadata=_UUID)
+    task_type = fields.Function(
+        task_type,
+        metadata={
+            "type": "string",
+            "description": "imagine, reroll, variation, blend, describe, seed, upscale#1 to upscale#4, "
+            "upscale-subtle, upscale-creative or upscale-highres.",
+        },
+    )
+    status = fields.Function(
+        lambda job: TASK_STATUSES[job.status],
+        metadata={"type": "string", "enum": list(dict.fromkeys(TASK_STATUSES.values()))},
+    )
+    percentage = fields.Function(
+        lambda job: str(job.progress) if job.status in ACTIVE else None,
+        metadata={"type": "string", "description": 'Progress, "0" to "99", until the task ends.'},
+    )
+    original_image_url = fields.Function(_grid_url, metadata={**_URL, "description": "The 2x2 grid."})
+    image_urls = fields.Function(
+        _tile_urls, metadata={"type": "array", "items": _URL, "description": "The grid's four images."}
+    )
+    image_url = fields.Function(
+        _image_url, metadata={**_URL, "description": "An upscale's image; for describe, the image described."}
+    )
+    content = fields.Function(
+        lambda job: job.descriptions if _made(job, ("describe",)) else None,
+        metadata={"type": "array", "items": {"type": "string"}, "description": "Describe's four prompts."},
+    )
+    seed = fields.Function(
+        lambda job: None if job.seed is None else str(job.seed),
+        metadata={"type": "string", "description": "The seed the images were made with, when known."},
+    )
+    message = fields.Function(_message, metadata={"type": "string", "description": "Why the task failed."})
+
+    @post_dump
+    def leave_out_nulls(self, task: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Drop the fields this task does not have."""
+        return {key: value for key, value in task.items() if value is not None}
+
+
+class TaskCreated(schemas.ResponseSchema):
+    """What an original route answers when it accepts a job."""
+
+    task_id = fields.String(metadata=_UUID)
+
+
+class SharedJobEnvelope(schemas.JobEnvelope):
+    """What the paths of both APIs answer: the reference's job envelope, plus the original's task_id."""
+
+    task_id = fields.String(metadata=_UUID)
+
+
+class TaskList(schemas.ResponseSchema):
+    """POST /fetch-many: tasks in the order asked (an id without a task: task_id, error, message)."""
+
+    tasks = fields.List(fields.Nested(TaskSchema))
+
+
+class AccountInfo(schemas.ResponseSchema):
+    """GET /account: the account as the original API shows it (a self-hosted service bills nobody)."""
+
+    email = fields.String()
+    credits = fields.Integer(attribute="balance", metadata={"description": "The credits left."})
+    plan = fields.String()
+    total_images = fields.Function(
+        lambda account: total_images(account),
+        metadata={"type": "integer", "description": "Images of succeeded jobs: 4 per grid, 1 per upscale."},
+    )
+    next_billing_date = fields.Constant(None, metadata={"type": "string", "nullable": True})
+
+
+_task_schema = TaskSchema()
+_account_info = AccountInfo()
+
+
 def task_object(job: Job) -> dict[str, Any]:
     """A job as the original API shows a task: from POST /fetch, /fetch-many and its webhooks."""
-    task: dict[str, Any] = {
-        "task_id": str(job.id),
-        "task_type": task_type(job),
-        "status": TASK_STATUSES[job.status],
-    }
-    if job.status in (PENDING, QUEUED, PROCESSING):
-        task["percentage"] = str(job.progress)
-    elif job.status == SUCCEEDED:
-        task.update(_results(job))
-    else:
-        task["message"] = job.error or FAILURE_MESSAGES[job.status]
-    if job.seed is not None:
-        task["seed"] = str(job.seed)
-    return task
-
-
-def _results(job: Job) -> dict[str, Any]:
-    """What a finished task made: a grid and its four images, one image, or four prompts."""
-    urls = [storage.image_url(job.id, name) for name in job.tiles or ()]
-    if job.type in GRID_TYPES:
-        return {"original_image_url": storage.image_url(job.id, job.grid), "image_urls": urls}
-    if job.type in UPSCALE_TYPES:
-        return {"image_url": urls[0]}
-    if job.type == "describe":
-        return {"image_url": job.params["imageUrl"], "content": job.descriptions}
-    return {}
+    return _task_schema.dump(job)
 
 
 def tasks(account: Account, task_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
@@ -283,14 +374,8 @@ def _missing(task_id: uuid.UUID) -> dict[str, Any]:
 
 
 def account_object(account: Account) -> dict[str, Any]:
-    """The account as the original API's GET /account shows it (a self-hosted service bills nobody)."""
-    return {
-        "email": account.email,
-        "credits": account.balance,
-        "plan": account.plan,
-        "total_images": total_images(account),
-        "next_billing_date": None,
-    }
+    """The account as the original API's GET /account shows it."""
+    return _account_info.dump(account)
 
 
 def total_images(account: Account) -> int:

@@ -56,6 +56,9 @@ def _bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+# Operations that APIFRAME_PROVIDER_<OPERATION> can route to a provider of their own.
+PROVIDER_OPERATIONS = ("IMAGINE", "VARIATION", "UPSCALE", "BLEND", "DESCRIBE")
+
 # Flask config key -> (environment variable, parser). Only these are read from the environment.
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PORT": ("PORT", int),
@@ -80,6 +83,42 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_RETRY_BASE": ("APIFRAME_WEBHOOK_RETRY_BASE", float),
     "WEBHOOK_TIMEOUT": ("APIFRAME_WEBHOOK_TIMEOUT", float),
     "WEBHOOK_THREADS": ("APIFRAME_WEBHOOK_THREADS", int),
+    "HEALTH_CACHE_SECONDS": ("APIFRAME_HEALTH_CACHE_SECONDS", float),
+    # Providers: which one does each operation, and how they reach their backends.
+    **{f"PROVIDER_{op}": (f"APIFRAME_PROVIDER_{op}", str) for op in PROVIDER_OPERATIONS},
+    "PROVIDER_CONNECT_TIMEOUT": ("APIFRAME_PROVIDER_CONNECT_TIMEOUT", float),
+    "PROVIDER_RETRIES": ("APIFRAME_PROVIDER_RETRIES", int),
+    "PROVIDER_BACKOFF": ("APIFRAME_PROVIDER_BACKOFF", float),
+    "PROVIDER_MAX_BYTES": ("APIFRAME_PROVIDER_MAX_BYTES", int),
+    "SDWEBUI_URL": ("APIFRAME_SDWEBUI_URL", str),
+    "SDWEBUI_AUTH": ("APIFRAME_SDWEBUI_AUTH", str),
+    "SDWEBUI_TIMEOUT": ("APIFRAME_SDWEBUI_TIMEOUT", float),
+    "SDWEBUI_MODEL": ("APIFRAME_SDWEBUI_MODEL", str),
+    "SDWEBUI_SAMPLER": ("APIFRAME_SDWEBUI_SAMPLER", str),
+    "SDWEBUI_STEPS": ("APIFRAME_SDWEBUI_STEPS", int),
+    "SDWEBUI_CFG_SCALE": ("APIFRAME_SDWEBUI_CFG_SCALE", float),
+    "SDWEBUI_NEGATIVE_PROMPT": ("APIFRAME_SDWEBUI_NEGATIVE_PROMPT", str),
+    "SDWEBUI_DENOISING_STRENGTH": ("APIFRAME_SDWEBUI_DENOISING_STRENGTH", float),
+    "SDWEBUI_BLEND_STRENGTH": ("APIFRAME_SDWEBUI_BLEND_STRENGTH", float),
+    "SDWEBUI_UPSCALER": ("APIFRAME_SDWEBUI_UPSCALER", str),
+    "SDWEBUI_INTERROGATORS": ("APIFRAME_SDWEBUI_INTERROGATORS", str),
+    "SDWEBUI_POLL_INTERVAL": ("APIFRAME_SDWEBUI_POLL_INTERVAL", float),
+    "OPENAI_BASE_URL": ("APIFRAME_OPENAI_BASE_URL", str),
+    "OPENAI_API_KEY": ("APIFRAME_OPENAI_API_KEY", str),
+    "OPENAI_IMAGE_MODEL": ("APIFRAME_OPENAI_IMAGE_MODEL", str),
+    "OPENAI_VISION_MODEL": ("APIFRAME_OPENAI_VISION_MODEL", str),
+    "OPENAI_IMAGE_QUALITY": ("APIFRAME_OPENAI_IMAGE_QUALITY", str),
+    "OPENAI_IMAGES_PER_CALL": ("APIFRAME_OPENAI_IMAGES_PER_CALL", int),
+    "OPENAI_TIMEOUT": ("APIFRAME_OPENAI_TIMEOUT", float),
+    "MJPROXY_URL": ("APIFRAME_MJPROXY_URL", str),
+    "MJPROXY_SECRET": ("APIFRAME_MJPROXY_SECRET", str),
+    "MJPROXY_TIMEOUT": ("APIFRAME_MJPROXY_TIMEOUT", float),
+    "MJPROXY_POLL_INTERVAL": ("APIFRAME_MJPROXY_POLL_INTERVAL", float),
+    "APIFRAME_URL": ("APIFRAME_APIFRAME_URL", str),
+    "APIFRAME_KEY": ("APIFRAME_APIFRAME_KEY", str),
+    "APIFRAME_PROCESS_MODE": ("APIFRAME_APIFRAME_PROCESS_MODE", str),
+    "APIFRAME_TIMEOUT": ("APIFRAME_APIFRAME_TIMEOUT", float),
+    "APIFRAME_POLL_INTERVAL": ("APIFRAME_APIFRAME_POLL_INTERVAL", float),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -109,6 +148,41 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_RETRY_BASE": 170.0,
     "WEBHOOK_TIMEOUT": 10.0,
     "WEBHOOK_THREADS": 4,
+    "HEALTH_CACHE_SECONDS": 30.0,  # /healthz asks the providers at most this often
+    **{f"PROVIDER_{op}": None for op in PROVIDER_OPERATIONS},
+    "PROVIDER_CONNECT_TIMEOUT": 5.0,
+    "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 5xx or 429
+    "PROVIDER_BACKOFF": 1.0,  # first retry waits about this long, doubling each time (with jitter)
+    "PROVIDER_MAX_BYTES": 50 * 1024 * 1024,
+    "SDWEBUI_URL": None,
+    "SDWEBUI_AUTH": None,
+    "SDWEBUI_TIMEOUT": 600.0,
+    "SDWEBUI_MODEL": None,
+    "SDWEBUI_SAMPLER": "Euler a",
+    "SDWEBUI_STEPS": 25,
+    "SDWEBUI_CFG_SCALE": 7.0,
+    "SDWEBUI_NEGATIVE_PROMPT": "",
+    "SDWEBUI_DENOISING_STRENGTH": 0.55,
+    "SDWEBUI_BLEND_STRENGTH": 0.75,
+    "SDWEBUI_UPSCALER": "R-ESRGAN 4x+",
+    "SDWEBUI_INTERROGATORS": "clip,deepdanbooru",
+    "SDWEBUI_POLL_INTERVAL": 1.0,
+    "OPENAI_BASE_URL": "https://api.openai.com/v1",
+    "OPENAI_API_KEY": None,
+    "OPENAI_IMAGE_MODEL": "gpt-image-1",
+    "OPENAI_VISION_MODEL": "gpt-4o-mini",
+    "OPENAI_IMAGE_QUALITY": None,  # model default
+    "OPENAI_IMAGES_PER_CALL": None,  # by model: 1 for dall-e-3, else 4
+    "OPENAI_TIMEOUT": 300.0,
+    "MJPROXY_URL": None,
+    "MJPROXY_SECRET": None,
+    "MJPROXY_TIMEOUT": 30.0,
+    "MJPROXY_POLL_INTERVAL": 3.0,
+    "APIFRAME_URL": "https://api.apiframe.pro",
+    "APIFRAME_KEY": None,
+    "APIFRAME_PROCESS_MODE": "fast",
+    "APIFRAME_TIMEOUT": 30.0,
+    "APIFRAME_POLL_INTERVAL": 3.0,
     "DISPATCH_INTERVAL": 1.0,
     "START_WORKERS": True,
     "MAX_CONTENT_LENGTH": 1024 * 1024,

@@ -27,6 +27,20 @@ HTTP_CODES = {
 }
 
 
+# Every error code a client can get: code -> (HTTP status, when it happens). The docs and OpenAPI list these.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "VALIDATION_ERROR": (400, "The request body or query is invalid; the message names the field."),
+    "UNAUTHORIZED": (401, "No API key in X-API-Key or Authorization, or the key is unknown or revoked."),
+    "INSUFFICIENT_CREDITS": (402, "The balance is smaller than the operation's cost; no job is created."),
+    "NOT_FOUND": (404, "No such job (another account's job is never visible), image or endpoint."),
+    "METHOD_NOT_ALLOWED": (405, "The endpoint exists but not for this HTTP method; see the Allow header."),
+    "PAYLOAD_TOO_LARGE": (413, "The request body is larger than 1 MiB."),
+    "RATE_LIMITED": (429, "Too many requests this minute for the key's plan; wait Retry-After seconds."),
+    "PROVIDER_ERROR": (500, "The image provider failed. A job whose provider fails ends failed, refunded."),
+    "INTERNAL_ERROR": (500, "An unexpected error; it is logged on the server."),
+}
+
+
 # Called with each error body (and its ApiError) before it is sent, to add fields for the request
 # being answered: compat adds what the original apiframe.ai API's clients read, on its routes.
 body_hooks: list[Callable[[dict[str, Any], ApiError], None]] = []

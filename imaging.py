@@ -6,7 +6,7 @@ import io
 import math
 import warnings
 
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
 LONG_SIDE = 1024  # at quality 1
@@ -100,6 +100,35 @@ def upscale(image: Image.Image, factor: int = 2) -> Image.Image:
     return enlarged.filter(ImageFilter.UnsharpMask(radius=1.2 * factor, percent=60, threshold=2))
 
 
+def fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale and centre-crop to exactly ``width`` x ``height``."""
+    if image.size == (width, height):
+        return image
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+
+
+def reframe(image: Image.Image, aspect_ratio: str) -> Image.Image:
+    """The largest centred region of ``image`` with ``aspect_ratio``, scaled back to the image's long side."""
+    width, height = ratio(aspect_ratio)
+    scale = max(image.size) / max(width, height)
+    return fit(image, _round8(width * scale), _round8(height * scale))
+
+
+def average(images: list[Image.Image], width: int, height: int) -> Image.Image:
+    """An even mix of the images, each fitted to ``width`` x ``height``."""
+    mixed = fit(flatten(images[0]), width, height)
+    for count, image in enumerate(images[1:], start=2):
+        mixed = Image.blend(mixed, fit(flatten(image), width, height), 1 / count)
+    return mixed
+
+
+def nearest_dimensions(image: Image.Image, quality: float = 1) -> tuple[int, int]:
+    """The tile size of the supported aspect ratio closest to ``image``'s."""
+    shape = image.width / image.height
+    closest = min(ASPECT_RATIOS, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
+    return dimensions(closest, quality)
+
+
 def encode(image: Image.Image, image_format: str) -> bytes:
     """Encode for storage: fast settings, since these are written on every job."""
     pil_format, _ = FORMATS[image_format]
@@ -108,15 +137,3 @@ def encode(image: Image.Image, image_format: str) -> bytes:
     image.save(buffer, pil_format, **options[pil_format])
     return buffer.getvalue()
 
-
-def reframe(image: Image.Image, aspect_ratio: str) -> Image.Image:
-    """The largest centred region of ``image`` with ``aspect_ratio``, scaled back to the image's long side."""
-    width, height = ratio(aspect_ratio)
-    scale = max(image.size) / max(width, height)
-    size = (_round8(width * scale), _round8(height * scale))
-    if size == image.size:
-        return image
-    crop = min(image.width / width, image.height / height)
-    left, top = (image.width - width * crop) / 2, (image.height - height * crop) / 2
-    box = (left, top, left + width * crop, top + height * crop)
-    return image.resize(size, Image.Resampling.LANCZOS, box=box)

@@ -108,7 +108,10 @@ def require_provider(operation: str) -> None:
     providers = current_app.extensions["apiframe.providers"]
     if not providers.supports(operation):
         name = providers.for_operation(operation).name
-        raise validation_error(f"The configured provider ({name}) cannot {operation}.")
+        raise validation_error(
+            f"The configured provider ({name}) cannot do {operation} jobs; "
+            f"set APIFRAME_PROVIDER_{operation.upper()} to a provider that can."
+        )
 
 
 def create(account: Account, operation: str, data: dict[str, Any], *, origin: str = REFERENCE) -> Job:

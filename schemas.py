@@ -10,11 +10,20 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 import storage
 from config import PLANS
-from errors import validation_error
+from errors import ERROR_CODES, validation_error
 from imaging import ASPECT_RATIOS
 from jobs import (
     BLEND_DIMENSIONS,
@@ -58,6 +67,7 @@ class Text(fields.String):
     default_error_messages = {**MESSAGES, "invalid": "must be a string."}
 
     def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"minLength": 1, "maxLength": max_length, **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
         self.max_length = max_length
 
@@ -110,6 +120,7 @@ class HttpUrl(fields.Url):
     default_error_messages = {**MESSAGES, "invalid": "must be an http or https URL."}
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"format": "uri", **kwargs.get("metadata", {})}
         super().__init__(schemes={"http", "https"}, require_tld=False, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -185,12 +196,29 @@ class ImagineRequest(RequestSchema):
         max_length=MAX_PROMPT_LENGTH,
         metadata={"description": "The text prompt to generate an image from."},
     )
-    aspect_ratio = Choice(data_key="aspectRatio", load_default="1:1", validate=one_of(ASPECT_RATIOS))
-    version = Choice(load_default="6.1", validate=one_of(VERSIONS))
-    quality = Number(load_default=1, validate=one_of(QUALITIES))
-    style = Choice(load_default=None, validate=one_of(STYLES))
-    chaos = Number(load_default=0, validate=between(0, 100))
-    stylize = Number(load_default=100, validate=between(0, 1000))
+    aspect_ratio = Choice(
+        data_key="aspectRatio",
+        load_default="1:1",
+        validate=one_of(ASPECT_RATIOS),
+        metadata={"description": "Aspect ratio of each image."},
+    )
+    version = Choice(
+        load_default="6.1", validate=one_of(VERSIONS), metadata={"description": "Model version."}
+    )
+    quality = Number(
+        load_default=1,
+        validate=one_of(QUALITIES),
+        metadata={"description": "Quality: a tile's long side is 1024 px at 1, 728 at 0.5, 512 at 0.25."},
+    )
+    style = Choice(load_default=None, validate=one_of(STYLES), metadata={"description": "Style preset."})
+    chaos = Number(
+        load_default=0,
+        validate=between(0, 100),
+        metadata={"description": "How different the four images are."},
+    )
+    stylize = Number(
+        load_default=100, validate=between(0, 1000), metadata={"description": "Stylization strength."}
+    )
     webhook_url = _webhook_url()
     webhook_secret = _webhook_secret()
 
@@ -225,6 +253,7 @@ class BlendRequest(RequestSchema):
         required=True,
         validate=validate.Length(min=2, max=5, error="must hold 2 to 5 image URLs."),
         error_messages={**MESSAGES, "invalid": "must be an array of image URLs."},
+        metadata={"description": "Two to five URLs of the images to blend."},
     )
     dimension = Choice(
         load_default="square",
@@ -316,10 +345,12 @@ class JobListQuery(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = QueryInteger(load_default=20, validate=between(1, 100))
-    offset = QueryInteger(load_default=0, validate=between(0))
-    status = Choice(load_default=None, validate=one_of(STATUSES))
-    type = Choice(load_default=None, validate=one_of(TYPES))
+    limit = QueryInteger(
+        load_default=20, validate=between(1, 100), metadata={"description": "How many jobs to return."}
+    )
+    offset = QueryInteger(load_default=0, validate=between(0), metadata={"description": "How many to skip."})
+    status = Choice(validate=one_of(STATUSES), metadata={"description": "Only jobs with this status."})
+    type = Choice(validate=one_of(TYPES), metadata={"description": "Only jobs of this type."})
 
 
 def _field_message(field: str, errors: Any) -> str:
@@ -362,13 +393,17 @@ def load(schema: Schema, data: Any, names: Mapping[str, str] | None = None) -> d
 class Timestamp(fields.Field):
     """A UTC time as ISO 8601 with milliseconds: 2026-05-14T10:30:00.000Z."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(metadata={"type": "string", "format": "date-time"}, **kwargs)
+
     def _serialize(self, value: datetime.datetime | None, attr: Any, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def _image_urls(job: Job) -> list[str] | None:
+def image_urls(job: Job) -> list[str] | None:
+    """The public URLs of a job's images (its four tiles, or its one image), or None."""
     if not job.tiles:
         return None
     return [storage.image_url(job.id, name) for name in job.tiles]
@@ -377,34 +412,66 @@ def _image_urls(job: Job) -> list[str] | None:
 def _image_url(job: Job) -> str | None:
     if job.grid:
         return storage.image_url(job.id, job.grid)
-    urls = _image_urls(job)
+    urls = image_urls(job)
     return urls[0] if urls else None
 
 
-class JobSchema(Schema):
+_UUID = {"type": "string", "format": "uuid"}
+_URL = {"type": "string", "format": "uri"}
+
+
+class ResponseSchema(Schema):
+    """Base for response objects: clients must accept fields added later."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class JobSchema(ResponseSchema):
     """The job object."""
 
-    id = fields.Function(lambda job: str(job.id), metadata={"format": "uuid"})
+    id = fields.Function(lambda job: str(job.id), metadata=_UUID)
     type = fields.String(validate=one_of(TYPES))
     status = fields.String(validate=one_of(STATUSES))
-    prompt = fields.String(allow_none=True)
-    progress = fields.Integer()
-    imageUrl = fields.Function(_image_url, allow_none=True)
-    imageUrls = fields.Function(_image_urls, allow_none=True)
-    error = fields.String(allow_none=True)
+    prompt = fields.String(allow_none=True, metadata={"description": "The prompt (imagine only)."})
+    progress = fields.Integer(metadata={"minimum": 0, "maximum": 100})
+    imageUrl = fields.Function(
+        _image_url,
+        allow_none=True,
+        metadata={**_URL, "description": "The 2x2 grid (imagine, variation, blend) or the upscaled image."},
+    )
+    imageUrls = fields.Function(
+        image_urls,
+        allow_none=True,
+        metadata={"type": "array", "items": _URL, "description": "The four tiles ([imageUrl] for upscale)."},
+    )
+    error = fields.String(allow_none=True, metadata={"description": "Why the job failed or timed out."})
     createdAt = Timestamp(attribute="created_at")
     completedAt = Timestamp(attribute="completed_at", allow_none=True)
-    descriptions = fields.List(fields.String(), allow_none=True)
-    parentJobId = fields.Function(lambda job: str(job.parent_id) if job.parent_id else None, allow_none=True)
-    index = fields.Integer(allow_none=True)
-    seed = fields.Integer(allow_none=True)
-    webhookStatus = fields.String(
-        attribute="webhook_status", allow_none=True, validate=one_of(WEBHOOK_STATUSES)
+    descriptions = fields.List(
+        fields.String(), allow_none=True, metadata={"description": "Describe only: four prompts."}
     )
-    webhookAttempts = fields.Integer(attribute="webhook_attempts")
+    parentJobId = fields.Function(
+        lambda job: str(job.parent_id) if job.parent_id else None,
+        allow_none=True,
+        metadata={**_UUID, "description": "Upscale and variation: the job whose image was used."},
+    )
+    index = fields.Integer(allow_none=True, metadata={"description": "Upscale and variation: image 1-4."})
+    seed = fields.Integer(
+        allow_none=True, metadata={"description": "The seed the images were made with (grids and seed jobs)."}
+    )
+    webhookStatus = fields.String(
+        attribute="webhook_status",
+        allow_none=True,
+        validate=one_of(WEBHOOK_STATUSES),
+        metadata={"description": "Where the job's webhook delivery stands; null without webhookUrl."},
+    )
+    webhookAttempts = fields.Integer(
+        attribute="webhook_attempts", metadata={"description": "How many deliveries were tried."}
+    )
 
 
-class WebhookAttemptSchema(Schema):
+class WebhookAttemptSchema(ResponseSchema):
     """One attempt at delivering a job's webhook."""
 
     attempt = fields.Integer(attribute="number")
@@ -414,7 +481,7 @@ class WebhookAttemptSchema(Schema):
     durationMs = fields.Integer(attribute="duration_ms")
 
 
-class WebhookReportSchema(Schema):
+class WebhookReportSchema(ResponseSchema):
     """GET /v1/jobs/:id/webhooks: a job's webhook delivery and its attempts, oldest first."""
 
     url = fields.String(allow_none=True)
@@ -425,18 +492,91 @@ class WebhookReportSchema(Schema):
     nextAttemptAt = Timestamp(attribute="next_attempt_at", allow_none=True)
 
 
-class CreditsSchema(Schema):
+class CreditsSchema(ResponseSchema):
+    """An account's credits: what is left, and all ever granted."""
+
     remaining = fields.Integer(attribute="balance")
     total = fields.Integer(attribute="granted")
 
 
-class AccountSchema(Schema):
+class AccountSchema(ResponseSchema):
     """The account object."""
 
     name = fields.String()
     email = fields.String()
     plan = fields.String(validate=one_of(tuple(PLANS)))
-    credits = fields.Function(lambda account: CreditsSchema().dump(account))
+    credits = fields.Nested(CreditsSchema)
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        if attr == "credits":  # the credits object is made of the account's own columns
+            return obj
+        return super().get_attribute(obj, attr, default)
+
+
+# ---- envelopes: what each endpoint answers (used by the OpenAPI document) ----------------------
+
+
+class JobEnvelope(ResponseSchema):
+    """A job, under ``job``."""
+
+    success = fields.Boolean(metadata={"enum": [True]})
+    job = fields.Nested(JobSchema)
+
+
+class FetchEnvelope(ResponseSchema):
+    """A job, under ``data`` (the /fetch compatibility aliases)."""
+
+    success = fields.Boolean(metadata={"enum": [True]})
+    data = fields.Nested(JobSchema)
+
+
+class Pagination(ResponseSchema):
+    """Where a page of jobs sits in the whole list."""
+
+    limit = fields.Integer()
+    offset = fields.Integer()
+    hasMore = fields.Boolean(metadata={"description": "Whether more jobs follow this page."})
+
+
+class JobListEnvelope(ResponseSchema):
+    """A page of jobs, newest first."""
+
+    success = fields.Boolean(metadata={"enum": [True]})
+    jobs = fields.List(fields.Nested(JobSchema))
+    pagination = fields.Nested(Pagination)
+
+
+class WebhookReportEnvelope(ResponseSchema):
+    """A job's webhook report, under ``webhooks``."""
+
+    success = fields.Boolean(metadata={"enum": [True]})
+    webhooks = fields.Nested(WebhookReportSchema)
+
+
+class AccountEnvelope(ResponseSchema):
+    """The account, under ``account``."""
+
+    success = fields.Boolean(metadata={"enum": [True]})
+    account = fields.Nested(AccountSchema)
+
+
+class ErrorSchema(ResponseSchema):
+    """What went wrong: a machine-readable code and a sentence for people."""
+
+    code = fields.String(validate=one_of(tuple(ERROR_CODES)))
+    message = fields.String()
+    field_errors = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        metadata={"description": "VALIDATION_ERROR only: each bad field and its messages."},
+    )
+
+
+class ErrorEnvelope(ResponseSchema):
+    """Every failure: ``{"success": false, "error": {...}}``."""
+
+    success = fields.Boolean(metadata={"enum": [False]})
+    error = fields.Nested(ErrorSchema)
 
 
 _job_schema = JobSchema()

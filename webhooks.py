@@ -102,9 +102,14 @@ def signature_headers(message_id: str, secret: str, at: datetime.datetime, body:
     }
 
 
+def nominal_retry_delay(failed_attempts: int, base: float) -> float:
+    """Seconds before the next attempt, before jitter: ``base``, doubling after each failure."""
+    return base * 2 ** (failed_attempts - 1)
+
+
 def retry_delay(failed_attempts: int, base: float) -> float:
-    """Seconds before the next attempt: ``base``, doubling after each failure, give or take 10%."""
-    return base * 2 ** (failed_attempts - 1) * random.uniform(1 - JITTER, 1 + JITTER)
+    """Seconds before the next attempt: the nominal delay, give or take 10%."""
+    return nominal_retry_delay(failed_attempts, base) * random.uniform(1 - JITTER, 1 + JITTER)
 
 
 @dataclass(frozen=True)

@@ -281,38 +281,35 @@ def _blend_request(job: Job, ctx: RunningJob) -> BlendRequest:
     urls = job.params["imageUrls"]
     images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
     width, height = imaging.dimensions(BLEND_DIMENSIONS[job.params.get("dimension", "square")])
-    return BlendRequest(images=images, width=width, height=height)
+    return BlendRequest(images=images, urls=list(urls), width=width, height=height)
 
 
 def _upscale_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
     parent = parent_of(job)
-    image = parent_tile(parent, job.index)
-    return UpscaleRequest(image=image, index=job.index, parent_ref=parent.provider_ref)
+    return UpscaleRequest(image=parent_tile(parent, job.index), index=job.index, **made_by(parent))
 
 
 def _upscale_alt_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
     parent = parent_of(job)
     return UpscaleRequest(
-        image=parent_tile(parent, 1),
-        index=parent.index or 1,
-        parent_ref=parent.provider_ref,
-        mode=job.params["type"],
+        image=parent_tile(parent, 1), index=parent.index or 1, mode=job.params["type"], **made_by(parent)
     )
 
 
 def _upscale_highres_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
+    """An image at a URL, or of the parent job (the tile ``index`` of a grid), of at most 2048x2048."""
     if job.params.get("imageUrl"):
-        image, index, parent_ref = fetch_image(job.params["imageUrl"], "imageUrl", ctx), 1, None
+        image, index, source = fetch_image(job.params["imageUrl"], "imageUrl", ctx), 1, {}
     else:
         parent = parent_of(job)
-        image, index, parent_ref = parent_tile(parent, job.index or 1), job.index or 1, parent.provider_ref
+        image, index, source = parent_tile(parent, job.index or 1), job.index or 1, made_by(parent)
     if image.width > MAX_HIGHRES_SIDE or image.height > MAX_HIGHRES_SIDE:
         raise InputError(
             f"The image is {image.width}x{image.height}; upscale-highres takes images of at most "
             f"{MAX_HIGHRES_SIDE}x{MAX_HIGHRES_SIDE}."
         )
     factor = HIGHRES_FACTORS[job.params["type"]]
-    return UpscaleRequest(image=image, index=index, parent_ref=parent_ref, factor=factor, mode="highres")
+    return UpscaleRequest(image=image, index=index, factor=factor, mode="highres", **source)
 
 
 def _variation_request(job: Job, ctx: RunningJob) -> VariationRequest:
@@ -326,9 +323,9 @@ def _variation_request(job: Job, ctx: RunningJob) -> VariationRequest:
         image=image,
         index=job.index or parent.index or 1,
         prompt=job.prompt or parent.prompt,
-        parent_ref=parent.provider_ref,
         mode=params.get("strength"),
         **strength,
+        **made_by(parent),
     )
 
 
@@ -350,6 +347,11 @@ def parent_of(job: Job) -> Job:
     if parent is None:
         raise InputError("The parent job no longer exists.")
     return parent
+
+
+def made_by(parent: Job) -> dict[str, str | None]:
+    """Which provider made the parent, and its id there (``parent_ref`` and ``parent_provider``)."""
+    return {"parent_ref": parent.provider_ref, "parent_provider": parent.provider}
 
 
 def fetch_image(url: str, field: str, ctx: RunningJob) -> Image.Image:

@@ -13,6 +13,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+import imaging
+from providers import procedural
+
 OPERATIONS = ("imagine", "variation", "upscale", "blend", "describe")
 
 
@@ -76,6 +79,7 @@ class VariationRequest:
     index: int
     prompt: str | None = None
     parent_ref: str | None = None
+    parent_provider: str | None = None  # the provider that made the parent (``parent_ref`` is its id)
     seed: int | None = None
     strength: float = 0.5
     mode: str | None = None  # None: a tile of a grid; "strong" or "subtle": an upscaled image
@@ -88,6 +92,7 @@ class UpscaleRequest:
     image: Image.Image
     index: int
     parent_ref: str | None = None
+    parent_provider: str | None = None
     factor: int = 2
     # None: a tile of a grid (upscale 1x); "subtle" or "creative" (which invents finer detail): an
     # upscaled image, again; "highres": any image, enlarged by ``factor`` without inventing anything.
@@ -99,6 +104,7 @@ class BlendRequest:
     """Two to five images mixed into four new ones."""
 
     images: list[Image.Image]
+    urls: list[str] = field(default_factory=list)  # where the gateway fetched them, for URL-based backends
     width: int = 1024
     height: int = 1024
     seed: int | None = None
@@ -125,14 +131,28 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def resample(request: UpscaleRequest) -> Image.Image:
+    """An upscale made in this process: real resampling, and invented finer detail for a creative one."""
+    image = imaging.upscale(request.image, request.factor)
+    return procedural.enrich(image) if request.mode == "creative" else image
+
+
 class Provider:
     """Base class: override the operations the backend supports."""
 
     name = ""
     operations: frozenset[str] = frozenset()
+    required_settings: tuple[str, ...] = ()  # config keys that must be set (APIFRAME_<key> in the env)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        for key in self.required_settings:
+            if not config.get(key):
+                raise ValueError(f"APIFRAME_{key} must be set to use the {self.name} provider")
         self.config = config
+
+    def made(self, parent_provider: str | None, parent_ref: str | None) -> bool:
+        """Whether a parent job was made by this provider, so its ``parent_ref`` is one of our ids."""
+        return bool(parent_ref) and parent_provider == self.name
 
     def supports(self, operation: str) -> bool:
         """Whether this provider can do ``operation``."""
@@ -145,7 +165,7 @@ class Provider:
         return getattr(self, operation)(request, ctx)
 
     def check(self) -> str:
-        """Confirm the backend answers and accepts our credentials; returns a one-line status."""
+        """Confirm the backend answers and takes our credentials: a one-line status, or ProviderError."""
         return "ok"
 
 
@@ -159,26 +179,42 @@ def register(cls: type[Provider]) -> type[Provider]:
 
 
 def _load_builtin() -> None:
-    from providers import local  # noqa: F401  (registers itself)
+    from providers import apiframe, local, mjproxy, openai_images, sdwebui  # noqa: F401  (register themselves)
 
 
-def create(name: str, config: Mapping[str, Any]) -> Provider:
-    """Instantiate the provider called ``name``."""
+def create(name: str, config: Mapping[str, Any], variable: str = "APIFRAME_PROVIDER") -> Provider:
+    """Instantiate the provider called ``name``; errors name the setting ``variable`` that chose it."""
     _load_builtin()
     try:
         cls = REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
-        raise ValueError(f"unknown provider {name!r}; known: {known}") from None
+        raise ValueError(f"{variable}: unknown provider {name!r}; known: {known}") from None
     return cls(config)
 
 
+@dataclass(frozen=True)
+class Health:
+    """One provider's answer to ``check()``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 class Providers:
-    """The configured provider for each operation."""
+    """The configured provider for each operation: APIFRAME_PROVIDER, or APIFRAME_PROVIDER_<OPERATION>."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.default = create(config["PROVIDER"], config)
-        self.by_operation = {operation: self.default for operation in OPERATIONS}
+        chosen = {"": config["PROVIDER"]}
+        chosen.update({op: config.get(f"PROVIDER_{op.upper()}") or config["PROVIDER"] for op in OPERATIONS})
+        instances: dict[str, Provider] = {}
+        for operation, name in chosen.items():
+            variable = f"APIFRAME_PROVIDER_{operation.upper()}" if operation else "APIFRAME_PROVIDER"
+            if name not in instances:
+                instances[name] = create(name, config, variable)
+        self.default = instances[config["PROVIDER"]]
+        self.by_operation = {operation: instances[chosen[operation]] for operation in OPERATIONS}
 
     def for_operation(self, operation: str) -> Provider:
         """The provider that handles ``operation``."""
@@ -187,3 +223,19 @@ class Providers:
     def supports(self, operation: str) -> bool:
         """Whether some configured provider handles ``operation``."""
         return self.for_operation(operation).supports(operation)
+
+    def check(self) -> dict[str, Health]:
+        """Ask each provider in use (once each) whether its backend answers; the result per operation."""
+        answers: dict[int, Health] = {}
+        for provider in self.by_operation.values():
+            if id(provider) not in answers:
+                answers[id(provider)] = _check(provider)
+        return {operation: answers[id(provider)] for operation, provider in self.by_operation.items()}
+
+
+def _check(provider: Provider) -> Health:
+    try:
+        return Health(provider.name, True, provider.check())
+    except (ProviderError, JobAborted) as exc:
+        detail = str(exc) or f"The {provider.name} provider did not answer in time."
+        return Health(provider.name, False, detail)

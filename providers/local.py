@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import Callable
 
-import imaging
 from providers import (
     OPERATIONS,
     BlendRequest,
@@ -21,6 +20,7 @@ from providers import (
     analysis,
     procedural,
     register,
+    resample,
 )
 
 PROGRESS_BEFORE_SAVING = 95  # the gateway takes the rest to store the images
@@ -74,6 +74,10 @@ class LocalProvider(Provider):
     name = "local"
     operations = frozenset(OPERATIONS)
 
+    def check(self) -> str:
+        """Nothing to reach: the local provider runs in this process."""
+        return "runs in this process; nothing to reach"
+
     def _pacer(self, ctx: JobContext, steps: int = 4) -> Pacer:
         return Pacer(ctx, float(self.config.get("LOCAL_LATENCY", 0)), steps)
 
@@ -109,9 +113,7 @@ class LocalProvider(Provider):
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
         pacer = self._pacer(ctx, steps=2)
         pacer.step(1)
-        image = imaging.upscale(request.image, request.factor)
-        if request.mode == "creative":
-            image = procedural.enrich(image)
+        image = resample(request)
         pacer.step(2)
         return Result(image=image)
 

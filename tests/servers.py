@@ -74,7 +74,7 @@ class Server:
             try:
                 requests.get(f"{self.url}/", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
                 if self.process.poll() is not None:
                     break
                 time.sleep(0.1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -40,6 +42,10 @@ def test_images_need_no_api_key_and_do_not_count_against_limits(client, done):
         "/images/not-a-uuid/grid.png",
         "/images/{id}/",
         "/images/apiframe.db/grid.png",
+        "/images/{id}/thumbs/../grid.png",
+        "/images/{id}/thumbs/secret_key",
+        "/images/{id}/thumbs/5.png",
+        "/images/00000000-0000-0000-0000-000000000000/thumbs/grid.png",
     ],
 )
 def test_nothing_else_is_served(client, done, path):
@@ -53,3 +59,24 @@ def test_image_urls_follow_the_public_url(app, api, done):
     job = api.job(done["id"])
     assert job["imageUrl"] == f"https://pics.example.org/images/{done['id']}/grid.png"
     assert all(url.startswith("https://pics.example.org/images/") for url in job["imageUrls"])
+
+
+def test_thumbnails_are_small_webp_previews_made_once(app, client, done):
+    from io import BytesIO
+
+    from PIL import Image
+
+    path = f"/images/{done['id']}/thumbs/grid.png"
+    response = client.get(path)
+    assert response.status_code == 200 and response.mimetype == "image/webp"
+    assert "immutable" in response.headers["Cache-Control"]
+    with Image.open(BytesIO(response.data)) as preview:
+        assert max(preview.size) == 512
+    stored = Path(app.config["DATA_DIR"]) / "images" / done["id"] / "thumbs" / "grid.webp"
+    made = stored.stat().st_mtime_ns
+    assert client.get(path).data == response.data
+    assert stored.stat().st_mtime_ns == made
+    tile = client.get(f"/images/{done['id']}/thumbs/1.png")
+    assert tile.status_code == 200 and len(tile.data) < len(
+        client.get(done["imageUrls"][0].removeprefix("http://images.test")).data
+    )

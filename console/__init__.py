@@ -1,0 +1,38 @@
+"""The web console: signup and login, keys, jobs, the playground, usage and plans, server-rendered."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, request
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
+
+from console import filters, gallery, pages, playground, signin  # noqa: F401  (importing registers the views)
+from console.blueprints import console_bp, signin_bp
+
+csrf = CSRFProtect()
+
+# Per client address, on POST only, so that guessing passwords and mass signups are slow.
+SIGNIN_RATE_LIMITS = {"signin.login": "10/minute", "signin.signup": "5/minute"}
+OTHER_SIGNIN_RATE_LIMIT = "20/minute"
+
+
+def _signin_rate_limit() -> str:
+    return SIGNIN_RATE_LIMITS.get(request.endpoint or "", OTHER_SIGNIN_RATE_LIMIT)
+
+
+def init_app(app: Flask, api: Blueprint) -> None:
+    """Serve the console on ``app``: sessions, CSRF on every form (not on ``api``), rate limits, pages."""
+    app.config.update(
+        SESSION_COOKIE_NAME="apiframe_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=app.config["PUBLIC_URL"].startswith("https://"),
+    )
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a form's token lives as long as the session
+    csrf.init_app(app)
+    csrf.exempt(api)
+    limiter = app.extensions["apiframe.limiter"]
+    limiter.limit(_signin_rate_limit, key_func=get_remote_address, methods=["POST"])(signin_bp)
+    app.register_blueprint(signin_bp)
+    app.register_blueprint(console_bp)
+    filters.register(app)

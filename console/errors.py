@@ -1,0 +1,70 @@
+"""HTML error pages for the console (the API and unknown routes keep the JSON error format)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, g, render_template
+from flask_limiter import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from errors import ApiError
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    400: "Something was wrong with that request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    413: "Too large",
+    429: "Slow down",
+    500: "Something went wrong",
+}
+
+
+def error_page(status: int, message: str) -> tuple[str, int]:
+    """An error page in the console's look (with its navigation when signed in)."""
+    title = TITLES.get(status, "Error")
+    signed_in = getattr(g, "account", None) is not None
+    return render_template(
+        "error.html", status=status, title=title, message=message, signed_in=signed_in
+    ), status
+
+
+def _csrf_failed(exc: CSRFError) -> tuple[str, int]:
+    return error_page(
+        400, "This form expired or did not come from this site. Go back, reload the page and try again."
+    )
+
+
+def _rate_limited(exc: RateLimitExceeded) -> tuple[str, int]:
+    return error_page(429, "Too many attempts from your address. Wait a minute, then try again.")
+
+
+def _http_error(exc: HTTPException) -> tuple[str, int]:
+    status = exc.code or 500
+    messages = {
+        404: "There is nothing here. It may have been removed, or it belongs to another account.",
+        405: "This page cannot be used that way.",
+    }
+    return error_page(status, messages.get(status, exc.description or ""))
+
+
+def _api_error(exc: ApiError) -> tuple[str, int]:
+    return error_page(exc.status, exc.message)
+
+
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    log.exception("unhandled error in the console", exc_info=exc)
+    return error_page(500, "An internal error occurred. It has been logged; please try again.")
+
+
+def register(blueprint: Blueprint) -> None:
+    """Render ``blueprint``'s failures as HTML pages."""
+    blueprint.register_error_handler(CSRFError, _csrf_failed)
+    blueprint.register_error_handler(RateLimitExceeded, _rate_limited)
+    blueprint.register_error_handler(HTTPException, _http_error)
+    blueprint.register_error_handler(ApiError, _api_error)
+    blueprint.register_error_handler(Exception, _unexpected)

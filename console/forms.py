@@ -1,0 +1,189 @@
+"""The console's forms (Flask-WTF: every POST form carries a CSRF token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    EmailField,
+    HiddenField,
+    IntegerRangeField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+    URLField,
+)
+from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+
+import schemas
+from accounts import MIN_PASSWORD_LENGTH
+from config import PLANS
+from imaging import ASPECT_RATIOS
+from jobs import STATUSES, TYPES
+
+EMAIL = Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like jane@example.com.")
+PICKS = [f"{letter}{index}" for letter in "UV" for index in range(1, 5)]  # U1..U4, V1..V4
+
+
+class SignupForm(FlaskForm):
+    """Create an account."""
+
+    name = StringField(
+        "Name",
+        validators=[DataRequired("Tell us your name."), Length(max=80)],
+        render_kw={"autocomplete": "name"},
+    )
+    email = EmailField(
+        "Email",
+        validators=[DataRequired("Enter your email address."), Length(max=254), EMAIL],
+        render_kw={"autocomplete": "email"},
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired("Choose a password."),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=256,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+
+
+class LoginForm(FlaskForm):
+    """Log in with email and password."""
+
+    email = EmailField(
+        "Email",
+        validators=[DataRequired("Enter your email address."), Length(max=254)],
+        render_kw={"autocomplete": "email"},
+    )
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired("Enter your password.")],
+        render_kw={"autocomplete": "current-password"},
+    )
+    next = HiddenField()
+
+
+class ConfirmForm(FlaskForm):
+    """A button that only needs the CSRF token: log out, revoke a key, cancel a job, rotate a secret."""
+
+
+class KeyForm(FlaskForm):
+    """Create an API key."""
+
+    name = StringField(
+        "Name", validators=[Optional(), Length(max=64)], render_kw={"placeholder": "e.g. laptop"}
+    )
+
+
+class PickForm(FlaskForm):
+    """The U1-U4 and V1-V4 buttons under a grid: upscale or vary one of its four images."""
+
+    action = StringField(validators=[AnyOf(PICKS, message="Pick U1-U4 or V1-V4.")])
+
+    def operation(self) -> tuple[str, int]:
+        """("upscale" or "variation", image index) for the pressed button."""
+        letter, index = self.action.data[0], int(self.action.data[1])
+        return ("upscale" if letter == "U" else "variation"), index
+
+
+class PlanForm(FlaskForm):
+    """Switch to another plan."""
+
+    plan = StringField(validators=[AnyOf(list(PLANS), message="Pick one of the plans.")])
+
+
+def _choices(values: tuple[Any, ...], none: str | None = None) -> list[SelectChoice]:
+    """Options for ``values``, after an empty one labelled ``none`` if given."""
+    empty = [SelectChoice("", none)] if none is not None else []
+    return empty + [SelectChoice(str(value)) for value in values]
+
+
+class ImagineForm(FlaskForm):
+    """Four images from a prompt: the fields of POST /v1/imagine."""
+
+    prompt = TextAreaField(
+        "Prompt",
+        validators=[DataRequired("Describe the image you want."), Length(max=schemas.MAX_PROMPT_LENGTH)],
+        render_kw={"rows": 3, "placeholder": "a lighthouse on a cliff at dusk, dramatic clouds"},
+    )
+    aspect_ratio = SelectField("Aspect ratio", choices=_choices(ASPECT_RATIOS), default="1:1")
+    version = SelectField("Version", choices=_choices(schemas.VERSIONS), default="6.1")
+    quality = SelectField(
+        "Quality",
+        choices=[
+            SelectChoice("1", "1 (1024 px)"),
+            SelectChoice("0.5", "0.5 (728 px)"),
+            SelectChoice("0.25", "0.25 (512 px)"),
+        ],
+        default="1",
+    )
+    style = SelectField("Style", choices=_choices(schemas.STYLES, none="none"), default="")
+    chaos = IntegerRangeField("Chaos", validators=[NumberRange(0, 100)], default=0)
+    stylize = IntegerRangeField("Stylize", validators=[NumberRange(0, 1000)], default=100)
+
+    def payload(self) -> dict[str, Any]:
+        """The request body the API would get."""
+        return {
+            "prompt": self.prompt.data,
+            "aspectRatio": self.aspect_ratio.data,
+            "version": self.version.data,
+            "quality": float(self.quality.data),
+            "style": self.style.data or None,
+            "chaos": self.chaos.data,
+            "stylize": self.stylize.data,
+        }
+
+
+class DescribeForm(FlaskForm):
+    """Four prompts for an image: the fields of POST /v1/describe."""
+
+    image_url = URLField(
+        "Image URL",
+        validators=[DataRequired("Enter the URL of an image."), Length(max=schemas.MAX_URL_LENGTH)],
+        render_kw={"placeholder": "https://example.com/photo.jpg"},
+    )
+
+    def payload(self) -> dict[str, Any]:
+        """The request body the API would get."""
+        return {"imageUrl": self.image_url.data}
+
+
+class BlendForm(FlaskForm):
+    """Blend images: the fields of POST /v1/blend, one URL per line."""
+
+    image_urls = TextAreaField(
+        "Image URLs",
+        validators=[DataRequired("Enter two to five image URLs, one per line.")],
+        render_kw={"rows": 5, "placeholder": "https://example.com/one.png\nhttps://example.com/two.png"},
+    )
+
+    def urls(self) -> list[str]:
+        """The non-empty lines."""
+        return [line.strip() for line in (self.image_urls.data or "").splitlines() if line.strip()]
+
+    def validate_image_urls(self, field: TextAreaField) -> None:
+        """Two to five URLs (the API checks each one)."""
+        if not 2 <= len(self.urls()) <= 5:
+            raise ValidationError("Enter two to five image URLs, one per line.")
+
+    def payload(self) -> dict[str, Any]:
+        """The request body the API would get."""
+        return {"imageUrls": self.urls()}
+
+
+class JobFilterForm(FlaskForm):
+    """The gallery's filters (a GET form: nothing changes, so no CSRF token)."""
+
+    class Meta:
+        csrf = False
+
+    status = SelectField("Status", choices=_choices(STATUSES, none="Any status"), default="")
+    type = SelectField("Type", choices=_choices(TYPES, none="Any type"), default="")

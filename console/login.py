@@ -1,0 +1,57 @@
+"""Console sessions: a signed cookie holding only the account id."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Response, g, jsonify, redirect, request, session, url_for
+
+from models import Account
+
+SESSION_KEY = "account_id"
+JSON_VIEWS = {"console.live_jobs"}  # answered with 401 JSON instead of a redirect to the login page
+
+
+def log_in(account: Account) -> None:
+    """Start a fresh session for ``account`` (dropping anything kept from before)."""
+    session.clear()
+    session[SESSION_KEY] = account.id
+    session.permanent = True
+
+
+def log_out() -> None:
+    """End the session."""
+    session.clear()
+
+
+def current_account() -> Account | None:
+    """The signed-in account, or None."""
+    account_id = session.get(SESSION_KEY)
+    if not isinstance(account_id, int):
+        return None
+    account = Account.get_or_none(Account.id == account_id)
+    if account is None:
+        session.pop(SESSION_KEY, None)
+    return account
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: ``target`` if it is a path on this site, else the dashboard."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
+    return url_for("console.dashboard")
+
+
+def require_login() -> Response | None:
+    """Before every console view: set ``g.account``, or send the visitor to the login page."""
+    g.account = current_account()
+    if g.account is not None:
+        return None
+    if request.endpoint in JSON_VIEWS:
+        response = jsonify(error="Your session has ended. Log in again.")
+        response.status_code = 401
+        return response
+    path = request.full_path.rstrip("?")
+    return redirect(url_for("signin.login", next=path))

@@ -1,0 +1,74 @@
+"""GET /healthz: whether the database answers (200 or 503) and how each operation's provider is doing.
+
+Public and outside the API's rate limit. Provider checks are cached for HEALTH_CACHE_SECONDS, so a
+health probe cannot hammer a backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+
+from models import db
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("health", __name__)
+
+
+class ProviderHealth:
+    """The providers' last check, refreshed at most every ``max_age`` seconds."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self.lock = threading.Lock()
+        self.checked_at: float | None = None
+        self.report: dict[str, dict[str, Any]] = {}
+
+    def current(self, app: Flask) -> dict[str, dict[str, Any]]:
+        """Each operation's provider state, checking again when the cached one is too old."""
+        with self.lock:
+            if self.checked_at is None or time.monotonic() - self.checked_at >= self.max_age:
+                self.report = _report(app)
+                self.checked_at = time.monotonic()
+            return self.report
+
+
+def _report(app: Flask) -> dict[str, dict[str, Any]]:
+    report = {}
+    for operation, health in app.extensions["apiframe.providers"].check().items():
+        entry: dict[str, Any] = {"name": health.name, "ok": health.ok, "detail": health.detail}
+        if not health.ok:
+            entry["code"] = "PROVIDER_ERROR"
+        report[operation] = entry
+    return report
+
+
+def _database() -> dict[str, Any]:
+    try:
+        with db.connection_context():
+            db.execute_sql("SELECT 1")
+    except Exception as exc:  # any driver error means the same thing here: no database
+        log.warning("health check: database unavailable: %s", type(exc).__name__)
+        return {"ok": False, "detail": "the database did not answer"}
+    return {"ok": True, "detail": "answering"}
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """The service's health: 200 while the database answers (degraded if a provider does not), else 503."""
+    database = _database()
+    providers = current_app.extensions["apiframe.health"].current(current_app)
+    healthy = database["ok"] and all(entry["ok"] for entry in providers.values())
+    body = {"status": "ok" if healthy else "degraded", "database": database, "providers": providers}
+    return jsonify(body), 200 if database["ok"] else 503
+
+
+def init_app(app: Flask) -> None:
+    """Serve /healthz on ``app``."""
+    app.extensions["apiframe.health"] = ProviderHealth(float(app.config["HEALTH_CACHE_SECONDS"]))
+    app.register_blueprint(bp)

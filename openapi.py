@@ -1,0 +1,431 @@
+"""The OpenAPI 3 document of the API: paths from the app's URL map, schemas from schemas.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema
+
+import compat
+import schemas
+from config import COSTS
+from errors import ERROR_CODES
+
+API_BLUEPRINT = "api"
+SECURITY_SCHEME = "ApiKeyAuth"
+# The key may also come as the original apiframe.ai API's clients send it: any one of these will do.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    SECURITY_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "Your key: ak_live_…",
+    },
+    "BearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer ak_live_…"},
+    "AuthorizationKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "Authorization: ak_live_… (the original apiframe.ai API's form)",
+    },
+}
+SECURITY = [{name: []} for name in SECURITY_SCHEMES]
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+ORIGINAL_TAG = "apiframe.ai API"
+
+CREATE_ERRORS = (400, 401, 402, 413, 429, 500)
+PICK_ERRORS = (400, 401, 402, 404, 413, 429, 500)
+JOB_ERRORS = (400, 401, 404, 429, 500)
+READ_ERRORS = (401, 429, 500)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """How one API endpoint is documented: its words, what it takes and what it answers."""
+
+    summary: str
+    description: str
+    tag: str
+    response: type[Schema] | None
+    status: int = 200
+    request: type[Schema] | None = None
+    query: type[Schema] | None = None
+    errors: tuple[int, ...] = READ_ERRORS
+
+
+def _costs(operation: str) -> str:
+    return (
+        f"Costs {COSTS[operation]} credits, taken when the job is accepted, refunded if it does not succeed."
+    )
+
+
+# Every endpoint of the ``api`` blueprint, by endpoint name. A route without an entry is still listed (from
+# its view's docstring, without schemas), and fails the tests until it gets one.
+OPERATIONS: dict[str, Operation] = {
+    "api.imagine": Operation(
+        "Generate four images from a text prompt",
+        "Returns a pending job; poll it until it ends. " + _costs("imagine"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.ImagineRequest,
+        errors=CREATE_ERRORS,
+    ),
+    "api.describe": Operation(
+        "Describe an image with four prompts",
+        "The image at imageUrl is fetched by the service. " + _costs("describe"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.DescribeRequest,
+        errors=CREATE_ERRORS,
+    ),
+    "api.upscale": Operation(
+        "Upscale one of the four images of a succeeded job",
+        "The parent must be a succeeded imagine, variation or blend job. " + _costs("upscale"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.PickRequest,
+        errors=PICK_ERRORS,
+    ),
+    "api.variation": Operation(
+        "Make four variations of one image of a succeeded job",
+        "The parent must be a succeeded imagine, variation or blend job. " + _costs("variation"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.PickRequest,
+        errors=PICK_ERRORS,
+    ),
+    "api.blend": Operation(
+        "Blend two to five images into four new ones",
+        "The images are fetched by the service. " + _costs("blend"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.BlendRequest,
+        errors=CREATE_ERRORS,
+    ),
+    "api.get_job": Operation(
+        "Get a job's status and result",
+        "Poll this until the status is succeeded, failed, timed_out or cancelled.",
+        "Jobs",
+        schemas.JobEnvelope,
+        errors=JOB_ERRORS,
+    ),
+    "api.fetch": Operation(
+        "Get a job (apiframe.ai compatibility)",
+        "The same job as GET /v1/jobs/{job_id}, answered under `data` instead of `job`.",
+        "Compatibility aliases",
+        schemas.FetchEnvelope,
+        errors=JOB_ERRORS,
+    ),
+    "api.list_jobs": Operation(
+        "List your jobs, newest first",
+        "Paginated with limit and offset; filter by status and type.",
+        "Jobs",
+        schemas.JobListEnvelope,
+        query=schemas.JobListQuery,
+        errors=(400, *READ_ERRORS),
+    ),
+    "api.job_webhooks": Operation(
+        "Get a job's webhook delivery and every attempt",
+        "status is null without a webhookUrl; webhookId and event are null until the job ends.",
+        "Jobs",
+        schemas.WebhookReportEnvelope,
+        errors=JOB_ERRORS,
+    ),
+    "api.cancel_job": Operation(
+        "Cancel a job that has not ended",
+        "Its credits are refunded. A job that has already ended answers 400.",
+        "Jobs",
+        schemas.JobEnvelope,
+        errors=JOB_ERRORS,
+    ),
+    "api.account": Operation(
+        "Get your account: name, email, plan and credits",
+        "credits.remaining is the balance; credits.total is every credit ever granted.",
+        "Account",
+        schemas.AccountEnvelope,
+    ),
+    "api.reroll": Operation(
+        "Draw a succeeded imagine or reroll job again, with a new seed",
+        "The parent's prompt and settings (or the prompt and aspectRatio given), so four different images. "
+        + _costs("reroll"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.RerollRequest,
+        errors=PICK_ERRORS,
+    ),
+    "api.upscale_alt": Operation(
+        "Upscale an upscaled image again, subtle or creative",
+        "One image at twice the size of a succeeded upscale job's; creative invents finer detail. "
+        + _costs("upscale-alt"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.UpscaleAltRequest,
+        errors=PICK_ERRORS,
+    ),
+    "api.upscale_highres": Operation(
+        "Enlarge an image of a job, or at a URL, 2x or 4x",
+        "Of a succeeded upscale job, tile index of a job with four images, or imageUrl. Inputs over "
+        "2048x2048 end the job failed. " + _costs("upscale-highres"),
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.UpscaleHighresRequest,
+        errors=PICK_ERRORS,
+    ),
+    "api.seed": Operation(
+        "Get the seed a job's images were made with",
+        "A job of its own, which ends succeeded with the seed (or failed if the job has none). Free.",
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=schemas.SeedRequest,
+        errors=PICK_ERRORS,
+    ),
+    "api.fetch_task": Operation(
+        "Get a task (the original apiframe.ai API)",
+        "Any of your jobs, as the original API's task object.",
+        ORIGINAL_TAG,
+        compat.TaskSchema,
+        request=compat.FetchBody,
+        errors=JOB_ERRORS,
+    ),
+    "api.fetch_tasks": Operation(
+        "Get 2 to 20 tasks (the original apiframe.ai API)",
+        "In the order asked; an id you have no job with gets task_id, error NOT_FOUND and message.",
+        ORIGINAL_TAG,
+        compat.TaskList,
+        request=compat.FetchManyBody,
+        errors=(400, *READ_ERRORS),
+    ),
+    "api.account_info": Operation(
+        "Get your account (the original apiframe.ai API)",
+        "Email, credits left, plan, total_images and next_billing_date (always null here).",
+        ORIGINAL_TAG,
+        compat.AccountInfo,
+    ),
+}
+
+
+def _original(endpoint: str, operation: str, summary: str) -> Operation:
+    """The original API's route of a /v1 endpoint: its own field names, answering with the task_id."""
+    return replace(
+        OPERATIONS[endpoint],
+        summary=f"{summary} (the original apiframe.ai API)",
+        tag=ORIGINAL_TAG,
+        response=compat.TaskCreated,
+        status=200,
+        request=compat.original_spelling(operation),
+    )
+
+
+# The original API's own routes to /v1 endpoints, by path: documented with that API's spelling.
+ROUTE_OPERATIONS: dict[str, Operation] = {
+    "/upscale-1x": _original("api.upscale", "upscale", "Upscale one of the four images of a task"),
+    "/variations": _original(
+        "api.variation", "variation", "Four variations of a tile, or of an upscaled image (strong, subtle)"
+    ),
+    "/reroll": _original("api.reroll", "reroll", "Draw a task's prompt again with a new seed"),
+    "/upscale-alt": _original("api.upscale_alt", "upscale-alt", "Upscale an upscaled image again"),
+    "/upscale-highres": _original("api.upscale_highres", "upscale-highres", "Enlarge an image 2x or 4x"),
+    "/seed": _original("api.seed", "seed", "Get the seed of a task"),
+}
+SHARED_NOTE = (
+    " This path is also the original apiframe.ai API's: it takes that API's snake_case field names too "
+    "(aspect_ratio, parent_task_id, image_url(s), webhook_url, webhook_secret, process_mode; an index as "
+    '"1"-"4"), and adds its task_id to the answer.'
+)
+
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "job_id": {"description": "The job ID.", "schema": {"type": "string", "format": "uuid"}},
+}
+
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": ("The requests allowed per minute on the key's plan.", "integer"),
+    "X-RateLimit-Remaining": ("The requests left in the current minute.", "integer"),
+    "X-RateLimit-Reset": ("When the current window ends (unix seconds).", "integer"),
+    "Retry-After": ("429 only: seconds to wait before retrying.", "integer"),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method of one URL rule of the API."""
+
+    path: str  # OpenAPI form: /v1/jobs/{job_id}
+    method: str
+    endpoint: str
+    arguments: tuple[str, ...]
+
+    @property
+    def is_v1(self) -> bool:
+        """Whether this is the /v1 route of its endpoint."""
+        return self.path.startswith("/v1/")
+
+    @property
+    def is_alias(self) -> bool:
+        """Whether this is a compatibility alias of a /v1 route."""
+        return not self.is_v1 and self.path not in compat.ORIGINAL_ONLY_PATHS
+
+    @property
+    def is_original(self) -> bool:
+        """Whether this is a route of the original apiframe.ai API (the paths both APIs have included)."""
+        return self.path in compat.ORIGINAL_PATHS
+
+    @property
+    def operation_id(self) -> str:
+        """A unique id: the view's name for /v1 routes, plus the path for the others."""
+        name = self.endpoint.split(".", 1)[1]
+        if self.is_v1:
+            return name
+        return name + "_via_" + re.sub(r"[^a-z0-9]+", "_", self.path.lower()).strip("_")
+
+
+def api_routes(app: Flask) -> Iterator[Route]:
+    """Every method of every rule of the ``api`` blueprint, in path order."""
+    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith(API_BLUEPRINT + ".")]
+    for rule in sorted(rules, key=lambda rule: rule.rule):
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in sorted(set(rule.methods or ()) - IGNORED_METHODS):
+            yield Route(path, method.lower(), rule.endpoint, tuple(sorted(rule.arguments)))
+
+
+def canonical_routes(app: Flask) -> dict[str, Route]:
+    """The /v1 route of each endpoint that has one, by endpoint name."""
+    found: dict[str, Route] = {}
+    for route in api_routes(app):
+        if route.is_v1:
+            found.setdefault(route.endpoint, route)
+    return found
+
+
+def _register_components(spec: APISpec) -> None:
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
+    for name, (description, kind) in RATE_LIMIT_HEADERS.items():
+        spec.components.header(name, {"description": description, "schema": {"type": kind}})
+    spec.components.schema("ErrorEnvelope", schema=schemas.ErrorEnvelope)
+    for status in sorted({status for status, _ in ERROR_CODES.values()}):
+        codes = [
+            f"{code}: {when}" for code, (code_status, when) in ERROR_CODES.items() if code_status == status
+        ]
+        response: dict[str, Any] = {
+            "description": " ".join(codes),
+            "content": {"application/json": {"schema": "ErrorEnvelope"}},
+        }
+        if status == 429:
+            response["headers"] = {name: name for name in RATE_LIMIT_HEADERS}
+        spec.components.response(f"Error{status}", response)
+
+
+def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) -> dict[str, Any]:
+    """The OpenAPI operation object for one route."""
+    description = operation.description
+    if route.is_alias and route.endpoint in canonical:
+        same = canonical[route.endpoint]
+        description = f"Alias of {same.method.upper()} {same.path}; behaves identically. {description}"
+    if route.path in compat.SHARED_PATHS:
+        description += SHARED_NOTE
+        operation = replace(operation, response=compat.SharedJobEnvelope)
+    success: dict[str, Any] = {
+        "description": "Accepted: the new job." if operation.status == 202 else "OK",
+        "headers": {name: name for name in RATE_LIMIT_HEADERS if name != "Retry-After"},
+    }
+    if operation.response is not None:
+        success["content"] = {"application/json": {"schema": operation.response}}
+    responses: dict[str, Any] = {str(operation.status): success}
+    for status in operation.errors:
+        responses[str(status)] = f"Error{status}"
+    result: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": operation.summary,
+        "description": description,
+        "tags": ["Compatibility aliases" if route.is_alias else operation.tag],
+        "security": SECURITY,
+        "responses": responses,
+    }
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            **PATH_PARAMETERS.get(name, {"schema": {"type": "string"}}),
+        }
+        for name in route.arguments
+    ]
+    if operation.query is not None:
+        parameters.append({"in": "query", "schema": operation.query})
+    if parameters:
+        result["parameters"] = parameters
+    if operation.request is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": operation.request}},
+        }
+    return result
+
+
+def _undocumented(app: Flask, endpoint: str) -> Operation:
+    """A bare operation for an endpoint missing from OPERATIONS: its view's docstring, no schemas."""
+    summary = (app.view_functions[endpoint].__doc__ or endpoint).strip().splitlines()[0]
+    return Operation(summary, "", "Other", None, errors=READ_ERRORS)
+
+
+def build(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document for ``app``'s API."""
+    spec = APISpec(
+        title="APIFrame",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": (
+                "A self-hosted, Midjourney-style image generation API. Authenticate with the X-API-Key "
+                "header (or Authorization, as the original apiframe.ai API's clients do); rate limits are "
+                "per key, per minute, by plan. The full reference is at /docs."
+            )
+        },
+        servers=[{"url": app.config["PUBLIC_URL"]}],
+        security=SECURITY,
+        tags=[
+            {"name": "Jobs", "description": "Create jobs and follow them to their result."},
+            {"name": "Account", "description": "Your plan and credits."},
+            {"name": "Compatibility aliases", "description": "Other paths to the /v1 endpoints."},
+            {
+                "name": ORIGINAL_TAG,
+                "description": "The original apiframe.ai API's own routes: snake_case bodies, task objects.",
+            },
+        ],
+    )
+    _register_components(spec)
+    canonical = canonical_routes(app)
+    operations: dict[str, dict[str, Any]] = {}
+    for route in api_routes(app):
+        operation = (
+            ROUTE_OPERATIONS.get(route.path)
+            or OPERATIONS.get(route.endpoint)
+            or _undocumented(app, route.endpoint)
+        )
+        operations.setdefault(route.path, {})[route.method] = _operation(route, operation, canonical)
+    for path, methods in operations.items():
+        spec.path(path=path, operations=methods)
+    return spec.to_dict()
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document for ``app``, built once (the URL map does not change after start-up)."""
+    if "apiframe.openapi" not in app.extensions:
+        app.extensions["apiframe.openapi"] = build(app)
+    return app.extensions["apiframe.openapi"]

@@ -1,0 +1,459 @@
+"""What every HTTP provider needs: one session per backend, bounded retries, JSON, images, polling.
+
+Backend URLs come from the operator (often a GPU box on the LAN), so these calls do not go through
+the SSRF filter in ``fetch.py``, which is only for URLs users give us. Every wait goes through the
+job's context, so cancellation and the deadline cut retries and polling short; read timeouts never
+outlast the job. Errors become ``ProviderError``s that name the provider and never carry secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import io
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from PIL import Image
+
+import imaging
+from providers import JobAborted, JobCancelled, JobContext, JobTimedOut, ProviderError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "APIFrame/1.0 (+self-hosted image API)"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 60.0  # never wait longer than this for one Retry-After
+MAX_BACKOFF = 30.0
+CHECK_SECONDS = 10.0  # a health check gives up after this long
+PROGRESS_SHARE = 90  # backend progress 0-100 maps to job progress 0-90; storing takes the rest
+
+T = TypeVar("T")
+
+
+class HttpStatusError(ProviderError):
+    """The backend answered with an HTTP status we do not retry; ``body`` is its decoded JSON, if any."""
+
+    def __init__(self, message: str, status: int, body: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How a provider talks to its backend."""
+
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff: float
+    max_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], read_timeout_key: str) -> HttpSettings:
+        """The shared PROVIDER_* settings plus this provider's own read timeout."""
+        return cls(
+            connect_timeout=float(config["PROVIDER_CONNECT_TIMEOUT"]),
+            read_timeout=float(config[read_timeout_key]),
+            retries=int(config["PROVIDER_RETRIES"]),
+            backoff=float(config["PROVIDER_BACKOFF"]),
+            max_bytes=int(config["PROVIDER_MAX_BYTES"]),
+            max_pixels=int(config["MAX_IMAGE_PIXELS"]),
+        )
+
+
+class Deadline:
+    """A JobContext for work outside a job (health checks, background calls): a deadline and a stop switch."""
+
+    def __init__(self, seconds: float, stop: threading.Event | None = None) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.stop = stop or threading.Event()
+
+    def progress(self, percent: int) -> None:
+        """Progress goes nowhere; only stopping matters."""
+        self.check()
+
+    def check(self) -> None:
+        """Raise once stopped or past the deadline."""
+        if self.stop.is_set():
+            raise JobCancelled()
+        if time.monotonic() >= self.deadline:
+            raise JobTimedOut()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, waking early when stopped."""
+        self.check()
+        self.stop.wait(max(0.0, min(seconds, self.remaining())))
+        self.check()
+
+    def remaining(self) -> float:
+        """Seconds left."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class Backend:
+    """A provider's session with its backend: base URL, auth, timeouts, retries and decoding."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        settings: HttpSettings,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.settings = settings
+        self.auth_headers = dict(headers or {})
+        self.auth = auth
+        self.secrets = [secret for secret in secrets if secret]
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+
+    def url(self, path: str) -> str:
+        """The absolute URL of ``path`` on the backend."""
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _same_origin(self, url: str) -> bool:
+        mine, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc)
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        ctx: JobContext,
+        *,
+        retries: int | None = None,
+        read_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send a request, retrying transient failures; returns a 2xx response or raises ProviderError.
+
+        ``retries`` and ``read_timeout`` override the provider's settings for this call.
+        """
+        url = self.url(path)
+        response = self._with_retries(
+            lambda timeout: self._send(method, url, timeout, kwargs), ctx, path, retries, read_timeout
+        )
+        if response.status_code >= 300:
+            raise self._status_error(response)
+        return response
+
+    def check_context(self) -> Deadline:
+        """A context for a health check: short, whatever the read timeout of real work."""
+        return Deadline(min(CHECK_SECONDS, self.settings.connect_timeout + self.settings.read_timeout))
+
+    def json(self, method: str, path: str, ctx: JobContext, **kwargs: Any) -> Any:
+        """Send a request and decode its JSON answer."""
+        return self.decode(self.request(method, path, ctx, **kwargs))
+
+    def _send(self, method: str, url: str, timeout: float, kwargs: dict[str, Any]) -> requests.Response:
+        headers = dict(kwargs.get("headers") or {})
+        options = {key: value for key, value in kwargs.items() if key != "headers"}
+        auth = None
+        if self._same_origin(url):  # credentials never go to another host (CDNs, storage buckets)
+            headers = {**self.auth_headers, **headers}
+            auth = self.auth
+        timeouts = (min(self.settings.connect_timeout, timeout), timeout)
+        return self.session.request(method, url, headers=headers, auth=auth, timeout=timeouts, **options)
+
+    def _with_retries(
+        self,
+        send: Callable[[float], requests.Response],
+        ctx: JobContext,
+        what: str,
+        retries: int | None = None,
+        read_timeout: float | None = None,
+    ) -> requests.Response:
+        attempts = (self.settings.retries if retries is None else retries) + 1
+        for attempt in range(1, attempts + 1):
+            ctx.check()
+            timeout = min(read_timeout or self.settings.read_timeout, ctx.remaining())
+            if timeout <= 0:
+                raise JobTimedOut()
+            try:
+                response = send(timeout)
+            except requests.RequestException as exc:
+                ctx.check()  # a timeout that used up the job's time is the job's timeout
+                reason, wait = self._failure_reason(exc, timeout), None
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                reason, wait = f"answered HTTP {response.status_code}", retry_after(response)
+                response.close()
+            log.warning("%s: %s %s (attempt %d of %d)", self.provider, what, reason, attempt, attempts)
+            if attempt == attempts:
+                raise ProviderError(f"The {self.provider} provider {reason}, {attempts} times; giving up.")
+            ctx.sleep(self._backoff(attempt, wait))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, retry_after_seconds: float | None) -> float:
+        """Exponential backoff with jitter, or the server's Retry-After when it asks for longer."""
+        delay = min(MAX_BACKOFF, self.settings.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        if retry_after_seconds is not None:
+            delay = max(delay, min(retry_after_seconds, MAX_RETRY_AFTER))
+        return delay
+
+    def _failure_reason(self, exc: requests.RequestException, timeout: float) -> str:
+        if isinstance(exc, requests.ConnectTimeout):
+            return "could not be reached (connection timed out)"
+        if isinstance(exc, requests.Timeout):
+            return f"did not answer within {timeout:g} seconds"
+        if isinstance(exc, requests.ConnectionError):
+            return "could not be reached (connection failed)"
+        return f"could not be reached ({type(exc).__name__})"
+
+    def _status_error(self, response: requests.Response) -> HttpStatusError:
+        body = self._maybe_json(response)
+        status = response.status_code
+        if status in (401, 403):
+            message = (
+                f"The {self.provider} provider did not accept the configured credentials (HTTP {status})."
+            )
+        else:
+            detail = error_detail(body) or response.reason or ""
+            message = f"The {self.provider} provider refused the request (HTTP {status})"
+            message += f": {self.scrub(detail)}" if detail else "."
+        return HttpStatusError(message, status, body)
+
+    @staticmethod
+    def _maybe_json(response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    # ---- decoding ----------------------------------------------------------------------------
+
+    def decode(self, response: requests.Response) -> Any:
+        """The response's JSON, or a ProviderError that says the answer was not JSON."""
+        try:
+            return response.json()
+        except ValueError:
+            raise ProviderError(
+                f"The {self.provider} provider sent an answer that is not valid JSON "
+                f"(HTTP {response.status_code})."
+            ) from None
+
+    def field(self, body: Any, *keys: str | int) -> Any:
+        """``body[k1][k2]...``, or a ProviderError naming the missing field."""
+        value = body
+        for key in keys:
+            try:
+                value = value[key]
+            except (KeyError, IndexError, TypeError):
+                path = ".".join(str(k) for k in keys)
+                raise ProviderError(
+                    f"The {self.provider} provider sent an answer without '{path}'."
+                ) from None
+        return value
+
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """``text`` without any configured secret, shortened for a job's error."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def image_from_base64(self, data: Any) -> Image.Image:
+        """Decode a base64 image (bare or a data URL) within the pixel cap."""
+        if not isinstance(data, str) or not data:
+            raise ProviderError(f"The {self.provider} provider sent an empty image.")
+        if data.startswith("data:"):
+            data = data.partition(",")[2]
+        try:
+            raw = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            raise ProviderError(
+                f"The {self.provider} provider sent an image that is not valid base64."
+            ) from None
+        return self.image_from_bytes(raw)
+
+    def image_from_bytes(self, raw: bytes) -> Image.Image:
+        """Decode image bytes within the size and pixel caps."""
+        if len(raw) > self.settings.max_bytes:
+            raise ProviderError(
+                f"The {self.provider} provider sent an image larger than {self.settings.max_bytes} bytes."
+            )
+        try:
+            return imaging.decode(raw, self.settings.max_pixels)
+        except imaging.ImageError as exc:
+            raise ProviderError(f"The {self.provider} provider sent an unusable image: {exc}.") from None
+
+    def download_image(self, url: str, ctx: JobContext) -> Image.Image:
+        """Fetch a result image the backend points at (relative URLs are on the backend), within the caps."""
+        if not isinstance(url, str) or not url:
+            raise ProviderError(f"The {self.provider} provider sent no image URL.")
+        if url.startswith("data:"):
+            return self.image_from_base64(url)
+        absolute = urljoin(self.base_url + "/", url)  # "/x.png" is on the backend's host
+        if urlsplit(absolute).scheme not in ("http", "https"):
+            raise ProviderError(f"The {self.provider} provider sent an image URL that is not http(s).")
+        response = self._with_retries(
+            lambda timeout: self._send("GET", absolute, timeout, {"stream": True}), ctx, "image download"
+        )
+        with response:
+            if response.status_code != 200:
+                raise ProviderError(
+                    f"The {self.provider} provider's result image could not be downloaded "
+                    f"(HTTP {response.status_code})."
+                )
+            return self.image_from_bytes(self._read_capped(response))
+
+    def _read_capped(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        limit = self.settings.max_bytes
+        if declared.isdigit() and int(declared) > limit:
+            raise ProviderError(f"The {self.provider} provider's result image is larger than {limit} bytes.")
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                size += len(chunk)
+                if size > limit:
+                    raise ProviderError(
+                        f"The {self.provider} provider's result image is larger than {limit} bytes."
+                    )
+                chunks.append(chunk)
+        except requests.RequestException:
+            raise ProviderError(f"The {self.provider} provider's result image download broke off.") from None
+        return b"".join(chunks)
+
+    # ---- long-running work -------------------------------------------------------------------
+
+    def poll(
+        self, ctx: JobContext, check_once: Callable[[], tuple[bool, float | None, T]], interval: float
+    ) -> T:
+        """Call ``check_once`` (-> done, percent or None, value) until done, reporting progress between."""
+        while True:
+            done, percent, value = check_once()
+            if done:
+                percent = 100
+            if percent is not None:
+                ctx.progress(scaled(percent))
+            if done:
+                return value
+            ctx.sleep(interval)
+
+    def while_running(
+        self,
+        ctx: JobContext,
+        call: Callable[[JobContext], T],
+        tick: Callable[[], None],
+        interval: float,
+    ) -> T:
+        """Run ``call`` on a helper thread; meanwhile call ``tick`` every ``interval`` seconds.
+
+        The helper gets its own context (the same deadline, stopped when this job stops), so it never
+        touches the job's database row. On cancellation or timeout the helper is told to stop and the
+        JobAborted propagates; the caller interrupts the backend.
+        """
+        stop = threading.Event()
+        detached = Deadline(ctx.remaining(), stop)
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = call(detached)
+            except BaseException as exc:  # handed to the job's thread below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"{self.provider}-call", daemon=True).start()
+        next_tick = time.monotonic() + interval
+        try:
+            while not done.wait(min(0.1, interval)):
+                ctx.check()
+                if time.monotonic() >= next_tick:
+                    tick()
+                    next_tick = time.monotonic() + interval
+        except JobAborted:
+            stop.set()
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+def scaled(percent: float) -> int:
+    """Backend progress (0-100) as job progress, leaving room for storing the images."""
+    return int(max(0.0, min(100.0, float(percent))) * PROGRESS_SHARE / 100)
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_detail(body: Any) -> str:
+    """The human message in a JSON error body, in the shapes common backends use."""
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, dict):
+        return ""
+    for key in ("error", "detail", "message", "description", "errors"):
+        value = body.get(key)
+        if isinstance(value, dict):
+            value = value.get("message") or value.get("msg")
+        elif isinstance(value, list) and value:
+            first = value[0]
+            value = (first.get("msg") or first.get("message")) if isinstance(first, dict) else first
+        if value:
+            return str(value)
+    return ""
+
+
+def png_base64(image: Image.Image) -> str:
+    """``image`` as base64-encoded PNG."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(image: Image.Image) -> str:
+    """``image`` as a ``data:image/png;base64,...`` URL."""
+    return "data:image/png;base64," + png_base64(image)
+
+
+def parse_percent(value: Any) -> float | None:
+    """``"42%"``, ``"42"`` or ``42`` -> 42.0 (clamped to 0-100); None if unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip().rstrip("%").strip()
+    try:
+        return max(0.0, min(100.0, float(text)))
+    except ValueError:
+        return None

@@ -1,0 +1,78 @@
+"""Prompt text for backends: Midjourney parameters from a request, and four prompts out of a text answer."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from PIL import Image
+
+from providers import ImagineRequest
+
+NIJI_STYLES = ("cute", "expressive", "scenic")  # Midjourney offers these only on its niji 5 model
+
+# "1️⃣ ...", "1. ...", "1) ...", "- ...", "* ..." at the start of an item.
+_ITEM_MARK = re.compile(r"^\s*(?:[1-9]\ufe0f?\u20e3|\(?[1-9][.):]|[-*\u2022])\s*")
+_KEYCAP = re.compile(r"(?=[1-9]\ufe0f?\u20e3)")
+
+
+def midjourney_prompt(request: ImagineRequest, *, with_aspect: bool = True) -> str:
+    """The prompt with Midjourney's parameters for the request's aspect ratio, version, style and the rest."""
+    parts = [request.prompt.strip()]
+    if with_aspect:
+        parts.append(f"--ar {request.aspect_ratio}")
+    if request.style in NIJI_STYLES:
+        parts.append(f"--niji 5 --style {request.style}")
+    else:
+        parts.append(f"--v {request.version}")
+        if request.style:
+            parts.append(f"--style {request.style}")
+    if request.quality != 1:
+        parts.append(f"--q {request.quality:g}")
+    if request.chaos:
+        parts.append(f"--c {request.chaos:g}")
+    if request.stylize != 100:
+        parts.append(f"--s {request.stylize:g}")
+    if request.seed is not None:
+        parts.append(f"--seed {request.seed}")
+    return " ".join(parts)
+
+
+def orientation(image: Image.Image) -> str:
+    """PORTRAIT, SQUARE or LANDSCAPE, as Midjourney's /blend names its dimensions."""
+    width, height = image.size
+    if width > height * 1.1:
+        return "LANDSCAPE"
+    if height > width * 1.1:
+        return "PORTRAIT"
+    return "SQUARE"
+
+
+def split_prompts(text: str) -> list[str]:
+    """Prompts from a text answer: a JSON list, keycap-numbered items (1️⃣ …), or one per line."""
+    text = text.strip()
+    listed = _json_list(text)
+    if listed is not None:
+        items = listed
+    elif _KEYCAP.search(text):
+        items = _KEYCAP.split(text)
+    else:
+        items = text.splitlines()
+    prompts = [_ITEM_MARK.sub("", str(item)).strip().strip('"').strip() for item in items]
+    return [prompt for prompt in prompts if prompt]
+
+
+def _json_list(text: str) -> list[str] | None:
+    """A JSON array of strings, or an object holding one (``{"prompts": [...]}``), inside ``text``."""
+    start = min((i for i in (text.find("["), text.find("{")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    try:
+        value = json.loads(text[start : max(text.rfind("]"), text.rfind("}")) + 1])
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        value = next((v for v in value.values() if isinstance(v, list)), None)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return None

@@ -1,0 +1,259 @@
+"""AUTOMATIC1111 / Forge / SD.Next, started with ``--api``: the ``/sdapi/v1`` endpoints.
+
+imagine -> txt2img with batch_size 4; variation -> img2img of the chosen tile; blend -> img2img of an
+even mix of the inputs; upscale -> extra-single-image; describe -> interrogate (clip, and deepdanbooru
+when the server has it) made into four prompts. Progress comes from /progress while a generation
+runs; a cancelled or timed-out job interrupts the server's current generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image
+
+import imaging
+from providers import (
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobAborted,
+    JobContext,
+    Provider,
+    ProviderError,
+    Result,
+    UpscaleRequest,
+    VariationRequest,
+    register,
+)
+from providers.analysis import aspect_ratio
+from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_base64, scaled
+
+log = logging.getLogger(__name__)
+
+BATCH = 4
+INTERRUPT_SECONDS = 5.0
+PROGRESS_TIMEOUT = 5.0  # a progress read may not hold up noticing a cancel for longer
+# Added to a prompt so that the four describe answers differ even when the server has little to say.
+FLAVOURS = ("cinematic lighting", "highly detailed", "soft focus", "wide angle")
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``"user:password"`` -> ``("user", "password")``; None when unset."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise ValueError("APIFRAME_SDWEBUI_AUTH must look like USER:PASSWORD")
+    return user, password
+
+
+@register
+class SdWebUIProvider(Provider):
+    """Stable Diffusion on the operator's own GPU, through the AUTOMATIC1111 API."""
+
+    name = "sdwebui"
+    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    required_settings = ("SDWEBUI_URL",)
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        auth = parse_auth(config.get("SDWEBUI_AUTH"))
+        self.http = Backend(
+            self.name,
+            config["SDWEBUI_URL"],
+            HttpSettings.from_config(config, "SDWEBUI_TIMEOUT"),
+            auth=auth,
+            secrets=[auth[1]] if auth else [],
+        )
+        self.poll_interval = float(config["SDWEBUI_POLL_INTERVAL"])
+
+    # ---- operations --------------------------------------------------------------------------
+
+    def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
+        """txt2img with a batch of four at the tile size."""
+        payload = self._generation(request.prompt, request.width, request.height, request.seed)
+        return self._generate("txt2img", payload, ctx, (request.width, request.height))
+
+    def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
+        """img2img of the chosen tile, four times."""
+        width, height = _multiple_of_8(request.image.size)
+        payload = self._generation(request.prompt or "", width, height, request.seed)
+        payload.update(
+            init_images=[png_base64(request.image)],
+            denoising_strength=float(self.config["SDWEBUI_DENOISING_STRENGTH"]),
+        )
+        return self._generate("img2img", payload, ctx, (width, height))
+
+    def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
+        """img2img of an even mix of the inputs, four times."""
+        width, height = imaging.nearest_dimensions(request.images[0])
+        mixed = imaging.average(request.images, width, height)
+        payload = self._generation("", width, height, request.seed)
+        payload.update(
+            init_images=[png_base64(mixed)], denoising_strength=float(self.config["SDWEBUI_BLEND_STRENGTH"])
+        )
+        return self._generate("img2img", payload, ctx, (width, height))
+
+    def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
+        """The server's upscaler, by ``request.factor``."""
+        payload = {
+            "image": png_base64(request.image),
+            "resize_mode": 0,
+            "upscaling_resize": request.factor,
+            "upscaler_1": self.config["SDWEBUI_UPSCALER"],
+        }
+        ctx.progress(10)
+        body = self.http.json("POST", "/sdapi/v1/extra-single-image", ctx, json=payload)
+        return Result(image=self.http.image_from_base64(self.http.field(body, "image")))
+
+    def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
+        """Four prompts from the server's interrogators."""
+        image = png_base64(request.image)
+        captions = {}
+        for model in _names(self.config["SDWEBUI_INTERROGATORS"]):
+            caption = self._interrogate(image, model, ctx)
+            if caption:
+                captions[model] = caption
+            ctx.progress(30 * len(captions))
+        if not captions:
+            raise ProviderError(
+                "The sdwebui provider could not describe the image (no interrogator answered)."
+            )
+        return Result(descriptions=four_prompts(captions, request.image.size))
+
+    def check(self) -> str:
+        """List the checkpoints (and confirm the configured one is among them)."""
+        models = self.http.json("GET", "/sdapi/v1/sd-models", self.http.check_context(), retries=0)
+        if not isinstance(models, list):
+            raise ProviderError("The sdwebui provider sent an unexpected answer to /sdapi/v1/sd-models.")
+        wanted = self.config.get("SDWEBUI_MODEL")
+        names = {str(m.get(key)) for m in models if isinstance(m, dict) for key in ("title", "model_name")}
+        if wanted and wanted not in names:
+            raise ProviderError(f"The sdwebui provider has no model called {wanted!r}.")
+        return f"{len(models)} model(s) available"
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _generation(self, prompt: str, width: int, height: int, seed: int | None) -> dict[str, Any]:
+        """The txt2img/img2img fields every generation sends."""
+        payload: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": self.config["SDWEBUI_NEGATIVE_PROMPT"] or "",
+            "seed": -1 if seed is None else seed,
+            "batch_size": BATCH,
+            "n_iter": 1,
+            "steps": int(self.config["SDWEBUI_STEPS"]),
+            "cfg_scale": float(self.config["SDWEBUI_CFG_SCALE"]),
+            "width": width,
+            "height": height,
+            "sampler_name": self.config["SDWEBUI_SAMPLER"],
+            "send_images": True,
+            "save_images": False,
+        }
+        if self.config.get("SDWEBUI_MODEL"):
+            payload["override_settings"] = {"sd_model_checkpoint": self.config["SDWEBUI_MODEL"]}
+        return payload
+
+    def _generate(
+        self, endpoint: str, payload: dict[str, Any], ctx: JobContext, size: tuple[int, int]
+    ) -> Result:
+        """Run a generation, reporting progress, interrupting the server if the job stops."""
+        path = f"/sdapi/v1/{endpoint}"
+        try:
+            body = self.http.while_running(
+                ctx,
+                lambda detached: self.http.json("POST", path, detached, json=payload),
+                lambda: self._report_progress(ctx),
+                self.poll_interval,
+            )
+        except JobAborted:
+            self.interrupt()
+            raise
+        tiles = self._tiles(self.http.field(body, "images"), size)
+        return Result(tiles=tiles, seed=_seed(body.get("info")))
+
+    def _report_progress(self, ctx: JobContext) -> None:
+        try:
+            body = self.http.json(
+                "GET",
+                "/sdapi/v1/progress?skip_current_image=true",
+                ctx,
+                retries=0,
+                read_timeout=PROGRESS_TIMEOUT,
+            )
+            ctx.progress(scaled(float(body["progress"]) * 100))
+        except (ProviderError, KeyError, TypeError, ValueError):
+            log.debug("sdwebui: no progress this time")
+
+    def interrupt(self) -> None:
+        """Ask the server to stop its current generation (best effort)."""
+        try:
+            self.http.request("POST", "/sdapi/v1/interrupt", Deadline(INTERRUPT_SECONDS), retries=0)
+        except (ProviderError, JobAborted):
+            log.warning("sdwebui: could not interrupt the running generation")
+
+    def _tiles(self, encoded: Any, size: tuple[int, int]) -> list[Image.Image]:
+        """The four generated images (a server set to return a grid too sends it first, at another size)."""
+        if not isinstance(encoded, list):
+            raise ProviderError("The sdwebui provider sent no list of images.")
+        images = [self.http.image_from_base64(item) for item in encoded]
+        matching = [image for image in images if image.size == size]
+        tiles = (matching if len(matching) >= BATCH else images)[:BATCH]
+        if len(tiles) < BATCH:
+            raise ProviderError(f"The sdwebui provider sent {len(images)} image(s) instead of {BATCH}.")
+        return tiles
+
+    def _interrogate(self, image: str, model: str, ctx: JobContext) -> str:
+        """One interrogator's caption; an interrogator the server lacks (other than clip) is skipped."""
+        try:
+            body = self.http.json("POST", "/sdapi/v1/interrogate", ctx, json={"image": image, "model": model})
+        except HttpStatusError:
+            if model == "clip":
+                raise
+            log.info("sdwebui: interrogator %s is not available", model)
+            return ""
+        caption = body.get("caption") if isinstance(body, dict) else None
+        return caption.strip() if isinstance(caption, str) else ""
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _multiple_of_8(size: tuple[int, int]) -> tuple[int, int]:
+    return tuple(max(64, side // 8 * 8) for side in size)  # type: ignore[return-value]
+
+
+def _seed(info: Any) -> int | None:
+    """The first seed of a generation, from the ``info`` JSON string the server returns."""
+    try:
+        parsed = json.loads(info) if isinstance(info, str) else info
+        seed = parsed.get("seed", (parsed.get("all_seeds") or [None])[0])
+        return int(seed) if seed is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def four_prompts(captions: dict[str, str], size: tuple[int, int]) -> list[str]:
+    """Four different prompts from a CLIP caption and (when present) DeepDanbooru tags."""
+    clip = captions.get("clip", "")
+    tags = [tag.strip() for tag in captions.get("deepdanbooru", "").split(",") if tag.strip()]
+    clauses = [part.strip() for part in clip.split(",") if part.strip()]
+    subject = clauses[0] if clauses else ", ".join(tags[:3])
+    pool = list(dict.fromkeys(clauses[1:] + tags))
+    candidates = [
+        clip or ", ".join(tags[:12]),
+        ", ".join([subject, *pool[:4]]),
+        ", ".join([subject, *(pool[4:8] or FLAVOURS[:2])]),
+        ", ".join([", ".join(tags[:10]) or subject, *FLAVOURS[2:]]),
+    ]
+    prompts: list[str] = []
+    for text, flavour in zip(candidates, FLAVOURS, strict=True):
+        text = text or subject
+        prompts.append(f"{text}, {flavour}" if text in prompts else text)
+    ratio = aspect_ratio(*size)
+    return [f"{prompt} --ar {ratio}" for prompt in prompts]

@@ -1,0 +1,151 @@
+/* APIFrame console: copy buttons, live job progress, range read-outs, auto-submitting filters. No build step. */
+(function () {
+  "use strict";
+
+  var POLL_MS = 700;
+  var RETRY_MS = 3000;
+
+  /* ---- copy to clipboard (with a fallback for pages served over plain http on a LAN name) ---- */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.appendChild(area);
+      area.select();
+      try {
+        if (document.execCommand("copy")) { resolve(); } else { reject(new Error("copy refused")); }
+      } catch (error) {
+        reject(error);
+      } finally {
+        area.remove();
+      }
+    });
+  }
+
+  function flashLabel(button, text, className) {
+    var label = button.querySelector("[data-copy-label]");
+    var original = label ? label.textContent : "";
+    if (label && original) { label.textContent = text; }
+    button.classList.add(className);
+    window.setTimeout(function () {
+      if (label && original) { label.textContent = original; }
+      button.classList.remove(className);
+    }, 1600);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) { return; }
+    var target = document.querySelector(button.getAttribute("data-copy"));
+    if (!target) { return; }
+    copyText(target.textContent.trim()).then(
+      function () { flashLabel(button, "Copied", "copied"); },
+      function () {
+        var range = document.createRange();
+        range.selectNodeContents(target);
+        window.getSelection().removeAllRanges();
+        window.getSelection().addRange(range);
+        flashLabel(button, "Press Ctrl+C", "copy-failed");
+      }
+    );
+  });
+
+  /* ---- close an open "Revoke?" confirmation when clicking elsewhere ---- */
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll("details.confirm[open]").forEach(function (details) {
+      if (!details.contains(event.target)) { details.removeAttribute("open"); }
+    });
+  });
+
+  /* ---- forms: one submission at a time; filters submit on change; ranges show their value ---- */
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.dataset.submitting) { event.preventDefault(); return; }
+    form.dataset.submitting = "1";
+    form.setAttribute("aria-busy", "true");
+  });
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[data-submitting]").forEach(function (form) {
+      delete form.dataset.submitting;
+      form.removeAttribute("aria-busy");
+    });
+  });
+  document.addEventListener("change", function (event) {
+    var form = event.target.closest("form[data-autosubmit]");
+    if (form) { form.requestSubmit ? form.requestSubmit() : form.submit(); }
+  });
+  document.addEventListener("input", function (event) {
+    if (!event.target.matches("input[type=range]")) { return; }
+    var output = document.querySelector('output[for="' + event.target.id + '"]');
+    if (output) { output.textContent = event.target.value; }
+  });
+
+  /* ---- live jobs: poll while any job on the page is running; swap in the result when it ends ---- */
+  function replaceWith(element, html) {
+    var template = document.createElement("template");
+    template.innerHTML = html.trim();
+    var fresh = template.content.firstElementChild;
+    if (fresh) { element.replaceWith(fresh); }
+  }
+
+  function setProgress(element, percent) {
+    var bar = element.querySelector("[data-progress]");
+    if (bar) {
+      bar.setAttribute("aria-valuenow", String(percent));
+      var fill = bar.querySelector(".progress-bar");
+      if (fill) { fill.style.width = percent + "%"; }
+    }
+    element.querySelectorAll("[data-progress-label]").forEach(function (label) {
+      label.textContent = String(percent);
+    });
+  }
+
+  function update(view, job) {
+    var selector = '[data-live="' + view + '"][data-job="' + job.id + '"]';
+    document.querySelectorAll(selector).forEach(function (element) {
+      if (job.active && element.dataset.jobStatus === job.status) {
+        setProgress(element, job.progress);
+      } else {
+        replaceWith(element, job.html);
+      }
+    });
+  }
+
+  function poll(url) {
+    var elements = document.querySelectorAll("[data-live]");
+    if (!elements.length) { return; }
+    var views = {};
+    elements.forEach(function (element) {
+      var view = element.dataset.live;
+      views[view] = views[view] || new URLSearchParams({ view: view });
+      views[view].append("id", element.dataset.job);
+    });
+    var requests = Object.keys(views).map(function (view) {
+      return fetch(url + "?" + views[view].toString(), {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      }).then(function (response) {
+        if (response.status === 401) { window.location.reload(); }
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.json();
+      }).then(function (data) {
+        data.jobs.forEach(function (job) { update(view, job); });
+      });
+    });
+    Promise.all(requests).then(
+      function () { window.setTimeout(function () { poll(url); }, POLL_MS); },
+      function () { window.setTimeout(function () { poll(url); }, RETRY_MS); }
+    );
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var shell = document.querySelector("[data-live-url]");
+    if (shell) { window.setTimeout(function () { poll(shell.dataset.liveUrl); }, POLL_MS); }
+  });
+})();

@@ -1,0 +1,115 @@
+"""A fake apiframe.ai v1 API: /imagine, /upscale-1x, /variations, /describe, /blend, POST /fetch, /account."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from fakes import FakeBackend, Recorded, Reply, png
+
+DESCRIPTIONS = [
+    "1️⃣ a red fox standing in deep snow, winter forest --ar 1:1",
+    "2️⃣ wildlife photograph of a fox in a snowy pine forest --ar 1:1",
+    "3️⃣ watercolor painting of a red fox, loose brushwork --ar 1:1",
+    "4️⃣ cinematic still of a fox crossing a frozen clearing --ar 1:1",
+]
+TILE = (80, 60)
+COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
+
+
+def _errors(status: int, message: str) -> Reply:
+    return Reply(status, {"errors": [{"msg": message}]})
+
+
+class FakeApiframe(FakeBackend):
+    """Tasks go pending -> processing (``percentages``, one per fetch) -> finished, or failed."""
+
+    def __init__(self, key: str = "af-key-abcdef123456") -> None:
+        super().__init__()
+        self.key = key
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.fetches: dict[str, int] = {}
+        self.percentages = ["20", "60"]
+        self.fail_message: str | None = None
+        self.banned_word = "bannedword"
+        self.counter = itertools.count()
+
+    def handle(self, request: Recorded) -> Reply:
+        if request.headers.get("Authorization") != self.key:
+            return _errors(401, "Invalid API key")
+        if (request.method, request.path) == ("GET", "/account"):
+            return Reply(
+                200, {"email": "owner@example.com", "credits": 1200, "total_images": 42, "plan": "basic"}
+            )
+        if (request.method, request.path) == ("POST", "/fetch"):
+            return self._fetch(str((request.json or {}).get("task_id")))
+        create = getattr(self, "_create_" + request.path.strip("/").replace("-", "_"), None)
+        if request.method != "POST" or create is None:
+            return _errors(404, "Not found")
+        return create(request.json or {})
+
+    def _task(self, task_type: str, **fields: Any) -> Reply:
+        task_id = str(uuid.uuid4())
+        self.tasks[task_id] = {"task_id": task_id, "task_type": task_type, **fields}
+        return Reply(200, {"task_id": task_id})
+
+    def _parent(self, body: dict[str, Any]) -> Reply | None:
+        parent = self.tasks.get(str(body.get("parent_task_id")))
+        if parent is None:
+            return _errors(400, "Invalid parent_task_id")
+        if str(body.get("index")) not in ("1", "2", "3", "4"):
+            return _errors(400, "index must be 1, 2, 3 or 4")
+        return None
+
+    def _create_imagine(self, body: dict[str, Any]) -> Reply:
+        if not body.get("prompt"):
+            return _errors(400, "prompt is required")
+        if self.banned_word in body["prompt"]:
+            return _errors(400, "Banned prompt detected: bannedword")
+        return self._task("imagine", prompt=body["prompt"])
+
+    def _create_upscale_1x(self, body: dict[str, Any]) -> Reply:
+        return self._parent(body) or self._task("upscale-1x")
+
+    def _create_variations(self, body: dict[str, Any]) -> Reply:
+        return self._parent(body) or self._task("variations")
+
+    def _create_describe(self, body: dict[str, Any]) -> Reply:
+        if not str(body.get("image_url", "")).startswith("http"):
+            return _errors(400, "image_url must be a URL")
+        return self._task("describe")
+
+    def _create_blend(self, body: dict[str, Any]) -> Reply:
+        urls = body.get("image_urls") or []
+        if not 2 <= len(urls) <= 5 or body.get("dimension", "square") not in (
+            "square",
+            "portrait",
+            "landscape",
+        ):
+            return _errors(400, "image_urls must hold 2 to 5 URLs")
+        return self._task("blend")
+
+    def _fetch(self, task_id: str) -> Reply:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return _errors(400, "Invalid task_id")
+        step = self.fetches.get(task_id, 0)
+        self.fetches[task_id] = step + 1
+        if step == 0:
+            return Reply(200, {"task_id": task_id, "task_type": task["task_type"], "status": "pending"})
+        if step <= len(self.percentages):
+            percentage = self.percentages[step - 1]
+            return Reply(200, {**task, "status": "processing", "percentage": percentage})
+        if self.fail_message:
+            return Reply(200, {**task, "status": "failed", "message": self.fail_message})
+        return Reply(200, {**task, "status": "finished", **self._result(task)})
+
+    def _result(self, task: dict[str, Any]) -> dict[str, Any]:
+        number = next(self.counter)
+        if task["task_type"] == "upscale-1x":
+            return {"image_url": self.serve_image(f"/cdn/{number}-up.png", png((TILE[0] * 2, TILE[1] * 2)))}
+        if task["task_type"] == "describe":
+            return {"content": DESCRIPTIONS}
+        urls = [self.serve_image(f"/cdn/{number}-{i}.png", png(TILE, COLORS[i])) for i in range(4)]
+        return {"original_image_url": urls[0], "image_urls": urls, "actions": ["upsample1", "variation1"]}

@@ -1,0 +1,137 @@
+"""A fake midjourney-proxy (novicezk): /mj/submit/*, /mj/task/{id}/fetch, /mj/task/list."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from fakes import FakeBackend, Recorded, Reply, decode_image, grid_png, png
+
+DESCRIBED = (
+    "1️⃣ a red fox standing in deep snow, winter forest, soft light --ar 1:1\n\n"
+    "2️⃣ wildlife photograph of a fox in a snowy pine forest --ar 1:1\n\n"
+    "3️⃣ watercolor painting of a red fox, loose brushwork --ar 1:1\n\n"
+    "4️⃣ cinematic still of a fox crossing a frozen clearing --ar 1:1"
+)
+TILE = (96, 64)
+
+
+class FakeMidjourneyProxy(FakeBackend):
+    """Tasks go NOT_START -> IN_PROGRESS (with ``steps`` of progress) -> SUCCESS, one step per fetch."""
+
+    def __init__(self, secret: str | None = "mj-secret-123") -> None:
+        super().__init__()
+        self.secret = secret
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.fetches: dict[str, int] = {}
+        self.steps = ["0%", "30%", "78%"]
+        self.submit_code: int | None = None  # every submission gets this code (21, 22 still make a task)
+        self.fail_reason: str | None = None  # tasks end FAILURE with this reason
+        self.banned_word = "bannedword"
+        self.ids = itertools.count(1712345678901230)
+
+    def handle(self, request: Recorded) -> Reply:
+        if self.secret and request.headers.get("mj-api-secret") != self.secret:
+            return Reply(401, {"code": 401, "description": "unauthorized"})
+        if request.method == "POST" and request.path.startswith("/mj/submit/"):
+            return self._submit(request.path.removeprefix("/mj/submit/"), request.json or {})
+        if request.method == "GET" and request.path == "/mj/task/list":
+            return Reply(200, list(self.tasks.values()))
+        if (
+            request.method == "GET"
+            and request.path.startswith("/mj/task/")
+            and request.path.endswith("/fetch")
+        ):
+            return self._fetch(request.path.split("/")[3])
+        return Reply(404, {"code": 404, "description": "not found"})
+
+    def _submit(self, action: str, body: dict[str, Any]) -> Reply:
+        if self.submit_code not in (None, 21, 22):
+            return Reply(
+                200, {"code": self.submit_code, "description": "队列已满，请稍后尝试", "result": None}
+            )
+        checked = getattr(self, f"_check_{action}", None)
+        if checked is None:
+            return Reply(404, {"code": 404, "description": "not found"})
+        refusal = checked(body)
+        if refusal is not None:
+            return Reply(200, refusal)
+        task_action = body.get("action", action.upper())
+        task_id = str(next(self.ids))
+        self.tasks[task_id] = {
+            "id": task_id,
+            "action": task_action,
+            "prompt": body.get("prompt"),
+            "promptEn": body.get("prompt"),
+            "description": f"/{action} {task_id}",
+            "status": "NOT_START",
+            "progress": "0%",
+            "imageUrl": None,
+            "failReason": None,
+            "properties": {},
+        }
+        code = self.submit_code or 1  # 21: already exists, 22: queued; both name a task to follow
+        return Reply(200, {"code": code, "description": "提交成功", "result": task_id, "properties": {}})
+
+    def _check_imagine(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        if not body.get("prompt"):
+            return {"code": 4, "description": "prompt不能为空"}
+        if self.banned_word in body["prompt"]:
+            return {
+                "code": 24,
+                "description": "可能包含敏感词",
+                "properties": {"bannedWord": self.banned_word},
+            }
+        for item in body.get("base64Array") or []:
+            decode_image(item)
+        return None
+
+    def _check_change(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        target = self.tasks.get(str(body.get("taskId")))
+        if body.get("action") not in ("UPSCALE", "VARIATION", "REROLL"):
+            return {"code": 4, "description": "action参数错误"}
+        if target is None:
+            return {"code": 3, "description": "关联任务不存在或已失效"}
+        if target["status"] != "SUCCESS" or target["action"] not in ("IMAGINE", "VARIATION", "BLEND"):
+            return {"code": 4, "description": "关联任务状态错误"}
+        return None
+
+    def _check_describe(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        if not str(body.get("base64", "")).startswith("data:image/"):
+            return {"code": 4, "description": "base64格式错误"}
+        decode_image(body["base64"])
+        return None
+
+    def _check_blend(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        images = body.get("base64Array") or []
+        if not 2 <= len(images) <= 5 or body.get("dimensions") not in ("PORTRAIT", "SQUARE", "LANDSCAPE"):
+            return {"code": 4, "description": "base64List参数错误"}
+        for item in images:
+            decode_image(item)
+        return None
+
+    def _fetch(self, task_id: str) -> Reply:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return Reply(200, None)
+        step = self.fetches.get(task_id, 0)
+        self.fetches[task_id] = step + 1
+        if step < len(self.steps):
+            task.update(status="IN_PROGRESS" if step else "SUBMITTED", progress=self.steps[step])
+        elif self.fail_reason:
+            task.update(status="FAILURE", failReason=self.fail_reason, progress="")
+        else:
+            self._finish(task)
+        return Reply(200, task)
+
+    def _finish(self, task: dict[str, Any]) -> None:
+        path = f"/attachments/{task['id']}.png"
+        if task["action"] == "UPSCALE":
+            self.serve_image(path, png((TILE[0] * 2, TILE[1] * 2), (120, 30, 200)))
+        elif task["action"] == "DESCRIBE":
+            self.serve_image(path, png(TILE))
+            task.update(prompt=DESCRIBED, promptEn=DESCRIBED, properties={"finalPrompt": DESCRIBED})
+        else:
+            colors = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
+            self.serve_image(path, grid_png(TILE, colors))
+        task.update(status="SUCCESS", progress="100%", imageUrl=self.url + path)

@@ -1,0 +1,127 @@
+"""A fake OpenAI API: Images (generations, edits, variations), chat completions and models."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+
+from PIL import Image
+
+from fakes import FakeBackend, Recorded, Reply, png
+
+COLORS = [(220, 60, 60), (60, 200, 90), (60, 90, 220), (230, 200, 40), (160, 60, 200), (40, 200, 200)]
+DESCRIPTIONS = [
+    "a red fox standing in deep snow, winter forest, soft morning light",
+    "wildlife photograph of a fox in a snowy pine forest, telephoto, shallow depth of field",
+    "watercolor painting of a red fox in the snow, loose brushwork, muted palette",
+    "cinematic still of a fox crossing a frozen clearing at dawn, volumetric light",
+]
+
+
+def _error(status: int, message: str, code: str | None = None, kind: str = "invalid_request_error") -> Reply:
+    return Reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+class FakeOpenAI(FakeBackend):
+    """Answers under /v1 with the key ``key``; images as b64_json or as URLs on ``url_host``."""
+
+    def __init__(self, key: str = "sk-test-0123456789abcdef", url_host: FakeBackend | None = None) -> None:
+        super().__init__()
+        self.key = key
+        self.url_host = url_host or self
+        self.blocked_word = "forbidden"
+        self.describe_answer = json.dumps(DESCRIPTIONS)
+        self.counter = itertools.count(1)
+        self.force_urls = False  # answer with URLs whatever response_format asks
+
+    def handle(self, request: Recorded) -> Reply:
+        if request.headers.get("Authorization") != f"Bearer {self.key}":
+            shown = (request.headers.get("Authorization", "")[7:14] + "****") if request.headers else ""
+            return _error(401, f"Incorrect API key provided: {shown}.", "invalid_api_key")
+        route = {
+            ("POST", "/v1/images/generations"): self._generations,
+            ("POST", "/v1/images/edits"): self._edits,
+            ("POST", "/v1/images/variations"): self._variations,
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("GET", "/v1/models"): self._models,
+        }.get((request.method, request.path))
+        return route(request) if route else _error(404, f"Invalid URL ({request.method} {request.path})")
+
+    def _answer(self, model: str, n: int, size: str, response_format: str | None) -> Reply:
+        width, height = (int(side) for side in size.split("x"))
+        data = []
+        for _ in range(n):
+            image = png((width, height), COLORS[next(self.counter) % len(COLORS)])
+            if not self.force_urls and (model.startswith("gpt-image") or response_format == "b64_json"):
+                data.append({"b64_json": base64.b64encode(image).decode()})
+            else:
+                path = f"/files/img-{next(self.counter)}.png"
+                data.append({"url": self.url_host.serve_image(path, image)})
+        return Reply(200, {"created": 1700000000, "data": data})
+
+    def _check(self, model: str, n: int, size: str, response_format: str | None, prompt: str) -> Reply | None:
+        if model == "dall-e-3" and n != 1:
+            return _error(400, "You must provide n=1 for this model.")
+        if model.startswith("gpt-image") and response_format:
+            return _error(400, "Unknown parameter: 'response_format'.", "unknown_parameter")
+        if self.blocked_word in (prompt or ""):
+            return _error(
+                400,
+                "Your request was rejected by the safety system.",
+                "moderation_blocked",
+                "image_generation_user_error",
+            )
+        if "x" not in size:
+            return _error(400, f"Invalid value: '{size}'.")
+        return None
+
+    def _generations(self, request: Recorded) -> Reply:
+        body = request.json or {}
+        model, n, size = body.get("model", "dall-e-2"), int(body.get("n", 1)), body.get("size", "1024x1024")
+        fmt = body.get("response_format")
+        refused = self._check(model, n, size, fmt, body.get("prompt", ""))
+        return refused or self._answer(model, n, size, fmt)
+
+    def _edits(self, request: Recorded) -> Reply:
+        form = request.form
+        if not request.files:
+            return _error(400, "Missing required parameter: 'image'.")
+        for _name, data in request.files:
+            Image.open(io.BytesIO(data)).verify()
+        model, n, size = form.get("model", "dall-e-2"), int(form.get("n", 1)), form.get("size", "1024x1024")
+        refused = self._check(model, n, size, form.get("response_format"), form.get("prompt", ""))
+        return refused or self._answer(model, n, size, form.get("response_format"))
+
+    def _variations(self, request: Recorded) -> Reply:
+        form = request.form
+        if form.get("model", "dall-e-2") != "dall-e-2":
+            return _error(400, "Variations are only supported by dall-e-2.")
+        (name, data), *_ = request.files
+        image = Image.open(io.BytesIO(data))
+        if name != "image" or image.width != image.height:
+            return _error(400, "Uploaded image must be a square PNG.")
+        return self._answer(
+            "dall-e-2", int(form.get("n", 1)), form.get("size", "1024x1024"), form.get("response_format")
+        )
+
+    def _chat(self, request: Recorded) -> Reply:
+        body = request.json or {}
+        parts = body["messages"][-1]["content"]
+        if not any(
+            p.get("type") == "image_url" and p["image_url"]["url"].startswith("data:image/") for p in parts
+        ):
+            return _error(400, "Expected an image_url content part.")
+        message = {"role": "assistant", "content": self.describe_answer}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return Reply(
+            200,
+            {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"], "choices": [choice]},
+        )
+
+    def _models(self, _request: Recorded) -> Reply:
+        ids = ["gpt-image-1", "dall-e-3", "dall-e-2", "gpt-4o-mini"]
+        return Reply(
+            200, {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "openai"} for i in ids]}
+        )

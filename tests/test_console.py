@@ -1,0 +1,564 @@
+"""The web console through its forms: signup, login, keys, plans, jobs, playground, errors and CSRF."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from models import ApiKey, Job, LedgerEntry
+
+TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+PASSWORD = "correct horse battery"
+
+
+class Console:
+    """A browser-like test client: it reads the CSRF token from a page before posting a form."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def token(self, page: str | None = None) -> str:
+        """The CSRF token from ``page`` (by default the console, or the login page when signed out)."""
+        for candidate in [page] if page else ["/console/", "/login"]:
+            match = TOKEN.search(self.client.get(candidate).get_data(as_text=True))
+            if match:
+                return match.group(1)
+        raise AssertionError(f"no CSRF token on {page or 'the console or the login page'}")
+
+    def get(self, path: str, **kwargs: Any):
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, page: str | None = None, **kwargs: Any):
+        return self.client.post(path, data={"csrf_token": self.token(page), **(data or {})}, **kwargs)
+
+    def signup(self, email: str = "jane@example.com", name: str = "Jane Doe", password: str = PASSWORD):
+        return self.post("/signup", {"name": name, "email": email, "password": password}, page="/signup")
+
+    def login(self, email: str, password: str = PASSWORD, next_page: str = ""):
+        return self.post("/login", {"email": email, "password": password, "next": next_page})
+
+
+def text(response) -> str:
+    """The response body as a page reads (entities decoded)."""
+    return html.unescape(response.get_data(as_text=True))
+
+
+def shown_key(response) -> str:
+    match = re.search(r"data-new-key>(ak_live_[A-Za-z0-9_-]+)<", response.get_data(as_text=True))
+    assert match, "no new key on the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def console(client) -> Console:
+    return Console(client)
+
+
+@pytest.fixture
+def closed(settings) -> None:
+    """Ask for this before ``client``: signup is closed and plans are the operator's business."""
+    settings.update(ALLOW_SIGNUP=False, ALLOW_SELF_UPGRADE=False)
+
+
+@pytest.fixture
+def slow(settings) -> None:
+    """Ask for this before ``client``: jobs take 30 seconds."""
+    settings["LOCAL_LATENCY"] = 30
+
+
+def api_post(console: Console, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST to the API with a key; the job it answers with."""
+    response = console.client.post(path, json=body, headers={"X-API-Key": key})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["job"]
+
+
+@pytest.fixture
+def member(console, make_account) -> tuple[Console, Any, str]:
+    """A console signed in as an account on the hobby plan; also its API key."""
+    account, key = make_account("hobby", email="member@example.com", password=PASSWORD)
+    assert console.login("member@example.com").status_code == 302
+    return console, account, key
+
+
+def wait_for(app, job_id: str, timeout: float = 20) -> Job:
+    """The job once it has ended."""
+    deadline = time.monotonic() + timeout
+    with app.app_context():
+        while True:
+            job = Job.get_by_id(job_id)
+            if job.status in ("succeeded", "failed", "timed_out", "cancelled"):
+                return job
+            assert time.monotonic() < deadline, f"job still {job.status}"
+            time.sleep(0.05)
+
+
+# ---- signup, login, logout --------------------------------------------------------------------
+
+
+def test_signup_grants_free_credits_and_shows_the_first_key_once(console, client):
+    response = console.signup()
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+    dashboard = client.get("/console/")
+    key = shown_key(dashboard)
+    page = text(dashboard)
+    assert "Welcome, Jane Doe! Your account has 50 free credits." in page
+    assert "Free" in page and "50 / 50" in page.replace("<span>", "").replace("</span>", "")
+    assert key not in text(client.get("/console/"))  # shown once
+    account = client.get("/v1/account", headers={"X-API-Key": key}).get_json()["account"]
+    assert account == {
+        "name": "Jane Doe",
+        "email": "jane@example.com",
+        "plan": "free",
+        "credits": {"remaining": 50, "total": 50},
+    }
+
+
+def test_signup_without_csrf_token_is_refused(client, app):
+    response = client.post("/signup", data={"name": "Eve", "email": "eve@example.com", "password": PASSWORD})
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    assert "This form expired or did not come from this site" in text(response)
+    with app.app_context():
+        import accounts
+
+        assert accounts.find_by_email("eve@example.com") is None
+
+
+def test_a_forged_csrf_token_is_refused(console, member):
+    member_console, _, _ = member
+    response = member_console.client.post("/console/keys", data={"csrf_token": "forged", "name": "x"})
+    assert response.status_code == 400 and "form expired" in text(response)
+
+
+def test_signup_with_a_taken_email_says_so_beside_the_field(console):
+    assert console.signup(email="taken@example.com").status_code == 302
+    console.client.post("/logout", data={"csrf_token": console.token("/console/")})
+    response = console.signup(email="Taken@Example.com")
+    assert response.status_code == 400
+    assert "An account with this email already exists. Log in instead?" in text(response)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": ""}, "Tell us your name."),
+        ({"email": "not-an-email"}, "Enter an email address like jane@example.com."),
+        ({"password": "short"}, "Use at least 8 characters."),
+    ],
+)
+def test_signup_bad_input_is_shown_inline(console, fields, message):
+    data = {"name": "Jane", "email": "jane@example.com", "password": PASSWORD, **fields}
+    response = console.post("/signup", data, page="/signup")
+    assert response.status_code == 400
+    assert 'class="field-error"' in response.get_data(as_text=True)
+    assert message in text(response)
+
+
+def test_signup_can_be_closed(closed, console, app):
+    page = console.get("/signup")
+    assert page.status_code == 403 and "Signup is closed" in text(page)
+    refused = console.post("/signup", {"name": "A", "email": "a@example.com", "password": PASSWORD})
+    assert refused.status_code == 403 and "Signup is closed" in text(refused)
+    assert "Create an account" not in text(console.get("/login"))
+    with app.app_context():
+        import accounts
+
+        assert accounts.find_by_email("a@example.com") is None
+
+
+def test_login_with_a_wrong_password_fails(console, make_account):
+    make_account(email="jo@example.com", password=PASSWORD)
+    response = console.login("jo@example.com", "wrong password")
+    assert response.status_code == 400
+    assert "Wrong email or password." in text(response)
+    assert console.get("/console/").status_code == 302
+
+
+def test_login_of_an_unknown_email_fails_the_same_way(console):
+    response = console.login("nobody@example.com", "whatever1")
+    assert response.status_code == 400 and "Wrong email or password." in text(response)
+
+
+def test_an_account_without_a_password_cannot_log_in(console, make_account):
+    make_account(email="cli@example.com")  # created by the CLI without --password
+    assert console.login("cli@example.com", "").status_code == 400
+    assert console.login("cli@example.com", "anything1").status_code == 400
+
+
+def test_console_pages_need_login_and_come_back_after_it(console, make_account):
+    response = console.get("/console/usage?page=2")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/console/usage?page%3D2"
+    make_account(email="back@example.com", password=PASSWORD)
+    response = console.login("back@example.com", next_page="/console/usage?page=2")
+    assert response.headers["Location"] == "/console/usage?page=2"
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x"]
+)
+def test_login_never_redirects_off_site(console, make_account, target):
+    make_account(email="safe@example.com", password=PASSWORD)
+    response = console.login("safe@example.com", next_page=target)
+    assert response.headers["Location"] == "/console/"
+
+
+def test_session_cookie_is_httponly_and_samesite(console, make_account):
+    make_account(email="cookie@example.com", password=PASSWORD)
+    response = console.login("cookie@example.com")
+    cookies = response.headers.getlist("Set-Cookie")
+    cookie = next(value for value in cookies if value.startswith("apiframe_session="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # PUBLIC_URL is http in tests
+
+
+def test_logout_ends_the_session(member):
+    console, _, _ = member
+    response = console.post("/logout", page="/console/")
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert "You are logged out." in text(console.get("/login"))
+    assert console.get("/console/").status_code == 302
+
+
+def test_login_is_rate_limited_per_address_with_a_friendly_page(console, make_account):
+    make_account(email="rl@example.com", password=PASSWORD)
+    statuses = [console.login("rl@example.com", "wrong password").status_code for _ in range(11)]
+    assert statuses[:10] == [400] * 10
+    assert statuses[10] == 429
+    response = console.login("rl@example.com")
+    assert response.status_code == 429 and response.mimetype == "text/html"
+    assert "Too many attempts from your address" in text(response)
+    assert "Retry-After" in response.headers
+    other = console.client.post(
+        "/login", data={"email": "rl@example.com"}, environ_base={"REMOTE_ADDR": "10.1.2.3"}
+    )
+    assert other.status_code == 400  # another address is not limited (it just lacks a token)
+
+
+# ---- dashboard, keys, usage, plans ------------------------------------------------------------
+
+
+def test_dashboard_shows_plan_credits_rate_and_recent_jobs(member, api):
+    console, _, key = member
+    for _ in range(3):
+        assert console.client.get("/v1/account", headers={"X-API-Key": key}).status_code == 200
+    page = text(console.get("/console/"))
+    assert "Hobby" in page and "30 requests / minute" in page
+    assert 'aria-valuenow="200"' in page  # the credits gauge
+    assert "3 / 30" in page  # requests this minute for that key
+    assert "No jobs yet" in page
+
+
+def test_keys_are_created_listed_and_revoked(member, app):
+    console, account, first_key = member
+    response = console.post("/console/keys", {"name": "laptop"}, page="/console/keys")
+    assert response.status_code == 302
+    page = console.get("/console/keys")
+    new_key = shown_key(page)
+    assert "laptop" in text(page) and new_key[:16] in text(page)
+    assert new_key not in text(console.get("/console/keys"))
+    assert console.client.get("/v1/account", headers={"X-API-Key": new_key}).status_code == 200
+
+    with app.app_context():
+        row = ApiKey.get(ApiKey.prefix == new_key[:16])
+    response = console.post(f"/console/keys/{row.id}/revoke", page="/console/keys")
+    assert response.status_code == 302
+    assert "revoked. Requests with it now get 401 UNAUTHORIZED." in text(console.get("/console/keys"))
+    denied = console.client.get("/v1/account", headers={"X-API-Key": new_key})
+    assert denied.status_code == 401 and denied.get_json()["error"]["code"] == "UNAUTHORIZED"
+    assert console.client.get("/v1/account", headers={"X-API-Key": first_key}).status_code == 200
+
+
+def test_another_accounts_key_cannot_be_revoked(member, make_account, app):
+    console, _, _ = member
+    _, other_key = make_account(email="other@example.com")
+    with app.app_context():
+        other = ApiKey.get(ApiKey.prefix == other_key[:16])
+    assert console.post(f"/console/keys/{other.id}/revoke", page="/console/keys").status_code == 404
+    assert console.client.get("/v1/account", headers={"X-API-Key": other_key}).status_code == 200
+
+
+def test_a_long_key_name_is_refused_inline(member):
+    console, _, _ = member
+    response = console.post("/console/keys", {"name": "x" * 65}, page="/console/keys")
+    assert response.status_code == 400 and "Field cannot be longer than 64 characters." in text(response)
+
+
+def test_usage_lists_the_ledger(member, app):
+    console, account, key = member
+    job = console.client.post("/v1/imagine", json={"prompt": "a kite"}, headers={"X-API-Key": key}).get_json()
+    wait_for(app, job["job"]["id"])
+    page = text(console.get("/console/usage"))
+    assert "Hobby plan credits" in page and "+200" in page
+    assert "imagine job" in page and "-16" in page
+    assert f"/console/jobs/{job['job']['id']}" in page
+
+
+def test_plans_can_be_switched_when_self_upgrade_is_on(member, app):
+    console, account, _ = member
+    page = text(console.get("/console/plans"))
+    assert "Switch to Standard" in page and "300" in page
+    response = console.post("/console/plans", {"plan": "standard"}, page="/console/plans")
+    assert response.status_code == 302
+    assert "You are now on the Standard plan: 500 credits were added." in text(console.get("/console/plans"))
+    with app.app_context():
+        entries = LedgerEntry.select().where(LedgerEntry.account == account.id)
+        entry = entries.order_by(LedgerEntry.id.desc()).get()
+        assert (entry.reason, entry.amount, entry.balance_after) == ("plan", 500, 700)
+
+
+def test_plan_switch_refuses_unknown_plans(member):
+    console, _, _ = member
+    assert console.post("/console/plans", {"plan": "platinum"}, page="/console/plans").status_code == 400
+
+
+def test_plans_cannot_be_switched_when_self_upgrade_is_off(closed, console, make_account, app):
+    make_account("free", email="locked@example.com", password=PASSWORD)
+    console.login("locked@example.com")
+    page = text(console.get("/console/plans"))
+    assert "Plans on this service are changed by its operator" in page
+    assert "Switch to" not in page
+    response = console.post("/console/plans", {"plan": "scale"}, page="/console/plans")
+    assert response.status_code == 403 and "Ask them to switch yours" in text(response)
+    with app.app_context():
+        import accounts
+
+        assert accounts.find_by_email("locked@example.com").plan == "free"
+
+
+# ---- playground, jobs, U/V, cancel --------------------------------------------------------------
+
+
+def imagine_form(**fields: Any) -> dict[str, Any]:
+    return {
+        "prompt": "a paper boat on a pond",
+        "aspect_ratio": "1:1",
+        "version": "6.1",
+        "quality": "0.25",
+        "style": "",
+        "chaos": "0",
+        "stylize": "100",
+        **fields,
+    }
+
+
+def test_playground_imagine_makes_a_job_through_the_api_path(member, app):
+    console, account, _ = member
+    form = imagine_form(aspect_ratio="16:9", style="cute")
+    response = console.post("/console/playground?tab=imagine", form)
+    assert response.status_code == 302
+    job_id = response.headers["Location"].split("job=")[1]
+    job = wait_for(app, job_id)
+    assert job.status == "succeeded" and job.type == "imagine"
+    assert (job.params["aspectRatio"], job.params["style"], job.params["quality"]) == ("16:9", "cute", 0.25)
+    page = text(console.get(response.headers["Location"]))
+    assert "Imagine job accepted: 16 credits." in page
+    assert f"/images/{job_id}/grid.png" in page
+    for button in ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"):
+        assert f'value="{button}"' in page
+    assert "a paper boat on a pond</textarea>" in page  # the form keeps the prompt, to tweak and rerun
+
+
+def test_playground_shows_validation_messages_inline(member):
+    console, _, _ = member
+    response = console.post("/console/playground?tab=imagine", imagine_form(prompt="", chaos="500"))
+    assert response.status_code == 400
+    page = text(response)
+    assert "Describe the image you want." in page
+    assert "Number must be between 0 and 100." in page
+    response = console.post("/console/playground?tab=describe", {"image_url": "ftp://example.com/a.png"})
+    assert response.status_code == 400
+    assert "Must be an http or https URL." in text(response)  # the API schema's own message
+    response = console.post(
+        "/console/playground?tab=blend", {"image_urls": "https://example.com/only-one.png"}
+    )
+    assert response.status_code == 400 and "Enter two to five image URLs, one per line." in text(response)
+
+
+def test_playground_without_credits_says_so(console, make_account):
+    make_account("free", email="broke@example.com", password=PASSWORD)
+    console.login("broke@example.com")
+    for _ in range(3):
+        assert console.post("/console/playground?tab=imagine", imagine_form()).status_code == 302
+    response = console.post("/console/playground?tab=imagine", imagine_form())
+    assert response.status_code == 402
+    assert "This imagine costs 16 credits and your balance is 2." in text(response)
+
+
+def test_playground_describe_and_blend(member, app, files):
+    from tests.conftest import image_bytes
+
+    console, _, _ = member
+    one = files.add("/one.png", image_bytes(color=(200, 40, 40)))
+    two = files.add("/two.png", image_bytes(color=(40, 40, 200)))
+    described = console.post("/console/playground?tab=describe", {"image_url": one})
+    job = wait_for(app, described.headers["Location"].split("job=")[1])
+    assert job.status == "succeeded" and len(job.descriptions) == 4
+    page = text(console.get(f"/console/jobs/{job.id}"))
+    for description in job.descriptions:
+        assert description in page
+    blended = console.post("/console/playground?tab=blend", {"image_urls": f"{one}\n\n{two}\n"})
+    job = wait_for(app, blended.headers["Location"].split("job=")[1])
+    assert job.status == "succeeded" and job.params["imageUrls"] == [one, two]
+
+
+def test_u_and_v_buttons_make_upscale_and_variation_jobs(member, api, app):
+    console, account, key = member
+    parent_id = api_post(console, key, "/v1/imagine", {"prompt": "a fox"})["id"]
+    wait_for(app, parent_id)
+    page = f"/console/jobs/{parent_id}"
+    response = console.post(f"/console/jobs/{parent_id}/pick", {"action": "U2"}, page=page)
+    assert response.status_code == 302
+    upscale_id = response.headers["Location"].rsplit("/", 1)[1]
+    upscale = wait_for(app, upscale_id)
+    assert (upscale.type, upscale.index, str(upscale.parent_id)) == ("upscale", 2, parent_id)
+    assert "U2: upscale of image 2 started." in text(console.get(f"/console/jobs/{upscale_id}"))
+    response = console.post(f"/console/jobs/{parent_id}/pick", {"action": "V4"}, page=page)
+    variation = wait_for(app, response.headers["Location"].rsplit("/", 1)[1])
+    assert (variation.type, variation.index) == ("variation", 4)
+    assert "Made from this job" in text(console.get(f"/console/jobs/{parent_id}"))
+
+
+def test_picking_from_an_unfinished_or_wrong_job_is_explained(member, app):
+    console, _, key = member
+    assert console.post("/console/jobs/not-a-job/pick", {"action": "U1"}).status_code == 404
+    described = api_post(console, key, "/v1/describe", {"imageUrl": "http://127.0.0.1:9/none.png"})
+    wait_for(app, described["id"])
+    response = console.post(f"/console/jobs/{described['id']}/pick", {"action": "U1"})
+    assert response.status_code == 302
+    assert "is a describe job; upscale needs an imagine, variation, blend or reroll job." in text(
+        console.get(response.headers["Location"])
+    )
+    job = api_post(console, key, "/v1/imagine", {"prompt": "x"})
+    wait_for(app, job["id"])
+    assert console.post(f"/console/jobs/{job['id']}/pick", {"action": "U9"}).status_code == 400
+
+
+def test_cancel_button_cancels_a_running_job(slow, console, make_account, app):
+    account, _ = make_account("free", email="slow@example.com", password=PASSWORD)
+    console.login("slow@example.com")
+    created = console.post("/console/playground?tab=imagine", imagine_form())
+    job_id = created.headers["Location"].split("job=")[1]
+    page = text(console.get(f"/console/jobs/{job_id}"))
+    assert "Cancel job" in page and 'data-live="page"' in page
+    response = console.post(f"/console/jobs/{job_id}/cancel")
+    assert response.status_code == 302
+    page = text(console.get(f"/console/jobs/{job_id}"))
+    assert "Job cancelled. Its 16 credits were refunded." in page and "This job was cancelled." in page
+    again = console.post(f"/console/jobs/{job_id}/cancel")
+    assert "is already cancelled and cannot be cancelled." in text(console.get(again.headers["Location"]))
+    with app.app_context():
+        assert Job.get_by_id(job_id).status == "cancelled"
+
+
+def test_another_accounts_job_page_is_an_html_404(member, make_account, app):
+    console, _, _ = member
+    _, other_key = make_account(email="stranger@example.com")
+    other = console.client.post("/v1/imagine", json={"prompt": "mine"}, headers={"X-API-Key": other_key})
+    other_id = other.get_json()["job"]["id"]
+    paths = (f"/console/jobs/{other_id}", "/console/jobs/not-a-uuid", f"/console/playground?job={other_id}")
+    for path in paths:
+        response = console.get(path)
+        assert response.status_code == 404 and response.mimetype == "text/html"
+        assert "There is nothing here" in text(response)
+    assert console.post(f"/console/jobs/{other_id}/cancel").status_code == 404
+
+
+def test_gallery_filters_by_status_and_type(member, app):
+    console, _, key = member
+    imagine = console.client.post("/v1/imagine", json={"prompt": "a lone tree"}, headers={"X-API-Key": key})
+    wait_for(app, imagine.get_json()["job"]["id"])
+    page = text(console.get("/console/jobs"))
+    assert "a lone tree" in page and "/thumbs/grid." in page
+    assert "a lone tree" in text(console.get("/console/jobs?status=succeeded&type=imagine"))
+    filtered = text(console.get("/console/jobs?type=describe"))
+    assert "a lone tree" not in filtered and "No jobs match" in filtered
+    assert "a lone tree" in text(console.get("/console/jobs?status=bogus"))  # a bad filter shows everything
+
+
+def test_live_endpoint_reports_progress_and_html(member, app):
+    console, _, key = member
+    job = api_post(console, key, "/v1/imagine", {"prompt": "tide pools"})
+    wait_for(app, job["id"])
+    response = console.get(f"/console/jobs/live?view=panel&id={job['id']}&id=not-a-uuid")
+    body = response.get_json()
+    assert response.status_code == 200 and len(body["jobs"]) == 1
+    live = body["jobs"][0]
+    assert (live["status"], live["progress"], live["active"]) == ("succeeded", 100, False)
+    assert 'aria-valuenow="100"' in live["html"] and "U2" in live["html"]
+    assert "Job page" in live["html"]  # the playground's panel links to the job's page...
+    on_page = console.get(f"/console/jobs/live?view=page&id={job['id']}").get_json()["jobs"][0]
+    assert "Job page" not in on_page["html"]  # ...which does not link to itself
+    assert console.get("/console/jobs/live?view=nope").status_code == 400
+
+
+def test_live_endpoint_needs_a_session_and_hides_other_accounts_jobs(client, member, make_account):
+    console, _, _ = member
+    _, other_key = make_account(email="hidden@example.com")
+    other = client.post("/v1/imagine", json={"prompt": "secret"}, headers={"X-API-Key": other_key}).get_json()
+    assert console.get(f"/console/jobs/live?id={other['job']['id']}").get_json() == {"jobs": []}
+    anonymous = client.application.test_client().get("/console/jobs/live")
+    assert anonymous.status_code == 401 and anonymous.is_json
+
+
+def test_the_api_stays_json_and_needs_no_csrf_token(member):
+    console, _, key = member
+    response = console.client.post("/v1/imagine", json={"prompt": "no token"}, headers={"X-API-Key": key})
+    assert response.status_code == 202
+    missing = console.client.get("/no/such/page")
+    assert missing.status_code == 404 and missing.is_json
+
+
+def test_home_leads_to_the_console(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+
+
+# ---- webhooks ------------------------------------------------------------------------------------
+
+
+def test_webhook_secret_is_shown_and_rotated(member, app, files):
+    import webhooks
+
+    console, account, key = member
+    page = text(console.get("/console/webhooks"))
+    with app.app_context():
+        secret = webhooks.signing_secret(account.id)
+    assert secret.startswith("whsec_") and secret in page
+    assert "No webhooks yet" in page
+    response = console.post("/console/webhooks/rotate", page="/console/webhooks")
+    assert response.status_code == 302
+    page = text(console.get("/console/webhooks"))
+    with app.app_context():
+        rotated = webhooks.signing_secret(account.id)
+    assert rotated != secret and rotated in page and secret not in page
+    assert "New signing secret made: every webhook sent from now on is signed with it." in page
+
+
+def test_webhooks_page_lists_jobs_with_a_webhook(member, app, files):
+    console, _, key = member
+    hook = files.add("/hook", b"", content_type="text/plain")
+    job = api_post(console, key, "/v1/imagine", {"prompt": "a harbour at night", "webhookUrl": hook})
+    wait_for(app, job["id"])
+    api_post(console, key, "/v1/imagine", {"prompt": "no hook here"})
+    page = text(console.get("/console/webhooks"))
+    assert f'data-webhook-job="{job["id"]}"' in page and "a harbour at night" in page and hook in page
+    assert "no hook here" not in page
+    assert hook in text(console.get(f"/console/jobs/{job['id']}"))
+
+
+def test_webhook_rotation_needs_the_form_token(member, app):
+    import webhooks
+
+    console, account, _ = member
+    with app.app_context():
+        secret = webhooks.signing_secret(account.id)
+    assert console.client.post("/console/webhooks/rotate").status_code == 400
+    with app.app_context():
+        assert webhooks.signing_secret(account.id) == secret

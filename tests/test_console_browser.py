@@ -1,0 +1,285 @@
+"""The console in a real browser: Debian's Chromium, driven by Playwright, against gunicorn on loopback.
+
+Screenshots of the main pages are saved under test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from tests.servers import ROOT, Server, cli, environment, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+# What Chromium needs on this offline machine (root, no sandbox, no network beyond loopback).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+PASSWORD = "browser test password"
+JOB_TIMEOUT = 60_000  # ms: a job takes LOCAL_LATENCY seconds, on a machine shared with other test runs
+
+# Records every value a job panel's progress bar shows, across the live updates of one page.
+RECORD_PROGRESS = """
+window.__progress = [];
+new MutationObserver((records) => {
+  for (const record of records) {
+    const nodes = record.type === "attributes" ? [record.target]
+      : [...record.addedNodes].filter((node) => node.querySelectorAll)
+          .flatMap((node) => [node, ...node.querySelectorAll("[aria-valuenow]")]);
+    for (const node of nodes) {
+      if (node.closest && node.closest(".job-panel") && node.hasAttribute("aria-valuenow")) {
+        window.__progress.push(Number(node.getAttribute("aria-valuenow")));
+      }
+    }
+  }
+}).observe(document, {
+  subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"],
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """The service under gunicorn, with jobs that take a few seconds so progress can be watched."""
+    data = tmp_path_factory.mktemp("console-browser")
+    port = free_port()
+    env = environment(data, port, APIFRAME_LOCAL_LATENCY="3", APIFRAME_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    running = Server(env, data / "gunicorn.log").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: `make test` (or `make browser`) installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile (no cookies) that may use the clipboard."""
+    fresh = browser.new_context(
+        viewport={"width": 1360, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
+    )
+    fresh.set_default_timeout(15_000)
+    yield fresh
+    fresh.close()
+
+
+@pytest.fixture
+def page(context) -> Page:
+    return context.new_page()
+
+
+def screenshot(page: Page, name: str, full_page: bool = True) -> None:
+    """Keep a picture of the page as a test artifact."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def account_with_password(server: Server, email: str, plan: str = "hobby") -> str:
+    """An account made by the admin CLI, with a console password; returns its API key."""
+    output = cli(
+        server.env, "users", "create", email, "--name", "Robin", "--plan", plan, "--password", PASSWORD
+    )
+    return output.strip().splitlines()[-1]
+
+
+def go(page: Page, link: str) -> None:
+    """Follow a link of the console's navigation."""
+    page.get_by_role("navigation", name="Console").get_by_role("link", name=link).click()
+
+
+def log_in(page: Page, server: Server, email: str) -> None:
+    page.goto(f"{server.url}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{server.url}/console/")
+
+
+def expect_finished_with_image(page: Page) -> None:
+    """The job panel reaches 100 % and shows its image, loaded."""
+    panel = page.locator(".job-panel")
+    expect(panel.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=JOB_TIMEOUT)
+    expect(panel.locator(".status").first).to_have_text("succeeded")
+    image = panel.locator("img[data-result-image]")
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+
+
+def test_signup_imagine_upscale_and_revoke(server, page):
+    """Sign up, copy the key, imagine in the playground, watch it finish, press U2, revoke the key."""
+    page.add_init_script(RECORD_PROGRESS)
+    page.goto(f"{server.url}/signup")
+    screenshot(page, "signup", full_page=False)
+    page.get_by_label("Name").fill("Ada Lovelace")
+    page.get_by_label("Email").fill("ada@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+
+    expect(page.get_by_role("heading", name="Your new API key")).to_be_visible()
+    expect(page.get_by_text("Welcome, Ada Lovelace! Your account has 50 free credits.")).to_be_visible()
+    callout = page.locator(".new-key")
+    callout.get_by_role("button", name="Copy").click()
+    expect(callout.get_by_role("button", name="Copied")).to_be_visible()
+    key = page.evaluate("navigator.clipboard.readText()")
+    assert re.fullmatch(r"ak_live_[A-Za-z0-9_-]{43}", key)
+    assert key == page.locator("[data-new-key]").inner_text()
+    screenshot(page, "dashboard-new-key")
+    account = requests.get(f"{server.url}/v1/account", headers={"X-API-Key": key}, timeout=10).json()
+    assert account["account"]["credits"] == {"remaining": 50, "total": 50}
+
+    go(page, "Playground")
+    page.get_by_label("Prompt").fill("a lighthouse on a cliff at dusk, dramatic clouds")
+    page.get_by_label("Aspect ratio").select_option("16:9")
+    page.get_by_label("Quality").select_option("0.25")
+    page.get_by_role("button", name="Imagine", exact=True).click()
+    expect(page.get_by_text("Imagine job accepted: 16 credits.")).to_be_visible()
+    expect_finished_with_image(page)
+    seen = page.evaluate("window.__progress")
+    assert any(0 < value < 100 for value in seen), f"the progress bar never moved: {seen}"
+    assert seen[-1] == 100
+    assert page.url.startswith(f"{server.url}/console/playground?tab=imagine&job=")  # no reload on the way
+    expect(page.locator(".job-panel .tile")).to_have_count(4)
+    screenshot(page, "playground-result")
+
+    page.get_by_role("button", name="U2", exact=True).click()
+    expect(page.get_by_role("heading", name="Upscale job")).to_be_visible()
+    expect(page.get_by_text("U2: upscale of image 2 started.")).to_be_visible()
+    expect_finished_with_image(page)
+    width = page.locator(".job-panel img[data-result-image]").evaluate("img => img.naturalWidth")
+    assert width == 1024  # a 512 px tile at quality 0.25, upscaled 2x
+    expect(page.get_by_role("link", name="From image 2 of its grid")).to_be_visible()
+    screenshot(page, "job-upscale")
+
+    go(page, "API keys")
+    row = page.locator(f'tr[data-key="{key[:16]}"]')
+    expect(row.get_by_text("live", exact=True)).to_be_visible()
+    screenshot(page, "keys")
+    row.locator("summary", has_text="Revoke").click()
+    row.get_by_role("button", name="Yes, revoke").click()
+    expect(page.get_by_text(f"Key {key[:16]}… revoked.")).to_be_visible()
+    expect(page.locator(f'tr[data-key="{key[:16]}"]').get_by_text("revoked", exact=True)).to_be_visible()
+
+    denied = requests.get(f"{server.url}/v1/account", headers={"X-API-Key": key}, timeout=10)
+    assert denied.status_code == 401
+    assert denied.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_gallery_updates_live_and_filters(server, page):
+    """A running job's card shows its progress, then its image, without a reload; filters narrow the list."""
+    key = account_with_password(server, "gallery@example.com")
+    log_in(page, server, "gallery@example.com")
+    job = requests.post(
+        f"{server.url}/v1/imagine",
+        json={"prompt": "a red fox in a snowy forest", "quality": 0.25},
+        headers={"X-API-Key": key},
+        timeout=10,
+    ).json()["job"]
+    page.goto(f"{server.url}/console/jobs")
+    page.evaluate("window.__stayed = true")
+    card = page.locator(f'.job-card[data-job="{job["id"]}"]')
+    expect(card.locator(".status")).to_have_text(re.compile("pending|queued|processing"))
+    expect(card.locator(".job-media img")).to_be_visible(timeout=JOB_TIMEOUT)
+    expect(card.locator(".status")).to_have_text("succeeded")
+    assert page.evaluate("window.__stayed") is True
+    screenshot(page, "jobs")
+
+    page.get_by_label("Status").select_option("failed")
+    expect(page.get_by_role("heading", name="No jobs match")).to_be_visible()
+    assert "status=failed" in page.url
+    page.get_by_label("Type").select_option("imagine")
+    page.get_by_label("Status").select_option("succeeded")
+    expect(page.locator(".job-card")).to_have_count(1)
+
+    card = page.locator(".job-card").first
+    card.locator(".job-media").click()
+    expect(page.get_by_role("heading", name="Imagine job")).to_be_visible()
+    tile = page.locator(".job-panel .tile").nth(2).get_attribute("href")
+    go(page, "Playground")
+    page.get_by_role("link", name="Describe").click()
+    page.get_by_label("Image URL").fill(f"{server.url}{tile}")
+    page.get_by_role("button", name="Describe", exact=True).click()
+    descriptions = page.locator(".job-panel [data-descriptions] li")
+    expect(descriptions).to_have_count(4, timeout=JOB_TIMEOUT)
+    expect(descriptions.first).not_to_be_empty()
+    screenshot(page, "playground-describe")
+
+
+def test_dashboard_usage_plans_docs_and_errors(server, page, context):
+    """The remaining pages render, plans switch, and a stranger's job is a friendly 404."""
+    key = account_with_password(server, "tour@example.com", plan="free")
+    stranger_key = account_with_password(server, "stranger@example.com")
+    stranger_job = requests.post(
+        f"{server.url}/v1/imagine",
+        json={"prompt": "not yours"},
+        headers={"X-API-Key": stranger_key},
+        timeout=10,
+    ).json()["job"]
+    for _ in range(2):
+        requests.get(f"{server.url}/v1/account", headers={"X-API-Key": key}, timeout=10)
+    page.goto(f"{server.url}/login")
+    screenshot(page, "login", full_page=False)
+    log_in(page, server, "tour@example.com")
+    expect(page.locator("[data-rate]")).to_have_text("2 / 10")
+    expect(page.get_by_role("heading", name="No jobs yet")).to_be_visible()
+    screenshot(page, "dashboard-empty")
+
+    go(page, "Plans")
+    page.get_by_role("button", name="Switch to Growth").click()
+    expect(page.get_by_text("You are now on the Growth plan: 1,500 credits were added.")).to_be_visible()
+    expect(page.locator('[data-plan-card="growth"]').get_by_text("current")).to_be_visible()
+    screenshot(page, "plans")
+    go(page, "Usage")
+    expect(page.get_by_text("Growth plan credits")).to_be_visible()
+    expect(page.get_by_text("+1,500")).to_be_visible()
+    screenshot(page, "usage")
+
+    go(page, "Webhooks")
+    page.get_by_text("Reveal").click()
+    secret = page.locator("[data-secret]").inner_text()
+    assert secret.startswith("whsec_")
+    screenshot(page, "webhooks")
+    page.locator("summary", has_text="Rotate").click()
+    page.get_by_role("button", name="Yes, rotate it").click()
+    expect(page.get_by_text("New signing secret made")).to_be_visible()
+    page.get_by_text("Reveal").click()
+    expect(page.locator("[data-secret]")).not_to_have_text(secret)
+
+    response = page.goto(f"{server.url}/console/jobs/{stranger_job['id']}")
+    assert response.status == 404
+    expect(page.get_by_text("There is nothing here")).to_be_visible()
+    screenshot(page, "error-404", full_page=False)
+
+    page.goto(f"{server.url}/docs")
+    expect(page.get_by_role("heading", name="APIFrame API")).to_be_visible()
+    expect(page.locator("[data-base-url]")).to_have_text(server.url)
+    screenshot(page, "docs", full_page=False)
+
+    phone = context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        small = phone.new_page()
+        log_in(small, server, "tour@example.com")
+        overflow = small.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, "the dashboard scrolls sideways on a phone"
+        screenshot(small, "mobile-dashboard")
+    finally:
+        phone.close()

@@ -1,0 +1,159 @@
+"""The apiframe adapter against a fake apiframe.ai v1 API: tasks, polling, failures, cancel."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PIL import Image
+
+from fakes import Ctx, provider_settings
+from fakes.apiframe import FakeApiframe
+from providers import (
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobCancelled,
+    ProviderError,
+    UpscaleRequest,
+    VariationRequest,
+    create,
+)
+
+KEY = "af-key-abcdef123456"
+
+
+@pytest.fixture
+def af():
+    fake = FakeApiframe(KEY)
+    yield fake
+    fake.close()
+
+
+def make(fake, **overrides):
+    return create("apiframe", provider_settings(APIFRAME_URL=fake.url, APIFRAME_KEY=KEY, **overrides))
+
+
+def imagine(provider, prompt="a red fox", ctx=None, **fields):
+    request = ImagineRequest(prompt=prompt, width=1024, height=576, aspect_ratio="16:9", **fields)
+    return provider.run("imagine", request, ctx or Ctx())
+
+
+def test_imagine_posts_the_task_and_polls_fetch_until_finished(af):
+    ctx = Ctx()
+    result = imagine(make(af, APIFRAME_PROCESS_MODE="relax"), ctx=ctx, style="raw")
+    (submit,) = af.calls("/imagine")
+    assert submit.headers["Authorization"] == KEY
+    assert submit.json == {
+        "prompt": "a red fox --v 6.1 --style raw",
+        "aspect_ratio": "16:9",
+        "process_mode": "relax",
+    }
+    fetches = af.calls("/fetch")
+    assert [f.method for f in fetches] == ["POST"] * 4
+    assert all(f.json == {"task_id": result.ref} and f.headers["Authorization"] == KEY for f in fetches)
+    assert ctx.reported == [18, 54, 90]
+    assert [tile.size for tile in result.tiles] == [(80, 60)] * 4
+    assert [tile.getpixel((0, 30))[:3] for tile in result.tiles] == [
+        (200, 40, 40),
+        (40, 200, 40),
+        (40, 40, 200),
+        (200, 200, 40),
+    ]
+
+
+def test_upscale_and_variation_use_the_parent_task_id_and_index(af):
+    provider = make(af)
+    parent = imagine(provider)
+    tile = Image.new("RGB", (80, 60))
+    made = {"parent_ref": parent.ref, "parent_provider": "apiframe"}
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=2, **made), Ctx())
+    varied = provider.run("variation", VariationRequest(image=tile, index=4, **made), Ctx())
+    assert af.calls("/upscale-1x")[0].json == {"parent_task_id": parent.ref, "index": "2"}
+    assert af.calls("/variations")[0].json == {"parent_task_id": parent.ref, "index": "4"}
+    assert upscaled.image.size == (160, 120) and upscaled.ref and len(varied.tiles) == 4
+
+
+def test_a_foreign_parent_is_upscaled_locally_and_cannot_be_varied(af):
+    provider = make(af)
+    tile = Image.new("RGB", (50, 40))
+    made = {"parent_ref": None, "parent_provider": "local"}
+    assert provider.run("upscale", UpscaleRequest(image=tile, index=1, **made), Ctx()).image.size == (100, 80)
+    with pytest.raises(ProviderError, match="only make variations of images it made itself"):
+        provider.run("variation", VariationRequest(image=tile, index=1, **made), Ctx())
+    assert af.calls() == []
+
+
+def test_describe_and_blend_pass_the_users_urls(af):
+    provider = make(af)
+    image = Image.new("RGB", (40, 60))
+    described = provider.run(
+        "describe", DescribeRequest(image=image, url="https://example.com/fox.png"), Ctx()
+    )
+    assert af.calls("/describe")[0].json == {"image_url": "https://example.com/fox.png"}
+    assert described.descriptions[0] == "1️⃣ a red fox standing in deep snow, winter forest --ar 1:1"
+    urls = ["https://example.com/a.png", "https://example.com/b.png"]
+    blended = provider.run("blend", BlendRequest(images=[image, image], urls=urls), Ctx())
+    assert af.calls("/blend")[0].json == {"image_urls": urls, "dimension": "portrait"}
+    assert len(blended.tiles) == 4
+
+
+def test_a_refused_prompt_shows_the_upstream_reason(af):
+    with pytest.raises(
+        ProviderError, match=r"apiframe provider refused the request \(HTTP 400\): Banned prompt"
+    ):
+        imagine(make(af), prompt="a bannedword")
+
+
+def test_a_failed_task_carries_its_message(af):
+    af.fail_message = "The job was flagged by Midjourney moderation"
+    with pytest.raises(ProviderError, match="apiframe provider's task failed: The job was flagged"):
+        imagine(make(af))
+
+
+def test_a_wrong_key_is_refused_without_showing_it(af):
+    provider = create("apiframe", provider_settings(APIFRAME_URL=af.url, APIFRAME_KEY="af-wrong-key-0000"))
+    with pytest.raises(ProviderError) as failure:
+        imagine(provider)
+    assert "credentials" in str(failure.value) and "af-wrong" not in str(failure.value)
+
+
+def test_transient_failures_are_retried_and_garbage_is_reported(af):
+    af.fail(500, path="/imagine")
+    af.fail(429, path="/fetch", Retry_After="0")
+    assert len(imagine(make(af)).tiles) == 4
+    assert len(af.calls("/imagine")) == 2
+    af.garbage(path="/fetch")
+    with pytest.raises(ProviderError, match="apiframe provider sent an answer that is not valid JSON"):
+        imagine(make(af))
+
+
+def test_a_hanging_submission_times_out(af):
+    af.hang(times=3, path="/imagine")
+    with pytest.raises(ProviderError, match="apiframe provider did not answer within 0.2 seconds, 3 times"):
+        imagine(make(af, APIFRAME_TIMEOUT=0.2))
+
+
+def test_the_job_deadline_bounds_the_wait(af):
+    af.hang(times=1, path="/imagine")
+    started = time.monotonic()
+    with pytest.raises(Exception) as stopped:
+        imagine(make(af, APIFRAME_TIMEOUT=30), ctx=Ctx(seconds=0.5))
+    assert type(stopped.value).__name__ == "JobTimedOut"
+    assert time.monotonic() - started < 2
+
+
+def test_cancel_stops_polling(af):
+    af.percentages = ["1"] * 10_000
+    ctx = Ctx()
+    ctx.cancel_after(0.2)
+    with pytest.raises(JobCancelled):
+        imagine(make(af, APIFRAME_POLL_INTERVAL=0.05), ctx=ctx)
+    count = len(af.calls())
+    time.sleep(0.2)
+    assert len(af.calls()) == count
+
+
+def test_check_reads_the_account(af):
+    assert make(af).check() == "account answering; 1200 credits left"
+    assert af.calls("/account")[0].headers["Authorization"] == KEY

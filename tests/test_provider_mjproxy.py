@@ -1,0 +1,200 @@
+"""The midjourney-proxy adapter against a fake novicezk proxy: submissions, polling, failures, cancel."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PIL import Image
+
+import imaging
+from fakes import Ctx, decode_image, provider_settings
+from fakes.mjproxy import FakeMidjourneyProxy
+from providers import (
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobCancelled,
+    ProviderError,
+    UpscaleRequest,
+    VariationRequest,
+    create,
+)
+
+SECRET = "mj-secret-123"
+
+
+@pytest.fixture
+def mj():
+    fake = FakeMidjourneyProxy(SECRET)
+    yield fake
+    fake.close()
+
+
+def make(fake, **overrides):
+    return create(
+        "midjourney-proxy", provider_settings(MJPROXY_URL=fake.url, MJPROXY_SECRET=SECRET, **overrides)
+    )
+
+
+def imagine(provider, prompt="a red fox", **fields):
+    width, height = imaging.dimensions(fields.get("aspect_ratio", "1:1"))
+    return provider.run("imagine", ImagineRequest(prompt=prompt, width=width, height=height, **fields), Ctx())
+
+
+def test_imagine_submits_with_the_secret_and_polls_until_the_grid_is_ready(mj):
+    ctx = Ctx()
+    provider = make(mj)
+    request = ImagineRequest(
+        prompt="a red fox", width=1024, height=576, aspect_ratio="16:9", style="raw", chaos=20, stylize=250
+    )
+    result = provider.run("imagine", request, ctx)
+    submit = mj.calls("/mj/submit/imagine")[0]
+    assert submit.headers["mj-api-secret"] == SECRET
+    assert submit.json == {"prompt": "a red fox --ar 16:9 --v 6.1 --style raw --c 20 --s 250"}
+    fetches = mj.calls(f"/mj/task/{result.ref}/fetch")
+    assert len(fetches) == 4 and all(f.headers["mj-api-secret"] == SECRET for f in fetches)
+    assert result.grid.size == (192, 128) and result.tiles is None
+    assert ctx.reported == [0, 27, 70, 90]  # the proxy's "0%", "30%", "78%", "100%", leaving room to store
+
+
+def test_niji_styles_switch_model(mj):
+    imagine(make(mj), style="cute", quality=0.5)
+    assert (
+        mj.calls("/mj/submit/imagine")[0].json["prompt"] == "a red fox --ar 1:1 --niji 5 --style cute --q 0.5"
+    )
+
+
+def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(mj):
+    provider = make(mj)
+    parent = imagine(provider)
+    tile = Image.new("RGB", (96, 64))
+    made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=3, **made), Ctx())
+    varied = provider.run("variation", VariationRequest(image=tile, index=2, **made), Ctx())
+    first, second = (call.json for call in mj.calls("/mj/submit/change"))
+    assert first == {"action": "UPSCALE", "index": 3, "taskId": parent.ref}
+    assert second == {"action": "VARIATION", "index": 2, "taskId": parent.ref}
+    assert upscaled.image.size == (192, 128) and upscaled.ref != parent.ref
+    assert varied.grid is not None and varied.ref not in (parent.ref, upscaled.ref)
+
+
+def test_a_foreign_parent_is_varied_as_an_image_prompt_and_upscaled_locally(mj):
+    provider = make(mj)
+    tile = Image.new("RGB", (120, 80), (0, 128, 255))
+    made = {"parent_ref": "local-123", "parent_provider": "local"}
+    varied = provider.run("variation", VariationRequest(image=tile, index=1, prompt="a lake", **made), Ctx())
+    body = mj.calls("/mj/submit/imagine")[0].json
+    assert body["prompt"] == "a lake" and decode_image(body["base64Array"][0]).getpixel((1, 1)) == (
+        0,
+        128,
+        255,
+    )
+    assert varied.grid is not None
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=1, **made), Ctx())
+    assert upscaled.image.size == (240, 160) and not mj.calls("/mj/submit/change")
+
+
+def test_a_parent_the_proxy_forgot_falls_back_to_the_image(mj):
+    provider = make(mj)
+    tile = Image.new("RGB", (120, 80))
+    made = {"parent_ref": "999", "parent_provider": "midjourney-proxy"}
+    result = provider.run("variation", VariationRequest(image=tile, index=4, **made), Ctx())
+    assert mj.calls("/mj/submit/change")[0].json["taskId"] == "999"
+    assert mj.calls("/mj/submit/imagine") and result.grid is not None
+
+
+def test_describe_sends_a_data_url_and_splits_the_four_prompts(mj):
+    result = make(mj).run("describe", DescribeRequest(image=Image.new("RGB", (64, 64), (9, 9, 9))), Ctx())
+    body = mj.calls("/mj/submit/describe")[0].json
+    assert body["base64"].startswith("data:image/png;base64,")
+    assert decode_image(body["base64"]).getpixel((0, 0)) == (9, 9, 9)
+    assert result.descriptions == [
+        "a red fox standing in deep snow, winter forest, soft light --ar 1:1",
+        "wildlife photograph of a fox in a snowy pine forest --ar 1:1",
+        "watercolor painting of a red fox, loose brushwork --ar 1:1",
+        "cinematic still of a fox crossing a frozen clearing --ar 1:1",
+    ]
+
+
+def test_blend_sends_base64_images_and_dimensions(mj):
+    images = [Image.new("RGB", (400, 200)), Image.new("RGB", (100, 100)), Image.new("RGB", (50, 80))]
+    result = make(mj).run("blend", BlendRequest(images=images), Ctx())
+    body = mj.calls("/mj/submit/blend")[0].json
+    assert body["dimensions"] == "LANDSCAPE" and len(body["base64Array"]) == 3
+    assert all(item.startswith("data:image/png;base64,") for item in body["base64Array"])
+    assert result.grid is not None
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(23, "queue is full; try again later"), (24, "refused the prompt: it may contain banned words")],
+)
+def test_queue_full_and_banned_prompt_fail_clearly(mj, code, message):
+    mj.submit_code = code
+    with pytest.raises(ProviderError, match=f"midjourney-proxy provider.*{message}"):
+        imagine(make(mj))
+
+
+@pytest.mark.parametrize("code", [21, 22])
+def test_existing_and_queued_submissions_are_followed(mj, code):
+    mj.submit_code = code
+    assert imagine(make(mj)).grid is not None
+
+
+def test_a_banned_word_is_refused(mj):
+    with pytest.raises(ProviderError, match="banned words"):
+        imagine(make(mj), prompt="a bannedword fox")
+
+
+def test_an_upstream_failure_carries_its_reason(mj):
+    mj.fail_reason = "Invalid parameter: --v 9"
+    with pytest.raises(
+        ProviderError, match="midjourney-proxy provider's task failed: Invalid parameter: --v 9"
+    ):
+        imagine(make(mj))
+
+
+def test_a_wrong_secret_is_refused_without_showing_it(mj):
+    provider = create("midjourney-proxy", provider_settings(MJPROXY_URL=mj.url, MJPROXY_SECRET="nope-secret"))
+    with pytest.raises(ProviderError) as failure:
+        imagine(provider)
+    assert "credentials" in str(failure.value) and "nope-secret" not in str(failure.value)
+
+
+def test_polling_survives_a_5xx_and_a_slow_answer(mj):
+    mj.fail(502, times=1, path="/mj/task/1712345678901230/fetch")
+    mj.slow(0.2, path="/mj/task/1712345678901230/fetch")
+    assert imagine(make(mj)).grid is not None
+
+
+def test_a_garbage_fetch_is_a_clear_error(mj):
+    mj.garbage(path="/mj/task/1712345678901230/fetch")
+    with pytest.raises(
+        ProviderError, match="midjourney-proxy provider sent an answer that is not valid JSON"
+    ):
+        imagine(make(mj))
+
+
+def test_a_fetch_that_hangs_times_out(mj):
+    mj.hang(times=3, path="/mj/task/1712345678901230/fetch")
+    with pytest.raises(ProviderError, match="did not answer within 0.2 seconds, 3 times"):
+        imagine(make(mj, MJPROXY_TIMEOUT=0.2))
+
+
+def test_cancel_stops_polling_promptly(mj):
+    mj.steps = ["1%"] * 10_000
+    ctx = Ctx()
+    ctx.cancel_after(0.2)
+    with pytest.raises(JobCancelled):
+        make(mj, MJPROXY_POLL_INTERVAL=0.05).run(
+            "imagine", ImagineRequest(prompt="x", width=64, height=64), ctx
+        )
+    count = len(mj.calls())
+    time.sleep(0.2)
+    assert len(mj.calls()) == count  # no more polling after the cancel
+
+
+def test_check_lists_tasks(mj):
+    assert make(mj).check() == "answering; 0 task(s) known"
+    assert mj.calls("/mj/task/list")[0].headers["mj-api-secret"] == SECRET

@@ -1,0 +1,207 @@
+"""The sdwebui adapter against a fake AUTOMATIC1111 API: the requests it sends and how it fails."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from PIL import Image
+
+import imaging
+from fakes import Ctx, decode_image, provider_settings
+from fakes.sdwebui import FakeSdWebUI
+from providers import (
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobCancelled,
+    ProviderError,
+    UpscaleRequest,
+    VariationRequest,
+    create,
+)
+
+
+@pytest.fixture
+def sd():
+    fake = FakeSdWebUI()
+    yield fake
+    fake.close()
+
+
+def make(fake, **overrides):
+    return create("sdwebui", provider_settings(SDWEBUI_URL=fake.url, **overrides))
+
+
+def imagine_request(aspect="16:9", quality=1, **fields) -> ImagineRequest:
+    width, height = imaging.dimensions(aspect, quality)
+    return ImagineRequest(
+        prompt="a red fox", width=width, height=height, aspect_ratio=aspect, quality=quality, **fields
+    )
+
+
+def test_imagine_sends_txt2img_with_a_batch_of_four_and_records_the_seed(sd):
+    provider = make(
+        sd, SDWEBUI_STEPS=30, SDWEBUI_CFG_SCALE=6.5, SDWEBUI_SAMPLER="DPM++ 2M", SDWEBUI_MODEL="v1-5"
+    )
+    result = provider.run("imagine", imagine_request("16:9", 0.5), Ctx())
+    (call,) = sd.calls("/sdapi/v1/txt2img")
+    assert call.method == "POST" and call.headers["Content-Type"] == "application/json"
+    body = call.json
+    assert body["prompt"] == "a red fox" and body["batch_size"] == 4 and body["n_iter"] == 1
+    assert (body["width"], body["height"]) == imaging.dimensions("16:9", 0.5) == (728, 408)
+    assert body["steps"] == 30 and body["cfg_scale"] == 6.5 and body["sampler_name"] == "DPM++ 2M"
+    assert body["seed"] == -1 and body["send_images"] is True and body["save_images"] is False
+    assert body["override_settings"] == {"sd_model_checkpoint": "v1-5"}
+    assert "Authorization" not in call.headers
+    assert len(result.tiles) == 4 and all(tile.size == (728, 408) for tile in result.tiles)
+    assert result.seed == 1234567
+
+
+def test_a_requested_seed_is_sent_and_a_returned_grid_is_skipped(sd):
+    sd.return_grid = True
+    result = make(sd).run("imagine", imagine_request("1:1", seed=42), Ctx())
+    assert sd.calls("/sdapi/v1/txt2img")[0].json["seed"] == 42
+    assert result.seed == 42 and [tile.size for tile in result.tiles] == [(1024, 1024)] * 4
+
+
+def test_basic_auth_is_sent_and_the_password_never_appears_in_errors(sd):
+    sd.auth = ("artist", "s3cret-pw")
+    provider = make(sd, SDWEBUI_AUTH="artist:s3cret-pw")
+    provider.run("imagine", imagine_request(), Ctx())
+    expected = "Basic " + base64.b64encode(b"artist:s3cret-pw").decode()
+    assert sd.calls("/sdapi/v1/txt2img")[0].headers["Authorization"] == expected
+    wrong = make(sd, SDWEBUI_AUTH="artist:wrong")
+    with pytest.raises(ProviderError) as failure:
+        wrong.run("imagine", imagine_request(), Ctx())
+    assert "credentials" in str(failure.value) and "sdwebui" in str(failure.value)
+    assert "wrong" not in str(failure.value)
+
+
+def test_variation_is_img2img_of_the_tile_with_the_configured_strength(sd):
+    tile = Image.new("RGB", (512, 384), (10, 200, 30))
+    request = VariationRequest(image=tile, index=2, prompt="a green field")
+    result = make(sd, SDWEBUI_DENOISING_STRENGTH=0.4).run("variation", request, Ctx())
+    body = sd.calls("/sdapi/v1/img2img")[0].json
+    assert body["denoising_strength"] == 0.4 and body["batch_size"] == 4 and body["prompt"] == "a green field"
+    assert decode_image(body["init_images"][0]).getpixel((5, 5)) == (10, 200, 30)
+    assert (body["width"], body["height"]) == (512, 384)
+    assert len(result.tiles) == 4 and result.tiles[0].size == (512, 384)
+
+
+def test_blend_is_img2img_of_an_even_mix_of_the_inputs(sd):
+    images = [Image.new("RGB", (400, 400), (255, 0, 0)), Image.new("RGB", (300, 300), (0, 0, 255))]
+    make(sd, SDWEBUI_BLEND_STRENGTH=0.8).run("blend", BlendRequest(images=images), Ctx())
+    body = sd.calls("/sdapi/v1/img2img")[0].json
+    mixed = decode_image(body["init_images"][0])
+    red, _, blue = mixed.getpixel((10, 10))
+    assert abs(red - 128) <= 2 and abs(blue - 127) <= 2
+    assert body["denoising_strength"] == 0.8 and (body["width"], body["height"]) == (1024, 1024)
+
+
+def test_upscale_uses_extra_single_image_with_the_configured_upscaler(sd):
+    tile = Image.new("RGB", (200, 100), (90, 90, 90))
+    result = make(sd, SDWEBUI_UPSCALER="4x-UltraSharp").run(
+        "upscale", UpscaleRequest(image=tile, index=1), Ctx()
+    )
+    body = sd.calls("/sdapi/v1/extra-single-image")[0].json
+    assert (
+        body["upscaler_1"] == "4x-UltraSharp" and body["upscaling_resize"] == 2 and body["resize_mode"] == 0
+    )
+    assert decode_image(body["image"]).size == (200, 100)
+    assert result.image.size == (400, 200)
+
+
+def test_describe_interrogates_with_clip_and_deepdanbooru_into_four_prompts(sd):
+    image = Image.new("RGB", (640, 360), (200, 200, 220))
+    result = make(sd).run("describe", DescribeRequest(image=image), Ctx())
+    models = [call.json["model"] for call in sd.calls("/sdapi/v1/interrogate")]
+    assert models == ["clip", "deepdanbooru"]
+    assert len(result.descriptions) == 4 and len(set(result.descriptions)) == 4
+    assert result.descriptions[0].startswith("a painting of a red fox in the snow")
+    assert any("no_humans" in text for text in result.descriptions)
+    assert all(text.endswith("--ar 16:9") for text in result.descriptions)
+
+
+def test_describe_works_without_deepdanbooru(sd):
+    sd.deepdanbooru = False
+    result = make(sd).run("describe", DescribeRequest(image=Image.new("RGB", (64, 64))), Ctx())
+    assert len(set(result.descriptions)) == 4
+
+
+def test_progress_is_read_while_a_generation_runs(sd):
+    sd.generation_seconds = 0.6
+    ctx = Ctx()
+    make(sd).run("imagine", imagine_request(), ctx)
+    assert sd.calls("/sdapi/v1/progress") and sd.calls("/sdapi/v1/progress")[0].query == {
+        "skip_current_image": ["true"]
+    }
+    assert ctx.reported and max(ctx.reported) > 10 and max(ctx.reported) <= 90
+
+
+def test_cancel_interrupts_the_generation(sd):
+    sd.generation_seconds = 10
+    ctx = Ctx()
+    ctx.cancel_after(0.3)
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        make(sd).run("imagine", imagine_request(), ctx)
+    assert time.monotonic() - started < 2
+    assert sd.calls("/sdapi/v1/interrupt")[0].method == "POST"
+    assert sd.interrupted.wait(2)
+
+
+def test_5xx_is_retried_then_succeeds(sd):
+    sd.fail(500, times=2, path="/sdapi/v1/txt2img")
+    result = make(sd).run("imagine", imagine_request(), Ctx())
+    assert len(result.tiles) == 4 and len(sd.calls("/sdapi/v1/txt2img")) == 3
+
+
+def test_429_honours_retry_after(sd):
+    sd.fail(429, path="/sdapi/v1/txt2img", Retry_After="0.3")
+    started = time.monotonic()
+    make(sd).run("imagine", imagine_request(), Ctx())
+    assert time.monotonic() - started >= 0.3
+
+
+def test_gives_up_after_the_bounded_retries(sd):
+    sd.fail(503, times=5, path="/sdapi/v1/txt2img")
+    with pytest.raises(ProviderError, match=r"sdwebui provider answered HTTP 503, 3 times"):
+        make(sd).run("imagine", imagine_request(), Ctx())
+    assert len(sd.calls("/sdapi/v1/txt2img")) == 3
+
+
+def test_a_garbage_body_is_a_clear_error(sd):
+    sd.garbage(path="/sdapi/v1/txt2img")
+    with pytest.raises(ProviderError, match="sdwebui provider sent an answer that is not valid JSON"):
+        make(sd).run("imagine", imagine_request(), Ctx())
+
+
+def test_a_backend_that_never_answers_times_out_and_is_retried(sd):
+    sd.hang(times=3, path="/sdapi/v1/txt2img")
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="did not answer within 0.3 seconds, 3 times"):
+        make(sd, SDWEBUI_TIMEOUT=0.3).run("imagine", imagine_request(), Ctx())
+    assert time.monotonic() - started < 3
+
+
+def test_a_client_error_is_not_retried_and_shows_the_servers_reason(sd):
+    request = VariationRequest(image=Image.new("RGB", (64, 64)), index=1)
+    sd.fail(422, path="/sdapi/v1/img2img")
+    with pytest.raises(ProviderError, match=r"refused the request \(HTTP 422\): upstream trouble"):
+        make(sd).run("variation", request, Ctx())
+    assert len(sd.calls("/sdapi/v1/img2img")) == 1
+
+
+def test_an_unreachable_backend_is_a_clear_error():
+    provider = create("sdwebui", provider_settings(SDWEBUI_URL="http://127.0.0.1:9"))
+    with pytest.raises(ProviderError, match="sdwebui provider could not be reached"):
+        provider.run("imagine", imagine_request(), Ctx())
+
+
+def test_check_lists_the_models_and_knows_a_missing_one(sd):
+    assert make(sd).check() == "1 model(s) available"
+    assert sd.calls("/sdapi/v1/sd-models")
+    with pytest.raises(ProviderError, match="no model called 'sdxl'"):
+        make(sd, SDWEBUI_MODEL="sdxl").check()
