@@ -74,6 +74,25 @@ def test_upscale_and_variation_use_the_parent_task_id_and_index(af):
     assert upscaled.image.size == (160, 120) and upscaled.ref and len(varied.tiles) == 4
 
 
+def test_upscales_and_variations_of_an_upscale_use_the_upstream_alternatives(af):
+    provider = make(af)
+    parent = imagine(provider)
+    tile = Image.new("RGB", (80, 60))
+    grid = {"parent_ref": parent.ref, "parent_provider": "apiframe"}
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=2, **grid), Ctx())
+    made = {"parent_ref": upscaled.ref, "parent_provider": "apiframe"}
+    creative = provider.run("upscale", UpscaleRequest(image=tile, index=2, mode="creative", **made), Ctx())
+    assert af.calls("/upscale-alt")[0].json == {"parent_task_id": upscaled.ref, "type": "creative"}
+    assert creative.image.size == (160, 120) and creative.ref not in (parent.ref, upscaled.ref)
+    strong = provider.run("variation", VariationRequest(image=tile, index=2, mode="strong", **made), Ctx())
+    assert af.calls("/variations")[0].json == {"parent_task_id": upscaled.ref, "index": "strong"}
+    assert len(strong.tiles) == 4
+    calls = len(af.calls())
+    request = UpscaleRequest(image=tile, index=1, factor=4, mode="highres", **made)
+    highres = provider.run("upscale", request, Ctx())
+    assert highres.image.size == (320, 240) and len(af.calls()) == calls  # resampled here
+
+
 def test_a_foreign_parent_is_upscaled_locally_and_cannot_be_varied(af):
     provider = make(af)
     tile = Image.new("RGB", (50, 40))

@@ -95,6 +95,16 @@ def test_a_foreign_parent_is_varied_as_an_image_prompt_and_upscaled_locally(mj):
     assert upscaled.image.size == (240, 160) and not mj.calls("/mj/submit/change")
 
 
+def test_an_upscaled_image_of_its_own_is_upscaled_again_or_varied_without_change(mj):
+    provider = make(mj)
+    tile = Image.new("RGB", (120, 80), (0, 128, 255))
+    made = {"parent_ref": "1234", "parent_provider": "midjourney-proxy"}
+    subtle = provider.run("upscale", UpscaleRequest(image=tile, index=1, mode="subtle", **made), Ctx())
+    strong = provider.run("variation", VariationRequest(image=tile, index=1, mode="strong", **made), Ctx())
+    assert subtle.image.size == (240, 160) and strong.grid is not None
+    assert not mj.calls("/mj/submit/change") and len(mj.calls("/mj/submit/imagine")) == 1
+
+
 def test_a_parent_the_proxy_forgot_falls_back_to_the_image(mj):
     provider = make(mj)
     tile = Image.new("RGB", (120, 80))

@@ -1,4 +1,4 @@
-"""A fake apiframe.ai v1 API: /imagine, /upscale-1x, /variations, /describe, /blend, POST /fetch, /account."""
+"""A fake apiframe.ai v1 API: its create routes, POST /fetch and GET /account."""
 
 from __future__ import annotations
 
@@ -54,12 +54,12 @@ class FakeApiframe(FakeBackend):
         self.tasks[task_id] = {"task_id": task_id, "task_type": task_type, **fields}
         return Reply(200, {"task_id": task_id})
 
-    def _parent(self, body: dict[str, Any]) -> Reply | None:
+    def _parent(self, body: dict[str, Any], indexes: tuple[str, ...] = ("1", "2", "3", "4")) -> Reply | None:
         parent = self.tasks.get(str(body.get("parent_task_id")))
         if parent is None:
             return _errors(400, "Invalid parent_task_id")
-        if str(body.get("index")) not in ("1", "2", "3", "4"):
-            return _errors(400, "index must be 1, 2, 3 or 4")
+        if str(body.get("index")) not in indexes:
+            return _errors(400, f"index must be one of {', '.join(indexes)}")
         return None
 
     def _create_imagine(self, body: dict[str, Any]) -> Reply:
@@ -72,8 +72,13 @@ class FakeApiframe(FakeBackend):
     def _create_upscale_1x(self, body: dict[str, Any]) -> Reply:
         return self._parent(body) or self._task("upscale-1x")
 
+    def _create_upscale_alt(self, body: dict[str, Any]) -> Reply:
+        if body.get("type") not in ("subtle", "creative"):
+            return _errors(400, "type must be subtle or creative")
+        return self._parent({**body, "index": "1"}) or self._task(f"upscale-{body['type']}")
+
     def _create_variations(self, body: dict[str, Any]) -> Reply:
-        return self._parent(body) or self._task("variations")
+        return self._parent(body, ("1", "2", "3", "4", "strong", "subtle")) or self._task("variations")
 
     def _create_describe(self, body: dict[str, Any]) -> Reply:
         if not str(body.get("image_url", "")).startswith("http"):
@@ -107,7 +112,7 @@ class FakeApiframe(FakeBackend):
 
     def _result(self, task: dict[str, Any]) -> dict[str, Any]:
         number = next(self.counter)
-        if task["task_type"] == "upscale-1x":
+        if task["task_type"].startswith("upscale"):
             return {"image_url": self.serve_image(f"/cdn/{number}-up.png", png((TILE[0] * 2, TILE[1] * 2)))}
         if task["task_type"] == "describe":
             return {"content": DESCRIPTIONS}
