@@ -46,8 +46,17 @@ from models import Account, Job
 # Paths of both APIs: the reference's compatibility aliases that are also original endpoints.
 SHARED_PATHS = frozenset({"/imagine", "/describe", "/upscale", "/blend", "/variation"})
 ORIGINAL_ONLY_PATHS = frozenset(
-    {"/upscale-1x", "/variations", "/reroll", "/upscale-alt", "/upscale-highres", "/seed"}  # create
-    | {"/fetch", "/fetch-many", "/account"}
+    {
+        "/upscale-1x",
+        "/variations",
+        "/reroll",
+        "/upscale-alt",
+        "/upscale-highres",
+        "/seed",
+        "/fetch",
+        "/fetch-many",
+        "/account",
+    }
 )
 ORIGINAL_PATHS = SHARED_PATHS | ORIGINAL_ONLY_PATHS
 
@@ -61,13 +70,14 @@ TASK_STATUSES = {
     TIMED_OUT: "failed",
     CANCELLED: "failed",
 }
-_UUID = {"type": "string", "format": "uuid"}
-_URL = {"type": "string", "format": "uri"}
 FAILURE_MESSAGES = {
     FAILED: "The job failed.",
     TIMED_OUT: "The job timed out.",
     CANCELLED: "The job was cancelled.",
 }
+
+_UUID = {"type": "string", "format": "uuid"}  # OpenAPI formats of response fields
+_URL = {"type": "string", "format": "uri"}
 
 
 def is_original_route() -> bool:
@@ -142,9 +152,16 @@ class VariationBody(schemas.PickRequest):
     """POST /variation and /variations: a tile of a grid (1-4), or an upscaled image (strong or subtle)."""
 
     index = TileIndex(words=tuple(VARY_STRENGTHS), required=True)
-    prompt = schemas.Text(load_default=None, max_length=schemas.MAX_PROMPT_LENGTH)
+    prompt = schemas.Text(
+        load_default=None,
+        max_length=schemas.MAX_PROMPT_LENGTH,
+        metadata={"description": "A prompt for the variations; default: the parent's."},
+    )
     aspect_ratio = schemas.Choice(
-        data_key="aspectRatio", load_default=None, validate=schemas.one_of(ASPECT_RATIOS)
+        data_key="aspectRatio",
+        load_default=None,
+        validate=schemas.one_of(ASPECT_RATIOS),
+        metadata={"description": "Reframe the image to this aspect ratio first."},
     )
 
 
@@ -193,10 +210,15 @@ FETCH = FetchBody()
 FETCH_MANY = FetchManyBody()
 
 
+def _originals(spellings: Mapping[str, str]) -> dict[str, str]:
+    """The original spelling of each field, by its reference name."""
+    return {camel: snake for snake, camel in spellings.items()}
+
+
 def original_spelling(operation: str) -> type[Schema]:
     """``operation``'s body schema with the field names original clients send (for the OpenAPI document)."""
     schema, spellings = BODIES[operation]
-    original = {camel: snake for snake, camel in spellings.items()}
+    original = _originals(spellings)
     respelled = {}
     for name, field in schema.fields.items():
         respelled[name] = copy.copy(field)
@@ -211,7 +233,7 @@ def unify(
     # Nulls count as not given; both spellings of one field with different values are a 400. Errors
     # name a field as the client spelled it, or, if it was not sent, as ``original`` clients spell it.
     unified: dict[str, Any] = {}
-    names = {camel: snake for snake, camel in spellings.items()} if original else {}
+    names = _originals(spellings) if original else {}
     for key, value in body.items():
         if value is None:
             continue
