@@ -643,7 +643,8 @@ def _forest(c: _Canvas, horizon: float, rows: int) -> None:
 def _firs(draw: ImageDraw.ImageDraw, s: float, c: _Canvas, xs: np.ndarray, heights: np.ndarray,
           bases: np.ndarray, floor: float) -> None:
     """Draw one row of tiered fir trees standing on a solid forest floor, at scale ``s``."""
-    draw.rectangle((0, floor * c.h * s, c.w * s, c.h * s), fill=255)
+    if floor < 1:  # the floor may lie below the frame, under a hill
+        draw.rectangle((0, floor * c.h * s, c.w * s, c.h * s), fill=255)
     for x, height, base in zip((xs * s).tolist(), (heights * s).tolist(), (bases * s).tolist(), strict=True):
         for tier in range(4):
             top = base - height + tier * height * 0.2

@@ -355,3 +355,23 @@ def test_mix_keeps_the_look_of_real_images_and_is_deterministic():
 def test_mix_needs_two_to_five_images(count):
     with pytest.raises(ValueError):
         mix([Image.new("RGB", (8, 8))] * count, 128, 128, seed=1)
+
+
+SUBJECTS = ("", "castle", "cat", "robot", "person")
+
+
+def test_every_pair_of_scenes_paints_at_every_aspect():
+    """No combination of scene words (with or without a subject) may fail to paint."""
+    from providers.procedural import _SCENE_WORDS
+
+    scenes = [vocab.split()[0] for vocab in _SCENE_WORDS.values()]
+    shapes = [(96, 96), (128, 72), (72, 128)]
+    combinations = [(a, b) for i, a in enumerate(scenes) for b in scenes[i:]]
+    for n, (first, second) in enumerate(combinations):
+        subject = SUBJECTS[n % len(SUBJECTS)]
+        prompt = f"a {subject} {first} on a hill, {second}"
+        width, height = shapes[n % len(shapes)]
+        for seed in (n, n + 1000):
+            style = (None, *STYLES)[n % (len(STYLES) + 1)]
+            tiles = paint_tiles(prompt, width, height, seed=seed, style=style, chaos=(n * 7) % 101)
+            assert [tile.size for tile in tiles] == [(width, height)] * 4, prompt
