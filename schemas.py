@@ -487,7 +487,10 @@ class WebhookReportSchema(ResponseSchema):
     url = fields.String(allow_none=True)
     status = fields.String(allow_none=True, validate=one_of(WEBHOOK_STATUSES))
     webhookId = fields.String(attribute="webhook_id", allow_none=True)
-    event = fields.String(allow_none=True)
+    event = fields.String(
+        allow_none=True,
+        metadata={"description": "The event sent, e.g. job.succeeded; null for jobs of the original API."},
+    )
     attempts = fields.List(fields.Nested(WebhookAttemptSchema))
     nextAttemptAt = Timestamp(attribute="next_attempt_at", allow_none=True)
 

@@ -163,7 +163,7 @@ def report(job: Job) -> Report:
         job.webhook_url,
         job.webhook_status,
         webhook_id(delivery.id),
-        event_name(job),
+        None if job.origin == jobs.ORIGINAL else event_name(job),  # the task object names no event
         attempts,
         delivery.next_attempt_at,
     )

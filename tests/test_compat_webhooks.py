@@ -68,6 +68,8 @@ def test_an_original_job_posts_its_task_object(original, runner, receiver):
     assert task == original.fetch(task_id)
     assert task["status"] == "finished" and task["task_type"] == "imagine" and len(task["image_urls"]) == 4
     assert header(delivery, "webhook-id").startswith("msg_")
+    report = original.get(f"/v1/jobs/{task_id}/webhooks").get_json()
+    assert report["webhooks"]["status"] == "delivered" and report["webhooks"]["event"] is None
 
 
 def test_every_original_route_posts_task_objects(original, runner, receiver, files):
