@@ -31,6 +31,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
+    app.json.sort_keys = False  # objects keep the reference's field order (id, type, status, ...)
     _configure_logging(app)
 
     models.init_database(app.config["DATABASE_URL"], app.config["DATA_DIR"])

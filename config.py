@@ -186,7 +186,6 @@ DEFAULTS: dict[str, Any] = {
     "DISPATCH_INTERVAL": 1.0,
     "START_WORKERS": True,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
-    "JSON_SORT_KEYS": False,
 }
 
 IMAGE_FORMATS = ("png", "webp", "jpeg")

@@ -178,3 +178,11 @@ def test_images_are_stored_under_the_data_dir(app, api):
         stored = Job.get_by_id(uuid.UUID(job["id"]))
         assert image_path(stored.id, stored.grid).is_file()
         assert all(image_path(stored.id, name).is_file() for name in stored.tiles)
+
+
+def test_the_job_object_keeps_the_reference_field_order(api):
+    body = api.post("/v1/imagine", json={"prompt": "order"}).get_data(as_text=True)
+    positions = [
+        body.index(f'"{field}"') for field in ("id", "type", "status", "prompt", "progress", "imageUrl")
+    ]
+    assert positions == sorted(positions)
