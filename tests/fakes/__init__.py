@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
+from providers.http import Deadline
+
 HANG_LIMIT = 30.0  # a hanging answer gives up after this long, even if the test forgot to close
 
 
@@ -240,37 +242,20 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], list[tup
     return form, files
 
 
-class Ctx:
+class Ctx(Deadline):
     """A JobContext for calling a provider directly: a deadline, a cancel switch, and recorded progress."""
 
     def __init__(self, seconds: float = 20.0) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.cancelled = threading.Event()
+        super().__init__(seconds)
         self.reported: list[int] = []
 
     def cancel_after(self, seconds: float) -> None:
         """Cancel the job ``seconds`` from now."""
-        threading.Timer(seconds, self.cancelled.set).start()
+        threading.Timer(seconds, self.stop.set).start()
 
     def progress(self, percent: int) -> None:
         self.check()
         self.reported.append(percent)
-
-    def check(self) -> None:
-        from providers import JobCancelled, JobTimedOut
-
-        if self.cancelled.is_set():
-            raise JobCancelled()
-        if time.monotonic() >= self.deadline:
-            raise JobTimedOut()
-
-    def sleep(self, seconds: float) -> None:
-        self.check()
-        self.cancelled.wait(max(0.0, min(seconds, self.deadline - time.monotonic())))
-        self.check()
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
 
 
 def provider_settings(**overrides: Any) -> dict[str, Any]:
