@@ -57,7 +57,9 @@ def _bool(value: str) -> bool:
 
 
 # Operations that APIFRAME_PROVIDER_<OPERATION> can route to a provider of their own.
-PROVIDER_OPERATIONS = ("IMAGINE", "VARIATION", "UPSCALE", "BLEND", "DESCRIBE")
+PROVIDER_OPERATIONS = (
+    "IMAGINE", "VARIATION", "UPSCALE", "BLEND", "DESCRIBE", "OUTPAINT", "INPAINT", "SHORTEN", "FACESWAP",
+)  # fmt: skip
 
 # Flask config key -> (environment variable, parser). Only these are read from the environment.
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {

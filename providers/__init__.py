@@ -16,7 +16,11 @@ from PIL import Image
 import imaging
 from providers import procedural
 
-OPERATIONS = ("imagine", "variation", "upscale", "blend", "describe")
+# The operations a provider can implement. Several API operations may run as one of these (pan and
+# zoom both run as outpaint); operations.py says which.
+OPERATIONS = (
+    "imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint", "shorten", "faceswap",
+)  # fmt: skip
 
 
 class JobAborted(Exception):
@@ -118,6 +122,56 @@ class DescribeRequest:
     url: str | None = None
 
 
+@dataclass(frozen=True)
+class OutpaintRequest:
+    """An image on a larger canvas, the new area painted to continue it (pan and zoom out).
+
+    The canvas is ``image`` with ``pad`` = (left, top, right, bottom) pixels added around it; each of
+    the four results is that canvas at ``width`` x ``height`` (pan keeps the canvas's own size, so the
+    parent's pixels stay in place; zoom out shrinks it back to the parent's size).
+    """
+
+    image: Image.Image
+    pad: tuple[int, int, int, int]
+    width: int
+    height: int
+    prompt: str | None = None
+    seed: int | None = None
+    direction: str | None = None  # pan: "up", "down", "left" or "right"
+    zoom: float | None = None  # zoom out: the ratio, 1 to 2 (1: make square)
+    parent_ref: str | None = None
+    parent_provider: str | None = None
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """An image with one region painted anew: where ``mask`` (mode L, the image's size) is white."""
+
+    image: Image.Image
+    mask: Image.Image
+    prompt: str | None = None
+    seed: int | None = None
+    parent_ref: str | None = None
+    parent_provider: str | None = None
+
+
+@dataclass(frozen=True)
+class ShortenRequest:
+    """A prompt to five shorter ones that keep its most important words."""
+
+    prompt: str
+
+
+@dataclass(frozen=True)
+class FaceSwapRequest:
+    """The face of ``swap`` put on the face in ``target``: one image."""
+
+    target: Image.Image
+    swap: Image.Image
+    target_url: str | None = None  # where the gateway fetched them, for URL-based backends
+    swap_url: str | None = None
+
+
 @dataclass
 class Result:
     """What a provider made: four tiles (or a grid to cut into four), one image, or text."""
@@ -125,7 +179,8 @@ class Result:
     tiles: list[Image.Image] | None = None
     grid: Image.Image | None = None
     image: Image.Image | None = None
-    descriptions: list[str] | None = None
+    descriptions: list[str] | None = None  # describe: four prompts; shorten: five shorter prompts
+    tokens: list[tuple[str, float]] | None = None  # shorten: each word of the prompt and its importance, 0-1
     seed: int | None = None
     ref: str | None = None  # the backend's own id for this result, for later upscale/variation
     extra: dict[str, Any] = field(default_factory=dict)

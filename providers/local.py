@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 from providers import (
-    OPERATIONS,
     BlendRequest,
     DescribeRequest,
     ImagineRequest,
@@ -72,7 +71,7 @@ class LocalProvider(Provider):
     """Makes real images offline, so the whole product works on a fresh machine."""
 
     name = "local"
-    operations = frozenset(OPERATIONS)
+    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
 
     def check(self) -> str:
         """Nothing to reach: the local provider runs in this process."""

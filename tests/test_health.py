@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 import health
+import providers
 from fakes.sdwebui import FakeSdWebUI
 
-OPERATIONS = {"imagine", "variation", "upscale", "blend", "describe"}
+OPERATIONS = set(providers.OPERATIONS)
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_providers_check_prints_one_line_per_operation(runner):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0] == "imagine: local ok: runs in this process; nothing to reach"
-    assert [line.split(":")[0] for line in lines] == ["imagine", "variation", "upscale", "blend", "describe"]
+    assert [line.split(":")[0] for line in lines] == list(providers.OPERATIONS)
 
 
 def test_providers_check_asks_the_backend_with_credentials(settings, sd, request):
