@@ -8,12 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from flask import Flask, current_app, request
+from flask import Flask, request
 
 import api
 import auth
 import cli
-import compat
 import config
 import console
 import docs
@@ -23,8 +22,9 @@ import models
 import ratelimit
 import storage
 import webhooks
+import workers
+from providers import EXTENSION as PROVIDERS
 from providers import Providers
-from workers import JobPool
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -39,19 +39,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(_close_connection)
 
     errors.init_app(app)
-    compat.init_app(app)
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)
-    app.register_blueprint(api.bp)
+    api.init_app(app)
     app.register_blueprint(storage.bp)
     health.init_app(app)
-    console.init_app(app, api.bp)
+    console.init_app(app, api.BLUEPRINTS)
     app.register_blueprint(docs.bp)
     cli.init_app(app)
 
-    app.extensions["apiframe.providers"] = Providers(app.config)
-    pool = JobPool(app)
-    app.extensions["apiframe.pool"] = pool
+    app.extensions[PROVIDERS] = Providers(app.config)
+    pool = workers.init_app(app)
     sender = webhooks.init_app(app)
     if app.config["START_WORKERS"]:
         if click.get_current_context(silent=True) is None:
@@ -80,11 +78,11 @@ def _close_connection(_exc: BaseException | None) -> None:
 
 
 def _authenticate_api() -> None:
-    if request.blueprint == api.bp.name:
+    if api.bp.name in request.blueprints:
         auth.authenticate()
 
 
 def _start_background_once() -> None:
-    for service in (current_app.extensions["apiframe.pool"], current_app.extensions[webhooks.EXTENSION]):
+    for service in (workers.pool(), webhooks.sender()):
         if not service.started:
             service.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
 import accounts
@@ -13,6 +13,7 @@ from auth import SHOWN_PREFIX_LENGTH, revoke
 from auth import create_key as mint_key
 from config import PLANS
 from models import Account, ApiKey
+from providers import configured as configured_providers
 
 users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
@@ -112,7 +113,7 @@ def webhook_secret(email: str, rotate: bool) -> None:
 def check_providers() -> None:
     """Ask each configured provider whether its backend answers and accepts our credentials."""
     failed = False
-    for operation, health in current_app.extensions["apiframe.providers"].check().items():
+    for operation, health in configured_providers().check().items():
         state = "ok" if health.ok else "FAILED"
         click.echo(f"{operation}: {health.name} {state}: {health.detail}")
         failed = failed or not health.ok

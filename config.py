@@ -1,4 +1,4 @@
-"""Settings: defaults, the APIFRAME_* environment, the plan table and credit costs."""
+"""Settings: defaults, the APIFRAME_* environment, and the plan table."""
 
 from __future__ import annotations
 
@@ -32,20 +32,6 @@ PLANS: dict[str, Plan] = {
 }
 
 DEFAULT_PLAN = "free"
-
-# Credits each job type costs; taken when the job is accepted, refunded if it does not succeed.
-COSTS: dict[str, int] = {
-    "imagine": 16,
-    "blend": 16,
-    "variation": 16,
-    "describe": 4,
-    "upscale": 4,
-    "reroll": 16,
-    "upscale-alt": 4,
-    "upscale-highres": 4,
-    "seed": 0,
-}
-
 
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()

@@ -2,18 +2,75 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+import json
+from dataclasses import dataclass
+from typing import Any
 
-import compat
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, current_app, jsonify, render_template
+from marshmallow import Schema
+
 import openapi
-import schemas
-from config import COSTS, PLANS
+import operations
+from api import original
+from config import PLANS
 from errors import ERROR_CODES
-from imaging import ASPECT_RATIOS
-from jobs import STATUSES, TYPES, WEBHOOK_STATUSES
+from jobs import STATUSES, WEBHOOK_STATUSES
 from webhooks import nominal_retry_delay
 
 bp = Blueprint("docs", __name__)
+
+_plugin = MarshmallowPlugin()  # turns marshmallow schemas into JSON Schema, as for /openapi.json
+APISpec("docs", "1", "3.0.3", plugins=[_plugin])
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    """One field of a request body, as the docs' tables show it."""
+
+    name: str
+    kind: str
+    required: bool
+    description: str
+    choices: tuple[Any, ...]
+    default: Any
+
+
+def _kind(prop: dict[str, Any]) -> str:
+    if "oneOf" in prop:
+        return " or ".join(dict.fromkeys(_kind(option) for option in prop["oneOf"]))
+    if prop.get("type") == "array":
+        return f"array of {_kind(prop.get('items', {}))}s"
+    formats = {"uri": "URL", "uuid": "UUID"}
+    kind = prop.get("type", "string")
+    return f"{kind} ({formats[prop['format']]})" if prop.get("format") in formats else kind
+
+
+def _limits(prop: dict[str, Any]) -> str:
+    if "minimum" in prop and "maximum" in prop:
+        return f"{prop['minimum']:g} to {prop['maximum']:g}."
+    if "minItems" in prop and "maxItems" in prop:
+        return f"{prop['minItems']} to {prop['maxItems']} of them."
+    if "maxLength" in prop:
+        return f"At most {prop['maxLength']} characters."
+    return ""
+
+
+def field_rows(schema: type[Schema]) -> list[FieldRow]:
+    """The fields of a request body, from the same JSON Schema /openapi.json shows."""
+    document = _plugin.converter.schema2jsonschema(schema)
+    required = set(document.get("required", ()))
+    rows = []
+    for name, prop in document["properties"].items():
+        description = " ".join(part for part in (prop.get("description", ""), _limits(prop)) if part)
+        options = [value for option in prop.get("oneOf", ()) for value in option.get("enum", ())]
+        choices = tuple(prop.get("enum", ())) or tuple(value for value in options if isinstance(value, str))
+        default = prop.get("default")
+        if isinstance(default, float):
+            default = f"{default:g}"
+        rows.append(FieldRow(name, _kind(prop), name in required, description, choices, default))
+    return rows
 
 
 def span(seconds: float) -> str:
@@ -47,18 +104,15 @@ def reference() -> str:
         canonical=openapi.canonical_routes(current_app),
         summaries={endpoint: operation.summary for endpoint, operation in openapi.OPERATIONS.items()},
         plans=PLANS.values(),
-        costs=COSTS,
+        operations=operations.OPERATIONS,
+        field_rows=field_rows,
+        as_json=json.dumps,
+        original_spelling=original.original_spelling,
         error_codes=ERROR_CODES,
         statuses=STATUSES,
-        types=TYPES,
-        aspect_ratios=ASPECT_RATIOS,
-        versions=schemas.VERSIONS,
-        qualities=schemas.QUALITIES,
-        styles=schemas.STYLES,
-        max_prompt=schemas.MAX_PROMPT_LENGTH,
-        max_webhook_secret=schemas.MAX_WEBHOOK_SECRET_LENGTH,
+        types=operations.names(),
         webhook_statuses=WEBHOOK_STATUSES,
-        task_statuses=compat.TASK_STATUSES,
+        task_statuses=original.TASK_STATUSES,
         webhook_timeout=current_app.config["WEBHOOK_TIMEOUT"],
         retry_schedule=retry_schedule(
             current_app.config["WEBHOOK_MAX_ATTEMPTS"], current_app.config["WEBHOOK_RETRY_BASE"]

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify, request
 from flask_limiter import RateLimitExceeded
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 }
 
 
-# Called with each error body (and its ApiError) before it is sent, to add fields for the request
-# being answered: compat adds what the original apiframe.ai API's clients read, on its routes.
-body_hooks: list[Callable[[dict[str, Any], ApiError], None]] = []
+EXTENSION = "apiframe.error_bodies"  # blueprint name -> how errors on its routes are rendered
 
 
 class ApiError(Exception):
@@ -56,17 +54,44 @@ class ApiError(Exception):
         self.message = message
         self.fields = fields
 
-    def response(self) -> Response:
-        """Render this error as a JSON response."""
+    def body(self) -> dict[str, Any]:
+        """This error in the reference's format."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.fields:
             error["fields"] = self.fields
-        body = {"success": False, "error": error}
-        for hook in body_hooks:
-            hook(body, self)
-        response = jsonify(body)
+        return {"success": False, "error": error}
+
+    def response(self) -> Response:
+        """Render this error as a JSON response, in the format of the API family being answered."""
+        response = jsonify(_renderer()(self))
         response.status_code = self.status
         return response
+
+
+def _renderer() -> Callable[[ApiError], dict[str, Any]]:
+    """How errors are rendered for the current request: by its blueprint's family, else the reference's."""
+    if has_request_context() and has_app_context():
+        renderers = current_app.extensions.get(EXTENSION, {})
+        for blueprint in _blueprints():
+            if blueprint in renderers:
+                return renderers[blueprint]
+    return ApiError.body
+
+
+def _blueprints() -> list[str]:
+    """The request's blueprints, innermost first; for a wrong method, those of the route it missed."""
+    exc = request.routing_exception
+    if request.url_rule is not None or not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+        return request.blueprints
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    rule, _ = adapter.match(method=exc.valid_methods[0], return_rule=True)
+    parts = rule.endpoint.split(".")[:-1]
+    return [".".join(parts[:end]) for end in range(len(parts), 0, -1)]
+
+
+def render_for(app: Flask, blueprint: str, render: Callable[[ApiError], dict[str, Any]]) -> None:
+    """Render errors on the routes of ``blueprint`` (its full, dotted name) with ``render``."""
+    app.extensions.setdefault(EXTENSION, {})[blueprint] = render
 
 
 def validation_error(message: str, fields: dict[str, Any] | None = None) -> ApiError:

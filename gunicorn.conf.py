@@ -16,10 +16,13 @@ control_socket_disable = True  # no runtime control interface; servers on one ma
 
 def worker_exit(server, worker):
     """Hand this process's running jobs and webhook deliveries back before the interpreter shuts down."""
+    import webhooks
+    import workers
+
     extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})
-    pool = extensions.get("apiframe.pool")
+    pool = extensions.get(workers.EXTENSION)
     if pool is not None:
         pool.stop(wait=False)
-    sender = extensions.get("apiframe.webhooks")
+    sender = extensions.get(webhooks.EXTENSION)
     if sender is not None:
         sender.stop()

@@ -14,10 +14,12 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from models import db
+from providers import EXTENSION as PROVIDERS
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
+EXTENSION = "apiframe.health"
 
 
 class ProviderHealth:
@@ -40,7 +42,7 @@ class ProviderHealth:
 
 def _report(app: Flask) -> dict[str, dict[str, Any]]:
     report = {}
-    for operation, health in app.extensions["apiframe.providers"].check().items():
+    for operation, health in app.extensions[PROVIDERS].check().items():
         entry: dict[str, Any] = {"name": health.name, "ok": health.ok, "detail": health.detail}
         if not health.ok:
             entry["code"] = "PROVIDER_ERROR"
@@ -62,7 +64,7 @@ def _database() -> dict[str, Any]:
 def healthz() -> tuple[Response, int]:
     """The service's health: 200 while the database answers (degraded if a provider does not), else 503."""
     database = _database()
-    providers = current_app.extensions["apiframe.health"].current(current_app)
+    providers = current_app.extensions[EXTENSION].current(current_app)
     healthy = database["ok"] and all(entry["ok"] for entry in providers.values())
     body = {"status": "ok" if healthy else "degraded", "database": database, "providers": providers}
     return jsonify(body), 200 if database["ok"] else 503
@@ -70,5 +72,5 @@ def healthz() -> tuple[Response, int]:
 
 def init_app(app: Flask) -> None:
     """Serve /healthz on ``app``."""
-    app.extensions["apiframe.health"] = ProviderHealth(float(app.config["HEALTH_CACHE_SECONDS"]))
+    app.extensions[EXTENSION] = ProviderHealth(float(app.config["HEALTH_CACHE_SECONDS"]))
     app.register_blueprint(bp)

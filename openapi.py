@@ -12,12 +12,14 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema
 
-import compat
+import api
+import operations
 import schemas
-from config import COSTS
+from api import original, reference
 from errors import ERROR_CODES
 
-API_BLUEPRINT = "api"
+API_BLUEPRINT = api.bp.name
+EXTENSION = "apiframe.openapi"
 SECURITY_SCHEME = "ApiKeyAuth"
 # The key may also come as the original apiframe.ai API's clients send it: any one of these will do.
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
@@ -59,75 +61,84 @@ class Operation:
     errors: tuple[int, ...] = READ_ERRORS
 
 
-def _costs(operation: str) -> str:
-    return (
-        f"Costs {COSTS[operation]} credits, taken when the job is accepted, refunded if it does not succeed."
+def _costs(operation: operations.Operation) -> str:
+    if not operation.cost:
+        return "Free."
+    return f"Costs {operation.cost} credits, taken when the job is accepted, refunded if it does not succeed."
+
+
+def _creates(operation: operations.Operation) -> Operation:
+    """How the /v1 route (and the aliases) of a registry operation is documented."""
+    return Operation(
+        operation.summary,
+        f"{operation.description} {_costs(operation)}",
+        "Jobs",
+        schemas.JobEnvelope,
+        status=202,
+        request=operation.request,
+        errors=PICK_ERRORS if operation.parents else CREATE_ERRORS,
     )
 
+
+def _original(operation: operations.Operation) -> Operation:
+    """The original API's own route of an operation: its field names, answering with the task_id."""
+    return replace(
+        _creates(operation),
+        summary=f"{operation.original.summary or operation.summary} (the original apiframe.ai API)",
+        tag=ORIGINAL_TAG,
+        response=original.TaskCreated,
+        status=200,
+        request=original.original_spelling(operation),
+    )
+
+
+def _shared(operation: operations.Operation) -> Operation:
+    """A path of both APIs: the reference's body and answer, plus the original's spelling and task_id."""
+    return replace(
+        _creates(operation),
+        description=_creates(operation).description + SHARED_NOTE,
+        response=original.SharedJobEnvelope,
+    )
+
+
+SHARED_NOTE = (
+    " This path is also the original apiframe.ai API's: it takes that API's snake_case field names too "
+    "(aspect_ratio, parent_task_id, image_url(s), webhook_url, webhook_secret, process_mode; an index as "
+    '"1"-"4"), and adds its task_id to the answer.'
+)
+
+REFERENCE = f"{api.bp.name}.{reference.bp.name}."  # endpoint prefixes of the families
+ORIGINAL = f"{api.bp.name}.{original.bp.name}."
 
 # Every endpoint of the ``api`` blueprint, by endpoint name. A route without an entry is still listed (from
 # its view's docstring, without schemas), and fails the tests until it gets one.
 OPERATIONS: dict[str, Operation] = {
-    "api.imagine": Operation(
-        "Generate four images from a text prompt",
-        "Returns a pending job; poll it until it ends. " + _costs("imagine"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.ImagineRequest,
-        errors=CREATE_ERRORS,
-    ),
-    "api.describe": Operation(
-        "Describe an image with four prompts",
-        "The image at imageUrl is fetched by the service. " + _costs("describe"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.DescribeRequest,
-        errors=CREATE_ERRORS,
-    ),
-    "api.upscale": Operation(
-        "Upscale one of the four images of a succeeded job",
-        "The parent must be a succeeded imagine, variation or blend job. " + _costs("upscale"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.PickRequest,
-        errors=PICK_ERRORS,
-    ),
-    "api.variation": Operation(
-        "Make four variations of one image of a succeeded job",
-        "The parent must be a succeeded imagine, variation or blend job. " + _costs("variation"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.PickRequest,
-        errors=PICK_ERRORS,
-    ),
-    "api.blend": Operation(
-        "Blend two to five images into four new ones",
-        "The images are fetched by the service. " + _costs("blend"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.BlendRequest,
-        errors=CREATE_ERRORS,
-    ),
-    "api.get_job": Operation(
+    **{REFERENCE + op.endpoint: _creates(op) for op in operations.OPERATIONS},
+    **{
+        ORIGINAL + op.endpoint: _original(op)
+        for op in operations.OPERATIONS
+        if op.original and op.original.paths
+    },
+    **{
+        ORIGINAL + original.shared_endpoint(op): _shared(op)
+        for op in operations.OPERATIONS
+        if op.original and op.original.shared
+    },
+    REFERENCE + "get_job": Operation(
         "Get a job's status and result",
         "Poll this until the status is succeeded, failed, timed_out or cancelled.",
         "Jobs",
         schemas.JobEnvelope,
         errors=JOB_ERRORS,
     ),
-    "api.fetch": Operation(
+    REFERENCE + "fetch": Operation(
         "Get a job (apiframe.ai compatibility)",
         "The same job as GET /v1/jobs/{job_id}, answered under `data` instead of `job`.",
         "Compatibility aliases",
         schemas.FetchEnvelope,
         errors=JOB_ERRORS,
     ),
-    "api.list_jobs": Operation(
+    REFERENCE + "list_jobs": Operation(
         "List your jobs, newest first",
         "Paginated with limit and offset; filter by status and type.",
         "Jobs",
@@ -135,118 +146,55 @@ OPERATIONS: dict[str, Operation] = {
         query=schemas.JobListQuery,
         errors=(400, *READ_ERRORS),
     ),
-    "api.job_webhooks": Operation(
+    REFERENCE + "job_webhooks": Operation(
         "Get a job's webhook delivery and every attempt",
         "status is null without a webhookUrl; webhookId and event are null until the job ends.",
         "Jobs",
         schemas.WebhookReportEnvelope,
         errors=JOB_ERRORS,
     ),
-    "api.cancel_job": Operation(
+    REFERENCE + "cancel_job": Operation(
         "Cancel a job that has not ended",
         "Its credits are refunded. A job that has already ended answers 400.",
         "Jobs",
         schemas.JobEnvelope,
         errors=JOB_ERRORS,
     ),
-    "api.account": Operation(
+    REFERENCE + "account": Operation(
         "Get your account: name, email, plan and credits",
         "credits.remaining is the balance; credits.total is every credit ever granted.",
         "Account",
         schemas.AccountEnvelope,
     ),
-    "api.reroll": Operation(
-        "Draw a succeeded imagine or reroll job again, with a new seed",
-        "The parent's prompt and settings (or the prompt and aspectRatio given), so four different images. "
-        + _costs("reroll"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.RerollRequest,
-        errors=PICK_ERRORS,
-    ),
-    "api.upscale_alt": Operation(
-        "Upscale an upscaled image again, subtle or creative",
-        "One image at twice the size of a succeeded upscale job's; creative invents finer detail. "
-        + _costs("upscale-alt"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.UpscaleAltRequest,
-        errors=PICK_ERRORS,
-    ),
-    "api.upscale_highres": Operation(
-        "Enlarge an image of a job, or at a URL, 2x or 4x",
-        "Of a succeeded upscale job, tile index of a job with four images, or imageUrl. Inputs over "
-        "2048x2048 end the job failed. " + _costs("upscale-highres"),
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.UpscaleHighresRequest,
-        errors=PICK_ERRORS,
-    ),
-    "api.seed": Operation(
-        "Get the seed a job's images were made with",
-        "A job of its own, which ends succeeded with the seed (or failed if the job has none). Free.",
-        "Jobs",
-        schemas.JobEnvelope,
-        status=202,
-        request=schemas.SeedRequest,
-        errors=PICK_ERRORS,
-    ),
-    "api.fetch_task": Operation(
+    ORIGINAL + "fetch_task": Operation(
         "Get a task (the original apiframe.ai API)",
         "Any of your jobs, as the original API's task object.",
         ORIGINAL_TAG,
-        compat.TaskSchema,
-        request=compat.FetchBody,
+        original.TaskSchema,
+        request=schemas.FetchBody,
         errors=JOB_ERRORS,
     ),
-    "api.fetch_tasks": Operation(
+    ORIGINAL + "fetch_tasks": Operation(
         "Get 2 to 20 tasks (the original apiframe.ai API)",
         "In the order asked; an id you have no job with gets task_id, error NOT_FOUND and message.",
         ORIGINAL_TAG,
-        compat.TaskList,
-        request=compat.FetchManyBody,
+        original.TaskList,
+        request=schemas.FetchManyBody,
         errors=(400, *READ_ERRORS),
     ),
-    "api.account_info": Operation(
+    ORIGINAL + "account_info": Operation(
         "Get your account (the original apiframe.ai API)",
         "Email, credits left, plan, total_images and next_billing_date (always null here).",
         ORIGINAL_TAG,
-        compat.AccountInfo,
+        original.AccountInfo,
     ),
 }
-
-
-def _original(endpoint: str, operation: str, summary: str) -> Operation:
-    """The original API's route of a /v1 endpoint: its own field names, answering with the task_id."""
-    return replace(
-        OPERATIONS[endpoint],
-        summary=f"{summary} (the original apiframe.ai API)",
-        tag=ORIGINAL_TAG,
-        response=compat.TaskCreated,
-        status=200,
-        request=compat.original_spelling(operation),
-    )
-
-
-# The original API's own routes to /v1 endpoints, by path: documented with that API's spelling.
-ROUTE_OPERATIONS: dict[str, Operation] = {
-    "/upscale-1x": _original("api.upscale", "upscale", "Upscale one of the four images of a task"),
-    "/variations": _original(
-        "api.variation", "variation", "Four variations of a tile, or of an upscaled image (strong, subtle)"
-    ),
-    "/reroll": _original("api.reroll", "reroll", "Draw a task's prompt again with a new seed"),
-    "/upscale-alt": _original("api.upscale_alt", "upscale-alt", "Upscale an upscaled image again"),
-    "/upscale-highres": _original("api.upscale_highres", "upscale-highres", "Enlarge an image 2x or 4x"),
-    "/seed": _original("api.seed", "seed", "Get the seed of a task"),
+# A shared path's endpoint -> the reference endpoint it is an alias of.
+SHARED_ALIASES = {
+    ORIGINAL + original.shared_endpoint(op): REFERENCE + op.endpoint
+    for op in operations.OPERATIONS
+    if op.original and op.original.shared
 }
-SHARED_NOTE = (
-    " This path is also the original apiframe.ai API's: it takes that API's snake_case field names too "
-    "(aspect_ratio, parent_task_id, image_url(s), webhook_url, webhook_secret, process_mode; an index as "
-    '"1"-"4"), and adds its task_id to the answer.'
-)
 
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "job_id": {"description": "The job ID.", "schema": {"type": "string", "format": "uuid"}},
@@ -275,19 +223,24 @@ class Route:
         return self.path.startswith("/v1/")
 
     @property
+    def is_shared(self) -> bool:
+        """Whether this path belongs to both APIs (an alias of the reference's, on the original's routes)."""
+        return self.endpoint in SHARED_ALIASES
+
+    @property
     def is_alias(self) -> bool:
         """Whether this is a compatibility alias of a /v1 route."""
-        return not self.is_v1 and self.path not in compat.ORIGINAL_ONLY_PATHS
+        return (self.endpoint.startswith(REFERENCE) and not self.is_v1) or self.is_shared
 
     @property
     def is_original(self) -> bool:
         """Whether this is a route of the original apiframe.ai API (the paths both APIs have included)."""
-        return self.path in compat.ORIGINAL_PATHS
+        return self.endpoint.startswith(ORIGINAL)
 
     @property
     def operation_id(self) -> str:
         """A unique id: the view's name for /v1 routes, plus the path for the others."""
-        name = self.endpoint.split(".", 1)[1]
+        name = self.endpoint.rsplit(".", 1)[1].removesuffix("_shared")
         if self.is_v1:
             return name
         return name + "_via_" + re.sub(r"[^a-z0-9]+", "_", self.path.lower()).strip("_")
@@ -303,11 +256,14 @@ def api_routes(app: Flask) -> Iterator[Route]:
 
 
 def canonical_routes(app: Flask) -> dict[str, Route]:
-    """The /v1 route of each endpoint that has one, by endpoint name."""
+    """The /v1 route of each endpoint that has one (and of each shared path's), by endpoint name."""
     found: dict[str, Route] = {}
     for route in api_routes(app):
         if route.is_v1:
             found.setdefault(route.endpoint, route)
+    for shared, same in SHARED_ALIASES.items():
+        if same in found:
+            found[shared] = found[same]
     return found
 
 
@@ -333,12 +289,9 @@ def _register_components(spec: APISpec) -> None:
 def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) -> dict[str, Any]:
     """The OpenAPI operation object for one route."""
     description = operation.description
-    if route.is_alias and route.endpoint in canonical:
-        same = canonical[route.endpoint]
+    same = canonical.get(route.endpoint)
+    if route.is_alias and same is not None:
         description = f"Alias of {same.method.upper()} {same.path}; behaves identically. {description}"
-    if route.path in compat.SHARED_PATHS:
-        description += SHARED_NOTE
-        operation = replace(operation, response=compat.SharedJobEnvelope)
     success: dict[str, Any] = {
         "description": "Accepted: the new job." if operation.status == 202 else "OK",
         "headers": {name: name for name in RATE_LIMIT_HEADERS if name != "Retry-After"},
@@ -413,11 +366,7 @@ def build(app: Flask) -> dict[str, Any]:
     canonical = canonical_routes(app)
     operations: dict[str, dict[str, Any]] = {}
     for route in api_routes(app):
-        operation = (
-            ROUTE_OPERATIONS.get(route.path)
-            or OPERATIONS.get(route.endpoint)
-            or _undocumented(app, route.endpoint)
-        )
+        operation = OPERATIONS.get(route.endpoint) or _undocumented(app, route.endpoint)
         operations.setdefault(route.path, {})[route.method] = _operation(route, operation, canonical)
     for path, methods in operations.items():
         spec.path(path=path, operations=methods)
@@ -426,6 +375,6 @@ def build(app: Flask) -> dict[str, Any]:
 
 def document(app: Flask) -> dict[str, Any]:
     """The OpenAPI document for ``app``, built once (the URL map does not change after start-up)."""
-    if "apiframe.openapi" not in app.extensions:
-        app.extensions["apiframe.openapi"] = build(app)
-    return app.extensions["apiframe.openapi"]
+    if EXTENSION not in app.extensions:
+        app.extensions[EXTENSION] = build(app)
+    return app.extensions[EXTENSION]

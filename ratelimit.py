@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, g
+from flask import Blueprint, Flask, Response, current_app, g
 from flask_limiter import Limiter
 from limits import parse
 
 from config import PLANS
+
+EXTENSION = "apiframe.limiter"
 
 
 def bucket(key_hash: str) -> str:
@@ -48,8 +50,13 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
     )
     limiter.shared_limit(plan_limit, scope="api")(api)
     limiter.init_app(app)
-    app.extensions["apiframe.limiter"] = limiter
+    app.extensions[EXTENSION] = limiter
     return limiter
+
+
+def limiter() -> Limiter:
+    """The current app's rate limiter."""
+    return current_app.extensions[EXTENSION]
 
 
 def requests_this_minute(limiter: Limiter, key_hash: str, plan: str) -> tuple[int, int]:

@@ -25,14 +25,7 @@ import storage
 from config import PLANS
 from errors import ERROR_CODES, validation_error
 from imaging import ASPECT_RATIOS
-from jobs import (
-    BLEND_DIMENSIONS,
-    HIGHRES_FACTORS,
-    STATUSES,
-    TYPES,
-    UPSCALE_ALT_TYPES,
-    WEBHOOK_STATUSES,
-)
+from jobs import STATUSES, WEBHOOK_STATUSES
 from models import Account, Job
 
 VERSIONS = ("5.2", "6.0", "6.1")
@@ -41,6 +34,11 @@ STYLES = ("raw", "cute", "expressive", "scenic")
 MAX_PROMPT_LENGTH = 4000
 MAX_URL_LENGTH = 2048
 MAX_WEBHOOK_SECRET_LENGTH = 256
+BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
+UPSCALE_ALT_TYPES = ("subtle", "creative")
+HIGHRES_FACTORS = {"2x": 2, "4x": 4}
+VARY_STRENGTHS = ("subtle", "strong")  # variations of an upscaled image, on the original API's routes
+PROCESS_MODES = ("fast", "turbo", "relax")  # the original API's speeds: accepted and recorded
 
 MESSAGES = {
     "required": "is required.",
@@ -52,6 +50,31 @@ MESSAGES = {
 def one_of(choices: tuple[Any, ...]) -> validate.OneOf:
     """A choice validator whose message lists the choices."""
     return validate.OneOf(choices, error="must be one of: " + ", ".join(str(c) for c in choices) + ".")
+
+
+class OperationName(validate.OneOf):
+    """One of the registered operations' names (read from the registry when used, so it is never stale)."""
+
+    def __init__(self) -> None:  # OneOf's own would read the registry while it is being built
+        self.labels, self.labels_text, self.error = [], "", "must be one of: {choices}."
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        import operations  # the registry imports this module for its request schemas
+
+        return operations.names()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+    @property
+    def choices_text(self) -> str:  # type: ignore[override]
+        return ", ".join(self.choices)
+
+    @choices_text.setter
+    def choices_text(self, value: Any) -> None:
+        pass
 
 
 def between(low: float, high: float | None = None) -> validate.Range:
@@ -138,6 +161,8 @@ class HeaderValue(fields.String):
     default_error_messages = {**MESSAGES, "invalid": "must be a string."}
 
     def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        rules = {"minLength": 1, "maxLength": max_length, "pattern": r"^[!-~]([ -~]*[!-~])?$"}
+        kwargs["metadata"] = {**rules, **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
         self.max_length = max_length
 
@@ -339,6 +364,110 @@ class SeedRequest(RequestSchema):
     webhook_secret = _webhook_secret()
 
 
+# ---- the original apiframe.ai API's bodies: its own fields, in the reference's spelling ----------------
+# (api/original.py renames a body's original snake_case fields before these validate it)
+
+
+class TileIndex(fields.Field):
+    """Which image, as the original API takes it: 1-4 as a number or a string, or one of ``words``."""
+
+    default_error_messages = MESSAGES
+
+    def __init__(self, *, words: tuple[str, ...] = (), **kwargs: Any) -> None:
+        kinds = [
+            {"type": "integer", "enum": [1, 2, 3, 4]},
+            {"type": "string", "enum": ["1", "2", "3", "4", *words]},
+        ]
+        also = f", or {' or '.join(words)} (of an upscaled image)" if words else ""
+        description = f"Which image: 1-4, as a number or a string{also}."
+        super().__init__(metadata={"oneOf": kinds, "description": description}, **kwargs)
+        self.words = words
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | str:
+        if isinstance(value, str):
+            value = value.strip()
+            if value in self.words:
+                return value
+            if value.isascii() and value.isdigit():
+                value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (1, 2, 3, 4):
+            raise ValidationError("must be one of: " + ", ".join(map(str, (1, 2, 3, 4, *self.words))) + ".")
+        return int(value)
+
+
+def _process_mode() -> Choice:
+    return Choice(
+        data_key="processMode",
+        load_default=None,
+        validate=one_of(PROCESS_MODES),
+        metadata={"description": "The original API's speed: recorded; every job runs as fast as it can."},
+    )
+
+
+class ImagineBody(ImagineRequest):
+    """POST /imagine."""
+
+    process_mode = _process_mode()
+
+
+class DescribeBody(DescribeRequest):
+    """POST /describe."""
+
+    process_mode = _process_mode()
+
+
+class BlendBody(BlendRequest):
+    """POST /blend."""
+
+    process_mode = _process_mode()
+
+
+class UpscaleBody(PickRequest):
+    """POST /upscale and /upscale-1x."""
+
+    index = TileIndex(required=True)
+
+
+class VariationBody(PickRequest):
+    """POST /variation and /variations: a tile of a grid (1-4), or an upscaled image (strong or subtle)."""
+
+    index = TileIndex(words=VARY_STRENGTHS, required=True)
+    prompt = Text(
+        load_default=None,
+        max_length=MAX_PROMPT_LENGTH,
+        metadata={"description": "A prompt for the variations; default: the parent's."},
+    )
+    aspect_ratio = Choice(
+        data_key="aspectRatio",
+        load_default=None,
+        validate=one_of(ASPECT_RATIOS),
+        metadata={"description": "Reframe the image to this aspect ratio first."},
+    )
+
+
+class UpscaleHighresBody(UpscaleHighresRequest):
+    """POST /upscale-highres."""
+
+    index = TileIndex(load_default=None)
+
+
+class FetchBody(RequestSchema):
+    """POST /fetch."""
+
+    task_id = JobId(required=True)
+
+
+class FetchManyBody(RequestSchema):
+    """POST /fetch-many."""
+
+    task_ids = fields.List(
+        JobId(),
+        required=True,
+        validate=validate.Length(min=2, max=20, error="must hold 2 to 20 task IDs."),
+        error_messages={**MESSAGES, "invalid": "must be an array of task IDs."},
+    )
+
+
 class JobListQuery(Schema):
     """GET /v1/jobs query string."""
 
@@ -350,7 +479,7 @@ class JobListQuery(Schema):
     )
     offset = QueryInteger(load_default=0, validate=between(0), metadata={"description": "How many to skip."})
     status = Choice(validate=one_of(STATUSES), metadata={"description": "Only jobs with this status."})
-    type = Choice(validate=one_of(TYPES), metadata={"description": "Only jobs of this type."})
+    type = Choice(validate=OperationName(), metadata={"description": "Only jobs of this type."})
 
 
 def _field_message(field: str, errors: Any) -> str:
@@ -431,7 +560,7 @@ class JobSchema(ResponseSchema):
     """The job object."""
 
     id = fields.Function(lambda job: str(job.id), metadata=_UUID)
-    type = fields.String(validate=one_of(TYPES))
+    type = fields.String(validate=OperationName())
     status = fields.String(validate=one_of(STATUSES))
     prompt = fields.String(allow_none=True, metadata={"description": "The prompt (imagine only)."})
     progress = fields.Integer(metadata={"minimum": 0, "maximum": 100})

@@ -20,13 +20,14 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app
 from peewee import Expression
 from standardwebhooks import Webhook
 
-import compat
 import jobs
 from fetch import FetchError, RefusedURL, post_json
 from leasing import LeasedDispatcher
@@ -36,6 +37,7 @@ from schemas import dump_job
 log = logging.getLogger(__name__)
 
 EXTENSION = "apiframe.webhooks"
+RENDERERS = "apiframe.webhook_bodies"  # API family -> how its jobs' webhooks look
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 JITTER = 0.1  # each retry delay is randomised by up to this fraction, either way
@@ -82,15 +84,24 @@ def event_name(job: Job) -> str:
     return f"job.{job.status}"
 
 
+def reference_body(job: Job) -> tuple[str | None, dict[str, Any]]:
+    """The reference API's webhook: the event, and the job object of GET /v1/jobs/:id."""
+    return event_name(job), {"event": event_name(job), "job": dump_job(job)}
+
+
+def render_for(app: Flask, origin: str, render: Callable[[Job], tuple[str | None, dict[str, Any]]]) -> None:
+    """Send the webhooks of jobs created through the API family ``origin`` as ``render`` makes them."""
+    app.extensions.setdefault(RENDERERS, {})[origin] = render
+
+
+def _body(job: Job) -> tuple[str | None, dict[str, Any]]:
+    """The event (None if the body names none) and the body of a job's webhook, as its family shows it."""
+    return current_app.extensions.get(RENDERERS, {}).get(job.origin, reference_body)(job)
+
+
 def payload(job: Job) -> str:
     """The webhook body: the job as the API that created it shows the job now."""
-    # The reference API's jobs send the event and the job object of GET /v1/jobs/:id; jobs created
-    # through the original apiframe.ai routes send the task object of POST /fetch.
-    if job.origin == jobs.ORIGINAL:
-        body = compat.task_object(job)
-    else:
-        body = {"event": event_name(job), "job": dump_job(job)}
-    return json.dumps(body, separators=(",", ":"))
+    return json.dumps(_body(job)[1], separators=(",", ":"))
 
 
 def signature_headers(message_id: str, secret: str, at: datetime.datetime, body: str) -> dict[str, str]:
@@ -163,7 +174,7 @@ def report(job: Job) -> Report:
         job.webhook_url,
         job.webhook_status,
         webhook_id(delivery.id),
-        None if job.origin == jobs.ORIGINAL else event_name(job),  # the task object names no event
+        _body(job)[0],
         attempts,
         delivery.next_attempt_at,
     )
@@ -180,6 +191,11 @@ class WebhookSender(LeasedDispatcher):
 
     def __init__(self, app: Flask) -> None:
         super().__init__(app, int(app.config["WEBHOOK_THREADS"]))
+        jobs.job_finished.connect(self._on_finished, sender=app)
+
+    def _on_finished(self, app: Flask, job: Job) -> None:
+        if job.webhook_url:  # its delivery was committed with the job's end
+            self.nudge()
 
     def _held(self) -> Expression:
         return WebhookDelivery.lease_token.is_null(False)
@@ -288,18 +304,12 @@ class WebhookSender(LeasedDispatcher):
 # ---- wiring ----------------------------------------------------------------------------------
 
 
-def _nudge_sender(job: Job) -> None:
-    """After a job with a webhook ends (and its delivery is committed), wake this process's sender."""
-    if job.webhook_url and has_app_context():
-        sender = current_app.extensions.get(EXTENSION)
-        if sender is not None:
-            sender.nudge()
+def sender() -> WebhookSender:
+    """The current app's webhook sender."""
+    return current_app.extensions[EXTENSION]
 
 
 def init_app(app: Flask) -> WebhookSender:
-    """Give ``app`` its webhook sender (not started) and wake it whenever a job ends."""
-    if _nudge_sender not in jobs.finished_hooks:
-        jobs.finished_hooks.append(_nudge_sender)
-    sender = WebhookSender(app)
-    app.extensions[EXTENSION] = sender
-    return sender
+    """Give ``app`` its webhook sender (not started), woken whenever one of its jobs with a webhook ends."""
+    app.extensions[EXTENSION] = WebhookSender(app)
+    return app.extensions[EXTENSION]

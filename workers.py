@@ -15,56 +15,39 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app
 from peewee import Expression, fn
-from PIL import Image
 
 import imaging
+import operations
 import storage
-from fetch import FetchError, fetch_bytes
+from inputs import InputError
 from jobs import (
     ACTIVE,
-    BLEND_DIMENSIONS,
     CANCELLED,
     FAILED,
-    HIGHRES_FACTORS,
     PENDING,
     PROCESSING,
-    PROVIDER_OPERATIONS,
     QUEUED,
     SUCCEEDED,
     TIMED_OUT,
-    UPSCALE_TYPES,
-    VARY_STRENGTHS,
     finish,
+    job_accepted,
+    job_finished,
 )
 from leasing import LeasedDispatcher
 from models import Job, utcnow
-from providers import (
-    BlendRequest,
-    DescribeRequest,
-    ImagineRequest,
-    JobCancelled,
-    JobTimedOut,
-    ProviderError,
-    Result,
-    UpscaleRequest,
-    VariationRequest,
-)
+from providers import JobCancelled, JobTimedOut, ProviderError, Result
+from providers import configured as configured_providers
 
 log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL = 0.2  # seconds between progress writes of one job
 STATUS_POLL_INTERVAL = 1.0  # how often a running job looks for cancellation by another process
 OVERDUE_GRACE = 2.0  # the sweep times a job out this long after its own deadline check should have
-MAX_HIGHRES_SIDE = 2048  # upscale-highres refuses larger inputs, as the original API does
-
-
-class InputError(Exception):
-    """A job's input (an image URL, a parent image) could not be used; the message says why."""
+EXTENSION = "apiframe.pool"
 
 
 class RunningJob:
@@ -132,6 +115,15 @@ class JobPool(LeasedDispatcher):
     def __init__(self, app: Flask) -> None:
         super().__init__(app, int(app.config["WORKERS"]))
         self.timeout = float(app.config["JOB_TIMEOUT"])
+        job_accepted.connect(self._on_accepted, sender=app)
+        job_finished.connect(self._on_finished, sender=app)
+
+    def _on_accepted(self, app: Flask, job: Job) -> None:
+        self.nudge()
+
+    def _on_finished(self, app: Flask, job: Job) -> None:
+        if job.status in (CANCELLED, TIMED_OUT):  # stop it here if this process runs it
+            self.interrupt(job.id)
 
     def _held(self) -> Expression:
         return Job.status.in_((QUEUED, PROCESSING))
@@ -177,8 +169,7 @@ class JobPool(LeasedDispatcher):
             self._end_overdue(job.id)
 
     def _end_overdue(self, job_id: uuid.UUID) -> None:
-        if finish(job_id, TIMED_OUT, error=self._timeout_message()):
-            self.interrupt(job_id)
+        finish(job_id, TIMED_OUT, error=self._timeout_message())
 
     def _timeout_message(self) -> str:
         return f"The job ran longer than the {self.timeout:g} second limit."
@@ -226,167 +217,28 @@ class JobPool(LeasedDispatcher):
 
 
 def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
-    """Gather the job's inputs, run its provider, store its images; returns the fields to save."""
-    if job.type == "seed":
-        return {"seed": parent_seed(job)}
-    operation = PROVIDER_OPERATIONS[job.type]
-    provider = current_app.extensions["apiframe.providers"].for_operation(operation)
-    request = build_request(job, ctx)
+    """Gather the job's inputs, run its provider, store its result; returns the fields to save."""
+    operation = operations.get(job.type)
+    if operation.compute is not None:
+        return operation.compute(job)
+    provider = configured_providers().for_operation(operation.provider)
+    request = operation.build(job, ctx)
     ctx.check()
-    result = provider.run(operation, request, ctx)
+    result = provider.run(operation.provider, request, ctx)
     ctx.check()
-    fields = store_result(job, result)
+    fields = store_result(job, operation.result, result)
     fields.update(provider=provider.name, provider_ref=result.ref, seed=result.seed)
     return fields
 
 
-def parent_seed(job: Job) -> int:
-    """The seed of a seed job's parent, or InputError saying why it has none."""
-    parent = parent_of(job)
-    if parent.seed is not None:
-        return parent.seed
-    if parent.status != SUCCEEDED:
-        raise InputError(f"Job {parent.id} is {parent.status}; only a succeeded job has a seed.")
-    raise InputError(f"Job {parent.id} ({parent.type}) has no seed; only jobs with four images have one.")
-
-
-def build_request(job: Job, ctx: RunningJob) -> Any:
-    """The provider request for ``job``, with its input images fetched or loaded."""
-    return _REQUESTS[job.type](job, ctx)
-
-
-def _imagine_request(job: Job, ctx: RunningJob) -> ImagineRequest:
-    params = job.params
-    width, height = imaging.dimensions(params["aspectRatio"], params["quality"])
-    return ImagineRequest(
-        prompt=job.prompt,
-        width=width,
-        height=height,
-        aspect_ratio=params["aspectRatio"],
-        version=params["version"],
-        quality=params["quality"],
-        style=params.get("style"),
-        chaos=params["chaos"],
-        stylize=params["stylize"],
-        seed=params.get("seed"),
-    )
-
-
-def _describe_request(job: Job, ctx: RunningJob) -> DescribeRequest:
-    url = job.params["imageUrl"]
-    return DescribeRequest(image=fetch_image(url, "imageUrl", ctx), url=url)
-
-
-def _blend_request(job: Job, ctx: RunningJob) -> BlendRequest:
-    urls = job.params["imageUrls"]
-    images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
-    width, height = imaging.dimensions(BLEND_DIMENSIONS[job.params.get("dimension", "square")])
-    return BlendRequest(images=images, urls=list(urls), width=width, height=height)
-
-
-def _upscale_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
-    parent = parent_of(job)
-    return UpscaleRequest(image=parent_tile(parent, job.index), index=job.index, **made_by(parent))
-
-
-def _upscale_alt_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
-    parent = parent_of(job)
-    return UpscaleRequest(
-        image=parent_tile(parent, 1), index=parent.index or 1, mode=job.params["type"], **made_by(parent)
-    )
-
-
-def _upscale_highres_request(job: Job, ctx: RunningJob) -> UpscaleRequest:
-    """An image at a URL, or of the parent job (the tile ``index`` of a grid), of at most 2048x2048."""
-    if job.params.get("imageUrl"):
-        image, index, source = fetch_image(job.params["imageUrl"], "imageUrl", ctx), 1, {}
-    else:
-        parent = parent_of(job)
-        image, index, source = parent_tile(parent, job.index or 1), job.index or 1, made_by(parent)
-    if image.width > MAX_HIGHRES_SIDE or image.height > MAX_HIGHRES_SIDE:
-        raise InputError(
-            f"The image is {image.width}x{image.height}; upscale-highres takes images of at most "
-            f"{MAX_HIGHRES_SIDE}x{MAX_HIGHRES_SIDE}."
-        )
-    factor = HIGHRES_FACTORS[job.params["type"]]
-    return UpscaleRequest(image=image, index=index, factor=factor, mode="highres", **source)
-
-
-def _variation_request(job: Job, ctx: RunningJob) -> VariationRequest:
-    """Tile ``index`` of a grid, or an upscaled image (``strength`` strong or subtle), reframed if asked."""
-    parent, params = parent_of(job), job.params
-    image = parent_tile(parent, job.index or 1)
-    if params.get("aspectRatio"):
-        image = imaging.reframe(image, params["aspectRatio"])
-    strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
-    return VariationRequest(
-        image=image,
-        index=job.index or parent.index or 1,
-        prompt=job.prompt or parent.prompt,
-        mode=params.get("strength"),
-        **strength,
-        **made_by(parent),
-    )
-
-
-_REQUESTS: dict[str, Callable[[Job, RunningJob], Any]] = {
-    "imagine": _imagine_request,
-    "reroll": _imagine_request,
-    "describe": _describe_request,
-    "blend": _blend_request,
-    "upscale": _upscale_request,
-    "upscale-alt": _upscale_alt_request,
-    "upscale-highres": _upscale_highres_request,
-    "variation": _variation_request,
-}
-
-
-def parent_of(job: Job) -> Job:
-    """The job's parent, or InputError if it was deleted."""
-    parent = job.parent
-    if parent is None:
-        raise InputError("The parent job no longer exists.")
-    return parent
-
-
-def made_by(parent: Job) -> dict[str, str | None]:
-    """Which provider made the parent, and its id there (``parent_ref`` and ``parent_provider``)."""
-    return {"parent_ref": parent.provider_ref, "parent_provider": parent.provider}
-
-
-def fetch_image(url: str, field: str, ctx: RunningJob) -> Image.Image:
-    """Download and decode one input image through the safe fetcher."""
-    config = current_app.config
-    ctx.check()
-    try:
-        data = fetch_bytes(
-            url,
-            allow_private=config["ALLOW_PRIVATE_URLS"],
-            max_bytes=config["FETCH_MAX_BYTES"],
-            timeout=max(1.0, min(config["FETCH_TIMEOUT"], ctx.remaining())),
-        )
-        return imaging.decode(data, config["MAX_IMAGE_PIXELS"])
-    except (FetchError, imaging.ImageError) as exc:
-        raise InputError(f"Could not use {field} {url}: {exc}.") from None
-
-
-def parent_tile(parent: Job, index: int) -> Image.Image:
-    """Load tile ``index`` (1-4) of a finished job from storage."""
-    try:
-        with Image.open(storage.image_path(parent.id, parent.tiles[index - 1])) as image:
-            return imaging.flatten(image.copy())
-    except (OSError, IndexError, TypeError):
-        raise InputError(f"Image {index} of job {parent.id} is no longer available.") from None
-
-
-def store_result(job: Job, result: Result) -> dict[str, Any]:
+def store_result(job: Job, kind: str, result: Result) -> dict[str, Any]:
     """Write the result's images (or keep its text); returns the job fields that describe it."""
-    if job.type == "describe":
+    if kind == operations.TEXT:
         descriptions = [str(text) for text in (result.descriptions or []) if str(text).strip()]
         if len(descriptions) < 4:
             raise ProviderError("The provider returned fewer than four descriptions.")
         return {"descriptions": descriptions[:4]}
-    if job.type in UPSCALE_TYPES:
+    if kind == operations.IMAGE:
         if result.image is None:
             raise ProviderError("The provider returned no image.")
         names = storage.save_images(job.id, {"image": result.image})
@@ -397,3 +249,14 @@ def store_result(job: Job, result: Result) -> dict[str, Any]:
     grid = result.grid if result.grid is not None else imaging.compose_grid(tiles)
     names = storage.save_images(job.id, {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}})
     return {"grid": names["grid"], "tiles": [names[str(i + 1)] for i in range(4)]}
+
+
+def pool() -> JobPool:
+    """The current app's job pool."""
+    return current_app.extensions[EXTENSION]
+
+
+def init_app(app: Flask) -> JobPool:
+    """Give ``app`` its job pool (not started)."""
+    app.extensions[EXTENSION] = JobPool(app)
+    return app.extensions[EXTENSION]

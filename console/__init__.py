@@ -6,6 +6,7 @@ from flask import Blueprint, Flask, request
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+import ratelimit
 from console import filters, gallery, pages, playground, signin  # noqa: F401  (importing registers the views)
 from console.blueprints import console_bp, signin_bp
 
@@ -20,8 +21,8 @@ def _signin_rate_limit() -> str:
     return SIGNIN_RATE_LIMITS.get(request.endpoint or "", OTHER_SIGNIN_RATE_LIMIT)
 
 
-def init_app(app: Flask, api: Blueprint) -> None:
-    """Serve the console on ``app``: sessions, CSRF on every form (not on ``api``), rate limits, pages."""
+def init_app(app: Flask, api: tuple[Blueprint, ...]) -> None:
+    """Serve the console on ``app``: sessions, CSRF on every form (not on the ``api`` blueprints), pages."""
     app.config.update(
         SESSION_COOKIE_NAME="apiframe_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -30,8 +31,9 @@ def init_app(app: Flask, api: Blueprint) -> None:
     )
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a form's token lives as long as the session
     csrf.init_app(app)
-    csrf.exempt(api)
-    limiter = app.extensions["apiframe.limiter"]
+    for blueprint in api:
+        csrf.exempt(blueprint)
+    limiter = app.extensions[ratelimit.EXTENSION]
     limiter.limit(_signin_rate_limit, key_func=get_remote_address, methods=["POST"])(signin_bp)
     app.register_blueprint(signin_bp)
     app.register_blueprint(console_bp)

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g
 
+import operations
 import storage
-from config import COSTS
-from jobs import ACTIVE, GRID_TYPES
+from jobs import ACTIVE
 from models import Job, utcnow
 
 
@@ -71,17 +71,17 @@ def job_title(job: Job) -> str:
     """A one-line name for a job: its prompt, or what it was made from."""
     if job.prompt:
         return job.prompt
-    params = job.params or {}
-    if job.type == "describe" and params.get("imageUrl"):
-        return f"Describe {urlsplit(params['imageUrl']).path.rsplit('/', 1)[-1] or params['imageUrl']}"
-    if job.type == "blend":
-        return f"Blend of {len(params.get('imageUrls') or [])} images"
-    if job.type in ("upscale", "variation"):
-        what = "Upscale" if job.type == "upscale" else "Variations"
-        parent = job.parent if job.parent_id else None
+    params, operation = job.params or {}, operations.REGISTRY.get(job.type)
+    label = operation.label if operation else job.type.capitalize()
+    if params.get("image_url"):
+        return f"{label} {urlsplit(params['image_url']).path.rsplit('/', 1)[-1] or params['image_url']}"
+    if params.get("image_urls"):
+        return f"{label} of {len(params['image_urls'])} images"
+    if job.index and job.parent_id:
+        parent = job.parent
         source = f": {job_title(parent)}" if parent is not None else ""
-        return f"{what} of image {job.index}{source}"
-    return job.type.capitalize()
+        return f"{label} of image {job.index}{source}"
+    return label
 
 
 def image_src(job: Job, name: str, thumbnail: bool = False) -> str:
@@ -100,8 +100,8 @@ def preview_name(job: Job) -> str | None:
 
 def aspect(job: Job) -> str:
     """The CSS aspect-ratio of a job's preview."""
-    source = job.parent if job.type in ("upscale", "variation") and job.parent_id else job
-    ratio = (source.params or {}).get("aspectRatio") if source is not None else None
+    source = job.parent if job.index and job.parent_id else job
+    ratio = (source.params or {}).get("aspect_ratio") if source is not None else None
     if ratio:
         width, height = ratio.split(":")
         return f"{width} / {height}"
@@ -114,8 +114,9 @@ def _globals() -> dict[str, Any]:
         "public_url": current_app.config["PUBLIC_URL"],
         "allow_signup": current_app.config["ALLOW_SIGNUP"],
         "active_statuses": ACTIVE,
-        "grid_types": GRID_TYPES,
-        "costs": COSTS,
+        "grid_types": operations.with_result(operations.GRID),
+        "grid_actions": operations.actions(),
+        "costs": operations.costs(),
         "nav": NAV,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
+from marshmallow import Schema
 from wtforms import (
     EmailField,
     HiddenField,
@@ -18,14 +19,17 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
+import operations
 import schemas
 from accounts import MIN_PASSWORD_LENGTH
 from config import PLANS
 from imaging import ASPECT_RATIOS
-from jobs import STATUSES, TYPES
+from jobs import STATUSES
+from operations import Operation
 
 EMAIL = Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like jane@example.com.")
-PICKS = [f"{letter}{index}" for letter in "UV" for index in range(1, 5)]  # U1..U4, V1..V4
+# The buttons under a finished grid: each action's letter and an image's number (U1..U4, V1..V4).
+PICKS = {f"{op.action.letter}{index}": (op, index) for op in operations.actions() for index in range(1, 5)}
 
 
 class SignupForm(FlaskForm):
@@ -84,14 +88,13 @@ class KeyForm(FlaskForm):
 
 
 class PickForm(FlaskForm):
-    """The U1-U4 and V1-V4 buttons under a grid: upscale or vary one of its four images."""
+    """The buttons under a grid (U1-U4, V1-V4): an operation on one of its four images."""
 
-    action = StringField(validators=[AnyOf(PICKS, message="Pick U1-U4 or V1-V4.")])
+    action = StringField(validators=[AnyOf(list(PICKS), message=f"Pick one of {', '.join(PICKS)}.")])
 
-    def operation(self) -> tuple[str, int]:
-        """("upscale" or "variation", image index) for the pressed button."""
-        letter, index = self.action.data[0], int(self.action.data[1])
-        return ("upscale" if letter == "U" else "variation"), index
+    def operation(self) -> tuple[Operation, int]:
+        """The pressed button's operation, and the image's number."""
+        return PICKS[self.action.data]
 
 
 class PlanForm(FlaskForm):
@@ -106,8 +109,27 @@ def _choices(values: tuple[Any, ...], none: str | None = None) -> list[SelectCho
     return empty + [SelectChoice(str(value)) for value in values]
 
 
-class ImagineForm(FlaskForm):
+class PlaygroundForm(FlaskForm):
+    """A playground tab: the form of one request schema, with the body it makes for the API."""
+
+    request: type[Schema]  # the operation's request schema this form fills in
+    icon = "sparkles"
+
+    def payload(self) -> dict[str, Any]:
+        """The request body the API would get."""
+        raise NotImplementedError
+
+
+def playground_forms() -> dict[str, type[PlaygroundForm]]:
+    """The playground's tabs: each operation whose request schema has a form, by operation name."""
+    forms = {form.request: form for form in PlaygroundForm.__subclasses__()}
+    return {op.name: forms[op.request] for op in operations.OPERATIONS if op.request in forms}
+
+
+class ImagineForm(PlaygroundForm):
     """Four images from a prompt: the fields of POST /v1/imagine."""
+
+    request = schemas.ImagineRequest
 
     prompt = TextAreaField(
         "Prompt",
@@ -142,12 +164,15 @@ class ImagineForm(FlaskForm):
         }
 
 
-class DescribeForm(FlaskForm):
+class DescribeForm(PlaygroundForm):
     """Four prompts for an image: the fields of POST /v1/describe."""
 
+    request = schemas.DescribeRequest
+    icon = "text"
     image_url = URLField(
         "Image URL",
         validators=[DataRequired("Enter the URL of an image."), Length(max=schemas.MAX_URL_LENGTH)],
+        description="An http(s) URL the server can fetch. You get four prompts that describe it.",
         render_kw={"placeholder": "https://example.com/photo.jpg"},
     )
 
@@ -156,12 +181,15 @@ class DescribeForm(FlaskForm):
         return {"imageUrl": self.image_url.data}
 
 
-class BlendForm(FlaskForm):
+class BlendForm(PlaygroundForm):
     """Blend images: the fields of POST /v1/blend, one URL per line."""
 
+    request = schemas.BlendRequest
+    icon = "circles"
     image_urls = TextAreaField(
         "Image URLs",
         validators=[DataRequired("Enter two to five image URLs, one per line.")],
+        description="Two to five http(s) image URLs, one per line. You get four blends.",
         render_kw={"rows": 5, "placeholder": "https://example.com/one.png\nhttps://example.com/two.png"},
     )
 
@@ -186,4 +214,4 @@ class JobFilterForm(FlaskForm):
         csrf = False
 
     status = SelectField("Status", choices=_choices(STATUSES, none="Any status"), default="")
-    type = SelectField("Type", choices=_choices(TYPES, none="Any type"), default="")
+    type = SelectField("Type", choices=_choices(operations.names(), none="Any type"), default="")

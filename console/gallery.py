@@ -15,6 +15,7 @@ from console.forms import ConfirmForm, JobFilterForm, PickForm
 from console.pages import page_number
 from errors import ApiError
 from models import Job
+from operations import Operation
 
 PAGE_SIZE = 24
 LIVE_MAX = 50  # jobs one live request may ask about
@@ -25,19 +26,9 @@ LIVE_VIEWS = {
     "page": ("console/_job_panel.html", {"on_job_page": True}),
 }
 
-# The request schema of each operation, as the API views use them.
-REQUESTS = {
-    "imagine": schemas.ImagineRequest(),
-    "describe": schemas.DescribeRequest(),
-    "upscale": schemas.PickRequest(),
-    "variation": schemas.PickRequest(),
-    "blend": schemas.BlendRequest(),
-}
-
-
-def submit(operation: str, body: dict[str, Any]) -> Job:
+def submit(operation: Operation, body: dict[str, Any]) -> Job:
     """Accept a job for the signed-in account exactly as the API would accept ``body``."""
-    return jobs.create(g.account, operation, schemas.load(REQUESTS[operation], body))
+    return jobs.create(g.account, operation, schemas.load(operation.request(), body))
 
 
 def find_job(job_id: str) -> Job:
@@ -128,7 +119,7 @@ def pick(job_id: str) -> Response:
     except ApiError as exc:
         flash(exc.message, "error")
         return redirect(url_for("console.job_page", job_id=parent.id))
-    flash(f"{form.action.data}: {operation} of image {index} started.", "success")
+    flash(f"{form.action.data}: {operation.name} of image {index} started.", "success")
     return redirect(url_for("console.job_page", job_id=job.id))
 
 

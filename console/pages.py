@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 import accounts
 import auth
 import jobs
+import ratelimit
 import webhooks
 from config import PLANS
 from console.blueprints import console_bp as bp
@@ -49,7 +50,7 @@ def live_keys() -> list[ApiKey]:
 
 def key_usage() -> list[KeyUsage]:
     """Requests this minute for each live key, against the plan's limit."""
-    limiter = current_app.extensions["apiframe.limiter"]
+    limiter = ratelimit.limiter()
     usage = []
     for key in live_keys():
         used, limit = requests_this_minute(limiter, key.key_hash, g.account.plan)

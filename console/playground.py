@@ -8,13 +8,14 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
+import operations
 from console.blueprints import console_bp as bp
-from console.forms import BlendForm, DescribeForm, ImagineForm
+from console.forms import ImagineForm, playground_forms
 from console.gallery import find_job, job_forms, submit
 from errors import ApiError
 from jobs import list_for
 
-FORMS: dict[str, type[FlaskForm]] = {"imagine": ImagineForm, "describe": DescribeForm, "blend": BlendForm}
+FORMS = playground_forms()
 
 # API field name -> form field name, to show the API's validation messages beside the right input.
 FORM_FIELDS = {
@@ -32,7 +33,7 @@ RECENT = 6
 
 
 def _tab() -> str:
-    tab = request.args.get("tab", "imagine")
+    tab = request.args.get("tab", next(iter(FORMS)))
     if tab not in FORMS:
         abort(404)
     return tab
@@ -43,11 +44,11 @@ def _prefilled(tab: str, job_id: str | None) -> tuple[FlaskForm, Any]:
     if not job_id:
         return FORMS[tab](), None
     job = find_job(job_id)
-    if tab == "imagine" and job.type == "imagine":
+    if FORMS[tab] is ImagineForm and job.type == tab:
         params = job.params or {}
         return ImagineForm(
             prompt=job.prompt,
-            aspect_ratio=params.get("aspectRatio"),
+            aspect_ratio=params.get("aspect_ratio"),
             version=params.get("version"),
             quality=f"{params.get('quality', 1):g}",
             style=params.get("style") or "",
@@ -61,6 +62,7 @@ def _page(tab: str, form: FlaskForm, job: Any, status: int = 200) -> tuple[str, 
     return render_template(
         "console/playground.html",
         tab=tab,
+        tabs=FORMS,
         form=form,
         job=job,
         recent=[other for other in list_for(g.account, limit=RECENT + 1, offset=0) if other != job][:RECENT],
@@ -97,7 +99,7 @@ def run() -> Response | tuple[str, int]:
     if not form.validate_on_submit():
         return _page(tab, form, None, 400)
     try:
-        job = submit(tab, form.payload())
+        job = submit(operations.get(tab), form.payload())
     except ApiError as exc:
         _show_api_error(form, exc)
         return _page(tab, form, None, exc.status if exc.status != 404 else 400)

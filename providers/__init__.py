@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flask import current_app
 from PIL import Image
 
 import imaging
@@ -294,3 +295,11 @@ def _check(provider: Provider) -> Health:
     except (ProviderError, JobAborted) as exc:
         detail = str(exc) or f"The {provider.name} provider did not answer in time."
         return Health(provider.name, False, detail)
+
+
+EXTENSION = "apiframe.providers"
+
+
+def configured() -> Providers:
+    """The current app's providers."""
+    return current_app.extensions[EXTENSION]

@@ -138,7 +138,7 @@ def test_imagine_answers_both_apis_at_once(app, api, original):
     assert body["success"] is True and body["task_id"] == body["job"]["id"]
     assert body["job"]["type"] == "imagine" and body["job"]["status"] == "pending"
     job = row(app, body["task_id"])
-    assert job.params["aspectRatio"] == "16:9" and job.params["processMode"] == "turbo"
+    assert job.params["aspect_ratio"] == "16:9" and job.params["process_mode"] == "turbo"
     assert job.origin == "original"
     camel = api.post("/imagine", json={"prompt": PROMPT, "aspectRatio": "4:3", "webhookSecret": "s"})
     assert camel.status_code == 202 and camel.get_json()["task_id"] == camel.get_json()["job"]["id"]

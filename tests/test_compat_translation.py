@@ -8,12 +8,12 @@ import uuid
 import pytest
 from PIL import Image
 
-import compat
-import jobs
+import operations
+from api import original as compat
 from auth import presented_key
 from errors import ApiError, validation_error
 from imaging import reframe
-from jobs import ORIGINAL, REFERENCE, STATUSES
+from jobs import ORIGINAL, REFERENCE, REFUNDED, STATUSES
 from models import Job
 from original import fine_detail
 from providers.procedural import enrich, paint_tiles
@@ -46,7 +46,7 @@ def test_presented_key(app, headers, key):
 
 # ---- request bodies ----------------------------------------------------------------------------
 
-SPELLINGS = compat.BODIES["imagine"][1]
+SPELLINGS = operations.get("imagine").original.spellings
 
 
 def test_unify_renames_original_spellings_and_drops_nulls():
@@ -135,7 +135,7 @@ A, B = "http://x.test/a.png", "http://x.test/b.png"
 )
 def test_bodies_translate_to_what_jobs_create_takes(app, path, body, expected, origin):
     with app.test_request_context(path, method="POST"):
-        data, got_origin = compat.load(OPERATIONS[path], body)
+        data, got_origin = compat.load(operations.get(OPERATIONS[path]), body)
     assert {key: data[key] for key in expected} == expected
     assert got_origin == origin
 
@@ -176,7 +176,7 @@ def test_bodies_translate_to_what_jobs_create_takes(app, path, body, expected, o
 )
 def test_bad_bodies_are_refused_naming_the_field_as_sent(app, path, body, named):
     with app.test_request_context(path, method="POST"), pytest.raises(ApiError) as refused:
-        compat.load(OPERATIONS[path], body)
+        compat.load(operations.get(OPERATIONS[path]), body)
     assert refused.value.status == 400 and refused.value.code == "VALIDATION_ERROR"
     assert named in refused.value.message
 
@@ -246,7 +246,7 @@ def test_statuses_of_unfinished_and_failed_tasks(app, status, progress, expected
 def test_every_status_maps_to_an_original_one():
     assert set(compat.TASK_STATUSES) == set(STATUSES)
     assert set(compat.TASK_STATUSES.values()) == {"pending", "staged", "processing", "finished", "failed"}
-    assert all(compat.TASK_STATUSES[status] == "failed" for status in jobs.REFUNDED)
+    assert all(compat.TASK_STATUSES[status] == "failed" for status in REFUNDED)
 
 
 def test_a_finished_grid(app):
@@ -268,7 +268,7 @@ def test_a_finished_upscale_describe_and_seed(app):
         creative = compat.task_object(job(type="upscale-alt", params={"type": "creative"}, **IMAGE))
         prompts = ["a red fox", "a fox in snow", "winter", "orange on white"]
         describe = compat.task_object(
-            job(type="describe", params={"imageUrl": "http://x.test/fox.png"}, descriptions=prompts)
+            job(type="describe", params={"image_url": "http://x.test/fox.png"}, descriptions=prompts)
         )
         seed = compat.task_object(job(type="seed", seed=42))
     assert upscale == {
@@ -332,8 +332,8 @@ def test_reference_routes_errors_are_unchanged(app, path):
 
 
 def test_a_new_seed_is_never_the_one_to_avoid(monkeypatch):
-    monkeypatch.setattr(jobs.secrets, "randbits", lambda bits: 77)
-    assert jobs.new_seed(avoid=77) != 77 and jobs.new_seed(avoid=5) == 77
+    monkeypatch.setattr(operations.secrets, "randbits", lambda bits: 77)
+    assert operations.new_seed(avoid=77) != 77 and operations.new_seed(avoid=5) == 77
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+import operations
 from models import ApiKey, Job, LedgerEntry
+from operations import GRID
 
 TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 PASSWORD = "correct horse battery"
@@ -356,7 +358,7 @@ def test_playground_imagine_makes_a_job_through_the_api_path(member, app):
     job_id = response.headers["Location"].split("job=")[1]
     job = wait_for(app, job_id)
     assert job.status == "succeeded" and job.type == "imagine"
-    assert (job.params["aspectRatio"], job.params["style"], job.params["quality"]) == ("16:9", "cute", 0.25)
+    assert (job.params["aspect_ratio"], job.params["style"], job.params["quality"]) == ("16:9", "cute", 0.25)
     page = text(console.get(response.headers["Location"]))
     assert "Imagine job accepted: 16 credits." in page
     assert f"/images/{job_id}/grid.png" in page
@@ -405,7 +407,7 @@ def test_playground_describe_and_blend(member, app, files):
         assert description in page
     blended = console.post("/console/playground?tab=blend", {"image_urls": f"{one}\n\n{two}\n"})
     job = wait_for(app, blended.headers["Location"].split("job=")[1])
-    assert job.status == "succeeded" and job.params["imageUrls"] == [one, two]
+    assert job.status == "succeeded" and job.params["image_urls"] == [one, two]
 
 
 def test_u_and_v_buttons_make_upscale_and_variation_jobs(member, api, app):
@@ -562,3 +564,17 @@ def test_webhook_rotation_needs_the_form_token(member, app):
     assert console.client.post("/console/webhooks/rotate").status_code == 400
     with app.app_context():
         assert webhooks.signing_secret(account.id) == secret
+
+
+def test_a_grid_offers_every_action_on_each_of_its_images(member, app):
+    actions = operations.actions()
+    assert actions, "a finished grid calls for actions on its images"
+    for operation in actions:
+        assert GRID in operation.parents.kinds  # an action works on one image of a grid
+    console, _, key = member
+    job_id = api_post(console, key, "/v1/imagine", {"prompt": "a lighthouse", "quality": 0.25})["id"]
+    wait_for(app, job_id)
+    page = console.get(f"/console/jobs/{job_id}").get_data(as_text=True)
+    for operation in actions:
+        for n in range(1, 5):
+            assert f'value="{operation.action.letter}{n}"' in page

@@ -7,9 +7,9 @@ import threading
 import pytest
 
 import credits
-from config import COSTS
 from conftest import Api, image_bytes
 from models import Account, Job, LedgerEntry
+from operations import costs
 
 
 def _account(api: Api) -> dict:
@@ -17,7 +17,7 @@ def _account(api: Api) -> dict:
 
 
 def test_costs_match_the_reference():
-    assert COSTS == {
+    assert costs() == {
         "imagine": 16,
         "blend": 16,
         "variation": 16,

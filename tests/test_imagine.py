@@ -90,7 +90,7 @@ def test_defaults_are_stored(app, api):
         stored = Job.get_by_id(uuid.UUID(job["id"]))
     assert stored.prompt == "a cat"
     assert stored.params == {
-        "aspectRatio": "1:1",
+        "aspect_ratio": "1:1",
         "version": "6.1",
         "quality": 1,
         "style": None,

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from config import COSTS
+import operations
 from models import Job, LedgerEntry, utcnow
 from storage import images_dir
 from workers import JobPool
@@ -95,7 +95,7 @@ def test_a_job_past_the_timeout_is_timed_out_and_refunded(settings, app, api):
         refunds = LedgerEntry.select().where(
             (LedgerEntry.job == uuid.UUID(job["id"])) & (LedgerEntry.reason == "refund")
         )
-        assert [entry.amount for entry in refunds] == [COSTS["imagine"]]
+        assert [entry.amount for entry in refunds] == [operations.get("imagine").cost]
 
 
 def test_jobs_of_a_dead_process_are_resumed(app, api):

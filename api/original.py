@@ -1,64 +1,50 @@
-"""The original apiframe.ai API on this service: its request bodies, answers, task objects and errors.
+"""The original apiframe.ai API: its routes, request bodies, task objects and errors.
 
 Its clients authenticate with ``Authorization`` (auth.py reads it), send snake_case bodies, get
-``{"task_id"}`` back and poll with ``POST /fetch``. Its routes live on the api blueprint beside the
-reference's (so keys, rate limits and their headers apply alike); this module translates their
-bodies into the validated data ``jobs.create`` takes, so both APIs share one path from request to
-job, and renders jobs as the original's task objects. Five paths belong to both APIs: they take
-either spelling and answer in both shapes at once.
+``{"task_id"}`` back and poll with ``POST /fetch``. Each operation whose registry entry has an
+``original`` part gets its routes here; this module renames the body's original spellings to the
+reference's and validates it with the entry's body schema, so both APIs share one path from request
+to job, and renders jobs as the original's task objects. The shared paths belong to both APIs: they
+take either spelling and answer in both shapes at once.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, has_request_context, jsonify, request
-from marshmallow import Schema, ValidationError, fields, post_dump, validate
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from marshmallow import Schema, fields, post_dump
 from peewee import Case, fn
 
 import errors
+import jobs
+import operations
 import schemas
 import storage
+import webhooks
+from api.body import json_body
 from errors import ApiError, validation_error
-from imaging import ASPECT_RATIOS
 from jobs import (
     ACTIVE,
     CANCELLED,
     FAILED,
-    GRID_TYPES,
     ORIGINAL,
     PENDING,
-    PROCESS_MODES,
     PROCESSING,
     QUEUED,
     REFERENCE,
     REFUNDED,
     SUCCEEDED,
     TIMED_OUT,
-    UPSCALE_TYPES,
-    VARY_STRENGTHS,
 )
 from models import Account, Job
+from operations import GRID, IMAGE, TEXT, Operation
 
-# Paths of both APIs: the reference's compatibility aliases that are also original endpoints.
-SHARED_PATHS = frozenset({"/imagine", "/describe", "/upscale", "/blend", "/variation"})
-ORIGINAL_ONLY_PATHS = frozenset(
-    {
-        "/upscale-1x",
-        "/variations",
-        "/reroll",
-        "/upscale-alt",
-        "/upscale-highres",
-        "/seed",
-        "/fetch",
-        "/fetch-many",
-        "/account",
-    }
-)
-ORIGINAL_PATHS = SHARED_PATHS | ORIGINAL_ONLY_PATHS
+FAMILY = ORIGINAL
+bp = Blueprint("original", __name__)
 
 # A job's status as the original API names it; every unsuccessful end is "failed", with a message.
 TASK_STATUSES = {
@@ -80,134 +66,7 @@ _UUID = {"type": "string", "format": "uuid"}  # OpenAPI formats of response fiel
 _URL = {"type": "string", "format": "uri"}
 
 
-def is_original_route() -> bool:
-    """Whether the request came in on a route of the original API (the shared paths included)."""
-    return has_request_context() and request.path in ORIGINAL_PATHS
-
-
 # ---- requests --------------------------------------------------------------------------------
-
-
-class TileIndex(fields.Field):
-    """Which image, as the original API takes it: 1-4 as a number or a string, or one of ``words``."""
-
-    default_error_messages = schemas.MESSAGES
-
-    def __init__(self, *, words: tuple[str, ...] = (), **kwargs: Any) -> None:
-        kinds = [
-            {"type": "integer", "enum": [1, 2, 3, 4]},
-            {"type": "string", "enum": ["1", "2", "3", "4", *words]},
-        ]
-        also = f", or {' or '.join(words)} (of an upscaled image)" if words else ""
-        description = f"Which image: 1-4, as a number or a string{also}."
-        super().__init__(metadata={"oneOf": kinds, "description": description}, **kwargs)
-        self.words = words
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | str:
-        if isinstance(value, str):
-            value = value.strip()
-            if value in self.words:
-                return value
-            if value.isascii() and value.isdigit():
-                value = int(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (1, 2, 3, 4):
-            raise ValidationError("must be one of: " + ", ".join(map(str, (1, 2, 3, 4, *self.words))) + ".")
-        return int(value)
-
-
-def _process_mode() -> schemas.Choice:
-    return schemas.Choice(
-        data_key="processMode",
-        load_default=None,
-        validate=schemas.one_of(PROCESS_MODES),
-        metadata={"description": "The original API's speed: recorded; every job runs as fast as it can."},
-    )
-
-
-class ImagineBody(schemas.ImagineRequest):
-    """POST /imagine."""
-
-    process_mode = _process_mode()
-
-
-class DescribeBody(schemas.DescribeRequest):
-    """POST /describe."""
-
-    process_mode = _process_mode()
-
-
-class BlendBody(schemas.BlendRequest):
-    """POST /blend."""
-
-    process_mode = _process_mode()
-
-
-class UpscaleBody(schemas.PickRequest):
-    """POST /upscale and /upscale-1x."""
-
-    index = TileIndex(required=True)
-
-
-class VariationBody(schemas.PickRequest):
-    """POST /variation and /variations: a tile of a grid (1-4), or an upscaled image (strong or subtle)."""
-
-    index = TileIndex(words=tuple(VARY_STRENGTHS), required=True)
-    prompt = schemas.Text(
-        load_default=None,
-        max_length=schemas.MAX_PROMPT_LENGTH,
-        metadata={"description": "A prompt for the variations; default: the parent's."},
-    )
-    aspect_ratio = schemas.Choice(
-        data_key="aspectRatio",
-        load_default=None,
-        validate=schemas.one_of(ASPECT_RATIOS),
-        metadata={"description": "Reframe the image to this aspect ratio first."},
-    )
-
-
-class UpscaleHighresBody(schemas.UpscaleHighresRequest):
-    """POST /upscale-highres."""
-
-    index = TileIndex(load_default=None)
-
-
-class FetchBody(schemas.RequestSchema):
-    """POST /fetch."""
-
-    task_id = schemas.JobId(required=True)
-
-
-class FetchManyBody(schemas.RequestSchema):
-    """POST /fetch-many."""
-
-    task_ids = fields.List(
-        schemas.JobId(),
-        required=True,
-        validate=validate.Length(min=2, max=20, error="must hold 2 to 20 task IDs."),
-        error_messages={**schemas.MESSAGES, "invalid": "must be an array of task IDs."},
-    )
-
-
-_WEBHOOK = {"webhook_url": "webhookUrl", "webhook_secret": "webhookSecret"}
-_PARENT = {"parent_task_id": "jobId"}
-_ASPECT = {"aspect_ratio": "aspectRatio"}
-_MODE = {"process_mode": "processMode"}
-
-# Each operation's body on the original routes, and its fields' original (snake_case) spellings
-# mapped to the reference's, which the schemas use.
-BODIES: dict[str, tuple[Schema, dict[str, str]]] = {
-    "imagine": (ImagineBody(), {**_ASPECT, **_MODE, **_WEBHOOK}),
-    "describe": (DescribeBody(), {"image_url": "imageUrl", **_MODE, **_WEBHOOK}),
-    "blend": (BlendBody(), {"image_urls": "imageUrls", **_MODE, **_WEBHOOK}),
-    "upscale": (UpscaleBody(), {**_PARENT, **_WEBHOOK}),
-    "variation": (VariationBody(), {**_PARENT, **_ASPECT, **_WEBHOOK}),
-    "reroll": (schemas.RerollRequest(), {**_PARENT, **_ASPECT, **_WEBHOOK}),
-    "upscale-alt": (schemas.UpscaleAltRequest(), {**_PARENT, **_WEBHOOK}),
-    "upscale-highres": (UpscaleHighresBody(), {**_PARENT, "image_url": "imageUrl", **_WEBHOOK}),
-    "seed": (schemas.SeedRequest(), {"task_id": "jobId", **_WEBHOOK}),
-}
-FETCH = FetchBody()
-FETCH_MANY = FetchManyBody()
 
 
 def _originals(spellings: Mapping[str, str]) -> dict[str, str]:
@@ -215,15 +74,14 @@ def _originals(spellings: Mapping[str, str]) -> dict[str, str]:
     return {camel: snake for snake, camel in spellings.items()}
 
 
-def original_spelling(operation: str) -> type[Schema]:
+def original_spelling(operation: Operation) -> type[Schema]:
     """``operation``'s body schema with the field names original clients send (for the OpenAPI document)."""
-    schema, spellings = BODIES[operation]
-    original = _originals(spellings)
+    body, original = operation.original.body, _originals(operation.original.spellings)
     respelled = {}
-    for name, field in schema.fields.items():
+    for name, field in body._declared_fields.items():
         respelled[name] = copy.copy(field)
         respelled[name].data_key = original.get(field.data_key or name, field.data_key)
-    return type(f"Original{type(schema).__name__}", (type(schema),), respelled)
+    return type(f"Original{body.__name__}", (body,), respelled)
 
 
 def unify(
@@ -247,25 +105,75 @@ def unify(
     return unified, names
 
 
-def load(operation: str, body: Any) -> tuple[dict[str, Any], str]:
+_bodies: dict[type[Schema], Schema] = {}
+
+
+def load(operation: Operation, body: Any) -> tuple[dict[str, Any], str]:
     """Validate an original route's body: the data ``jobs.create`` takes, and the job's origin."""
-    schema, spellings = BODIES[operation]
+    shared = request.endpoint == f"{request.blueprint}.{shared_endpoint(operation)}"
+    schema = _bodies.setdefault(operation.original.body, operation.original.body())
+    spellings = operation.original.spellings
     if not isinstance(body, Mapping):
         return schemas.load(schema, body), ORIGINAL  # schemas.load refuses anything but a JSON object
     # On the shared paths a body with any original spelling comes from an original client, and its
     # job sends the original API's webhook; a body with none is the reference's.
-    original = request.path not in SHARED_PATHS or any(
-        key in spellings and value is not None for key, value in body.items()
-    )
+    original = not shared or any(key in spellings and value is not None for key, value in body.items())
     unified, names = unify(body, spellings, original)
     return schemas.load(schema, unified, names=names), ORIGINAL if original else REFERENCE
 
 
-def accepted(job: Job) -> tuple[Response, int]:
-    """The answer to an original route that made ``job``: its task_id (shared paths: and the reference's)."""
-    if request.path in SHARED_PATHS:
-        return jsonify(success=True, job=schemas.dump_job(job), task_id=str(job.id)), 202
-    return jsonify(task_id=str(job.id)), 200
+def create_view(operation: Operation, *, shared: bool) -> Callable[[], tuple[Response, int]]:
+    """The view of ``operation`` on the original API's routes (``shared``: on the paths of both APIs)."""
+
+    def create() -> tuple[Response, int]:
+        data, origin = load(operation, json_body())
+        job = jobs.create(g.account, operation, data, origin=origin)
+        if shared:
+            return jsonify(success=True, job=schemas.dump_job(job), task_id=str(job.id)), 202
+        return jsonify(task_id=str(job.id)), 200
+
+    create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
+    create.__doc__ = (operation.original.summary or operation.summary) + "."
+    return create
+
+
+def shared_endpoint(operation: Operation) -> str:
+    """The endpoint of ``operation`` on the paths both APIs have."""
+    return f"{operation.endpoint}_shared"
+
+
+for _operation in operations.OPERATIONS:
+    if _operation.original is None:
+        continue
+    for _shared, _paths in ((False, _operation.original.paths), (True, _operation.original.shared)):
+        if _paths:
+            _view = create_view(_operation, shared=_shared)
+            for _path in _paths:
+                bp.add_url_rule(_path, _view.__name__, _view, methods=["POST"])
+
+
+@bp.post("/fetch")
+def fetch_task() -> Response:
+    """A task as the original API shows it."""
+    task_id = schemas.load(FETCH, json_body())["task_id"]
+    return jsonify(task_object(jobs.find(g.account, task_id)))
+
+
+@bp.post("/fetch-many")
+def fetch_tasks() -> Response:
+    """2 to 20 tasks as the original API shows them."""
+    task_ids = schemas.load(FETCH_MANY, json_body())["task_ids"]
+    return jsonify(tasks=tasks(g.account, task_ids))
+
+
+@bp.get("/account")
+def account_info() -> Response:
+    """The caller's account as the original API shows it."""
+    return jsonify(account_object(g.account))
+
+
+FETCH = schemas.FetchBody()
+FETCH_MANY = schemas.FetchManyBody()
 
 
 # ---- task objects ----------------------------------------------------------------------------
@@ -273,29 +181,28 @@ def accepted(job: Job) -> tuple[Response, int]:
 
 def task_type(job: Job) -> str:
     """The original API's name for a job's type: ``upscale#2``, ``upscale-creative``, ``imagine``..."""
-    if job.type == "upscale":
-        return f"upscale#{job.index}"
-    if job.type == "upscale-alt":
-        return f"upscale-{job.params['type']}"
+    operation = operations.REGISTRY.get(job.type)
+    if operation and operation.original and operation.original.task_type:
+        return operation.original.task_type(job)
     return job.type
 
 
-def _made(job: Job, types: tuple[str, ...]) -> bool:
-    return job.status == SUCCEEDED and job.type in types
+def _made(job: Job, kind: str) -> bool:
+    return job.status == SUCCEEDED and operations.result_of(job.type) == kind
 
 
 def _grid_url(job: Job) -> str | None:
-    return storage.image_url(job.id, job.grid) if _made(job, GRID_TYPES) else None
+    return storage.image_url(job.id, job.grid) if _made(job, GRID) else None
 
 
 def _tile_urls(job: Job) -> list[str] | None:
-    return schemas.image_urls(job) if _made(job, GRID_TYPES) else None
+    return schemas.image_urls(job) if _made(job, GRID) else None
 
 
 def _image_url(job: Job) -> str | None:
-    if _made(job, UPSCALE_TYPES):
+    if _made(job, IMAGE):
         return schemas.image_urls(job)[0]
-    return job.params["imageUrl"] if _made(job, ("describe",)) else None
+    return (job.params or {}).get("image_url") if _made(job, TEXT) else None
 
 
 def _message(job: Job) -> str | None:
@@ -330,7 +237,7 @@ class TaskSchema(schemas.ResponseSchema):
         _image_url, metadata={**_URL, "description": "An upscale's image; for describe, the image described."}
     )
     content = fields.Function(
-        lambda job: job.descriptions if _made(job, ("describe",)) else None,
+        lambda job: job.descriptions if _made(job, TEXT) else None,
         metadata={"type": "array", "items": {"type": "string"}, "description": "Describe's four prompts."},
     )
     seed = fields.Function(
@@ -402,23 +309,28 @@ def account_object(account: Account) -> dict[str, Any]:
 
 def total_images(account: Account) -> int:
     """Images the account's succeeded jobs made: four per grid, one per upscale."""
-    images = Case(None, ((Job.type.in_(GRID_TYPES), 4), (Job.type.in_(UPSCALE_TYPES), 1)), 0)
+    grids, singles = operations.with_result(GRID), operations.with_result(IMAGE)
+    images = Case(None, ((Job.type.in_(grids), 4), (Job.type.in_(singles), 1)), 0)
     query = Job.select(fn.COALESCE(fn.SUM(images), 0)).where(
         (Job.account == account.id) & (Job.status == SUCCEEDED)
     )
     return int(query.scalar())
 
 
-# ---- errors ----------------------------------------------------------------------------------
+# ---- errors and webhooks --------------------------------------------------------------------------
 
 
-def add_original_error_fields(body: dict[str, Any], error: ApiError) -> None:
-    """On original routes, add what its clients read to an error: ``message``, ``code`` and ``errors``."""
-    if is_original_route():
-        body.update(message=error.message, code=error.code, errors=[{"msg": error.message}])
+def error_body(error: ApiError) -> dict[str, Any]:
+    """An error as original clients read it: the reference's body, plus ``message``, ``code``, ``errors``."""
+    return {**error.body(), "message": error.message, "code": error.code, "errors": [{"msg": error.message}]}
 
 
-def init_app(app: Flask) -> None:
-    """Give the original routes' errors the fields their clients read."""
-    if add_original_error_fields not in errors.body_hooks:
-        errors.body_hooks.append(add_original_error_fields)
+def webhook_body(job: Job) -> tuple[None, dict[str, Any]]:
+    """An original job's webhook: the task object of POST /fetch, which names no event."""
+    return None, task_object(job)
+
+
+def init_app(app: Flask, blueprint: str) -> None:
+    """Render errors on ``blueprint`` (this family's, as registered) and webhooks as this API does."""
+    errors.render_for(app, blueprint, error_body)
+    webhooks.render_for(app, FAMILY, webhook_body)

@@ -1,0 +1,101 @@
+"""The reference API: /v1, and its compatibility aliases.
+
+Every operation of the registry gets ``POST /v1/<name>`` and the aliases its entry lists, all on one
+view that validates the body with the operation's request schema and accepts the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Blueprint, Response, g, jsonify, request
+
+import jobs
+import operations
+import schemas
+import webhooks
+from api.body import json_body
+from operations import Operation
+
+FAMILY = jobs.REFERENCE
+bp = Blueprint("reference", __name__)
+
+_list_query = schemas.JobListQuery()
+
+
+def accepted(job: jobs.Job) -> tuple[Response, int]:
+    """202 with the new job."""
+    return jsonify(success=True, job=schemas.dump_job(job)), 202
+
+
+def create_view(operation: Operation) -> Callable[[], tuple[Response, int]]:
+    """The view of ``operation``: its request schema, then the job."""
+    schema = operation.request()
+
+    def create() -> tuple[Response, int]:
+        data = schemas.load(schema, json_body())
+        return accepted(jobs.create(g.account, operation, data, origin=FAMILY))
+
+    create.__name__ = operation.endpoint
+    create.__doc__ = operation.summary + "."
+    return create
+
+
+def paths(operation: Operation) -> tuple[str, ...]:
+    """Where the reference serves ``operation``: /v1/<name>, then its aliases."""
+    return (f"/v1/{operation.name}", *operation.aliases)
+
+
+for _operation in operations.OPERATIONS:
+    _view = create_view(_operation)
+    for _path in paths(_operation):
+        bp.add_url_rule(_path, _operation.endpoint, _view, methods=["POST"])
+
+
+@bp.get("/v1/jobs/<job_id>")
+@bp.get("/fetch/<job_id>", endpoint="fetch")
+@bp.get("/api/v1/fetch/<job_id>", endpoint="fetch")
+def get_job(job_id: str) -> Response:
+    """A job's status and result; the /fetch aliases answer under ``data`` instead of ``job``."""
+    job = jobs.find(g.account, jobs.parse_id(job_id))
+    key = "data" if request.endpoint == f"{request.blueprint}.fetch" else "job"
+    return jsonify({"success": True, key: schemas.dump_job(job)})
+
+
+@bp.get("/v1/jobs")
+def list_jobs() -> Response:
+    """The caller's jobs, newest first."""
+    query = schemas.load(_list_query, request.args.to_dict())
+    found = jobs.list_for(
+        g.account,
+        limit=query["limit"] + 1,
+        offset=query["offset"],
+        status=query.get("status"),
+        job_type=query.get("type"),
+    )
+    page = found[: query["limit"]]
+    return jsonify(
+        success=True,
+        jobs=schemas.dump_jobs(page),
+        pagination={"limit": query["limit"], "offset": query["offset"], "hasMore": len(found) > len(page)},
+    )
+
+
+@bp.get("/v1/jobs/<job_id>/webhooks")
+def job_webhooks(job_id: str) -> Response:
+    """A job's webhook delivery: its status, every attempt so far, and when the next one is due."""
+    job = jobs.find(g.account, jobs.parse_id(job_id))
+    return jsonify(success=True, webhooks=schemas.dump_webhook_report(webhooks.report(job)))
+
+
+@bp.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Cancel a job that has not ended."""
+    job = jobs.cancel(g.account, jobs.parse_id(job_id))
+    return jsonify(success=True, job=schemas.dump_job(job))
+
+
+@bp.get("/v1/account")
+def account() -> Response:
+    """The caller's account: name, email, plan and credits."""
+    return jsonify(success=True, account=schemas.dump_account(g.account))

@@ -1,0 +1,550 @@
+"""The operation registry: one declarative entry per operation (imagine, upscale, seed ...).
+
+An entry says what an operation is: its cost, its request schema, the parents it takes, what it
+stores from a validated request, the provider operation it runs as and how the worker builds that
+provider's request, and its result. The API families' routes, the OpenAPI document, /docs, the
+console's actions and the worker's dispatch all read this table; none of them names an operation.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import Schema
+
+import imaging
+import jobs
+import schemas
+from errors import validation_error
+from inputs import InputError, fetch_image, made_by, parent_of, parent_tile
+from models import Account, Job
+from providers import (
+    BlendRequest,
+    DescribeRequest,
+    ImagineRequest,
+    JobContext,
+    UpscaleRequest,
+    VariationRequest,
+)
+
+# What an operation's job ends with: four tiles and their 2x2 grid, one image, text, or a value.
+GRID, IMAGE, TEXT, VALUE = "grid", "image", "text", "value"
+
+Stored = dict[str, Any]  # what a job stores from its request: prompt, params, parent, index
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The jobs an operation takes as its parent: by result kind, or by type."""
+
+    kinds: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+
+    def accepted(self) -> tuple[str, ...]:
+        """The job types accepted, in registry order."""
+        return self.types or tuple(op.name for op in REGISTRY.values() if op.result in self.kinds)
+
+    def find(self, account: Account, job_id: uuid.UUID, label: str) -> Job:
+        """The account's job ``job_id``, checked as a parent for ``label`` (400 or 404 if it is not one)."""
+        return self.check(jobs.find(account, job_id), label)
+
+    def check(self, parent: Job, label: str) -> Job:
+        """``parent`` if it is a succeeded job of an accepted type with its images, else 400."""
+        accepted = self.accepted()
+        if parent.type not in accepted:
+            raise validation_error(
+                f"Job {parent.id} is {_a(parent.type)} job; {label} needs {_a(_either(accepted))} job."
+            )
+        if parent.status != jobs.SUCCEEDED:
+            raise validation_error(f"Job {parent.id} is {parent.status}; {label} needs a succeeded job.")
+        if len(parent.tiles or ()) != (4 if result_of(parent.type) == GRID else 1):
+            raise validation_error(f"Job {parent.id} has no images to {label}.")
+        return parent
+
+
+@dataclass(frozen=True)
+class Original:
+    """An operation in the original apiframe.ai API: its routes, body and field spellings."""
+
+    body: type[Schema]
+    spellings: Mapping[str, str]  # original (snake_case) field name -> the reference's
+    summary: str = ""  # on its own routes, where the reference's summary does not fit
+    paths: tuple[str, ...] = ()  # routes of the original API only
+    shared: tuple[str, ...] = ()  # routes of both APIs: either spelling, answered in both shapes
+    task_type: Callable[[Job], str] | None = None  # the task's name for a job, when not the operation's
+
+
+@dataclass(frozen=True)
+class ConsoleAction:
+    """A row of buttons under a finished grid in the console, one per image (U1-U4, V1-V4)."""
+
+    letter: str
+    label: str
+    hint: str  # what it makes
+    tile_title: str  # a button's title, with {n} for the image's number
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation: what it costs, takes, stores, runs as and makes."""
+
+    name: str
+    summary: str
+    description: str
+    cost: int
+    request: type[Schema]
+    stored: Callable[[Operation, Account, dict[str, Any]], Stored]
+    result: str
+    example: dict[str, Any]  # a request body, for the docs
+    provider: str | None = None  # the provider operation it runs as; None: the gateway computes it
+    build: Callable[[Job, JobContext], Any] | None = None  # the provider request, from the stored job
+    compute: Callable[[Job], dict[str, Any]] | None = None  # without a provider: the job's fields
+    parents: Parents | None = None
+    aliases: tuple[str, ...] = ()  # the reference's compatibility aliases of /v1/<name>
+    original: Original | None = None
+    action: ConsoleAction | None = None
+    title: str = ""  # how the console names a job without a prompt
+
+    @property
+    def endpoint(self) -> str:
+        """The name of its views (``upscale_highres``)."""
+        return self.name.replace("-", "_")
+
+    @property
+    def label(self) -> str:
+        """How people call it: the title, or the capitalised name."""
+        return self.title or self.name.capitalize()
+
+    def accept(self, account: Account, data: dict[str, Any]) -> Stored:
+        """What a job of this operation stores, from a validated request (400/404 on a bad parent)."""
+        return self.stored(self, account, data)
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def _either(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def new_seed(avoid: int | None = None) -> int:
+    """A random 32-bit seed other than ``avoid``."""
+    seed = secrets.randbits(32)
+    return seed ^ 1 if seed == avoid else seed
+
+
+def _with_process_mode(params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Record the original API's process_mode, when given (it cannot change the speed here)."""
+    if data.get("process_mode"):
+        params["process_mode"] = data["process_mode"]
+    return params
+
+
+# ---- imagine and reroll --------------------------------------------------------------------------
+
+IMAGINE_SETTINGS = ("aspect_ratio", "version", "quality", "style", "chaos", "stylize")
+
+
+def _imagine(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    params = {name: data[name] for name in IMAGINE_SETTINGS}
+    return {"prompt": data["prompt"], "params": _with_process_mode(params, data)}
+
+
+def _reroll(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    """The parent's prompt and settings (or the ones given) with a new seed, so the images differ."""
+    parent = op.parents.find(account, data["job_id"], op.name)
+    params = {**parent.params, "seed": new_seed(avoid=parent.seed)}
+    if data.get("aspect_ratio"):
+        params["aspect_ratio"] = data["aspect_ratio"]
+    return {"prompt": data.get("prompt") or parent.prompt, "params": params, "parent": parent}
+
+
+def _imagine_request(job: Job, ctx: JobContext) -> ImagineRequest:
+    params = job.params
+    width, height = imaging.dimensions(params["aspect_ratio"], params["quality"])
+    return ImagineRequest(
+        prompt=job.prompt,
+        width=width,
+        height=height,
+        aspect_ratio=params["aspect_ratio"],
+        version=params["version"],
+        quality=params["quality"],
+        style=params.get("style"),
+        chaos=params["chaos"],
+        stylize=params["stylize"],
+        seed=params.get("seed"),
+    )
+
+
+# ---- describe and blend ----------------------------------------------------------------------------
+
+
+def _describe(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    return {"params": _with_process_mode({"image_url": data["image_url"]}, data)}
+
+
+def _describe_request(job: Job, ctx: JobContext) -> DescribeRequest:
+    url = job.params["image_url"]
+    return DescribeRequest(image=fetch_image(url, "imageUrl", ctx), url=url)
+
+
+def _blend(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    params = {"image_urls": data["image_urls"], "dimension": data["dimension"]}
+    return {"params": _with_process_mode(params, data)}
+
+
+def _blend_request(job: Job, ctx: JobContext) -> BlendRequest:
+    urls = job.params["image_urls"]
+    images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
+    shape = schemas.BLEND_DIMENSIONS[job.params.get("dimension", "square")]
+    width, height = imaging.dimensions(shape)
+    return BlendRequest(images=images, urls=list(urls), width=width, height=height)
+
+
+# ---- upscales ---------------------------------------------------------------------------------------
+
+
+def _upscale(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    return {"parent": op.parents.find(account, data["job_id"], op.name), "index": data["index"]}
+
+
+def _upscale_request(job: Job, ctx: JobContext) -> UpscaleRequest:
+    parent = parent_of(job)
+    return UpscaleRequest(image=parent_tile(parent, job.index), index=job.index, **made_by(parent))
+
+
+def _upscale_alt(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    return {"parent": op.parents.find(account, data["job_id"], op.name), "params": {"type": data["type"]}}
+
+
+def _upscale_alt_request(job: Job, ctx: JobContext) -> UpscaleRequest:
+    parent = parent_of(job)
+    return UpscaleRequest(
+        image=parent_tile(parent, 1), index=parent.index or 1, mode=job.params["type"], **made_by(parent)
+    )
+
+
+MAX_HIGHRES_SIDE = 2048  # upscale-highres refuses larger inputs, as the original API does
+
+
+def _upscale_highres(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    """An image at a URL, an upscaled image, or one tile (``index``) of a grid, enlarged 2x or 4x."""
+    params = {"type": data["type"]}
+    if data.get("image_url"):
+        return {"params": {**params, "image_url": data["image_url"]}}
+    parent, index = jobs.find(account, data["job_id"]), data.get("index")
+    if result_of(parent.type) == GRID:
+        Parents(kinds=(GRID,)).check(parent, op.name)
+        if index is None:
+            raise validation_error(
+                f"The 'index' field is required: job {parent.id} has four images; say which one (1-4)."
+            )
+        return {"parent": parent, "index": index, "params": params}
+    Parents(kinds=(IMAGE,)).check(parent, op.name)
+    if index is not None:
+        raise validation_error(
+            f"The 'index' field is only for jobs with four images; job {parent.id} has one."
+        )
+    return {"parent": parent, "params": params}
+
+
+def _upscale_highres_request(job: Job, ctx: JobContext) -> UpscaleRequest:
+    """An image at a URL, or of the parent job (the tile ``index`` of a grid), of at most 2048x2048."""
+    if job.params.get("image_url"):
+        image, index, source = fetch_image(job.params["image_url"], "imageUrl", ctx), 1, {}
+    else:
+        parent = parent_of(job)
+        image, index, source = parent_tile(parent, job.index or 1), job.index or 1, made_by(parent)
+    if image.width > MAX_HIGHRES_SIDE or image.height > MAX_HIGHRES_SIDE:
+        raise InputError(
+            f"The image is {image.width}x{image.height}; upscale-highres takes images of at most "
+            f"{MAX_HIGHRES_SIDE}x{MAX_HIGHRES_SIDE}."
+        )
+    factor = schemas.HIGHRES_FACTORS[job.params["type"]]
+    return UpscaleRequest(image=image, index=index, factor=factor, mode="highres", **source)
+
+
+# ---- variation --------------------------------------------------------------------------------------
+
+VARY_STRENGTHS = dict(zip(schemas.VARY_STRENGTHS, (0.25, 0.75), strict=True))  # of an upscaled image
+
+
+def _variation(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    """Four images like one tile of a grid (index 1-4), or like an upscaled image (strong or subtle)."""
+    index, params = data["index"], {}
+    if index in VARY_STRENGTHS:
+        parent = Parents(kinds=(IMAGE,)).find(account, data["job_id"], f"a {index} {op.name}")
+        index, params["strength"] = None, data["index"]
+    else:
+        parent = Parents(kinds=(GRID,)).find(account, data["job_id"], op.name)
+    if data.get("aspect_ratio"):
+        params["aspect_ratio"] = data["aspect_ratio"]
+    return {"parent": parent, "index": index, "params": params, "prompt": data.get("prompt")}
+
+
+def _variation_request(job: Job, ctx: JobContext) -> VariationRequest:
+    """Tile ``index`` of a grid, or an upscaled image (``strength`` strong or subtle), reframed if asked."""
+    parent, params = parent_of(job), job.params
+    image = parent_tile(parent, job.index or 1)
+    if params.get("aspect_ratio"):
+        image = imaging.reframe(image, params["aspect_ratio"])
+    strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
+    return VariationRequest(
+        image=image,
+        index=job.index or parent.index or 1,
+        prompt=job.prompt or parent.prompt,
+        mode=params.get("strength"),
+        **strength,
+        **made_by(parent),
+    )
+
+
+# ---- seed -------------------------------------------------------------------------------------------
+
+
+def _seed(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    return {"parent": jobs.find(account, data["job_id"])}
+
+
+def _parent_seed(job: Job) -> dict[str, Any]:
+    """The seed of a seed job's parent, or InputError saying why it has none."""
+    parent = parent_of(job)
+    if parent.seed is not None:
+        return {"seed": parent.seed}
+    if parent.status != jobs.SUCCEEDED:
+        raise InputError(f"Job {parent.id} is {parent.status}; only a succeeded job has a seed.")
+    raise InputError(f"Job {parent.id} ({parent.type}) has no seed; only jobs with four images have one.")
+
+
+# ---- the table --------------------------------------------------------------------------------------
+
+_WEBHOOK = {"webhook_url": "webhookUrl", "webhook_secret": "webhookSecret"}
+_PARENT = {"parent_task_id": "jobId"}
+_ASPECT = {"aspect_ratio": "aspectRatio"}
+_MODE = {"process_mode": "processMode"}
+_JOB = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"  # the job id the docs' examples use
+
+
+def _named_type(job: Job) -> str:
+    return f"{job.type}-{job.params['type']}"
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        name="imagine",
+        summary="Generate four images from a text prompt",
+        description="Returns a pending job; poll it until it ends.",
+        cost=16,
+        request=schemas.ImagineRequest,
+        stored=_imagine,
+        result=GRID,
+        example={"prompt": "a futuristic city at sunset", "aspectRatio": "16:9", "stylize": 250},
+        provider="imagine",
+        build=_imagine_request,
+        aliases=("/api/v1/imagine",),
+        original=Original(
+            schemas.ImagineBody,
+            {**_ASPECT, **_MODE, **_WEBHOOK},
+            shared=("/imagine",),
+        ),
+    ),
+    Operation(
+        name="describe",
+        summary="Describe an image with four prompts",
+        description="The image at imageUrl is fetched by the service.",
+        cost=4,
+        request=schemas.DescribeRequest,
+        stored=_describe,
+        result=TEXT,
+        example={"imageUrl": "https://example.com/photo.jpg"},
+        provider="describe",
+        build=_describe_request,
+        aliases=("/api/v1/describe",),
+        original=Original(
+            schemas.DescribeBody,
+            {"image_url": "imageUrl", **_MODE, **_WEBHOOK},
+            shared=("/describe",),
+        ),
+    ),
+    Operation(
+        name="upscale",
+        summary="Upscale one of the four images of a succeeded job",
+        description="The parent must be a succeeded imagine, variation or blend job.",
+        cost=4,
+        request=schemas.PickRequest,
+        stored=_upscale,
+        result=IMAGE,
+        example={"jobId": _JOB, "index": 2},
+        provider="upscale",
+        build=_upscale_request,
+        parents=Parents(kinds=(GRID,)),
+        aliases=("/api/v1/upscale",),
+        original=Original(
+            schemas.UpscaleBody,
+            {**_PARENT, **_WEBHOOK},
+            summary="Upscale one of the four images of a task",
+            paths=("/upscale-1x",),
+            shared=("/upscale",),
+            task_type=lambda job: f"{job.type}#{job.index}",
+        ),
+        action=ConsoleAction("U", "Upscale", "one image at twice the size", "Upscale image {n}"),
+    ),
+    Operation(
+        name="variation",
+        summary="Make four variations of one image of a succeeded job",
+        description="The parent must be a succeeded imagine, variation or blend job.",
+        cost=16,
+        request=schemas.PickRequest,
+        stored=_variation,
+        result=GRID,
+        example={"jobId": _JOB, "index": 3},
+        provider="variation",
+        build=_variation_request,
+        parents=Parents(kinds=(GRID, IMAGE)),
+        aliases=("/api/v1/variation",),
+        original=Original(
+            schemas.VariationBody,
+            {**_PARENT, **_ASPECT, **_WEBHOOK},
+            summary="Four variations of a tile, or of an upscaled image (strong, subtle)",
+            paths=("/variations",),
+            shared=("/variation",),
+        ),
+        action=ConsoleAction("V", "Vary", "four new images like this one", "Four variations of image {n}"),
+        title="Variations",
+    ),
+    Operation(
+        name="blend",
+        summary="Blend two to five images into four new ones",
+        description="The images are fetched by the service.",
+        cost=16,
+        request=schemas.BlendRequest,
+        stored=_blend,
+        result=GRID,
+        example={"imageUrls": ["https://example.com/one.jpg", "https://example.com/two.jpg"]},
+        provider="blend",
+        build=_blend_request,
+        aliases=("/api/v1/blend",),
+        original=Original(
+            schemas.BlendBody,
+            {"image_urls": "imageUrls", **_MODE, **_WEBHOOK},
+            shared=("/blend",),
+        ),
+    ),
+    Operation(
+        name="reroll",
+        summary="Draw a succeeded imagine or reroll job again, with a new seed",
+        description="The parent's prompt and settings (or the prompt and aspectRatio given), so four "
+        "different images.",
+        cost=16,
+        request=schemas.RerollRequest,
+        stored=_reroll,
+        result=GRID,
+        example={"jobId": _JOB},
+        provider="imagine",
+        build=_imagine_request,
+        parents=Parents(types=("imagine", "reroll")),
+        original=Original(
+            schemas.RerollRequest,
+            {**_PARENT, **_ASPECT, **_WEBHOOK},
+            summary="Draw a task's prompt again with a new seed",
+            paths=("/reroll",),
+        ),
+    ),
+    Operation(
+        name="upscale-alt",
+        summary="Upscale an upscaled image again, subtle or creative",
+        description="One image at twice the size of a succeeded upscale job's; creative invents finer "
+        "detail.",
+        cost=4,
+        request=schemas.UpscaleAltRequest,
+        stored=_upscale_alt,
+        result=IMAGE,
+        example={"jobId": _JOB, "type": "creative"},
+        provider="upscale",
+        build=_upscale_alt_request,
+        parents=Parents(types=("upscale",)),
+        original=Original(
+            schemas.UpscaleAltRequest,
+            {**_PARENT, **_WEBHOOK},
+            summary="Upscale an upscaled image again",
+            paths=("/upscale-alt",),
+            task_type=lambda job: f"upscale-{job.params['type']}",
+        ),
+    ),
+    Operation(
+        name="upscale-highres",
+        summary="Enlarge an image of a job, or at a URL, 2x or 4x",
+        description="Of a succeeded upscale job, tile index of a job with four images, or imageUrl. Inputs "
+        f"over {MAX_HIGHRES_SIDE}x{MAX_HIGHRES_SIDE} end the job failed.",
+        cost=4,
+        request=schemas.UpscaleHighresRequest,
+        stored=_upscale_highres,
+        result=IMAGE,
+        example={"imageUrl": "https://example.com/photo.jpg", "type": "4x"},
+        provider="upscale",
+        build=_upscale_highres_request,
+        parents=Parents(kinds=(GRID, IMAGE)),
+        original=Original(
+            schemas.UpscaleHighresBody,
+            {**_PARENT, "image_url": "imageUrl", **_WEBHOOK},
+            summary="Enlarge an image 2x or 4x",
+            paths=("/upscale-highres",),
+        ),
+    ),
+    Operation(
+        name="seed",
+        summary="Get the seed a job's images were made with",
+        description="A job of its own, which ends succeeded with the seed (or failed if the job has none).",
+        cost=0,
+        request=schemas.SeedRequest,
+        stored=_seed,
+        result=VALUE,
+        example={"jobId": _JOB},
+        compute=_parent_seed,
+        parents=Parents(kinds=(GRID, IMAGE, TEXT, VALUE)),
+        original=Original(
+            schemas.SeedRequest,
+            {"task_id": "jobId", **_WEBHOOK},
+            summary="Get the seed of a task",
+            paths=("/seed",),
+        ),
+    ),
+)
+
+REGISTRY: dict[str, Operation] = {op.name: op for op in OPERATIONS}
+
+
+def get(name: str) -> Operation:
+    """The operation called ``name`` (KeyError if there is none)."""
+    return REGISTRY[name]
+
+
+def names() -> tuple[str, ...]:
+    """Every operation's name, in registry order."""
+    return tuple(REGISTRY)
+
+
+def result_of(job_type: str) -> str | None:
+    """What a job of ``job_type`` ends with (GRID, IMAGE, TEXT or VALUE)."""
+    op = REGISTRY.get(job_type)
+    return op.result if op else None
+
+
+def with_result(*kinds: str) -> tuple[str, ...]:
+    """The names of the operations whose result is one of ``kinds``."""
+    return tuple(op.name for op in OPERATIONS if op.result in kinds)
+
+
+def costs() -> dict[str, int]:
+    """Each operation's cost in credits."""
+    return {op.name: op.cost for op in OPERATIONS}
+
+
+def actions() -> tuple[Operation, ...]:
+    """The operations the console offers under each image of a finished grid."""
+    return tuple(op for op in OPERATIONS if op.action is not None)

@@ -1,0 +1,102 @@
+"""Upgrading a database made by the previous release: its jobs keep working, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from peewee import SqliteDatabase
+from playhouse.migrations import Runner
+
+import models
+from app import create_app
+from auth import hash_key
+from conftest import Api, stop_background
+from models import Job
+from test_scale_out import postgres_url  # noqa: F401  (the fixture)
+
+PREVIOUS_RELEASE = "0003_compat"  # the last migration the previous release shipped
+# Jobs as the previous release stored them: their params spelled as the reference API spells them.
+OLD_JOBS = {
+    "imagine": {"aspectRatio": "16:9", "version": "6.1", "quality": 1, "style": None, "chaos": 0,
+                "stylize": 100, "processMode": "turbo"},
+    "describe": {"imageUrl": "http://x.test/fox.png"},
+    "blend": {"imageUrls": ["http://x.test/a.png", "http://x.test/b.png"], "dimension": "portrait"},
+    "upscale-alt": {"type": "creative"},
+}  # fmt: skip
+NEW_PARAMS = {
+    "imagine": {"aspect_ratio": "16:9", "version": "6.1", "quality": 1, "style": None, "chaos": 0,
+                "stylize": 100, "process_mode": "turbo"},
+    "describe": {"image_url": "http://x.test/fox.png"},
+    "blend": {"image_urls": ["http://x.test/a.png", "http://x.test/b.png"], "dimension": "portrait"},
+    "upscale-alt": {"type": "creative"},
+}  # fmt: skip
+
+
+def _make_previous_release(database, placeholder: str, key_hash: str) -> dict[str, uuid.UUID]:
+    """The previous release's schema, with an account, a key and one job of each kind in OLD_JOBS."""
+    Runner(database, str(models.MIGRATIONS_DIR)).up(target=PREVIOUS_RELEASE)
+    database.execute_sql(
+        "INSERT INTO account (id, email, name, plan, balance, granted, created_at)"
+        " VALUES (1, 'old@example.com', '', 'scale', 100, 100, '2026-01-01 00:00:00')"
+    )
+    database.execute_sql(
+        "INSERT INTO api_key (account_id, name, prefix, key_hash, created_at)"
+        f" VALUES (1, '', 'ak_live_old', {placeholder}, '2026-01-01 00:00:00')",
+        (key_hash,),
+    )
+    ids = {}
+    for job_type, params in OLD_JOBS.items():
+        ids[job_type] = uuid.uuid4()
+        job_id = ids[job_type].hex if isinstance(database, SqliteDatabase) else str(ids[job_type])
+        database.execute_sql(
+            "INSERT INTO job (id, account_id, type, status, params, cost, progress, created_at, runs,"
+            f" webhook_attempts, origin) VALUES ({placeholder}, 1, {placeholder}, 'failed', {placeholder},"
+            " 0, 0, '2026-01-01 00:00:00', 1, 0, 'original')",
+            (job_id, job_type, json.dumps(params)),
+        )
+    return ids
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_database(request, tmp_path) -> tuple[str, object, str]:
+    """A database URL, an open handle on it, and its query placeholder."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        return url, SqliteDatabase(str(tmp_path / "old.db")), "?"
+    url = request.getfixturevalue("postgres_url")
+    return url, models.open_database(url), "%s"
+
+
+def test_upgrading_respells_job_params_and_the_jobs_still_serve(old_database, settings):
+    url, database, placeholder = old_database
+    key = "ak_live_" + "o" * 43
+    ids = _make_previous_release(database, placeholder, hash_key(key))
+    database.close()
+    settings.update(DATABASE_URL=url, START_WORKERS=False)
+    application = create_app(settings)
+    try:
+        with application.app_context(), models.db.connection_context():
+            for job_type, job_id in ids.items():
+                assert Job.get_by_id(job_id).params == NEW_PARAMS[job_type]
+        api = Api(application.test_client(), key)
+        task = api.post("/fetch", json={"task_id": str(ids["upscale-alt"])}).get_json()
+        assert task["task_type"] == "upscale-creative"
+        listed = api.get("/v1/jobs?type=describe").get_json()["jobs"]
+        assert [job["id"] for job in listed] == [str(ids["describe"])]
+    finally:
+        stop_background(application)
+        models.db.obj.close_all()
+
+
+def test_the_respelling_migration_goes_down_again(tmp_path):
+    path = tmp_path / "old.db"
+    database = SqliteDatabase(str(path))
+    ids = _make_previous_release(database, "?", "0" * 64)
+    runner = Runner(database, str(models.MIGRATIONS_DIR))
+    runner.up()
+    runner.down()  # the most recent: the respelling
+    for job_type, job_id in ids.items():
+        text = database.execute_sql("SELECT params FROM job WHERE id = ?", (job_id.hex,)).fetchone()[0]
+        assert json.loads(text) == OLD_JOBS[job_type]
