@@ -336,13 +336,30 @@ def _undocumented(app: Flask, endpoint: str) -> Operation:
     return Operation(summary, "", "Other", None, errors=READ_ERRORS)
 
 
+class RequestRules(MarshmallowPlugin):
+    """The marshmallow plugin, plus what a field list cannot say: fields of which exactly one is given."""
+
+    def schema_helper(self, name: str, _: Any, schema: Any = None, **kwargs: Any) -> dict[str, Any] | None:
+        document = super().schema_helper(name, _, schema=schema, **kwargs)
+        instance = schema() if isinstance(schema, type) else schema
+        exclusive = getattr(instance, "exclusive", ())
+        if document is not None and exclusive:
+            keys = [instance.fields[name].data_key or name for name in exclusive]
+            # each branch: that field given, not null (its type without "nullable"); the others absent or null
+            document["oneOf"] = [
+                {"required": [key], "properties": {key: {"type": document["properties"][key]["type"]}}}
+                for key in keys
+            ]
+        return document
+
+
 def build(app: Flask) -> dict[str, Any]:
     """The OpenAPI document for ``app``'s API."""
     spec = APISpec(
         title="APIFrame",
         version="1.0.0",
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[RequestRules()],
         info={
             "description": (
                 "A self-hosted, Midjourney-style image generation API. Authenticate with the X-API-Key "

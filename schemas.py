@@ -184,7 +184,17 @@ class JobId(fields.UUID):
 
 
 class RequestSchema(Schema):
-    """Base for request bodies: unknown fields are refused; null means "not given"."""
+    """Base for request bodies: unknown fields are refused; null means "not given".
+
+    ``exclusive``: fields of which exactly one must be given (the OpenAPI document says so too).
+    """
+
+    exclusive: tuple[str, ...] = ()
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        """An optional field may be null (it counts as not given): the OpenAPI document says nullable."""
+        if not field_obj.required:
+            field_obj.allow_none = True
 
     @pre_load
     def drop_nulls(self, data: Any, **kwargs: Any) -> Any:
@@ -327,6 +337,8 @@ class UpscaleAltRequest(RequestSchema):
 
 class UpscaleHighresRequest(RequestSchema):
     """POST /v1/upscale-highres: an image of a job, or at a URL, at 2 or 4 times its size."""
+
+    exclusive = ("job_id", "image_url")
 
     job_id = _parent_id(
         "The ID of a succeeded upscale job, or of a job with four images (with index).", load_default=None
