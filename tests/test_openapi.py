@@ -76,7 +76,9 @@ def test_request_schemas_follow_the_validation(document):
     schemas = document["components"]["schemas"]
     imagine = schemas["ImagineRequest"]
     assert imagine["required"] == ["prompt"] and imagine["additionalProperties"] is False
-    assert imagine["properties"]["aspectRatio"]["enum"] == ["1:1", "16:9", "9:16", "4:3", "3:4"]
+    # an optional field may be null (it counts as not given), so its enum lists null too
+    assert imagine["properties"]["aspectRatio"]["enum"] == ["1:1", "16:9", "9:16", "4:3", "3:4", None]
+    assert imagine["properties"]["aspectRatio"]["nullable"] is True
     assert imagine["properties"]["aspectRatio"]["default"] == "1:1"
     assert (imagine["properties"]["chaos"]["minimum"], imagine["properties"]["chaos"]["maximum"]) == (0, 100)
     assert imagine["properties"]["prompt"]["maxLength"] == 4000
