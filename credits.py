@@ -17,9 +17,9 @@ class InsufficientCredits(Exception):
 
 # The statements of a debit, which every accepted job runs.
 _take = CompiledQuery(
-    lambda: Account.update(balance=Account.balance - Slot("amount")).where(
-        (Account.id == Slot("account")) & (Account.balance >= Slot("amount"))
-    )
+    lambda: Account.update(
+        balance=Account.balance - Slot("amount"), spent=Account.spent + Slot("amount")
+    ).where((Account.id == Slot("account")) & (Account.balance >= Slot("amount")))
 )
 _balance = CompiledQuery(lambda: Account.select(Account.balance).where(Account.id == Slot("account")))
 _entry = CompiledQuery(
@@ -81,7 +81,9 @@ def refund(job: Job, note: str) -> None:
     if not job.cost:
         return
     with db.atomic():
-        Account.update(balance=Account.balance + job.cost).where(Account.id == job.account_id).execute()
+        Account.update(balance=Account.balance + job.cost, refunded=Account.refunded + job.cost).where(
+            Account.id == job.account_id
+        ).execute()
         _record(job.account_id, job.cost, REFUND, job, note)
 
 

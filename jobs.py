@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
 from flask import current_app, has_app_context
+from peewee import Tuple
 
 import credits
 from errors import insufficient_credits, not_found, validation_error
@@ -152,6 +154,9 @@ def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields
         if query.execute() != 1:
             return False
         job = Job.get_by_id(job_id)
+        if status == SUCCEEDED and job.tiles:  # GET /account's total_images, without summing history
+            made = Account.images + len(job.tiles)
+            Account.update(images=made).where(Account.id == job.account_id).execute()
         if status in REFUNDED:
             credits.refund(job, f"{job.type} job {status.replace('_', ' ')}")
         if job.webhook_url:
@@ -174,12 +179,28 @@ def cancel(account: Account, job_id: uuid.UUID) -> Job:
 
 
 def list_for(
-    account: Account, *, limit: int, offset: int, status: str | None = None, job_type: str | None = None
+    account: Account,
+    *,
+    limit: int,
+    offset: int = 0,
+    after: tuple[datetime.datetime, uuid.UUID] | None = None,
+    status: str | None = None,
+    job_type: str | None = None,
 ) -> list[Job]:
-    """The account's jobs, newest first."""
-    query = Job.select().where(Job.account == account.id)
+    """The account's jobs, newest first: ``offset`` jobs in, or the ones after the job ``after`` names.
+
+    Both walk the (account, created_at, id) index in its order, so no page sorts the account's history;
+    the index alone finds a page's ids, and only that page's rows are read.
+    """
+    page = Job.select(Job.id).where(Job.account == account.id)
     if status:
-        query = query.where(Job.status == status)
+        page = page.where(Job.status == status)
     if job_type:
-        query = query.where(Job.type == job_type)
-    return list(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset))
+        page = page.where(Job.type == job_type)
+    if after is not None:
+        created_at, job_id = after
+        position = Tuple(Job.created_at.to_value(created_at), Job.id.to_value(job_id))
+        page = page.where(Tuple(Job.created_at, Job.id) < position)
+    newest_first = (Job.created_at.desc(), Job.id.desc())
+    page = page.order_by(*newest_first).limit(limit).offset(offset)
+    return list(Job.select().where(Job.id.in_(page)).order_by(*newest_first))

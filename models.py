@@ -97,6 +97,10 @@ class Account(BaseModel):
     plan = CharField(default="free")
     balance = IntegerField(default=0)
     granted = IntegerField(default=0)
+    # Running totals, kept with the ledger and the jobs so no page sums an account's whole history.
+    spent = IntegerField(default=0)  # credits debited for jobs
+    refunded = IntegerField(default=0)  # credits given back for jobs that did not succeed
+    images = IntegerField(default=0)  # images of succeeded jobs: 4 per grid, 1 per single image
     webhook_signing_secret = CharField(null=True)  # whsec_...; made when first needed
     created_at = DateTimeField(default=utcnow)
 
@@ -149,7 +153,7 @@ class Job(BaseModel):
 
     class Meta:
         indexes = (
-            (("account", "created_at"), False),
+            (("account", "created_at", "id"), False),  # an account's jobs, newest first, at any depth
             (("status", "lease_expires"), False),
         )
 

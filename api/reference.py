@@ -70,14 +70,16 @@ def list_jobs() -> Response:
         g.account,
         limit=query["limit"] + 1,
         offset=query["offset"],
+        after=query.get("cursor"),
         status=query.get("status"),
         job_type=query.get("type"),
     )
-    page = found[: query["limit"]]
+    page, more = found[: query["limit"]], len(found) > query["limit"]
     return jsonify(
         success=True,
         jobs=schemas.dump_jobs(page),
-        pagination={"limit": query["limit"], "offset": query["offset"], "hasMore": len(found) > len(page)},
+        pagination={"limit": query["limit"], "offset": query["offset"], "hasMore": more},
+        nextCursor=schemas.PageCursor.after(page[-1]) if more else None,
     )
 
 

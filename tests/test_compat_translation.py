@@ -8,13 +8,14 @@ import uuid
 import pytest
 from PIL import Image
 
+import jobs
 import operations
 from api import original as compat
 from auth import presented_key
 from errors import ApiError, validation_error
 from imaging import reframe
 from jobs import ORIGINAL, REFERENCE, REFUNDED, STATUSES
-from models import Job
+from models import Account, Job
 from original import fine_detail
 from providers.procedural import enrich, paint_tiles
 
@@ -298,10 +299,15 @@ def test_total_images_counts_grids_and_upscales_that_succeeded(app, make_account
         ("upscale-highres", "succeeded"), ("describe", "succeeded"), ("seed", "succeeded"),
         ("imagine", "failed"), ("variation", "processing"),
     ]  # fmt: skip
+    images = {"imagine": 4, "reroll": 4, "blend": 4, "variation": 4, "upscale": 1, "upscale-highres": 1}
     with app.app_context():
         for job_type, status in rows:
-            Job.create(account=account.id, type=job_type, status=status, cost=0)
-        assert compat.total_images(account) == 4 + 4 + 4 + 1 + 1
+            job = Job.create(account=account.id, type=job_type, status="processing", cost=0)
+            if status != "processing":  # jobs end through jobs.finish, which counts the images made
+                tiles = [f"{n}.png" for n in range(images.get(job_type, 0))] or None
+                jobs.finish(job.id, status, tiles=tiles)
+        account = Account.get_by_id(account.id)
+        assert compat.account_object(account)["total_images"] == 4 + 4 + 4 + 1 + 1
         assert compat.account_object(account)["next_billing_date"] is None
 
 

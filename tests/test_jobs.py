@@ -108,3 +108,26 @@ def test_cancel_a_terminal_job_is_400(api):
 
 def test_cancel_unknown_job_is_404(api):
     assert api.post(f"/v1/jobs/{UNKNOWN}/cancel").status_code == 404
+
+
+def test_cursor_pages_and_offset_pages_agree(api):
+    ids = [api.submit("/v1/imagine", {"prompt": f"page {n}"})["id"] for n in range(7)][::-1]
+    by_offset = [
+        [job["id"] for job in api.get(f"/v1/jobs?limit=3&offset={offset}").get_json()["jobs"]]
+        for offset in (0, 3, 6)
+    ]
+    by_cursor, cursor = [], ""
+    while True:
+        body = api.get(f"/v1/jobs?limit=3{cursor}").get_json()
+        by_cursor.append([job["id"] for job in body["jobs"]])
+        if body["nextCursor"] is None:
+            assert body["pagination"]["hasMore"] is False
+            break
+        cursor = f"&cursor={body['nextCursor']}"
+    assert by_cursor == by_offset == [ids[0:3], ids[3:6], ids[6:7]]
+
+
+def test_a_bad_cursor_is_a_clear_400(api):
+    for query, named in (("cursor=nonsense", "'cursor'"), ("cursor=MjAyNnxub3Q&offset=2", "'cursor'")):
+        response = api.get(f"/v1/jobs?{query}")
+        assert response.status_code == 400 and named in response.get_json()["error"]["message"], query
