@@ -15,11 +15,11 @@ class InsufficientCredits(Exception):
     """The account cannot pay: its balance is below the amount."""
 
 
-# The statements of a debit, which every accepted job runs.
+# The statements of a debit, which every accepted job runs: the update answers with the new balance.
 _take = CompiledQuery(
-    lambda: Account.update(
-        balance=Account.balance - Slot("amount"), spent=Account.spent + Slot("amount")
-    ).where((Account.id == Slot("account")) & (Account.balance >= Slot("amount")))
+    lambda: Account.update(balance=Account.balance - Slot("amount"), spent=Account.spent + Slot("amount"))
+    .where((Account.id == Slot("account")) & (Account.balance >= Slot("amount")))
+    .returning(Account.balance)
 )
 _balance = CompiledQuery(lambda: Account.select(Account.balance).where(Account.id == Slot("account")))
 _entry = CompiledQuery(
@@ -37,8 +37,12 @@ _entry = CompiledQuery(
 )
 
 
-def _record(account_id: int, amount: int, reason: str, job: Job | None, note: str) -> None:
-    balance = _balance.execute(account=account_id).fetchone()[0]
+def _record(
+    account_id: int, amount: int, reason: str, job: Job | None, note: str, balance: int | None = None
+) -> None:
+    """The ledger row of a change just made; ``balance`` is the balance after it, if known."""
+    if balance is None:
+        balance = _balance.execute(account=account_id).fetchone()[0]
     _entry.execute(
         account=account_id,
         amount=amount,
@@ -67,13 +71,16 @@ def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> 
 
 
 def debit(account_id: int, amount: int, job: Job) -> None:
-    """Take ``amount`` credits for ``job``, atomically; raise InsufficientCredits if short."""
+    """Take ``amount`` credits for ``job``; raise InsufficientCredits if short.
+
+    Call it inside the transaction that accepts the job: the balance and the ledger row change with it.
+    """
     if not amount:  # a free job changes nothing, so it writes no ledger row
         return
-    with db.atomic():
-        if _take.execute(amount=amount, account=account_id).rowcount != 1:
-            raise InsufficientCredits(f"this costs {amount} credits")
-        _record(account_id, -amount, DEBIT, job, f"{job.type} job")
+    row = _take.execute(amount=amount, account=account_id).fetchone()
+    if row is None:
+        raise InsufficientCredits(f"this costs {amount} credits")
+    _record(account_id, -amount, DEBIT, job, f"{job.type} job", balance=row[0])
 
 
 def refund(job: Job, note: str) -> None:

@@ -50,9 +50,15 @@ def parse_id(value: Any, field: str = "id") -> uuid.UUID:
         raise validation_error(f"The '{field}' field must be a job ID (a UUID).") from None
 
 
+# Finding a job is on the path of every poll, so its SELECT is compiled once.
+_job = CompiledQuery(
+    lambda: Job.select().where((Job.id == Slot("id", Job.id)) & (Job.account == Slot("account", Job.account)))
+)
+
+
 def find(account: Account, job_id: uuid.UUID) -> Job:
     """The account's job with this id, or 404 (another account's job is never visible)."""
-    job = Job.get_or_none((Job.id == job_id) & (Job.account == account.id))
+    job = _job.first(id=job_id, account=account.id)
     if job is None:
         raise not_found(f"Job {job_id} was not found.")
     return job
