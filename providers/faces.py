@@ -23,6 +23,7 @@ DETECT_SIDE = 1024  # faces are looked for on a copy no larger than this
 MIN_FACE_SHARE = 1 / 16  # a face narrower than this share of the image's short side is not used
 SCALE_FACTOR = 1.1
 MIN_NEIGHBOURS = 5
+SURE_SHARE = 0.5  # a face needs at least this share of the best face's votes to be chosen
 # The swapped region: an ellipse in the face box, a little below its centre (the box starts at the brows).
 ELLIPSE_AXES = (0.40, 0.50)
 ELLIPSE_DROP = 0.06
@@ -67,12 +68,14 @@ def find_face(image: Image.Image) -> Face | None:
     smallest = max(24, round(min(grey.shape) * MIN_FACE_SHARE))
     if min(grey.shape) < smallest:
         return None
-    boxes = _classifier().detectMultiScale(
+    boxes, votes = _classifier().detectMultiScale2(
         cv2.equalizeHist(grey), SCALE_FACTOR, MIN_NEIGHBOURS, minSize=(smallest, smallest)
     )
     if len(boxes) == 0:
         return None
-    x, y, w, h = max(boxes, key=lambda box: int(box[2]) * int(box[3]))
+    # The largest of the faces the cascade is sure of: a stray match has a few votes, a face dozens.
+    sure = [box for box, count in zip(boxes, votes, strict=True) if count >= max(votes) * SURE_SHARE]
+    x, y, w, h = max(sure, key=lambda box: int(box[2]) * int(box[3]))
     return Face(*(round(int(v) / scale) for v in (x, y, w, h)))
 
 
