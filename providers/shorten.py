@@ -65,10 +65,11 @@ MEANINGFUL = 0.25  # the first shortened prompt keeps the words at least this im
 POSITION_FALLOFF = 0.25  # the last word counts this much less than the first
 REPEAT_FACTOR = 0.5  # a word said again adds less
 
-_PARAMETERS = re.compile(r"(?:^|\s)(--[a-zA-Z].*)$", re.S)
+_PARAMETERS = re.compile(r"(?:^|\s)((?:--|\u2014)[a-zA-Z].*)$", re.S)  # also "\u2014ar", as phones type "--"
 _URL = re.compile(r"\s*(?:https?://\S+|<https?://\S+>)")
-_PHRASE_END = re.compile(r"[,;.!?|]+(?=\s|$)|\n+")
-_EDGES = re.compile(r"^[^\w]+|[^\w]+$")
+# A run of stops before a space (tried once per run: the look-behind keeps this linear), or a line break.
+_PHRASE_END = re.compile(r"(?<![,;.!?|])[,;.!?|]++(?=\s|$)|\n+")
+_WORD_CHARACTER = re.compile(r"\w")
 
 
 @dataclass
@@ -124,10 +125,19 @@ def _words(text: str) -> list[_Word]:
     words = []
     for phrase, chunk in enumerate(_PHRASE_END.split(text)):
         for token in chunk.split():
-            bare = _EDGES.sub("", token.split("::")[0])
+            bare = _trim(token.split("::")[0])
             if bare:
-                words.append(_Word(_EDGES.sub("", token) if "::" not in token else token, bare, phrase))
+                words.append(_Word(token if "::" in token else _trim(token), bare, phrase))
     return words
+
+
+def _trim(token: str) -> str:
+    """``token`` without the punctuation around it: ``"(cat)"`` -> ``cat``."""
+    first = _WORD_CHARACTER.search(token)
+    if first is None:
+        return ""
+    last = _WORD_CHARACTER.search(token[::-1])
+    return token[first.start() : len(token) - last.start()]
 
 
 def _kind(word: _Word, named: bool) -> float:
@@ -195,7 +205,8 @@ def _subject(words: list[_Word]) -> list[int]:
         framed = words[chunk[-1]].key.lower() in FRAME_WORDS if chunk else False
         if framed and after < len(words) and words[after].key.lower() == "of":
             chunk = [i for i in _chunk(words, after + 1) if words[i].phrase == words[start].phrase] or chunk
-        if any(words[i].key.lower() not in STYLE_WORDS | FRAME_WORDS for i in chunk):
+        if any(words[i].key.lower() not in STYLE_WORDS and words[i].key.lower() not in FRAME_WORDS
+               for i in chunk):
             return chunk
         found = found or chunk
     return found

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -100,6 +101,12 @@ def test_image_urls_stay_at_the_start_and_parameters_at_the_end_untouched():
     assert [word for word, _ in shorten(prompt).tokens][0] == "a"
 
 
+def test_punctuation_around_words_is_dropped_and_phone_dashes_start_parameters():
+    result = shorten('(a red) "cat", [sitting] on a mat!! \u2014ar 3:2 \u2014v 6')
+    assert [word for word, _ in result.tokens] == ["a", "red", "cat", "sitting", "on", "a", "mat"]
+    assert result.prompts[0] == "red cat, sitting mat \u2014ar 3:2 \u2014v 6"
+
+
 def test_a_short_prompt_still_gives_five_prompts_down_to_its_subject():
     assert shorten("a cat").prompts == ["cat"] * 5
     assert shorten("cat --ar 1:1").prompts == ["cat --ar 1:1"] * 5
@@ -111,6 +118,15 @@ def test_a_prompt_with_no_words_fails_saying_so():
         shorten("--ar 16:9 --v 6.1")
     with pytest.raises(ProviderError, match="no words to shorten"):
         shorten(" ,,, ")
+
+
+def test_hostile_prompts_take_linear_time():
+    """Long runs of punctuation and thousands of words: well under a second (quadratic took ~10 s)."""
+    prompt = ("!" * 5000 + "a ") * 3 + " ".join(f"word{i}" for i in range(3000)) + ", " * 500 + "--ar 1:1"
+    start = time.monotonic()
+    result = shorten(prompt)
+    assert time.monotonic() - start < 3
+    assert len(result.tokens) == 3003 and result.prompts[0].endswith(" --ar 1:1")
 
 
 def test_the_same_prompt_gives_the_same_answer_in_another_process():
