@@ -50,6 +50,7 @@ def on_coffee(face: Image.Image, side: int, at: tuple[int, int]) -> Image.Image:
 
 
 def grey(image: Image.Image) -> np.ndarray:
+    """The image's lightness as floats."""
     return np.asarray(image.convert("L"), np.float64)
 
 
