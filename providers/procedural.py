@@ -192,6 +192,13 @@ def _with_setting(scenes: frozenset[str], subject: subjects.Subject | None) -> f
     return scenes | {setting}
 
 
+def subject_of(prompt: str) -> tuple[subjects.Subject | None, str | None]:
+    """The subject a prompt names, and the colour word given to it (if any)."""
+    ordered, _ = _prompt_words(prompt)
+    subject, taken = subjects.find_subject(ordered, _COLOUR_WORDS, _SCENE_VOCABULARY)
+    return subject, next((word for word in ordered if word in taken), None)
+
+
 def _parse_prompt(prompt: str) -> _Spec:
     """Read the colour, scene, subject and mood words of a prompt."""
     ordered, text = _prompt_words(prompt)
