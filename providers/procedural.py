@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
@@ -1715,25 +1716,100 @@ def vary(
 def mix(
     images: Sequence[Image.Image], width: int, height: int, *, seed: int, on_tile: TileCallback | None = None
 ) -> list[Image.Image]:
-    """Blend 2-5 images (cover-cropped to width x height) into four tiles, each a different soft mix."""
+    """Compose 2-5 images into four tiles: the subjects of some set into the scene of another.
+
+    Each tile takes its setting from one input (in turn) and cuts the subject (the region standing out
+    from its own surroundings) out of each of the others, placing them at its own positions and scales
+    with a soft edge and a contact shadow. Subjects and setting are graded towards a shared palette.
+    """
     if not 2 <= len(images) <= 5:
         raise ValueError(f"mix takes 2 to 5 images, got {len(images)}")
     width, height = _check_size(width, height)
     layers = [ImageOps.fit(as_rgb(image), (width, height), Image.Resampling.BICUBIC) for image in images]
     key = _key("mix", int(seed), width, height, *(_fingerprint(layer) for layer in layers))
+    cutouts = [_cutout(layer) for layer in layers]
+    means = np.mean([np.asarray(layer.reduce(8), np.float32).reshape(-1, 3).mean(0) for layer in layers], 0)
 
     def make(index: int) -> Image.Image:
         rng = np.random.default_rng([key, index])
-        weights = _mix_weights(rng, len(layers), index, width / height)
-        image = layers[0]
-        total = weights[0]
-        for layer, weight in zip(layers[1:], weights[1:], strict=True):
-            total = total + weight
-            alpha = Image.fromarray((weight / np.maximum(total, 1e-12) * 255 + 0.5).astype(np.uint8))
-            image = Image.composite(layer, image, alpha.resize((width, height), Image.Resampling.BICUBIC))
-        return image.convert("RGB", _colour_matrix(rng, 0.15))
+        count = len(layers)
+        setting = _towards(layers[index % count], means, 0.12)
+        guests = [(index + k) % count for k in range(1, count)]
+        slots = (np.arange(len(guests)) + 0.5) / len(guests)
+        slots = (slots + rng.uniform(-0.12, 0.12) + (0.18 if index // count % 2 else 0)) % 1
+        canvas = setting
+        for guest, slot in zip(guests, slots.tolist(), strict=True):
+            cut, mask = cutouts[guest]
+            scale = rng.uniform(0.5, 0.8) / len(guests) ** 0.3
+            target_h = max(8, round(height * scale))
+            target_w = max(8, round(cut.width * target_h / cut.height))
+            if target_w > width * 0.9:
+                target_w, target_h = round(width * 0.9), max(8, round(width * 0.9 * cut.height / cut.width))
+            flip = rng.uniform() < 0.5 or index >= count
+            piece, alpha = (im.resize((target_w, target_h), Image.Resampling.BICUBIC) for im in (cut, mask))
+            if flip:
+                piece, alpha = ImageOps.mirror(piece), ImageOps.mirror(alpha)
+            piece = _towards(piece, means, 0.15)
+            x = round(np.clip(slot * width - target_w / 2, 0, width - target_w))
+            y = round(np.clip(height * rng.uniform(0.9, 0.98) - target_h, 0, height - target_h))
+            canvas = _shadowed(canvas, alpha, (x, y))
+            canvas.paste(piece, (x, y), alpha)
+        return canvas.convert("RGB", _colour_matrix(rng, 0.1))
 
     return _each_tile(make, on_tile)
+
+
+def _cutout(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """The part of an image that stands out from its surroundings (its subject), cropped, with a soft mask.
+
+    The background of each row is the colour at its two ends (so skies and horizons drop out); the
+    subject is the largest connected region that differs from it, favouring the middle of the frame.
+    """
+    w, h = image.size
+    gw, gh = max(8, round(64 * w / max(w, h))), max(8, round(64 * h / max(w, h)))
+    small = np.asarray(image.resize((gw, gh), Image.Resampling.BOX), np.float32) / 255
+    rows = (small[:, :2].mean(1) + small[:, -2:].mean(1)) / 2
+    distance = np.linalg.norm(small - rows[:, None], axis=-1)
+    v, u = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    prior = np.exp(-(((u + 0.5) / gw - 0.5) ** 2 + ((v + 0.5) / gh - 0.5) ** 2) / 0.12)
+    score = distance * (0.4 + prior)
+    if score.max() < 0.1:  # nothing stands out (a flat or uniform image): its middle is its subject
+        chosen = (prior > 0.45).astype(np.uint8)
+    else:  # the largest region that stands out, favouring the middle
+        level, _ = cv2.threshold((score / score.max() * 255).astype(np.uint8), 0, 255,
+                                 cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        chosen = (score / score.max() * 255 > max(level, 40)).astype(np.uint8)
+        count, labels, stats, centres = cv2.connectedComponentsWithStats(chosen, connectivity=8)
+        weight = [stats[i, cv2.CC_STAT_AREA] * prior[int(centres[i][1]), int(centres[i][0])]
+                  for i in range(1, count)]
+        best = 1 + int(np.argmax(weight)) if weight else 0
+        if best and stats[best, cv2.CC_STAT_AREA] >= 0.04 * gw * gh:
+            chosen = (labels == best).astype(np.uint8)
+        else:  # only specks stand out (a sun, a star): the middle of the frame is the subject
+            chosen = (prior > 0.45).astype(np.uint8)
+    mask = Image.fromarray(chosen * 255).filter(ImageFilter.MaxFilter(3))
+    mask = mask.filter(ImageFilter.MinFilter(3)).resize((w, h), Image.Resampling.BILINEAR)
+    mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, min(w, h) / 150)))
+    box = mask.point(lambda value: 255 if value > 100 else 0).getbbox() or (0, 0, w, h)
+    return image.crop(box), mask.crop(box)
+
+
+def _towards(image: Image.Image, mean: np.ndarray, amount: float) -> Image.Image:
+    """``image`` with its mean colour moved ``amount`` of the way to ``mean`` (0..255): a shared palette."""
+    own = np.asarray(image.reduce(max(1, min(image.size) // 32)), np.float32).reshape(-1, 3).mean(0)
+    offset = (mean - own) * amount
+    matrix = (1, 0, 0, offset[0], 0, 1, 0, offset[1], 0, 0, 1, offset[2])
+    return image.convert("RGB", tuple(float(v) for v in matrix))
+
+
+def _shadowed(canvas: Image.Image, alpha: Image.Image, at: tuple[int, int]) -> Image.Image:
+    """``canvas`` darkened softly under and behind a piece about to be pasted at ``at`` with ``alpha``."""
+    w, h = canvas.size
+    shadow = Image.new("L", (w, h), 0)
+    drop = max(1, alpha.height // 30)
+    shadow.paste(alpha, (at[0] + drop, at[1] + drop))
+    shadow = shadow.filter(ImageFilter.GaussianBlur(max(2.0, alpha.height / 25))).point(lambda v: v * 0.45)
+    return Image.composite(Image.new("RGB", (w, h), (0, 0, 0)), canvas, shadow)
 
 
 def enrich(image: Image.Image) -> Image.Image:
@@ -1785,45 +1861,3 @@ def _redetail(image: Image.Image, rng: np.random.Generator, amount: float) -> Im
     low += high
     low += (moved - high) * (0.5 * amount)
     return Image.fromarray(np.clip(low + 0.5, 0, 255).astype(np.uint8))
-
-
-def _mix_weights(rng: np.random.Generator, count: int, index: int, aspect: float) -> list[np.ndarray]:
-    """Low-resolution weights (summing to 1) giving every image its own soft region.
-
-    Tile 0 lays the images in parallel bands along a gradient, tile 1 in concentric rings, tile 2
-    in round blobs and tile 3 in noise-warped blobs; each tile also favours some images more.
-    """
-    gh = 48
-    gw = max(8, round(gh * aspect))
-    v, u = np.meshgrid(np.linspace(0, 1, gh), np.linspace(0, aspect, gw), indexing="ij")
-    if index < 2:
-        if index == 0:
-            theta = rng.uniform(0, 2 * np.pi)
-            proj = u * math.cos(theta) + v * math.sin(theta)
-        else:
-            proj = np.hypot(u - rng.uniform(0.2, 0.8) * aspect, v - rng.uniform(0.2, 0.8))
-        step = (proj.max() - proj.min()) / count
-        centres = proj.min() + (rng.permutation(count) + 0.5) * step
-        fields = [-(((proj - centre) / step) ** 2) for centre in centres]
-    else:
-        if index == 3:
-            u = u + 0.35 * _upsample(rng.standard_normal((4, 4), dtype=np.float32), gw, gh)
-            v = v + 0.35 * _upsample(rng.standard_normal((4, 4), dtype=np.float32), gw, gh)
-        anchors = _spread_points(rng, count, aspect)
-        spacing = min(math.dist(a, b) for i, a in enumerate(anchors) for b in anchors[i + 1:])
-        fields = [-((u - ax) ** 2 + (v - ay) ** 2) / spacing**2 for ax, ay in anchors]
-    sharpness = rng.uniform(3, 7)
-    share = rng.dirichlet(np.full(count, 3.0))
-    logits = np.stack([f * sharpness + 0.5 * math.log(p * count) for f, p in zip(fields, share, strict=True)])
-    weights = np.exp(logits - logits.max(0))
-    return list((weights / weights.sum(0)).astype(np.float32))
-
-
-def _spread_points(rng: np.random.Generator, count: int, aspect: float) -> list[tuple[float, float]]:
-    """``count`` well-separated points in the [0, aspect] x [0, 1] frame (greedy farthest-point)."""
-    candidates = np.column_stack([rng.uniform(0.1, 0.9, 64) * aspect, rng.uniform(0.1, 0.9, 64)])
-    chosen = [candidates[0]]
-    for _ in range(count - 1):
-        gaps = np.min([np.hypot(*(candidates - p).T) for p in chosen], axis=0)
-        chosen.append(candidates[int(np.argmax(gaps))])
-    return [(float(x), float(y)) for x, y in chosen]

@@ -181,7 +181,7 @@ _STOPWORDS = set(
     "is are be it its this that very some two three many few one my your his her their our cute little "
     "big small huge tiny giant old young beautiful lovely pretty epic majestic detailed highly ultra "
     "style art artwork scene image picture photo view shot wallpaper background lighting light dark "
-    "bright sunny misty foggy moody dreamy vivid vibrant colorful colourful muted pastel neon mono "
+    "deep bright sunny misty foggy moody dreamy vivid vibrant colorful colourful muted pastel neon mono "
     "render rendering digital concept illustration painting oil sketch pixel realistic watercolor "
     "watercolour poly low high quality masterpiece trending hd uhd k best lots full".split()
 )
@@ -265,7 +265,7 @@ def find_subject(
         if w in table and table[w] in _VOCABULARY and not (w in scene_words and w.endswith("s"))
     ]
     guessed = False
-    if not found:
+    if not found and not set(words) & scene_words:  # a place alone ("deep blue ocean") has no figure
         candidates = [
             (i, w)
             for i, w in enumerate(words)
