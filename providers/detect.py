@@ -45,10 +45,9 @@ def from_parameters(image: Image.Image) -> Found | None:
     fields = imagemeta.read(image)
     if not fields:
         return None
-    subject, colour = procedural.subject_of(fields["prompt"])
+    subject, noun = procedural.subject_of(fields["prompt"])
     if subject is None:
         return None
-    noun = f"{colour} {subject.word}" if colour else subject.word
     if subject.word.endswith("s") and not subject.word.endswith("ss"):
         return Found(noun, subject.family, "parameters")
     return Found(f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}", subject.family, "parameters")

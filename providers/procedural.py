@@ -193,11 +193,18 @@ def _with_setting(scenes: frozenset[str], subject: subjects.Subject | None) -> f
     return scenes | {setting}
 
 
-def subject_of(prompt: str) -> tuple[subjects.Subject | None, str | None]:
-    """The subject a prompt names, and the colour word given to it (if any)."""
+def subject_of(prompt: str) -> tuple[subjects.Subject | None, str]:
+    """The subject a prompt names, and a noun phrase for it: "red fox", "bowl of ramen"."""
     ordered, _ = _prompt_words(prompt)
     subject, taken = subjects.find_subject(ordered, _COLOUR_WORDS, _SCENE_VOCABULARY)
-    return subject, next((word for word in ordered if word in taken), None)
+    if subject is None:
+        return None, ""
+    colour = next((word for word in ordered if word in taken), None)
+    phrase = f"{colour} {subject.word}" if colour else subject.word
+    at = ordered.index(subject.word) if subject.word in ordered else -1
+    if 0 <= at < len(ordered) - 2 and ordered[at + 1] == "of":
+        phrase += f" of {ordered[at + 2]}"
+    return subject, phrase
 
 
 def _parse_prompt(prompt: str) -> _Spec:
@@ -1704,7 +1711,7 @@ def vary(
 
     def make(index: int) -> Image.Image:
         rng = np.random.default_rng([key, index])
-        reach = (0.008 + 0.05 * amount) * min(w, h)
+        reach = (0.004 + 0.02 * amount) * min(w, h)
         nodes = max(1, min(12, min(w, h) // 8))
         image = _warp(source, *(_smooth_field(rng, nodes) * reach for _ in range(2)))
         image = _redetail(image, rng, amount)
@@ -1856,6 +1863,7 @@ def _redetail(image: Image.Image, rng: np.random.Generator, amount: float) -> Im
     high = pixels - low
     dy, dx = (int(v) for v in rng.integers(2, 2 + 3 * step, 2))
     moved = np.roll(high, (dy, dx), (0, 1))
+    moved[:dy], moved[:, :dx] = high[:dy], high[:, :dx]  # nothing wraps round from the far edges
     light = 1 + (0.04 + 0.1 * amount) * _upsample(rng.standard_normal((3, 3)).astype(np.float32), w, h)
     low *= light[..., None]
     low += high
