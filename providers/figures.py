@@ -87,9 +87,23 @@ class Pen:
         """Record where the head is, for hats, helmets and crowns."""
         self.anchors["head"] = (x, y, r)
 
-    def masks(self) -> dict[str, np.ndarray]:
-        """Each drawn layer's coverage, 0..1, at half the drawing size (the pen draws at 2x)."""
-        return {name: np.asarray(image.reduce(2), np.float32) / 255 for name, image in self.layers.items()}
+    def masks(self, margin: int = 2) -> tuple[dict[str, np.ndarray], tuple[int, int, int, int]]:
+        """Each drawn layer's coverage, 0..1, at half the drawing size (the pen draws at 2x), cropped
+        to the box (left, top, right, bottom, in half-size pixels) around everything drawn."""
+        boxes = [box for image in self.layers.values() if (box := image.getbbox())]
+        if not boxes:
+            return {}, (0, 0, 0, 0)
+        w, h = self.width // 2, self.height // 2
+        x0 = max(0, min(b[0] for b in boxes) // 2 - margin)
+        y0 = max(0, min(b[1] for b in boxes) // 2 - margin)
+        x1 = min(w, max(b[2] for b in boxes) // 2 + 1 + margin)
+        y1 = min(h, max(b[3] for b in boxes) // 2 + 1 + margin)
+        crop = (x0 * 2, y0 * 2, x1 * 2, y1 * 2)
+        masks = {
+            name: np.asarray(image.crop(crop).reduce(2), np.float32) / 255
+            for name, image in self.layers.items()
+        }
+        return masks, (x0, y0, x1, y1)
 
 
 def _curve(a: Point, b: Point, c: Point, steps: int = 12) -> list[Point]:

@@ -84,23 +84,22 @@ def pixel(rgb: np.ndarray, subject: np.ndarray | None, rng: np.random.Generator)
 def photo(rgb: np.ndarray, subject: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     """A photograph: the subject in focus against a soft, out-of-focus background, gentle light falloff."""
     _, h, w = rgb.shape
-    soft = _planes(_image(rgb).filter(ImageFilter.GaussianBlur(max(1.5, h / 90))))
+    small = _image(rgb).reduce(2)
+    soft = _planes(
+        small.filter(ImageFilter.GaussianBlur(max(1.0, h / 180))).resize((w, h), Image.Resampling.BILINEAR)
+    )
     if subject is not None and subject.max() > 0:
-        focus = (
-            np.asarray(
-                Image.fromarray((subject * 255).astype(np.uint8))
-                .filter(ImageFilter.MaxFilter(5))
-                .filter(ImageFilter.GaussianBlur(max(1.0, h / 150))),
-                np.float32,
-            )
-            / 255
+        mask = Image.fromarray((subject * 255).astype(np.uint8)).reduce(4).filter(ImageFilter.MaxFilter(3))
+        mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, h / 600))).resize(
+            (w, h), Image.Resampling.BILINEAR
         )
+        focus = np.asarray(mask, np.float32) / 255
     else:  # no subject: focus on the lower middle, where the ground is nearest
         ys = np.linspace(0, 1, h, dtype=np.float32)[:, None]
         focus = np.broadcast_to(np.exp(-(((ys - 0.7) / 0.25) ** 2)), (h, w))
     out = soft + (rgb - soft) * focus
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    falloff = 1 - 0.18 * (((xs / w - 0.5) * 2) ** 2 + ((ys / h - 0.45) * 2) ** 2) / 2
+    ys, xs = np.ogrid[0:h, 0:w]
+    falloff = 1 - 0.09 * (((xs / w - 0.5) * 2) ** 2 + ((ys / h - 0.45) * 2) ** 2).astype(np.float32)
     return out * falloff + 0.02
 
 

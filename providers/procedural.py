@@ -392,6 +392,13 @@ class _Canvas:
         window.h, window.w = y1 - y0, x1 - x0
         return window
 
+    def box(self, x0: int, y0: int, x1: int, y1: int) -> _Canvas:
+        """A window onto the pixels [x0, x1) x [y0, y1); painting it paints here."""
+        window = copy.copy(self)
+        window.rgb, window.xs, window.ys = self.rgb[:, y0:y1, x0:x1], self.xs[:, x0:x1], self.ys[y0:y1]
+        window.h, window.w = y1 - y0, x1 - x0
+        return window
+
     def _resize(self, grid: np.ndarray, width: int, height: int) -> np.ndarray:
         """Bicubic resize of a float grid, from a randomly shifted window so cells never line up."""
         gh, gw = grid.shape
@@ -941,7 +948,11 @@ def _figure(c: _Canvas, spec: _Spec, look: _Look, frame: _Framing, horizon: floa
     figures.modify(pen, subject.modifiers)
     if "ring" in subject.modifiers and "disc" in pen.anchors:
         _ring(pen)
-    masks = pen.masks()
+    masks, (x0, y0, x1, y1) = pen.masks(margin=max(2, c.h // 100))
+    everything = np.zeros((c.h, c.w), np.float32)
+    if not masks:
+        return everything
+    whole, c = c, c.box(x0, y0, x1, y1)  # paint only the window the figure covers
     body_rgb, second_rgb, accent_rgb = (np.array(v, np.float32).reshape(3, 1, 1) / 255
                                         for v in figures.COLOURS[family])
     if subject.colour is not None:
@@ -960,32 +971,33 @@ def _figure(c: _Canvas, spec: _Spec, look: _Look, frame: _Framing, horizon: floa
     dark_rgb = _mix(pal[GROUND_DARK], np.zeros((3, 1, 1), np.float32), 0.75)
     light_rgb = _mix(pal[LIGHT], _WHITE, 0.5)
     colours = {"body": body_rgb, "second": second_rgb, "accent": accent_rgb, "dark": dark_rgb}
-    everything = np.zeros((c.h, c.w), np.float32)
+    covered = everything[y0:y1, x0:x1]
     for layer in ("body", "second", "accent", "dark"):
         if layer in masks:
             c.paint(colours[layer] * (shade if layer != "dark" else 1.0), masks[layer])
-            everything = np.maximum(everything, masks[layer])
+            np.maximum(covered, masks[layer], out=covered)
     if "snow" in subject.modifiers or "snow" in spec.scenes:
-        below = np.zeros_like(everything)
+        below = np.zeros_like(covered)
         off = max(1, int(size * c.px * 0.035))
-        below[off:] = everything[:-off]
-        c.paint(_WHITE * 0.96, np.clip(everything - below, 0, 1) * 0.95)
+        below[off:] = covered[:-off]
+        c.paint(_WHITE * 0.96, np.clip(covered - below, 0, 1) * 0.95)
     if "light" in masks:
         c.paint(light_rgb, masks["light"])
-        everything = np.maximum(everything, masks["light"])
+        np.maximum(covered, masks["light"], out=covered)
     if "glass" in masks:
         glass = masks["glass"]
-        sheen = _smoothstep(0.2, 0.0, np.abs(c.ys - (base - size * 0.85)) / max(size, 1e-3) + 0.0)
+        sheen = _smoothstep(0.2, 0.0, np.abs(c.ys - (base - size * 0.85)) / max(size, 1e-3))
         c.paint(_mix(pal[SKY_TOP], dark_rgb, 0.5), glass * 0.55)
         c.add(_mix(pal[LIGHT], _WHITE, 0.6), glass * (0.15 + 0.35 * sheen))
-        everything = np.maximum(everything, glass)
-    shifted = np.zeros_like(everything)
-    off = max(1, c.h // 160)
+        np.maximum(covered, glass, out=covered)
+    shifted = np.zeros_like(covered)
+    off = max(1, whole.h // 160)
     if light_dir > 0:
-        shifted[off:, :-off] = everything[:-off, off:]
+        shifted[off:, :-off] = covered[:-off, off:]
     else:
-        shifted[off:, off:] = everything[:-off, :-off]
-    c.add(_mix(pal[LIGHT], pal[ACCENT], 0.3), np.clip(everything - shifted, 0, 1) * 0.35)
+        shifted[off:, off:] = covered[:-off, :-off]
+    c.add(_mix(pal[LIGHT], pal[ACCENT], 0.3), np.clip(covered - shifted, 0, 1) * 0.35)
+    c = whole
     _figure_lights(c, pen, subject, size, base, frame)
     if ornament > 0.05:
         _sparkles(c, detail, frame, base, size, ornament)
@@ -1011,14 +1023,17 @@ def _figure_lights(c: _Canvas, pen: figures.Pen, subject: subjects.Subject, size
         x, y, r = pen.anchors.get("eyes", (*pen.anchors.get("head", (0.0, 0.5, 0.1))[:2], 0.03))
         for side in (-1, 1):
             ex, ey = frame_xy(side * x, y)
-            c.add(_mix(c.pal[ACCENT], _WHITE, 0.3), np.exp(-((c.dist(ex, ey) / (r * size * 1.6)) ** 2)) * 0.9)
+            near = c.around(ex, ey, r * size * 4)
+            glow = np.exp(-((near.dist(ex, ey) / (r * size * 1.6)) ** 2))
+            near.add(_mix(c.pal[ACCENT], _WHITE, 0.3), glow * 0.9)
     if "steam" in pen.anchors and "steam" in subject.modifiers:
         x, y, r = pen.anchors["steam"]
         sx, sy = frame_xy(x, y)
-        wisp = np.sin((c.xs - sx) * c.aspect / (r * size) * 9 + (c.ys - sy) / size * 14)
-        rising = _smoothstep(sy, sy - size * 0.45, c.ys) * (c.ys < sy)
-        near = np.exp(-(((c.xs - sx) * c.aspect) / (r * size * 1.2)) ** 2)
-        c.add(_mix(c.pal[LIGHT], _WHITE, 0.7), _smoothstep(0.6, 1.0, wisp) * rising * near * 0.3)
+        w = c.around(sx, sy - size * 0.25, max(size * 0.3, r * size * 3))
+        wisp = np.sin((w.xs - sx) * c.aspect / (r * size) * 9 + (w.ys - sy) / size * 14)
+        rising = _smoothstep(sy, sy - size * 0.45, w.ys) * (w.ys < sy)
+        near = np.exp(-((((w.xs - sx) * c.aspect) / (r * size * 1.2)) ** 2))
+        w.add(_mix(c.pal[LIGHT], _WHITE, 0.7), _smoothstep(0.6, 1.0, wisp) * rising * near * 0.3)
 
 
 def _ring(pen: figures.Pen) -> None:
@@ -1082,7 +1097,10 @@ def _sparkles(c: _Canvas, rng: np.random.Generator, frame: _Framing, base: float
         star = [(math.cos(k * math.pi / 4) * r * (2 if k % 2 == 0 else 0.42),
                  math.sin(k * math.pi / 4) * r * (2 if k % 2 == 0 else 0.42)) for k in range(8)]
         draw.polygon([(px + dx, py + dy) for dx, dy in star], fill=int(rng.uniform(120, 255)))
-    c.add(_mix(c.pal[LIGHT], _WHITE, 0.5), np.asarray(layer, np.float32) / 255 * amount)
+    box = layer.getbbox()
+    if box:
+        window = c.box(*box)
+        window.add(_mix(c.pal[LIGHT], _WHITE, 0.5), np.asarray(layer.crop(box), np.float32) / 255 * amount)
 
 
 # ---------------------------------------------------------------------------------------------
