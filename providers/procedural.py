@@ -1646,28 +1646,40 @@ def repaint(image: Image.Image, mask: Image.Image, settings: Settings | None, *,
     soft = np.asarray(region.filter(ImageFilter.GaussianBlur(feather)), np.float32) / 255
     inside = np.minimum(cover, np.clip((soft - 0.5) * 2, 0, 1) * 0.6 + cover * 0.4)
     alpha = Image.fromarray((inside * 255 + 0.5).astype(np.uint8))
-    ys, xs = np.nonzero(cover > 0.5)
+    box = Image.fromarray(((cover > 0.5) * 255).astype(np.uint8)).getbbox() or (0, 0, w, h)
     text = prompt or (settings.prompt if settings else None)
 
     def make(index: int) -> Image.Image:
         variant = _key("repaint", int(seed), index) % (1 << 62)
+        rng = np.random.default_rng([variant, 2])
+        base = _texture_fill(_context_fill(source, cover), rng)  # what was there, taken out
         if text:
-            base = settings or Settings(prompt=text, seed=int(seed), index=index)
-            spec, look, spread, key = _setup(text, base.seed, base.style, base.chaos, base.stylize,
-                                             base.version)
-            frame = None
-            if len(xs):
-                span = max(ys.max() - ys.min(), (xs.max() - xs.min()) * h / w) / h
-                frame = _Framing(float(xs.mean() / w), _clamp(span / 0.6, 0.3, 1.6), 1 if index % 2 else -1,
-                                 0.0, float(0.72 - ys.max() / h) * 0.5)
-            new = _render(spec, look, key, base.index, spread, _work_size(w, h), (w, h), variant=variant,
-                          jitter=0.5, frame=frame)
-            new = _match_colours(new, source, cover)
-        else:
-            new = _texture_fill(_context_fill(source, cover), np.random.default_rng([variant, 2]))
-        return Image.composite(new, source, alpha)
+            how = settings or Settings(prompt=text, seed=int(seed), index=index)
+            spec, look, spread, key = _setup(text, how.seed, how.style, how.chaos, how.stylize, how.version)
+            coverage: list[Image.Image] = []
+            new = _render(spec, look, key, index, spread, _work_size(w, h), (w, h), variant=variant,
+                          jitter=0.5, coverage=coverage)
+            if coverage[0].getbbox():  # the prompt's subject, fitted into the masked region
+                base = _place(base, *_cut(new, coverage[0]), box, rng)
+            else:  # a prompt with no subject: its scene, graded to the surroundings
+                base = _match_colours(new, source, cover)
+        return Image.composite(base, source, alpha)
 
     return _each_tile(make, None)
+
+
+def _place(canvas: Image.Image, piece: Image.Image, mask: Image.Image, box: tuple[int, int, int, int],
+           rng: np.random.Generator) -> Image.Image:
+    """``piece`` (with ``mask``) scaled to fit ``box`` and stood on its bottom, somewhere along it."""
+    x0, y0, x1, y1 = box
+    scale = min((x1 - x0) / piece.width, (y1 - y0) / piece.height) * rng.uniform(0.75, 0.92)
+    size = (max(1, round(piece.width * scale)), max(1, round(piece.height * scale)))
+    piece, mask = (im.resize(size, Image.Resampling.BICUBIC) for im in (piece, mask))
+    x = round(x0 + (x1 - x0 - size[0]) * rng.uniform(0.3, 0.7))
+    y = round(y1 - size[1] - (y1 - y0) * 0.04)
+    placed = _shadowed(canvas, mask, (x, y))
+    placed.paste(piece, (x, y), mask)
+    return placed
 
 
 def _continue_edges(source: Image.Image, pad: tuple[int, int, int, int]) -> Image.Image:
