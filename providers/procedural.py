@@ -1571,14 +1571,14 @@ def redraw(settings: Settings, width: int, height: int, *, seed: int, strength: 
     spec, look, spread, key = _setup(settings.prompt, settings.seed, settings.style, settings.chaos,
                                      settings.stylize, settings.version)
     work = _work_size(width, height)
-    jitter = 0.4 + 1.6 * _clamp(strength, 0, 1)
+    jitter = 0.3 + 1.0 * _clamp(strength, 0, 1)
 
     def make(index: int) -> Image.Image:
         variant = _key("redraw", int(seed), index) % (1 << 62)
         image = _render(spec, look, key, settings.index, spread, work, (width, height), jitter=jitter,
                         variant=variant)
         rng = np.random.default_rng([variant, 1])
-        reach = (0.003 + 0.012 * strength) * min(width, height)
+        reach = (0.002 + 0.008 * strength) * min(width, height)
         nodes = max(1, min(12, min(width, height) // 8))
         return _warp(image, *(_smooth_field(rng, nodes) * reach for _ in range(2)))
 
