@@ -2,7 +2,9 @@
 
 Usage: .venv/bin/python bench/bench_local_art.py [--runs 7]
 Each figure is the median over ``--runs`` calls (after one warm-up call), cycling through a few
-prompts so that different scenes are covered. Not a pass/fail test: it prints numbers.
+prompts so that different scenes are covered. The budget line paints a quality-1 imagine (four
+1024x1024 tiles) and PNG-encodes the same four tiles as the gateway does, alternately, so both see
+the same machine load; it prints the median of the per-prompt ratios. Not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: the repo root
 procedural = importlib.import_module("providers.procedural")
+imaging = importlib.import_module("imaging")
 analysis = importlib.import_module("providers.analysis")
 
 PROMPTS = (
+    "a red fox in a snowy forest, photorealistic",
+    "a bowl of ramen, studio lighting",
+    "cute cat astronaut",
+    "a lighthouse on a cliff at dusk",
+    "portrait of an old sailor, oil painting",
+    "a medieval castle, pixel art",
+    "an old oak tree, sketch",
+    "a sunflower, low poly",
+    "a bird on a branch, watercolor",
     "a sunset over the mountains",
     "a futuristic city skyline at night",
     "deep blue ocean waves",
@@ -45,6 +57,34 @@ def median_ms(call: Callable[[int], object], runs: int) -> tuple[float, float]:
 def png_ms(tiles: list, runs: int) -> tuple[float, float]:
     """Time to PNG-encode the four tiles as the gateway does (compress_level=1), for context."""
     return median_ms(lambda i: [tile.save(io.BytesIO(), "PNG", compress_level=1) for tile in tiles], runs)
+
+
+def budget(runs: int) -> dict[str, float]:
+    """Paint and encode times for quality-1 imagines, measured side by side (medians over the prompts).
+
+    Wall-clock figures are what a user waits; CPU-time figures (all threads) do not depend on what
+    else the machine is running, so ``cpu_ratio / cores`` estimates the ratio on an idle machine.
+    """
+    wall, cpu = {"paint": [], "encode": [], "ratio": []}, {"paint": [], "encode": [], "ratio": []}
+    procedural.paint_tiles(PROMPTS[0], 1024, 1024, seed=0)  # warm-up
+    for i in range(runs * len(PROMPTS)):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        start, start_cpu = time.perf_counter(), time.process_time()
+        tiles = procedural.paint_tiles(prompt, 1024, 1024, seed=i)
+        painted, painted_cpu = time.perf_counter(), time.process_time()
+        for tile in tiles:
+            imaging.encode(tile, "png")
+        encoded, encoded_cpu = time.perf_counter(), time.process_time()
+        for figures, (a, b, c) in (
+            (wall, (start, painted, encoded)),
+            (cpu, (start_cpu, painted_cpu, encoded_cpu)),
+        ):
+            figures["paint"].append((b - a) * 1000)
+            figures["encode"].append((c - b) * 1000)
+            figures["ratio"].append((b - a) / (c - b))
+    result = {f"wall_{k}": statistics.median(v) for k, v in wall.items()}
+    result.update({f"cpu_{k}": statistics.median(v) for k, v in cpu.items()})
+    return result
 
 
 def main() -> None:
@@ -73,6 +113,20 @@ def main() -> None:
         print(f"  {label:38s} {median:7.1f} ms  ({worst:.1f})")
     median, worst = png_ms(square, runs)
     print(f"  {'for context: PNG-encode 4 x 1024x1024':38s} {median:7.1f} ms  ({worst:.1f})")
+    b = budget(max(1, runs // 3))
+    cores = procedural._THREADS
+    print(
+        f"budget (quality-1 imagine vs Pillow's PNG encode of its 4 tiles, side by side, medians over "
+        f"{len(PROMPTS)} prompts; budget: ratio <= 1.0)"
+    )
+    print(
+        f"  wall clock: imagine {b['wall_paint']:.1f} ms, encode {b['wall_encode']:.1f} ms, "
+        f"ratio {b['wall_ratio']:.2f}"
+    )
+    print(
+        f"  CPU time:   imagine {b['cpu_paint']:.1f} ms, encode {b['cpu_encode']:.1f} ms, ratio "
+        f"{b['cpu_ratio']:.2f}; on {cores} idle core(s): about {b['cpu_ratio'] / cores:.2f}"
+    )
 
 
 if __name__ == "__main__":
