@@ -366,8 +366,8 @@ class ComfyUIProvider(Provider):
                 raise ProviderError(self._execution_error(data))
             if kind == "execution_interrupted":
                 raise ProviderError("The comfyui provider's prompt was interrupted on the server.")
-            if kind == "execution_success" or (kind == "executing" and data.get("node") is None):
-                return None  # /history has (or is about to have) the outputs
+            if kind == "executing" and data.get("node") is None:
+                return None  # sent once the history has the outputs (after execution_success)
             watch.message(kind, data)
             ctx.progress(scaled(watch.percent()))
 
