@@ -204,9 +204,12 @@ class ComfyUIProvider(Provider):
 
     def check(self) -> str:
         """The workflows still load, the server answers, and it has every node class and model they use."""
-        templates = comfyui_templates.load(
-            self.config.get("COMFYUI_WORKFLOWS"), bool(self.config.get("COMFYUI_UPSCALE_MODEL"))
-        )
+        try:
+            templates = comfyui_templates.load(
+                self.config.get("COMFYUI_WORKFLOWS"), bool(self.config.get("COMFYUI_UPSCALE_MODEL"))
+            )
+        except comfyui_templates.TemplateError as exc:
+            raise ProviderError(f"The comfyui provider's workflows cannot be used: {exc}") from None
         ctx = self.http.check_context()
         stats = self.http.json("GET", "/system_stats", ctx, retries=0)
         version = (stats.get("system") or {}).get("comfyui_version") if isinstance(stats, dict) else None

@@ -92,8 +92,6 @@ class Template:
             for target in self.bindings.get(name, []):
                 for input_name, part in zip(target.inputs, parts, strict=True):
                     graph[target.node]["inputs"][input_name] = part
-        for graph_node in graph.values():
-            graph_node.pop("_meta", None)
         return graph
 
     def value(self, name: str) -> Any:

@@ -126,6 +126,9 @@ class Latent:
     mask: Image.Image | None = None
 
 
+CALL = web.RequestKey("call", Call)
+
+
 class FakeComfyUI:
     """ComfyUI's API on 127.0.0.1, with the routes and messages the comfyui provider uses."""
 
@@ -255,7 +258,7 @@ class FakeComfyUI:
                     call.form[name + ".filename"] = value.filename
                 else:
                     call.form[name] = str(value)
-        request["call"] = call
+        request[CALL] = call
         self.calls_seen.append(call)
         for name, value in self.required_headers.items():
             if request.headers.get(name) != value:
@@ -283,7 +286,7 @@ class FakeComfyUI:
         return ws
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
-        body = request["call"].json
+        body = request[CALL].json
         if not isinstance(body, dict) or "prompt" not in body:
             error = {
                 "type": "no_prompt",
@@ -312,7 +315,7 @@ class FakeComfyUI:
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
-        body = request["call"].json or {}
+        body = request[CALL].json or {}
         with self.mutex:
             if body.get("clear"):
                 self.queue = []
@@ -324,7 +327,7 @@ class FakeComfyUI:
         return web.Response(status=200)
 
     async def _interrupt(self, request: web.Request) -> web.Response:
-        body = request["call"].json if isinstance(request["call"].json, dict) else {}
+        body = request[CALL].json if isinstance(request[CALL].json, dict) else {}
         self.interrupts.append(body)
         with self.mutex:
             running = [item[1] for item in self.running.values()]
@@ -339,7 +342,7 @@ class FakeComfyUI:
         return web.json_response({prompt_id: entry} if entry is not None else {})
 
     async def _upload(self, request: web.Request) -> web.Response:
-        call: Call = request["call"]
+        call: Call = request[CALL]
         if "image" not in call.files or not call.form.get("image.filename"):
             return web.Response(status=400)
         subfolder = call.form.get("subfolder", "")
