@@ -514,3 +514,126 @@ def test_describe_goes_to_the_local_provider_unless_another_is_chosen(caplog, co
 def test_a_bad_comfyui_url_stops_start_up():
     with pytest.raises(ValueError, match="APIFRAME_COMFYUI_URL must be an http"):
         Providers(provider_settings(PROVIDER="comfyui", COMFYUI_URL="127.0.0.1:8188"))
+
+
+# ---- through the gateway -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway(settings, comfy):
+    """The app's settings pointing at the fake ComfyUI (ask for this before ``api``)."""
+    settings.update(
+        PROVIDER="comfyui",
+        COMFYUI_URL=comfy.url,
+        COMFYUI_POLL_INTERVAL=0.02,
+        PROVIDER_RETRIES=1,
+        PROVIDER_BACKOFF=0.01,
+        PROVIDER_CONNECT_TIMEOUT=1.0,
+    )
+    return comfy
+
+
+def balance(api) -> int:
+    return api.get("/v1/account").get_json()["account"]["credits"]["remaining"]
+
+
+def wait_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_cancelling_a_running_job_interrupts_its_prompt_and_refunds(gateway, api):
+    gateway.step_seconds = 1.0
+    before = balance(api)
+    job = api.submit("/v1/imagine", {"prompt": "a slow fox", "quality": 0.25})
+    prompt_id = gateway.wait_until_running()
+    api.wait(job["id"], until=("processing",))
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").get_json()["job"]["status"] == "cancelled"
+    wait_for(lambda: gateway.interrupts)
+    assert gateway.interrupts == [{"prompt_id": prompt_id}] and not gateway.deleted
+    wait_for(lambda: prompt_id in gateway.history)
+    assert gateway.history[prompt_id]["status"]["status_str"] == "error"
+    assert api.job(job["id"])["status"] == "cancelled" and balance(api) == before
+
+
+def test_cancelling_a_job_whose_prompt_waits_in_the_queue_deletes_it(gateway, api):
+    gateway.paused.set()  # another client's prompt holds the server
+    before = balance(api)
+    job = api.submit("/v1/imagine", {"prompt": "a patient fox", "quality": 0.25})
+    prompt_id = gateway.wait_until_queued()
+    api.post(f"/v1/jobs/{job['id']}/cancel")
+    wait_for(lambda: gateway.deleted)
+    assert gateway.deleted == [prompt_id] and not gateway.interrupts and not gateway.queue
+    assert api.job(job["id"])["status"] == "cancelled" and balance(api) == before
+
+
+REFUSED = (
+    "The comfyui provider refused the workflow: Prompt outputs failed validation. "
+    "node 1 (CheckpointLoaderSimple): Value not in list: ckpt_name: 'gone.safetensors' not in"
+)
+FAILED = "The comfyui provider's workflow failed in node 5 (KSampler): CUDA out of memory."
+UNREACHABLE = "The comfyui provider could not be reached (connection failed), 2 times; giving up."
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("node_errors", REFUSED),
+        ("execution_error", FAILED),
+        ("down", UNREACHABLE),
+        ("down mid-job", UNREACHABLE),
+    ],
+)
+def test_a_failing_comfyui_fails_the_job_with_its_reason_and_refunds(gateway, app, api, breakage, message):
+    before = balance(api)
+    if breakage == "node_errors":
+        app.config["COMFYUI_CHECKPOINT"] = "gone.safetensors"  # the provider reads the app's settings
+    if breakage == "execution_error":
+        gateway.fail_class = "KSampler"
+    if breakage == "down":
+        gateway.close()
+    if breakage == "down mid-job":
+        gateway.step_seconds = 0.3
+    job = api.submit("/v1/imagine", {"prompt": "a red fox", "quality": 0.25})
+    if breakage == "down mid-job":
+        gateway.wait_until_running()
+        api.wait(job["id"], until=("processing",))
+        gateway.close()
+    done = api.wait(job["id"])
+    assert done["status"] == "failed" and done["imageUrl"] is None
+    assert done["error"].startswith(message), done["error"]
+    assert balance(api) == before
+
+
+def test_a_socket_that_drops_mid_job_still_succeeds_through_history(gateway, api):
+    gateway.step_seconds = 0.05
+    gateway.drop_socket_after = 5
+    job = api.wait(api.submit("/v1/imagine", {"prompt": "a red fox", "quality": 0.25})["id"])
+    assert job["status"] == "succeeded" and len(job["imageUrls"]) == 4
+    assert gateway.calls("/queue", "GET") and len(gateway.calls("/view")) == 4
+
+
+@pytest.fixture
+def house_style(settings, tmp_path):
+    """A workflow directory with the operator's own imagine graph (ask for this before ``api``)."""
+    graph = default("imagine")
+    graph["5"]["inputs"].update(steps=12, cfg=4.5, sampler_name="dpmpp_2m", scheduler="karras")
+    graph["7"]["inputs"]["filename_prefix"] = "house-style/fox"
+    settings["COMFYUI_WORKFLOWS"] = write(tmp_path / "workflows", "imagine.json", graph)
+
+
+def test_a_custom_workflow_directory_through_the_gateway(gateway, house_style, api):
+    job = api.wait(
+        api.submit("/v1/imagine", {"prompt": "a red fox", "aspectRatio": "16:9", "quality": 0.25})["id"]
+    )
+    assert job["status"] == "succeeded"
+    sent = sent_graph(gateway)["5"]["inputs"]
+    assert (sent["steps"], sent["cfg"], sent["sampler_name"], sent["scheduler"]) == (
+        12,
+        4.5,
+        "dpmpp_2m",
+        "karras",
+    )
+    assert {call.query["subfolder"] for call in gateway.calls("/view")} == {"house-style"}
