@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -260,7 +261,6 @@ def test_comfyui_going_down_mid_job_fails_the_job(comfy):
     comfy.step_seconds = 0.2
     ctx = Ctx()
     provider = make(comfy)
-    import threading
 
     def stop_when_running():
         comfy.wait_until_running()
@@ -272,6 +272,14 @@ def test_comfyui_going_down_mid_job_fails_the_job(comfy):
     with pytest.raises(ProviderError, match="comfyui provider could not be reached"):
         provider.run("imagine", imagine_request(), ctx)
     assert time.monotonic() - started < 8
+
+
+def test_a_prompt_lost_by_a_restarted_comfyui_fails_the_job(comfy):
+    comfy.step_seconds = 0.3
+    threading.Timer(0.4, comfy.restart).start()
+    with pytest.raises(ProviderError, match="lost the prompt: it is neither queued, running nor in"):
+        make(comfy).run("imagine", imagine_request(), Ctx())
+    assert comfy.calls("/queue", "GET") and not comfy.history
 
 
 def test_cancel_interrupts_our_running_prompt(comfy):

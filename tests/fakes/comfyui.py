@@ -155,6 +155,7 @@ class FakeComfyUI:
         self.number = 0
         self.counter = 0
         self.files_saved = 0
+        self.forgetting: set[str] = set()  # prompts a restart lost: they leave no history
         self.interrupt_flag = threading.Event()
         self.mutex = threading.Condition()
         self.closed = threading.Event()
@@ -202,6 +203,17 @@ class FakeComfyUI:
                     return self.queue[0][1]
             time.sleep(0.01)
         raise AssertionError("no prompt was queued")
+
+    def restart(self) -> None:
+        """Lose every prompt, running, queued or done, and every socket, as a restarted ComfyUI does."""
+        with self.mutex:
+            self.queue = []
+            self.history = {}
+            self.forgetting = {item[1] for item in self.running.values()}
+        self.interrupt_flag.set()
+        for ws in list(self.sockets.values()):
+            asyncio.run_coroutine_threadsafe(ws.close(), self.loop).result(5)
+        self.sockets.clear()
 
     def close(self) -> None:
         """Stop serving (ComfyUI is down); running prompts end."""
@@ -587,6 +599,8 @@ class FakeComfyUI:
             status, outputs, messages = self._execute(item)
             with self.mutex:
                 self.running.pop(task, None)
+                if item[1] in self.forgetting:
+                    continue
                 self.history[item[1]] = {
                     "prompt": list(item[:5]),
                     "outputs": outputs,
