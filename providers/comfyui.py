@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import websocket
 from PIL import Image
@@ -217,7 +217,7 @@ class ComfyUIProvider(Provider):
         if not isinstance(devices, list):
             raise ProviderError("The comfyui provider sent an unexpected answer to /system_stats.")
         for node_class in sorted(set().union(*(t.classes() for t in templates.values()))):
-            info = self.http.json("GET", f"/object_info/{node_class}", ctx, retries=0)
+            info = self.http.json("GET", f"/object_info/{quote(node_class)}", ctx, retries=0)
             if not isinstance(info, dict) or node_class not in info:
                 raise ProviderError(
                     f"The comfyui provider has no node {node_class!r}, which the workflows use "
