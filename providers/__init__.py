@@ -239,7 +239,7 @@ def register(cls: type[Provider]) -> type[Provider]:
 
 
 def _load_builtin() -> None:
-    # noqa: F401 below: the modules register themselves
+    # Importing the modules registers their providers.
     from providers import apiframe, comfyui, local, mjproxy, openai_images, sdwebui  # noqa: F401
 
 
