@@ -91,6 +91,14 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SDWEBUI_UPSCALER": ("APIFRAME_SDWEBUI_UPSCALER", str),
     "SDWEBUI_INTERROGATORS": ("APIFRAME_SDWEBUI_INTERROGATORS", str),
     "SDWEBUI_POLL_INTERVAL": ("APIFRAME_SDWEBUI_POLL_INTERVAL", float),
+    "COMFYUI_URL": ("APIFRAME_COMFYUI_URL", str),
+    "COMFYUI_HEADERS": ("APIFRAME_COMFYUI_HEADERS", str),
+    "COMFYUI_CHECKPOINT": ("APIFRAME_COMFYUI_CHECKPOINT", str),
+    "COMFYUI_WORKFLOWS": ("APIFRAME_COMFYUI_WORKFLOWS", str),
+    "COMFYUI_UPSCALE_MODEL": ("APIFRAME_COMFYUI_UPSCALE_MODEL", str),
+    "COMFYUI_NEGATIVE_PROMPT": ("APIFRAME_COMFYUI_NEGATIVE_PROMPT", str),
+    "COMFYUI_TIMEOUT": ("APIFRAME_COMFYUI_TIMEOUT", float),
+    "COMFYUI_POLL_INTERVAL": ("APIFRAME_COMFYUI_POLL_INTERVAL", float),
     "OPENAI_BASE_URL": ("APIFRAME_OPENAI_BASE_URL", str),
     "OPENAI_API_KEY": ("APIFRAME_OPENAI_API_KEY", str),
     "OPENAI_IMAGE_MODEL": ("APIFRAME_OPENAI_IMAGE_MODEL", str),
@@ -155,6 +163,14 @@ DEFAULTS: dict[str, Any] = {
     "SDWEBUI_UPSCALER": "R-ESRGAN 4x+",
     "SDWEBUI_INTERROGATORS": "clip,deepdanbooru",
     "SDWEBUI_POLL_INTERVAL": 1.0,
+    "COMFYUI_URL": "http://127.0.0.1:8188",
+    "COMFYUI_HEADERS": None,  # JSON object or "Name: value" lines, for an authenticating reverse proxy
+    "COMFYUI_CHECKPOINT": None,  # the default workflows' own (v1-5-pruned-emaonly.safetensors)
+    "COMFYUI_WORKFLOWS": None,  # directory of OPERATION.json files replacing the defaults
+    "COMFYUI_UPSCALE_MODEL": None,  # upscale with this model (UpscaleModelLoader) instead of image scaling
+    "COMFYUI_NEGATIVE_PROMPT": None,  # the workflows' own
+    "COMFYUI_TIMEOUT": 60.0,  # read timeout of one HTTP call (a generation is followed, not awaited)
+    "COMFYUI_POLL_INTERVAL": 1.0,  # seconds between /history polls when the websocket is down
     "OPENAI_BASE_URL": "https://api.openai.com/v1",
     "OPENAI_API_KEY": None,
     "OPENAI_IMAGE_MODEL": "gpt-image-1",

@@ -7,6 +7,7 @@ the deadline through the JobContext it is given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +17,8 @@ from PIL import Image
 
 import imaging
 from providers import procedural
+
+log = logging.getLogger(__name__)
 
 # The operations a provider can implement. Several API operations may run as one of these (pan and
 # zoom both run as outpaint); operations.py says which.
@@ -199,6 +202,8 @@ class Provider:
     name = ""
     operations: frozenset[str] = frozenset()
     required_settings: tuple[str, ...] = ()  # config keys that must be set (APIFRAME_<key> in the env)
+    # Operations the backend cannot do that go to another provider unless APIFRAME_PROVIDER_<OP> says.
+    elsewhere: Mapping[str, str] = {}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         for key in self.required_settings:
@@ -235,7 +240,8 @@ def register(cls: type[Provider]) -> type[Provider]:
 
 
 def _load_builtin() -> None:
-    from providers import apiframe, local, mjproxy, openai_images, sdwebui  # noqa: F401  (register themselves)
+    # Importing the modules registers their providers.
+    from providers import apiframe, comfyui, local, mjproxy, openai_images, sdwebui  # noqa: F401
 
 
 def create(name: str, config: Mapping[str, Any], variable: str = "APIFRAME_PROVIDER") -> Provider:
@@ -263,7 +269,8 @@ class Providers:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         chosen = {"": config["PROVIDER"]}
-        chosen.update({op: config.get(f"PROVIDER_{op.upper()}") or config["PROVIDER"] for op in OPERATIONS})
+        chosen.update({op: config.get(f"PROVIDER_{op.upper()}") or _default_for(op, config)
+                       for op in OPERATIONS})  # fmt: skip
         instances: dict[str, Provider] = {}
         for operation, name in chosen.items():
             variable = f"APIFRAME_PROVIDER_{operation.upper()}" if operation else "APIFRAME_PROVIDER"
@@ -287,6 +294,20 @@ class Providers:
             if id(provider) not in answers:
                 answers[id(provider)] = _check(provider)
         return {operation: answers[id(provider)] for operation, provider in self.by_operation.items()}
+
+
+def _default_for(operation: str, config: Mapping[str, Any]) -> str:
+    """APIFRAME_PROVIDER, or the provider it hands ``operation`` to when it cannot do it (said in the log)."""
+    name = config["PROVIDER"]
+    _load_builtin()
+    other = REGISTRY[name].elsewhere.get(operation) if name in REGISTRY else None
+    if other is None:
+        return name
+    log.info(
+        "%s: the %s provider cannot %s, so the %s provider does (set APIFRAME_PROVIDER_%s to choose another)",
+        operation, name, operation, other, operation.upper(),
+    )  # fmt: skip
+    return other
 
 
 def _check(provider: Provider) -> Health:

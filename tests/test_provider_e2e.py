@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import image_bytes
 from fakes.apiframe import FakeApiframe
+from fakes.comfyui import FakeComfyUI
 from fakes.mjproxy import FakeMidjourneyProxy
 from fakes.openai import FakeOpenAI
 from fakes.sdwebui import FakeSdWebUI
@@ -45,11 +46,16 @@ def apiframe(fake: FakeApiframe) -> dict:
     }
 
 
+def comfyui(fake: FakeComfyUI) -> dict:
+    return {"PROVIDER": "comfyui", "COMFYUI_URL": fake.url, "COMFYUI_POLL_INTERVAL": 0.02}
+
+
 ADAPTERS = {
     "sdwebui": (FakeSdWebUI, sdwebui),
     "openai": (FakeOpenAI, openai),
     "midjourney-proxy": (FakeMidjourneyProxy, mjproxy),
     "apiframe": (FakeApiframe, apiframe),
+    "comfyui": (FakeComfyUI, comfyui),
 }
 
 
@@ -105,7 +111,10 @@ def test_every_operation_through_the_api(backend, api, files, app):
     with app.app_context():
         stored = Job.get_by_id(uuid.UUID(imagined["id"]))
         assert stored.provider == name
-        assert stored.seed == (1234567 if name == "sdwebui" else None)  # the seed the web UI reported
+        if name == "comfyui":  # the seed sent in the workflow
+            assert stored.seed == fake.prompts()[0]["5"]["inputs"]["seed"]
+        else:
+            assert stored.seed == (1234567 if name == "sdwebui" else None)  # the seed the web UI reported
     assert_backend_saw_the_chain(name, fake, stored.provider_ref, photo, others)
 
 
@@ -120,6 +129,12 @@ def assert_backend_saw_the_chain(
             "/sdapi/v1/img2img",
         ]
         assert fake.calls("/sdapi/v1/interrogate") and len(fake.calls("/sdapi/v1/img2img")) == 2
+    elif name == "comfyui":  # describe went to the local provider: ComfyUI has no describe node
+        loaders = [{n["class_type"] for n in graph.values()} for graph in fake.prompts()]
+        assert [("EmptyLatentImage" in c, "ImageScaleBy" in c, "VAEEncode" in c) for c in loaders] == [
+            (True, False, False), (False, True, False), (False, False, True), (False, False, True)
+        ]  # fmt: skip
+        assert len(fake.calls("/upload/image")) == 3
     elif name == "openai":
         assert len(fake.calls("/v1/images/generations")) == 1 and len(fake.calls("/v1/images/edits")) == 2
         assert fake.calls("/v1/chat/completions")

@@ -50,7 +50,7 @@ def test_an_operation_can_be_routed_to_its_own_provider(sd):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"PROVIDER": "dalle"}, "APIFRAME_PROVIDER: unknown provider 'dalle'; known: apiframe, local, "),
+        ({"PROVIDER": "dalle"}, "APIFRAME_PROVIDER: unknown provider 'dalle'; known: apiframe, comfyui, "),
         ({"PROVIDER_UPSCALE": "magic"}, "APIFRAME_PROVIDER_UPSCALE: unknown provider 'magic'"),
         ({"PROVIDER": "sdwebui"}, "APIFRAME_SDWEBUI_URL must be set to use the sdwebui provider"),
         ({"PROVIDER_DESCRIBE": "openai"}, "APIFRAME_OPENAI_API_KEY must be set to use the openai provider"),

@@ -273,5 +273,7 @@ def provider_settings(**overrides: Any) -> dict[str, Any]:
         "OPENAI_TIMEOUT": 5.0,
         "MJPROXY_TIMEOUT": 5.0,
         "APIFRAME_TIMEOUT": 5.0,
+        "COMFYUI_TIMEOUT": 5.0,
+        "COMFYUI_POLL_INTERVAL": 0.02,
     }
     return {**config.DEFAULTS, **fast, **overrides}
