@@ -21,6 +21,7 @@ import errors
 import health
 import models
 import ratelimit
+import roles
 import storage
 import webhooks
 from providers import Providers
@@ -43,17 +44,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)
     app.register_blueprint(api.bp)
-    app.register_blueprint(storage.bp)
+    storage.init_app(app)
     health.init_app(app)
     console.init_app(app, api.bp)
     app.register_blueprint(docs.bp)
     cli.init_app(app)
+    roles.init_app(app)
 
     app.extensions["apiframe.providers"] = Providers(app.config)
     pool = JobPool(app)
     app.extensions["apiframe.pool"] = pool
     sender = webhooks.init_app(app)
-    if app.config["START_WORKERS"]:
+    if roles.runs_background(app):
         if click.get_current_context(silent=True) is None:
             # serving: start now, so jobs and webhooks left by a previous run resume at once
             pool.start()

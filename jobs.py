@@ -11,6 +11,7 @@ from typing import Any
 from flask import current_app
 
 import credits
+import wakeup
 from config import COSTS
 from errors import insufficient_credits, not_found, validation_error
 from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
@@ -277,6 +278,7 @@ def submit(
         with db.atomic():
             _insert.execute(**{field.name: job.__data__.get(field.name) for field in _INSERTED})
             credits.debit(account.id, cost, job)
+            wakeup.announce("job")  # idle workers in every process, once this commits
     except credits.InsufficientCredits:
         balance = credits.balance(account.id)
         raise insufficient_credits(
@@ -308,6 +310,7 @@ def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields
             credits.refund(job, f"{job.type} job {status.replace('_', ' ')}")
         if job.webhook_url:
             WebhookDelivery.create(job=job.id, created_at=job.completed_at, next_attempt_at=job.completed_at)
+            wakeup.announce("webhook")
     for hook in finished_hooks:
         try:
             hook(job)
