@@ -86,6 +86,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_TIMEOUT": ("APIFRAME_WEBHOOK_TIMEOUT", float),
     "WEBHOOK_THREADS": ("APIFRAME_WEBHOOK_THREADS", int),
     "HEALTH_CACHE_SECONDS": ("APIFRAME_HEALTH_CACHE_SECONDS", float),
+    "DISPATCH_INTERVAL": ("APIFRAME_DISPATCH_INTERVAL", float),
     # Scale-out: shared image storage, process roles, wake-up across processes, a proxy in front.
     "STORAGE_URL": ("APIFRAME_STORAGE_URL", str),
     "S3_ENDPOINT_URL": ("APIFRAME_S3_ENDPOINT_URL", str),

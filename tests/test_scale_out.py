@@ -18,35 +18,7 @@ from conftest import Api, stop_background, wait_until
 from models import Account, Job
 from servers import Server, cli, environment, free_port
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/{name}"
 REDIS = "redis://127.0.0.1:6379/14"
-
-
-def _admin():
-    connection = psycopg2.connect(POSTGRES.format(name="test"))
-    connection.autocommit = True
-    return connection
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database for one test."""
-    name = f"apiframe_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = _admin()
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    yield POSTGRES.format(name=name)
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cursor.execute(f"DROP DATABASE {name}")
-    admin.close()
 
 
 @pytest.fixture
