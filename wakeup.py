@@ -79,7 +79,12 @@ class Listener:
             except psycopg2.Error as exc:
                 failures = 0 if self.listening.is_set() else failures + 1
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
-                log.warning("%s: %s; listening again in %gs (polling meanwhile)", self.channel, exc, delay)
+                log.warning(
+                    "%s: %s; listening again in %gs (polling meanwhile)",
+                    self.channel,
+                    str(exc).strip(),
+                    delay,
+                )
                 self.listening.clear()
                 self._stopping.wait(delay)
 
