@@ -4,6 +4,8 @@ A LeasedDispatcher is one process's dispatcher thread and ThreadPoolExecutor. Th
 due rows with one compare-and-swap UPDATE each, so no two threads or processes ever hold the same
 row, and hands them to the executor. The process renews a lease on the rows it holds; a row whose
 lease ran out belongs to a process that died, and is claimed again. Stopping hands rows back at once.
+The dispatcher polls every DISPATCH_INTERVAL; on PostgreSQL a wakeup.Listener also wakes it as soon as
+any process commits new work.
 Rows have ``lease_owner``, ``lease_token`` and ``lease_expires`` columns.
 """
 
