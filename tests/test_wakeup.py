@@ -98,7 +98,7 @@ def test_the_listener_reconnects_when_its_connection_is_lost(nodes, postgres_url
 def test_without_wakeup_a_job_waits_for_the_next_poll(nodes, postgres_url):
     web, key, start_worker = nodes
     start_worker(APIFRAME_WAKEUP="false")
-    time.sleep(1)  # the worker's first dispatch has run
+    time.sleep(2)  # the worker's first dispatch has run
     assert _listeners(postgres_url) == 0
     job_id = _submit(web, key)
     time.sleep(3)
