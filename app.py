@@ -20,6 +20,7 @@ import errors
 import health
 import models
 import ratelimit
+import roles
 import storage
 import webhooks
 import workers
@@ -42,16 +43,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)
     api.init_app(app)
-    app.register_blueprint(storage.bp)
+    storage.init_app(app)
     health.init_app(app)
     console.init_app(app, api.BLUEPRINTS)
     app.register_blueprint(docs.bp)
     cli.init_app(app)
+    roles.init_app(app)
 
     app.extensions[PROVIDERS] = Providers(app.config)
     pool = workers.init_app(app)
     sender = webhooks.init_app(app)
-    if app.config["START_WORKERS"]:
+    if roles.runs_background(app):
         if click.get_current_context(silent=True) is None:
             # serving: start now, so jobs and webhooks left by a previous run resume at once
             pool.start()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 import accounts
 import credits
+import storage
 import webhooks
 from auth import SHOWN_PREFIX_LENGTH, revoke
 from auth import create_key as mint_key
@@ -19,6 +22,7 @@ users = AppGroup("users", help="Manage accounts.")
 keys = AppGroup("keys", help="Manage API keys.")
 webhook_commands = AppGroup("webhooks", help="Manage webhook signing secrets.")
 providers = AppGroup("providers", help="Inspect the configured providers.")
+storage_commands = AppGroup("storage", help="Manage image storage.")
 
 
 def _account(email: str) -> Account:
@@ -121,6 +125,20 @@ def check_providers() -> None:
         raise click.exceptions.Exit(1)
 
 
+@storage_commands.command("import")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.option("--overwrite", is_flag=True, help="Copy images the storage already has, too.")
+def import_images(data_dir: Path | None, overwrite: bool) -> None:
+    """Copy the images of a data directory (by default this one's) into the configured storage."""
+    source = storage.LocalStorage(((data_dir or Path(current_app.config["DATA_DIR"])) / "images").resolve())
+    target = storage.current()
+    if isinstance(target, storage.LocalStorage) and target.root.resolve() == source.root:
+        raise click.ClickException(f"the images in {source.root} are already the configured storage")
+    copied, skipped = storage.copy_images(source, target, overwrite=overwrite)
+    click.echo(f"copied {copied} images from {source.describe()} to {target.describe()}")
+    click.echo(f"{skipped} images were there already")
+
+
 @click.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (also done whenever the app starts)."""
@@ -133,4 +151,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(keys)
     app.cli.add_command(webhook_commands)
     app.cli.add_command(providers)
+    app.cli.add_command(storage_commands)
     app.cli.add_command(init_db)

@@ -72,6 +72,15 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_TIMEOUT": ("APIFRAME_WEBHOOK_TIMEOUT", float),
     "WEBHOOK_THREADS": ("APIFRAME_WEBHOOK_THREADS", int),
     "HEALTH_CACHE_SECONDS": ("APIFRAME_HEALTH_CACHE_SECONDS", float),
+    "DISPATCH_INTERVAL": ("APIFRAME_DISPATCH_INTERVAL", float),
+    # Scale-out: shared image storage, process roles, wake-up across processes, a proxy in front.
+    "STORAGE_URL": ("APIFRAME_STORAGE_URL", str),
+    "S3_ENDPOINT_URL": ("APIFRAME_S3_ENDPOINT_URL", str),
+    "S3_PRESIGN": ("APIFRAME_S3_PRESIGN", _bool),
+    "PUBLIC_IMAGE_URL": ("APIFRAME_PUBLIC_IMAGE_URL", str),
+    "ROLE": ("APIFRAME_ROLE", str),
+    "WAKEUP": ("APIFRAME_WAKEUP", _bool),
+    "PROXY_FIX": ("APIFRAME_PROXY_FIX", int),
     # Providers: which one does each operation, and how they reach their backends.
     **{f"PROVIDER_{op}": (f"APIFRAME_PROVIDER_{op}", str) for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": ("APIFRAME_PROVIDER_CONNECT_TIMEOUT", float),
@@ -145,6 +154,13 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT": 10.0,
     "WEBHOOK_THREADS": 4,
     "HEALTH_CACHE_SECONDS": 30.0,  # /healthz asks the providers at most this often
+    "STORAGE_URL": None,  # file:// the data directory's images
+    "S3_ENDPOINT_URL": None,  # AWS itself when unset
+    "S3_PRESIGN": False,  # serve S3 images by redirecting to a presigned URL instead of streaming them
+    "PUBLIC_IMAGE_URL": None,  # image URLs point here (a public bucket or CDN) instead of PUBLIC_URL/images
+    "ROLE": "all",  # web: serve HTTP with no job pool or webhook sender (`flask --app app worker` runs them)
+    "WAKEUP": True,  # on PostgreSQL, LISTEN/NOTIFY wakes idle workers in every process when a job arrives
+    "PROXY_FIX": 0,  # how many proxies in front set X-Forwarded-For/-Proto/-Host/-Prefix (0: trust none)
     **{f"PROVIDER_{op}": None for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": 5.0,
     "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 5xx or 429
@@ -193,6 +209,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 IMAGE_FORMATS = ("png", "webp", "jpeg")
+ROLES = ("all", "web")  # what a served process runs besides HTTP; `flask --app app worker` is the worker role
 
 
 def load(test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -223,6 +240,14 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
     settings["PUBLIC_URL"] = settings["PUBLIC_URL"].rstrip("/")
     if not settings["SECRET_KEY"]:
         settings["SECRET_KEY"] = _stored_secret(data_dir / "secret_key")
+    if not settings["STORAGE_URL"]:
+        settings["STORAGE_URL"] = f"file://{data_dir / 'images'}"
+    if settings["PUBLIC_IMAGE_URL"]:
+        settings["PUBLIC_IMAGE_URL"] = settings["PUBLIC_IMAGE_URL"].rstrip("/")
+    if settings["ROLE"] not in ROLES:
+        raise ValueError(f"APIFRAME_ROLE must be one of {', '.join(ROLES)}")
+    if settings["PROXY_FIX"] < 0:
+        raise ValueError("APIFRAME_PROXY_FIX must not be negative")
     settings["IMAGE_FORMAT"] = settings["IMAGE_FORMAT"].lower()
     if settings["IMAGE_FORMAT"] not in IMAGE_FORMATS:
         raise ValueError(f"APIFRAME_IMAGE_FORMAT must be one of {', '.join(IMAGE_FORMATS)}")

@@ -48,7 +48,6 @@ def fetch_image(url: str, field: str, ctx: JobContext) -> Image.Image:
 def parent_tile(parent: Job, index: int) -> Image.Image:
     """Load tile ``index`` (1-4) of a finished job from storage."""
     try:
-        with Image.open(storage.image_path(parent.id, parent.tiles[index - 1])) as image:
-            return imaging.flatten(image.copy())
-    except (OSError, IndexError, TypeError):
+        return imaging.flatten(storage.load_image(parent.id, parent.tiles[index - 1]))
+    except (OSError, LookupError, TypeError):  # storage.MissingImage is a LookupError
         raise InputError(f"Image {index} of job {parent.id} is no longer available.") from None

@@ -12,6 +12,7 @@ from flask import current_app, has_app_context
 from peewee import Tuple
 
 import credits
+import wakeup
 from errors import insufficient_credits, not_found, validation_error
 from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
 from providers import configured as configured_providers
@@ -133,6 +134,7 @@ def submit(
         with db.atomic():
             _insert.execute(**{field.name: job.__data__.get(field.name) for field in _INSERTED})
             credits.debit(account.id, cost, job)
+            wakeup.announce("job")  # idle workers in every process, once this commits
     except credits.InsufficientCredits:
         balance = credits.balance(account.id)
         raise insufficient_credits(
@@ -167,6 +169,7 @@ def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields
             credits.refund(job, f"{job.type} job {status.replace('_', ' ')}")
         if job.webhook_url:
             WebhookDelivery.create(job=job.id, created_at=job.completed_at, next_attempt_at=job.completed_at)
+            wakeup.announce("webhook")
     if has_app_context():
         try:
             job_finished.send(current_app._get_current_object(), job=job)

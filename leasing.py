@@ -4,6 +4,8 @@ A LeasedDispatcher is one process's dispatcher thread and ThreadPoolExecutor. Th
 due rows with one compare-and-swap UPDATE each, so no two threads or processes ever hold the same
 row, and hands them to the executor. The process renews a lease on the rows it holds; a row whose
 lease ran out belongs to a process that died, and is claimed again. Stopping hands rows back at once.
+The dispatcher polls every DISPATCH_INTERVAL; on PostgreSQL a wakeup.Listener also wakes it as soon as
+any process commits new work.
 Rows have ``lease_owner``, ``lease_token`` and ``lease_expires`` columns.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 from flask import Flask
 from peewee import Expression, Model
 
+import wakeup
 from models import db, utcnow
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class LeasedDispatcher:
         self._running: dict[Any, threading.Event] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
+        self._listener: wakeup.Listener | None = None
 
     # ---- what subclasses provide ---------------------------------------------------------------
 
@@ -75,6 +79,9 @@ class LeasedDispatcher:
                 target=self._dispatch_forever, name=f"apiframe-{self.name}-dispatch", daemon=True
             )
             self._dispatcher.start()
+            if wakeup.enabled(self.app):  # other processes' new work wakes this one at once
+                self._listener = wakeup.Listener(self.app.config["DATABASE_URL"], self.name, self.nudge)
+                self._listener.start()
 
     @property
     def started(self) -> bool:
@@ -86,6 +93,8 @@ class LeasedDispatcher:
         if self._stopping.is_set() or self._dispatcher is None:
             return
         self._stopping.set()
+        if self._listener is not None:
+            self._listener.stop()
         self._wake.set()
         self._dispatcher.join()
         if not wait:

@@ -1,16 +1,25 @@
-"""Image storage: job results written under the data directory and served at PUBLIC_URL/images/."""
+"""Image storage: every image the service writes or reads, in a local directory or an S3-compatible bucket.
+
+``APIFRAME_STORAGE_URL`` picks the backend: ``file://PATH`` (by default the data directory's ``images``)
+or ``s3://BUCKET/PREFIX``. A job's images are kept under the key ``JOB_ID/NAME`` and their console
+previews under ``JOB_ID/thumbs/STEM.webp``; every web node serves them at ``PUBLIC_URL/images/...``.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import tempfile
+import urllib.parse
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, Response, current_app, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, redirect, request, send_from_directory
 from PIL import Image
 
 import imaging
@@ -18,19 +27,233 @@ from errors import not_found
 
 bp = Blueprint("images", __name__)
 
+EXTENSION = "apiframe.storage"
+
 # Names a job's files may have: grid, tiles 1-4, or the single upscaled image.
 FILE_NAME = re.compile(r"^(grid|[1-4]|image)\.(png|webp|jpeg)$")
 
 THUMBNAIL_SIZE = 512  # longest side of the previews the console shows
 IMMUTABLE = "public, max-age=31536000, immutable"
+MAX_AGE = 365 * 24 * 3600
+PRESIGNED_SECONDS = 3600  # how long a redirect to a presigned URL stays valid
+STREAM_CHUNK = 64 * 1024
 
 # Pillow releases the GIL while encoding, so a job's images are encoded side by side.
 _encoders = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="apiframe-encode")
 
 
-def images_dir() -> Path:
-    """Where job images live."""
-    return Path(current_app.config["DATA_DIR"]) / "images"
+class MissingImage(LookupError):
+    """The image is not in storage."""
+
+
+def content_type(key: str) -> str:
+    """The MIME type of a stored image, from its extension."""
+    return imaging.FORMATS.get(key.rpartition(".")[2], (None, "application/octet-stream"))[1]
+
+
+class LocalStorage:
+    """Images as files under one directory (atomic writes, so readers never see half a file)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        """Where the images go, for people."""
+        return f"file://{self.root}"
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key``."""
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".", suffix=".tmp", delete=False) as out:
+            out.write(data)
+        Path(out.name).replace(target)
+
+    def read(self, key: str) -> bytes:
+        """The bytes stored at ``key``, or MissingImage."""
+        try:
+            return (self.root / key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise MissingImage(key) from None
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        return (self.root / key).is_file()
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove everything stored for a job."""
+        shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    def serve(self, key: str) -> Response:
+        """A response with the stored image (conditional and range requests included)."""
+        if not self.exists(key):
+            raise not_found("No such image.")
+        return send_from_directory(self.root, key, max_age=MAX_AGE)
+
+    def keys(self) -> Iterator[str]:
+        """Every stored key (temporary files excluded)."""
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+
+class S3Storage:
+    """Images as objects in an S3-compatible bucket (AWS, MinIO, Cloudflare R2, Garage ...)."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, presign: bool) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix
+        self.presign = presign
+        config = Config(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=32,
+            # self-hosted endpoints (MinIO, Garage) want path-style URLs; AWS picks its own
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+        )
+        # Credentials and region come from the standard AWS environment variables and config files.
+        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+    def describe(self) -> str:
+        """Where the images go, for people."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key``."""
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            ContentType=content_type(key),
+            CacheControl=IMMUTABLE,
+        )
+
+    def _get(self, key: str, **options: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **options)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                raise MissingImage(key) from None
+            raise
+
+    def read(self, key: str) -> bytes:
+        """The bytes stored at ``key``, or MissingImage."""
+        body = self._get(key)["Body"]
+        with body:
+            return body.read()
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove everything stored for a job."""
+        keys = [{"Key": self._key(key)} for key in self._list(f"{job_id}/")]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]})
+
+    def serve(self, key: str) -> Response:
+        """Redirect to a presigned URL, or stream the object through this process."""
+        if self.presign:
+            if not self.exists(key):
+                raise not_found("No such image.")
+            url = self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=PRESIGNED_SECONDS,
+            )
+            response = redirect(url, 302)
+            response.headers["Cache-Control"] = f"private, max-age={PRESIGNED_SECONDS // 2}"
+            return response
+        from botocore.exceptions import ClientError
+
+        conditional = (
+            {"IfNoneMatch": request.headers["If-None-Match"]} if "If-None-Match" in request.headers else {}
+        )
+        try:
+            stored = self._get(key, **conditional)
+        except MissingImage:
+            raise not_found("No such image.") from None
+        except ClientError as exc:
+            if _status(exc) != 304:
+                raise
+            response = Response(status=304)
+            response.headers["ETag"] = request.headers["If-None-Match"]
+            return response
+        body = stored["Body"]
+        response = Response(
+            body.iter_chunks(STREAM_CHUNK), mimetype=content_type(key), direct_passthrough=True
+        )
+        response.call_on_close(body.close)
+        response.content_length = stored["ContentLength"]
+        response.headers["ETag"] = stored["ETag"]
+        response.last_modified = stored["LastModified"]
+        return response
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                yield item["Key"][len(self.prefix) :]
+
+    def keys(self) -> Iterator[str]:
+        """Every stored key."""
+        return self._list("")
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of a botocore ClientError."""
+    return getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+Storage = LocalStorage | S3Storage
+
+
+def open_storage(url: str, endpoint_url: str | None = None, presign: bool = False) -> Storage:
+    """The storage at ``file://PATH`` or ``s3://BUCKET/PREFIX``."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "file":
+        return LocalStorage(Path(urllib.parse.unquote(parsed.netloc + parsed.path)))
+    if parsed.scheme == "s3" and parsed.netloc:
+        prefix = parsed.path.strip("/")
+        return S3Storage(parsed.netloc, f"{prefix}/" if prefix else "", endpoint_url, presign)
+    raise ValueError(f"APIFRAME_STORAGE_URL must be file://PATH or s3://BUCKET/PREFIX, got {url!r}")
+
+
+def init_app(app: Flask) -> None:
+    """Open the configured storage and serve its images."""
+    config = app.config
+    app.extensions[EXTENSION] = open_storage(
+        config["STORAGE_URL"], config["S3_ENDPOINT_URL"], config["S3_PRESIGN"]
+    )
+    app.register_blueprint(bp)
+
+
+def current() -> Storage:
+    """The app's storage."""
+    return current_app.extensions[EXTENSION]
+
+
+# ---- what the rest of the service calls -------------------------------------------------------
 
 
 def save_images(
@@ -38,34 +261,37 @@ def save_images(
 ) -> dict[str, str]:
     """Write ``{stem: image}`` for a job (``texts[stem]``: its parameters); returns ``{stem: file name}``."""
     image_format = current_app.config["IMAGE_FORMAT"]
-    folder = images_dir() / str(job_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    store = current()
     texts = texts or {}
     blobs = _encoders.map(lambda stem: imaging.encode(images[stem], image_format, texts.get(stem)), images)
-    encoded = dict(zip(images, blobs, strict=True))
-    names = {}
-    for stem, data in encoded.items():
-        name = f"{stem}.{image_format}"
-        temporary = folder / f".{name}.tmp"
-        temporary.write_bytes(data)
-        temporary.replace(folder / name)
-        names[stem] = name
+    names = {stem: f"{stem}.{image_format}" for stem in images}
+    if isinstance(store, LocalStorage):
+        for stem, data in zip(images, blobs, strict=True):
+            store.put(f"{job_id}/{names[stem]}", data)
+    else:  # uploads overlap, like the encoding
+        keys = [f"{job_id}/{names[stem]}" for stem in images]
+        list(_encoders.map(store.put, keys, list(blobs)))
     return names
+
+
+def load_image(job_id: uuid.UUID, name: str) -> Image.Image:
+    """One of a job's stored images, decoded; MissingImage if it is not there."""
+    image = Image.open(io.BytesIO(current().read(f"{job_id}/{name}")))
+    image.load()
+    return image
 
 
 def delete_images(job_id: uuid.UUID) -> None:
     """Remove a job's images, if any."""
-    shutil.rmtree(images_dir() / str(job_id), ignore_errors=True)
-
-
-def image_path(job_id: uuid.UUID, name: str) -> Path:
-    """The file behind one of a job's images."""
-    return images_dir() / str(job_id) / name
+    current().delete_job(str(job_id))
 
 
 def image_url(job_id: uuid.UUID, name: str) -> str:
-    """The public URL of one of a job's images."""
-    return f"{current_app.config['PUBLIC_URL']}/images/{job_id}/{name}"
+    """The public URL of one of a job's images (on the CDN or bucket of PUBLIC_IMAGE_URL, if set)."""
+    config = current_app.config
+    if config["PUBLIC_IMAGE_URL"]:
+        return f"{config['PUBLIC_IMAGE_URL']}/{job_id}/{name}"
+    return f"{config['PUBLIC_URL']}/images/{job_id}/{name}"
 
 
 def thumbnail_url(job_id: uuid.UUID, name: str) -> str:
@@ -73,47 +299,63 @@ def thumbnail_url(job_id: uuid.UUID, name: str) -> str:
     return f"/images/{job_id}/thumbs/{name}"
 
 
-def _stored_image(job_id: str, name: str) -> Path:
-    """The file of a stored image; 404 unless the name is one a job can have, under a well-formed id."""
+def make_thumbnail(data: bytes) -> bytes:
+    """A WebP preview of an encoded image."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "WEBP", quality=82, method=4)
+    return out.getvalue()
+
+
+def copy_images(source: Storage, target: Storage, overwrite: bool = False) -> tuple[int, int]:
+    """Copy every image from ``source`` to ``target``; returns (copied, skipped as already there)."""
+    existing = set() if overwrite else set(target.keys())
+    copied = skipped = 0
+    for key in source.keys():
+        if key in existing:
+            skipped += 1
+            continue
+        target.put(key, source.read(key))
+        copied += 1
+    return copied, skipped
+
+
+# ---- serving ----------------------------------------------------------------------------------
+
+
+def _stored_key(job_id: str, name: str) -> str:
+    """The key of an image a job can have; 404 unless the name is such, under a well-formed id."""
     try:
         parsed = uuid.UUID(job_id)
     except ValueError:
         raise not_found("No such image.") from None
     if str(parsed) != job_id or not FILE_NAME.match(name):
         raise not_found("No such image.")
-    path = images_dir() / job_id / name
-    if not path.is_file():
-        raise not_found("No such image.")
-    return path
+    return f"{job_id}/{name}"
 
 
 def _immutable(response: Response) -> Response:
-    response.headers["Cache-Control"] = IMMUTABLE
+    if response.status_code in (200, 206, 304):
+        response.headers["Cache-Control"] = IMMUTABLE
     return response
 
 
 @bp.get("/images/<job_id>/<name>")
 def serve_image(job_id: str, name: str) -> Response:
     """Serve a stored image."""
-    path = _stored_image(job_id, name)
-    return _immutable(send_from_directory(path.parent, path.name, max_age=365 * 24 * 3600))
-
-
-def make_thumbnail(source: Path, target: Path) -> None:
-    """Write a WebP preview of ``source`` to ``target`` (atomically, so concurrent makers are harmless)."""
-    target.parent.mkdir(exist_ok=True)
-    with Image.open(source) as image:
-        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".", suffix=".tmp", delete=False) as out:
-            image.convert("RGB").save(out, "WEBP", quality=82, method=4)
-    Path(out.name).replace(target)
+    return _immutable(current().serve(_stored_key(job_id, name)))
 
 
 @bp.get("/images/<job_id>/thumbs/<name>")
 def serve_thumbnail(job_id: str, name: str) -> Response:
     """Serve a small WebP preview of a stored image, made on first request and kept beside it."""
-    path = _stored_image(job_id, name)
-    thumbnail = path.parent / "thumbs" / f"{path.stem}.webp"
-    if not thumbnail.is_file():
-        make_thumbnail(path, thumbnail)
-    return _immutable(send_from_directory(thumbnail.parent, thumbnail.name, max_age=365 * 24 * 3600))
+    key = _stored_key(job_id, name)
+    thumbnail = f"{job_id}/thumbs/{name.rpartition('.')[0]}.webp"
+    store = current()
+    if not store.exists(thumbnail):
+        try:
+            store.put(thumbnail, make_thumbnail(store.read(key)))
+        except MissingImage:
+            raise not_found("No such image.") from None
+    return _immutable(store.serve(thumbnail))

@@ -6,11 +6,13 @@ import io
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -19,6 +21,7 @@ from werkzeug.serving import make_server
 
 import accounts
 from app import create_app
+from servers import MotoS3
 
 
 @pytest.fixture
@@ -307,3 +310,74 @@ def live(settings) -> Iterator[tuple[Flask, LiveServer]]:
     yield application, server
     server.close()
     stop_background(application)
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test."""
+    name = f"apiframe_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg2.connect(POSTGRES.format(name="test"))
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield POSTGRES.format(name=name)
+    with admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        cursor.execute(f"DROP DATABASE {name}")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory) -> Iterator[MotoS3]:
+    """One S3 endpoint on loopback for the whole run (each test makes its own bucket)."""
+    server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@dataclass
+class Bucket:
+    """A fresh bucket on the loopback S3 endpoint, and how to point the service at it."""
+
+    endpoint: str
+    name: str
+    client: Any
+
+    @property
+    def storage_url(self) -> str:
+        return f"s3://{self.name}/images"
+
+    def keys(self) -> list[str]:
+        listed = self.client.list_objects_v2(Bucket=self.name)
+        return sorted(item["Key"] for item in listed.get("Contents", ()))
+
+    def env(self) -> dict[str, str]:
+        """Settings for a server or CLI process that stores its images in this bucket."""
+        return {
+            **MotoS3.CREDENTIALS,
+            "APIFRAME_STORAGE_URL": self.storage_url,
+            "APIFRAME_S3_ENDPOINT_URL": self.endpoint,
+        }
+
+
+@pytest.fixture
+def bucket(moto_s3, monkeypatch) -> Bucket:
+    """A new, empty bucket; AWS credentials for it are in this process's environment."""
+    import boto3
+
+    for name, value in MotoS3.CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=moto_s3.url)
+    name = f"apiframe-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return Bucket(moto_s3.url, name, client)

@@ -103,3 +103,76 @@ class Server:
             if time.monotonic() > deadline:
                 raise AssertionError(f"job still {job['status']}")
             time.sleep(0.05)
+
+
+class Worker:
+    """``flask --app app worker``: the job pool and webhook sender with no HTTP server."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "flask"), "--app", "app", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while b"job threads" not in self.log.read_bytes():  # the pool has started
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``sig`` and wait for the process to end; returns its exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
+
+
+class MotoS3:
+    """moto's standalone server: a real S3 HTTP endpoint on loopback."""
+
+    CREDENTIALS = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{self.url}/", timeout=1)
+                return
+            except (requests.ConnectionError, requests.Timeout):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()[-3000:]}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from models import Job
-from storage import image_path
 
 JOB_FIELDS = {
     "id",
@@ -176,8 +176,9 @@ def test_images_are_stored_under_the_data_dir(app, api):
     job = api.imagine("a green field")
     with app.app_context():
         stored = Job.get_by_id(uuid.UUID(job["id"]))
-        assert image_path(stored.id, stored.grid).is_file()
-        assert all(image_path(stored.id, name).is_file() for name in stored.tiles)
+    folder = Path(app.config["DATA_DIR"]) / "images" / job["id"]
+    assert (folder / stored.grid).is_file()
+    assert all((folder / name).is_file() for name in stored.tiles)
 
 
 def test_the_job_object_keeps_the_reference_field_order(api):

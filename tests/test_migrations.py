@@ -14,7 +14,6 @@ from app import create_app
 from auth import hash_key
 from conftest import Api, stop_background
 from models import Job
-from test_scale_out import postgres_url  # noqa: F401  (the fixture)
 
 PREVIOUS_RELEASE = "0003_compat"  # the last migration the previous release shipped
 # Jobs as the previous release stored them: their params spelled as the reference API spells them.

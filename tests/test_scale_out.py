@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,38 +17,11 @@ from standardwebhooks import Webhook
 import credits
 from app import create_app
 from conftest import Api, stop_background, wait_until
+from jobs import ACTIVE
 from models import Account, Job
-from servers import Server, cli, environment, free_port
+from servers import Server, Worker, cli, environment, free_port
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/{name}"
 REDIS = "redis://127.0.0.1:6379/14"
-
-
-def _admin():
-    connection = psycopg2.connect(POSTGRES.format(name="test"))
-    connection.autocommit = True
-    return connection
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database for one test."""
-    name = f"apiframe_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = _admin()
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    yield POSTGRES.format(name=name)
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cursor.execute(f"DROP DATABASE {name}")
-    admin.close()
 
 
 @pytest.fixture
@@ -195,3 +170,158 @@ def test_webhooks_on_postgres(pg_app, receiver):
     assert sorted(api.job(job_id)["webhookAttempts"] for job_id in ids) == [1, 1, 2]
     attempts = api.get(f"/v1/jobs/{ids[0]}/webhooks").get_json()["webhooks"]["attempts"]
     assert attempts[-1]["statusCode"] == 200
+
+
+def _rows(database_url: str, query: str, *args) -> list[tuple]:
+    connection = psycopg2.connect(database_url)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(query, args)
+        rows = cursor.fetchall()
+    connection.close()
+    return rows
+
+
+def _owner_pid(lease_owner: str) -> int:
+    return int(lease_owner.split(":")[1])
+
+
+def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path, postgres_url, bucket):
+    """Every node has its own empty data directory; a worker is killed -9 mid-flight."""
+    shared = {
+        "APIFRAME_DATABASE_URL": postgres_url,
+        "APIFRAME_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/13",
+        "APIFRAME_JOB_LEASE": "2",
+        "APIFRAME_WORKERS": "3",
+        **bucket.env(),
+    }
+    web_ports = [free_port(), free_port()]
+    balancer = f"http://127.0.0.1:{web_ports[0]}"  # what clients are told; any web node serves any image
+    web_envs = [
+        environment(tmp_path / f"web{n}", port, APIFRAME_ROLE="web", APIFRAME_PUBLIC_URL=balancer, **shared)
+        for n, port in enumerate(web_ports)
+    ]
+    keys = [
+        cli(web_envs[0], "users", "create", f"team{n}@example.com", "--plan", "scale")
+        .strip()
+        .splitlines()[-1]
+        for n in range(2)
+    ]
+    free_key = cli(web_envs[1], "users", "create", "free@example.com").strip().splitlines()[-1]
+    webs = [Server(env, tmp_path / f"web{n}.log").start() for n, env in enumerate(web_envs)]
+    workers = [
+        Worker(
+            environment(tmp_path / f"worker{n}", free_port(), APIFRAME_LOCAL_LATENCY="0.5", **shared),
+            tmp_path / f"worker{n}.log",
+        ).start()
+        for n in range(2)
+    ]
+    try:
+        # The rate limit is shared: a free key's 10 requests a minute, spread over both web nodes.
+        statuses = sorted(
+            requests.get(
+                f"{webs[n % 2].url}/v1/account", headers={"X-API-Key": free_key}, timeout=10
+            ).status_code
+            for n in range(16)
+        )
+        assert statuses == [200] * 10 + [429] * 6
+
+        def submit(n: int, path: str, body: dict) -> str:
+            """Submit through web node n % 2, for account (n // 2) % 2: both nodes take jobs of both."""
+            response = requests.post(
+                f"{webs[n % 2].url}{path}", json=body, headers={"X-API-Key": keys[(n // 2) % 2]}, timeout=10
+            )
+            assert response.status_code == 202, response.text
+            return response.json()["job"]["id"]
+
+        def wait_all(ids: list[str], timeout: float = 60) -> dict[str, dict]:
+            """Poll through the web node that did not take each job, a page of jobs per request."""
+            deadline, done = time.monotonic() + timeout, {}
+            while True:
+                for n, key in enumerate(keys):
+                    page = requests.get(
+                        f"{webs[(n + 1) % 2].url}/v1/jobs?limit=100", headers={"X-API-Key": key}, timeout=10
+                    ).json()["jobs"]
+                    done.update({job["id"]: job for job in page if job["status"] not in ACTIVE})
+                if all(job_id in done for job_id in ids):
+                    return {job_id: done[job_id] for job_id in ids}
+                assert time.monotonic() < deadline, f"{sum(i in done for i in ids)} of {len(ids)} jobs ended"
+                time.sleep(0.25)
+
+        parents = [submit(n, "/v1/imagine", {"prompt": f"node test {n}", "quality": 0.25}) for n in range(40)]
+        ended = wait_all(parents, timeout=120)
+        children = []
+        for n, parent in enumerate(parents[:30]):
+            account = (n // 2) % 2
+            for path, body in (
+                ("/v1/upscale", {"index": 1 + n % 4}),
+                ("/v1/variation", {"index": 4 - n % 4}),
+            ):
+                # the parent's account, through the other web node than the one that took the parent
+                response = requests.post(
+                    f"{webs[(n + 1) % 2].url}{path}",
+                    json={"jobId": parent, **body},
+                    headers={"X-API-Key": keys[account]},
+                    timeout=10,
+                )
+                assert response.status_code == 202, response.text
+                children.append(response.json()["job"]["id"])
+
+        # kill -9 the first worker while it runs some of them
+        victim = workers[0].process.pid
+        in_flight = wait_until(
+            lambda: _rows(
+                postgres_url,
+                "SELECT id FROM job WHERE status = 'processing' AND lease_owner LIKE %s",
+                f"%:{victim}:%",
+            ),
+            what="the first worker to run children",
+        )
+        workers[0].stop(signal.SIGKILL)
+        ended.update(wait_all(children, timeout=180))
+
+        assert len(ended) == 100 and {job["status"] for job in ended.values()} == {"succeeded"}
+        rows = _rows(postgres_url, "SELECT id, runs, lease_owner, parent_id, status, completed_at FROM job")
+        by_id = {str(row[0]): row for row in rows}
+        assert len(rows) == 100 and all(row[4] == "succeeded" and row[5] is not None for row in rows)
+        survivor = workers[1].process.pid
+        for (job_id,) in in_flight:  # resumed on the other worker after the lease ran out
+            assert _owner_pid(by_id[str(job_id)][2]) == survivor and by_id[str(job_id)][1] == 2
+        assert all(row[1] == 1 for row in rows if (row[0],) not in in_flight)
+        crossed = [row for row in rows if row[3] and _owner_pid(row[2]) != _owner_pid(by_id[str(row[3])][2])]
+        assert len(crossed) >= 5, "children whose parent was made on the other worker"
+
+        # Every image, from both web nodes, the same bytes; and nothing on any node's disk.
+        urls = [url for job in ended.values() for url in job["imageUrls"]]
+        urls += [job["imageUrl"] for job in ended.values()]
+        assert len(urls) == 40 * 5 + 30 * 1 + 30 * 5 + 30 * 1
+
+        def fetch_both(url: str) -> bool:
+            path = url.removeprefix(balancer)
+            bodies = [requests.get(f"{web.url}{path}", timeout=10) for web in webs]
+            return all(r.status_code == 200 and r.content[:4] == b"\x89PNG" for r in bodies) and (
+                bodies[0].content == bodies[1].content
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(fetch_both, urls))
+        assert len(bucket.keys()) == 40 * 5 + 30 + 30 * 5
+        for node in ("web0", "web1", "worker0", "worker1"):
+            assert not (tmp_path / node / "images").exists()
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.stop()
+        for web in webs:
+            web.stop()
+
+    # Credits are conserved: each balance is its ledger's sum, and nothing was refunded.
+    for email in ("team0@example.com", "team1@example.com"):
+        ((balance, ledger, refunds, debits, costs),) = _rows(
+            postgres_url,
+            "SELECT a.balance, sum(l.amount), count(*) FILTER (WHERE l.reason = 'refund'),"
+            " -sum(l.amount) FILTER (WHERE l.reason = 'debit'),"
+            " (SELECT sum(cost) FROM job WHERE account_id = a.id)"
+            " FROM account a JOIN ledger_entry l ON l.account_id = a.id WHERE a.email = %s GROUP BY a.id",
+            email,
+        )
+        assert balance == ledger and refunds == 0 and debits == costs

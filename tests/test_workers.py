@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 import operations
 from models import Job, LedgerEntry, utcnow
-from storage import images_dir
 from workers import JobPool
 
 ORDER = ["pending", "queued", "processing", "succeeded"]
@@ -70,8 +70,7 @@ def test_cancel_stops_a_running_job_promptly(app, api):
 
 
 def images_dir_for(app):
-    with app.app_context():
-        return images_dir()
+    return Path(app.config["DATA_DIR"]) / "images"
 
 
 def test_cancel_a_queued_job(app, api):

@@ -1,0 +1,116 @@
+"""Instant wake-up on PostgreSQL: a job or webhook accepted by one process wakes idle workers in another.
+
+The worker process polls only every 60 seconds here, so anything that starts sooner was woken by
+LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg2
+import pytest
+import requests
+
+from conftest import wait_until
+from servers import Server, Worker, cli, environment, free_port
+
+
+@pytest.fixture
+def nodes(tmp_path, postgres_url):
+    """Start a web node (no pool) and, through ``start_worker(**settings)``, a worker, on PostgreSQL."""
+    env = environment(
+        tmp_path / "web",
+        free_port(),
+        APIFRAME_DATABASE_URL=postgres_url,
+        APIFRAME_ROLE="web",
+        APIFRAME_DISPATCH_INTERVAL="60",
+    )
+    key = cli(env, "users", "create", "wake@example.com", "--plan", "scale").strip().splitlines()[-1]
+    web = Server(env, tmp_path / "web.log").start()
+    workers = []
+
+    def start_worker(**settings: str) -> Worker:
+        worker_env = {
+            **env,
+            "APIFRAME_DATA_DIR": str(tmp_path / "worker"),
+            "APIFRAME_ROLE": "all",
+            **settings,
+        }
+        workers.append(Worker(worker_env, tmp_path / "worker.log").start())
+        return workers[-1]
+
+    yield web, key, start_worker
+    for worker in workers:
+        worker.stop()
+    web.stop()
+
+
+def _listeners(database_url: str) -> int:
+    connection = psycopg2.connect(database_url)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'apiframe_job-listener'"
+        )
+        (count,) = cursor.fetchone()
+    connection.close()
+    return count
+
+
+def _submit(web: Server, key: str, **fields) -> str:
+    response = requests.post(
+        f"{web.url}/v1/imagine",
+        json={"prompt": "wake up", "quality": 0.25, **fields},
+        headers={"X-API-Key": key},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["job"]["id"]
+
+
+def test_a_job_accepted_by_a_web_node_starts_at_once_on_a_worker(nodes, postgres_url):
+    web, key, start_worker = nodes
+    start_worker()
+    wait_until(lambda: _listeners(postgres_url) == 1, what="the worker to listen")
+    for _ in range(3):
+        submitted = time.monotonic()
+        job_id = _submit(web, key)
+        assert web.wait_for(key, job_id, ("succeeded", "failed"), timeout=20)["status"] == "succeeded"
+        assert time.monotonic() - submitted < 20  # the worker's next poll is 60 s away
+
+
+def test_the_listener_reconnects_when_its_connection_is_lost(nodes, postgres_url):
+    web, key, start_worker = nodes
+    start_worker()
+    wait_until(lambda: _listeners(postgres_url) == 1, what="the worker to listen")
+    admin = psycopg2.connect(postgres_url)
+    with admin, admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'apiframe_job-listener'"
+        )
+    admin.close()
+    wait_until(lambda: _listeners(postgres_url) == 1, what="the worker to listen again", timeout=20)
+    job_id = _submit(web, key)
+    assert web.wait_for(key, job_id, ("succeeded", "failed"), timeout=20)["status"] == "succeeded"
+
+
+def test_without_wakeup_a_job_waits_for_the_next_poll(nodes, postgres_url):
+    web, key, start_worker = nodes
+    start_worker(APIFRAME_WAKEUP="false")
+    time.sleep(2)  # the worker's first dispatch has run
+    assert _listeners(postgres_url) == 0
+    job_id = _submit(web, key)
+    time.sleep(3)
+    assert web.wait_for(key, job_id, ("pending",), timeout=1)["status"] == "pending"
+
+
+def test_a_webhook_for_a_job_cancelled_on_a_web_node_is_sent_at_once(nodes, receiver):
+    web, key, start_worker = nodes
+    job_id = _submit(web, key, webhookUrl=receiver.url())
+    start_worker(APIFRAME_LOCAL_LATENCY="30")
+    wait_until(lambda: web.wait_for(key, job_id, ("processing",))["progress"] > 0, what="the job to run")
+    cancelled = requests.post(f"{web.url}/v1/jobs/{job_id}/cancel", headers={"X-API-Key": key}, timeout=10)
+    assert cancelled.json()["job"]["status"] == "cancelled"
+    (delivery,) = receiver.wait_for(1, timeout=20)  # the sender's next poll is 60 s away
+    assert delivery.json()["job"]["id"] == job_id and delivery.json()["job"]["status"] == "cancelled"
