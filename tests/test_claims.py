@@ -23,7 +23,8 @@ def test_racing_dispatchers_claim_every_job_exactly_once(settings, postgres_url,
     application = create_app({**settings, "DATABASE_URL": postgres_url, "START_WORKERS": False})
     with application.app_context():
         account, _ = accounts.create("race@example.com", plan="scale")
-        submitted = {str(jobs.submit(account, "describe", 4, params={"image_url": "x"}).id) for _ in range(300)}
+        accepted = [jobs.submit(account, "describe", 4, params={"image_url": "x"}) for _ in range(300)]
+        submitted = {str(job.id) for job in accepted}
     stop_background(application)
 
     start_at = time.time() + 4  # every process and thread starts claiming at this moment
