@@ -16,6 +16,7 @@ import jobs
 import schemas
 import webhooks
 from errors import validation_error
+from idempotency import idempotent
 
 bp = Blueprint("api", __name__)
 
@@ -55,7 +56,8 @@ def accepted(job: Any) -> tuple[Response, int]:
     return jsonify(success=True, job=schemas.dump_job(job)), 202
 
 
-def create(operation: str, schema: Any) -> tuple[Response, int]:
+@idempotent
+def create(operation: str, schema: Any) -> Response:
     """Validate the body (with ``schema``, or as the original API's on its routes) and accept the job."""
     if compat.is_original_route():
         data, origin = compat.load(operation, json_body())
