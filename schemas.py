@@ -7,6 +7,7 @@ Field messages are phrased to follow "The 'field' field ...", so every error nam
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,19 @@ def between(low: float, high: float | None = None) -> validate.Range:
     return validate.Range(min=low, max=high, error=f"must be between {low:g} and {high:g}.")
 
 
+MAX_OFFSET = 1_000_000_000
+UNICODE_MESSAGE = "must be valid Unicode text (it holds a lone surrogate such as \\ud800)."
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a UTF-16 surrogate on its own, which no UTF-8 page or database can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class Text(fields.String):
     """A string; blank strings are refused, surrounding whitespace is dropped."""
 
@@ -73,6 +87,8 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if has_lone_surrogate(text):
+            raise ValidationError(UNICODE_MESSAGE)
         if not text:
             raise ValidationError("must not be empty.")
         if len(text) > self.max_length:
@@ -89,7 +105,11 @@ class Choice(fields.String):
 class Number(fields.Float):
     """A JSON number (strings and booleans are refused)."""
 
-    default_error_messages = {**MESSAGES, "invalid": "must be a number."}
+    default_error_messages = {
+        **MESSAGES,
+        "invalid": "must be a number.",
+        "special": "must be a finite number.",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -103,7 +123,9 @@ class WholeNumber(fields.Integer):
     default_error_messages = {**MESSAGES, "invalid": "must be a whole number."}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        if not math.isfinite(value) or value != int(value):
             raise self.make_error("invalid")
         return int(value)
 
@@ -127,6 +149,8 @@ class HttpUrl(fields.Url):
         if not isinstance(value, str):
             raise self.make_error("invalid")
         value = value.strip()
+        if has_lone_surrogate(value):
+            raise ValidationError(UNICODE_MESSAGE)
         if len(value) > MAX_URL_LENGTH:
             raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters.")
         return super()._deserialize(value, attr, data, **kwargs)
@@ -143,6 +167,8 @@ class HeaderValue(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if has_lone_surrogate(text):
+            raise ValidationError(UNICODE_MESSAGE)
         if not text:
             raise ValidationError("must not be empty.")
         if len(text) > self.max_length:
@@ -348,7 +374,9 @@ class JobListQuery(Schema):
     limit = QueryInteger(
         load_default=20, validate=between(1, 100), metadata={"description": "How many jobs to return."}
     )
-    offset = QueryInteger(load_default=0, validate=between(0), metadata={"description": "How many to skip."})
+    offset = QueryInteger(
+        load_default=0, validate=between(0, MAX_OFFSET), metadata={"description": "How many to skip."}
+    )
     status = Choice(validate=one_of(STATUSES), metadata={"description": "Only jobs with this status."})
     type = Choice(validate=one_of(TYPES), metadata={"description": "Only jobs of this type."})
 

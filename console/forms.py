@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask_wtf import FlaskForm
+from flask_wtf.form import SUBMIT_METHODS
+from flask_wtf.form import _Auto as FORM_DATA_AUTO
+from werkzeug.datastructures import CombinedMultiDict
 from wtforms import (
     EmailField,
     HiddenField,
@@ -28,7 +32,20 @@ EMAIL = Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like jane@e
 PICKS = [f"{letter}{index}" for letter in "UV" for index in range(1, 5)]  # U1..U4, V1..V4
 
 
-class SignupForm(FlaskForm):
+class ConsoleForm(FlaskForm):
+    """A form posted by a browser: its data is the form body only (a JSON body is not a form)."""
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form: Any, formdata: Any) -> Any:
+            """The posted form fields and files, never a JSON body read as a form."""
+            if formdata is not FORM_DATA_AUTO or request.method not in SUBMIT_METHODS:
+                return super().wrap_formdata(form, formdata)
+            if request.files or request.form:
+                return CombinedMultiDict((request.files, request.form))
+            return None
+
+
+class SignupForm(ConsoleForm):
     """Create an account."""
 
     name = StringField(
@@ -55,7 +72,7 @@ class SignupForm(FlaskForm):
     )
 
 
-class LoginForm(FlaskForm):
+class LoginForm(ConsoleForm):
     """Log in with email and password."""
 
     email = EmailField(
@@ -71,11 +88,11 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(ConsoleForm):
     """A button that only needs the CSRF token: log out, revoke a key, cancel a job, rotate a secret."""
 
 
-class KeyForm(FlaskForm):
+class KeyForm(ConsoleForm):
     """Create an API key."""
 
     name = StringField(
@@ -83,7 +100,7 @@ class KeyForm(FlaskForm):
     )
 
 
-class PickForm(FlaskForm):
+class PickForm(ConsoleForm):
     """The U1-U4 and V1-V4 buttons under a grid: upscale or vary one of its four images."""
 
     action = StringField(validators=[AnyOf(PICKS, message="Pick U1-U4 or V1-V4.")])
@@ -94,7 +111,7 @@ class PickForm(FlaskForm):
         return ("upscale" if letter == "U" else "variation"), index
 
 
-class PlanForm(FlaskForm):
+class PlanForm(ConsoleForm):
     """Switch to another plan."""
 
     plan = StringField(validators=[AnyOf(list(PLANS), message="Pick one of the plans.")])
@@ -106,7 +123,7 @@ def _choices(values: tuple[Any, ...], none: str | None = None) -> list[SelectCho
     return empty + [SelectChoice(str(value)) for value in values]
 
 
-class ImagineForm(FlaskForm):
+class ImagineForm(ConsoleForm):
     """Four images from a prompt: the fields of POST /v1/imagine."""
 
     prompt = TextAreaField(
@@ -142,7 +159,7 @@ class ImagineForm(FlaskForm):
         }
 
 
-class DescribeForm(FlaskForm):
+class DescribeForm(ConsoleForm):
     """Four prompts for an image: the fields of POST /v1/describe."""
 
     image_url = URLField(
@@ -156,7 +173,7 @@ class DescribeForm(FlaskForm):
         return {"imageUrl": self.image_url.data}
 
 
-class BlendForm(FlaskForm):
+class BlendForm(ConsoleForm):
     """Blend images: the fields of POST /v1/blend, one URL per line."""
 
     image_urls = TextAreaField(
@@ -179,7 +196,7 @@ class BlendForm(FlaskForm):
         return {"imageUrls": self.urls()}
 
 
-class JobFilterForm(FlaskForm):
+class JobFilterForm(ConsoleForm):
     """The gallery's filters (a GET form: nothing changes, so no CSRF token)."""
 
     class Meta:

@@ -22,6 +22,7 @@ from ratelimit import requests_this_minute
 RECENT_JOBS = 8
 LEDGER_PAGE = 50
 RECENT_WEBHOOKS = 20
+MAX_PAGE = 100_000  # past every real page; keeps the SQL offset in range
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,9 @@ def key_usage() -> list[KeyUsage]:
 
 
 def page_number() -> int:
-    """The ``page`` query argument (1 when missing or bad)."""
+    """The ``page`` query argument (1 when missing or bad, at most ``MAX_PAGE``)."""
     page = request.args.get("page", type=int) or 1
-    return max(page, 1)
+    return min(max(page, 1), MAX_PAGE)
 
 
 @bp.get("/")
@@ -105,7 +106,7 @@ def create_key() -> Response | tuple[str, int]:
     return redirect(url_for("console.keys"))
 
 
-@bp.post("/keys/<int:key_id>/revoke")
+@bp.post("/keys/<int(max=2147483647):key_id>/revoke")
 def revoke_key(key_id: int) -> Response:
     """Revoke one of the account's keys: it stops working at once."""
     key = ApiKey.get_or_none((ApiKey.id == key_id) & (ApiKey.account == g.account.id))
