@@ -181,8 +181,12 @@ def switch_plan() -> Response | tuple[str, int]:
     if plan.name == g.account.plan:
         flash(f"You are already on the {plan.title} plan.", "info")
         return redirect(url_for("console.plans"))
-    accounts.change_plan(g.account, plan.name)
-    flash(f"You are now on the {plan.title} plan: {plan.credits:,} credits were added.", "success")
+    account, granted = accounts.change_plan(g.account, plan.name)
+    if granted:
+        added = f"your balance was topped up to {account.balance:,} credits (+{granted:,})."
+    else:
+        added = "no credits were added (an upgrade tops your balance up once per plan in 30 days)."
+    flash(f"You are now on the {plan.title} plan: {added}", "success")
     return redirect(url_for("console.plans"))
 
 
