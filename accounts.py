@@ -101,6 +101,15 @@ def change_plan(account: Account, plan: str) -> tuple[Account, int]:
     return Account.get_by_id(account.id), amount
 
 
+def change_password(account: Account, current: str, new: str) -> None:
+    """Set a new console password, given the current one."""
+    if not check_password(account, current):
+        raise AccountError("the current password is wrong")
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the new password must be at least {MIN_PASSWORD_LENGTH} characters")
+    Account.update(password_hash=generate_password_hash(new)).where(Account.id == account.id).execute()
+
+
 def check_password(account: Account, password: str) -> bool:
     """Whether ``password`` is the account's console password."""
     return bool(account.password_hash) and check_password_hash(account.password_hash, password)

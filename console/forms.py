@@ -20,7 +20,16 @@ from wtforms import (
     TextAreaField,
     URLField,
 )
-from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import (
+    AnyOf,
+    DataRequired,
+    EqualTo,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 import schemas
 from accounts import MIN_PASSWORD_LENGTH
@@ -86,6 +95,36 @@ class LoginForm(ConsoleForm):
         render_kw={"autocomplete": "current-password"},
     )
     next = HiddenField()
+
+
+class PasswordForm(ConsoleForm):
+    """Change the console password: the current one, and the new one twice."""
+
+    current = PasswordField(
+        "Current password",
+        validators=[DataRequired("Enter your current password.")],
+        render_kw={"autocomplete": "current-password"},
+    )
+    new = PasswordField(
+        "New password",
+        validators=[
+            DataRequired("Choose a new password."),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=256,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+    confirm = PasswordField(
+        "New password, again",
+        validators=[
+            DataRequired("Type the new password again."),
+            EqualTo("new", "The two new passwords differ."),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
 
 
 class ConfirmForm(ConsoleForm):

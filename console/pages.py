@@ -13,7 +13,8 @@ import jobs
 import webhooks
 from config import PLANS
 from console.blueprints import console_bp as bp
-from console.forms import ConfirmForm, KeyForm, PlanForm
+from console.forms import ConfirmForm, KeyForm, PasswordForm, PlanForm
+from console.login import end_sessions, log_in
 from console.signin import show_key_once, take_new_key
 from credits import GRANT_REASONS
 from models import ApiKey, Job, LedgerEntry
@@ -213,3 +214,19 @@ def rotate_webhook_secret() -> Response:
     webhooks.rotate_signing_secret(g.account.id)
     flash("New signing secret made: every webhook sent from now on is signed with it.", "success")
     return redirect(url_for("console.webhooks_page"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def password() -> Response | tuple[str, int]:
+    """Change the console password; every other session of the account ends."""
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        return render_template("console/password.html", form=form), 400 if form.is_submitted() else 200
+    try:
+        accounts.change_password(g.account, form.current.data, form.new.data)
+    except accounts.AccountError as exc:
+        form.current.errors.append(str(exc).capitalize() + ".")
+        return render_template("console/password.html", form=form), 400
+    log_in(end_sessions(g.account.id))  # this browser stays signed in, under the new generation
+    flash("Password changed. Every other session of your account has been logged out.", "success")
+    return redirect(url_for("console.dashboard"))
