@@ -11,6 +11,7 @@ from typing import Any
 from flask import current_app
 
 import credits
+import ratelimit
 from config import COSTS
 from errors import insufficient_credits, not_found, validation_error
 from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
@@ -118,6 +119,7 @@ def create(account: Account, operation: str, data: dict[str, Any], *, origin: st
     """Accept a job from a validated request (a loaded request schema), for any entry point."""
     if operation not in _INPUTS:
         raise ValueError(f"unknown operation {operation}")
+    ratelimit.count_create(account)
     if operation in PROVIDER_OPERATIONS:
         require_provider(PROVIDER_OPERATIONS[operation])
     return submit(
