@@ -21,6 +21,7 @@ import errors
 import health
 import models
 import ratelimit
+import request_limits
 import storage
 import webhooks
 from providers import Providers
@@ -39,6 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(_close_connection)
 
     errors.init_app(app)
+    request_limits.init_app(app)
     compat.init_app(app)
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)

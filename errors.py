@@ -35,6 +35,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "NOT_FOUND": (404, "No such job (another account's job is never visible), image or endpoint."),
     "METHOD_NOT_ALLOWED": (405, "The endpoint exists but not for this HTTP method; see the Allow header."),
     "PAYLOAD_TOO_LARGE": (413, "The request body is larger than 1 MiB."),
+    "URI_TOO_LONG": (414, "The path and query string are longer than 4096 bytes."),
+    "HEADER_TOO_LARGE": (431, "A request header is longer than 8192 bytes."),
     "IDEMPOTENCY_KEY_IN_USE": (409, "A request with this Idempotency-Key is still being processed."),
     "IDEMPOTENCY_KEY_REUSED": (422, "This Idempotency-Key was already used with a different request."),
     "RATE_LIMITED": (429, "Too many requests this minute for the key's plan; wait Retry-After seconds."),
