@@ -72,7 +72,7 @@ def fetch_bytes(url: str, *, allow_private: bool, max_bytes: int, timeout: float
         raise
     except Exception as exc:
         if watchdog.expired:
-            raise FetchError(f"the download took longer than {timeout:g} seconds") from None
+            raise FetchError("the server did not answer in time") from None
         raise FetchError(describe_failure(exc)) from None
 
 
@@ -88,7 +88,7 @@ def post_json(url: str, body: bytes, headers: dict[str, str], *, allow_private: 
             return response
     except Exception as exc:
         if watchdog.expired:
-            raise FetchError(f"the server did not answer within {timeout:g} seconds") from None
+            raise FetchError("the server did not answer in time") from None
         error = RefusedURL if is_forbidden_address(exc) else FetchError
         raise error(describe_failure(exc)) from None
 

@@ -36,7 +36,7 @@ def test_an_image_fetch_ends_at_its_deadline(trickle):
     took, error = _timed(
         lambda: fetch.fetch_bytes(trickle.url(), allow_private=True, max_bytes=10**6, timeout=TIMEOUT)
     )
-    assert isinstance(error, fetch.FetchError) and "took longer than 1.5 seconds" in str(error)
+    assert isinstance(error, fetch.FetchError) and "did not answer in time" in str(error)
     assert TIMEOUT <= took < TIMEOUT + SLACK
     wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
 
@@ -46,7 +46,7 @@ def test_a_webhook_ends_at_its_deadline(trickle):
         lambda: fetch.post_json(trickle.url("/hook"), b"{}", {}, allow_private=True, timeout=TIMEOUT)
     )
     if trickle.mode == "headers":
-        assert isinstance(error, fetch.FetchError) and "did not answer within 1.5 seconds" in str(error)
+        assert isinstance(error, fetch.FetchError) and "did not answer in time" in str(error)
         assert TIMEOUT <= took < TIMEOUT + SLACK
     else:  # the status line came at once: delivered, and the body is never read
         assert error is None and took < SLACK
