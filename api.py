@@ -7,7 +7,6 @@ original routes' bodies and answers, so every operation has one path from reques
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -15,6 +14,7 @@ from flask import Blueprint, Response, g, jsonify, request
 import compat
 import jobs
 import schemas
+import strict_json
 import webhooks
 from errors import validation_error
 from idempotency import idempotent
@@ -38,13 +38,9 @@ def json_body() -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise validation_error("The request body is nested too deeply to be read.") from None
-    except _NotFinite as exc:
-        raise validation_error(
-            f"The request body holds {exc}, which is not a JSON number: numbers must be finite."
-        ) from None
+        return strict_json.loads(raw)
+    except strict_json.Refused as exc:
+        raise validation_error(str(exc)) from None
     except ValueError as exc:
         if request.mimetype and not request.is_json:
             raise validation_error(
@@ -56,21 +52,6 @@ def json_body() -> Any:
             else ""
         )
         raise validation_error(f"The request body is not valid JSON{detail}.") from None
-
-
-class _NotFinite(ValueError):
-    """NaN, Infinity, or a number too large for a float (1e400): JSON has no such numbers."""
-
-
-def _refuse_constant(name: str) -> float:
-    raise _NotFinite(name)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotFinite(text)
-    return value
 
 
 def accepted(job: Any) -> tuple[Response, int]:

@@ -109,6 +109,7 @@ class Number(fields.Float):
         **MESSAGES,
         "invalid": "must be a number.",
         "special": "must be a finite number.",
+        "too_large": "is too large.",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
@@ -125,7 +126,7 @@ class WholeNumber(fields.Integer):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.make_error("invalid")
-        if not math.isfinite(value) or value != int(value):
+        if isinstance(value, float) and not math.isfinite(value) or value != int(value):
             raise self.make_error("invalid")
         return int(value)
 

@@ -34,12 +34,27 @@ def _raw(api: Api, path: str, body: str):
 def test_a_non_finite_index_is_a_400(api, path, number):
     body = f'{{"jobId": "{uuid.uuid4()}", "index": {number}, "type": "2x"}}'
     message = _error(_raw(api, path, body))
-    assert "finite" in message and number.lstrip("-") in message
+    assert (
+        message.startswith("The 'index' field is") and "finite" in message and number.lstrip("-") in message
+    )
 
 
 def test_a_nan_chaos_reads_well(api):
-    assert "finite" in _error(_raw(api, "/v1/imagine", '{"prompt": "p", "chaos": NaN}'))
-    assert "finite" in _error(_raw(api, "/v1/imagine", '{"prompt": "p", "chaos": 1e999}'))
+    assert _error(_raw(api, "/v1/imagine", '{"prompt": "p", "chaos": NaN}')) == (
+        "The 'chaos' field is NaN, which is not a JSON number: numbers must be finite."
+    )
+    assert "The 'chaos' field is 1e999" in _error(_raw(api, "/v1/imagine", '{"prompt": "p", "chaos": 1e999}'))
+    assert _error(_raw(api, "/v1/imagine", '{"prompt": "p", "chaos": 1' + "0" * 400 + "}")) == (
+        "The 'chaos' field is too large."
+    )
+    blend = _error(_raw(api, "/v1/blend", '{"imageUrls": ["http://a.test/1.png", -Infinity]}'))
+    assert blend.startswith("The 'imageUrls[2]' field is -Infinity")
+    assert _error(_raw(api, "/v1/imagine", "NaN")).startswith("The request body holds NaN")
+
+
+def test_a_huge_whole_number_is_a_400(api):
+    body = f'{{"jobId": "{uuid.uuid4()}", "index": 1{"0" * 400}}}'
+    assert "'index'" in _error(_raw(api, "/v1/upscale", body))
 
 
 @pytest.mark.parametrize("path", ["/v1/imagine", "/imagine", "/fetch", "/fetch-many", "/reroll"])
@@ -126,6 +141,11 @@ BAD_BODIES = [
     "NaN",
     '{"index": NaN}',
     '{"index": 1e400, "jobId": "00000000-0000-0000-0000-000000000000"}',
+    '{"index": 1'
+    + "0" * 400
+    + ', "chaos": -1'
+    + "0" * 400
+    + ', "jobId": "00000000-0000-0000-0000-000000000000"}',
     "[" * 50000,
     '{"prompt": "\\ud800", "imageUrl": "http://x.test/\\ud800", "webhookUrl": "http://x.test/\\udc00"}',
     '{"imageUrls": ["\\ud800", 1e400], "task_ids": [NaN, "\\ud800"], "task_id": "\\ud800"}',
