@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 
 from peewee import IntegrityError
@@ -10,9 +11,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 import credits
 from auth import create_key
 from config import PLANS
-from models import Account, db
+from models import Account, LedgerEntry, db, is_sqlite, utcnow
 
 MIN_PASSWORD_LENGTH = 8
+PLAN_GRANT_PERIOD = datetime.timedelta(days=30)
 
 
 class AccountError(ValueError):
@@ -49,21 +51,63 @@ def create(
                 password_hash=generate_password_hash(password) if password else None,
             )
             reason = credits.SIGNUP if plan == "free" else credits.PLAN
-            credits.grant(account.id, PLANS[plan].credits, reason, note=f"{PLANS[plan].title} plan credits")
+            credits.grant(account.id, PLANS[plan].credits, reason, note=plan_note(plan))
             _, key = create_key(account, "default")
     except IntegrityError:
         raise AccountError(f"an account with email {email} already exists") from None
     return Account.get_by_id(account.id), key
 
 
-def change_plan(account: Account, plan: str) -> Account:
-    """Move ``account`` to ``plan`` and grant that plan's credits."""
+def plan_note(plan: str) -> str:
+    """The ledger note of a plan's credit grant (signup on that plan, or an upgrade to it)."""
+    return f"{PLANS[plan].title} plan credits"
+
+
+def change_plan(account: Account, plan: str) -> tuple[Account, int]:
+    """Move ``account`` to ``plan``; returns the account and the credits this granted.
+
+    The one rule for plan credits: an upgrade (to a plan granting more credits) tops the balance up
+    to the new plan's grant, at most once per plan every ``PLAN_GRANT_PERIOD``; a downgrade, a
+    sideways move or a repeat upgrade within the period grants nothing. Every switch is a ledger row.
+    """
     if plan not in PLANS:
         raise AccountError(f"unknown plan {plan}; plans: {', '.join(PLANS)}")
+    target = PLANS[plan]
     with db.atomic():
+        query = Account.select().where(Account.id == account.id)
+        current = (query if is_sqlite() else query.for_update()).get()  # SQLite: the write lock is held
+        if current.plan == plan:
+            return current, 0
+        upgrade = target.credits > PLANS[current.plan].credits
+        since = utcnow() - PLAN_GRANT_PERIOD
+        granted_lately = (
+            LedgerEntry.select()
+            .where(
+                (LedgerEntry.account == account.id)
+                & LedgerEntry.reason.in_((credits.SIGNUP, credits.PLAN))
+                & (LedgerEntry.note == plan_note(plan))
+                & (LedgerEntry.created_at >= since)
+            )
+            .exists()
+        )
         Account.update(plan=plan).where(Account.id == account.id).execute()
-        credits.grant(account.id, PLANS[plan].credits, credits.PLAN, note=f"{PLANS[plan].title} plan credits")
-    return Account.get_by_id(account.id)
+        if upgrade and not granted_lately:
+            amount, note = max(0, target.credits - current.balance), plan_note(plan)
+        elif upgrade:
+            amount, note = 0, f"{target.title} plan: credits already granted in the last 30 days"
+        else:
+            amount, note = 0, f"{target.title} plan: no credits for a downgrade"
+        credits.grant(account.id, amount, credits.PLAN, note=note)
+    return Account.get_by_id(account.id), amount
+
+
+def change_password(account: Account, current: str, new: str) -> None:
+    """Set a new console password, given the current one."""
+    if not check_password(account, current):
+        raise AccountError("the current password is wrong")
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the new password must be at least {MIN_PASSWORD_LENGTH} characters")
+    Account.update(password_hash=generate_password_hash(new)).where(Account.id == account.id).execute()
 
 
 def check_password(account: Account, password: str) -> bool:

@@ -20,6 +20,7 @@ import errors
 import health
 import models
 import ratelimit
+import request_limits
 import roles
 import storage
 import webhooks
@@ -40,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(_close_connection)
 
     errors.init_app(app)
+    request_limits.init_app(app)
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)
     api.init_app(app)

@@ -64,9 +64,9 @@ def grant_credits(email: str, amount: int) -> None:
 @click.argument("email")
 @click.argument("plan", type=click.Choice(list(PLANS)))
 def change_plan(email: str, plan: str) -> None:
-    """Move an account to PLAN, granting that plan's credits."""
-    account = accounts.change_plan(_account(email), plan)
-    click.echo(f"{email}: now on the {plan} plan, balance {account.balance}")
+    """Move an account to PLAN (an upgrade tops the balance up to the plan's credits, once in 30 days)."""
+    account, granted = accounts.change_plan(_account(email), plan)
+    click.echo(f"{email}: now on the {plan} plan, {granted:+d} credits, balance {account.balance}")
 
 
 @keys.command("create")

@@ -1,7 +1,8 @@
 """The one safe way to reach a URL a user gave us (image inputs, webhooks).
 
 http(s) only; the resolved address is checked when connecting (requests-hardened pins it, so DNS
-rebinding cannot swap it), every redirect hop is checked again, and size and time are capped.
+rebinding cannot swap it), every redirect hop is checked again, and size and time are capped: the
+time as a wall-clock deadline over the whole exchange (a watchdog shuts the socket down when it passes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
+
+from watchdog import Watchdog, watch_session
 
 USER_AGENT = "APIFrame/1.0 (+self-hosted image API)"
 MAX_REDIRECTS = 5
@@ -47,15 +50,16 @@ def session(*, allow_private: bool, follow_redirects: bool, timeout: float) -> H
         )
     )
     http.max_redirects = MAX_REDIRECTS
+    watch_session(http)
     return http
 
 
 def fetch_bytes(url: str, *, allow_private: bool, max_bytes: int, timeout: float) -> bytes:
     """GET ``url`` and return its body, within ``max_bytes`` and ``timeout`` seconds overall."""
     check_url(url)
-    deadline = time.monotonic() + timeout
+    watchdog = Watchdog(timeout)
     try:
-        with session(allow_private=allow_private, follow_redirects=True, timeout=timeout) as http:
+        with watchdog, session(allow_private=allow_private, follow_redirects=True, timeout=timeout) as http:
             with http.get(url, stream=True, headers={"Accept": "image/*"}) as response:
                 _check_hops(response)
                 if response.status_code != 200:
@@ -63,23 +67,28 @@ def fetch_bytes(url: str, *, allow_private: bool, max_bytes: int, timeout: float
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise FetchError(f"the file is larger than {max_bytes} bytes")
-                return _read_capped(response, max_bytes, deadline)
+                return _read_capped(response, max_bytes, watchdog.deadline)
     except FetchError:
         raise
     except Exception as exc:
+        if watchdog.expired:
+            raise FetchError("the server did not answer in time") from None
         raise FetchError(describe_failure(exc)) from None
 
 
 def post_json(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, timeout: float) -> Any:
     """POST a JSON body to ``url``, never following redirects; returns the response, its body unread."""
     check_url(url)
+    watchdog = Watchdog(timeout)
     try:
-        with session(allow_private=allow_private, follow_redirects=False, timeout=timeout) as http:
+        with watchdog, session(allow_private=allow_private, follow_redirects=False, timeout=timeout) as http:
             headers = {"Content-Type": "application/json", **headers}
             response = http.post(url, data=body, headers=headers, stream=True)
             response.close()  # a huge or endless answer can cost neither memory nor time
             return response
     except Exception as exc:
+        if watchdog.expired:
+            raise FetchError("the server did not answer in time") from None
         error = RefusedURL if is_forbidden_address(exc) else FetchError
         raise error(describe_failure(exc)) from None
 

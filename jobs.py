@@ -12,6 +12,7 @@ from flask import current_app, has_app_context
 from peewee import Tuple
 
 import credits
+import ratelimit
 import wakeup
 from errors import insufficient_credits, not_found, validation_error
 from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
@@ -78,6 +79,7 @@ def require_provider(operation: str) -> None:
 
 def create(account: Account, operation: Operation, data: dict[str, Any], *, origin: str = REFERENCE) -> Job:
     """Accept a job of ``operation`` from a validated request (a loaded request schema), from anywhere."""
+    ratelimit.count_create(account)
     if operation.provider:
         require_provider(operation.provider)
     return submit(

@@ -102,6 +102,7 @@ class Account(BaseModel):
     refunded = IntegerField(default=0)  # credits given back for jobs that did not succeed
     images = IntegerField(default=0)  # images of succeeded jobs: 4 per grid, 1 per single image
     webhook_signing_secret = CharField(null=True)  # whsec_...; made when first needed
+    session_generation = IntegerField(default=0)  # console sessions of older generations are void
     created_at = DateTimeField(default=utcnow)
 
 
@@ -202,7 +203,22 @@ class WebhookAttempt(BaseModel):
         indexes = ((("delivery", "number"), True),)
 
 
-MODELS = [Account, ApiKey, Job, LedgerEntry, WebhookDelivery, WebhookAttempt]
+class IdempotencyKey(BaseModel):
+    """A create request's Idempotency-Key: the request it was first used with, and the answer it got."""
+
+    id = AutoField()
+    account = ForeignKeyField(Account, backref="idempotency_keys", on_delete="CASCADE")
+    key = CharField(max_length=255)
+    fingerprint = CharField()  # SHA-256 of the method, path and body of the first request
+    status_code = IntegerField(null=True)  # null while the first request is in flight
+    body = TextField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        indexes = ((("account", "key"), True),)
+
+
+MODELS = [Account, ApiKey, Job, LedgerEntry, WebhookDelivery, WebhookAttempt, IdempotencyKey]
 
 
 class _Bound(NamedTuple):

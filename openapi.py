@@ -13,6 +13,7 @@ from flask import Flask
 from marshmallow import Schema
 
 import api
+import idempotency
 import operations
 import schemas
 from api import original, reference
@@ -41,8 +42,21 @@ SECURITY = [{name: []} for name in SECURITY_SCHEMES]
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 ORIGINAL_TAG = "apiframe.ai API"
 
-CREATE_ERRORS = (400, 401, 402, 413, 429, 500)
-PICK_ERRORS = (400, 401, 402, 404, 413, 429, 500)
+CREATE_ERRORS = (400, 401, 402, 409, 413, 422, 429, 500)  # 409, 422: an Idempotency-Key in use or reused
+PICK_ERRORS = (400, 401, 402, 404, 409, 413, 422, 429, 500)
+IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Retry safely: the same key and request within 24 hours gets the first answer again "
+    "(marked Idempotent-Replayed: true), with no second job and no second charge.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": "^[ -~]+$",
+    },
+}
 JOB_ERRORS = (400, 401, 404, 429, 500)
 READ_ERRORS = (401, 429, 500)
 
@@ -318,6 +332,8 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
         }
         for name in route.arguments
     ]
+    if operation.status == 202 or operation.response is original.TaskCreated:  # it creates a job
+        parameters.append(IDEMPOTENCY_KEY)
     if operation.query is not None:
         parameters.append({"in": "query", "schema": operation.query})
     if parameters:

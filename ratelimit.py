@@ -1,12 +1,37 @@
-"""Rate limits: per API key, per minute, at the key owner's plan rate, shared by every API route."""
+"""Rate limits: per API key, per minute, at the key owner's plan rate, shared by every API route.
+
+Creating jobs is also limited per account, at the same plan rate, wherever the job comes from (any
+key of the API, or the console's playground and buttons), in the limiter's own storage.
+"""
 
 from __future__ import annotations
+
+import math
+import time
 
 from flask import Blueprint, Flask, Response, current_app, g
 from flask_limiter import Limiter
 from limits import parse
 
 from config import PLANS
+from errors import ApiError
+from models import Account
+
+CREATES_SCOPE = "creates"
+
+
+class CreatesLimited(ApiError):
+    """429: the account made as many jobs this minute as its plan allows."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(429, "RATE_LIMITED", message)
+        self.retry_after = retry_after
+
+    def response(self) -> Response:
+        """The JSON error, with Retry-After."""
+        response = super().response()
+        response.headers["Retry-After"] = str(self.retry_after)
+        return response
 
 EXTENSION = "apiframe.limiter"
 
@@ -57,6 +82,24 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
 def limiter() -> Limiter:
     """The current app's rate limiter."""
     return current_app.extensions[EXTENSION]
+
+
+def count_create(account: Account) -> None:
+    """Count a job creation against the account's plan rate (API and console together), or raise 429."""
+    limiter = current_app.extensions[EXTENSION]
+    if not limiter.enabled:
+        return
+    item = parse(per_minute(account.plan))
+    identity = f"account:{account.id}"
+    if limiter.limiter.hit(item, "apiframe", identity, CREATES_SCOPE):
+        return
+    reset, _ = limiter.limiter.get_window_stats(item, "apiframe", identity, CREATES_SCOPE)
+    retry_after = max(0, math.ceil(reset - time.time()))
+    raise CreatesLimited(
+        f"Rate limit of {item.amount} new jobs per minute for the {PLANS[account.plan].title} plan exceeded "
+        f"(the API and the console count together). Retry after {retry_after} seconds.",
+        retry_after,
+    )
 
 
 def requests_this_minute(limiter: Limiter, key_hash: str, plan: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -86,6 +87,19 @@ def between(low: float, high: float | None = None) -> validate.Range:
     return validate.Range(min=low, max=high, error=f"must be between {low:g} and {high:g}.")
 
 
+MAX_OFFSET = 1_000_000_000
+UNICODE_MESSAGE = "must be valid Unicode text (it holds a lone surrogate such as \\ud800)."
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a UTF-16 surrogate on its own, which no UTF-8 page or database can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class Text(fields.String):
     """A string; blank strings are refused, surrounding whitespace is dropped."""
 
@@ -98,6 +112,8 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if has_lone_surrogate(text):
+            raise ValidationError(UNICODE_MESSAGE)
         if not text:
             raise ValidationError("must not be empty.")
         if len(text) > self.max_length:
@@ -114,7 +130,12 @@ class Choice(fields.String):
 class Number(fields.Float):
     """A JSON number (strings and booleans are refused)."""
 
-    default_error_messages = {**MESSAGES, "invalid": "must be a number."}
+    default_error_messages = {
+        **MESSAGES,
+        "invalid": "must be a number.",
+        "special": "must be a finite number.",
+        "too_large": "is too large.",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -128,7 +149,9 @@ class WholeNumber(fields.Integer):
     default_error_messages = {**MESSAGES, "invalid": "must be a whole number."}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and not math.isfinite(value) or value != int(value):
             raise self.make_error("invalid")
         return int(value)
 
@@ -152,6 +175,8 @@ class HttpUrl(fields.Url):
         if not isinstance(value, str):
             raise self.make_error("invalid")
         value = value.strip()
+        if has_lone_surrogate(value):
+            raise ValidationError(UNICODE_MESSAGE)
         if len(value) > MAX_URL_LENGTH:
             raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters.")
         return super()._deserialize(value, attr, data, **kwargs)
@@ -170,6 +195,8 @@ class HeaderValue(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if has_lone_surrogate(text):
+            raise ValidationError(UNICODE_MESSAGE)
         if not text:
             raise ValidationError("must not be empty.")
         if len(text) > self.max_length:
@@ -512,10 +539,12 @@ class JobListQuery(Schema):
     limit = QueryInteger(
         load_default=20, validate=between(1, 100), metadata={"description": "How many jobs to return."}
     )
-    offset = QueryInteger(load_default=0, validate=between(0), metadata={"description": "How many to skip."})
+    offset = QueryInteger(
+        load_default=0, validate=between(0, MAX_OFFSET), metadata={"description": "How many to skip."}
+    )
     cursor = PageCursor(
         metadata={
-            "description": "The page after the one whose pagination.nextCursor this is (instead of offset); "
+            "description": "The page after the one whose nextCursor this is (instead of offset); "
             "as fast at any depth."
         }
     )

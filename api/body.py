@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import request
 
+import strict_json
 from errors import validation_error
 
 
@@ -16,7 +17,9 @@ def json_body() -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        return strict_json.loads(raw)
+    except strict_json.Refused as exc:
+        raise validation_error(str(exc)) from None
     except ValueError as exc:
         if request.mimetype and not request.is_json:
             raise validation_error(

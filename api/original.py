@@ -26,6 +26,7 @@ import storage
 import webhooks
 from api.body import json_body
 from errors import ApiError, validation_error
+from idempotency import idempotent
 from jobs import (
     ACTIVE,
     CANCELLED,
@@ -133,7 +134,7 @@ def create_view(operation: Operation, *, shared: bool) -> Callable[[], tuple[Res
 
     create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
     create.__doc__ = (operation.original.summary or operation.summary) + "."
-    return create
+    return idempotent(create)
 
 
 def shared_endpoint(operation: Operation) -> str:

@@ -15,6 +15,7 @@ import operations
 import schemas
 import webhooks
 from api.body import json_body
+from idempotency import idempotent
 from operations import Operation
 
 FAMILY = jobs.REFERENCE
@@ -38,7 +39,7 @@ def create_view(operation: Operation) -> Callable[[], tuple[Response, int]]:
 
     create.__name__ = operation.endpoint
     create.__doc__ = operation.summary + "."
-    return create
+    return idempotent(create)
 
 
 def paths(operation: Operation) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +14,9 @@ import operations
 import storage
 from jobs import ACTIVE
 from models import Job, utcnow
+from schemas import has_lone_surrogate
+
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,13 @@ def aspect(job: Job) -> str:
     return "1 / 1"
 
 
+def printable(value: Any) -> Any:
+    """What a template prints: lone surrogates a client stored show as U+FFFD instead of failing the page."""
+    if isinstance(value, str) and has_lone_surrogate(value):
+        return SURROGATE.sub("\ufffd", value)
+    return value
+
+
 def _globals() -> dict[str, Any]:
     return {
         "account": getattr(g, "account", None),
@@ -123,6 +134,7 @@ def _globals() -> dict[str, Any]:
 
 def register(app: Flask) -> None:
     """Make the helpers available to every template."""
+    app.jinja_env.finalize = printable
     app.add_template_filter(ago)
     app.add_template_filter(utc)
     app.add_template_filter(duration)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask_wtf import FlaskForm
+from flask_wtf.form import SUBMIT_METHODS
+from flask_wtf.form import _Auto as FORM_DATA_AUTO
 from marshmallow import Schema
+from werkzeug.datastructures import CombinedMultiDict
 from wtforms import (
     EmailField,
     HiddenField,
@@ -17,7 +21,16 @@ from wtforms import (
     TextAreaField,
     URLField,
 )
-from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import (
+    AnyOf,
+    DataRequired,
+    EqualTo,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 import operations
 import schemas
@@ -32,7 +45,20 @@ EMAIL = Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like jane@e
 PICKS = {f"{op.action.letter}{index}": (op, index) for op in operations.actions() for index in range(1, 5)}
 
 
-class SignupForm(FlaskForm):
+class ConsoleForm(FlaskForm):
+    """A form posted by a browser: its data is the form body only (a JSON body is not a form)."""
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form: Any, formdata: Any) -> Any:
+            """The posted form fields and files, never a JSON body read as a form."""
+            if formdata is not FORM_DATA_AUTO or request.method not in SUBMIT_METHODS:
+                return super().wrap_formdata(form, formdata)
+            if request.files or request.form:
+                return CombinedMultiDict((request.files, request.form))
+            return None
+
+
+class SignupForm(ConsoleForm):
     """Create an account."""
 
     name = StringField(
@@ -59,7 +85,7 @@ class SignupForm(FlaskForm):
     )
 
 
-class LoginForm(FlaskForm):
+class LoginForm(ConsoleForm):
     """Log in with email and password."""
 
     email = EmailField(
@@ -75,11 +101,41 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
-class ConfirmForm(FlaskForm):
+class PasswordForm(ConsoleForm):
+    """Change the console password: the current one, and the new one twice."""
+
+    current = PasswordField(
+        "Current password",
+        validators=[DataRequired("Enter your current password.")],
+        render_kw={"autocomplete": "current-password"},
+    )
+    new = PasswordField(
+        "New password",
+        validators=[
+            DataRequired("Choose a new password."),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=256,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+    confirm = PasswordField(
+        "New password, again",
+        validators=[
+            DataRequired("Type the new password again."),
+            EqualTo("new", "The two new passwords differ."),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+
+
+class ConfirmForm(ConsoleForm):
     """A button that only needs the CSRF token: log out, revoke a key, cancel a job, rotate a secret."""
 
 
-class KeyForm(FlaskForm):
+class KeyForm(ConsoleForm):
     """Create an API key."""
 
     name = StringField(
@@ -87,7 +143,7 @@ class KeyForm(FlaskForm):
     )
 
 
-class PickForm(FlaskForm):
+class PickForm(ConsoleForm):
     """The buttons under a grid (U1-U4, V1-V4): an operation on one of its four images."""
 
     action = StringField(validators=[AnyOf(list(PICKS), message=f"Pick one of {', '.join(PICKS)}.")])
@@ -97,7 +153,7 @@ class PickForm(FlaskForm):
         return PICKS[self.action.data]
 
 
-class PlanForm(FlaskForm):
+class PlanForm(ConsoleForm):
     """Switch to another plan."""
 
     plan = StringField(validators=[AnyOf(list(PLANS), message="Pick one of the plans.")])
@@ -109,7 +165,7 @@ def _choices(values: tuple[Any, ...], none: str | None = None) -> list[SelectCho
     return empty + [SelectChoice(str(value)) for value in values]
 
 
-class PlaygroundForm(FlaskForm):
+class PlaygroundForm(ConsoleForm):
     """A playground tab: the form of one request schema, with the body it makes for the API."""
 
     request: type[Schema]  # the operation's request schema this form fills in
@@ -207,7 +263,7 @@ class BlendForm(PlaygroundForm):
         return {"imageUrls": self.urls()}
 
 
-class JobFilterForm(FlaskForm):
+class JobFilterForm(ConsoleForm):
     """The gallery's filters (a GET form: nothing changes, so no CSRF token)."""
 
     class Meta:

@@ -1,4 +1,8 @@
-"""Console sessions: a signed cookie holding only the account id."""
+"""Console sessions: a signed cookie holding the account id and the account's session generation.
+
+Logging out and changing the password bump the generation stored on the account, which ends every
+session of the account on the server side: a copied cookie of an older generation opens nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from flask import Response, g, jsonify, redirect, request, session, url_for
 from models import Account
 
 SESSION_KEY = "account_id"
+GENERATION_KEY = "generation"
 JSON_VIEWS = {"console.live_jobs"}  # answered with 401 JSON instead of a redirect to the login page
 
 
@@ -16,11 +21,23 @@ def log_in(account: Account) -> None:
     """Start a fresh session for ``account`` (dropping anything kept from before)."""
     session.clear()
     session[SESSION_KEY] = account.id
+    session[GENERATION_KEY] = account.session_generation
     session.permanent = True
 
 
+def end_sessions(account_id: int) -> Account:
+    """End every console session of the account (on every device); returns the account as it now is."""
+    Account.update(session_generation=Account.session_generation + 1).where(
+        Account.id == account_id
+    ).execute()
+    return Account.get_by_id(account_id)
+
+
 def log_out() -> None:
-    """End the session."""
+    """End the session, and with it every copy of its cookie."""
+    account = current_account()
+    if account is not None:
+        end_sessions(account.id)
     session.clear()
 
 
@@ -30,8 +47,9 @@ def current_account() -> Account | None:
     if not isinstance(account_id, int):
         return None
     account = Account.get_or_none(Account.id == account_id)
-    if account is None:
-        session.pop(SESSION_KEY, None)
+    if account is None or session.get(GENERATION_KEY) != account.session_generation:
+        session.clear()
+        return None
     return account
 
 

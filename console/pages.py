@@ -14,7 +14,8 @@ import ratelimit
 import webhooks
 from config import PLANS
 from console.blueprints import console_bp as bp
-from console.forms import ConfirmForm, KeyForm, PlanForm
+from console.forms import ConfirmForm, KeyForm, PasswordForm, PlanForm
+from console.login import end_sessions, log_in
 from console.signin import show_key_once, take_new_key
 from credits import GRANT_REASONS
 from models import ApiKey, Job, LedgerEntry
@@ -23,6 +24,7 @@ from ratelimit import requests_this_minute
 RECENT_JOBS = 8
 LEDGER_PAGE = 50
 RECENT_WEBHOOKS = 20
+MAX_PAGE = 100_000  # past every real page; keeps the SQL offset in range
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,9 @@ def key_usage() -> list[KeyUsage]:
 
 
 def page_number() -> int:
-    """The ``page`` query argument (1 when missing or bad)."""
+    """The ``page`` query argument (1 when missing or bad, at most ``MAX_PAGE``)."""
     page = request.args.get("page", type=int) or 1
-    return max(page, 1)
+    return min(max(page, 1), MAX_PAGE)
 
 
 @bp.get("/")
@@ -106,7 +108,7 @@ def create_key() -> Response | tuple[str, int]:
     return redirect(url_for("console.keys"))
 
 
-@bp.post("/keys/<int:key_id>/revoke")
+@bp.post("/keys/<int(max=2147483647):key_id>/revoke")
 def revoke_key(key_id: int) -> Response:
     """Revoke one of the account's keys: it stops working at once."""
     key = ApiKey.get_or_none((ApiKey.id == key_id) & (ApiKey.account == g.account.id))
@@ -168,8 +170,12 @@ def switch_plan() -> Response | tuple[str, int]:
     if plan.name == g.account.plan:
         flash(f"You are already on the {plan.title} plan.", "info")
         return redirect(url_for("console.plans"))
-    accounts.change_plan(g.account, plan.name)
-    flash(f"You are now on the {plan.title} plan: {plan.credits:,} credits were added.", "success")
+    account, granted = accounts.change_plan(g.account, plan.name)
+    if granted:
+        added = f"your balance was topped up to {account.balance:,} credits (+{granted:,})."
+    else:
+        added = "no credits were added (an upgrade tops your balance up once per plan in 30 days)."
+    flash(f"You are now on the {plan.title} plan: {added}", "success")
     return redirect(url_for("console.plans"))
 
 
@@ -196,3 +202,19 @@ def rotate_webhook_secret() -> Response:
     webhooks.rotate_signing_secret(g.account.id)
     flash("New signing secret made: every webhook sent from now on is signed with it.", "success")
     return redirect(url_for("console.webhooks_page"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def password() -> Response | tuple[str, int]:
+    """Change the console password; every other session of the account ends."""
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        return render_template("console/password.html", form=form), 400 if form.is_submitted() else 200
+    try:
+        accounts.change_password(g.account, form.current.data, form.new.data)
+    except accounts.AccountError as exc:
+        form.current.errors.append(str(exc).capitalize() + ".")
+        return render_template("console/password.html", form=form), 400
+    log_in(end_sessions(g.account.id))  # this browser stays signed in, under the new generation
+    flash("Password changed. Every other session of your account has been logged out.", "success")
+    return redirect(url_for("console.dashboard"))

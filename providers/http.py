@@ -3,7 +3,9 @@
 Backend URLs come from the operator (often a GPU box on the LAN), so these calls do not go through
 the SSRF filter in ``fetch.py``, which is only for URLs users give us. Every wait goes through the
 job's context, so cancellation and the deadline cut retries and polling short; read timeouts never
-outlast the job. Errors become ``ProviderError``s that name the provider and never carry secrets.
+outlast the job, and a watchdog bounds each attempt (and each download) by the wall clock, so a
+backend that trickles bytes cannot hold the thread past it. Errors become ``ProviderError``s that
+name the provider and never carry secrets.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from PIL import Image
 
 import imaging
 from providers import JobAborted, JobCancelled, JobContext, JobTimedOut, ProviderError
+from watchdog import Watchdog, watch_session
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class Backend:
         self.auth_headers = dict(headers or {})
         self.auth = auth
         self.secrets = [secret for secret in secrets if secret]
-        self.session = requests.Session()
+        self.session = watch_session(requests.Session())
         self.session.headers["User-Agent"] = USER_AGENT
 
     def url(self, path: str) -> str:
@@ -187,11 +190,13 @@ class Backend:
             timeout = min(read_timeout or self.settings.read_timeout, ctx.remaining())
             if timeout <= 0:
                 raise JobTimedOut()
+            watchdog = Watchdog(timeout)
             try:
-                response = send(timeout)
+                with watchdog:
+                    response = send(timeout)
             except requests.RequestException as exc:
                 ctx.check()  # a timeout that used up the job's time is the job's timeout
-                reason, wait = self._failure_reason(exc, timeout), None
+                reason, wait = self._failure_reason(exc, timeout, watchdog.expired), None
             else:
                 if response.status_code not in RETRY_STATUSES:
                     return response
@@ -210,7 +215,9 @@ class Backend:
             delay = max(delay, min(retry_after_seconds, MAX_RETRY_AFTER))
         return delay
 
-    def _failure_reason(self, exc: requests.RequestException, timeout: float) -> str:
+    def _failure_reason(self, exc: requests.RequestException, timeout: float, expired: bool = False) -> str:
+        if expired:
+            return f"did not answer within {timeout:g} seconds"
         if isinstance(exc, requests.ConnectTimeout):
             return "could not be reached (connection timed out)"
         if isinstance(exc, requests.Timeout):
@@ -305,16 +312,22 @@ class Backend:
         absolute = urljoin(self.base_url + "/", url)  # "/x.png" is on the backend's host
         if urlsplit(absolute).scheme not in ("http", "https"):
             raise ProviderError(f"The {self.provider} provider sent an image URL that is not http(s).")
-        response = self._with_retries(
-            lambda timeout: self._send("GET", absolute, timeout, {"stream": True}), ctx, "image download"
-        )
-        with response:
-            if response.status_code != 200:
-                raise ProviderError(
-                    f"The {self.provider} provider's result image could not be downloaded "
-                    f"(HTTP {response.status_code})."
-                )
-            return self.image_from_bytes(self._read_capped(response))
+        with Watchdog(ctx.remaining()):  # headers and body, every attempt: never past the job's deadline
+            response = self._with_retries(
+                lambda timeout: self._send("GET", absolute, timeout, {"stream": True}), ctx, "image download"
+            )
+            with response:
+                if response.status_code != 200:
+                    raise ProviderError(
+                        f"The {self.provider} provider's result image could not be downloaded "
+                        f"(HTTP {response.status_code})."
+                    )
+                try:
+                    raw = self._read_capped(response)
+                except ProviderError:
+                    ctx.check()  # a download cut off by the job's deadline is the job's timeout
+                    raise
+        return self.image_from_bytes(raw)
 
     def _read_capped(self, response: requests.Response) -> bytes:
         declared = response.headers.get("Content-Length", "")

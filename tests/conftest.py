@@ -93,13 +93,15 @@ class Api:
         """Poll until the job reaches one of ``until`` (default: any terminal status)."""
         until = until or ("succeeded", "failed", "timed_out", "cancelled")
         deadline = time.monotonic() + timeout
+        interval = 0.02
         while True:
             job = self.job(job_id)
             if job["status"] in until:
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
-            time.sleep(0.02)
+            time.sleep(interval)
+            interval = min(0.2, interval * 1.5)  # a slow (busy) machine must not poll past the rate limit
 
     def imagine(self, prompt: str = "a red fox in a snowy forest", **fields: Any) -> dict[str, Any]:
         job = self.submit("/v1/imagine", {"prompt": prompt, **fields})

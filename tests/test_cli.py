@@ -63,7 +63,7 @@ def test_users_plan(app, runner):
     _last_line(runner.invoke(args=["users", "plan", "p@example.com", "growth"]))
     with app.app_context():
         account = Account.get(Account.email == "p@example.com")
-        assert account.plan == "growth" and account.balance == 50 + PLANS["growth"].credits
+        assert account.plan == "growth" and account.balance == PLANS["growth"].credits
     bad = runner.invoke(args=["users", "plan", "p@example.com", "platinum"])
     assert bad.exit_code != 0
 

@@ -308,11 +308,12 @@ def test_plans_can_be_switched_when_self_upgrade_is_on(member, app):
     assert "Switch to Standard" in page and "300" in page
     response = console.post("/console/plans", {"plan": "standard"}, page="/console/plans")
     assert response.status_code == 302
-    assert "You are now on the Standard plan: 500 credits were added." in text(console.get("/console/plans"))
+    shown = text(console.get("/console/plans"))
+    assert "You are now on the Standard plan: your balance was topped up to 500 credits (+300)." in shown
     with app.app_context():
         entries = LedgerEntry.select().where(LedgerEntry.account == account.id)
         entry = entries.order_by(LedgerEntry.id.desc()).get()
-        assert (entry.reason, entry.amount, entry.balance_after) == ("plan", 500, 700)
+        assert (entry.reason, entry.amount, entry.balance_after) == ("plan", 300, 500)
 
 
 def test_plan_switch_refuses_unknown_plans(member):

@@ -69,7 +69,8 @@ def test_operations_carry_request_and_response_schemas(document):
         "schema": {"type": "string", "format": "uuid"},
     }
     listing = document["paths"]["/v1/jobs"]["get"]
-    assert {parameter["name"] for parameter in listing["parameters"]} == {"limit", "offset", "status", "type"}
+    names = {parameter["name"] for parameter in listing["parameters"]}
+    assert names == {"limit", "offset", "cursor", "status", "type"}
 
 
 def test_request_schemas_follow_the_validation(document):

@@ -113,3 +113,60 @@ def test_requests_this_minute(app, make_account, client):
 
         key_hash = ApiKey.get(ApiKey.account == account.id).key_hash
         assert requests_this_minute(app.extensions["apiframe.limiter"], key_hash, "hobby") == (3, 30)
+
+
+def test_jobs_made_in_the_console_count_against_the_same_plan_limit(app, client, make_account):
+    import credits
+    from test_console import PASSWORD, Console, text
+
+    account, key = make_account("free", email="play@example.com", password=PASSWORD)
+    with app.app_context():
+        credits.grant(account.id, 1000)
+    console = Console(client)
+    assert console.login("play@example.com").status_code == 302
+    api = Api(app.test_client(), key)
+    for n in range(4):
+        assert api.post("/v1/imagine", json={"prompt": f"api {n}"}).status_code == 202
+    token = console.token("/console/playground")
+    for n in range(6):
+        response = client.post(
+            "/console/playground?tab=imagine",
+            data={"csrf_token": token, "prompt": f"console {n}", "aspect_ratio": "1:1", "version": "6.1",
+                  "quality": "0.25", "style": "", "chaos": "0", "stylize": "100"},
+        )  # fmt: skip
+        assert response.status_code == 302, text(response)[:500]
+    refused = client.post(
+        "/console/playground?tab=imagine",
+        data={"csrf_token": token, "prompt": "one too many", "aspect_ratio": "1:1", "version": "6.1",
+              "quality": "0.25", "style": "", "chaos": "0", "stylize": "100"},
+    )  # fmt: skip
+    assert refused.status_code == 429
+    assert "Rate limit of 10 new jobs per minute for the Free plan exceeded" in text(refused)
+    other_key = Api(app.test_client(), make_account("free")[1])  # another account is not affected
+    assert other_key.post("/v1/imagine", json={"prompt": "mine"}).status_code == 202
+    with app.app_context():
+        from models import Job
+
+        assert Job.select().where(Job.account == account.id).count() == 10
+
+
+def test_the_api_is_refused_once_the_console_used_the_minute(app, client, make_account):
+    import credits
+    from test_console import PASSWORD, Console
+
+    account, key = make_account("free", email="mix@example.com", password=PASSWORD)
+    with app.app_context():
+        credits.grant(account.id, 1000)
+    console = Console(client)
+    console.login("mix@example.com")
+    token = console.token("/console/playground")
+    for n in range(10):
+        response = client.post(
+            "/console/playground?tab=describe",
+            data={"csrf_token": token, "image_url": f"http://127.0.0.1:9/{n}.png"},
+        )
+        assert response.status_code == 302
+    refused = Api(app.test_client(), key).post("/v1/describe", json={"imageUrl": "http://127.0.0.1:9/x.png"})
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "RATE_LIMITED"
+    assert 0 <= int(refused.headers["Retry-After"]) <= 60

@@ -1,0 +1,167 @@
+"""Idempotency keys on create requests, after the IETF httpapi draft "The Idempotency-Key HTTP Header Field".
+
+A create request with an ``Idempotency-Key`` header is recorded under the account and the key, with a
+fingerprint of the request (method, path and body). A retry with the same key and the same request gets
+the first answer again (same status and body, marked ``Idempotent-Replayed: true``) and makes no second
+job; the same key with another request gets 422; a retry while the first request is still being answered
+gets 409. Only successful answers are kept: after an error no job was made, so the key is free again.
+Keys are kept for 24 hours (``KEEP``), in the database, so they hold across processes and restarts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, current_app, g, request
+from peewee import IntegrityError
+
+from errors import ApiError, validation_error
+from models import IdempotencyKey, db, utcnow
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+KEEP = datetime.timedelta(hours=24)
+IN_FLIGHT_LIMIT = datetime.timedelta(minutes=2)  # a first request unanswered this long died with its process
+MAX_KEY_LENGTH = 255
+PURGE_EVERY = 60.0  # seconds between sweeps of expired keys, per process
+
+_purge_lock = threading.Lock()
+_next_purge = 0.0
+
+
+def presented_key() -> str | None:
+    """The request's Idempotency-Key (bare, or quoted as the draft's structured-field string), or None."""
+    raw = request.headers.get(HEADER)
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not key:
+        raise validation_error(f"The '{HEADER}' header must not be empty.")
+    if len(key) > MAX_KEY_LENGTH:
+        raise validation_error(f"The '{HEADER}' header must be at most {MAX_KEY_LENGTH} characters.")
+    if not key.isascii() or not key.isprintable():
+        raise validation_error(f"The '{HEADER}' header must be printable ASCII characters.")
+    return key
+
+
+def fingerprint() -> str:
+    """A digest of what makes a request the same request: its method, path and body (as JSON, if it is)."""
+    raw = request.get_data(cache=True)
+    try:
+        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
+        body = raw
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
+    """Make a create view honour Idempotency-Key (the caller is authenticated: ``g.account`` is set)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        key = presented_key()
+        if key is None:
+            return current_app.make_response(view(*args, **kwargs))
+        claimed = claim(g.account.id, key, fingerprint())
+        if isinstance(claimed, Response):
+            return claimed
+        try:
+            response = current_app.make_response(view(*args, **kwargs))
+        except BaseException:
+            release(claimed)
+            raise
+        if 200 <= response.status_code < 300:
+            IdempotencyKey.update(
+                status_code=response.status_code, body=response.get_data(as_text=True)
+            ).where(IdempotencyKey.id == claimed).execute()
+        else:
+            release(claimed)
+        return response
+
+    return wrapper
+
+
+def claim(account_id: int, key: str, digest: str) -> int | Response:
+    """Record a first use of ``key`` (returns its row id), or the answer to a retry: replay, 409 or 422."""
+    _purge_expired()
+    for _ in range(3):  # a row that expires or is released while we look: try again
+        now = utcnow()
+        try:
+            with db.atomic():
+                return IdempotencyKey.insert(
+                    account=account_id, key=key, fingerprint=digest, created_at=now
+                ).execute()
+        except IntegrityError:
+            pass
+        row = IdempotencyKey.get_or_none((IdempotencyKey.account == account_id) & (IdempotencyKey.key == key))
+        if row is None:
+            continue
+        if row.created_at < now - KEEP:
+            IdempotencyKey.delete().where(
+                (IdempotencyKey.id == row.id) & (IdempotencyKey.created_at == row.created_at)
+            ).execute()
+            continue
+        if row.fingerprint != digest:
+            raise ApiError(
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+                f"This {HEADER} was already used with a different request (another endpoint or body). "
+                "Use a new key for a new request.",
+            )
+        if row.status_code is None:
+            if row.created_at < now - IN_FLIGHT_LIMIT and _take_over(row, now):
+                return row.id
+            raise ApiError(
+                409,
+                "IDEMPOTENCY_KEY_IN_USE",
+                f"A request with this {HEADER} is still being processed. Retry after it has been answered.",
+            )
+        return replay(row)
+    raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", f"This {HEADER} is changing hands; retry in a moment.")
+
+
+def _take_over(row: IdempotencyKey, now: datetime.datetime) -> bool:
+    """Claim the row of a first request whose process died before answering."""
+    taken = IdempotencyKey.update(created_at=now).where(
+        (IdempotencyKey.id == row.id)
+        & IdempotencyKey.status_code.is_null()
+        & (IdempotencyKey.created_at == row.created_at)
+    )
+    return taken.execute() == 1
+
+
+def release(row_id: int) -> None:
+    """Forget a key whose request ended without a job, so the client may use it again."""
+    IdempotencyKey.delete().where(
+        (IdempotencyKey.id == row_id) & IdempotencyKey.status_code.is_null()
+    ).execute()
+
+
+def replay(row: IdempotencyKey) -> Response:
+    """The first answer given under a key, again."""
+    response = Response(row.body, status=row.status_code, mimetype="application/json")
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+def _purge_expired() -> None:
+    """Delete keys older than ``KEEP`` (at most once a minute per process)."""
+    global _next_purge
+    if time.monotonic() < _next_purge or not _purge_lock.acquire(blocking=False):
+        return
+    try:
+        _next_purge = time.monotonic() + PURGE_EVERY
+        IdempotencyKey.delete().where(IdempotencyKey.created_at < utcnow() - KEEP).execute()
+    finally:
+        _purge_lock.release()

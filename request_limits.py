@@ -1,0 +1,40 @@
+"""Limits on the request line and headers, answered by the app in the JSON error format.
+
+gunicorn's own limits are set above these (gunicorn.conf.py), so that a long path or a huge header
+reaches the app and gets a JSON 414 or 431 like every other error, not the server's HTML page.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from errors import ApiError
+
+MAX_TARGET_BYTES = 4096  # path and query string
+MAX_HEADER_BYTES = 8192  # one header line: name and value
+
+
+def check_request() -> None:
+    """Refuse a request whose target or one of whose headers is too long."""
+    target = request.environ.get("RAW_URI") or request.full_path
+    if len(target) > MAX_TARGET_BYTES:
+        raise ApiError(
+            414,
+            "URI_TOO_LONG",
+            f"The request's path and query string are {len(target)} bytes long; at most {MAX_TARGET_BYTES} "
+            "are accepted. Send large inputs in a JSON body.",
+        )
+    for name, value in request.headers.items():
+        size = len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            raise ApiError(
+                431,
+                "HEADER_TOO_LARGE",
+                f"The '{name[:64]}' header is {size} bytes long; at most {MAX_HEADER_BYTES} are accepted "
+                "per header.",
+            )
+
+
+def init_app(app: Flask) -> None:
+    """Check every request's size limits before anything else reads it."""
+    app.before_request(check_request)

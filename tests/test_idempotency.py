@@ -1,0 +1,239 @@
+"""Idempotency-Key on create routes: a retry replays the first answer, never a second job or debit."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg2
+import pytest
+import requests
+
+import credits
+import idempotency
+from conftest import Api
+from models import Account, IdempotencyKey, Job, LedgerEntry
+from servers import Server, cli, environment, free_port
+
+
+def _debits(app, account_id: int) -> int:
+    with app.app_context():
+        return (
+            LedgerEntry.select()
+            .where((LedgerEntry.account == account_id) & (LedgerEntry.reason == "debit"))
+            .count()
+        )
+
+
+def _jobs(app, account_id: int) -> int:
+    with app.app_context():
+        return Job.select().where(Job.account == account_id).count()
+
+
+@pytest.fixture
+def acct(app, make_account):
+    account, key = make_account("scale")
+    return account, Api(app.test_client(), key)
+
+
+def test_a_retry_replays_the_first_answer_with_no_second_job_or_debit(app, acct):
+    account, api = acct
+    headers = {"Idempotency-Key": "order-1"}
+    first = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers)
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    again = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers)
+    assert again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert _jobs(app, account.id) == 1 and _debits(app, account.id) == 1
+    with app.app_context():
+        assert credits.balance(account.id) == 5000 - 16 == credits.ledger_total(account.id)
+
+
+def test_same_key_with_a_different_body_or_endpoint_is_422(app, acct):
+    _, api = acct
+    headers = {"Idempotency-Key": "k-2"}
+    assert api.post("/v1/imagine", json={"prompt": "one"}, headers=headers).status_code == 202
+    other = api.post("/v1/imagine", json={"prompt": "two"}, headers=headers)
+    assert other.status_code == 422
+    assert other.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert "Idempotency-Key" in other.get_json()["error"]["message"]
+    elsewhere = api.post("/v1/describe", json={"imageUrl": "http://127.0.0.1:9/x.png"}, headers=headers)
+    assert elsewhere.status_code == 422
+
+
+def test_the_same_json_with_other_spacing_and_order_is_the_same_request(app, acct):
+    account, api = acct
+    headers = {"Idempotency-Key": '"quoted-key"', "Content-Type": "application/json"}
+    one = api.client.post(
+        "/v1/imagine", data='{"prompt":"x","chaos":5}', headers={**headers, "X-API-Key": api.key}
+    )
+    two = api.client.post(
+        "/v1/imagine", data='{ "chaos": 5, "prompt": "x" }', headers={**headers, "X-API-Key": api.key}
+    )
+    assert (one.status_code, two.status_code) == (202, 202)
+    assert two.headers["Idempotent-Replayed"] == "true"
+    assert _jobs(app, account.id) == 1
+
+
+def test_keys_are_scoped_to_the_account(app, make_account):
+    _, key_a = make_account("scale")
+    _, key_b = make_account("scale")
+    a, b = Api(app.test_client(), key_a), Api(app.test_client(), key_b)
+    headers = {"Idempotency-Key": "shared"}
+    job_a = a.post("/v1/imagine", json={"prompt": "p"}, headers=headers).get_json()["job"]["id"]
+    answer_b = b.post("/v1/imagine", json={"prompt": "p"}, headers=headers)
+    assert answer_b.status_code == 202 and "Idempotent-Replayed" not in answer_b.headers
+    assert answer_b.get_json()["job"]["id"] != job_a
+
+
+def test_an_error_is_not_kept_so_the_key_can_be_used_again(app, acct):
+    account, api = acct
+    headers = {"Idempotency-Key": "after-fix"}
+    bad = api.post("/v1/imagine", json={"prompt": ""}, headers=headers)
+    assert bad.status_code == 400
+    assert api.post("/v1/imagine", json={"prompt": "fixed"}, headers=headers).status_code == 202
+    with app.app_context():
+        credits.grant(account.id, -credits.balance(account.id))
+    broke = api.post("/v1/imagine", json={"prompt": "poor"}, headers={"Idempotency-Key": "poor"})
+    assert broke.status_code == 402
+    with app.app_context():
+        credits.grant(account.id, 100)
+    assert (
+        api.post("/v1/imagine", json={"prompt": "poor"}, headers={"Idempotency-Key": "poor"}).status_code
+        == 202
+    )
+
+
+def test_a_key_while_the_first_request_is_in_flight_is_409(app, acct):
+    account, api = acct
+    with app.app_context():
+        IdempotencyKey.create(
+            account=account.id, key="busy", fingerprint="x", created_at=idempotency.utcnow()
+        )
+    answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
+    # a different fingerprint is 422; the same one (computed the same way) in flight is 409
+    assert answer.status_code == 422
+    with app.test_request_context("/v1/imagine", method="POST", json={"prompt": "p"}):
+        digest = idempotency.fingerprint()
+    with app.app_context():
+        IdempotencyKey.update(fingerprint=digest).where(IdempotencyKey.key == "busy").execute()
+    answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
+    assert answer.status_code == 409
+    assert answer.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_IN_USE"
+    # a first request that died with its process is taken over after IN_FLIGHT_LIMIT
+    with app.app_context():
+        stale = idempotency.utcnow() - idempotency.IN_FLIGHT_LIMIT - datetime.timedelta(seconds=1)
+        IdempotencyKey.update(created_at=stale).where(IdempotencyKey.key == "busy").execute()
+    assert (
+        api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"}).status_code == 202
+    )
+
+
+def test_keys_expire_after_24_hours(app, acct):
+    account, api = acct
+    headers = {"Idempotency-Key": "old"}
+    assert api.post("/v1/imagine", json={"prompt": "p"}, headers=headers).status_code == 202
+    with app.app_context():
+        old = idempotency.utcnow() - idempotency.KEEP - datetime.timedelta(seconds=1)
+        IdempotencyKey.update(created_at=old).execute()
+    again = api.post("/v1/imagine", json={"prompt": "p"}, headers=headers)
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert _jobs(app, account.id) == 2
+
+
+@pytest.mark.parametrize("value", ["", " ", "x" * 256, "caf\u00e9"])
+def test_a_bad_key_is_a_400_naming_the_header(acct, value):
+    _, api = acct
+    answer = api.post(
+        "/v1/imagine",
+        json={"prompt": "p"},
+        headers={"Idempotency-Key": value.encode("utf-8").decode("latin-1")},
+    )
+    assert answer.status_code == 400
+    assert "Idempotency-Key" in answer.get_json()["error"]["message"]
+
+
+def test_original_routes_replay_too_and_their_errors_keep_the_original_fields(app, acct):
+    account, api = acct
+    headers = {"Idempotency-Key": "orig", "Authorization": api.key}
+    client = app.test_client()
+    first = client.post("/reroll", json={"parent_task_id": "x"}, headers=headers)
+    assert first.status_code == 400
+    answer = client.post("/imagine", json={"prompt": "p", "aspect_ratio": "1:1"}, headers=headers)
+    replay = client.post("/imagine", json={"prompt": "p", "aspect_ratio": "1:1"}, headers=headers)
+    assert answer.status_code == replay.status_code == 202
+    assert replay.get_json()["task_id"] == answer.get_json()["task_id"]
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    reused = client.post("/imagine", json={"prompt": "q"}, headers=headers)
+    assert reused.status_code == 422
+    assert reused.get_json()["code"] == "IDEMPOTENCY_KEY_REUSED" and reused.get_json()["errors"]
+    assert _jobs(app, account.id) == 1
+
+
+def test_concurrent_retries_on_threads_make_one_job_and_one_debit(app, acct):
+    account, api = acct
+    app.extensions["apiframe.pool"].stop()
+    barrier = threading.Barrier(8)
+
+    def send(_):
+        client = app.test_client()
+        barrier.wait()
+        answer = client.post(
+            "/v1/imagine", json={"prompt": "race"}, headers={"X-API-Key": api.key, "Idempotency-Key": "race"}
+        )
+        return answer.status_code, answer.get_json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    statuses = [status for status, _ in answers]
+    assert set(statuses) <= {202, 409} and 202 in statuses
+    assert len({body["job"]["id"] for status, body in answers if status == 202}) == 1
+    assert _jobs(app, account.id) == 1 and _debits(app, account.id) == 1
+    with app.app_context():
+        assert Account.get_by_id(account.id).balance == credits.ledger_total(account.id) == 5000 - 16
+
+
+def test_two_gunicorn_processes_on_postgres_make_one_job_and_one_debit(tmp_path, postgres_url):  # noqa: F811
+    env = environment(tmp_path / "data", free_port(), APIFRAME_DATABASE_URL=postgres_url, WEB_CONCURRENCY="2")
+    key = cli(env, "users", "create", "idem@example.com", "--plan", "scale").strip().splitlines()[-1]
+    server = Server(env, tmp_path / "server.log").start()
+    try:
+        barrier = threading.Barrier(12)
+
+        def send(n):
+            barrier.wait()
+            answer = requests.post(
+                f"{server.url}/v1/imagine",
+                json={"prompt": "across processes"},
+                headers={"X-API-Key": key, "Idempotency-Key": "pg-race"},
+                timeout=20,
+            )
+            return answer.status_code, answer.json()
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(send, range(12)))
+        # once the first answer is in, every retry replays it
+        retry = requests.post(
+            f"{server.url}/v1/imagine",
+            json={"prompt": "across processes"},
+            headers={"X-API-Key": key, "Idempotency-Key": "pg-race"},
+            timeout=20,
+        )
+        assert retry.status_code == 202 and retry.headers["Idempotent-Replayed"] == "true"
+    finally:
+        server.stop()
+    statuses = [status for status, _ in answers]
+    assert set(statuses) <= {202, 409} and 202 in statuses
+    ids = {body["job"]["id"] for status, body in answers if status == 202} | {retry.json()["job"]["id"]}
+    assert len(ids) == 1
+    connection = psycopg2.connect(postgres_url)
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM job")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("SELECT count(*) FROM ledger_entry WHERE reason = 'debit'")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("SELECT balance FROM account")
+        assert cursor.fetchone()[0] == 5000 - 16
+    connection.close()

@@ -1,0 +1,93 @@
+"""A peer that sends one byte every half second holds no thread past the deadline of the exchange."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import fetch
+from conftest import wait_until
+from providers import JobTimedOut, ProviderError
+from providers.http import Backend, Deadline, HttpSettings
+from trickle import TrickleServer
+
+TIMEOUT = 1.5
+SLACK = 1.5  # the half-second the trickle may be sleeping, plus scheduling on a busy machine
+
+
+@pytest.fixture(params=["headers", "body"])
+def trickle(request):
+    server = TrickleServer(request.param)
+    yield server
+    server.close()
+
+
+def _timed(call):
+    started = time.monotonic()
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001  (the test checks which below)
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, None
+
+
+def test_an_image_fetch_ends_at_its_deadline(trickle):
+    took, error = _timed(
+        lambda: fetch.fetch_bytes(trickle.url(), allow_private=True, max_bytes=10**6, timeout=TIMEOUT)
+    )
+    assert isinstance(error, fetch.FetchError) and "did not answer in time" in str(error)
+    assert TIMEOUT <= took < TIMEOUT + SLACK
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
+
+
+def test_a_webhook_ends_at_its_deadline(trickle):
+    took, error = _timed(
+        lambda: fetch.post_json(trickle.url("/hook"), b"{}", {}, allow_private=True, timeout=TIMEOUT)
+    )
+    if trickle.mode == "headers":
+        assert isinstance(error, fetch.FetchError) and "did not answer in time" in str(error)
+        assert TIMEOUT <= took < TIMEOUT + SLACK
+    else:  # the status line came at once: delivered, and the body is never read
+        assert error is None and took < SLACK
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
+
+
+def _backend(trickle: TrickleServer) -> Backend:
+    settings = HttpSettings(
+        connect_timeout=1, read_timeout=TIMEOUT, retries=0, backoff=0.01, max_bytes=10**6, max_pixels=10**7
+    )
+    return Backend("test", f"http://127.0.0.1:{trickle.port}", settings)
+
+
+def test_a_provider_request_ends_at_its_deadline(trickle):
+    backend = _backend(trickle)
+    took, error = _timed(lambda: backend.request("GET", "/slow", Deadline(60)).content)
+    assert isinstance(error, ProviderError) and "did not answer within 1.5 seconds" in str(error)
+    assert TIMEOUT <= took < TIMEOUT + SLACK
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
+
+
+def test_a_provider_download_ends_at_the_jobs_deadline(trickle):
+    backend = _backend(trickle)
+    backend.settings = HttpSettings(
+        connect_timeout=1, read_timeout=30, retries=0, backoff=0.01, max_bytes=10**6, max_pixels=10**7
+    )
+    took, error = _timed(lambda: backend.download_image("/slow.png", Deadline(TIMEOUT)))
+    assert isinstance(error, (JobTimedOut, ProviderError)), error
+    assert TIMEOUT <= took < TIMEOUT + SLACK
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
+
+
+def test_a_trickling_image_url_frees_its_job_worker_at_the_fetch_deadline(app, api, trickle):
+    app.config["FETCH_TIMEOUT"] = TIMEOUT
+    started = time.monotonic()
+    jobs = [
+        api.submit("/v1/describe", {"imageUrl": trickle.url(f"/{n}.png")}) for n in range(2)
+    ]  # both workers
+    ended = [api.wait(job["id"], timeout=10) for job in jobs]
+    assert [job["status"] for job in ended] == ["failed", "failed"]
+    assert all("did not answer in time" in job["error"] for job in ended)
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the sockets to be closed")
+    assert time.monotonic() - started < TIMEOUT + 3 * SLACK  # unfixed: the 35 s the headers trickle
+    assert api.imagine("the workers are free again")["status"] == "succeeded"
