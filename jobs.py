@@ -56,9 +56,11 @@ def find(account: Account, job_id: uuid.UUID) -> Job:
     return job
 
 
-def require_provider(operation: str) -> None:
-    """400, before any credit is taken, if no configured provider can do ``operation``."""
+def require_provider(operation: str, chosen: str | None = None) -> None:
+    """400, before any credit is taken, if no configured provider (or not ``chosen``) can do ``operation``."""
     providers = configured_providers()
+    if chosen and not providers.for_operation(operation, chosen).supports(operation):
+        raise validation_error(f"The {chosen} provider cannot do {operation} jobs.", {"model": [chosen]})
     if not providers.supports(operation):
         name = providers.for_operation(operation).name
         raise validation_error(
@@ -68,9 +70,16 @@ def require_provider(operation: str) -> None:
 
 
 def create(account: Account, operation: Operation, data: dict[str, Any], *, origin: str = REFERENCE) -> Job:
-    """Accept a job of ``operation`` from a validated request (a loaded request schema), from anywhere."""
+    """Accept a job of ``operation`` from a validated request (a loaded request schema), from anywhere.
+
+    ``data["provider"]``, when given, names the configured provider the job runs on.
+    """
+    chosen = data.get("provider")
     if operation.provider:
-        require_provider(operation.provider)
+        require_provider(operation.provider, chosen)
+    stored = operation.accept(account, data)
+    if chosen:
+        stored["params"] = {**(stored.get("params") or {}), "provider": chosen}
     return submit(
         account,
         operation.name,
@@ -78,7 +87,7 @@ def create(account: Account, operation: Operation, data: dict[str, Any], *, orig
         webhook_url=data.get("webhook_url"),
         webhook_secret=data.get("webhook_secret"),
         origin=origin,
-        **operation.accept(account, data),
+        **stored,
     )
 
 

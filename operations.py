@@ -19,6 +19,7 @@ from marshmallow import Schema
 import imaging
 import jobs
 import schemas
+import uploads
 from errors import validation_error
 from inputs import InputError, fetch_image, made_by, parent_of, parent_tile
 from models import Account, Job
@@ -79,6 +80,14 @@ class Original:
 
 
 @dataclass(frozen=True)
+class OpenAIImages:
+    """Where an operation answers in the OpenAI Images API (api/openai.py) and what it makes there."""
+
+    endpoints: tuple[str, ...]  # "generations", "edits", "variations"
+    mask: bool = False  # the edits that send a mask (else those without one)
+
+
+@dataclass(frozen=True)
 class ConsoleAction:
     """A row of buttons under a finished grid in the console, one per image (U1-U4, V1-V4)."""
 
@@ -106,6 +115,7 @@ class Operation:
     parents: Parents | None = None
     aliases: tuple[str, ...] = ()  # the reference's compatibility aliases of /v1/<name>
     original: Original | None = None
+    openai: OpenAIImages | None = None
     action: ConsoleAction | None = None
     title: str = ""  # how the console names a job without a prompt
 
@@ -152,6 +162,8 @@ IMAGINE_SETTINGS = ("aspect_ratio", "version", "quality", "style", "chaos", "sty
 
 def _imagine(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     params = {name: data[name] for name in IMAGINE_SETTINGS}
+    if data.get("seed") is not None:  # several jobs for one OpenAI request: each its own images
+        params["seed"] = data["seed"]
     return {"prompt": data["prompt"], "params": _with_process_mode(params, data)}
 
 
@@ -275,7 +287,9 @@ VARY_STRENGTHS = dict(zip(schemas.VARY_STRENGTHS, (0.25, 0.75), strict=True))  #
 
 
 def _variation(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
-    """Four images like one tile of a grid (index 1-4), or like an upscaled image (strong or subtle)."""
+    """Four images like one tile of a grid (index 1-4), an upscaled image (strong or subtle), or an upload."""
+    if data.get("upload"):  # an image the client uploaded (the OpenAI Images API), kept in storage
+        return {"params": {"upload": data["upload"], "strength": "strong"}, "prompt": data.get("prompt")}
     index, params = data["index"], {}
     if index in VARY_STRENGTHS:
         parent = Parents(kinds=(IMAGE,)).find(account, data["job_id"], f"a {index} {op.name}")
@@ -288,19 +302,19 @@ def _variation(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
 
 
 def _variation_request(job: Job, ctx: JobContext) -> VariationRequest:
-    """Tile ``index`` of a grid, or an upscaled image (``strength`` strong or subtle), reframed if asked."""
-    parent, params = parent_of(job), job.params
-    image = parent_tile(parent, job.index or 1)
+    """A tile of a grid, an upscaled image (``strength`` strong or subtle) or an upload; reframed if asked."""
+    params = job.params
+    if params.get("upload"):
+        image, index, prompt, source = uploads.load(params["upload"]), 1, job.prompt, {}
+    else:
+        parent = parent_of(job)
+        image, index = parent_tile(parent, job.index or 1), job.index or parent.index or 1
+        prompt, source = job.prompt or parent.prompt, made_by(parent)
     if params.get("aspect_ratio"):
         image = imaging.reframe(image, params["aspect_ratio"])
     strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
     return VariationRequest(
-        image=image,
-        index=job.index or parent.index or 1,
-        prompt=job.prompt or parent.prompt,
-        mode=params.get("strength"),
-        **strength,
-        **made_by(parent),
+        image=image, index=index, prompt=prompt, mode=params.get("strength"), **strength, **source
     )
 
 
@@ -347,6 +361,7 @@ OPERATIONS: tuple[Operation, ...] = (
         provider="imagine",
         build=_imagine_request,
         aliases=("/api/v1/imagine",),
+        openai=OpenAIImages(("generations",)),
         original=Original(
             schemas.ImagineBody,
             {**_ASPECT, **_MODE, **_WEBHOOK},
@@ -414,6 +429,7 @@ OPERATIONS: tuple[Operation, ...] = (
             paths=("/variations",),
             shared=("/variation",),
         ),
+        openai=OpenAIImages(("edits", "variations")),
         action=ConsoleAction("V", "Vary", "four new images like this one", "Four variations of image {n}"),
         title="Variations",
     ),
@@ -543,6 +559,14 @@ def with_result(*kinds: str) -> tuple[str, ...]:
 def costs() -> dict[str, int]:
     """Each operation's cost in credits."""
     return {op.name: op.cost for op in OPERATIONS}
+
+
+def for_openai(endpoint: str, *, mask: bool = False) -> Operation | None:
+    """The operation an OpenAI Images API endpoint maps onto (edits: with a mask or without), if any."""
+    for op in OPERATIONS:
+        if op.openai and endpoint in op.openai.endpoints and op.openai.mask == mask:
+            return op
+    return None
 
 
 def actions() -> tuple[Operation, ...]:

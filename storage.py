@@ -60,6 +60,11 @@ def image_path(job_id: uuid.UUID, name: str) -> Path:
     return images_dir() / str(job_id) / name
 
 
+def image_bytes(job_id: uuid.UUID, name: str) -> bytes:
+    """The stored bytes of one of a job's images (FileNotFoundError if it is gone)."""
+    return image_path(job_id, name).read_bytes()
+
+
 def image_url(job_id: uuid.UUID, name: str) -> str:
     """The public URL of one of a job's images."""
     return f"{current_app.config['PUBLIC_URL']}/images/{job_id}/{name}"

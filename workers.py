@@ -221,7 +221,7 @@ def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
     operation = operations.get(job.type)
     if operation.compute is not None:
         return operation.compute(job)
-    provider = configured_providers().for_operation(operation.provider)
+    provider = configured_providers().for_operation(operation.provider, job.params.get("provider"))
     request = operation.build(job, ctx)
     ctx.check()
     result = provider.run(operation.provider, request, ctx)
