@@ -162,8 +162,8 @@ IMAGINE_SETTINGS = ("aspect_ratio", "version", "quality", "style", "chaos", "sty
 
 def _imagine(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     params = {name: data[name] for name in IMAGINE_SETTINGS}
-    if data.get("seed") is not None:  # several jobs for one OpenAI request: each its own images
-        params["seed"] = data["seed"]
+    if data.get("fresh_seed"):  # one of several jobs of one OpenAI request: images of its own
+        params["seed"] = new_seed()
     return {"prompt": data["prompt"], "params": _with_process_mode(params, data)}
 
 

@@ -31,7 +31,7 @@ import uploads
 from api.body import json_body
 from errors import ApiError, validation_error
 from models import Job
-from operations import Operation, new_seed
+from operations import Operation
 from providers import configured as configured_providers
 from waits import Busy, waits
 from waits import init_app as waits_init
@@ -83,10 +83,14 @@ def _choice(choices: tuple[str, ...], default: str | None) -> schemas.Choice:
     return schemas.Choice(load_default=default, validate=schemas.one_of(choices))
 
 
-class VariationForm(schemas.RequestSchema):
-    """POST /v1/images/variations (multipart/form-data, besides the ``image`` file)."""
+_FILE = {"type": "string", "format": "binary"}
 
-    model = fields.String(load_default=None)
+
+class VariationForm(schemas.RequestSchema):
+    """POST /v1/images/variations (multipart/form-data)."""
+
+    image = fields.Raw(load_default=None, metadata={**_FILE, "description": "The image (PNG, JPEG, WebP)."})
+    model = fields.String(load_default=None, metadata={"description": "A model of GET /v1/models."})
     n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
     size = _choice((AUTO, *SIZES), AUTO)
     response_format = _choice(RESPONSE_FORMATS, "url")
@@ -94,16 +98,55 @@ class VariationForm(schemas.RequestSchema):
 
 
 class EditForm(VariationForm):
-    """POST /v1/images/edits (multipart/form-data, besides the ``image`` and ``mask`` files)."""
+    """POST /v1/images/edits (multipart/form-data)."""
 
+    mask = fields.Raw(load_default=None, metadata={**_FILE, "description": "PNG: transparent = change."})
     prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
     quality = _choice(tuple(QUALITIES), AUTO)
 
 
-class GenerationRequest(EditForm):
+class GenerationRequest(schemas.RequestSchema):
     """POST /v1/images/generations (JSON)."""
 
+    prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
+    model = fields.String(load_default=None, metadata={"description": "A model of GET /v1/models."})
+    n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
+    size = _choice((AUTO, *SIZES), AUTO)
+    quality = _choice(tuple(QUALITIES), AUTO)
     style = _choice(tuple(STYLES), None)
+    response_format = _choice(RESPONSE_FORMATS, "url")
+    user = fields.String(load_default=None)
+
+
+class ImageObject(schemas.ResponseSchema):
+    """One image of an answer: its URL or its bytes, and the prompt it was made from."""
+
+    url = fields.String(metadata={"format": "uri"})
+    b64_json = fields.String(metadata={"description": "The image file, base64-encoded."})
+    revised_prompt = fields.String(allow_none=True)
+
+
+class ImagesResponse(schemas.ResponseSchema):
+    """What the images endpoints answer."""
+
+    created = fields.Integer(metadata={"description": "Unix seconds."})
+    data = fields.List(fields.Nested(ImageObject))
+
+
+class ModelObject(schemas.ResponseSchema):
+    """A model: one of the configured providers."""
+
+    id = fields.String()
+    object = fields.String(metadata={"enum": ["model"]})
+    created = fields.Integer()
+    owned_by = fields.String()
+
+
+class ModelList(schemas.ResponseSchema):
+    """GET /v1/models."""
+
+    object = fields.String(metadata={"enum": ["list"]})
+    data = fields.List(fields.Nested(ModelObject))
 
 
 _generation, _edit, _variation = GenerationRequest(), EditForm(), VariationForm()
@@ -129,7 +172,9 @@ def _provider(model: str | None) -> str | None:
 def _form() -> dict[str, Any]:
     """A multipart request's text fields (each given once)."""
     if request.mimetype != "multipart/form-data":
-        raise validation_error("The request must be multipart/form-data, with the image as a file.")
+        raise validation_error(
+            "The request must be multipart/form-data, with the image as a file.", {"image": []}
+        )
     return {key: request.form.get(key) for key in request.form}
 
 
@@ -172,6 +217,16 @@ def _shape(size: str, image: Image.Image | None, quality: str) -> tuple[str, flo
     return aspect_ratio, min(scale, lower) if lower else scale
 
 
+def size_table() -> list[tuple[str, str, float, str]]:
+    """Each OpenAI size: our aspect ratio, quality and the pixel size made (for /docs and the README)."""
+    rows = []
+    for size in (AUTO, *SIZES):
+        aspect_ratio, quality = _shape(size, None, AUTO)
+        width, height = imaging.dimensions(aspect_ratio, quality)
+        rows.append((size, aspect_ratio, quality, f"{width}x{height}"))
+    return rows
+
+
 def _nearest_ratio(image: Image.Image) -> str:
     shape = image.width / image.height
     return min(
@@ -193,7 +248,7 @@ def generations() -> Response:
     if data["style"] and STYLES[data["style"]]:
         body["style"] = STYLES[data["style"]]
     translated = schemas.load(operation.request(), body)
-    requests = [{**translated, "seed": None if i == 0 else new_seed()} for i in range(_jobs(data["n"]))]
+    requests = [{**translated, "fresh_seed": i > 0} for i in range(_jobs(data["n"]))]
     with _slot():
         return _answer(operation, requests, data)
 
@@ -227,7 +282,7 @@ def list_models() -> Response:
     return jsonify(object="list", data=[_model(name) for name in model_ids()])
 
 
-@bp.get("/v1/models/<path:model_id>")
+@bp.get("/v1/models/<model_id>")
 def get_model(model_id: str) -> Response:
     """One model (OpenAI's models.retrieve)."""
     if model_id not in model_ids():
@@ -269,6 +324,7 @@ def _slot() -> Iterator[None]:
         with waits().slot():
             yield
     except Busy:
+        g.retry_after = BUSY_RETRY_AFTER
         raise ApiError(
             503,
             "SERVER_BUSY",
@@ -363,14 +419,7 @@ def _allow_uploads() -> None:
         request.max_content_length = current_app.config["UPLOAD_MAX_BYTES"]
 
 
-def _busy_retry_after(response: Response) -> Response:
-    if response.status_code == 503:
-        response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
-    return response
-
-
 bp.before_request(_allow_uploads)
-bp.after_request(_busy_retry_after)
 
 
 def init_app(app: Flask, blueprint: str) -> None:
