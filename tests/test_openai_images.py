@@ -18,9 +18,12 @@ from PIL import Image
 import accounts
 import credits
 from conftest import image_bytes, wait_until
+from fakes.sdwebui import FakeSdWebUI
 from models import Job
 
 PNG = "image/png"
+# The SDK marks create_variation (dall-e-2's endpoint) deprecated; it is still OpenAI's API.
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
 
 @pytest.fixture
@@ -235,6 +238,31 @@ def test_models_list_the_configured_providers(server):
     assert len(answer.data) == 1
     answer = client.images.generate(prompt="a red kite", model="dall-e-3", size="256x256")
     assert len(answer.data) == 1  # OpenAI's own model names run on the configured providers
+
+
+@pytest.fixture
+def two_providers(settings):
+    """local for everything, but sdwebui (a fake of its HTTP API on loopback) for imagine."""
+    fake = FakeSdWebUI()
+    settings.update(
+        PROVIDER_IMAGINE="sdwebui", SDWEBUI_URL=fake.url, SDWEBUI_POLL_INTERVAL=0.02, PROVIDER_RETRIES=1
+    )
+    yield fake
+    fake.close()
+
+
+def test_model_chooses_the_provider_where_several_are_configured(two_providers, live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("models@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=60)
+    assert [model.id for model in client.models.list().data] == ["local", "sdwebui"]
+    client.images.generate(prompt="a quiet street", size="256x256")  # imagine's configured provider
+    assert len(two_providers.calls("/sdapi/v1/txt2img")) == 1
+    client.images.generate(prompt="a quiet street", size="256x256", model="local")
+    client.images.generate(prompt="a quiet street", size="256x256", model="sdwebui")
+    assert len(two_providers.calls("/sdapi/v1/txt2img")) == 2
+    assert [job.provider for job in jobs_of(app, account)] == ["sdwebui", "local", "sdwebui"]
 
 
 # ---- keys, credits, limits -----------------------------------------------------------------------
