@@ -183,7 +183,7 @@ def _files(field: str) -> list[Any]:
     return [file for name in (field, f"{field}[]") for file in request.files.getlist(name)]
 
 
-def _upload(field: str, size: str) -> str:
+def _upload(field: str, size: str, quality: str = AUTO) -> str:
     """Store the one image sent as ``field``, fitted to ``size``; the reference its job keeps."""
     sent = _files(field)
     if not sent:
@@ -196,7 +196,7 @@ def _upload(field: str, size: str) -> str:
         image = uploads.decode(sent[0].read())
     except uploads.UploadError as exc:
         raise validation_error(f"The '{field}' file is not usable: {exc}.", {field: []}) from None
-    width, height = _dimensions(size, image)
+    width, height = _dimensions(size, image, quality)
     return uploads.save(imaging.fit(image, width, height))
 
 
@@ -262,7 +262,7 @@ def edits() -> Response:
     if operation is None:
         raise validation_error(EDIT_WITHOUT_OPERATION, {"mask": []})
     with _slot():
-        upload = _upload("image", data["size"])
+        upload = _upload("image", data["size"], data["quality"])
         return _answer(operation, [{"upload": upload, "prompt": data["prompt"]}] * _jobs(data["n"]), data)
 
 

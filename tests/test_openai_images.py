@@ -8,6 +8,7 @@ import io
 import random
 import threading
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -17,6 +18,11 @@ from PIL import Image
 
 import accounts
 import credits
+import jobs
+import operations
+import schemas
+import waits
+from api import openai as openai_api
 from conftest import image_bytes, wait_until
 from fakes.sdwebui import FakeSdWebUI
 from models import Job
@@ -344,3 +350,25 @@ def test_a_request_that_waits_too_long_gets_504_and_its_credits_back(live):
     assert "APIFRAME_SYNC_WAIT" in caught.value.body["message"]
     assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
     assert balance(app, account) == 5000
+
+
+def test_a_job_ended_by_another_process_is_seen_without_the_signal(settings, make_account, app):
+    app.extensions["apiframe.pool"].stop(wait=False)  # no worker here: "another process" ends the job
+    account, _ = make_account("scale")
+    with app.test_request_context():
+        operation = operations.for_openai("generations")
+        job = jobs.create(account, operation, schemas.load(operation.request(), {"prompt": "a cat"}))
+        ender = threading.Timer(0.3, lambda: Job.update(status="succeeded").where(Job.id == job.id).execute())
+        ender.start()
+        started = time.monotonic()
+        (ended,) = waits.waits().wait([job.id], timeout=10)
+        assert ended.status == "succeeded" and time.monotonic() - started < waits.RECHECK + 1
+
+
+def test_the_readme_states_what_each_size_makes():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for size, aspect_ratio, quality, pixels in openai_api.size_table():
+        rows = [line for line in readme.splitlines() if line.startswith(f"| `{size}`")]
+        assert len(rows) == 1, size
+        cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+        assert cells[1:] == [aspect_ratio, f"{quality:g}", pixels], rows[0]
