@@ -289,7 +289,8 @@ VARY_STRENGTHS = dict(zip(schemas.VARY_STRENGTHS, (0.25, 0.75), strict=True))  #
 def _variation(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     """Four images like one tile of a grid (index 1-4), an upscaled image (strong or subtle), or an upload."""
     if data.get("upload"):  # an image the client uploaded (the OpenAI Images API), kept in storage
-        return {"params": {"upload": data["upload"], "strength": "strong"}, "prompt": data.get("prompt")}
+        params = {"upload": data["upload"], "strength": "strong", "aspect_ratio": data.get("aspect_ratio")}
+        return {"params": {k: v for k, v in params.items() if v}, "prompt": data.get("prompt")}
     index, params = data["index"], {}
     if index in VARY_STRENGTHS:
         parent = Parents(kinds=(IMAGE,)).find(account, data["job_id"], f"a {index} {op.name}")

@@ -183,8 +183,8 @@ def _files(field: str) -> list[Any]:
     return [file for name in (field, f"{field}[]") for file in request.files.getlist(name)]
 
 
-def _upload(field: str, size: str, quality: str = AUTO) -> str:
-    """Store the one image sent as ``field``, fitted to ``size``; the reference its job keeps."""
+def _upload(field: str, size: str, quality: str = AUTO) -> dict[str, Any]:
+    """Store the one image sent as ``field``, fitted to ``size``: what its jobs keep of it."""
     sent = _files(field)
     if not sent:
         raise validation_error(f"The '{field}' field is required: send the image as a file.", {field: []})
@@ -196,14 +196,9 @@ def _upload(field: str, size: str, quality: str = AUTO) -> str:
         image = uploads.decode(sent[0].read())
     except uploads.UploadError as exc:
         raise validation_error(f"The '{field}' file is not usable: {exc}.", {field: []}) from None
-    width, height = _dimensions(size, image, quality)
-    return uploads.save(imaging.fit(image, width, height))
-
-
-def _dimensions(size: str, image: Image.Image | None = None, quality: str = AUTO) -> tuple[int, int]:
-    """The pixel size an OpenAI size makes (``auto``: square, or the shape nearest ``image``'s)."""
     aspect_ratio, scale = _shape(size, image, quality)
-    return imaging.dimensions(aspect_ratio, scale)
+    fitted = imaging.fit(image, *imaging.dimensions(aspect_ratio, scale))
+    return {"upload": uploads.save(fitted), "aspect_ratio": aspect_ratio}
 
 
 def _shape(size: str, image: Image.Image | None, quality: str) -> tuple[str, float]:
@@ -263,7 +258,7 @@ def edits() -> Response:
         raise validation_error(EDIT_WITHOUT_OPERATION, {"mask": []})
     with _slot():
         upload = _upload("image", data["size"], data["quality"])
-        return _answer(operation, [{"upload": upload, "prompt": data["prompt"]}] * _jobs(data["n"]), data)
+        return _answer(operation, [{**upload, "prompt": data["prompt"]}] * _jobs(data["n"]), data)
 
 
 @bp.post("/v1/images/variations")
@@ -273,7 +268,7 @@ def variations() -> Response:
     operation = _operation("variations")
     with _slot():
         upload = _upload("image", data["size"])
-        return _answer(operation, [{"upload": upload}] * _jobs(data["n"]), data)
+        return _answer(operation, [upload] * _jobs(data["n"]), data)
 
 
 @bp.get("/v1/models")

@@ -77,6 +77,8 @@ def job_title(job: Job) -> str:
         return f"{label} {urlsplit(params['image_url']).path.rsplit('/', 1)[-1] or params['image_url']}"
     if params.get("image_urls"):
         return f"{label} of {len(params['image_urls'])} images"
+    if params.get("upload"):
+        return f"{label} of an uploaded image"
     if job.index and job.parent_id:
         parent = job.parent
         source = f": {job_title(parent)}" if parent is not None else ""

@@ -26,6 +26,7 @@ from api import openai as openai_api
 from conftest import image_bytes, wait_until
 from fakes.sdwebui import FakeSdWebUI
 from models import Job
+from test_console import PASSWORD, Console, text
 
 PNG = "image/png"
 # The SDK marks create_variation (dall-e-2's endpoint) deprecated; it is still OpenAI's API.
@@ -372,3 +373,24 @@ def test_the_readme_states_what_each_size_makes():
         assert len(rows) == 1, size
         cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
         assert cells[1:] == [aspect_ratio, f"{quality:g}", pixels], rows[0]
+
+
+def test_the_jobs_show_in_the_console_gallery(client, make_account, app):
+    account, key = make_account("hobby", email="gallery@example.com", password=PASSWORD)
+    console = Console(client)
+    assert console.login("gallery@example.com").status_code == 302
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"prompt": "a lone heron", "size": "256x256"}
+    made = client.post("/v1/images/generations", json=body, headers=headers)
+    assert made.status_code == 200 and len(made.get_json()["data"]) == 1
+    varied = client.post(
+        "/v1/images/variations",
+        data={"image": (io.BytesIO(image_bytes((400, 225))), "photo.png"), "size": "256x256"},
+        headers=headers,
+    )
+    assert varied.status_code == 200, varied.get_json()
+    page = text(console.get("/console/jobs"))
+    assert "a lone heron" in page and "Variations of an uploaded image" in page
+    variation = jobs_of(app, account)[-1]
+    job_page = text(console.get(f"/console/jobs/{variation.id}"))
+    assert "Variations of an uploaded image" in job_page and "U2" in job_page  # it can be upscaled as usual
