@@ -10,17 +10,21 @@ from collections.abc import Callable
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
     JobContext,
     Provider,
     Result,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
     analysis,
+    faces,
     procedural,
     register,
     resample,
 )
+from providers.shorten import shorten as shorten_prompt
 
 PROGRESS_BEFORE_SAVING = 95  # the gateway takes the rest to store the images
 
@@ -71,7 +75,7 @@ class LocalProvider(Provider):
     """Makes real images offline, so the whole product works on a fresh machine."""
 
     name = "local"
-    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe", "shorten", "faceswap"})
 
     def check(self) -> str:
         """Nothing to reach: the local provider runs in this process."""
@@ -122,3 +126,17 @@ class LocalProvider(Provider):
         descriptions = analysis.describe(request.image)
         pacer.step(2)
         return Result(descriptions=descriptions)
+
+    def shorten(self, request: ShortenRequest, ctx: JobContext) -> Result:
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        shortened = shorten_prompt(request.prompt)
+        pacer.step(2)
+        return Result(descriptions=shortened.prompts, tokens=shortened.tokens)
+
+    def faceswap(self, request: FaceSwapRequest, ctx: JobContext) -> Result:
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        image = faces.swap(request.target, request.swap)
+        pacer.step(2)
+        return Result(image=image)
