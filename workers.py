@@ -19,7 +19,9 @@ from typing import Any
 
 from flask import Flask, current_app
 from peewee import Expression, fn
+from PIL import Image
 
+import imagemeta
 import imaging
 import operations
 import storage
@@ -241,13 +243,15 @@ def store_result(job: Job, kind: str, result: Result) -> dict[str, Any]:
     if kind == operations.IMAGE:
         if result.image is None:
             raise ProviderError("The provider returned no image.")
-        names = storage.save_images(job.id, {"image": result.image})
+        images = {"image": result.image}
+        names = storage.save_images(job.id, images, _texts(job, result, images))
         return {"grid": None, "tiles": [names["image"]]}
     tiles = result.tiles or (imaging.split_grid(result.grid) if result.grid is not None else None)
     if not tiles or len(tiles) != 4:
         raise ProviderError("The provider did not return four images.")
     grid = result.grid if result.grid is not None else imaging.compose_grid(tiles)
-    names = storage.save_images(job.id, {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}})
+    images = {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}}
+    names = storage.save_images(job.id, images, _texts(job, result, images))
     return {"grid": names["grid"], "tiles": [names[str(i + 1)] for i in range(4)]}
 
 
@@ -260,3 +264,13 @@ def init_app(app: Flask) -> JobPool:
     """Give ``app`` its job pool (not started)."""
     app.extensions[EXTENSION] = JobPool(app)
     return app.extensions[EXTENSION]
+
+
+def _texts(job: Job, result: Result, images: dict[str, Image.Image]) -> dict[str, str | None]:
+    """Each image's ``parameters`` text: the job's prompt and settings, and which tile it is."""
+    index = job.index if operations.result_of(job.type) == operations.IMAGE else None
+    return {
+        stem: imagemeta.job_text(job.type, job.prompt, job.params or {}, result.seed, image,
+                                 int(stem) if stem.isdigit() else index)
+        for stem, image in images.items()
+    }
