@@ -38,7 +38,8 @@ def test_every_family_that_declares_an_operation_routes_it(app, operation):
         for path in operation.original.shared:
             assert rules.get(path) == {f"api.original.{operation.endpoint}_shared"}, path
         for route in operation.original.routes:
-            assert rules.get(route.path) == {f"api.original.{operation.endpoint}_{route.endpoint}"}, route.path
+            endpoint = f"api.original.{operation.endpoint}_{route.endpoint}"
+            assert rules.get(route.path) == {endpoint}, route.path
 
 
 @pytest.mark.parametrize("operation", operations.OPERATIONS, ids=lambda op: op.name)
