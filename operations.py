@@ -100,13 +100,25 @@ class Original:
 
 
 @dataclass(frozen=True)
+class Button:
+    """One button of an action on a single image: its text, its title and the request fields it sends."""
+
+    text: str
+    title: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class ConsoleAction:
-    """A row of buttons under a finished grid in the console, one per image (U1-U4, V1-V4)."""
+    """A row of console buttons: one per image under a grid (U1-U4), or its ``buttons`` under one image."""
 
     letter: str
     label: str
     hint: str  # what it makes
-    tile_title: str  # a button's title, with {n} for the image's number
+    tile_title: str = ""  # under a grid: a button's title, with {n} for the image's number
+    on: str = GRID  # the result kind it works on
+    buttons: tuple[Button, ...] = ()
+    painted: bool = False  # the user paints a mask on the image first (sent as ``mask``)
 
 
 @dataclass(frozen=True)
@@ -682,6 +694,16 @@ OPERATIONS: tuple[Operation, ...] = (
         provider="outpaint",
         build=_pan_request,
         parents=_UPSCALED,
+        action=ConsoleAction(
+            "P",
+            "Pan",
+            "four images with the canvas extended by half",
+            on=IMAGE,
+            buttons=tuple(
+                Button(arrow, f"Pan {direction}", {"direction": direction})
+                for arrow, direction in (("⬅", "left"), ("➡", "right"), ("⬆", "up"), ("⬇", "down"))
+            ),
+        ),
         original=Original(
             schemas.PanRequest,
             {**_PARENT, **_WEBHOOK},
@@ -717,6 +739,17 @@ OPERATIONS: tuple[Operation, ...] = (
                 ),
             ),
         ),
+        action=ConsoleAction(
+            "Z",
+            "Zoom",
+            "four images with the scene around it",
+            on=IMAGE,
+            buttons=(
+                Button("Zoom Out 1.5×", "Zoom out 1.5 times", {"zoomRatio": 1.5}),
+                Button("Zoom Out 2×", "Zoom out 2 times", {"zoomRatio": 2}),
+                Button("Make Square", "Extend the short side to make it square", {"zoomRatio": 1}),
+            ),
+        ),
         title="Zoom out",
     ),
     Operation(
@@ -733,6 +766,14 @@ OPERATIONS: tuple[Operation, ...] = (
         build=_inpaint_request,
         parents=_UPSCALED,
         original=Original(schemas.InpaintRequest, {**_PARENT, **_WEBHOOK}, paths=("/inpaint",)),
+        action=ConsoleAction(
+            "R",
+            "Region",
+            "four images with the region you paint redrawn",
+            on=IMAGE,
+            buttons=(Button("Vary Region", "Paint the region to redraw, then submit", {}),),
+            painted=True,
+        ),
         title="Vary region",
     ),
     Operation(
@@ -820,6 +861,6 @@ def costs() -> dict[str, int]:
     return {op.name: op.cost for op in OPERATIONS}
 
 
-def actions() -> tuple[Operation, ...]:
-    """The operations the console offers under each image of a finished grid."""
-    return tuple(op for op in OPERATIONS if op.action is not None)
+def actions(kind: str = GRID) -> tuple[Operation, ...]:
+    """The operations the console offers under a finished job of ``kind``: each image of a grid, or one."""
+    return tuple(op for op in OPERATIONS if op.action is not None and op.action.on == kind)
