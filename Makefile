@@ -5,7 +5,7 @@ PORT ?= 4100
 BROWSER := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench browser clean
+.PHONY: run test lint bench gallery browser clean
 
 # The venv is (re)built whenever a requirements file changes.
 $(BIN)/.runtime: requirements.txt
@@ -37,6 +37,10 @@ lint: $(BIN)/.testing
 
 bench: $(BIN)/.testing
 	$(BIN)/python bench/bench_api.py
+
+# A contact sheet of the local provider's art for a fixed list of prompts: data/gallery.png.
+gallery: $(BIN)/.runtime
+	$(BIN)/python bench/gallery.py --out data/gallery.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache

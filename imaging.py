@@ -6,7 +6,9 @@ import io
 import math
 import warnings
 
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+import imagemeta
 
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
 LONG_SIDE = 1024  # at quality 1
@@ -61,9 +63,16 @@ def _decode_message(exc: Exception) -> str:
 
 
 def flatten(image: Image.Image) -> Image.Image:
-    """Convert any mode to RGB, putting transparency on white."""
+    """Convert any mode to RGB, putting transparency on white; the ``parameters`` text is kept."""
     if image.mode == "RGB":
         return image
+    flat = _flatten(image)
+    if imagemeta.KEY in image.info:
+        flat.info[imagemeta.KEY] = image.info[imagemeta.KEY]
+    return flat
+
+
+def _flatten(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -129,10 +138,17 @@ def nearest_dimensions(image: Image.Image, quality: float = 1) -> tuple[int, int
     return dimensions(closest, quality)
 
 
-def encode(image: Image.Image, image_format: str) -> bytes:
-    """Encode for storage: fast settings, since these are written on every job."""
+def encode(image: Image.Image, image_format: str, text: str | None = None) -> bytes:
+    """Encode for storage: fast settings, since these are written on every job.
+
+    ``text`` (how the image was made) goes into a PNG's ``parameters`` chunk; other formats skip it.
+    """
     pil_format, _ = FORMATS[image_format]
     options = {"PNG": {"compress_level": 1}, "WEBP": {"quality": 90, "method": 2}, "JPEG": {"quality": 92}}
+    if pil_format == "PNG" and text:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(imagemeta.KEY, text)
+        options["PNG"]["pnginfo"] = info
     buffer = io.BytesIO()
     image.save(buffer, pil_format, **options[pil_format])
     return buffer.getvalue()

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
 from flask import current_app, has_app_context
+from PIL import Image
 
 import credits
+import storage
 from errors import insufficient_credits, not_found, validation_error
 from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
 from providers import configured as configured_providers
@@ -112,8 +114,9 @@ def submit(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     origin: str = REFERENCE,
+    inputs: dict[str, Image.Image] | None = None,
 ) -> Job:
-    """Accept a job: take its cost and store it, in one transaction; then wake the workers."""
+    """Accept a job: take its cost, store it and its ``inputs`` images in one transaction; wake workers."""
     job = Job(
         id=uuid.uuid4(),
         account=account.id,
@@ -134,7 +137,13 @@ def submit(
         with db.atomic():
             _insert.execute(**{field.name: job.__data__.get(field.name) for field in _INSERTED})
             credits.debit(account.id, cost, job)
-    except credits.InsufficientCredits:
+            if inputs:  # before the commit, so no worker sees the job without them
+                storage.save_images(job.id, inputs)
+    except Exception as exc:
+        if inputs:
+            storage.delete_images(job.id)
+        if not isinstance(exc, credits.InsufficientCredits):
+            raise
         balance = credits.balance(account.id)
         raise insufficient_credits(
             f"This {job_type} costs {cost} credits and your balance is {balance}."

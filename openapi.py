@@ -93,6 +93,15 @@ def _original(operation: operations.Operation) -> Operation:
     )
 
 
+def _route(operation: operations.Operation, route: operations.Route) -> Operation:
+    """One of an operation's other original routes (the SDK's legacy ones): its own body and spellings."""
+    return replace(
+        _original(operation),
+        summary=f"{route.summary or operation.summary} (the original apiframe.ai API)",
+        request=original.original_spelling(operation, route),
+    )
+
+
 def _shared(operation: operations.Operation) -> Operation:
     """A path of both APIs: the reference's body and answer, plus the original's spelling and task_id."""
     return replace(
@@ -132,6 +141,12 @@ OPERATIONS: dict[str, Operation] = {
         ORIGINAL + original.shared_endpoint(op): _shared(op)
         for op in operations.OPERATIONS
         if op.original and op.original.shared
+    },
+    **{
+        ORIGINAL + original.route_endpoint(op, route): _route(op, route)
+        for op in operations.OPERATIONS
+        if op.original
+        for route in op.original.routes
     },
     REFERENCE + "get_job": Operation(
         "Get a job's status and result",

@@ -33,12 +33,15 @@ def images_dir() -> Path:
     return Path(current_app.config["DATA_DIR"]) / "images"
 
 
-def save_images(job_id: uuid.UUID, images: dict[str, Image.Image]) -> dict[str, str]:
-    """Write ``{stem: image}`` for a job; returns ``{stem: file name}``."""
+def save_images(
+    job_id: uuid.UUID, images: dict[str, Image.Image], texts: dict[str, str | None] | None = None
+) -> dict[str, str]:
+    """Write ``{stem: image}`` for a job (``texts[stem]``: its parameters); returns ``{stem: file name}``."""
     image_format = current_app.config["IMAGE_FORMAT"]
     folder = images_dir() / str(job_id)
     folder.mkdir(parents=True, exist_ok=True)
-    blobs = _encoders.map(lambda image: imaging.encode(image, image_format), images.values())
+    texts = texts or {}
+    blobs = _encoders.map(lambda stem: imaging.encode(images[stem], image_format, texts.get(stem)), images)
     encoded = dict(zip(images, blobs, strict=True))
     names = {}
     for stem, data in encoded.items():

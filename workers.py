@@ -19,7 +19,9 @@ from typing import Any
 
 from flask import Flask, current_app
 from peewee import Expression, fn
+from PIL import Image
 
+import imagemeta
 import imaging
 import operations
 import storage
@@ -226,28 +228,32 @@ def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
     ctx.check()
     result = provider.run(operation.provider, request, ctx)
     ctx.check()
-    fields = store_result(job, operation.result, result)
+    fields = store_result(job, operation, result)
     fields.update(provider=provider.name, provider_ref=result.ref, seed=result.seed)
     return fields
 
 
-def store_result(job: Job, kind: str, result: Result) -> dict[str, Any]:
+def store_result(job: Job, operation: operations.Operation, result: Result) -> dict[str, Any]:
     """Write the result's images (or keep its text); returns the job fields that describe it."""
+    kind = operation.result
     if kind == operations.TEXT:
         descriptions = [str(text) for text in (result.descriptions or []) if str(text).strip()]
-        if len(descriptions) < 4:
-            raise ProviderError("The provider returned fewer than four descriptions.")
-        return {"descriptions": descriptions[:4]}
+        if len(descriptions) < operation.texts:
+            raise ProviderError(f"The provider returned fewer than {operation.texts} texts.")
+        tokens = [[str(word), float(weight)] for word, weight in result.tokens] if result.tokens else None
+        return {"descriptions": descriptions[: operation.texts], "tokens": tokens}
     if kind == operations.IMAGE:
         if result.image is None:
             raise ProviderError("The provider returned no image.")
-        names = storage.save_images(job.id, {"image": result.image})
+        images = {"image": result.image}
+        names = storage.save_images(job.id, images, _texts(job, result, images))
         return {"grid": None, "tiles": [names["image"]]}
     tiles = result.tiles or (imaging.split_grid(result.grid) if result.grid is not None else None)
     if not tiles or len(tiles) != 4:
         raise ProviderError("The provider did not return four images.")
     grid = result.grid if result.grid is not None else imaging.compose_grid(tiles)
-    names = storage.save_images(job.id, {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}})
+    images = {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}}
+    names = storage.save_images(job.id, images, _texts(job, result, images))
     return {"grid": names["grid"], "tiles": [names[str(i + 1)] for i in range(4)]}
 
 
@@ -260,3 +266,13 @@ def init_app(app: Flask) -> JobPool:
     """Give ``app`` its job pool (not started)."""
     app.extensions[EXTENSION] = JobPool(app)
     return app.extensions[EXTENSION]
+
+
+def _texts(job: Job, result: Result, images: dict[str, Image.Image]) -> dict[str, str | None]:
+    """Each image's ``parameters`` text: the job's prompt and settings, and which tile it is."""
+    index = job.index if operations.result_of(job.type) == operations.IMAGE else None
+    return {
+        stem: imagemeta.job_text(job.type, job.prompt, job.params or {}, result.seed, image,
+                                 int(stem) if stem.isdigit() else index)
+        for stem, image in images.items()
+    }

@@ -11,12 +11,14 @@ rendered as OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import base64
+import io
 import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from marshmallow import fields
 from PIL import Image
@@ -60,7 +62,7 @@ STYLES = {"natural": "raw", "vivid": None}  # OpenAI's style -> ours (vivid: the
 RESPONSE_FORMATS = ("url", "b64_json")
 # OpenAI's own image models: a client that names one gets the configured providers.
 OPENAI_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
-EDIT_WITHOUT_OPERATION = "Mask edits need the inpaint operation, which this server does not have yet."
+EDIT_WITHOUT_OPERATION = "Edits with a mask need an operation that repaints a region; this server has none."
 
 
 # ---- requests --------------------------------------------------------------------------------------
@@ -198,7 +200,49 @@ def _upload(field: str, size: str, quality: str = AUTO) -> dict[str, Any]:
         raise validation_error(f"The '{field}' file is not usable: {exc}.", {field: []}) from None
     aspect_ratio, scale = _shape(size, image, quality)
     fitted = imaging.fit(image, *imaging.dimensions(aspect_ratio, scale))
-    return {"upload": uploads.save(fitted), "aspect_ratio": aspect_ratio}
+    return {"upload": uploads.save(fitted), "aspect_ratio": aspect_ratio, "sent_size": image.size}
+
+
+def _mask(upload: str, sent_size: tuple[int, int]) -> str:
+    """The ``mask`` file (transparent: change), fitted like ``upload``: a base64 PNG, white = repaint."""
+    sent = _files("mask")
+    if len(sent) > 1:
+        raise validation_error(f"The 'mask' field takes one image; {len(sent)} were sent.", {"mask": []})
+    try:
+        with Image.open(io.BytesIO(sent[0].read())) as image:
+            if image.format != "PNG":
+                raise validation_error("The 'mask' file must be a PNG image.", {"mask": []})
+            if image.size != sent_size:
+                width, height = sent_size
+                raise validation_error(
+                    f"The 'mask' file must be the image's size, {width}x{height}; it is "
+                    f"{image.width}x{image.height}.",
+                    {"mask": []},
+                )
+            if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+                raise validation_error(
+                    "The 'mask' file must have transparency: its transparent pixels mark what to change.",
+                    {"mask": []},
+                )
+            alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, ApiError):
+            raise
+        raise validation_error(f"The 'mask' file is not a usable PNG image ({exc}).", {"mask": []}) from None
+    change = alpha < 128
+    if not change.any():
+        raise validation_error(
+            "The 'mask' file has no transparent pixels: make transparent what to change.", {"mask": []}
+        )
+    if change.all():
+        raise validation_error(
+            "The 'mask' file is transparent everywhere: keep opaque what should stay.", {"mask": []}
+        )
+    region = Image.fromarray((change * 255).astype(np.uint8), "L")
+    fitted = imaging.fit(region, *uploads.load(upload).size)
+    buffer = io.BytesIO()
+    fitted.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _shape(size: str, image: Image.Image | None, quality: str) -> tuple[str, float]:
@@ -258,6 +302,9 @@ def edits() -> Response:
         raise validation_error(EDIT_WITHOUT_OPERATION, {"mask": []})
     with _slot():
         upload = _upload("image", data["size"], data["quality"])
+        sent_size = upload.pop("sent_size")
+        if masked:
+            upload["mask"] = _mask(upload["upload"], sent_size)
         return _answer(operation, [{**upload, "prompt": data["prompt"]}] * _jobs(data["n"]), data)
 
 
@@ -268,6 +315,7 @@ def variations() -> Response:
     operation = _operation("variations")
     with _slot():
         upload = _upload("image", data["size"])
+        upload.pop("sent_size")
         return _answer(operation, [upload] * _jobs(data["n"]), data)
 
 

@@ -2,7 +2,9 @@
 
 Usage: .venv/bin/python bench/bench_local_art.py [--runs 7]
 Each figure is the median over ``--runs`` calls (after one warm-up call), cycling through a few
-prompts so that different scenes are covered. Not a pass/fail test: it prints numbers.
+prompts so that different scenes are covered. The budget line paints a quality-1 imagine (four
+1024x1024 tiles) and PNG-encodes the same four tiles as the gateway does, alternately, so both see
+the same machine load; it prints the median of the per-prompt ratios. Not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: the repo root
 procedural = importlib.import_module("providers.procedural")
+imaging = importlib.import_module("imaging")
 analysis = importlib.import_module("providers.analysis")
 
 PROMPTS = (
+    "a red fox in a snowy forest, photorealistic",
+    "a bowl of ramen, studio lighting",
+    "cute cat astronaut",
+    "a lighthouse on a cliff at dusk",
+    "portrait of an old sailor, oil painting",
+    "a medieval castle, pixel art",
+    "an old oak tree, sketch",
+    "a sunflower, low poly",
+    "a bird on a branch, watercolor",
     "a sunset over the mountains",
     "a futuristic city skyline at night",
     "deep blue ocean waves",
@@ -45,6 +57,24 @@ def median_ms(call: Callable[[int], object], runs: int) -> tuple[float, float]:
 def png_ms(tiles: list, runs: int) -> tuple[float, float]:
     """Time to PNG-encode the four tiles as the gateway does (compress_level=1), for context."""
     return median_ms(lambda i: [tile.save(io.BytesIO(), "PNG", compress_level=1) for tile in tiles], runs)
+
+
+def budget(runs: int) -> tuple[float, float, float]:
+    """Median paint time, encode time and paint/encode ratio over the prompts, measured side by side."""
+    paint_times, encode_times, ratios = [], [], []
+    procedural.paint_tiles(PROMPTS[0], 1024, 1024, seed=0)  # warm-up
+    for i in range(runs * len(PROMPTS)):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        start = time.perf_counter()
+        tiles = procedural.paint_tiles(prompt, 1024, 1024, seed=i)
+        painted = time.perf_counter()
+        for tile in tiles:
+            imaging.encode(tile, "png")
+        encoded = time.perf_counter()
+        paint_times.append((painted - start) * 1000)
+        encode_times.append((encoded - painted) * 1000)
+        ratios.append((painted - start) / (encoded - painted))
+    return statistics.median(paint_times), statistics.median(encode_times), statistics.median(ratios)
 
 
 def main() -> None:
@@ -73,6 +103,9 @@ def main() -> None:
         print(f"  {label:38s} {median:7.1f} ms  ({worst:.1f})")
     median, worst = png_ms(square, runs)
     print(f"  {'for context: PNG-encode 4 x 1024x1024':38s} {median:7.1f} ms  ({worst:.1f})")
+    paint, encode, ratio = budget(max(1, runs // 3))
+    print(f"budget: quality-1 imagine {paint:.1f} ms vs Pillow PNG-encode of its 4 tiles {encode:.1f} ms "
+          f"(medians over {len(PROMPTS)} prompts); median ratio {ratio:.2f} (budget: <= 1.0)")
 
 
 if __name__ == "__main__":

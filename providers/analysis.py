@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from providers import detect
 from providers.procedural import as_rgb
 
 SAMPLE_SIDE = 128  # the analysis runs on a copy no larger than this
@@ -276,28 +277,37 @@ def _colour_phrase(colours: list[dict[str, Any]], count: int) -> str:
 
 
 def describe(image: Image.Image) -> list[str]:
-    """Four different Midjourney-style prompts describing the image, from real pixel analysis."""
+    """Four different Midjourney-style prompts describing the image, from real pixel analysis.
+
+    They name the image's subject when one is known: from the prompt it carries in its ``parameters``
+    (images this service made), or from OpenCV's face detectors; else they describe its composition.
+    """
     f = analyse(image)
     words = f["labels"]
     ar = f"--ar {f['aspect_ratio']}"
     colours = f["colours"]
     lead = colours[0]["name"]
     accents = _colour_phrase(colours[1:], 2) if len(colours) > 1 else lead
+    found = detect.subject(image)
+    of = f" of {found.phrase}" if found else ""
     return [
         (
-            f"{f['orientation']} photograph of {words['scene']}, {_colour_phrase(colours, 3)} tones, "
+            f"{f['orientation']} photograph{of}{' in' if found else ' of'} {words['scene']}, "
+            f"{_colour_phrase(colours, 3)} tones, "
             f"{words['temperature']} light, {words['light']}, {words['contrast']} {ar} --style raw"
         ),
         (
-            f"{words['brightness']} digital painting dominated by {lead}, with accents of {accents}, "
+            f"{words['brightness']} digital painting{of}{',' if found else ''} dominated by {lead}, "
+            f"with accents of {accents}, "
             f"{words['saturation']} colours, {words['detail']} brushwork, {words['layout']} {ar} --v 6.1"
         ),
         (
-            f"{words['detail']} abstract composition in {_colour_phrase(colours, 3)}, {words['contrast']}, "
-            f"{words['temperature']} {words['saturation']} palette {ar} --stylize 250"
+            f"{found.phrase + ', ' if found else ''}"
+            f"{words['detail']} {'' if found else 'abstract '}composition in {_colour_phrase(colours, 3)}, "
+            f"{words['contrast']}, {words['temperature']} {words['saturation']} palette {ar} --stylize 250"
         ),
         (
-            f"cinematic {f['orientation']} still, {words['scene']}, {words['temperature']} {lead} colour "
+            f"cinematic {f['orientation']} still{of}, {words['scene']}, {words['temperature']} {lead} colour "
             f"grading, {words['brightness']} exposure, in the style of {_style_reference(f, words)} "
             f"{ar} --v 6.1"
         ),

@@ -7,20 +7,29 @@ import secrets
 import time
 from collections.abc import Callable
 
+from PIL import Image
+
+import imagemeta
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
+    InpaintRequest,
     JobContext,
+    OutpaintRequest,
     Provider,
     Result,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
     analysis,
+    faces,
     procedural,
     register,
     resample,
 )
+from providers.shorten import shorten as shorten_prompt
 
 PROGRESS_BEFORE_SAVING = 95  # the gateway takes the rest to store the images
 
@@ -40,6 +49,34 @@ def imagine_seed(request: ImagineRequest) -> int:
         )
     )
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+
+
+_REPAINTABLE = {"imagine", "reroll"}  # operations whose tiles the prompt and settings paint again exactly
+
+
+def painted_with(image: Image.Image) -> procedural.Settings | None:
+    """How the local provider painted ``image``, from its ``parameters``; None if it is not such a tile."""
+    fields = imagemeta.read(image)
+    if not fields or fields.get("Model") != imagemeta.MODEL or fields.get("Operation") not in _REPAINTABLE:
+        return None
+    if fields.get("Size") != f"{image.width}x{image.height}":
+        return None
+    try:
+        seed, tile = int(fields["Seed"]), int(fields["Tile"])
+    except (KeyError, ValueError):
+        return None
+    if not 1 <= tile <= procedural.TILE_COUNT:
+        return None
+    style = fields.get("Style")
+    return procedural.Settings(
+        prompt=fields["prompt"],
+        seed=seed,
+        index=tile - 1,
+        style=style if style in procedural.STYLES else None,
+        chaos=imagemeta.number(fields, "Chaos", 0),
+        stylize=imagemeta.number(fields, "Stylize", 100),
+        version=fields.get("Version", "6.1"),
+    )
 
 
 class Pacer:
@@ -71,7 +108,9 @@ class LocalProvider(Provider):
     """Makes real images offline, so the whole product works on a fresh machine."""
 
     name = "local"
-    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    operations = frozenset(
+        {"imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint", "shorten", "faceswap"}
+    )
 
     def check(self) -> str:
         """Nothing to reach: the local provider runs in this process."""
@@ -97,9 +136,35 @@ class LocalProvider(Provider):
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
         seed = request.seed if request.seed is not None else secrets.randbits(32)
-        tiles = procedural.vary(
-            request.image, seed=seed, strength=request.strength, on_tile=self._pacer(ctx).on_tile()
-        )
+        settings = painted_with(request.image)
+        if settings is not None:  # one of ours: paint its scene again, with its details drawn anew
+            tiles = procedural.redraw(settings, *request.image.size, seed=seed, strength=request.strength,
+                                      on_tile=self._pacer(ctx).on_tile())
+        else:
+            tiles = procedural.vary(
+                request.image, seed=seed, strength=request.strength, on_tile=self._pacer(ctx).on_tile()
+            )
+        return Result(tiles=tiles, seed=seed)
+
+    def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
+        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        canvases = procedural.extend(request.image, request.pad, painted_with(request.image), seed=seed,
+                                     prompt=request.prompt)
+        tiles = [canvas if canvas.size == (request.width, request.height)
+                 else canvas.resize((request.width, request.height), Image.Resampling.LANCZOS)
+                 for canvas in canvases]
+        pacer.step(2)
+        return Result(tiles=tiles, seed=seed)
+
+    def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
+        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        tiles = procedural.repaint(request.image, request.mask, painted_with(request.image), seed=seed,
+                                   prompt=request.prompt)
+        pacer.step(2)
         return Result(tiles=tiles, seed=seed)
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
@@ -122,3 +187,17 @@ class LocalProvider(Provider):
         descriptions = analysis.describe(request.image)
         pacer.step(2)
         return Result(descriptions=descriptions)
+
+    def shorten(self, request: ShortenRequest, ctx: JobContext) -> Result:
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        shortened = shorten_prompt(request.prompt)
+        pacer.step(2)
+        return Result(descriptions=shortened.prompts, tokens=shortened.tokens)
+
+    def faceswap(self, request: FaceSwapRequest, ctx: JobContext) -> Result:
+        pacer = self._pacer(ctx, steps=2)
+        pacer.step(1)
+        image = faces.swap(request.target, request.swap)
+        pacer.step(2)
+        return Result(image=image)

@@ -10,6 +10,7 @@ upscales. Everything is seeded, so the same inputs always give byte-identical im
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import os
@@ -18,8 +19,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from providers import figures, media, subjects
 
 TileCallback = Callable[[int], None]
 
@@ -52,14 +56,9 @@ _SCENE_WORDS = {
     "forest": "forest forests tree trees woods woodland jungle pine pines rainforest",
     "desert": "desert deserts dune dunes sand sahara",
     "snow": "snow snowy winter ice icy frozen blizzard snowfall frost",
+    "underwater": "underwater reef reefs coral aquarium seabed seafloor undersea",
     "flower": "flower flowers garden gardens bloom blooms blossom blossoms roses tulips meadow floral "
     "petals daisies",
-}
-_SUBJECT_WORDS = {  # the first kind found wins, so specific creatures beat "portrait"
-    "robot": "robot robots android cyborg mech",
-    "cat": "cat cats kitten kittens fox wolf lion tiger animal animals",
-    "dog": "dog dogs puppy puppies bear",
-    "human": "portrait person man woman girl boy face people character warrior knight queen king wizard",
 }
 _PHRASES = {"golden hour": "sunset", "blue hour": "sunset", "outer space": "space"}
 _BACKDROPS = ("mountain", "city", "ocean", "forest", "desert")
@@ -107,9 +106,11 @@ _PALETTES = {  # sky top, sky at the horizon, ground, dark ground, accent, light
              (255, 255, 255)),
     "flower": ((120, 180, 230), (240, 228, 205), (90, 150, 70), (35, 75, 40), (240, 80, 130),
                (255, 225, 120)),
+    "underwater": ((20, 110, 150), (10, 45, 80), (200, 180, 130), (20, 60, 75), (110, 230, 220),
+                   (215, 255, 250)),
 }
-_PALETTE_ORDER = ("space", "night", "sunset", "futuristic", "snow", "desert", "forest", "flower", "ocean",
-                  "day", "city")
+_PALETTE_ORDER = ("space", "underwater", "night", "sunset", "futuristic", "snow", "desert", "forest",
+                  "flower", "ocean", "day", "city")
 # Which named colour (by its order in the prompt) tints which palette row.
 _TINT_ROLES = (SKY_TOP, GROUND_DARK, GROUND, SKY_LOW, ACCENT, LIGHT)
 
@@ -119,7 +120,8 @@ class _Spec:
     """What the prompt asks for: scenes, subject, palette and mood."""
 
     scenes: frozenset[str]
-    subject: str | None
+    subject: subjects.Subject | None
+    medium: str | None
     sky: str  # "day", "sunset", "night", "space", "studio" or "abstract"
     palette: np.ndarray  # (6, 3) floats in 0..1, rows indexed by SKY_TOP ... LIGHT
     named_colours: bool
@@ -145,17 +147,9 @@ def _scenes(words: set[str], text: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def _subject_kind(words: set[str]) -> str | None:
-    """The kind of central figure the prompt names, if any."""
-    for kind, vocab in _SUBJECT_WORDS.items():
-        if words & set(vocab.split()):
-            return kind
-    return None
-
-
-def _sky_kind(scenes: frozenset[str], subject: str | None) -> str:
+def _sky_kind(scenes: frozenset[str], subject: subjects.Subject | None) -> str:
     """The backdrop a scene is painted on."""
-    for kind in ("space", "night", "sunset", "day"):
+    for kind in ("space", "underwater", "night", "sunset", "day"):
         if kind in scenes:
             return kind
     if scenes:
@@ -180,16 +174,50 @@ def _named_colours(words: list[str]) -> list[np.ndarray]:
     return [np.array(_COLOUR_WORDS[w], np.float32) / 255 for w in seen]
 
 
+_SCENE_VOCABULARY = {word for vocab in _SCENE_WORDS.values() for word in vocab.split()}
+_TIME_WORDS = {"sunset", "day", "night"}
+
+
+def _with_setting(scenes: frozenset[str], subject: subjects.Subject | None) -> frozenset[str]:
+    """The scenes, plus the setting the subject brings when the prompt names no place of its own."""
+    if subject is None:
+        return scenes
+    setting = subjects.SETTINGS.get(subject.family)
+    if "helmet" in subject.modifiers:
+        setting = "space"
+    places = scenes - _TIME_WORDS - {"snow"}
+    if setting in (None, "studio", "meadow", "road") or places:
+        return scenes
+    if setting in ("day", "night") and scenes & _TIME_WORDS:
+        return scenes
+    return scenes | {setting}
+
+
+def subject_of(prompt: str) -> tuple[subjects.Subject | None, str]:
+    """The subject a prompt names, and a noun phrase for it: "red fox", "bowl of ramen"."""
+    ordered, _ = _prompt_words(prompt)
+    subject, taken = subjects.find_subject(ordered, _COLOUR_WORDS, _SCENE_VOCABULARY)
+    if subject is None:
+        return None, ""
+    colour = next((word for word in ordered if word in taken), None)
+    phrase = f"{colour} {subject.word}" if colour else subject.word
+    at = ordered.index(subject.word) if subject.word in ordered else -1
+    if 0 <= at < len(ordered) - 2 and ordered[at + 1] == "of":
+        phrase += f" of {ordered[at + 2]}"
+    return subject, phrase
+
+
 def _parse_prompt(prompt: str) -> _Spec:
     """Read the colour, scene, subject and mood words of a prompt."""
     ordered, text = _prompt_words(prompt)
     words = set(ordered)
     scenes = _scenes(words, text)
-    subject = _subject_kind(words)
+    subject, taken = subjects.find_subject(ordered, _COLOUR_WORDS, _SCENE_VOCABULARY)
+    scenes = _with_setting(scenes, subject)
     futuristic = bool(words & _FUTURE_WORDS)
     sky = _sky_kind(scenes, subject)
     palette = np.array(_PALETTES[_palette_key(scenes, sky, futuristic)], np.float32) / 255
-    colours = _named_colours(ordered)
+    colours = _named_colours([w for w in ordered if w not in taken])
     palette = _tint(palette, colours)
     neon = "neon" in words
     if "pastel" in words:
@@ -200,6 +228,7 @@ def _parse_prompt(prompt: str) -> _Spec:
     return _Spec(
         scenes=scenes,
         subject=subject,
+        medium=subjects.medium(text),
         sky=sky,
         palette=palette,
         named_colours=bool(colours),
@@ -338,12 +367,15 @@ class _Dice:
 class _Canvas:
     """A float RGB canvas (or a window of one) with its coordinate grids, palette, dice and noise."""
 
-    def __init__(self, width: int, height: int, dice: _Dice, palette: np.ndarray) -> None:
+    def __init__(self, width: int, height: int, dice: _Dice, palette: np.ndarray,
+                 view: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)) -> None:
         self.w, self.h = width, height
-        self.px = float(height)  # pixels per unit of normalised height, also in windows
-        self.aspect = width / height
-        self.ys = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
-        self.xs = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, :]
+        self.view = view  # the part of the frame (left, top, right, bottom; the frame is 0..1) painted
+        x0, y0, x1, y1 = view
+        self.px = height / (y1 - y0)  # pixels per unit of normalised height, also in windows
+        self.aspect = (width / (x1 - x0)) / self.px
+        self.ys = (y0 + (y1 - y0) * (np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
+        self.xs = (x0 + (x1 - x0) * (np.arange(width, dtype=np.float32) + 0.5) / width)[None, :]
         self.dice = dice
         self.pal = palette.reshape(-1, 3, 1, 1)  # each row broadcasts over the planes
         self.rgb = np.zeros((3, height, width), np.float32)  # planar: fast to blend
@@ -351,10 +383,17 @@ class _Canvas:
 
     def around(self, cx: float, cy: float, radius: float) -> _Canvas:
         """A window onto the square of half-side ``radius`` around (cx, cy); painting it paints here."""
-        x0 = int(np.clip((cx - radius / self.aspect) * self.w, 0, self.w - 1))
-        x1 = int(np.clip((cx + radius / self.aspect) * self.w + 2, x0 + 1, self.w))
-        y0 = int(np.clip((cy - radius) * self.h, 0, self.h - 1))
-        y1 = int(np.clip((cy + radius) * self.h + 2, y0 + 1, self.h))
+        x0 = int(np.clip(self.col_of(cx - radius / self.aspect), 0, self.w - 1))
+        x1 = int(np.clip(self.col_of(cx + radius / self.aspect) + 2, x0 + 1, self.w))
+        y0 = int(np.clip(self.row_of(cy - radius), 0, self.h - 1))
+        y1 = int(np.clip(self.row_of(cy + radius) + 2, y0 + 1, self.h))
+        window = copy.copy(self)
+        window.rgb, window.xs, window.ys = self.rgb[:, y0:y1, x0:x1], self.xs[:, x0:x1], self.ys[y0:y1]
+        window.h, window.w = y1 - y0, x1 - x0
+        return window
+
+    def box(self, x0: int, y0: int, x1: int, y1: int) -> _Canvas:
+        """A window onto the pixels [x0, x1) x [y0, y1); painting it paints here."""
         window = copy.copy(self)
         window.rgb, window.xs, window.ys = self.rgb[:, y0:y1, x0:x1], self.xs[:, x0:x1], self.ys[y0:y1]
         window.h, window.w = y1 - y0, x1 - x0
@@ -421,12 +460,22 @@ class _Canvas:
 
     def row(self, y: float) -> int:
         """The pixel row of a normalised height, clamped to the canvas."""
-        return int(min(max(y, 0), 1) * (self.h - 1))
+        _, y0, _, y1 = self.view
+        return int(min(max((y - y0) / (y1 - y0), 0), 1) * (self.h - 1))
+
+    def row_of(self, y: float) -> float:
+        """The (unclamped, fractional) pixel row of a normalised frame height."""
+        return (y - self.view[1]) * self.px
+
+    def col_of(self, x: float) -> float:
+        """The (unclamped, fractional) pixel column of a normalised frame width."""
+        x0, _, x1, _ = self.view
+        return (x - x0) / (x1 - x0) * self.w
 
 
 def _ridge_alpha(c: _Canvas, ridge: np.ndarray, top: int) -> np.ndarray:
     """Antialiased coverage of everything below a ridge line (normalised heights per column)."""
-    return np.clip((c.ys[top:] - ridge[None, :]) * c.h + 0.5, 0, 1)
+    return np.clip((c.ys[top:] - ridge[None, :]) * c.px + 0.5, 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,7 +681,7 @@ def _forest(c: _Canvas, horizon: float, rows: int) -> None:
         count = int(c.w / spacing) + 3
         xs = (np.arange(count) - 1 + d.uniform(-0.45, 0.45, count)) * spacing
         heights = tree_h * c.h * d.uniform(0.6, 1.25, count)
-        bases = base * c.h + d.uniform(-0.02, 0.02, count) * c.h
+        bases = c.row_of(base) + d.uniform(-0.02, 0.02, count) * c.h
 
         alpha = c.mask(lambda canvas, s, row=(xs, heights, bases, base): _firs(canvas, s, c, *row))
         body = _mix(_mix(pal[GROUND], pal[GROUND_DARK], 0.3 + 0.7 * t), pal[SKY_LOW], 0.6 * (1 - t) ** 1.5)
@@ -643,8 +692,8 @@ def _forest(c: _Canvas, horizon: float, rows: int) -> None:
 def _firs(draw: ImageDraw.ImageDraw, s: float, c: _Canvas, xs: np.ndarray, heights: np.ndarray,
           bases: np.ndarray, floor: float) -> None:
     """Draw one row of tiered fir trees standing on a solid forest floor, at scale ``s``."""
-    if floor < 1:  # the floor may lie below the frame, under a hill
-        draw.rectangle((0, floor * c.h * s, c.w * s, c.h * s), fill=255)
+    if c.row_of(floor) < c.h:  # the floor may lie below the frame, under a hill
+        draw.rectangle((0, c.row_of(floor) * s, c.w * s, c.h * s), fill=255)
     for x, height, base in zip((xs * s).tolist(), (heights * s).tolist(), (bases * s).tolist(), strict=True):
         for tier in range(4):
             top = base - height + tier * height * 0.2
@@ -704,8 +753,8 @@ def _skyline(c: _Canvas, base: float, t: float, futuristic: bool) -> np.ndarray:
         height = d.uniform(0.08, 0.28) * tall * c.h
         if d.uniform() < 0.18:
             height *= 1.6
-        top = base * c.h - height
-        draw.rectangle((x, top, x + width, base * c.h), fill=int(d.uniform(60, 255)))
+        top = c.row_of(base) - height
+        draw.rectangle((x, top, x + width, c.row_of(base)), fill=int(d.uniform(60, 255)))
         if d.uniform() < (0.45 if futuristic else 0.2):
             draw.rectangle((x + width * 0.45, top - height * 0.18, x + width * 0.55, top), fill=200)
         x += width + d.uniform(-0.2, 0.15) * width
@@ -827,106 +876,231 @@ def _flower(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, petal: np.n
     draw.ellipse((x - r * 0.3, y - r * 0.3, x + r * 0.3, y + r * 0.3), fill=core)
 
 
-Eye = tuple[float, float, float]  # a glowing eye: x, y and radius
+@dataclass(frozen=True)
+class _Framing:
+    """Where a tile puts its subject: placement, scale, the way it faces, and the camera height."""
+
+    x: float  # the subject's centre, 0..1 across the frame
+    scale: float  # 1: the family's usual size
+    facing: int
+    horizon: float  # added to the scene's horizon: negative looks up (low camera), positive looks down
+    lift: float  # the subject raised (positive) or lowered in the frame, in frame heights
 
 
-def _subject(c: _Canvas, kind: str) -> None:
-    """A central figure: a halo of light behind it, a dark silhouette and a bright rim."""
-    pal, d = c.pal, c.dice
-    cx = 0.5 + d.uniform(-0.08, 0.08) / c.aspect
-    size = d.uniform(0.55, 0.72)
-    c.add(_mix(pal[ACCENT], pal[LIGHT], 0.5), np.exp(-c.dist(cx, 1 - size * 0.7) / 0.22) * 0.55)
-    eyes: list[Eye] = []
-
-    def draw(canvas: ImageDraw.ImageDraw, s: float) -> None:
-        found = _SHAPES[kind](canvas, cx * c.w * s, c.h * s, size * c.h * s, d)
-        eyes.extend((x / (c.w * s), y / (c.h * s), r / (c.h * s)) for x, y, r in found)
-
-    body = c.mask(draw)
-    shifted = np.zeros_like(body)
-    off = max(1, c.h // 120)
-    shifted[off:, off:] = body[:-off, :-off]
-    rim = np.clip(body - shifted, 0, 1)
-    tone = _mix(_mix(pal[GROUND_DARK], pal[SKY_TOP], 0.35) * 0.8, pal[GROUND], 0.2 * (1 - c.ys))
-    c.paint(tone, body)
-    c.add(_mix(pal[LIGHT], pal[ACCENT], 0.3), rim * 0.9)
-    for ex, ey, er in eyes:
-        glow = np.exp(-((c.dist(ex, ey) / er) ** 2))
-        c.add(_mix(pal[ACCENT], _WHITE, 0.3), glow * 1.2)
+# Four sibling compositions, one per tile: centred, off to the left in close-up, off to the right
+# from afar, and a low camera looking up. Chaos pulls each towards a random composition of its own.
+_PRESETS = (
+    _Framing(0.5, 1.0, 1, 0.0, 0.0),
+    _Framing(0.36, 1.25, -1, 0.04, -0.04),
+    _Framing(0.66, 0.7, 1, -0.06, 0.05),
+    _Framing(0.44, 0.9, -1, 0.1, -0.02),
+)
 
 
-def _human(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
-    """Head and shoulders of a person, sometimes with long hair."""
-    head_y, hw, hh = bottom - size * 0.64, size * d.uniform(0.105, 0.12), size * 0.145
-    neck_y, span = bottom - size * 0.43, size * d.uniform(0.36, 0.42)
-    if d.uniform() < 0.5:  # long hair falling to the shoulders
-        draw.ellipse((x - hw * 1.15, head_y - hh * 1.08, x + hw * 1.15, head_y + hh * 0.9), fill=255)
-        draw.polygon([(x - hw * 1.12, head_y), (x + hw * 1.12, head_y), (x + hw * 1.5, neck_y + size * 0.08),
-                      (x - hw * 1.5, neck_y + size * 0.08)], fill=255)
-    draw.ellipse((x - hw, head_y - hh, x + hw, head_y + hh), fill=255)
-    u = np.linspace(0, 1, 9)
-    xs = hw * 0.7 + (span - hw * 0.7) * u**0.7
-    ys = neck_y + size * (0.01 + 0.22 * u**2.2)
-    right = list(zip((x + xs).tolist(), ys.tolist(), strict=True))
-    left = list(zip((x - xs).tolist(), ys.tolist(), strict=True))[::-1]
-    neck = [(x - hw * 0.55, head_y + hh * 0.6), (x + hw * 0.55, head_y + hh * 0.6)]
-    draw.polygon(neck + right + [(x + span, bottom), (x - span, bottom)] + left, fill=255)
-    return []
+def _framing(key: int, index: int, spread: float) -> _Framing:
+    """The composition of tile ``index``: its preset, moved towards a random one as chaos rises."""
+    rng = np.random.default_rng([key, index, 0xF4A3])
+    preset = _PRESETS[index % len(_PRESETS)]
+    wild = _Framing(rng.uniform(0.22, 0.78), rng.uniform(0.45, 1.45), 1 if rng.uniform() < 0.5 else -1,
+                    rng.uniform(-0.14, 0.14), rng.uniform(-0.12, 0.12))
+    t = spread**0.8
+    return _Framing(
+        x=preset.x + (wild.x - preset.x) * t,
+        scale=preset.scale + (wild.scale - preset.scale) * t,
+        facing=wild.facing if spread > 0.5 else preset.facing,
+        horizon=preset.horizon + (wild.horizon - preset.horizon) * t,
+        lift=preset.lift + (wild.lift - preset.lift) * t,
+    )
 
 
-def _cat(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
-    """A sitting cat seen from behind: body, round head, pointed ears and a curling tail."""
-    body_w = size * 0.26
-    draw.ellipse((x - body_w, bottom - size * 0.62, x + body_w, bottom + size * 0.05), fill=255)
-    head_y, head_r = bottom - size * 0.7, size * 0.15
-    draw.ellipse((x - head_r, head_y - head_r, x + head_r, head_y + head_r), fill=255)
-    for side in (-1, 1):
-        ear_x = x + side * head_r * 0.62
-        ear_y = head_y - head_r * 0.5
-        tip = (ear_x + side * head_r * 0.15, head_y - head_r * 1.55)
-        draw.polygon([(ear_x - head_r * 0.42, ear_y), (ear_x + head_r * 0.42, ear_y), tip], fill=255)
-    tail = size * d.uniform(0.25, 0.35)
-    draw.arc((x, bottom - tail * 1.4, x + tail * 2.2, bottom), 90, 270 + 60, fill=255, width=int(size * 0.05))
-    return []
+_STANCE_SIZE = {"ground": 0.5, "float": 0.62, "table": 0.62, "bust": 0.95, "tall": 0.72}
 
 
-def _dog(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
-    """A sitting dog in three-quarter view: body, chest, head with a square muzzle and two ears."""
-    side = 1 if d.uniform() < 0.5 else -1
-    draw.ellipse((x - size * 0.27, bottom - size * 0.5, x + size * 0.27, bottom + size * 0.05), fill=255)
-    chest_x = x + side * size * 0.02
-    draw.ellipse((chest_x - size * 0.13, bottom - size * 0.66, chest_x + size * 0.13, bottom - size * 0.3),
-                 fill=255)
-    head_x, head_y, r = x + side * size * 0.04, bottom - size * 0.72, size * 0.14
-    draw.ellipse((head_x - r, head_y - r, head_x + r, head_y + r), fill=255)
-    muzzle = sorted((head_x, head_x + side * r * 1.4))
-    draw.rounded_rectangle((muzzle[0], head_y - r * 0.15, muzzle[1], head_y + r * 0.75), radius=r * 0.3,
-                           fill=255)
-    front, back = head_x + side * r * 0.35, head_x - side * r * 0.6
-    draw.polygon([(front - r * 0.35, head_y - r * 0.6), (front + r * 0.35, head_y - r * 0.6),
-                  (front + side * r * 0.1, head_y - r * 1.55)], fill=255)
-    draw.ellipse((back - r * 0.3, head_y - r * 0.9, back + r * 0.3, head_y + r * 0.8), fill=255)
-    return []
+def _figure(c: _Canvas, spec: _Spec, look: _Look, frame: _Framing, horizon: float,
+            detail: np.random.Generator, jitter: float) -> np.ndarray:
+    """Draw the prompt's subject, shaded, lit and with its modifiers; returns its coverage."""
+    subject = spec.subject
+    assert subject is not None
+    family = subject.family
+    stance = figures.STANCE.get(family, "ground")
+    size = _STANCE_SIZE[stance] * frame.scale * (1.0 if stance != "ground" else 1.15 - 0.4 * horizon)
+    if stance == "ground":
+        base = min(0.97, horizon + (1 - horizon) * 0.72) - frame.lift
+    elif stance == "tall":
+        base = min(0.95, horizon + 0.2) - frame.lift * 0.5
+    elif stance == "table":
+        base = 0.86 - frame.lift * 0.5
+        _table(c, base - 0.03)
+    elif stance == "bust":
+        base = 1.02
+        size = min(size, 1.0)
+    else:
+        base = 0.5 + size / 2 - frame.lift
+    pal = c.pal
+    if stance in ("ground", "table", "tall"):  # a soft contact shadow under it
+        shadow = c.around(frame.x, base, size * 0.6)
+        across, down = (shadow.xs - frame.x) * c.aspect / (size * 0.45), (shadow.ys - base) / (size * 0.05)
+        gap = across**2 + down**2
+        shadow.rgb *= 1 - 0.45 * np.exp(-gap)
+    pen = figures.Pen(width=c.w * 2, height=c.h * 2, x=c.col_of(frame.x) * 2, base=c.row_of(base) * 2,
+                      size=size * c.px * 2, facing=frame.facing, rng=detail, jitter=jitter)
+    figures.FAMILIES[family](pen)
+    figures.modify(pen, subject.modifiers)
+    if "ring" in subject.modifiers and "disc" in pen.anchors:
+        _ring(pen)
+    masks, (x0, y0, x1, y1) = pen.masks(margin=max(2, c.h // 100))
+    everything = np.zeros((c.h, c.w), np.float32)
+    if not masks:
+        return everything
+    whole, c = c, c.box(x0, y0, x1, y1)  # paint only the window the figure covers
+    body_rgb, second_rgb, accent_rgb = (np.array(v, np.float32).reshape(3, 1, 1) / 255
+                                        for v in figures.COLOURS[family])
+    if subject.colour is not None:
+        body_rgb = np.array(subject.colour, np.float32).reshape(3, 1, 1) / 255
+    if "grey" in subject.modifiers:  # old age: grey hair and beard
+        second_rgb = np.array([0.78, 0.78, 0.8], np.float32).reshape(3, 1, 1)
+    light_dir = (-0.6 if c.sun is None or c.sun[0] < frame.x else 0.6) + detail.normal() * 0.15 * jitter
+    span = size * c.aspect
+    lit = ((c.xs - frame.x) * c.aspect * light_dir + (base - size * 0.5 - c.ys) * 0.6) / span
+    shade = 0.78 + 0.4 * np.clip(0.5 + lit, 0, 1)
+    shade = shade * (0.88 + 0.12 * _smoothstep(base, base - size * 0.3, c.ys))
+    ornament = look.ornament
+    if ornament > 0.05 and "body" in masks:
+        pattern = 0.5 + 0.5 * np.sin((c.xs * c.aspect * 3 + c.ys * 2) * 40 / max(size, 0.2))
+        shade = shade * (1 - 0.12 * ornament * pattern)
+    dark_rgb = _mix(pal[GROUND_DARK], np.zeros((3, 1, 1), np.float32), 0.75)
+    light_rgb = _mix(pal[LIGHT], _WHITE, 0.5)
+    colours = {"body": body_rgb, "second": second_rgb, "accent": accent_rgb, "dark": dark_rgb}
+    covered = everything[y0:y1, x0:x1]
+    for layer in ("body", "second", "accent", "dark"):
+        if layer in masks:
+            c.paint(colours[layer] * (shade if layer != "dark" else 1.0), masks[layer])
+            np.maximum(covered, masks[layer], out=covered)
+    if "snow" in subject.modifiers or "snow" in spec.scenes:
+        below = np.zeros_like(covered)
+        off = max(1, int(size * c.px * 0.035))
+        below[off:] = covered[:-off]
+        c.paint(_WHITE * 0.96, np.clip(covered - below, 0, 1) * 0.95)
+    if "light" in masks:
+        c.paint(light_rgb, masks["light"])
+        np.maximum(covered, masks["light"], out=covered)
+    if "glass" in masks:
+        glass = masks["glass"]
+        sheen = _smoothstep(0.2, 0.0, np.abs(c.ys - (base - size * 0.85)) / max(size, 1e-3))
+        c.paint(_mix(pal[SKY_TOP], dark_rgb, 0.5), glass * 0.55)
+        c.add(_mix(pal[LIGHT], _WHITE, 0.6), glass * (0.15 + 0.35 * sheen))
+        np.maximum(covered, glass, out=covered)
+    shifted = np.zeros_like(covered)
+    off = max(1, whole.h // 160)
+    if light_dir > 0:
+        shifted[off:, :-off] = covered[:-off, off:]
+    else:
+        shifted[off:, off:] = covered[:-off, :-off]
+    c.add(_mix(pal[LIGHT], pal[ACCENT], 0.3), np.clip(covered - shifted, 0, 1) * 0.35)
+    c = whole
+    _figure_lights(c, pen, subject, size, base, frame)
+    if ornament > 0.05:
+        _sparkles(c, detail, frame, base, size, ornament)
+    return everything
 
 
-def _robot(draw: ImageDraw.ImageDraw, x: float, bottom: float, size: float, d: _Dice) -> list[Eye]:
-    """A boxy robot with an antenna; returns its two glowing eyes."""
-    head_w, head_h = size * d.uniform(0.17, 0.22), size * 0.15
-    head_y = bottom - size * 0.75
-    draw.rounded_rectangle((x - head_w, head_y - head_h, x + head_w, head_y + head_h), radius=size * 0.05,
-                           fill=255)
-    draw.rectangle((x - head_w * 0.3, head_y + head_h, x + head_w * 0.3, head_y + head_h * 1.5), fill=255)
-    draw.rounded_rectangle((x - size * 0.4, bottom - size * 0.5, x + size * 0.4, bottom + size * 0.1),
-                           radius=size * 0.08, fill=255)
-    draw.line((x, head_y - head_h, x, head_y - head_h * 1.8), fill=255, width=max(1, int(size * 0.015)))
-    draw.ellipse((x - size * 0.03, head_y - head_h * 1.8 - size * 0.03, x + size * 0.03,
-                  head_y - head_h * 1.8 + size * 0.03), fill=255)
-    return [(x + side * head_w * 0.45, head_y, size * 0.035) for side in (-1, 1)]
+def _figure_lights(c: _Canvas, pen: figures.Pen, subject: subjects.Subject, size: float, base: float,
+                   frame: _Framing) -> None:
+    """Light the figure gives off: a lighthouse beam, glowing robot eyes, steam over hot food."""
+    def frame_xy(x: float, y: float) -> tuple[float, float]:
+        px, py = pen.p(x, y)
+        return frame.x + (px / 2 - c.col_of(frame.x)) / c.w * (c.view[2] - c.view[0]), base - y * size
+
+    if "lamp" in pen.anchors:
+        x, y, r = pen.anchors["lamp"]
+        lx, ly = frame_xy(x, y)
+        c.add(_mix(c.pal[LIGHT], _WHITE, 0.5), np.exp(-c.dist(lx, ly) / (r * size * 2.5)) * 0.9)
+        angle = np.arctan2(c.ys - ly, (c.xs - lx) * c.aspect)
+        beam = np.exp(-((angle - 0.12 * frame.facing) / 0.06) ** 2) if frame.facing < 0 else 0
+        beam = beam + np.exp(-((np.abs(angle) - 0.05) / 0.05) ** 2) * (c.xs > lx)
+        c.add(c.pal[LIGHT], beam * np.exp(-c.dist(lx, ly) / 0.6) * 0.35)
+    if "eyes" in pen.anchors or "glow" in subject.modifiers:
+        x, y, r = pen.anchors.get("eyes", (*pen.anchors.get("head", (0.0, 0.5, 0.1))[:2], 0.03))
+        for side in (-1, 1):
+            ex, ey = frame_xy(side * x, y)
+            near = c.around(ex, ey, r * size * 4)
+            glow = np.exp(-((near.dist(ex, ey) / (r * size * 1.6)) ** 2))
+            near.add(_mix(c.pal[ACCENT], _WHITE, 0.3), glow * 0.9)
+    if "steam" in pen.anchors and "steam" in subject.modifiers:
+        x, y, r = pen.anchors["steam"]
+        sx, sy = frame_xy(x, y)
+        w = c.around(sx, sy - size * 0.25, max(size * 0.3, r * size * 3))
+        wisp = np.sin((w.xs - sx) * c.aspect / (r * size) * 9 + (w.ys - sy) / size * 14)
+        rising = _smoothstep(sy, sy - size * 0.45, w.ys) * (w.ys < sy)
+        near = np.exp(-((((w.xs - sx) * c.aspect) / (r * size * 1.2)) ** 2))
+        w.add(_mix(c.pal[LIGHT], _WHITE, 0.7), _smoothstep(0.6, 1.0, wisp) * rising * near * 0.3)
 
 
-_SHAPES: dict[str, Callable[[ImageDraw.ImageDraw, float, float, float, _Dice], list[Eye]]] = {
-    "human": _human, "cat": _cat, "dog": _dog, "robot": _robot,
-}
+def _ring(pen: figures.Pen) -> None:
+    """A planetary ring across the disc, in front of it."""
+    x, y, r = pen.anchors["disc"]
+    (x0, y0), (x1, y1) = pen.p(x - r * 1.7, y + r * 0.35), pen.p(x + r * 1.7, y - r * 0.35)
+    draw = ImageDraw.Draw(pen.layers.setdefault("accent", Image.new("L", (pen.width, pen.height), 0)))
+    box = (min(x0, x1), y0, max(x0, x1), y1)
+    draw.arc(box, 0, 180, fill=255, width=max(1, round(r * 0.12 * pen.size)))
+
+
+def _table(c: _Canvas, top: float) -> None:
+    """A table top the food stands on, catching the studio light."""
+    row = c.row(top)
+    depth = np.clip((c.ys[row:] - top) / max(1 - top, 1e-3), 0, 1)
+    wood = _mix(_mix(c.pal[GROUND], np.array([0.45, 0.3, 0.2], np.float32).reshape(3, 1, 1), 0.6),
+                c.pal[GROUND_DARK], depth * 0.6)
+    grain = 1 + 0.05 * np.sin(c.ys[row:] * c.px * 0.8 + 2 * c.noise(c.h / 20, c.w / 4)[row:])
+    c.rgb[:, row:] = wood * grain
+
+
+def _underwater(c: _Canvas) -> None:
+    """Beneath the sea: light from above, shafts of light, a sandy floor, weed and rising bubbles."""
+    d = c.dice
+    t = np.clip(c.ys, 0, 1)
+    c.rgb[:] = _mix(c.pal[SKY_TOP] * 1.3, c.pal[SKY_LOW], t**0.8) * (1 + 0.05 * c.fbm(2, 3))
+    sx = d.uniform(0.3, 0.7)
+    angle = np.arctan2(c.ys + 0.3, (c.xs - sx) * c.aspect)
+    shafts = c.dice.uniform(0, 1, 30) ** 3
+    beams = np.interp(angle / (2 * np.pi), np.linspace(0, 0.5, 30), shafts)
+    c.add(c.pal[LIGHT], beams * _smoothstep(1.0, 0.0, c.ys) * 0.25)
+    floor = 0.84 + 0.04 * (c.curve(1.5, 3) - 0.5)
+    top = c.row(floor.min() - 0.01)
+    sand = c.pal[GROUND] * (0.75 + 0.15 * c.noise(c.h / 25, c.w / 8)[top:])
+    c.paint(sand, _ridge_alpha(c, floor, top), top)
+    weed = Image.new("L", (c.w, c.h), 0)
+    draw = ImageDraw.Draw(weed)
+    for _ in range(d.integer(4, 8)):
+        x, height = d.uniform(0, c.w), d.uniform(0.15, 0.35) * c.h
+        points = [(x + math.sin(k * 0.9 + x) * c.h * 0.02, c.row_of(0.92) - k * height / 8) for k in range(9)]
+        draw.line(points, fill=255, width=max(1, c.h // 60), joint="curve")
+    c.paint(_mix(c.pal[GROUND_DARK], np.array([0.1, 0.45, 0.25], np.float32).reshape(3, 1, 1), 0.5),
+            np.asarray(weed, np.float32) / 255)
+    for _ in range(d.integer(10, 25)):
+        bx, by, r = d.uniform(0, 1), d.uniform(0.05, 0.8), d.uniform(0.004, 0.014)
+        near = c.around(bx, by, r * 1.5)
+        ring = np.exp(-((near.dist(bx, by) - r) * c.px / 1.2) ** 2)
+        near.add(c.pal[LIGHT], ring * 0.5)
+
+
+def _sparkles(c: _Canvas, rng: np.random.Generator, frame: _Framing, base: float, size: float,
+              amount: float) -> None:
+    """Ornament for a high stylize: four-pointed sparkles and motes of light around the subject."""
+    count = int(6 + 30 * amount)
+    xs = frame.x + rng.normal(0, 0.25, count) / c.aspect
+    ys = base - size * 0.5 + rng.normal(0, 0.3, count)
+    layer = Image.new("L", (c.w, c.h), 0)
+    draw = ImageDraw.Draw(layer)
+    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
+        px, py, r = c.col_of(x), c.row_of(y), rng.uniform(0.004, 0.018) * c.px * (0.5 + amount)
+        star = [(math.cos(k * math.pi / 4) * r * (2 if k % 2 == 0 else 0.42),
+                 math.sin(k * math.pi / 4) * r * (2 if k % 2 == 0 else 0.42)) for k in range(8)]
+        draw.polygon([(px + dx, py + dy) for dx, dy in star], fill=int(rng.uniform(120, 255)))
+    box = layer.getbbox()
+    if box:
+        window = c.box(*box)
+        window.add(_mix(c.pal[LIGHT], _WHITE, 0.5), np.asarray(layer.crop(box), np.float32) / 255 * amount)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -978,6 +1152,7 @@ class _Look:
     swirl: float
     bokeh: int
     rays: float
+    ornament: float  # 0: literal; 1: sparkles and patterned surfaces
 
 
 def _look(style: str | None, stylize: float, version: str) -> _Look:
@@ -998,6 +1173,7 @@ def _look(style: str | None, stylize: float, version: str) -> _Look:
         swirl=s.swirl * (0.4 + 0.6 * k),
         bokeh=s.bokeh,
         rays=s.rays * (0.3 + 0.7 * k),
+        ornament=k * k * (0.3 if style == "raw" else 1.0),
     )
 
 
@@ -1013,23 +1189,26 @@ def _clamp(value: float, low: float, high: float) -> float:
     return min(max(float(value), low), high)
 
 
-def _compose(c: _Canvas, spec: _Spec, look: _Look) -> float:
-    """Paint the scene onto the canvas; returns the horizon height used."""
+def _compose(c: _Canvas, spec: _Spec, look: _Look, frame: _Framing, detail: np.random.Generator,
+             jitter: float = 0.0) -> tuple[float, np.ndarray | None]:
+    """Paint the scene onto the canvas; returns the horizon height used and the subject's coverage."""
     d = c.dice
     horizon = d.uniform(0.62, 0.72) if look.style == "scenic" else d.uniform(0.5, 0.64)
+    horizon = _clamp(horizon + frame.horizon, 0.3, 0.85)
     if spec.sky == "abstract":
         _abstract(c)
-        return horizon
+        return horizon, None
     if spec.sky == "studio":
         _studio(c)
+    elif spec.sky == "underwater":
+        _underwater(c)
     else:
         _backdrop(c, spec, look, horizon)
     _terrain(c, spec, look, horizon)
-    if spec.subject:
-        _subject(c, spec.subject)
+    subject = _figure(c, spec, look, frame, horizon, detail, jitter) if spec.subject else None
     if "snow" in spec.scenes:
         _snowfall(c, int(c.w * c.h / 700))
-    return horizon
+    return horizon, subject
 
 
 def _backdrop(c: _Canvas, spec: _Spec, look: _Look, horizon: float) -> None:
@@ -1309,31 +1488,234 @@ def paint_tiles(
 ) -> list[Image.Image]:
     """Paint four distinct width x height RGB tiles for a prompt; the same inputs give the same pixels."""
     width, height = _check_size(width, height)
+    spec, look, spread, key = _setup(prompt, seed, style, chaos, stylize, version)
+    work = _work_size(width, height)
+
+    def make(index: int) -> Image.Image:
+        return _render(spec, look, key, index, spread, work, (width, height))
+
+    return _each_tile(make, on_tile)
+
+
+def _setup(prompt: str, seed: int, style: str | None, chaos: float, stylize: float,
+           version: str) -> tuple[_Spec, _Look, float, int]:
+    """What a prompt and its settings ask for: the spec, the finishing look, the chaos spread and the key."""
     if style not in _STYLE_SETTINGS:
         raise ValueError(f"unknown style {style!r}; expected one of {', '.join(STYLES)}")
     spec = _parse_prompt(prompt)
     look = _look(style, stylize, version)
-    spread = _clamp(chaos, 0, 100) / 100
-    key = _key("imagine", " ".join(prompt.split()), int(seed))
+    if spec.medium == "photo":  # a photograph has no brush marks
+        look = dataclasses.replace(look, strokes=0.0, swirl=0.0, sharpen=min(look.sharpen, 0.3))
+    return spec, look, _clamp(chaos, 0, 100) / 100, _key("imagine", " ".join(prompt.split()), int(seed))
+
+
+def _work_size(width: int, height: int) -> tuple[int, int]:
+    """The canvas a width x height tile is painted on before the final resize."""
     scale = min(1.0, WORK_SIDE / max(width, height))
-    work = (max(16, round(width * scale)), max(16, round(height * scale)))
+    return max(16, round(width * scale)), max(16, round(height * scale))
+
+
+def _render(spec: _Spec, look: _Look, key: int, index: int, spread: float, work: tuple[int, int],
+            size: tuple[int, int], *, view: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0),
+            jitter: float = 0.0, variant: int = 0, frame: _Framing | None = None) -> Image.Image:
+    """Paint tile ``index`` of a prompt at ``size`` (via the ``work`` canvas), seen through ``view``.
+
+    ``jitter`` > 0 re-draws its details (a variation): shapes shift a little, the light moves and the
+    textures are painted anew, while the scene and the composition stay.
+    """
+    dice = _Dice(key, index, 0.15 + 0.85 * spread)
+    shift = dice.normal() * (5 + 85 * spread) * (0.5 if spec.named_colours else 1.0)
+    palette = _shift_hues(spec.palette, shift)
+    if look.style == "cute":
+        palette = _pastel(palette, 0.3)
+    c = _Canvas(*work, dice, palette, view)
+    detail = np.random.default_rng([key, index, variant, 0xD7])
+    frame = frame or _framing(key, index, spread)
+    horizon, subject = _compose(c, spec, look, frame, detail, jitter)
+    if jitter:
+        c.rgb *= 1 + jitter * 0.08 * _upsample(detail.normal(size=(4, 4)).astype(np.float32), c.w, c.h)
+    _finish(c, spec, look, horizon)
+    if spec.medium:
+        c.rgb[:] = media.render(c.rgb, spec.medium, subject, detail)
+    if look.grain:
+        c.rgb += (dice.own.random((c.h, c.w), dtype=np.float32) - 0.5) * (look.grain * 3.4 / 255)
+    image = _to_image(c.rgb)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return image
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How an image was painted: enough to paint its scene again (read from its ``parameters``)."""
+
+    prompt: str
+    seed: int
+    index: int  # 0-3
+    style: str | None = None
+    chaos: float = 0
+    stylize: float = 100
+    version: str = "6.1"
+
+
+def redraw(settings: Settings, width: int, height: int, *, seed: int, strength: float = 0.5,
+           on_tile: TileCallback | None = None) -> list[Image.Image]:
+    """Four variations of a painted tile: its scene and composition kept, its details drawn anew."""
+    width, height = _check_size(width, height)
+    spec, look, spread, key = _setup(settings.prompt, settings.seed, settings.style, settings.chaos,
+                                     settings.stylize, settings.version)
+    work = _work_size(width, height)
+    jitter = 0.4 + 1.6 * _clamp(strength, 0, 1)
 
     def make(index: int) -> Image.Image:
-        dice = _Dice(key, index, 0.15 + 0.85 * spread)
-        shift = dice.normal() * (5 + 85 * spread) * (0.5 if spec.named_colours else 1.0)
-        palette = _shift_hues(spec.palette, shift)
-        if style == "cute":
-            palette = _pastel(palette, 0.3)
-        c = _Canvas(*work, dice, palette)
-        _finish(c, spec, look, _compose(c, spec, look))
-        if look.grain:
-            c.rgb += (dice.own.random((c.h, c.w), dtype=np.float32) - 0.5) * (look.grain * 3.4 / 255)
-        image = _to_image(c.rgb)
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BICUBIC)
-        return image
+        variant = _key("redraw", int(seed), index) % (1 << 62)
+        image = _render(spec, look, key, settings.index, spread, work, (width, height), jitter=jitter,
+                        variant=variant)
+        rng = np.random.default_rng([variant, 1])
+        reach = (0.003 + 0.012 * strength) * min(width, height)
+        nodes = max(1, min(12, min(width, height) // 8))
+        return _warp(image, *(_smooth_field(rng, nodes) * reach for _ in range(2)))
 
     return _each_tile(make, on_tile)
+
+
+def extend(image: Image.Image, pad: tuple[int, int, int, int], settings: Settings | None, *, seed: int,
+           prompt: str | None = None) -> list[Image.Image]:
+    """Four canvases of ``image`` with ``pad`` (left, top, right, bottom) added and painted in.
+
+    With the ``settings`` the image was painted with, the new area is the same scene seen through a
+    wider window; otherwise it continues the image's own edges. The image's pixels stay unchanged in
+    place, and the seam is blended so no hard edge shows.
+    """
+    source = as_rgb(image)
+    w, h = source.size
+    left, top, right, bottom = (max(0, int(v)) for v in pad)
+    size = (w + left + right, h + top + bottom)
+    view = (-left / w, -top / h, 1 + right / w, 1 + bottom / h)
+    near = _continue_edges(source, (left, top, right, bottom))
+    seam = _seam_weight(size, (left, top, left + w, top + h), max(4.0, 0.06 * min(w, h)))
+
+    def make(index: int) -> Image.Image:
+        if settings is not None:
+            spec, look, spread, key = _setup(prompt or settings.prompt, settings.seed, settings.style,
+                                             settings.chaos, settings.stylize, settings.version)
+            scale = min(1.0, WORK_SIDE / max(w, h))
+            work = (max(16, round(size[0] * scale)), max(16, round(size[1] * scale)))
+            far = _render(spec, look, key, settings.index, spread, work, size, view=view,
+                          variant=_key("extend", int(seed), index) % (1 << 62))
+        else:
+            far = _texture_fill(near, np.random.default_rng([_key("extend", int(seed)), index]))
+        canvas = Image.composite(near, far, seam)
+        canvas.paste(source, (left, top))
+        return canvas
+
+    return _each_tile(make, None)
+
+
+def repaint(image: Image.Image, mask: Image.Image, settings: Settings | None, *, seed: int,
+            prompt: str | None = None) -> list[Image.Image]:
+    """Four images with the region where ``mask`` is white painted anew from the prompt.
+
+    Outside the mask the pixels stay as they were; inside, the new paint meets them with a feathered
+    seam and is graded towards the colours around it.
+    """
+    source = as_rgb(image)
+    w, h = source.size
+    region = mask.convert("L").resize((w, h), Image.Resampling.NEAREST)
+    cover = np.asarray(region, np.float32) / 255
+    if cover.max() == 0:
+        return [source.copy() for _ in range(TILE_COUNT)]
+    feather = max(1.0, 0.03 * min(w, h))
+    soft = np.asarray(region.filter(ImageFilter.GaussianBlur(feather)), np.float32) / 255
+    inside = np.minimum(cover, np.clip((soft - 0.5) * 2, 0, 1) * 0.6 + cover * 0.4)
+    alpha = Image.fromarray((inside * 255 + 0.5).astype(np.uint8))
+    ys, xs = np.nonzero(cover > 0.5)
+    text = prompt or (settings.prompt if settings else None)
+
+    def make(index: int) -> Image.Image:
+        variant = _key("repaint", int(seed), index) % (1 << 62)
+        if text:
+            base = settings or Settings(prompt=text, seed=int(seed), index=index)
+            spec, look, spread, key = _setup(text, base.seed, base.style, base.chaos, base.stylize,
+                                             base.version)
+            frame = None
+            if len(xs):
+                span = max(ys.max() - ys.min(), (xs.max() - xs.min()) * h / w) / h
+                frame = _Framing(float(xs.mean() / w), _clamp(span / 0.6, 0.3, 1.6), 1 if index % 2 else -1,
+                                 0.0, float(0.72 - ys.max() / h) * 0.5)
+            new = _render(spec, look, key, base.index, spread, _work_size(w, h), (w, h), variant=variant,
+                          jitter=0.5, frame=frame)
+            new = _match_colours(new, source, cover)
+        else:
+            new = _texture_fill(_context_fill(source, cover), np.random.default_rng([variant, 2]))
+        return Image.composite(new, source, alpha)
+
+    return _each_tile(make, None)
+
+
+def _continue_edges(source: Image.Image, pad: tuple[int, int, int, int]) -> Image.Image:
+    """The image mirrored out across its edges into the padding, softer the further out."""
+    left, top, right, bottom = pad
+    planes = np.asarray(source, np.float32)
+    while left or top or right or bottom:  # mirroring reaches at most one image size per step
+        h, w = planes.shape[:2]
+        step = (min(left, w), min(top, h), min(right, w), min(bottom, h))
+        planes = np.pad(planes, ((step[1], step[3]), (step[0], step[2]), (0, 0)), mode="symmetric")
+        left, top, right, bottom = left - step[0], top - step[1], right - step[2], bottom - step[3]
+    mirrored = Image.fromarray(planes.astype(np.uint8))
+    blurred = mirrored.filter(ImageFilter.GaussianBlur(max(2.0, min(source.size) / 40)))
+    w, h = source.size
+    edge = _seam_weight(mirrored.size, (pad[0], pad[1], pad[0] + w, pad[1] + h), max(2.0, min(w, h) / 30))
+    return Image.composite(mirrored, blurred, edge)
+
+
+def _seam_weight(size: tuple[int, int], box: tuple[int, int, int, int], feather: float) -> Image.Image:
+    """1 inside ``box`` falling smoothly to 0 over ``feather`` pixels outside it (mode L)."""
+    w, h = size
+    x0, y0, x1, y1 = box
+    xs, ys = np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32)[:, None] + 0.5
+    dx = np.maximum(np.maximum(x0 - xs, xs - x1), 0)
+    dy = np.maximum(np.maximum(y0 - ys, ys - y1), 0)
+    weight = np.exp(-((np.hypot(dx, dy) / feather) ** 2))
+    return Image.fromarray((weight * 255 + 0.5).astype(np.uint8))
+
+
+def _texture_fill(base: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A broad, blurred version of ``base`` with fresh fine texture, for areas with no scene to paint."""
+    w, h = base.size
+    soft = _to_planes(base.filter(ImageFilter.GaussianBlur(max(2.0, min(w, h) / 25))))
+    grain = _upsample(rng.standard_normal((max(2, h // 6), max(2, w // 6))).astype(np.float32), w, h)
+    broad = _upsample(rng.standard_normal((4, 4)).astype(np.float32), w, h)
+    return _to_image(soft * (1 + 0.03 * grain + 0.04 * broad))
+
+
+def _context_fill(source: Image.Image, cover: np.ndarray) -> Image.Image:
+    """The masked region filled from its surroundings: a normalised blur of the pixels outside it."""
+    keep = 1 - (cover > 0.5).astype(np.float32)
+    w, h = source.size
+    planes = _to_planes(source)
+    radius = max(4.0, min(w, h) / 12)
+    weight = Image.fromarray((keep * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius))
+    spread = np.asarray(weight, np.float32) / 255 + 1e-4
+    kept = _to_image(planes * keep).filter(ImageFilter.GaussianBlur(radius))
+    filled = _to_planes(kept) / spread
+    return _to_image(planes * keep + filled * (1 - keep))
+
+
+def _match_colours(new: Image.Image, source: Image.Image, cover: np.ndarray) -> Image.Image:
+    """``new`` graded halfway towards the mean and spread of the source's colours around the mask."""
+    ring = (np.asarray(Image.fromarray(((cover > 0.5) * 255).astype(np.uint8)).filter(
+        ImageFilter.MaxFilter(9)), np.float32) > 0) & (cover <= 0.5)
+    if not ring.any():
+        return new
+    a, b = _to_planes(new), _to_planes(source)
+    inside = cover > 0.5
+    for k in range(3):
+        mean_a, std_a = a[k][inside].mean(), a[k][inside].std() + 1e-3
+        mean_b, std_b = b[k][ring].mean(), b[k][ring].std() + 1e-3
+        matched = (a[k] - mean_a) * (std_b / std_a) ** 0.5 + mean_b
+        a[k] = a[k] + (matched - a[k]) * 0.5
+    return _to_image(a)
 
 
 def vary(
@@ -1347,11 +1729,11 @@ def vary(
 
     def make(index: int) -> Image.Image:
         rng = np.random.default_rng([key, index])
-        reach = (0.008 + 0.05 * amount) * min(w, h)
+        reach = (0.004 + 0.02 * amount) * min(w, h)
         nodes = max(1, min(12, min(w, h) // 8))
         image = _warp(source, *(_smooth_field(rng, nodes) * reach for _ in range(2)))
-        image = _repaint(image, rng, amount)
-        return image.convert("RGB", _colour_matrix(rng, amount))
+        image = _redetail(image, rng, amount)
+        return image.convert("RGB", _colour_matrix(rng, amount * 0.4))
 
     return _each_tile(make, on_tile)
 
@@ -1359,25 +1741,100 @@ def vary(
 def mix(
     images: Sequence[Image.Image], width: int, height: int, *, seed: int, on_tile: TileCallback | None = None
 ) -> list[Image.Image]:
-    """Blend 2-5 images (cover-cropped to width x height) into four tiles, each a different soft mix."""
+    """Compose 2-5 images into four tiles: the subjects of some set into the scene of another.
+
+    Each tile takes its setting from one input (in turn) and cuts the subject (the region standing out
+    from its own surroundings) out of each of the others, placing them at its own positions and scales
+    with a soft edge and a contact shadow. Subjects and setting are graded towards a shared palette.
+    """
     if not 2 <= len(images) <= 5:
         raise ValueError(f"mix takes 2 to 5 images, got {len(images)}")
     width, height = _check_size(width, height)
     layers = [ImageOps.fit(as_rgb(image), (width, height), Image.Resampling.BICUBIC) for image in images]
     key = _key("mix", int(seed), width, height, *(_fingerprint(layer) for layer in layers))
+    cutouts = [_cutout(layer) for layer in layers]
+    means = np.mean([np.asarray(layer.reduce(8), np.float32).reshape(-1, 3).mean(0) for layer in layers], 0)
 
     def make(index: int) -> Image.Image:
         rng = np.random.default_rng([key, index])
-        weights = _mix_weights(rng, len(layers), index, width / height)
-        image = layers[0]
-        total = weights[0]
-        for layer, weight in zip(layers[1:], weights[1:], strict=True):
-            total = total + weight
-            alpha = Image.fromarray((weight / np.maximum(total, 1e-12) * 255 + 0.5).astype(np.uint8))
-            image = Image.composite(layer, image, alpha.resize((width, height), Image.Resampling.BICUBIC))
-        return image.convert("RGB", _colour_matrix(rng, 0.15))
+        count = len(layers)
+        setting = _towards(layers[index % count], means, 0.12)
+        guests = [(index + k) % count for k in range(1, count)]
+        slots = (np.arange(len(guests)) + 0.5) / len(guests)
+        slots = (slots + rng.uniform(-0.12, 0.12) + (0.18 if index // count % 2 else 0)) % 1
+        canvas = setting
+        for guest, slot in zip(guests, slots.tolist(), strict=True):
+            cut, mask = cutouts[guest]
+            scale = rng.uniform(0.5, 0.8) / len(guests) ** 0.3
+            target_h = max(8, round(height * scale))
+            target_w = max(8, round(cut.width * target_h / cut.height))
+            if target_w > width * 0.9:
+                target_w, target_h = round(width * 0.9), max(8, round(width * 0.9 * cut.height / cut.width))
+            flip = rng.uniform() < 0.5 or index >= count
+            piece, alpha = (im.resize((target_w, target_h), Image.Resampling.BICUBIC) for im in (cut, mask))
+            if flip:
+                piece, alpha = ImageOps.mirror(piece), ImageOps.mirror(alpha)
+            piece = _towards(piece, means, 0.15)
+            x = round(np.clip(slot * width - target_w / 2, 0, width - target_w))
+            y = round(np.clip(height * rng.uniform(0.9, 0.98) - target_h, 0, height - target_h))
+            canvas = _shadowed(canvas, alpha, (x, y))
+            canvas.paste(piece, (x, y), alpha)
+        return canvas.convert("RGB", _colour_matrix(rng, 0.1))
 
     return _each_tile(make, on_tile)
+
+
+def _cutout(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """The part of an image that stands out from its surroundings (its subject), cropped, with a soft mask.
+
+    The background of each row is the colour at its two ends (so skies and horizons drop out); the
+    subject is the largest connected region that differs from it, favouring the middle of the frame.
+    """
+    w, h = image.size
+    gw, gh = max(8, round(64 * w / max(w, h))), max(8, round(64 * h / max(w, h)))
+    small = np.asarray(image.resize((gw, gh), Image.Resampling.BOX), np.float32) / 255
+    rows = (small[:, :2].mean(1) + small[:, -2:].mean(1)) / 2
+    distance = np.linalg.norm(small - rows[:, None], axis=-1)
+    v, u = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    prior = np.exp(-(((u + 0.5) / gw - 0.5) ** 2 + ((v + 0.5) / gh - 0.5) ** 2) / 0.12)
+    score = distance * (0.4 + prior)
+    if score.max() < 0.1:  # nothing stands out (a flat or uniform image): its middle is its subject
+        chosen = (prior > 0.45).astype(np.uint8)
+    else:  # the largest region that stands out, favouring the middle
+        level, _ = cv2.threshold((score / score.max() * 255).astype(np.uint8), 0, 255,
+                                 cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        chosen = (score / score.max() * 255 > max(level, 40)).astype(np.uint8)
+        count, labels, stats, centres = cv2.connectedComponentsWithStats(chosen, connectivity=8)
+        weight = [stats[i, cv2.CC_STAT_AREA] * prior[int(centres[i][1]), int(centres[i][0])]
+                  for i in range(1, count)]
+        best = 1 + int(np.argmax(weight)) if weight else 0
+        if best and stats[best, cv2.CC_STAT_AREA] >= 0.04 * gw * gh:
+            chosen = (labels == best).astype(np.uint8)
+        else:  # only specks stand out (a sun, a star): the middle of the frame is the subject
+            chosen = (prior > 0.45).astype(np.uint8)
+    mask = Image.fromarray(chosen * 255).filter(ImageFilter.MaxFilter(3))
+    mask = mask.filter(ImageFilter.MinFilter(3)).resize((w, h), Image.Resampling.BILINEAR)
+    mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, min(w, h) / 150)))
+    box = mask.point(lambda value: 255 if value > 100 else 0).getbbox() or (0, 0, w, h)
+    return image.crop(box), mask.crop(box)
+
+
+def _towards(image: Image.Image, mean: np.ndarray, amount: float) -> Image.Image:
+    """``image`` with its mean colour moved ``amount`` of the way to ``mean`` (0..255): a shared palette."""
+    own = np.asarray(image.reduce(max(1, min(image.size) // 32)), np.float32).reshape(-1, 3).mean(0)
+    offset = (mean - own) * amount
+    matrix = (1, 0, 0, offset[0], 0, 1, 0, offset[1], 0, 0, 1, offset[2])
+    return image.convert("RGB", tuple(float(v) for v in matrix))
+
+
+def _shadowed(canvas: Image.Image, alpha: Image.Image, at: tuple[int, int]) -> Image.Image:
+    """``canvas`` darkened softly under and behind a piece about to be pasted at ``at`` with ``alpha``."""
+    w, h = canvas.size
+    shadow = Image.new("L", (w, h), 0)
+    drop = max(1, alpha.height // 30)
+    shadow.paste(alpha, (at[0] + drop, at[1] + drop))
+    shadow = shadow.filter(ImageFilter.GaussianBlur(max(2.0, alpha.height / 25))).point(lambda v: v * 0.45)
+    return Image.composite(Image.new("RGB", (w, h), (0, 0, 0)), canvas, shadow)
 
 
 def enrich(image: Image.Image) -> Image.Image:
@@ -1414,71 +1871,19 @@ def _smooth_field(rng: np.random.Generator, nodes: int) -> np.ndarray:
     return broad + 0.25 * rng.standard_normal((nodes + 1, nodes + 1))
 
 
-def _repaint(image: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
-    """Re-paint soft patches of the image in flat, re-coloured brush strokes (more with ``amount``)."""
+def _redetail(image: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
+    """Re-draw an image's fine detail and move its light, keeping its shapes and colours in place."""
     w, h = image.size
-    small = image.reduce(max(1, min(w, h) // 256))
-    painted = _to_image(_kuwahara(_to_planes(small), 2 + round(2 * amount))).filter(ImageFilter.SMOOTH)
-    painted = painted.resize((w, h), Image.Resampling.BICUBIC)
-    painted = painted.convert("RGB", _colour_matrix(rng, 0.3 + amount))
-    field = _upsample(rng.standard_normal((5, 5), dtype=np.float32), 64, 64)
-    cover = _smoothstep(1.0 - 1.4 * amount, 1.5 - 1.3 * amount, field)
-    mask = Image.fromarray((cover * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
-    return Image.composite(painted, image, mask)
-
-
-def _kuwahara(rgb: np.ndarray, radius: int) -> np.ndarray:
-    """Kuwahara filter on colour planes: each pixel takes the mean of its calmest neighbouring quadrant."""
-    _, h, w = rgb.shape
-    size = radius + 1
-    stack = np.concatenate([rgb, _luma(rgb)[None] ** np.array([1, 2]).reshape(2, 1, 1)])
-    padded = np.pad(stack, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
-    total = np.pad(padded.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
-    means = (total[:, size:, size:] - total[:, :-size, size:] - total[:, size:, :-size]
-             + total[:, :-size, :-size]) / size**2
-    quads = np.stack([means[:, dy:dy + h, dx:dx + w] for dy in (0, radius) for dx in (0, radius)])
-    variance = quads[:, 4] - quads[:, 3] ** 2
-    best = variance.argmin(0)[None, None]
-    return np.take_along_axis(quads[:, :3], best, 0)[0]
-
-
-def _mix_weights(rng: np.random.Generator, count: int, index: int, aspect: float) -> list[np.ndarray]:
-    """Low-resolution weights (summing to 1) giving every image its own soft region.
-
-    Tile 0 lays the images in parallel bands along a gradient, tile 1 in concentric rings, tile 2
-    in round blobs and tile 3 in noise-warped blobs; each tile also favours some images more.
-    """
-    gh = 48
-    gw = max(8, round(gh * aspect))
-    v, u = np.meshgrid(np.linspace(0, 1, gh), np.linspace(0, aspect, gw), indexing="ij")
-    if index < 2:
-        if index == 0:
-            theta = rng.uniform(0, 2 * np.pi)
-            proj = u * math.cos(theta) + v * math.sin(theta)
-        else:
-            proj = np.hypot(u - rng.uniform(0.2, 0.8) * aspect, v - rng.uniform(0.2, 0.8))
-        step = (proj.max() - proj.min()) / count
-        centres = proj.min() + (rng.permutation(count) + 0.5) * step
-        fields = [-(((proj - centre) / step) ** 2) for centre in centres]
-    else:
-        if index == 3:
-            u = u + 0.35 * _upsample(rng.standard_normal((4, 4), dtype=np.float32), gw, gh)
-            v = v + 0.35 * _upsample(rng.standard_normal((4, 4), dtype=np.float32), gw, gh)
-        anchors = _spread_points(rng, count, aspect)
-        spacing = min(math.dist(a, b) for i, a in enumerate(anchors) for b in anchors[i + 1:])
-        fields = [-((u - ax) ** 2 + (v - ay) ** 2) / spacing**2 for ax, ay in anchors]
-    sharpness = rng.uniform(3, 7)
-    share = rng.dirichlet(np.full(count, 3.0))
-    logits = np.stack([f * sharpness + 0.5 * math.log(p * count) for f, p in zip(fields, share, strict=True)])
-    weights = np.exp(logits - logits.max(0))
-    return list((weights / weights.sum(0)).astype(np.float32))
-
-
-def _spread_points(rng: np.random.Generator, count: int, aspect: float) -> list[tuple[float, float]]:
-    """``count`` well-separated points in the [0, aspect] x [0, 1] frame (greedy farthest-point)."""
-    candidates = np.column_stack([rng.uniform(0.1, 0.9, 64) * aspect, rng.uniform(0.1, 0.9, 64)])
-    chosen = [candidates[0]]
-    for _ in range(count - 1):
-        gaps = np.min([np.hypot(*(candidates - p).T) for p in chosen], axis=0)
-        chosen.append(candidates[int(np.argmax(gaps))])
-    return [(float(x), float(y)) for x, y in chosen]
+    step = max(1, round(min(w, h) / 120))
+    pixels = np.asarray(image, np.float32)
+    low = np.asarray(image.reduce(step).resize((w, h), Image.Resampling.BILINEAR), np.float32) if step > 1 \
+        else pixels
+    high = pixels - low
+    dy, dx = (int(v) for v in rng.integers(2, 2 + 3 * step, 2))
+    moved = np.roll(high, (dy, dx), (0, 1))
+    moved[:dy], moved[:, :dx] = high[:dy], high[:, :dx]  # nothing wraps round from the far edges
+    light = 1 + (0.04 + 0.1 * amount) * _upsample(rng.standard_normal((3, 3)).astype(np.float32), w, h)
+    low *= light[..., None]
+    low += high
+    low += (moved - high) * (0.5 * amount)
+    return Image.fromarray(np.clip(low + 0.5, 0, 255).astype(np.uint8))

@@ -434,9 +434,8 @@ def test_picking_from_an_unfinished_or_wrong_job_is_explained(member, app):
     wait_for(app, described["id"])
     response = console.post(f"/console/jobs/{described['id']}/pick", {"action": "U1"})
     assert response.status_code == 302
-    assert "is a describe job; upscale needs an imagine, variation, blend or reroll job." in text(
-        console.get(response.headers["Location"])
-    )
+    needs = "upscale needs an imagine, variation, blend, reroll, pan, zoom or inpaint job."
+    assert f"is a describe job; {needs}" in text(console.get(response.headers["Location"]))
     job = api_post(console, key, "/v1/imagine", {"prompt": "x"})
     wait_for(app, job["id"])
     assert console.post(f"/console/jobs/{job['id']}/pick", {"action": "U9"}).status_code == 400

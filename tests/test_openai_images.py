@@ -158,12 +158,49 @@ def test_edit_without_a_mask_is_a_prompted_variation_of_the_upload(server):
     assert balance(app, account) == 5000 - 16
 
 
-def test_edit_with_a_mask_says_what_it_needs(server):
+def mask_png(size=(300, 200), transparent=(0, 0, 150, 200), mode="RGBA") -> tuple[str, bytes, str]:
+    """A mask as OpenAI defines one: opaque, the region to change (left, top, right, bottom) transparent."""
+    image = Image.new(mode, size, (0, 0, 0, 255) if mode == "RGBA" else (0, 0, 0))
+    if mode == "RGBA":
+        image.paste((0, 0, 0, 0), transparent)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return ("mask.png", buffer.getvalue(), PNG)
+
+
+def test_edit_with_a_mask_repaints_only_the_transparent_region(server):
     app, _, account, _, client = server
-    mask = ("mask.png", image_bytes((300, 200), (0, 0, 0)), PNG)
+    red = upload((300, 200), (200, 30, 40))
+    answer = client.images.edit(
+        image=red, mask=mask_png(), prompt="a boat on the water", size="512x512", response_format="b64_json"
+    )
+    assert len(answer.data) == 1 and answer.data[0].revised_prompt == "a boat on the water"
+    image = decoded(answer.data[0]).convert("RGB")
+    assert image.size == (512, 512)
+    # the image is centre-cropped to 200x200 and scaled, so the transparent x < 150 is the left half
+    kept = [image.getpixel((x, y)) for x in range(300, 500, 20) for y in range(20, 500, 40)]
+    assert all(abs(r - 200) + abs(g - 30) + abs(b - 40) < 30 for r, g, b in kept)
+    changed = [image.getpixel((x, y)) for x in range(10, 220, 20) for y in range(20, 500, 40)]
+    assert sum(abs(r - 200) + abs(g - 30) + abs(b - 40) > 30 for r, g, b in changed) > len(changed) // 2
+    (job,) = jobs_of(app, account)
+    assert job.status == "succeeded" and job.params["upload"] and job.params["mask"] and job.cost == 16
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (mask_png(transparent=(0, 0, 0, 0)), "no transparent pixels"),
+        (mask_png(transparent=(0, 0, 300, 200)), "transparent everywhere"),
+        (mask_png(size=(200, 200)), "the image's size, 300x200"),
+        (mask_png(mode="RGB"), "must have transparency"),
+        (("mask.jpg", image_bytes((300, 200), image_format="JPEG"), "image/jpeg"), "must be a PNG"),
+    ],
+)
+def test_bad_masks_are_400_naming_the_mask(server, mask, message):
+    app, _, account, _, client = server
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(image=upload(), mask=mask, prompt="a boat on the water")
-    assert caught.value.body["param"] == "mask" and "inpaint" in caught.value.body["message"]
+    assert caught.value.body["param"] == "mask" and message in caught.value.body["message"]
     assert jobs_of(app, account) == [] and balance(app, account) == 5000
 
 
