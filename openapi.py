@@ -216,7 +216,8 @@ OPERATIONS: dict[str, Operation] = {
     ),
     OPENAI + "edits": Operation(
         "Edit an image from a prompt (OpenAI's images.edit)",
-        "Without a mask: prompted variation jobs of the uploaded image." + OPENAI_NOTE,
+        "Without a mask: prompted variation jobs of the uploaded image; with a mask (a PNG of its size, "
+        "transparent where to change): inpaint jobs." + OPENAI_NOTE,
         OPENAI_TAG,
         openai.ImagesResponse,
         request=openai.EditForm,
