@@ -37,6 +37,11 @@ def save(image: Image.Image) -> str:
     return f"{upload_id}/{names[NAME]}"
 
 
+def discard(reference: str) -> None:
+    """Remove an upload no job uses."""
+    storage.delete_images(uuid.UUID(reference.partition("/")[0]))
+
+
 def load(reference: str) -> Image.Image:
     """An upload stored by ``save``, decoded (InputError if it is gone)."""
     upload_id, _, name = reference.partition("/")

@@ -92,11 +92,11 @@ class VariationForm(schemas.RequestSchema):
     """POST /v1/images/variations (multipart/form-data)."""
 
     image = fields.Raw(load_default=None, metadata={**_FILE, "description": "The image (PNG, JPEG, WebP)."})
-    model = fields.String(load_default=None, metadata={"description": "A model of GET /v1/models."})
+    model = schemas.Choice(load_default=None, metadata={"description": "A model of GET /v1/models."})
     n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
     size = _choice((AUTO, *SIZES), AUTO)
     response_format = _choice(RESPONSE_FORMATS, "url")
-    user = fields.String(load_default=None)
+    user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
 
 
 class EditForm(VariationForm):
@@ -111,13 +111,13 @@ class GenerationRequest(schemas.RequestSchema):
     """POST /v1/images/generations (JSON)."""
 
     prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
-    model = fields.String(load_default=None, metadata={"description": "A model of GET /v1/models."})
+    model = schemas.Choice(load_default=None, metadata={"description": "A model of GET /v1/models."})
     n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
     size = _choice((AUTO, *SIZES), AUTO)
     quality = _choice(tuple(QUALITIES), AUTO)
     style = _choice(tuple(STYLES), None)
     response_format = _choice(RESPONSE_FORMATS, "url")
-    user = fields.String(load_default=None)
+    user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
 
 
 class ImageObject(schemas.ResponseSchema):
@@ -226,8 +226,6 @@ def _mask(upload: str, sent_size: tuple[int, int]) -> str:
                 )
             alpha = np.asarray(image.convert("RGBA").getchannel("A"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, ApiError):
-            raise
         raise validation_error(f"The 'mask' file is not a usable PNG image ({exc}).", {"mask": []}) from None
     change = alpha < 128
     if not change.any():
@@ -248,7 +246,7 @@ def _mask(upload: str, sent_size: tuple[int, int]) -> str:
 def _shape(size: str, image: Image.Image | None, quality: str) -> tuple[str, float]:
     """Our aspect ratio and quality for an OpenAI size and quality."""
     if size == AUTO:
-        aspect_ratio = "1:1" if image is None else _nearest_ratio(image)
+        aspect_ratio = "1:1" if image is None else imaging.nearest_aspect_ratio(image)
         scale = 1.0
     else:
         aspect_ratio, scale = SIZES[size]
@@ -264,14 +262,6 @@ def size_table() -> list[tuple[str, str, float, str]]:
         width, height = imaging.dimensions(aspect_ratio, quality)
         rows.append((size, aspect_ratio, quality, f"{width}x{height}"))
     return rows
-
-
-def _nearest_ratio(image: Image.Image) -> str:
-    shape = image.width / image.height
-    return min(
-        imaging.ASPECT_RATIOS,
-        key=lambda name: abs(math.log(shape * imaging.ratio(name)[1] / imaging.ratio(name)[0])),
-    )
 
 
 # ---- views -----------------------------------------------------------------------------------------
@@ -377,7 +367,12 @@ def _slot() -> Iterator[None]:
 
 def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[str, Any]) -> Response:
     """Accept a job per request, wait for them all, and answer with ``n`` of their images."""
-    accepted = _accept(operation, requests, data["provider"])
+    try:
+        accepted = _accept(operation, requests, data["provider"])
+    except ApiError:  # no job kept: neither is the upload
+        for reference in {data["upload"] for data in requests if data.get("upload")}:
+            uploads.discard(reference)
+        raise
     ended = waits().wait([job.id for job in accepted], current_app.config["SYNC_WAIT"])
     return jsonify(created=int(time.time()), data=_images(ended, data["n"], data["response_format"]))
 

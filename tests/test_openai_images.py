@@ -335,6 +335,20 @@ def test_too_few_credits_raise_rate_limit_error_as_an_exhausted_quota(live):
     assert {job.status for job in jobs_of(app, account)} == {"cancelled"}
 
 
+def test_a_refused_variation_keeps_no_upload(live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("broke@example.com", plan="free")
+        credits.grant(account.id, -45)  # 5 credits: not one variation
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.create_variation(image=upload())
+    assert caught.value.body["code"] == "insufficient_quota"
+    images = Path(app.config["DATA_DIR"]) / "images"
+    assert not list(images.glob("*/image.*"))  # the upload was removed with the request
+    assert jobs_of(app, account) == [] and balance(app, account) == 5
+
+
 def test_the_rate_limit_raises_rate_limit_error(live):
     app, live_server = live
     with app.app_context():
