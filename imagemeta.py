@@ -28,6 +28,7 @@ _PAIR = re.compile(r'\s*([A-Za-z][A-Za-z0-9 ]*):\s*("(?:[^"\\]|\\.)*"|[^,]*)(?:,
 
 
 def _quote(value: object) -> str:
+    """A value as AUTOMATIC1111 writes it: quoted (with escapes) when it holds a comma or a quote."""
     text = str(value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"' if "," in text or '"' in text else text
 

@@ -65,11 +65,3 @@ def load(job: Job) -> Image.Image:
         raise InputError(f"The mask of job {job.id} is no longer available.") from None
     return Image.fromarray(((grey >= 128) * 255).astype(np.uint8), "L")
 
-
-def image_size(job: Job) -> tuple[int, int]:
-    """The size of a one-image job's image, read from storage (400 if it is gone)."""
-    try:
-        with Image.open(storage.image_path(job.id, job.tiles[0])) as image:
-            return image.size
-    except (OSError, IndexError, TypeError):
-        raise validation_error(f"The image of job {job.id} is no longer available.") from None

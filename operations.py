@@ -14,12 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from marshmallow import Schema
+from PIL import Image
 
 import imaging
 import jobs
 import masks
 import schemas
+import storage
 import uploads
 from errors import validation_error
 from inputs import InputError, fetch_image, made_by, parent_of, parent_tile
@@ -387,8 +390,30 @@ def prompt_of(job: Job) -> str | None:
     return None
 
 
+def image_size(job: Job) -> tuple[int, int]:
+    """The size of a one-image job's image, read from storage (400 if it is gone)."""
+    try:
+        with Image.open(storage.image_path(job.id, job.tiles[0])) as image:
+            return image.size
+    except (OSError, IndexError, TypeError):
+        raise validation_error(f"The image of job {job.id} is no longer available.") from None
+
+
+def _fits(parent: Job, pad: tuple[int, int, int, int], label: str) -> None:
+    """400 if the canvas ``parent``'s image padded by ``pad`` would be larger than an image may be."""
+    width, height = image_size(parent)
+    canvas = (width + pad[0] + pad[2]) * (height + pad[1] + pad[3])
+    limit = current_app.config["MAX_IMAGE_PIXELS"]
+    if canvas > limit:
+        raise validation_error(
+            f"Job {parent.id}'s image is {width}x{height}; to {label} it would take a canvas of {canvas} "
+            f"pixels, more than the {limit} an image may have."
+        )
+
+
 def _pan(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     parent = op.parents.find(account, data["job_id"], op.name)
+    _fits(parent, pan_pad(image_size(parent), data["direction"]), op.name)
     return {"parent": parent, "prompt": data.get("prompt"), "params": {"direction": data["direction"]}}
 
 
@@ -422,6 +447,8 @@ def _pan_request(job: Job, ctx: JobContext) -> OutpaintRequest:
 
 def _zoom(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     parent = op.parents.find(account, data["job_id"], op.name)
+    pad, _ = zoom_geometry(image_size(parent), data["zoom_ratio"], data.get("aspect_ratio"))
+    _fits(parent, pad, "zoom out of")
     params: dict[str, Any] = {"zoom_ratio": data["zoom_ratio"]}
     if data.get("aspect_ratio"):
         params["aspect_ratio"] = data["aspect_ratio"]
@@ -478,7 +505,7 @@ def _inpaint(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
             params["aspect_ratio"] = data["aspect_ratio"]
         return {"prompt": data.get("prompt"), "params": params, "inputs": {masks.STEM: mask}}
     parent = op.parents.find(account, data["job_id"], op.name)
-    mask = masks.decode(data["mask"], masks.image_size(parent))
+    mask = masks.decode(data["mask"], image_size(parent))
     return {
         "parent": parent,
         "prompt": data.get("prompt"),

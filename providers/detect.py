@@ -34,6 +34,7 @@ class Found:
 
 @cache
 def _cascade(name: str) -> cv2.CascadeClassifier:
+    """OpenCV's Haar cascade for ``name``, loaded once."""
     classifier = cv2.CascadeClassifier(cv2.data.haarcascades + _CASCADES[name][0])
     if classifier.empty():
         raise RuntimeError(f"OpenCV's {_CASCADES[name][0]} could not be loaded")

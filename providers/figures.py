@@ -44,6 +44,7 @@ class Pen:
         return self.x + self.facing * x * self.size, self.base - y * self.size
 
     def _draw(self, layer: str) -> ImageDraw.ImageDraw:
+        """A drawing context on ``layer``, created blank on first use."""
         if layer not in self.layers:
             self.layers[layer] = Image.new("L", (self.width, self.height), 0)
         return ImageDraw.Draw(self.layers[layer])
@@ -83,6 +84,12 @@ class Pen:
         for x, y in (points[0], points[-1]):
             self.ellipse(layer, x, y, width / 2)
 
+    def ring(self, layer: str, cx: float, cy: float, rx: float, ry: float, width: float) -> None:
+        """An elliptical ring (a cup's handle) ``width`` figure units thick."""
+        (x0, y0), (x1, y1) = self.p(cx - rx, cy + ry), self.p(cx + rx, cy - ry)
+        box = (min(x0, x1), y0, max(x0, x1), y1)
+        self._draw(layer).ellipse(box, outline=255, width=max(1, round(width * self.size)))
+
     def head(self, x: float, y: float, r: float) -> None:
         """Record where the head is, for hats, helmets and crowns."""
         self.anchors["head"] = (x, y, r)
@@ -115,6 +122,7 @@ def _curve(a: Point, b: Point, c: Point, steps: int = 12) -> list[Point]:
 
 
 def _legs(p: Pen, xs: list[float], top: float, width: float, layer: str = "body") -> None:
+    """Legs from the body line ``top`` down to the ground, at each of ``xs``, a little astride."""
     for i, x in enumerate(xs):
         swing = p.j(0.0, 0.03) + (0.03 if i % 2 else -0.02)
         p.tube(layer, [(x, top), (x + swing, top * 0.45), (x + swing * 0.5, 0.02)], width)
@@ -596,13 +604,7 @@ def cup(p: Pen) -> None:
     p.ellipse("second", 0.0, 0.03, 0.42, 0.05)
     top = p.j(0.5, 0.02)
     p.poly("body", [(-0.27, top), (-0.22, 0.12), (-0.15, 0.06), (0.15, 0.06), (0.22, 0.12), (0.27, top)])
-    p._draw("body").arc(
-        (*p.p(0.18, 0.43), *p.p(0.4, 0.18)) if p.facing > 0 else (*p.p(0.4, 0.43), *p.p(0.18, 0.18)),
-        0,
-        360,
-        fill=255,
-        width=max(1, round(0.045 * p.size)),
-    )
+    p.ring("body", 0.29, 0.305, 0.11, 0.125, 0.045)
     p.ellipse("accent", 0.0, top, 0.27, 0.045)
     p.ellipse("dark", 0.0, top, 0.24, 0.035)
     p.line("accent", [(-0.25, top - 0.1), (0.25, top - 0.1)], 0.015)

@@ -169,8 +169,11 @@ class LocalProvider(Provider):
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
         seed = request.seed if request.seed is not None else secrets.randbits(32)
+        masks = [procedural.subject_mask(settings, *image.size) if (settings := painted_with(image)) else None
+                 for image in request.images]  # our own tiles: where their subject stands is known exactly
         tiles = procedural.mix(
-            request.images, request.width, request.height, seed=seed, on_tile=self._pacer(ctx).on_tile()
+            request.images, request.width, request.height, seed=seed, on_tile=self._pacer(ctx).on_tile(),
+            masks=masks,
         )
         return Result(tiles=tiles, seed=seed)
 

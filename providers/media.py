@@ -15,15 +15,18 @@ MEDIA = ("oil", "watercolor", "pixel", "photo", "sketch", "lowpoly")
 
 
 def _image(planes: np.ndarray) -> Image.Image:
+    """Float planes (3, h, w) in 0..1 as an 8-bit RGB image."""
     channels = (np.clip(planes, 0, 1) * 255 + 0.5).astype(np.uint8)
     return Image.merge("RGB", [Image.fromarray(channel) for channel in channels])
 
 
 def _planes(image: Image.Image) -> np.ndarray:
+    """An RGB image as float planes (3, h, w) in 0..1."""
     return np.stack([np.asarray(band, np.float32) for band in image.split()]) / 255
 
 
 def _luma(planes: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of float planes."""
     return 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2]
 
 

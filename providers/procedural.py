@@ -1517,11 +1517,13 @@ def _work_size(width: int, height: int) -> tuple[int, int]:
 
 def _render(spec: _Spec, look: _Look, key: int, index: int, spread: float, work: tuple[int, int],
             size: tuple[int, int], *, view: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0),
-            jitter: float = 0.0, variant: int = 0, frame: _Framing | None = None) -> Image.Image:
+            jitter: float = 0.0, variant: int = 0, frame: _Framing | None = None,
+            coverage: list[Image.Image] | None = None) -> Image.Image:
     """Paint tile ``index`` of a prompt at ``size`` (via the ``work`` canvas), seen through ``view``.
 
     ``jitter`` > 0 re-draws its details (a variation): shapes shift a little, the light moves and the
-    textures are painted anew, while the scene and the composition stay.
+    textures are painted anew, while the scene and the composition stay. The subject's coverage (mode
+    L, at ``size``) is appended to ``coverage`` when one is given.
     """
     dice = _Dice(key, index, 0.15 + 0.85 * spread)
     shift = dice.normal() * (5 + 85 * spread) * (0.5 if spec.named_colours else 1.0)
@@ -1532,6 +1534,10 @@ def _render(spec: _Spec, look: _Look, key: int, index: int, spread: float, work:
     detail = np.random.default_rng([key, index, variant, 0xD7])
     frame = frame or _framing(key, index, spread)
     horizon, subject = _compose(c, spec, look, frame, detail, jitter)
+    if coverage is not None:
+        found = subject if subject is not None else np.zeros((c.h, c.w), np.float32)
+        mask = Image.fromarray((found * 255 + 0.5).astype(np.uint8))
+        coverage.append(mask.resize(size, Image.Resampling.BILINEAR))
     if jitter:
         c.rgb *= 1 + jitter * 0.08 * _upsample(detail.normal(size=(4, 4)).astype(np.float32), c.w, c.h)
     _finish(c, spec, look, horizon)
@@ -1565,18 +1571,29 @@ def redraw(settings: Settings, width: int, height: int, *, seed: int, strength: 
     spec, look, spread, key = _setup(settings.prompt, settings.seed, settings.style, settings.chaos,
                                      settings.stylize, settings.version)
     work = _work_size(width, height)
-    jitter = 0.4 + 1.6 * _clamp(strength, 0, 1)
+    jitter = 0.3 + 1.0 * _clamp(strength, 0, 1)
 
     def make(index: int) -> Image.Image:
         variant = _key("redraw", int(seed), index) % (1 << 62)
         image = _render(spec, look, key, settings.index, spread, work, (width, height), jitter=jitter,
                         variant=variant)
         rng = np.random.default_rng([variant, 1])
-        reach = (0.003 + 0.012 * strength) * min(width, height)
+        reach = (0.002 + 0.008 * strength) * min(width, height)
         nodes = max(1, min(12, min(width, height) // 8))
         return _warp(image, *(_smooth_field(rng, nodes) * reach for _ in range(2)))
 
     return _each_tile(make, on_tile)
+
+
+def subject_mask(settings: Settings, width: int, height: int) -> Image.Image:
+    """Where the subject stands in a tile painted with ``settings`` (mode L, width x height; black: none)."""
+    width, height = _check_size(width, height)
+    spec, look, spread, key = _setup(settings.prompt, settings.seed, settings.style, settings.chaos,
+                                     settings.stylize, settings.version)
+    coverage: list[Image.Image] = []
+    _render(spec, look, key, settings.index, spread, _work_size(width, height), (width, height),
+            coverage=coverage)
+    return coverage[0]
 
 
 def extend(image: Image.Image, pad: tuple[int, int, int, int], settings: Settings | None, *, seed: int,
@@ -1629,28 +1646,40 @@ def repaint(image: Image.Image, mask: Image.Image, settings: Settings | None, *,
     soft = np.asarray(region.filter(ImageFilter.GaussianBlur(feather)), np.float32) / 255
     inside = np.minimum(cover, np.clip((soft - 0.5) * 2, 0, 1) * 0.6 + cover * 0.4)
     alpha = Image.fromarray((inside * 255 + 0.5).astype(np.uint8))
-    ys, xs = np.nonzero(cover > 0.5)
+    box = Image.fromarray(((cover > 0.5) * 255).astype(np.uint8)).getbbox() or (0, 0, w, h)
     text = prompt or (settings.prompt if settings else None)
 
     def make(index: int) -> Image.Image:
         variant = _key("repaint", int(seed), index) % (1 << 62)
+        rng = np.random.default_rng([variant, 2])
+        base = _texture_fill(_context_fill(source, cover), rng)  # what was there, taken out
         if text:
-            base = settings or Settings(prompt=text, seed=int(seed), index=index)
-            spec, look, spread, key = _setup(text, base.seed, base.style, base.chaos, base.stylize,
-                                             base.version)
-            frame = None
-            if len(xs):
-                span = max(ys.max() - ys.min(), (xs.max() - xs.min()) * h / w) / h
-                frame = _Framing(float(xs.mean() / w), _clamp(span / 0.6, 0.3, 1.6), 1 if index % 2 else -1,
-                                 0.0, float(0.72 - ys.max() / h) * 0.5)
-            new = _render(spec, look, key, base.index, spread, _work_size(w, h), (w, h), variant=variant,
-                          jitter=0.5, frame=frame)
-            new = _match_colours(new, source, cover)
-        else:
-            new = _texture_fill(_context_fill(source, cover), np.random.default_rng([variant, 2]))
-        return Image.composite(new, source, alpha)
+            how = settings or Settings(prompt=text, seed=int(seed), index=index)
+            spec, look, spread, key = _setup(text, how.seed, how.style, how.chaos, how.stylize, how.version)
+            coverage: list[Image.Image] = []
+            new = _render(spec, look, key, index, spread, _work_size(w, h), (w, h), variant=variant,
+                          jitter=0.5, coverage=coverage)
+            if coverage[0].getbbox():  # the prompt's subject, fitted into the masked region
+                base = _place(base, *_cut(new, coverage[0]), box, rng)
+            else:  # a prompt with no subject: its scene, graded to the surroundings
+                base = _match_colours(new, source, cover)
+        return Image.composite(base, source, alpha)
 
     return _each_tile(make, None)
+
+
+def _place(canvas: Image.Image, piece: Image.Image, mask: Image.Image, box: tuple[int, int, int, int],
+           rng: np.random.Generator) -> Image.Image:
+    """``piece`` (with ``mask``) scaled to fit ``box`` and stood on its bottom, somewhere along it."""
+    x0, y0, x1, y1 = box
+    scale = min((x1 - x0) / piece.width, (y1 - y0) / piece.height) * rng.uniform(0.75, 0.92)
+    size = (max(1, round(piece.width * scale)), max(1, round(piece.height * scale)))
+    piece, mask = (im.resize(size, Image.Resampling.BICUBIC) for im in (piece, mask))
+    x = round(x0 + (x1 - x0 - size[0]) * rng.uniform(0.3, 0.7))
+    y = round(y1 - size[1] - (y1 - y0) * 0.04)
+    placed = _shadowed(canvas, mask, (x, y))
+    placed.paste(piece, (x, y), mask)
+    return placed
 
 
 def _continue_edges(source: Image.Image, pad: tuple[int, int, int, int]) -> Image.Image:
@@ -1739,27 +1768,42 @@ def vary(
 
 
 def mix(
-    images: Sequence[Image.Image], width: int, height: int, *, seed: int, on_tile: TileCallback | None = None
+    images: Sequence[Image.Image], width: int, height: int, *, seed: int, on_tile: TileCallback | None = None,
+    masks: Sequence[Image.Image | None] | None = None,
 ) -> list[Image.Image]:
     """Compose 2-5 images into four tiles: the subjects of some set into the scene of another.
 
     Each tile takes its setting from one input (in turn) and cuts the subject (the region standing out
     from its own surroundings) out of each of the others, placing them at its own positions and scales
     with a soft edge and a contact shadow. Subjects and setting are graded towards a shared palette.
+    ``masks[i]``, where known (the subject's coverage in image i), replaces the guess.
     """
     if not 2 <= len(images) <= 5:
         raise ValueError(f"mix takes 2 to 5 images, got {len(images)}")
     width, height = _check_size(width, height)
     layers = [ImageOps.fit(as_rgb(image), (width, height), Image.Resampling.BICUBIC) for image in images]
     key = _key("mix", int(seed), width, height, *(_fingerprint(layer) for layer in layers))
-    cutouts = [_cutout(layer) for layer in layers]
+    known = list(masks or []) + [None] * (len(layers) - len(masks or []))
+    cutouts = [
+        _cutout(layer) if mask is None or not mask.getbbox()
+        else _cut(layer, ImageOps.fit(mask.convert("L"), (width, height), Image.Resampling.BILINEAR))
+        for layer, mask in zip(layers, known, strict=True)
+    ]
+    # Inputs known to show no subject (a landscape) are settings only; the others lend their subjects.
+    bare = [i for i, mask in enumerate(known) if mask is not None and not mask.getbbox()]
+    settings = bare if 0 < len(bare) < len(layers) else list(range(len(layers)))
     means = np.mean([np.asarray(layer.reduce(8), np.float32).reshape(-1, 3).mean(0) for layer in layers], 0)
 
     def make(index: int) -> Image.Image:
         rng = np.random.default_rng([key, index])
         count = len(layers)
-        setting = _towards(layers[index % count], means, 0.12)
-        guests = [(index + k) % count for k in range(1, count)]
+        if len(bare) == count:  # scenes only: the sky of one over the land of another
+            return _skyline_blend(_towards(layers[index % count], means, 0.12),
+                                  _towards(layers[(index + 1 + index // count) % count], means, 0.12), rng)
+        chosen = settings[index % len(settings)]
+        setting = _towards(layers[chosen], means, 0.12)
+        others = [(chosen + k) % count for k in range(1, count)]
+        guests = [i for i in others if i not in bare] or others
         slots = (np.arange(len(guests)) + 0.5) / len(guests)
         slots = (slots + rng.uniform(-0.12, 0.12) + (0.18 if index // count % 2 else 0)) % 1
         canvas = setting
@@ -1782,6 +1826,15 @@ def mix(
         return canvas.convert("RGB", _colour_matrix(rng, 0.1))
 
     return _each_tile(make, on_tile)
+
+
+def _skyline_blend(sky: Image.Image, land: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The upper part of ``sky`` over the lower part of ``land``, meeting along a soft, uneven line."""
+    w, h = sky.size
+    line = rng.uniform(0.42, 0.62) + 0.04 * _upsample(rng.standard_normal((1, 4)).astype(np.float32), w, 1)[0]
+    ys = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h
+    alpha = _smoothstep(-0.05, 0.05, ys - line[None, :])
+    return Image.composite(land, sky, Image.fromarray((alpha * 255 + 0.5).astype(np.uint8)))
 
 
 def _cutout(image: Image.Image) -> tuple[Image.Image, Image.Image]:
@@ -1814,8 +1867,12 @@ def _cutout(image: Image.Image) -> tuple[Image.Image, Image.Image]:
             chosen = (prior > 0.45).astype(np.uint8)
     mask = Image.fromarray(chosen * 255).filter(ImageFilter.MaxFilter(3))
     mask = mask.filter(ImageFilter.MinFilter(3)).resize((w, h), Image.Resampling.BILINEAR)
-    mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, min(w, h) / 150)))
-    box = mask.point(lambda value: 255 if value > 100 else 0).getbbox() or (0, 0, w, h)
+    return _cut(image, mask.filter(ImageFilter.GaussianBlur(max(1.0, min(w, h) / 150))))
+
+
+def _cut(image: Image.Image, mask: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """The image and its subject mask, cropped to the box around the subject."""
+    box = mask.point(lambda value: 255 if value > 100 else 0).getbbox() or (0, 0, *image.size)
     return image.crop(box), mask.crop(box)
 
 

@@ -121,12 +121,12 @@ def test_a_prompt_with_no_words_fails_saying_so():
 
 
 def test_hostile_prompts_take_linear_time():
-    """Long runs of punctuation and thousands of words: well under a second (quadratic took ~10 s)."""
-    prompt = ("!" * 5000 + "a ") * 3 + " ".join(f"word{i}" for i in range(3000)) + ", " * 500 + "--ar 1:1"
+    """A long run of punctuation and a thousand words: a fraction of a second (quadratic took a minute)."""
+    prompt = "!" * 20000 + "a " + " ".join(f"word{i}" for i in range(1000)) + ", " * 500 + "--ar 1:1"
     start = time.monotonic()
     result = shorten(prompt)
-    assert time.monotonic() - start < 3
-    assert len(result.tokens) == 3003 and result.prompts[0].endswith(" --ar 1:1")
+    assert time.monotonic() - start < 5
+    assert len(result.tokens) == 1001 and result.prompts[0].endswith(" --ar 1:1")
 
 
 def test_the_same_prompt_gives_the_same_answer_in_another_process():

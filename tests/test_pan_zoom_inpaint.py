@@ -282,3 +282,18 @@ def test_bad_input_in_either_spelling_is_a_clear_400_with_no_job_and_no_debit(ap
             assert answer["success"] is False and answer["error"]["code"] == "VALIDATION_ERROR"
             assert message in answer["error"]["message"], (path, answer["error"]["message"])
     assert balance(api) == before and job_count(api) == jobs_before
+
+
+def test_a_canvas_larger_than_an_image_may_be_is_refused_at_submission(api, app, upscaled):
+    parent, _ = upscaled
+    before = balance(api)
+    app.config["MAX_IMAGE_PIXELS"] = 300_000  # the 600x400 parent fits; 900x400 and 1200x800 do not
+    for path, body, canvas in (
+        ("/v1/pan", {"direction": "right"}, 360_000),
+        ("/v1/zoom", {"zoomRatio": 2}, 960_000),
+    ):
+        response = api.post(path, json={"jobId": parent["id"], **body})
+        assert response.status_code == 400
+        message = response.get_json()["error"]["message"]
+        assert f"a canvas of {canvas} pixels, more than the 300000 an image may have" in message
+    assert balance(api) == before
