@@ -81,6 +81,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ROLE": ("APIFRAME_ROLE", str),
     "WAKEUP": ("APIFRAME_WAKEUP", _bool),
     "PROXY_FIX": ("APIFRAME_PROXY_FIX", int),
+    "SYNC_WAIT": ("APIFRAME_SYNC_WAIT", float),
+    "SYNC_WAITERS": ("APIFRAME_SYNC_WAITERS", int),
+    "UPLOAD_MAX_BYTES": ("APIFRAME_UPLOAD_MAX_BYTES", int),
     # Providers: which one does each operation, and how they reach their backends.
     **{f"PROVIDER_{op}": (f"APIFRAME_PROVIDER_{op}", str) for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": ("APIFRAME_PROVIDER_CONNECT_TIMEOUT", float),
@@ -161,6 +164,11 @@ DEFAULTS: dict[str, Any] = {
     "ROLE": "all",  # web: serve HTTP with no job pool or webhook sender (`flask --app app worker` runs them)
     "WAKEUP": True,  # on PostgreSQL, LISTEN/NOTIFY wakes idle workers in every process when a job arrives
     "PROXY_FIX": 0,  # how many proxies in front set X-Forwarded-For/-Proto/-Host/-Prefix (0: trust none)
+    # The OpenAI Images API answers synchronously: a request waits up to SYNC_WAIT seconds for its jobs,
+    # and at most SYNC_WAITERS requests wait at once per process (keep it below GUNICORN_THREADS).
+    "SYNC_WAIT": 300.0,
+    "SYNC_WAITERS": 8,
+    "UPLOAD_MAX_BYTES": 20 * 1024 * 1024,  # a multipart request with images (OpenAI edits, variations)
     **{f"PROVIDER_{op}": None for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": 5.0,
     "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 5xx or 429
@@ -259,6 +267,8 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("APIFRAME_WEBHOOK_RETRY_BASE must not be negative")
     if settings["WEBHOOK_TIMEOUT"] <= 0:
         raise ValueError("APIFRAME_WEBHOOK_TIMEOUT must be more than 0")
+    if settings["SYNC_WAITERS"] < 1:
+        raise ValueError("APIFRAME_SYNC_WAITERS must be at least 1")
     if settings["WEBHOOK_THREADS"] < 1:
         raise ValueError("APIFRAME_WEBHOOK_THREADS must be at least 1")
     return settings

@@ -13,7 +13,7 @@ from marshmallow import Schema
 
 import openapi
 import operations
-from api import original
+from api import openai, original
 from config import PLANS
 from errors import ERROR_CODES
 from jobs import STATUSES, WEBHOOK_STATUSES
@@ -108,6 +108,8 @@ def reference() -> str:
         field_rows=field_rows,
         as_json=json.dumps,
         original_spelling=original.original_spelling,
+        openai_sizes=openai.size_table(),
+        sync_wait=current_app.config["SYNC_WAIT"],
         error_codes=ERROR_CODES,
         statuses=STATUSES,
         types=operations.names(),

@@ -54,15 +54,33 @@ def presented_key() -> str | None:
 
 
 def fingerprint() -> str:
-    """A digest of what makes a request the same request: its method, path and body (as JSON, if it is)."""
-    raw = request.get_data(cache=True)
-    try:
-        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, RecursionError):
-        body = raw
+    """A digest of what makes a request the same request: its method, path and body.
+
+    A JSON body counts by its value (key order and spacing aside); a multipart form by its fields and its
+    files' names and contents, since a client's retry may choose another boundary.
+    """
+    if request.mimetype == "multipart/form-data":
+        body = _form_fingerprint()
+    else:
+        raw = request.get_data(cache=True)
+        try:
+            body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+        except (ValueError, RecursionError):
+            body = raw
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
     digest.update(body)
     return digest.hexdigest()
+
+
+def _form_fingerprint() -> bytes:
+    """A multipart form as bytes that do not depend on its boundary: its fields, then its files' digests."""
+    files = []
+    for field, upload in request.files.items(multi=True):
+        content = upload.stream.read()
+        upload.stream.seek(0)  # the view reads it again
+        files.append([field, upload.filename, hashlib.sha256(content).hexdigest()])
+    fields = sorted(request.form.items(multi=True))
+    return json.dumps({"fields": fields, "files": sorted(files)}, separators=(",", ":")).encode()
 
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:

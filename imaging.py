@@ -131,11 +131,15 @@ def average(images: list[Image.Image], width: int, height: int) -> Image.Image:
     return mixed
 
 
+def nearest_aspect_ratio(image: Image.Image) -> str:
+    """The supported aspect ratio closest to ``image``'s."""
+    shape = image.width / image.height
+    return min(ASPECT_RATIOS, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
+
+
 def nearest_dimensions(image: Image.Image, quality: float = 1) -> tuple[int, int]:
     """The tile size of the supported aspect ratio closest to ``image``'s."""
-    shape = image.width / image.height
-    closest = min(ASPECT_RATIOS, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
-    return dimensions(closest, quality)
+    return dimensions(nearest_aspect_ratio(image), quality)
 
 
 def encode(image: Image.Image, image_format: str, text: str | None = None) -> bytes:

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 from blinker import Namespace
 from flask import current_app, has_app_context
 from peewee import Tuple
+from PIL import Image
 
 import credits
 import ratelimit
+import storage
 import wakeup
 from errors import insufficient_credits, not_found, validation_error
 from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, utcnow
@@ -66,9 +68,11 @@ def find(account: Account, job_id: uuid.UUID) -> Job:
     return job
 
 
-def require_provider(operation: str) -> None:
-    """400, before any credit is taken, if no configured provider can do ``operation``."""
+def require_provider(operation: str, chosen: str | None = None) -> None:
+    """400, before any credit is taken, if no configured provider (or not ``chosen``) can do ``operation``."""
     providers = configured_providers()
+    if chosen and not providers.for_operation(operation, chosen).supports(operation):
+        raise validation_error(f"The {chosen} provider cannot do {operation} jobs.", {"model": [chosen]})
     if not providers.supports(operation):
         name = providers.for_operation(operation).name
         raise validation_error(
@@ -78,10 +82,17 @@ def require_provider(operation: str) -> None:
 
 
 def create(account: Account, operation: Operation, data: dict[str, Any], *, origin: str = REFERENCE) -> Job:
-    """Accept a job of ``operation`` from a validated request (a loaded request schema), from anywhere."""
+    """Accept a job of ``operation`` from a validated request (a loaded request schema), from anywhere.
+
+    ``data["provider"]``, when given, names the configured provider the job runs on.
+    """
     ratelimit.count_create(account)
+    chosen = data.get("provider")
     if operation.provider:
-        require_provider(operation.provider)
+        require_provider(operation.provider, chosen)
+    stored = operation.accept(account, data)
+    if chosen:
+        stored["params"] = {**(stored.get("params") or {}), "provider": chosen}
     return submit(
         account,
         operation.name,
@@ -89,7 +100,7 @@ def create(account: Account, operation: Operation, data: dict[str, Any], *, orig
         webhook_url=data.get("webhook_url"),
         webhook_secret=data.get("webhook_secret"),
         origin=origin,
-        **operation.accept(account, data),
+        **stored,
     )
 
 
@@ -114,8 +125,9 @@ def submit(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     origin: str = REFERENCE,
+    inputs: dict[str, Image.Image] | None = None,
 ) -> Job:
-    """Accept a job: take its cost and store it, in one transaction; then wake the workers."""
+    """Accept a job: take its cost, store it and its ``inputs`` images in one transaction; wake workers."""
     job = Job(
         id=uuid.uuid4(),
         account=account.id,
@@ -136,8 +148,14 @@ def submit(
         with db.atomic():
             _insert.execute(**{field.name: job.__data__.get(field.name) for field in _INSERTED})
             credits.debit(account.id, cost, job)
+            if inputs:  # before the commit, so no worker sees the job without them
+                storage.save_images(job.id, inputs)
             wakeup.announce("job")  # idle workers in every process, once this commits
-    except credits.InsufficientCredits:
+    except Exception as exc:
+        if inputs:
+            storage.delete_images(job.id)
+        if not isinstance(exc, credits.InsufficientCredits):
+            raise
         balance = credits.balance(account.id)
         raise insufficient_credits(
             f"This {job_type} costs {cost} credits and your balance is {balance}."

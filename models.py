@@ -136,6 +136,7 @@ class Job(BaseModel):
     grid = CharField(null=True)
     tiles = JSONField(null=True)
     descriptions = JSONField(null=True)
+    tokens = JSONField(null=True)  # shorten: [[word, importance 0-1], ...]
     error = TextField(null=True)
     webhook_url = TextField(null=True)
     webhook_secret = TextField(null=True)  # echoed to the receiver as X-Webhook-Secret

@@ -16,7 +16,7 @@ import api
 import idempotency
 import operations
 import schemas
-from api import original, reference
+from api import openai, original, reference
 from errors import ERROR_CODES
 
 API_BLUEPRINT = api.bp.name
@@ -73,6 +73,7 @@ class Operation:
     request: type[Schema] | None = None
     query: type[Schema] | None = None
     errors: tuple[int, ...] = READ_ERRORS
+    content: str = "application/json"  # the request body's media type
 
 
 def _costs(operation: operations.Operation) -> str:
@@ -106,6 +107,15 @@ def _original(operation: operations.Operation) -> Operation:
     )
 
 
+def _route(operation: operations.Operation, route: operations.Route) -> Operation:
+    """One of an operation's other original routes (the SDK's legacy ones): its own body and spellings."""
+    return replace(
+        _original(operation),
+        summary=f"{route.summary or operation.summary} (the original apiframe.ai API)",
+        request=original.original_spelling(operation, route),
+    )
+
+
 def _shared(operation: operations.Operation) -> Operation:
     """A path of both APIs: the reference's body and answer, plus the original's spelling and task_id."""
     return replace(
@@ -123,6 +133,14 @@ SHARED_NOTE = (
 
 REFERENCE = f"{api.bp.name}.{reference.bp.name}."  # endpoint prefixes of the families
 ORIGINAL = f"{api.bp.name}.{original.bp.name}."
+OPENAI = f"{api.bp.name}.{openai.bp.name}."
+OPENAI_TAG = "OpenAI Images API"
+OPENAI_NOTE = (
+    " Answers when the images are ready (at most APIFRAME_SYNC_WAIT seconds, else 504); n images take "
+    "ceil(n/4) jobs, billed as such; 503 when every waiting slot is taken. Errors come in OpenAI's shape, "
+    '{"error": {"message", "type", "param", "code"}}; too few credits is 429 insufficient_quota.'
+)
+OPENAI_ERRORS = (400, 401, 413, 429, 500)
 
 # Every endpoint of the ``api`` blueprint, by endpoint name. A route without an entry is still listed (from
 # its view's docstring, without schemas), and fails the tests until it gets one.
@@ -137,6 +155,12 @@ OPERATIONS: dict[str, Operation] = {
         ORIGINAL + original.shared_endpoint(op): _shared(op)
         for op in operations.OPERATIONS
         if op.original and op.original.shared
+    },
+    **{
+        ORIGINAL + original.route_endpoint(op, route): _route(op, route)
+        for op in operations.OPERATIONS
+        if op.original
+        for route in op.original.routes
     },
     REFERENCE + "get_job": Operation(
         "Get a job's status and result",
@@ -195,6 +219,46 @@ OPERATIONS: dict[str, Operation] = {
         original.TaskList,
         request=schemas.FetchManyBody,
         errors=(400, *READ_ERRORS),
+    ),
+    OPENAI + "generations": Operation(
+        "Create images from a prompt (OpenAI's images.generate)",
+        "Runs as imagine jobs." + OPENAI_NOTE,
+        OPENAI_TAG,
+        openai.ImagesResponse,
+        request=openai.GenerationRequest,
+        errors=OPENAI_ERRORS,
+    ),
+    OPENAI + "edits": Operation(
+        "Edit an image from a prompt (OpenAI's images.edit)",
+        "Without a mask: prompted variation jobs of the uploaded image; with a mask (a PNG of its size, "
+        "transparent where to change): inpaint jobs." + OPENAI_NOTE,
+        OPENAI_TAG,
+        openai.ImagesResponse,
+        request=openai.EditForm,
+        errors=OPENAI_ERRORS,
+        content="multipart/form-data",
+    ),
+    OPENAI + "variations": Operation(
+        "Make variations of an image (OpenAI's images.create_variation)",
+        "Variation jobs of the uploaded image." + OPENAI_NOTE,
+        OPENAI_TAG,
+        openai.ImagesResponse,
+        request=openai.VariationForm,
+        errors=OPENAI_ERRORS,
+        content="multipart/form-data",
+    ),
+    OPENAI + "list_models": Operation(
+        "List the models (OpenAI's models.list)",
+        "Each configured provider that can make images; a request's model may name one.",
+        OPENAI_TAG,
+        openai.ModelList,
+    ),
+    OPENAI + "get_model": Operation(
+        "Get a model (OpenAI's models.retrieve)",
+        "404 for a model that is not listed.",
+        OPENAI_TAG,
+        openai.ModelObject,
+        errors=(404, *READ_ERRORS),
     ),
     ORIGINAL + "account_info": Operation(
         "Get your account (the original apiframe.ai API)",
@@ -341,7 +405,7 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
     if operation.request is not None:
         result["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": operation.request}},
+            "content": {operation.content: {"schema": operation.request}},
         }
     return result
 
@@ -393,6 +457,7 @@ def build(app: Flask) -> dict[str, Any]:
                 "name": ORIGINAL_TAG,
                 "description": "The original apiframe.ai API's own routes: snake_case bodies, task objects.",
             },
+            {"name": OPENAI_TAG, "description": "OpenAI's Images API, for OpenAI clients and chat UIs."},
         ],
     )
     _register_components(spec)

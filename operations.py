@@ -14,19 +14,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from marshmallow import Schema
 
 import imaging
 import jobs
+import masks
 import schemas
+import storage
+import uploads
 from errors import validation_error
 from inputs import InputError, fetch_image, made_by, parent_of, parent_tile
 from models import Account, Job
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
+    InpaintRequest,
     JobContext,
+    OutpaintRequest,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
 )
@@ -67,6 +75,21 @@ class Parents:
 
 
 @dataclass(frozen=True)
+class Route:
+    """One more route of the original API for an operation, with a body and spellings of its own."""
+
+    path: str
+    body: type[Schema]
+    spellings: Mapping[str, str]
+    summary: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        """Its views' name suffix (``/midjourney/upscale`` -> ``midjourney_upscale``)."""
+        return self.path.strip("/").replace("/", "_").replace("-", "_")
+
+
+@dataclass(frozen=True)
 class Original:
     """An operation in the original apiframe.ai API: its routes, body and field spellings."""
 
@@ -76,16 +99,37 @@ class Original:
     paths: tuple[str, ...] = ()  # routes of the original API only
     shared: tuple[str, ...] = ()  # routes of both APIs: either spelling, answered in both shapes
     task_type: Callable[[Job], str] | None = None  # the task's name for a job, when not the operation's
+    routes: tuple[Route, ...] = ()  # other routes (the official SDK's legacy ones), each with its own body
+
+
+@dataclass(frozen=True)
+class Button:
+    """One button of an action on a single image: its text, its title and the request fields it sends."""
+
+    text: str
+    title: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OpenAIImages:
+    """Where an operation answers in the OpenAI Images API (api/openai.py) and what it makes there."""
+
+    endpoints: tuple[str, ...]  # "generations", "edits", "variations"
+    mask: bool = False  # the edits that send a mask (else those without one)
 
 
 @dataclass(frozen=True)
 class ConsoleAction:
-    """A row of buttons under a finished grid in the console, one per image (U1-U4, V1-V4)."""
+    """A row of console buttons: one per image under a grid (U1-U4), or its ``buttons`` under one image."""
 
     letter: str
     label: str
     hint: str  # what it makes
-    tile_title: str  # a button's title, with {n} for the image's number
+    tile_title: str = ""  # under a grid: a button's title, with {n} for the image's number
+    on: str = GRID  # the result kind it works on
+    buttons: tuple[Button, ...] = ()
+    painted: bool = False  # the user paints a mask on the image first (sent as ``mask``)
 
 
 @dataclass(frozen=True)
@@ -106,8 +150,10 @@ class Operation:
     parents: Parents | None = None
     aliases: tuple[str, ...] = ()  # the reference's compatibility aliases of /v1/<name>
     original: Original | None = None
+    openai: OpenAIImages | None = None
     action: ConsoleAction | None = None
     title: str = ""  # how the console names a job without a prompt
+    texts: int = 4  # TEXT results: how many texts the job ends with
 
     @property
     def endpoint(self) -> str:
@@ -152,6 +198,8 @@ IMAGINE_SETTINGS = ("aspect_ratio", "version", "quality", "style", "chaos", "sty
 
 def _imagine(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     params = {name: data[name] for name in IMAGINE_SETTINGS}
+    if data.get("fresh_seed"):  # one of several jobs of one OpenAI request: images of its own
+        params["seed"] = new_seed()
     return {"prompt": data["prompt"], "params": _with_process_mode(params, data)}
 
 
@@ -275,7 +323,10 @@ VARY_STRENGTHS = dict(zip(schemas.VARY_STRENGTHS, (0.25, 0.75), strict=True))  #
 
 
 def _variation(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
-    """Four images like one tile of a grid (index 1-4), or like an upscaled image (strong or subtle)."""
+    """Four images like one tile of a grid (index 1-4), an upscaled image (strong or subtle), or an upload."""
+    if data.get("upload"):  # an image the client uploaded (the OpenAI Images API), kept in storage
+        params = {"upload": data["upload"], "strength": "strong", "aspect_ratio": data.get("aspect_ratio")}
+        return {"params": {k: v for k, v in params.items() if v}, "prompt": data.get("prompt")}
     index, params = data["index"], {}
     if index in VARY_STRENGTHS:
         parent = Parents(kinds=(IMAGE,)).find(account, data["job_id"], f"a {index} {op.name}")
@@ -284,23 +335,27 @@ def _variation(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
         parent = Parents(kinds=(GRID,)).find(account, data["job_id"], op.name)
     if data.get("aspect_ratio"):
         params["aspect_ratio"] = data["aspect_ratio"]
+    if data.get("strength") is not None:  # the SDK's legacy route: 0-100
+        params["amount"] = data["strength"]
     return {"parent": parent, "index": index, "params": params, "prompt": data.get("prompt")}
 
 
 def _variation_request(job: Job, ctx: JobContext) -> VariationRequest:
-    """Tile ``index`` of a grid, or an upscaled image (``strength`` strong or subtle), reframed if asked."""
-    parent, params = parent_of(job), job.params
-    image = parent_tile(parent, job.index or 1)
+    """A tile of a grid, an upscaled image (``strength`` strong or subtle) or an upload; reframed if asked."""
+    params = job.params
+    if params.get("upload"):
+        image, index, prompt, source = uploads.load(params["upload"]), 1, job.prompt, {}
+    else:
+        parent = parent_of(job)
+        image, index = parent_tile(parent, job.index or 1), job.index or parent.index or 1
+        prompt, source = job.prompt or parent.prompt, made_by(parent)
     if params.get("aspect_ratio"):
         image = imaging.reframe(image, params["aspect_ratio"])
     strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
+    if "amount" in params:
+        strength = {"strength": params["amount"] / 100}
     return VariationRequest(
-        image=image,
-        index=job.index or parent.index or 1,
-        prompt=job.prompt or parent.prompt,
-        mode=params.get("strength"),
-        **strength,
-        **made_by(parent),
+        image=image, index=index, prompt=prompt, mode=params.get("strength"), **strength, **source
     )
 
 
@@ -321,6 +376,181 @@ def _parent_seed(job: Job) -> dict[str, Any]:
     raise InputError(f"Job {parent.id} ({parent.type}) has no seed; only jobs with four images have one.")
 
 
+# ---- pan, zoom out, vary region (of an upscaled image) ---------------------------------------------
+
+
+def prompt_of(job: Job) -> str | None:
+    """A job's prompt, or the nearest ancestor's (an upscale has none of its own)."""
+    seen = 0
+    while job is not None and seen < 16:
+        if job.prompt:
+            return job.prompt
+        job, seen = job.parent, seen + 1
+    return None
+
+
+def image_size(job: Job) -> tuple[int, int]:
+    """The size of a one-image job's image, read from storage (400 if it is gone)."""
+    try:
+        return storage.load_image(job.id, job.tiles[0]).size
+    except (OSError, LookupError, TypeError):  # storage.MissingImage is a LookupError
+        raise validation_error(f"The image of job {job.id} is no longer available.") from None
+
+
+def _fits(parent: Job, pad: tuple[int, int, int, int], label: str) -> None:
+    """400 if the canvas ``parent``'s image padded by ``pad`` would be larger than an image may be."""
+    width, height = image_size(parent)
+    canvas = (width + pad[0] + pad[2]) * (height + pad[1] + pad[3])
+    limit = current_app.config["MAX_IMAGE_PIXELS"]
+    if canvas > limit:
+        raise validation_error(
+            f"Job {parent.id}'s image is {width}x{height}; to {label} it would take a canvas of {canvas} "
+            f"pixels, more than the {limit} an image may have."
+        )
+
+
+def _pan(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    parent = op.parents.find(account, data["job_id"], op.name)
+    _fits(parent, pan_pad(image_size(parent), data["direction"]), op.name)
+    return {"parent": parent, "prompt": data.get("prompt"), "params": {"direction": data["direction"]}}
+
+
+def pan_pad(size: tuple[int, int], direction: str) -> tuple[int, int, int, int]:
+    """The padding (left, top, right, bottom) that extends an image of ``size`` by half to ``direction``."""
+    width, height = size
+    half_w, half_h = (width + 1) // 2, (height + 1) // 2
+    return {
+        "left": (half_w, 0, 0, 0),
+        "up": (0, half_h, 0, 0),
+        "right": (0, 0, half_w, 0),
+        "down": (0, 0, 0, half_h),
+    }[direction]
+
+
+def _pan_request(job: Job, ctx: JobContext) -> OutpaintRequest:
+    """The parent on a canvas half again as large towards the direction; the results keep its size."""
+    parent = parent_of(job)
+    image = parent_tile(parent, 1)
+    pad = pan_pad(image.size, job.params["direction"])
+    return OutpaintRequest(
+        image=image,
+        pad=pad,
+        width=image.width + pad[0] + pad[2],
+        height=image.height + pad[1] + pad[3],
+        prompt=job.prompt or prompt_of(parent),
+        direction=job.params["direction"],
+        **made_by(parent),
+    )
+
+
+def _zoom(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    parent = op.parents.find(account, data["job_id"], op.name)
+    pad, _ = zoom_geometry(image_size(parent), data["zoom_ratio"], data.get("aspect_ratio"))
+    _fits(parent, pad, "zoom out of")
+    params: dict[str, Any] = {"zoom_ratio": data["zoom_ratio"]}
+    if data.get("aspect_ratio"):
+        params["aspect_ratio"] = data["aspect_ratio"]
+    return {"parent": parent, "prompt": data.get("prompt"), "params": params}
+
+
+def zoom_geometry(
+    size: tuple[int, int], ratio: float, aspect_ratio: str | None = None
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """The padding around an image of ``size`` that zooms out by ``ratio``, and the result's size.
+
+    The canvas holds the image ``ratio`` times over, in the shape ``aspect_ratio`` (default: the
+    image's own, or square for ratio 1, which extends the short side); the result is that canvas at
+    the image's long side.
+    """
+    width, height = size
+    if aspect_ratio:
+        shape_w, shape_h = imaging.ratio(aspect_ratio)
+        shape = shape_w / shape_h
+    else:
+        shape = 1.0 if ratio == 1 else width / height
+    canvas_w = max(width * ratio, height * ratio * shape)
+    canvas_w, canvas_h = max(width, round(canvas_w)), max(height, round(canvas_w / shape))
+    left, top = (canvas_w - width) // 2, (canvas_h - height) // 2
+    pad = (left, top, canvas_w - width - left, canvas_h - height - top)
+    long_side = max(width, height)
+    out = (long_side, round(long_side / shape)) if shape >= 1 else (round(long_side * shape), long_side)
+    return pad, out
+
+
+def _zoom_request(job: Job, ctx: JobContext) -> OutpaintRequest:
+    """The parent in the middle of a canvas ``zoom_ratio`` times its size, shrunk back to its resolution."""
+    parent = parent_of(job)
+    image = parent_tile(parent, 1)
+    ratio = job.params["zoom_ratio"]
+    pad, (width, height) = zoom_geometry(image.size, ratio, job.params.get("aspect_ratio"))
+    return OutpaintRequest(
+        image=image,
+        pad=pad,
+        width=width,
+        height=height,
+        prompt=job.prompt or prompt_of(parent),
+        zoom=ratio,
+        **made_by(parent),
+    )
+
+
+def _inpaint(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    """The parent (or an upload) and the mask, checked now (it must be the image's size), kept as a file."""
+    if data.get("upload"):  # an image the client uploaded (the OpenAI Images API), kept in storage
+        mask = masks.decode(data["mask"], uploads.load(data["upload"]).size)
+        params = {"upload": data["upload"], "mask": masks.file_name()}
+        if data.get("aspect_ratio"):
+            params["aspect_ratio"] = data["aspect_ratio"]
+        return {"prompt": data.get("prompt"), "params": params, "inputs": {masks.STEM: mask}}
+    parent = op.parents.find(account, data["job_id"], op.name)
+    mask = masks.decode(data["mask"], image_size(parent))
+    return {
+        "parent": parent,
+        "prompt": data.get("prompt"),
+        "params": {"mask": masks.file_name()},
+        "inputs": {masks.STEM: mask},
+    }
+
+
+def _inpaint_request(job: Job, ctx: JobContext) -> InpaintRequest:
+    if job.params.get("upload"):
+        image = uploads.load(job.params["upload"])
+        return InpaintRequest(image=image, mask=masks.load(job), prompt=job.prompt)
+    parent = parent_of(job)
+    return InpaintRequest(
+        image=parent_tile(parent, 1),
+        mask=masks.load(job),
+        prompt=job.prompt or prompt_of(parent),
+        **made_by(parent),
+    )
+
+
+# ---- shorten and face swap --------------------------------------------------------------------------
+
+
+def _shorten(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    return {"prompt": data["prompt"]}
+
+
+def _shorten_request(job: Job, ctx: JobContext) -> ShortenRequest:
+    return ShortenRequest(prompt=job.prompt)
+
+
+def _faceswap(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    urls = ("target_image_url", "swap_image_url")
+    return {"params": {name: data[name] for name in urls}}
+
+
+def _faceswap_request(job: Job, ctx: JobContext) -> FaceSwapRequest:
+    target, swap = job.params["target_image_url"], job.params["swap_image_url"]
+    return FaceSwapRequest(
+        target=fetch_image(target, "targetImageUrl", ctx),
+        swap=fetch_image(swap, "swapImageUrl", ctx),
+        target_url=target,
+        swap_url=swap,
+    )
+
+
 # ---- the table --------------------------------------------------------------------------------------
 
 _WEBHOOK = {"webhook_url": "webhookUrl", "webhook_secret": "webhookSecret"}
@@ -328,6 +558,8 @@ _PARENT = {"parent_task_id": "jobId"}
 _ASPECT = {"aspect_ratio": "aspectRatio"}
 _MODE = {"process_mode": "processMode"}
 _JOB = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"  # the job id the docs' examples use
+_LEGACY = {"taskId": "jobId", **_WEBHOOK}  # the official SDK's legacy /midjourney/ routes
+_UPSCALED = Parents(kinds=(IMAGE,))
 
 
 def _named_type(job: Job) -> str:
@@ -347,6 +579,7 @@ OPERATIONS: tuple[Operation, ...] = (
         provider="imagine",
         build=_imagine_request,
         aliases=("/api/v1/imagine",),
+        openai=OpenAIImages(("generations",)),
         original=Original(
             schemas.ImagineBody,
             {**_ASPECT, **_MODE, **_WEBHOOK},
@@ -391,6 +624,7 @@ OPERATIONS: tuple[Operation, ...] = (
             paths=("/upscale-1x",),
             shared=("/upscale",),
             task_type=lambda job: f"{job.type}#{job.index}",
+            routes=(Route("/midjourney/upscale", schemas.LegacyUpscaleBody, _LEGACY, "Upscale (legacy)"),),
         ),
         action=ConsoleAction("U", "Upscale", "one image at twice the size", "Upscale image {n}"),
     ),
@@ -413,7 +647,9 @@ OPERATIONS: tuple[Operation, ...] = (
             summary="Four variations of a tile, or of an upscaled image (strong, subtle)",
             paths=("/variations",),
             shared=("/variation",),
+            routes=(Route("/midjourney/vary", schemas.LegacyVaryBody, _LEGACY, "Variations (SDK legacy)"),),
         ),
+        openai=OpenAIImages(("edits", "variations")),
         action=ConsoleAction("V", "Vary", "four new images like this one", "Four variations of image {n}"),
         title="Variations",
     ),
@@ -497,6 +733,138 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        name="pan",
+        summary="Extend an upscaled image by half in one direction",
+        description="Four images: the parent's pixels unchanged in place, and the scene continued up, down, "
+        "left or right.",
+        cost=16,
+        request=schemas.PanRequest,
+        stored=_pan,
+        result=GRID,
+        example={"jobId": _JOB, "direction": "left"},
+        provider="outpaint",
+        build=_pan_request,
+        parents=_UPSCALED,
+        action=ConsoleAction(
+            "P",
+            "Pan",
+            "four images with the canvas extended by half",
+            on=IMAGE,
+            buttons=tuple(
+                Button(arrow, f"Pan {direction}", {"direction": direction})
+                for arrow, direction in (("⬅", "left"), ("➡", "right"), ("⬆", "up"), ("⬇", "down"))
+            ),
+        ),
+        original=Original(
+            schemas.PanRequest,
+            {**_PARENT, **_WEBHOOK},
+            paths=("/pan",),
+            task_type=lambda job: f"{job.type}-{job.params['direction']}",
+        ),
+    ),
+    Operation(
+        name="zoom",
+        summary="Zoom out of an upscaled image",
+        description="Four images at the parent's resolution (or aspectRatio) with the parent shrunk by "
+        "zoomRatio (1 to 2) in the middle; zoomRatio 1 makes it square instead.",
+        cost=16,
+        request=schemas.ZoomRequest,
+        stored=_zoom,
+        result=GRID,
+        example={"jobId": _JOB, "zoomRatio": 2},
+        provider="outpaint",
+        build=_zoom_request,
+        parents=_UPSCALED,
+        original=Original(
+            schemas.ZoomBody,
+            {**_PARENT, "zoom_ratio": "zoomRatio", **_ASPECT, **_WEBHOOK},
+            summary="Zoom out of an upscaled image (outpaint)",
+            paths=("/outpaint",),
+            task_type=lambda job: f"outpaint-{job.params['zoom_ratio']:g}",
+            routes=(
+                Route(
+                    "/midjourney/zoom",
+                    schemas.LegacyZoomBody,
+                    {**_LEGACY, "zoom": "zoomRatio"},
+                    "Zoom out (SDK legacy)",
+                ),
+            ),
+        ),
+        action=ConsoleAction(
+            "Z",
+            "Zoom",
+            "four images with the scene around it",
+            on=IMAGE,
+            buttons=(
+                Button("Zoom Out 1.5×", "Zoom out 1.5 times", {"zoomRatio": 1.5}),
+                Button("Zoom Out 2×", "Zoom out 2 times", {"zoomRatio": 2}),
+                Button("Make Square", "Extend the short side to make it square", {"zoomRatio": 1}),
+            ),
+        ),
+        title="Zoom out",
+    ),
+    Operation(
+        name="inpaint",
+        summary="Vary a region of an upscaled image",
+        description="Four images that repaint where mask (a PNG of the parent's size) is white and keep the "
+        "rest.",
+        cost=16,
+        request=schemas.InpaintRequest,
+        stored=_inpaint,
+        result=GRID,
+        example={"jobId": _JOB, "mask": "iVBORw0KGgoAAAANSUhEUgAA...", "prompt": "a red kite"},
+        provider="inpaint",
+        build=_inpaint_request,
+        parents=_UPSCALED,
+        original=Original(schemas.InpaintRequest, {**_PARENT, **_WEBHOOK}, paths=("/inpaint",)),
+        openai=OpenAIImages(("edits",), mask=True),
+        action=ConsoleAction(
+            "R",
+            "Region",
+            "four images with the region you paint redrawn",
+            on=IMAGE,
+            buttons=(Button("Vary Region", "Paint the region to redraw, then submit", {}),),
+            painted=True,
+        ),
+        title="Vary region",
+    ),
+    Operation(
+        name="shorten",
+        summary="Five shorter versions of a prompt",
+        description="Keeps the most important words; the job's tokens say how important each word is.",
+        cost=4,
+        request=schemas.ShortenRequest,
+        stored=_shorten,
+        result=TEXT,
+        example={"prompt": "a very beautiful and highly detailed painting of a lighthouse at dusk"},
+        provider="shorten",
+        build=_shorten_request,
+        original=Original(schemas.ShortenRequest, dict(_WEBHOOK), paths=("/shorten",)),
+        texts=5,
+    ),
+    Operation(
+        name="faceswap",
+        summary="Put the face of one image on the face in another",
+        description="Both images are fetched by the service; if either has no face, the job fails and is "
+        "refunded.",
+        cost=4,
+        request=schemas.FaceSwapRequest,
+        stored=_faceswap,
+        result=IMAGE,
+        example={
+            "targetImageUrl": "https://example.com/portrait.jpg",
+            "swapImageUrl": "https://example.com/face.jpg",
+        },
+        provider="faceswap",
+        build=_faceswap_request,
+        original=Original(
+            schemas.FaceSwapRequest,
+            {"target_image_url": "targetImageUrl", "swap_image_url": "swapImageUrl", **_WEBHOOK},
+            paths=("/faceswap",),
+        ),
+        title="Face swap",
+    ),
+    Operation(
         name="seed",
         summary="Get the seed a job's images were made with",
         description="A job of its own, which ends succeeded with the seed (or failed if the job has none).",
@@ -545,6 +913,14 @@ def costs() -> dict[str, int]:
     return {op.name: op.cost for op in OPERATIONS}
 
 
-def actions() -> tuple[Operation, ...]:
-    """The operations the console offers under each image of a finished grid."""
-    return tuple(op for op in OPERATIONS if op.action is not None)
+def for_openai(endpoint: str, *, mask: bool = False) -> Operation | None:
+    """The operation an OpenAI Images API endpoint maps onto (edits: with a mask or without), if any."""
+    for op in OPERATIONS:
+        if op.openai and endpoint in op.openai.endpoints and op.openai.mask == mask:
+            return op
+    return None
+
+
+def actions(kind: str = GRID) -> tuple[Operation, ...]:
+    """The operations the console offers under a finished job of ``kind``: each image of a grid, or one."""
+    return tuple(op for op in OPERATIONS if op.action is not None and op.action.on == kind)

@@ -57,9 +57,12 @@ def per_minute(plan: str) -> str:
 
 
 def _drop_stray_retry_after(response: Response) -> Response:
-    # Flask-Limiter writes Retry-After next to the X-RateLimit headers; it only means something on a 429.
+    # Flask-Limiter writes Retry-After next to the X-RateLimit headers; it only means something on a
+    # 429. A view that asks to be retried for another reason (a busy 503) sets ``g.retry_after``.
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
+        if g.get("retry_after"):
+            response.headers["Retry-After"] = str(g.retry_after)
     return response
 
 

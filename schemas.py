@@ -405,6 +405,116 @@ class SeedRequest(RequestSchema):
     webhook_secret = _webhook_secret()
 
 
+PAN_DIRECTIONS = ("up", "down", "left", "right")
+ZOOM_RATIOS = (1.0, 2.0)  # zoom out: 1.5 and 2 are the buttons, 1 makes the image square
+MAX_MASK_LENGTH = 4 * 1024 * 1024  # characters of a base64 mask (the body limit refuses bigger bodies first)
+
+
+class Ratio(fields.Field):
+    """A zoom-out ratio from 1 to 2: a JSON number, or (``strings``) a numeric string as well."""
+
+    default_error_messages = MESSAGES
+
+    def __init__(self, *, strings: bool = False, **kwargs: Any) -> None:
+        low, high = ZOOM_RATIOS
+        kinds = [{"type": "number", "minimum": low, "maximum": high}]
+        if strings:
+            kinds.append({"type": "string", "pattern": r"^\s*[0-9.]+\s*$"})
+        kwargs["metadata"] = {"oneOf": kinds, **kwargs.get("metadata", {})} if strings else {
+            **kinds[0], **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+        self.strings = strings
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        low, high = ZOOM_RATIOS
+        kind = "a number or a numeric string" if self.strings else "a number"
+        if self.strings and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValidationError(f"must be {kind} from {low:g} to {high:g}.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValidationError(f"must be {kind} from {low:g} to {high:g}.")
+        return float(value)
+
+
+def _new_prompt(description: str) -> Text:
+    return Text(load_default=None, max_length=MAX_PROMPT_LENGTH, metadata={"description": description})
+
+
+class PanRequest(RequestSchema):
+    """POST /v1/pan: an upscaled image's canvas extended by half in one direction."""
+
+    job_id = _parent_id("The ID of the succeeded upscale (one image) to extend.", required=True)
+    direction = Choice(
+        required=True, validate=one_of(PAN_DIRECTIONS), metadata={"description": "Where to extend it."}
+    )
+    prompt = _new_prompt("What to paint in the new area; default: the parent's prompt.")
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+class ZoomRequest(RequestSchema):
+    """POST /v1/zoom: zoom out of an upscaled image."""
+
+    job_id = _parent_id("The ID of the succeeded upscale (one image) to zoom out of.", required=True)
+    zoom_ratio = Ratio(
+        data_key="zoomRatio",
+        required=True,
+        metadata={"description": "1 to 2: how far to zoom out (the buttons: 1.5 and 2); 1 makes it square."},
+    )
+    aspect_ratio = Choice(
+        data_key="aspectRatio",
+        load_default=None,
+        validate=one_of(ASPECT_RATIOS),
+        metadata={"description": "The new image's shape; default: the parent's (square for zoomRatio 1)."},
+    )
+    prompt = _new_prompt("What to paint around it; default: the parent's prompt.")
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+class InpaintRequest(RequestSchema):
+    """POST /v1/inpaint: vary a region of an upscaled image."""
+
+    job_id = _parent_id("The ID of the succeeded upscale (one image) to repaint.", required=True)
+    mask = fields.String(
+        required=True,
+        validate=validate.Length(max=MAX_MASK_LENGTH, error=f"must be at most {MAX_MASK_LENGTH} characters."),
+        error_messages={**MESSAGES, "invalid": "must be a base64 PNG (a string)."},
+        metadata={
+            "description": "A base64 PNG the image's size (a data:image/png;base64, prefix is allowed): "
+            "white where to repaint, black where to keep."
+        },
+    )
+    prompt = _new_prompt("What to paint in the region; default: the parent's prompt.")
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+class ShortenRequest(RequestSchema):
+    """POST /v1/shorten: five shorter versions of a prompt."""
+
+    prompt = Text(
+        required=True, max_length=MAX_PROMPT_LENGTH, metadata={"description": "The prompt to shorten."}
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
+class FaceSwapRequest(RequestSchema):
+    """POST /v1/faceswap: the face of one image put on the face in another."""
+
+    target_image_url = HttpUrl(
+        data_key="targetImageUrl", required=True, metadata={"description": "URL of the image to change."}
+    )
+    swap_image_url = HttpUrl(
+        data_key="swapImageUrl", required=True, metadata={"description": "URL of the image with the face."}
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
+
+
 # ---- the original apiframe.ai API's bodies: its own fields, in the reference's spelling ----------------
 # (api/original.py renames a body's original snake_case fields before these validate it)
 
@@ -490,6 +600,43 @@ class UpscaleHighresBody(UpscaleHighresRequest):
     """POST /upscale-highres."""
 
     index = TileIndex(load_default=None)
+
+
+class ZoomBody(ZoomRequest):
+    """POST /outpaint: zoom_ratio may be a numeric string."""
+
+    zoom_ratio = Ratio(
+        data_key="zoomRatio",
+        strings=True,
+        required=True,
+        metadata={"description": "1 to 2, a number or a numeric string; 1 makes it square."},
+    )
+
+
+class LegacyUpscaleBody(UpscaleBody):
+    """POST /midjourney/upscale: the SDK's legacy upscale (taskId, index)."""
+
+
+class LegacyVaryBody(PickRequest):
+    """POST /midjourney/vary: the SDK's legacy variations (taskId, index, strength)."""
+
+    index = TileIndex(words=VARY_STRENGTHS, required=True)
+    strength = WholeNumber(
+        load_default=None,
+        validate=between(0, 100),
+        metadata={"description": "How far the variations stray, 0 to 100 (default: 50 for a tile)."},
+    )
+
+
+class LegacyZoomBody(RequestSchema):
+    """POST /midjourney/zoom: the SDK's legacy zoom out (taskId, zoom)."""
+
+    job_id = _parent_id("The ID of the succeeded upscale to zoom out of.", required=True)
+    zoom_ratio = Ratio(
+        data_key="zoomRatio", strings=True, load_default=2.0, metadata={"description": "1 to 2; default 2."}
+    )
+    webhook_url = _webhook_url()
+    webhook_secret = _webhook_secret()
 
 
 class FetchBody(RequestSchema):
@@ -623,6 +770,15 @@ def _image_url(job: Job) -> str | None:
 
 _UUID = {"type": "string", "format": "uuid"}
 _URL = {"type": "string", "format": "uri"}
+TOKENS = {  # shorten's [word, importance] pairs
+    "type": "array",
+    "items": {
+        "type": "array",
+        "items": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+        "minItems": 2,
+        "maxItems": 2,
+    },
+}
 
 
 class ResponseSchema(Schema):
@@ -654,12 +810,27 @@ class JobSchema(ResponseSchema):
     createdAt = Timestamp(attribute="created_at")
     completedAt = Timestamp(attribute="completed_at", allow_none=True)
     descriptions = fields.List(
-        fields.String(), allow_none=True, metadata={"description": "Describe only: four prompts."}
+        fields.String(),
+        allow_none=True,
+        metadata={"description": "Describe: four prompts; shorten: five shorter prompts."},
+    )
+    tokens = fields.Raw(
+        allow_none=True, metadata={**TOKENS, "description": "Shorten: each word and its importance, 0-1."}
     )
     parentJobId = fields.Function(
         lambda job: str(job.parent_id) if job.parent_id else None,
         allow_none=True,
-        metadata={**_UUID, "description": "Upscale and variation: the job whose image was used."},
+        metadata={**_UUID, "description": "Jobs made from another job's image (upscale, pan ...): that job."},
+    )
+    direction = fields.Function(
+        lambda job: (job.params or {}).get("direction"),
+        allow_none=True,
+        metadata={"type": "string", "enum": list(PAN_DIRECTIONS), "description": "Pan only: the direction."},
+    )
+    zoomRatio = fields.Function(
+        lambda job: (job.params or {}).get("zoom_ratio"),
+        allow_none=True,
+        metadata={"type": "number", "description": "Zoom only: how far it zoomed out (1: made square)."},
     )
     index = fields.Integer(allow_none=True, metadata={"description": "Upscale and variation: image 1-4."})
     seed = fields.Integer(

@@ -286,6 +286,11 @@ def delete_images(job_id: uuid.UUID) -> None:
     current().delete_job(str(job_id))
 
 
+def image_bytes(job_id: uuid.UUID, name: str) -> bytes:
+    """The stored bytes of one of a job's images (MissingImage if it is gone)."""
+    return current().read(f"{job_id}/{name}")
+
+
 def image_url(job_id: uuid.UUID, name: str) -> str:
     """The public URL of one of a job's images (on the CDN or bucket of PUBLIC_IMAGE_URL, if set)."""
     config = current_app.config

@@ -223,23 +223,25 @@ def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
     operation = operations.get(job.type)
     if operation.compute is not None:
         return operation.compute(job)
-    provider = configured_providers().for_operation(operation.provider)
+    provider = configured_providers().for_operation(operation.provider, job.params.get("provider"))
     request = operation.build(job, ctx)
     ctx.check()
     result = provider.run(operation.provider, request, ctx)
     ctx.check()
-    fields = store_result(job, operation.result, result)
+    fields = store_result(job, operation, result)
     fields.update(provider=provider.name, provider_ref=result.ref, seed=result.seed)
     return fields
 
 
-def store_result(job: Job, kind: str, result: Result) -> dict[str, Any]:
+def store_result(job: Job, operation: operations.Operation, result: Result) -> dict[str, Any]:
     """Write the result's images (or keep its text); returns the job fields that describe it."""
+    kind = operation.result
     if kind == operations.TEXT:
         descriptions = [str(text) for text in (result.descriptions or []) if str(text).strip()]
-        if len(descriptions) < 4:
-            raise ProviderError("The provider returned fewer than four descriptions.")
-        return {"descriptions": descriptions[:4]}
+        if len(descriptions) < operation.texts:
+            raise ProviderError(f"The provider returned fewer than {operation.texts} texts.")
+        tokens = [[str(word), float(weight)] for word, weight in result.tokens] if result.tokens else None
+        return {"descriptions": descriptions[: operation.texts], "tokens": tokens}
     if kind == operations.IMAGE:
         if result.image is None:
             raise ProviderError("The provider returned no image.")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from api import original, reference
+from api import openai, original, reference
 
 bp = Blueprint("api", __name__)
 bp.register_blueprint(reference.bp)
 bp.register_blueprint(original.bp)
-BLUEPRINTS = (bp, reference.bp, original.bp)  # the API's blueprint and each family's
+bp.register_blueprint(openai.bp)
+BLUEPRINTS = (bp, reference.bp, original.bp, openai.bp)  # the API's blueprint and each family's
 
 
 def init_app(app: Flask) -> None:
     """Serve every API family on ``app``."""
     app.register_blueprint(bp)
     original.init_app(app, f"{bp.name}.{original.bp.name}")
+    openai.init_app(app, f"{bp.name}.{openai.bp.name}")

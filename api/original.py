@@ -41,7 +41,7 @@ from jobs import (
     TIMED_OUT,
 )
 from models import Account, Job
-from operations import GRID, IMAGE, TEXT, Operation
+from operations import GRID, IMAGE, TEXT, Operation, Route
 
 FAMILY = ORIGINAL
 bp = Blueprint("original", __name__)
@@ -74,9 +74,10 @@ def _originals(spellings: Mapping[str, str]) -> dict[str, str]:
     return {camel: snake for snake, camel in spellings.items()}
 
 
-def original_spelling(operation: Operation) -> type[Schema]:
-    """``operation``'s body schema with the field names original clients send (for the OpenAPI document)."""
-    body, original = operation.original.body, _originals(operation.original.spellings)
+def original_spelling(operation: Operation, route: Route | None = None) -> type[Schema]:
+    """The body schema (``route``'s, if given) with the field names original clients send (for the docs)."""
+    spelled = route or operation.original
+    body, original = spelled.body, _originals(spelled.spellings)
     respelled = {}
     for name, field in body._declared_fields.items():
         respelled[name] = copy.copy(field)
@@ -108,11 +109,11 @@ def unify(
 _bodies: dict[type[Schema], Schema] = {}
 
 
-def load(operation: Operation, body: Any) -> tuple[dict[str, Any], str]:
-    """Validate an original route's body: the data ``jobs.create`` takes, and the job's origin."""
+def load(operation: Operation, body: Any, route: Route | None = None) -> tuple[dict[str, Any], str]:
+    """Validate an original route's body (or ``route``'s): the data ``jobs.create`` takes, and the origin."""
     shared = request.endpoint == f"{request.blueprint}.{shared_endpoint(operation)}"
-    schema = _bodies.setdefault(operation.original.body, operation.original.body())
-    spellings = operation.original.spellings
+    spelled = route or operation.original
+    schema, spellings = _bodies.setdefault(spelled.body, spelled.body()), spelled.spellings
     if not isinstance(body, Mapping):
         return schemas.load(schema, body), ORIGINAL  # schemas.load refuses anything but a JSON object
     # On the shared paths a body with any original spelling comes from an original client, and its
@@ -122,19 +123,30 @@ def load(operation: Operation, body: Any) -> tuple[dict[str, Any], str]:
     return schemas.load(schema, unified, names=names), ORIGINAL if original else REFERENCE
 
 
-def create_view(operation: Operation, *, shared: bool) -> Callable[[], tuple[Response, int]]:
-    """The view of ``operation`` on the original API's routes (``shared``: on the paths of both APIs)."""
+def create_view(
+    operation: Operation, *, shared: bool, route: Route | None = None
+) -> Callable[[], tuple[Response, int]]:
+    """``operation``'s view on original routes (``shared``: paths of both APIs; ``route``: another one)."""
 
     def create() -> tuple[Response, int]:
-        data, origin = load(operation, json_body())
+        data, origin = load(operation, json_body(), route)
         job = jobs.create(g.account, operation, data, origin=origin)
         if shared:
             return jsonify(success=True, job=schemas.dump_job(job), task_id=str(job.id)), 202
         return jsonify(task_id=str(job.id)), 200
 
+    if route is not None:
+        create.__name__ = route_endpoint(operation, route)
+        create.__doc__ = (route.summary or operation.summary) + "."
+        return create
     create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
     create.__doc__ = (operation.original.summary or operation.summary) + "."
     return idempotent(create)
+
+
+def route_endpoint(operation: Operation, route: Route) -> str:
+    """The endpoint of one of ``operation``'s other original routes."""
+    return f"{operation.endpoint}_{route.endpoint}"
 
 
 def shared_endpoint(operation: Operation) -> str:
@@ -150,6 +162,9 @@ for _operation in operations.OPERATIONS:
             _view = create_view(_operation, shared=_shared)
             for _path in _paths:
                 bp.add_url_rule(_path, _view.__name__, _view, methods=["POST"])
+    for _route in _operation.original.routes:
+        _view = create_view(_operation, shared=False, route=_route)
+        bp.add_url_rule(_route.path, _view.__name__, _view, methods=["POST"])
 
 
 @bp.post("/fetch")
@@ -218,7 +233,8 @@ class TaskSchema(schemas.ResponseSchema):
         metadata={
             "type": "string",
             "description": "imagine, reroll, variation, blend, describe, seed, upscale#1 to upscale#4, "
-            "upscale-subtle, upscale-creative or upscale-highres.",
+            "upscale-subtle, upscale-creative, upscale-highres, pan-up (-down, -left, -right), "
+            "outpaint-<zoom ratio>, inpaint, shorten or faceswap.",
         },
     )
     status = fields.Function(
@@ -238,7 +254,15 @@ class TaskSchema(schemas.ResponseSchema):
     )
     content = fields.Function(
         lambda job: job.descriptions if _made(job, TEXT) else None,
-        metadata={"type": "array", "items": {"type": "string"}, "description": "Describe's four prompts."},
+        metadata={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Describe's four prompts, or shorten's five shorter prompts.",
+        },
+    )
+    tokens = fields.Function(
+        lambda job: job.tokens if _made(job, TEXT) else None,
+        metadata={**schemas.TOKENS, "description": "Shorten: each word of the prompt and its importance."},
     )
     seed = fields.Function(
         lambda job: None if job.seed is None else str(job.seed),

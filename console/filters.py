@@ -81,10 +81,16 @@ def job_title(job: Job) -> str:
         return f"{label} {urlsplit(params['image_url']).path.rsplit('/', 1)[-1] or params['image_url']}"
     if params.get("image_urls"):
         return f"{label} of {len(params['image_urls'])} images"
-    if job.index and job.parent_id:
+    if params.get("upload"):
+        return f"{label} of an uploaded image"
+    if params.get("direction"):
+        label = f"{label} {params['direction']}"
+    if params.get("zoom_ratio"):
+        label = f"{label} {params['zoom_ratio']:g}×"
+    if job.parent_id:
         parent = job.parent
         source = f": {job_title(parent)}" if parent is not None else ""
-        return f"{label} of image {job.index}{source}"
+        return f"{label} of image {job.index}{source}" if job.index else f"{label}{source}"
     return label
 
 
@@ -127,6 +133,7 @@ def _globals() -> dict[str, Any]:
         "active_statuses": ACTIVE,
         "grid_types": operations.with_result(operations.GRID),
         "grid_actions": operations.actions(),
+        "image_actions": operations.actions(operations.IMAGE),
         "costs": operations.costs(),
         "nav": NAV,
     }

@@ -153,6 +153,31 @@ class PickForm(ConsoleForm):
         return PICKS[self.action.data]
 
 
+# The buttons under one image: each action's letter and a button's number (P1 pans left, Z3 makes square ...).
+IMAGE_ACTIONS = {
+    f"{op.action.letter}{number}": (op, button)
+    for op in operations.actions(operations.IMAGE)
+    for number, button in enumerate(op.action.buttons, 1)
+}
+
+
+class ImageActionForm(ConsoleForm):
+    """The buttons under one image (pan, zoom out, vary region), and the mask painted for vary region."""
+
+    action = StringField(
+        validators=[AnyOf(list(IMAGE_ACTIONS), message=f"Pick one of {', '.join(IMAGE_ACTIONS)}.")]
+    )
+    mask = HiddenField(validators=[Optional(), Length(max=schemas.MAX_MASK_LENGTH)])
+
+    def payload(self, job_id: str) -> tuple[Operation, dict[str, Any]]:
+        """The pressed button's operation, and the request body it sends for image ``job_id``."""
+        operation, button = IMAGE_ACTIONS[self.action.data]
+        body = {"jobId": job_id, **button.fields}
+        if operation.action.painted:
+            body["mask"] = self.mask.data or ""
+        return operation, body
+
+
 class PlanForm(ConsoleForm):
     """Switch to another plan."""
 
@@ -261,6 +286,49 @@ class BlendForm(PlaygroundForm):
     def payload(self) -> dict[str, Any]:
         """The request body the API would get."""
         return {"imageUrls": self.urls()}
+
+
+class ShortenForm(PlaygroundForm):
+    """Five shorter prompts: the fields of POST /v1/shorten."""
+
+    request = schemas.ShortenRequest
+    icon = "text"
+    prompt = TextAreaField(
+        "Prompt",
+        validators=[DataRequired("Enter the prompt to shorten."), Length(max=schemas.MAX_PROMPT_LENGTH)],
+        description="You get five shorter prompts, and how much each word matters.",
+        render_kw={"rows": 3, "placeholder": "a very beautiful and highly detailed painting of a lighthouse"},
+    )
+
+    def payload(self) -> dict[str, Any]:
+        """The request body the API would get."""
+        return {"prompt": self.prompt.data}
+
+
+URL_LENGTH = Length(max=schemas.MAX_URL_LENGTH)
+
+
+class FaceSwapForm(PlaygroundForm):
+    """The face of one image on another: the fields of POST /v1/faceswap."""
+
+    request = schemas.FaceSwapRequest
+    icon = "images"
+    target_image_url = URLField(
+        "Target image URL",
+        validators=[DataRequired("Enter the URL of the image to change."), URL_LENGTH],
+        description="The photo whose face is replaced.",
+        render_kw={"placeholder": "https://example.com/portrait.jpg"},
+    )
+    swap_image_url = URLField(
+        "Face image URL",
+        validators=[DataRequired("Enter the URL of the image with the face."), URL_LENGTH],
+        description="The photo the face is taken from.",
+        render_kw={"placeholder": "https://example.com/face.jpg"},
+    )
+
+    def payload(self) -> dict[str, Any]:
+        """The request body the API would get."""
+        return {"targetImageUrl": self.target_image_url.data, "swapImageUrl": self.swap_image_url.data}
 
 
 class JobFilterForm(ConsoleForm):

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 import jobs
 import schemas
 from console.blueprints import console_bp as bp
-from console.forms import ConfirmForm, JobFilterForm, PickForm
+from console.forms import ConfirmForm, ImageActionForm, JobFilterForm, PickForm
 from console.pages import page_number
 from errors import ApiError
 from models import Job
@@ -40,8 +40,8 @@ def find_job(job_id: str) -> Job:
 
 
 def job_forms() -> dict[str, Any]:
-    """The forms a job's panel shows: U/V buttons and cancel."""
-    return {"pick_form": PickForm(), "cancel_form": ConfirmForm()}
+    """The forms a job's panel shows: U/V buttons, the buttons under one image, and cancel."""
+    return {"pick_form": PickForm(), "image_form": ImageActionForm(), "cancel_form": ConfirmForm()}
 
 
 @bp.get("/jobs")
@@ -120,6 +120,23 @@ def pick(job_id: str) -> Response:
         flash(exc.message, "error")
         return redirect(url_for("console.job_page", job_id=parent.id))
     flash(f"{form.action.data}: {operation.name} of image {index} started.", "success")
+    return redirect(url_for("console.job_page", job_id=job.id))
+
+
+@bp.post("/jobs/<job_id>/act")
+def act(job_id: str) -> Response:
+    """Pan, zoom out or vary a region of one image (as POST /v1/pan, /v1/zoom, /v1/inpaint)."""
+    parent = find_job(job_id)
+    form = ImageActionForm()
+    if not form.validate_on_submit():
+        abort(400, " ".join(sum(form.errors.values(), [])) or "Pick one of the buttons.")
+    operation, body = form.payload(str(parent.id))
+    try:
+        job = submit(operation, body)
+    except ApiError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("console.job_page", job_id=parent.id))
+    flash(f"{operation.label} started.", "success")
     return redirect(url_for("console.job_page", job_id=job.id))
 
 

@@ -28,6 +28,8 @@ FORM_FIELDS = {
     "stylize": "stylize",
     "imageUrl": "image_url",
     "imageUrls": "image_urls",
+    "targetImageUrl": "target_image_url",
+    "swapImageUrl": "swap_image_url",
 }
 RECENT = 6
 

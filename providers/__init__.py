@@ -278,9 +278,12 @@ class Providers:
                 instances[name] = create(name, config, variable)
         self.default = instances[config["PROVIDER"]]
         self.by_operation = {operation: instances[chosen[operation]] for operation in OPERATIONS}
+        self.by_name = instances
 
-    def for_operation(self, operation: str) -> Provider:
-        """The provider that handles ``operation``."""
+    def for_operation(self, operation: str, chosen: str | None = None) -> Provider:
+        """The provider that handles ``operation``: the configured one named ``chosen``, else its own."""
+        if chosen and chosen in self.by_name:
+            return self.by_name[chosen]
         return self.by_operation[operation]
 
     def supports(self, operation: str) -> bool:

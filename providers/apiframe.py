@@ -1,7 +1,8 @@
 """An upstream apiframe.ai account (API v1), registered as ``apiframe``.
 
 So an operator can put their own keys, credits and limits in front of a paid account. Tasks are
-created with /imagine, /upscale-1x, /variations, /describe and /blend and polled with POST /fetch.
+created with /imagine, /upscale-1x, /variations, /describe, /blend, /pan, /outpaint, /inpaint, /shorten
+and /faceswap, and polled with POST /fetch.
 The upstream API takes image URLs, not pixels: describe and blend pass on the URLs the user gave
 (the gateway has already fetched and checked them). Upscale and variation need the upstream task id
 of the parent; an upscale of a parent made elsewhere is done here with real resampling, and a
@@ -16,16 +17,21 @@ from typing import Any
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
+    InpaintRequest,
     JobContext,
+    OutpaintRequest,
     Provider,
     ProviderError,
     Result,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
     register,
     resample,
 )
+from providers.canvas import mask_base64, shape_of
 from providers.http import Backend, HttpSettings, error_detail, parse_percent
 from providers.prompts import midjourney_prompt, orientation, split_prompts
 
@@ -35,7 +41,9 @@ class ApiframeProvider(Provider):
     """Midjourney through an apiframe.ai account."""
 
     name = "apiframe"
-    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    operations = frozenset(
+        {"imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint", "shorten", "faceswap"}
+    )
     required_settings = ("APIFRAME_URL", "APIFRAME_KEY")
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -109,6 +117,46 @@ class ApiframeProvider(Provider):
             )
         return Result(descriptions=prompts[:4])
 
+    def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
+        """A /pan (with a direction) or /outpaint (with a zoom ratio) task of our own upscale."""
+        parent = self._own_parent(request.parent_provider, request.parent_ref, "pan or zoom out of")
+        if request.direction:
+            body = {"parent_task_id": parent, "direction": request.direction}
+            path = "/pan"
+        else:
+            body = {"parent_task_id": parent, "zoom_ratio": request.zoom or 2}
+            shape = shape_of(request.width, request.height)
+            if shape:
+                body["aspect_ratio"] = shape
+            path = "/outpaint"
+        if request.prompt:
+            body["prompt"] = request.prompt
+        return self._four_images(self._submit(path, body, ctx), ctx)
+
+    def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
+        """An /inpaint task of our own upscale, with the mask as a base64 PNG."""
+        parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of")
+        body = {"parent_task_id": parent, "mask": mask_base64(request.mask)}
+        if request.prompt:
+            body["prompt"] = request.prompt
+        return self._four_images(self._submit("/inpaint", body, ctx), ctx)
+
+    def shorten(self, request: ShortenRequest, ctx: JobContext) -> Result:
+        """A /shorten task: its content is the shorter prompts."""
+        task = self._wait(self._submit("/shorten", {"prompt": request.prompt}, ctx), ctx)
+        content = task.get("content")
+        text = "\n".join(map(str, content)) if isinstance(content, list) else str(content or "")
+        return Result(descriptions=split_prompts(text))
+
+    def faceswap(self, request: FaceSwapRequest, ctx: JobContext) -> Result:
+        """A /faceswap task of the user's image URLs."""
+        if not request.target_url or not request.swap_url:
+            raise ProviderError("The apiframe provider swaps faces by URL, and the URLs are missing.")
+        body = {"target_image_url": request.target_url, "swap_image_url": request.swap_url}
+        task_id = self._submit("/faceswap", body, ctx)
+        task = self._wait(task_id, ctx)
+        return Result(image=self.http.download_image(task.get("image_url"), ctx), ref=task_id)
+
     def check(self) -> str:
         """Read the upstream account."""
         account = self.http.json("GET", "/account", self.http.check_context(), retries=0)
@@ -118,6 +166,15 @@ class ApiframeProvider(Provider):
         return f"account answering; {credits} credits left" if credits is not None else "account answering"
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _own_parent(self, provider: str | None, ref: str | None, doing: str) -> str:
+        """The upstream task id of a parent this provider made, or ProviderError saying it cannot."""
+        if not self.made(provider, ref):
+            raise ProviderError(
+                f"The apiframe provider can only {doing} images it made itself; this image came from "
+                "another provider."
+            )
+        return str(ref)
 
     def _submit(self, path: str, body: dict[str, Any], ctx: JobContext) -> str:
         answer = self.http.json("POST", path, ctx, json=body)

@@ -1,7 +1,10 @@
 """Midjourney through the open-source midjourney-proxy (novicezk), registered as ``midjourney-proxy``.
 
 Tasks are submitted under /mj/submit/ and polled at /mj/task/{id}/fetch; a finished task's
-``imageUrl`` is the 2x2 grid, which the gateway splits into the four tiles. Upscale and variation of
+``imageUrl`` is the 2x2 grid, which the gateway splits into the four tiles. Pan, zoom out and vary
+region press the buttons of an upscale this provider made (/mj/submit/action with the button's
+customId; custom zoom and vary region then fill in /mj/submit/modal, with ``maskBase64`` for a
+region); shorten is /mj/submit/shorten and face swap /mj/insight-face/swap. Upscale and variation of
 a job this provider made use the proxy's /mj/submit/change with the upstream task id. For a parent
 made elsewhere (or one the proxy has forgotten), a variation is an imagine with the tile as image
 prompt, and an upscale is done here with real resampling: the proxy cannot upscale a foreign image.
@@ -9,6 +12,7 @@ prompt, and an upscale is done here with real resampling: the proxy cannot upsca
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,16 +21,21 @@ from PIL import Image
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
+    InpaintRequest,
     JobContext,
+    OutpaintRequest,
     Provider,
     ProviderError,
     Result,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
     register,
     resample,
 )
+from providers.canvas import mask_base64, shape_of
 from providers.http import Backend, HttpSettings, data_url, parse_percent
 from providers.prompts import midjourney_prompt, orientation, split_prompts
 
@@ -34,6 +43,12 @@ ACCEPTED = (1, 21, 22)  # submitted, already exists (that task is used), queued
 NOT_FOUND, VALIDATION_ERROR, QUEUE_FULL, BANNED_PROMPT = 3, 4, 23, 24
 FAILED = ("FAILURE", "CANCEL")
 VARIATION_PROMPT = "a variation of this image"
+# The buttons of an upscaled image, by the start of their customId: Midjourney's pan and zoom out
+# buttons (2x and 1.5x), custom zoom and vary region (both open a modal: /mj/submit/modal).
+PAN = "MJ::JOB::pan_{direction}::"
+ZOOMS = {2.0: "MJ::Outpaint::50::", 1.5: "MJ::Outpaint::75::"}
+CUSTOM_ZOOM, VARY_REGION = "MJ::CustomZoom::", "MJ::Inpaint::"
+_NUMBERED = re.compile(r"[1-9]\ufe0f?\u20e3")
 
 
 class ParentUnavailable(ProviderError):
@@ -45,7 +60,9 @@ class MidjourneyProxyProvider(Provider):
     """Midjourney via a midjourney-proxy server the operator runs."""
 
     name = "midjourney-proxy"
-    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    operations = frozenset(
+        {"imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint", "shorten", "faceswap"}
+    )
     required_settings = ("MJPROXY_URL",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -110,6 +127,47 @@ class MidjourneyProxyProvider(Provider):
             )
         return Result(descriptions=prompts[:4])
 
+    def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
+        """Press pan, zoom out 2x or 1.5x on our own upscale; any other zoom is a custom zoom modal."""
+        parent = self._own_parent(request.parent_provider, request.parent_ref, "pan or zoom out of")
+        shape = shape_of(request.width, request.height)
+        same_shape = shape_of(request.image.width, request.image.height) == shape
+        if request.direction:
+            custom_id = self._button(parent, PAN.format(direction=request.direction), ctx)
+            return self._grid(self._action(parent, custom_id, ctx), ctx)
+        zoom = float(request.zoom or 2)
+        if zoom in ZOOMS and same_shape:
+            return self._grid(self._action(parent, self._button(parent, ZOOMS[zoom], ctx), ctx), ctx)
+        modal = self._action(parent, self._button(parent, CUSTOM_ZOOM, ctx), ctx)
+        prompt = f"{request.prompt or ''} --zoom {zoom:g}" + (f" --ar {shape}" if shape else "")
+        return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt.strip()}, ctx), ctx)
+
+    def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
+        """Press vary region on our own upscale and send the mask to the modal."""
+        parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of")
+        modal = self._action(parent, self._button(parent, VARY_REGION, ctx), ctx)
+        body = {"taskId": modal, "maskBase64": mask_base64(request.mask), "prompt": request.prompt or ""}
+        return self._grid(self._submit("modal", body, ctx), ctx)
+
+    def shorten(self, request: ShortenRequest, ctx: JobContext) -> Result:
+        """Submit /shorten; the shorter prompts are the numbered items of its answer."""
+        task = self._wait(self._submit("shorten", {"prompt": request.prompt}, ctx), ctx)
+        properties = task.get("properties") if isinstance(task.get("properties"), dict) else {}
+        text = str(properties.get("finalPrompt") or task.get("prompt") or "")
+        first = _NUMBERED.search(text)  # the important tokens come before the numbered prompts
+        return Result(descriptions=split_prompts(text[first.start() :] if first else text))
+
+    def faceswap(self, request: FaceSwapRequest, ctx: JobContext) -> Result:
+        """Submit /mj/insight-face/swap with both images; the result is one image."""
+        body = {"sourceBase64": data_url(request.swap), "targetBase64": data_url(request.target)}
+        answer = self.http.json("POST", "/mj/insight-face/swap", ctx, json=body)
+        if not isinstance(answer, dict) or answer.get("code") not in ACCEPTED or not answer.get("result"):
+            detail = self.http.scrub(str((answer or {}).get("description") or "no reason given"))
+            raise ProviderError(f"The midjourney-proxy provider refused the face swap: {detail}")
+        task_id = str(answer["result"])
+        task = self._wait(task_id, ctx)
+        return Result(image=self.http.download_image(task.get("imageUrl"), ctx), ref=task_id)
+
     def check(self) -> str:
         """List the proxy's tasks (which needs the secret)."""
         tasks = self.http.json("GET", "/mj/task/list", self.http.check_context(), retries=0)
@@ -137,6 +195,30 @@ class MidjourneyProxyProvider(Provider):
         if action == "change" and code in (NOT_FOUND, VALIDATION_ERROR):
             raise ParentUnavailable(description)
         raise ProviderError(f"The midjourney-proxy provider refused the task (code {code}): {description}")
+
+    def _own_parent(self, provider: str | None, ref: str | None, doing: str) -> str:
+        """The proxy's task id of a parent this provider made, or ProviderError saying it cannot."""
+        if not self.made(provider, ref):
+            raise ProviderError(
+                f"The midjourney-proxy provider can only {doing} images it made itself; this image came "
+                "from another provider."
+            )
+        return str(ref)
+
+    def _button(self, task_id: str, prefix: str, ctx: JobContext) -> str:
+        """The customId of the parent task's button that starts with ``prefix``."""
+        task = self.http.json("GET", f"/mj/task/{task_id}/fetch", ctx)
+        buttons = task.get("buttons") if isinstance(task, dict) else None
+        for button in buttons if isinstance(buttons, list) else []:
+            custom_id = str(button.get("customId", "")) if isinstance(button, dict) else ""
+            if custom_id.startswith(prefix):
+                return custom_id
+        raise ProviderError(
+            f"The midjourney-proxy provider's task {task_id} has no {prefix.strip(':')} button."
+        )
+
+    def _action(self, task_id: str, custom_id: str, ctx: JobContext) -> str:
+        return self._submit("action", {"taskId": task_id, "customId": custom_id}, ctx)
 
     def _change(self, action: str, task_id: str | None, index: int, ctx: JobContext) -> str:
         return self._submit("change", {"action": action, "index": index, "taskId": task_id}, ctx)

@@ -1,7 +1,9 @@
 """The OpenAI Images API (and servers compatible with it), registered as ``openai``.
 
 imagine -> /images/generations (n=4, or four calls for models that make one image per call);
-variation and blend -> /images/edits, or /images/variations for dall-e-2; describe -> a chat
+variation and blend -> /images/edits, or /images/variations for dall-e-2; pan, zoom out and vary
+region -> /images/edits with a mask (transparent where to paint: the padded canvas's new area, or the
+user's region), the parent's pixels put back unchanged afterwards; describe -> a chat
 completion with the image as an ``image_url`` part; upscale -> done here with real resampling,
 since the API has no upscale endpoint. Both ``b64_json`` and ``url`` answers are handled.
 """
@@ -19,7 +21,9 @@ from providers import (
     BlendRequest,
     DescribeRequest,
     ImagineRequest,
+    InpaintRequest,
     JobContext,
+    OutpaintRequest,
     Provider,
     ProviderError,
     Result,
@@ -29,6 +33,7 @@ from providers import (
     resample,
 )
 from providers.analysis import aspect_ratio
+from providers.canvas import keep_original, padded
 from providers.http import Backend, HttpSettings, HttpStatusError, data_url, png_bytes
 from providers.prompts import split_prompts
 
@@ -45,6 +50,8 @@ BLEND_PROMPT = (
     "Blend these images into one new, coherent image that combines their subjects, shapes, colours "
     "and styles."
 )
+OUTPAINT_PROMPT = "Continue the scene beyond the frame, matching its subject, light, palette and style."
+INPAINT_PROMPT = "Redraw this region so it fits the rest of the image."
 DESCRIBE_PROMPT = (
     "Write four different text-to-image prompts that could have produced this image. Each is one line "
     "of comma-separated phrases: subject, setting, medium, style, lighting, colours and composition. "
@@ -69,7 +76,7 @@ class OpenAIImagesProvider(Provider):
     """Images from the OpenAI Images API or a compatible server."""
 
     name = "openai"
-    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint"})
     required_settings = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -88,8 +95,8 @@ class OpenAIImagesProvider(Provider):
         )
 
     def supports(self, operation: str) -> bool:
-        """dall-e-3 has neither edits nor variations, so it cannot vary or blend."""
-        if operation in ("variation", "blend") and self.model == "dall-e-3":
+        """dall-e-3 has neither edits nor variations, so it cannot vary, blend, pan, zoom or inpaint."""
+        if operation in ("variation", "blend", "outpaint", "inpaint") and self.model == "dall-e-3":
             return False
         return super().supports(operation)
 
@@ -125,6 +132,24 @@ class OpenAIImagesProvider(Provider):
         else:
             images = self._edits(request.images, BLEND_PROMPT, self._shape_size(width, height), ctx)
         return Result(tiles=[imaging.fit(image, width, height) for image in images])
+
+    def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
+        """Masked edits of the padded canvas; the parent's pixels are put back in place."""
+        canvas, mask = padded(request.image, request.pad)
+        images = self._masked_edits(canvas, mask, request.prompt or OUTPAINT_PROMPT, ctx)
+        size = (request.width, request.height)
+        tiles = [keep_original(image, request.image, request.pad) for image in images]
+        return Result(
+            tiles=[
+                tile if tile.size == size else tile.resize(size, Image.Resampling.LANCZOS) for tile in tiles
+            ]
+        )
+
+    def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
+        """Masked edits of the image; outside the mask the pixels stay as they were."""
+        image, mask = request.image.convert("RGB"), request.mask.convert("L")
+        images = self._masked_edits(image, mask, request.prompt or INPAINT_PROMPT, ctx)
+        return Result(tiles=[Image.composite(edit.resize(image.size), image, mask) for edit in images])
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
         """Real resampling here: the Images API has no upscale."""
@@ -231,6 +256,26 @@ class OpenAIImagesProvider(Provider):
         return self._in_batches(
             ctx, lambda n: self._post("/images/edits", ctx, data={**fields, "n": str(n)}, files=files)
         )
+
+    def _masked_edits(
+        self, image: Image.Image, mask: Image.Image, prompt: str, ctx: JobContext
+    ) -> list[Image.Image]:
+        """Four edits of ``image`` where ``mask`` is white, at the model's size, back at the image's size."""
+        width, height = (int(side) for side in self._shape_size(*image.size).split("x"))
+        alpha = Image.eval(
+            mask.convert("L").resize((width, height), Image.Resampling.NEAREST), lambda v: 255 - v
+        )
+        stencil = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS).convert("RGBA")
+        stencil.putalpha(alpha)  # the API paints where the mask is transparent
+        files = [
+            ("image", ("image.png", png_bytes(image.convert("RGB").resize((width, height))), "image/png")),
+            ("mask", ("mask.png", png_bytes(stencil), "image/png")),
+        ]
+        fields = {"model": self.model, "prompt": prompt, "size": f"{width}x{height}", **self._format()}
+        images = self._in_batches(
+            ctx, lambda n: self._post("/images/edits", ctx, data={**fields, "n": str(n)}, files=files)
+        )
+        return [edit.convert("RGB").resize(image.size, Image.Resampling.LANCZOS) for edit in images]
 
     def _variations(self, source: Image.Image, ctx: JobContext) -> list[Image.Image]:
         square = imaging.fit(source, 1024, 1024)

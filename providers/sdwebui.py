@@ -1,7 +1,9 @@
 """AUTOMATIC1111 / Forge / SD.Next, started with ``--api``: the ``/sdapi/v1`` endpoints.
 
 imagine -> txt2img with batch_size 4; variation -> img2img of the chosen tile; blend -> img2img of an
-even mix of the inputs; upscale -> extra-single-image; describe -> interrogate (clip, and deepdanbooru
+even mix of the inputs; pan and zoom out -> img2img inpainting of the padded canvas, masked white where
+it is new; vary region -> img2img inpainting with the user's mask (the pixels outside a mask are put
+back as they were); upscale -> extra-single-image; describe -> interrogate (clip, and deepdanbooru
 when the server has it) made into four prompts. Progress comes from /progress while a generation
 runs; a cancelled or timed-out job interrupts the server's current generation.
 """
@@ -20,8 +22,10 @@ from providers import (
     BlendRequest,
     DescribeRequest,
     ImagineRequest,
+    InpaintRequest,
     JobAborted,
     JobContext,
+    OutpaintRequest,
     Provider,
     ProviderError,
     Result,
@@ -30,11 +34,13 @@ from providers import (
     register,
 )
 from providers.analysis import aspect_ratio
+from providers.canvas import keep_original, padded
 from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_base64, scaled
 
 log = logging.getLogger(__name__)
 
 BATCH = 4
+INPAINT_NEW, INPAINT_REGION = 1.0, 0.75  # denoising: the new area of a pan or zoom; a region to vary
 INTERRUPT_SECONDS = 5.0
 PROGRESS_TIMEOUT = 5.0  # a progress read may not hold up noticing a cancel for longer
 # Added to a prompt so that the four describe answers differ even when the server has little to say.
@@ -56,7 +62,7 @@ class SdWebUIProvider(Provider):
     """Stable Diffusion on the operator's own GPU, through the AUTOMATIC1111 API."""
 
     name = "sdwebui"
-    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe"})
+    operations = frozenset({"imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint"})
     required_settings = ("SDWEBUI_URL",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -97,6 +103,25 @@ class SdWebUIProvider(Provider):
             init_images=[png_base64(mixed)], denoising_strength=float(self.config["SDWEBUI_BLEND_STRENGTH"])
         )
         return self._generate("img2img", payload, ctx, (width, height))
+
+    def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
+        """Inpaint the new area of the padded canvas; the parent's pixels are put back unchanged."""
+        canvas, mask = padded(request.image, request.pad)
+        result = self._inpaint(canvas, mask, request.prompt, request.seed, INPAINT_NEW, ctx)
+        tiles = [keep_original(tile, request.image, request.pad) for tile in result.tiles]
+        size = (request.width, request.height)
+        result.tiles = [
+            tile if tile.size == size else tile.resize(size, Image.Resampling.LANCZOS) for tile in tiles
+        ]
+        return result
+
+    def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
+        """Inpaint where the mask is white; outside it, the pixels stay as they were."""
+        image = request.image.convert("RGB")
+        result = self._inpaint(image, request.mask, request.prompt, request.seed, INPAINT_REGION, ctx)
+        mask = request.mask.convert("L")
+        result.tiles = [Image.composite(tile.resize(image.size), image, mask) for tile in result.tiles]
+        return result
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
         """The server's upscaler, by ``request.factor``."""
@@ -175,6 +200,28 @@ class SdWebUIProvider(Provider):
             raise
         tiles = self._tiles(self.http.field(body, "images"), size)
         return Result(tiles=tiles, seed=_seed(body.get("info")))
+
+    def _inpaint(
+        self,
+        image: Image.Image,
+        mask: Image.Image,
+        prompt: str | None,
+        seed: int | None,
+        strength: float,
+        ctx: JobContext,
+    ) -> Result:
+        """img2img inpainting of ``image`` where ``mask`` is white, four times, at a multiple of 8."""
+        width, height = _multiple_of_8(image.size)
+        payload = self._generation(prompt or "", width, height, seed)
+        payload.update(
+            init_images=[png_base64(image.resize((width, height)))],
+            mask=png_base64(mask.convert("L").resize((width, height), Image.Resampling.NEAREST)),
+            denoising_strength=strength,
+            inpainting_fill=1,  # start from the original (the canvas's stretched edges)
+            inpaint_full_res=False,
+            mask_blur=8,
+        )
+        return self._generate("img2img", payload, ctx, (width, height))
 
     def _report_progress(self, ctx: JobContext) -> None:
         try:

@@ -144,6 +144,82 @@
     );
   }
 
+  /* ---- vary region: paint the mask with a brush over the image, post it as a PNG data URL ---- */
+  function openMaskEditor(form, button) {
+    var editor = form.querySelector("[data-mask-editor]");
+    var panel = form.closest(".job-panel") || document;
+    var image = panel.querySelector("[data-result-image]");
+    if (!editor || !image) { return; }
+    var canvas = editor.querySelector("[data-mask-canvas]");
+    var width = image.naturalWidth, height = image.naturalHeight;
+    var mask = document.createElement("canvas");  // the mask itself: black, white where painted
+    mask.width = canvas.width = width;
+    mask.height = canvas.height = height;
+    var paint = mask.getContext("2d"), view = canvas.getContext("2d");
+    paint.fillStyle = "#000";
+    paint.fillRect(0, 0, width, height);
+    var painted = false, last = null;
+    var submit = editor.querySelector("[data-mask-submit]");
+    function redraw() {
+      view.clearRect(0, 0, width, height);
+      view.drawImage(image, 0, 0, width, height);
+      view.globalAlpha = 0.5;
+      view.globalCompositeOperation = "screen";
+      view.drawImage(mask, 0, 0);
+      view.globalAlpha = 1;
+      view.globalCompositeOperation = "source-over";
+    }
+    function at(event) {
+      var box = canvas.getBoundingClientRect();
+      return { x: (event.clientX - box.left) * width / box.width, y: (event.clientY - box.top) * height / box.height };
+    }
+    function stroke(point) {
+      var brush = Number(editor.querySelector("[data-mask-brush]").value) * width / canvas.getBoundingClientRect().width;
+      paint.strokeStyle = paint.fillStyle = "#fff";
+      paint.lineWidth = brush;
+      paint.lineCap = paint.lineJoin = "round";
+      paint.beginPath();
+      paint.moveTo((last || point).x, (last || point).y);
+      paint.lineTo(point.x + 0.01, point.y);
+      paint.stroke();
+      last = point;
+      painted = true;
+      submit.disabled = false;
+      redraw();
+    }
+    canvas.onpointerdown = function (event) { canvas.setPointerCapture(event.pointerId); last = null; stroke(at(event)); };
+    canvas.onpointermove = function (event) { if (event.buttons & 1) { stroke(at(event)); } };
+    canvas.onpointerup = function () { last = null; };
+    editor.querySelector("[data-mask-clear]").onclick = function () {
+      paint.fillStyle = "#000";
+      paint.fillRect(0, 0, width, height);
+      painted = false;
+      submit.disabled = true;
+      redraw();
+    };
+    editor.querySelector("[data-mask-cancel]").onclick = function () { editor.hidden = true; };
+    submit.onclick = function () {
+      if (!painted) { return; }
+      form.querySelector("input[name=mask]").value = mask.toDataURL("image/png");
+      var action = document.createElement("input");
+      action.type = "hidden";
+      action.name = "action";
+      action.value = button.value;
+      form.appendChild(action);
+      form.submit();
+    };
+    editor.hidden = false;
+    redraw();
+    canvas.scrollIntoView({ block: "nearest" });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-paint-mask]");
+    if (!button) { return; }
+    event.preventDefault();
+    openMaskEditor(button.form, button);
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     var shell = document.querySelector("[data-live-url]");
     if (shell) { window.setTimeout(function () { poll(shell.dataset.liveUrl); }, POLL_MS); }

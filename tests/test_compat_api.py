@@ -390,7 +390,7 @@ def test_strong_variations_stray_further_than_subtle_ones(original, grid, upscal
         spread[strength] = sum(difference(original.image(url), source) for url in task["image_urls"]) / 4
     assert spread["subtle"] < spread["strong"]
     response = original.post("/variations", {"parent_task_id": grid["task_id"], "index": "strong"})
-    needs = "a strong variation needs an upscale, upscale-alt or upscale-highres job"
+    needs = "a strong variation needs an upscale, upscale-alt, upscale-highres or faceswap job"
     refused(response, 400, "VALIDATION_ERROR", needs)
 
 

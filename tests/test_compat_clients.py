@@ -8,16 +8,36 @@ older ``ApiframeClient``, which sends ``Authorization: <key>`` and returns the J
 
 from __future__ import annotations
 
+import base64
+import io
 import time
+from pathlib import Path
 
 import pytest
+import requests
+import skimage.data
 from apiframe import Apiframe, ApiframeError, AuthenticationError
 from apiframe_python import ApiframeClient
+from PIL import Image, ImageOps
 
 import accounts
 from conftest import image_bytes
 
 POLL = 0.1  # seconds between polls (the clients' default is 3)
+PHOTOS = Path(skimage.data.__file__).parent
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_at(url: str) -> Image.Image:
+    """One of the live server's images, decoded."""
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, url
+    return Image.open(io.BytesIO(response.content))
 
 
 @pytest.fixture
@@ -192,3 +212,111 @@ def test_the_older_client_reads_our_errors(server):
     assert answer["errors"][0]["msg"].startswith("The 'aspect_ratio' field must be one of: 1:1, 16:9")
     answer = client.upscale_alt("a1b2c3d4-e5f6-7890-abcd-ef1234567890", "subtle")
     assert answer["errors"] == [{"msg": "Job a1b2c3d4-e5f6-7890-abcd-ef1234567890 was not found."}]
+
+
+# ---- pan, zoom out, vary region, shorten, face swap and the SDK's legacy routes -------------------
+
+
+@pytest.fixture
+def photos(files) -> dict[str, str]:
+    """Photographs on the loopback file server: a small one to upscale, a face, another face, none."""
+    with Image.open(PHOTOS / "coffee.png") as coffee:
+        small = coffee.convert("RGB").resize((240, 160), Image.Resampling.LANCZOS)
+    astronaut = Image.open(PHOTOS / "astronaut.png").convert("RGB")
+    return {
+        "small": files.add("/small.png", png(small)),
+        "astronaut": files.add("/astronaut.png", png(astronaut)),
+        "other": files.add("/other.png", png(ImageOps.mirror(astronaut))),
+        "chelsea": files.add("/chelsea.png", (PHOTOS / "chelsea.png").read_bytes()),
+    }
+
+
+def mask_of(size: tuple[int, int]) -> str:
+    """A base64 PNG mask of ``size``, white (repaint) in its middle."""
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4))
+    return base64.b64encode(png(mask)).decode()
+
+
+def test_the_official_sdk_pans_zooms_inpaints_shortens_swaps_faces_and_its_legacy_routes(server, photos):
+    app, url, key = server
+    client = Apiframe(api_key=key, base_url=url)
+    midjourney, tasks = client.midjourney, client.tasks
+
+    def wait(created: dict) -> dict:
+        return tasks.wait_for(created["id"], interval=POLL, timeout=90)
+
+    grid = wait(
+        midjourney.imagine({"prompt": "a lighthouse at dusk", "aspect_ratio": "1:1", "quality": 0.25})
+    )
+    legacy_upscale = wait(midjourney.upscale({"taskId": grid["id"], "index": 3}))
+    assert legacy_upscale["status"] == "completed" and legacy_upscale["task_type"] == "upscale#3"
+    vary = wait(midjourney.vary({"taskId": grid["id"], "index": 2, "strength": 80}))
+    assert vary["task_type"] == "variation" and len(vary["image_urls"]) == 4
+
+    parent = wait(midjourney.upscale_highres({"image_url": photos["small"], "type": "2x"}))  # 480x320
+    pan = wait(midjourney.pan({"parent_task_id": parent["id"], "direction": "left"}))
+    assert pan["status"] == "completed" and pan["task_type"] == "pan-left" and len(pan["image_urls"]) == 4
+    assert image_at(pan["image_urls"][0]).size == (720, 320)
+    outpaint = wait(
+        midjourney.outpaint({"parent_task_id": parent["id"], "zoom_ratio": 2, "prompt": "a harbour"})
+    )
+    assert outpaint["task_type"] == "outpaint-2" and image_at(outpaint["image_urls"][1]).size == (
+        480,
+        320,
+    )
+    zoom = wait(midjourney.zoom({"taskId": parent["id"], "zoom": 1}))
+    assert zoom["task_type"] == "outpaint-1" and image_at(zoom["image_urls"][2]).size == (480, 480)
+    inpaint = wait(
+        midjourney.inpaint({"parent_task_id": parent["id"], "mask": mask_of((480, 320)), "prompt": "a boat"})
+    )
+    assert inpaint["task_type"] == "inpaint" and len(inpaint["image_urls"]) == 4
+
+    shorten = wait(
+        midjourney.shorten({"prompt": "a very beautiful and highly detailed painting of a red fox"})
+    )
+    assert shorten["task_type"] == "shorten" and len(shorten["content"]) == 5
+    assert "fox" in [word for word, _ in shorten["tokens"]]
+    swapped = wait(
+        midjourney.face_swap({"target_image_url": photos["astronaut"], "swap_image_url": photos["other"]})
+    )
+    assert swapped["task_type"] == "faceswap" and image_at(swapped["image_url"]).size == (512, 512)
+
+    no_face = midjourney.face_swap(
+        {"target_image_url": photos["astronaut"], "swap_image_url": photos["chelsea"]}
+    )
+    with pytest.raises(Exception, match="No face was found in the swap image") as failed:
+        wait(no_face)
+    assert failed.value.task_details["status"] == "failed"
+    spent = 16 + 4 + 16 + 4 + 16 * 4 + 4 + 4
+    assert tasks.get_account_info()["credits"] == 5000 - spent  # the failed face swap was refunded
+
+
+def test_the_older_client_pans_zooms_inpaints_and_swaps_faces(server, photos):
+    app, url, key = server
+    client = ApiframeClient(key)
+    client.base_url = url
+    made = requests.post(
+        f"{url}/upscale-highres",
+        json={"image_url": photos["small"], "type": "2x"},
+        headers={"Authorization": key},
+        timeout=10,
+    )  # this client cannot upscale a URL
+    parent = finished(client, made.json()["task_id"])
+    assert parent["status"] == "finished"
+    pan = finished(client, client.pan(parent["task_id"], "down", prompt="a sandy beach")["task_id"])
+    assert pan["task_type"] == "pan-down" and image_at(pan["image_urls"][0]).size == (480, 480)
+    outpaint = finished(client, client.outpaint(parent["task_id"], "1.5")["task_id"])  # aspect_ratio 1:1
+    assert outpaint["task_type"] == "outpaint-1.5" and image_at(outpaint["image_urls"][0]).size == (
+        480,
+        480,
+    )
+    inpaint = finished(client, client.inpaint(parent["task_id"], mask_of((480, 320)), "a gull")["task_id"])
+    assert inpaint["status"] == "finished" and len(inpaint["image_urls"]) == 4
+    swap = finished(client, client.faceswap(photos["astronaut"], photos["other"])["task_id"])
+    assert swap["status"] == "finished" and swap["task_type"] == "faceswap"
+    wrong = client.inpaint(parent["task_id"], mask_of((100, 100)))
+    assert wrong["errors"][0]["msg"] == ("The 'mask' field must be the image's size, 480x320; it is 100x100.")
+    assert client.pan(parent["task_id"], "diagonal")["errors"][0]["msg"].startswith(
+        "The 'direction' field must be one of: up, down, left, right."
+    )

@@ -435,9 +435,8 @@ def test_picking_from_an_unfinished_or_wrong_job_is_explained(member, app):
     wait_for(app, described["id"])
     response = console.post(f"/console/jobs/{described['id']}/pick", {"action": "U1"})
     assert response.status_code == 302
-    assert "is a describe job; upscale needs an imagine, variation, blend or reroll job." in text(
-        console.get(response.headers["Location"])
-    )
+    needs = "upscale needs an imagine, variation, blend, reroll, pan, zoom or inpaint job."
+    assert f"is a describe job; {needs}" in text(console.get(response.headers["Location"]))
     job = api_post(console, key, "/v1/imagine", {"prompt": "x"})
     wait_for(app, job["id"])
     assert console.post(f"/console/jobs/{job['id']}/pick", {"action": "U9"}).status_code == 400
@@ -579,3 +578,32 @@ def test_a_grid_offers_every_action_on_each_of_its_images(member, app):
     for operation in actions:
         for n in range(1, 5):
             assert f'value="{operation.action.letter}{n}"' in page
+
+
+def test_an_upscaled_image_offers_its_actions_and_explains_a_bad_mask(member, app):
+    actions = operations.actions(operations.IMAGE)
+    assert {op.name for op in actions} == {"pan", "zoom", "inpaint"}
+    console, _, key = member
+    grid = api_post(console, key, "/v1/imagine", {"prompt": "a lighthouse", "quality": 0.25})["id"]
+    wait_for(app, grid)
+    upscale = api_post(console, key, "/v1/upscale", {"jobId": grid, "index": 1})["id"]
+    wait_for(app, upscale)
+    page = text(console.get(f"/console/jobs/{upscale}"))
+    for operation in actions:
+        for number, button in enumerate(operation.action.buttons, 1):
+            assert f'value="{operation.action.letter}{number}"' in page and button.text in page
+    assert 'value="U1"' not in page  # an upscaled image has no tiles to pick
+    act, page_path = f"/console/jobs/{upscale}/act", f"/console/jobs/{upscale}"
+    assert console.post(act, {"action": "Q9"}, page=page_path).status_code == 400
+    region = next(f"{op.action.letter}1" for op in actions if op.action.painted)
+    response = console.post(act, {"action": region, "mask": "not base64!"}, page=page_path)
+    assert response.status_code == 302
+    shown = text(console.get(response.headers["Location"]))
+    assert "The 'mask' field must be a base64-encoded PNG image." in shown
+    pan = next(f"{op.action.letter}2" for op in actions if op.name == "pan")  # the second: right
+    response = console.post(act, {"action": pan}, page=page_path)
+    assert response.status_code == 302
+    job_id = response.headers["Location"].rsplit("/", 1)[-1]
+    with app.app_context():
+        job = Job.get_by_id(job_id)
+        assert job.type == "pan" and job.params == {"direction": "right"} and str(job.parent_id) == upscale

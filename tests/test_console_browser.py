@@ -6,16 +6,19 @@ Screenshots of the main pages are saved under test-artifacts/screenshots/.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+import skimage.data
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.servers import ROOT, Server, cli, environment, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
+PHOTOS = Path(skimage.data.__file__).parent
 # What Chromium needs on this offline machine (root, no sandbox, no network beyond loopback).
 CHROMIUM_ARGS = [
     "--headless",
@@ -284,3 +287,74 @@ def test_dashboard_usage_plans_docs_and_errors(server, page, context):
         screenshot(small, "mobile-dashboard")
     finally:
         phone.close()
+
+
+def api_job(server: Server, key: str, path: str, body: dict) -> dict:
+    """Submit a job through the API and wait for it to succeed."""
+    headers = {"X-API-Key": key}
+    job = requests.post(f"{server.url}{path}", json=body, headers=headers, timeout=10).json()["job"]
+    deadline = time.monotonic() + JOB_TIMEOUT / 1000
+    while job["status"] not in ("succeeded", "failed", "timed_out", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+        job = requests.get(f"{server.url}/v1/jobs/{job['id']}", headers=headers, timeout=10).json()["job"]
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def test_pan_zoom_and_vary_region_with_a_painted_mask_then_shorten_and_face_swap(server, page, files):
+    """On an upscaled image: pan left, then paint a region and vary it; the playground shortens and swaps."""
+    key = account_with_password(server, "painter@example.com", plan="scale")
+    grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
+    upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
+    log_in(page, server, "painter@example.com")
+    page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
+    expect_finished_with_image(page)
+    for text in ("⬅", "➡", "⬆", "⬇", "Zoom Out 1.5×", "Zoom Out 2×", "Make Square", "Vary Region"):
+        expect(page.get_by_role("button", name=text, exact=True)).to_be_visible()
+    screenshot(page, "job-upscale-actions")
+
+    page.get_by_role("button", name="⬅", exact=True).click()
+    expect(page.get_by_text("Pan started.")).to_be_visible()
+    expect_finished_with_image(page)
+    width = page.locator(".job-panel img[data-result-image]").evaluate("img => img.naturalWidth")
+    assert width == 2 * 1536  # the grid of four 1536x1024 images: half as wide again
+    screenshot(page, "job-pan")
+
+    page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
+    expect_finished_with_image(page)
+    page.get_by_role("button", name="Vary Region", exact=True).click()
+    canvas = page.locator("canvas[data-mask-canvas]")
+    expect(canvas).to_be_visible()
+    expect(page.get_by_role("button", name="Vary this region")).to_be_disabled()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)
+    page.mouse.down()
+    for step in range(1, 11):
+        x, y = box["x"] + box["width"] * (0.3 + 0.04 * step), box["y"] + box["height"] * 0.5
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+    screenshot(page, "vary-region-mask", full_page=False)
+    page.get_by_role("button", name="Vary this region").click()
+    expect(page.get_by_text("Vary region started.")).to_be_visible()
+    expect_finished_with_image(page)
+    inpaint_id = page.url.rsplit("/", 1)[-1]
+    job = requests.get(f"{server.url}/v1/jobs/{inpaint_id}", headers={"X-API-Key": key}, timeout=10).json()
+    assert job["job"]["type"] == "inpaint" and job["job"]["parentJobId"] == upscaled["id"]
+    screenshot(page, "job-vary-region")
+
+    go(page, "Playground")
+    page.get_by_role("link", name="Shorten").click()
+    page.get_by_label("Prompt").fill("a very beautiful and highly detailed oil painting of a lighthouse")
+    page.get_by_role("button", name="Shorten", exact=True).click()
+    expect(page.locator("[data-descriptions] li")).to_have_count(5, timeout=JOB_TIMEOUT)
+    expect(page.locator("[data-tokens] .token", has_text="lighthouse")).to_be_visible()
+    screenshot(page, "playground-shorten")
+
+    face = files.add("/astronaut.png", (PHOTOS / "astronaut.png").read_bytes())
+    page.get_by_role("link", name="Faceswap").click()
+    page.get_by_label("Target image URL").fill(face)
+    page.get_by_label("Face image URL").fill(face)
+    page.get_by_role("button", name="Faceswap", exact=True).click()
+    expect_finished_with_image(page)
+    screenshot(page, "playground-faceswap")

@@ -28,6 +28,12 @@ def test_costs_match_the_reference():
         "upscale-alt": 4,
         "upscale-highres": 4,
         "seed": 0,
+        # pan, zoom out, vary region, shorten and face swap
+        "pan": 16,
+        "zoom": 16,
+        "inpaint": 16,
+        "shorten": 4,
+        "faceswap": 4,
     }
 
 

@@ -37,6 +37,9 @@ def test_every_family_that_declares_an_operation_routes_it(app, operation):
             assert rules.get(path) == {f"api.original.{operation.endpoint}"}, path
         for path in operation.original.shared:
             assert rules.get(path) == {f"api.original.{operation.endpoint}_shared"}, path
+        for route in operation.original.routes:
+            endpoint = f"api.original.{operation.endpoint}_{route.endpoint}"
+            assert rules.get(route.path) == {endpoint}, route.path
 
 
 @pytest.mark.parametrize("operation", operations.OPERATIONS, ids=lambda op: op.name)
@@ -45,6 +48,7 @@ def test_every_operation_is_in_the_openapi_document_and_priced_in_the_docs(clien
     paths = (f"/v1/{operation.name}", *operation.aliases)
     if operation.original:
         paths += operation.original.paths + operation.original.shared
+        paths += tuple(route.path for route in operation.original.routes)
     for path in paths:
         assert "post" in document["paths"][path], path
     page = html.unescape(client.get("/docs").get_data(as_text=True))
@@ -88,6 +92,7 @@ def test_the_readme_prices_every_operation_as_the_registry_does():
         paths = [f"/v1/{operation.name}"]
         if operation.original:
             paths += operation.original.paths + operation.original.shared
+            paths += [route.path for route in operation.original.routes]
         for path in paths:
             rows = [line for line in readme.splitlines() if line.startswith(f"| `POST {path}` |")]
             assert rows, f"the README has no row for POST {path}"

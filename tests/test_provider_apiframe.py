@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 
 import pytest
@@ -12,9 +14,13 @@ from fakes.apiframe import FakeApiframe
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
+    InpaintRequest,
     JobCancelled,
+    OutpaintRequest,
     ProviderError,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
     create,
@@ -176,3 +182,74 @@ def test_cancel_stops_polling(af):
 def test_check_reads_the_account(af):
     assert make(af).check() == "account answering; 1200 credits left"
     assert af.calls("/account")[0].headers["Authorization"] == KEY
+
+
+def upscaled(provider) -> dict:
+    """An upscale made upstream: the parent fields of a pan, zoom or inpaint request."""
+    parent = imagine(provider)
+    tile = Image.new("RGB", (80, 60))
+    made = {"parent_ref": parent.ref, "parent_provider": "apiframe"}
+    result = provider.run("upscale", UpscaleRequest(image=tile, index=1, **made), Ctx())
+    return {"parent_ref": result.ref, "parent_provider": "apiframe"}
+
+
+def test_pan_zoom_and_inpaint_send_the_upscale_task_and_their_fields(af):
+    provider = make(af)
+    parent = upscaled(provider)
+    image = Image.new("RGB", (160, 120))
+    pan = provider.run(
+        "outpaint",
+        OutpaintRequest(image=image, pad=(80, 0, 0, 0), width=240, height=120, direction="left", **parent),
+        Ctx(),
+    )
+    assert af.calls("/pan")[0].json == {"parent_task_id": parent["parent_ref"], "direction": "left"}
+    assert len(pan.tiles) == 4 and pan.ref
+    zoom = OutpaintRequest(
+        image=image, pad=(80, 60, 80, 60), width=160, height=120, zoom=2, prompt="a bay", **parent
+    )
+    provider.run("outpaint", zoom, Ctx())
+    assert af.calls("/outpaint")[0].json == {
+        "parent_task_id": parent["parent_ref"],
+        "zoom_ratio": 2,
+        "aspect_ratio": "4:3",
+        "prompt": "a bay",
+    }
+    mask = Image.new("L", (160, 120), 0)
+    mask.paste(255, (40, 30, 120, 90))
+    provider.run("inpaint", InpaintRequest(image=image, mask=mask, prompt="a kite", **parent), Ctx())
+    sent = af.calls("/inpaint")[0].json
+    assert sent["parent_task_id"] == parent["parent_ref"] and sent["prompt"] == "a kite"
+    decoded = Image.open(io.BytesIO(base64.b64decode(sent["mask"])))
+    assert decoded.size == (160, 120) and decoded.getpixel((80, 60)) == 255 and decoded.getpixel((0, 0)) == 0
+
+
+def test_pan_of_an_image_made_elsewhere_fails_saying_so(af):
+    provider = make(af)
+    request = OutpaintRequest(
+        image=Image.new("RGB", (8, 8)), pad=(0, 4, 0, 0), width=8, height=12, direction="up"
+    )
+    with pytest.raises(ProviderError, match="can only pan or zoom out of images it made itself"):
+        provider.run("outpaint", request, Ctx())
+    assert af.calls("/pan") == []
+
+
+def test_shorten_and_faceswap(af):
+    provider = make(af)
+    shortened = provider.run("shorten", ShortenRequest(prompt="a red fox in a snowy forest"), Ctx())
+    assert shortened.descriptions == [
+        "red fox, snowy forest",
+        "red fox in snow",
+        "fox, deep snow",
+        "red fox",
+        "fox",
+    ]
+    face = Image.new("RGB", (8, 8))
+    request = FaceSwapRequest(
+        target=face, swap=face, target_url="https://example.com/t.png", swap_url="https://example.com/s.png"
+    )
+    swapped = provider.run("faceswap", request, Ctx())
+    assert af.calls("/faceswap")[0].json == {
+        "target_image_url": "https://example.com/t.png",
+        "swap_image_url": "https://example.com/s.png",
+    }
+    assert swapped.image.size == (160, 120)

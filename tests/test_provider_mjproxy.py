@@ -13,9 +13,13 @@ from fakes.mjproxy import FakeMidjourneyProxy
 from providers import (
     BlendRequest,
     DescribeRequest,
+    FaceSwapRequest,
     ImagineRequest,
+    InpaintRequest,
     JobCancelled,
+    OutpaintRequest,
     ProviderError,
+    ShortenRequest,
     UpscaleRequest,
     VariationRequest,
     create,
@@ -208,3 +212,82 @@ def test_cancel_stops_polling_promptly(mj):
 def test_check_lists_tasks(mj):
     assert make(mj).check() == "answering; 0 task(s) known"
     assert mj.calls("/mj/task/list")[0].headers["mj-api-secret"] == SECRET
+
+
+def upscaled(provider) -> dict:
+    """An upscale made on the proxy: the parent fields of a pan, zoom or vary region request."""
+    grid = imagine(provider)
+    result = provider.run(
+        "upscale",
+        UpscaleRequest(
+            image=Image.new("RGB", (96, 64)), index=2, parent_ref=grid.ref, parent_provider="midjourney-proxy"
+        ),
+        Ctx(),
+    )
+    return {"parent_ref": result.ref, "parent_provider": "midjourney-proxy"}
+
+
+def test_pan_and_zoom_press_the_upscales_buttons(mj):
+    provider = make(mj)
+    parent = upscaled(provider)
+    image = Image.new("RGB", (192, 128))
+    ref = parent["parent_ref"]
+    pan = OutpaintRequest(image=image, pad=(96, 0, 0, 0), width=288, height=128, direction="left", **parent)
+    assert provider.run("outpaint", pan, Ctx()).grid.size == (192, 128)
+    zoom = OutpaintRequest(image=image, pad=(96, 64, 96, 64), width=192, height=128, zoom=2, **parent)
+    provider.run("outpaint", zoom, Ctx())
+    pressed = [call.json for call in mj.calls("/mj/submit/action")]
+    assert pressed == [
+        {"taskId": ref, "customId": f"MJ::JOB::pan_left::1::hash-{ref}::SOLO"},
+        {"taskId": ref, "customId": f"MJ::Outpaint::50::1::hash-{ref}::SOLO"},
+    ]
+    square = OutpaintRequest(
+        image=image, pad=(0, 32, 0, 32), width=192, height=192, zoom=1, prompt="a bay", **parent
+    )
+    provider.run("outpaint", square, Ctx())
+    assert mj.calls("/mj/submit/action")[-1].json["customId"] == f"MJ::CustomZoom::hash-{ref}"
+    (modal,) = mj.calls("/mj/submit/modal")
+    assert modal.json["prompt"] == "a bay --zoom 1 --ar 1:1"
+
+
+def test_vary_region_sends_the_mask_to_the_modal(mj):
+    provider = make(mj)
+    parent = upscaled(provider)
+    mask = Image.new("L", (192, 128), 0)
+    mask.paste(255, (40, 30, 120, 90))
+    result = provider.run(
+        "inpaint",
+        InpaintRequest(image=Image.new("RGB", (192, 128)), mask=mask, prompt="a kite", **parent),
+        Ctx(),
+    )
+    assert result.grid is not None
+    (modal,) = mj.calls("/mj/submit/modal")
+    sent = decode_image(modal.json["maskBase64"])
+    assert sent.size == (192, 128) and sent.getpixel((80, 60)) == (255, 255, 255)
+    assert modal.json["prompt"] == "a kite"
+
+
+def test_pan_of_an_image_made_elsewhere_fails_without_calling_the_proxy(mj):
+    request = OutpaintRequest(
+        image=Image.new("RGB", (8, 8)), pad=(0, 4, 0, 0), width=8, height=12, direction="up"
+    )
+    with pytest.raises(ProviderError, match="can only pan or zoom out of images it made itself"):
+        make(mj).run("outpaint", request, Ctx())
+    assert mj.calls("/mj/submit/action") == []
+
+
+def test_shorten_and_face_swap(mj):
+    provider = make(mj)
+    shortened = provider.run("shorten", ShortenRequest(prompt="a red fox in deep snow, winter forest"), Ctx())
+    assert shortened.descriptions == [
+        "red fox in deep snow, winter forest",
+        "red fox in deep snow",
+        "red fox, snow",
+        "red fox",
+        "fox",
+    ]
+    face = Image.new("RGB", (16, 16), (200, 150, 120))
+    swapped = provider.run("faceswap", FaceSwapRequest(target=face, swap=face), Ctx())
+    (call,) = mj.calls("/mj/insight-face/swap")
+    assert decode_image(call.json["targetBase64"]).size == (16, 16)
+    assert swapped.image.size == (192, 128)

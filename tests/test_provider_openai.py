@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -14,6 +15,8 @@ from providers import (
     BlendRequest,
     DescribeRequest,
     ImagineRequest,
+    InpaintRequest,
+    OutpaintRequest,
     ProviderError,
     UpscaleRequest,
     VariationRequest,
@@ -202,3 +205,47 @@ def test_a_retried_edit_sends_its_images_again(oa):
     first, second = oa.calls("/v1/images/edits")
     assert first.files == second.files and first.form == second.form and len(second.files) == 1
     assert second.headers["Authorization"] == f"Bearer {KEY}"
+
+
+def structured(size: tuple[int, int]) -> Image.Image:
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image.paste((200, 40, 40), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+    return image
+
+
+def test_pan_is_a_masked_edit_of_the_padded_canvas_that_keeps_the_parent(oa):
+    image = structured((512, 512))
+    request = OutpaintRequest(image=image, pad=(256, 0, 0, 0), width=768, height=512, direction="left")
+    result = make(oa, OPENAI_IMAGE_MODEL="gpt-image-1").run("outpaint", request, Ctx())
+    call = oa.calls("/v1/images/edits")[0]
+    assert call.form["size"] == "1536x1024"
+    files = dict(call.files)
+    mask = Image.open(io.BytesIO(files["mask"]))
+    assert (
+        mask.size == (1536, 1024)
+        and mask.getpixel((100, 500))[3] == 0
+        and mask.getpixel((1000, 500))[3] == 255
+    )
+    assert [tile.size for tile in result.tiles] == [(768, 512)] * 4
+    for tile in result.tiles:
+        assert tile.crop((256, 0, 768, 512)).tobytes() == image.tobytes()
+
+
+def test_vary_region_is_a_masked_edit_that_keeps_the_rest(oa):
+    image = structured((256, 256))
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    result = make(oa, OPENAI_IMAGE_MODEL="dall-e-2").run(
+        "inpaint", InpaintRequest(image=image, mask=mask), Ctx()
+    )
+    files = dict(oa.calls("/v1/images/edits")[0].files)
+    stencil = Image.open(io.BytesIO(files["mask"]))
+    assert stencil.getpixel((512, 512))[3] == 0 and stencil.getpixel((10, 10))[3] == 255
+    for tile in result.tiles:
+        assert tile.getpixel((5, 5)) == image.getpixel((5, 5))
+        assert tile.getpixel((128, 128)) != image.getpixel((128, 128))
+
+
+def test_dall_e_3_cannot_pan_or_inpaint(oa):
+    provider = make(oa, OPENAI_IMAGE_MODEL="dall-e-3")
+    assert not provider.supports("outpaint") and not provider.supports("inpaint")

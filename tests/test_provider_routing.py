@@ -104,6 +104,24 @@ def test_an_operation_the_provider_cannot_do_is_refused_before_credits_are_taken
     assert balance(api) == before and oa.calls() == []
 
 
+def test_shorten_and_face_swap_are_refused_where_the_provider_cannot_do_them(settings, oa, request):
+    settings.update(PROVIDER="openai", OPENAI_BASE_URL=oa.url + "/v1", OPENAI_API_KEY=oa.key)
+    api = request.getfixturevalue("api")
+    before = balance(api)
+    urls = {"targetImageUrl": "https://example.com/a.png", "swapImageUrl": "https://example.com/b.png"}
+    for path, body, operation in (
+        ("/v1/shorten", {"prompt": "a fox"}, "shorten"),
+        ("/v1/faceswap", urls, "faceswap"),
+        ("/shorten", {"prompt": "a fox"}, "shorten"),
+    ):
+        response = api.post(path, json=body)
+        assert response.status_code == 400
+        message = response.get_json()["error"]["message"]
+        assert f"The configured provider (openai) cannot do {operation} jobs" in message
+        assert f"APIFRAME_PROVIDER_{operation.upper()}" in message
+    assert balance(api) == before and oa.calls() == []
+
+
 def test_routed_operations_reach_their_provider_through_the_api(settings, oa, files, request):
     settings.update(QUICK, PROVIDER_DESCRIBE="openai", OPENAI_BASE_URL=oa.url + "/v1", OPENAI_API_KEY=oa.key)
     api = request.getfixturevalue("api")

@@ -15,7 +15,9 @@ from providers import (
     BlendRequest,
     DescribeRequest,
     ImagineRequest,
+    InpaintRequest,
     JobCancelled,
+    OutpaintRequest,
     ProviderError,
     UpscaleRequest,
     VariationRequest,
@@ -205,3 +207,45 @@ def test_check_lists_the_models_and_knows_a_missing_one(sd):
     assert sd.calls("/sdapi/v1/sd-models")
     with pytest.raises(ProviderError, match="no model called 'sdxl'"):
         make(sd, SDWEBUI_MODEL="sdxl").check()
+
+
+def photo_like(size: tuple[int, int]) -> Image.Image:
+    """A picture with structure (a gradient and a square), so kept pixels can be compared."""
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image.paste((200, 40, 40), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+    return image
+
+
+def test_pan_inpaints_the_new_area_of_the_padded_canvas_and_keeps_the_parent(sd):
+    image = photo_like((128, 96))
+    request = OutpaintRequest(
+        image=image, pad=(64, 0, 0, 0), width=192, height=96, prompt="a shore", direction="left"
+    )
+    result = make(sd).run("outpaint", request, Ctx())
+    (call,) = sd.calls("/sdapi/v1/img2img")
+    assert (call.json["width"], call.json["height"]) == (192, 96) and call.json["prompt"] == "a shore"
+    mask = decode_image(call.json["mask"])
+    assert mask.getpixel((10, 50)) == (255, 255, 255) and mask.getpixel((100, 50)) == (0, 0, 0)
+    assert [tile.size for tile in result.tiles] == [(192, 96)] * 4
+    for tile in result.tiles:
+        assert tile.crop((64, 0, 192, 96)).tobytes() == image.tobytes()
+
+
+def test_zoom_out_shrinks_the_canvas_back_to_the_parents_size(sd):
+    image = photo_like((128, 96))
+    request = OutpaintRequest(image=image, pad=(64, 48, 64, 48), width=128, height=96, zoom=2)
+    result = make(sd).run("outpaint", request, Ctx())
+    assert sd.calls("/sdapi/v1/img2img")[0].json["width"] == 256
+    assert [tile.size for tile in result.tiles] == [(128, 96)] * 4
+
+
+def test_vary_region_keeps_the_pixels_outside_the_mask(sd):
+    image = photo_like((128, 96))
+    mask = Image.new("L", (128, 96), 0)
+    mask.paste(255, (32, 24, 96, 72))
+    result = make(sd).run("inpaint", InpaintRequest(image=image, mask=mask, prompt="a kite"), Ctx())
+    (call,) = sd.calls("/sdapi/v1/img2img")
+    assert decode_image(call.json["mask"]).getpixel((64, 48)) == (255, 255, 255)
+    for tile in result.tiles:
+        assert tile.getpixel((5, 5)) == image.getpixel((5, 5))
+        assert tile.getpixel((64, 48)) != image.getpixel((64, 48))

@@ -1,7 +1,14 @@
-"""A fake apiframe.ai v1 API: its create routes, POST /fetch and GET /account."""
+"""A fake apiframe.ai v1 API: its create routes, POST /fetch and GET /account.
+
+The pan, outpaint, inpaint, shorten and faceswap routes follow docs.apiframe.ai's api-endpoints pages:
+pan and outpaint take an upscale's ``parent_task_id`` (with ``direction``; ``zoom_ratio`` 1 to 2 and
+``aspect_ratio``), inpaint its ``mask`` as base64; shorten's task has ``content``, a list of prompts.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import uuid
 from typing import Any
@@ -14,6 +21,7 @@ DESCRIPTIONS = [
     "3️⃣ watercolor painting of a red fox, loose brushwork --ar 1:1",
     "4️⃣ cinematic still of a fox crossing a frozen clearing --ar 1:1",
 ]
+SHORTER = ["1️⃣ red fox, snowy forest", "2️⃣ red fox in snow", "3️⃣ fox, deep snow", "4️⃣ red fox", "5️⃣ fox"]
 TILE = (80, 60)
 COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 
@@ -95,6 +103,48 @@ class FakeApiframe(FakeBackend):
             return _errors(400, "image_urls must hold 2 to 5 URLs")
         return self._task("blend")
 
+    def _upscale(self, body: dict[str, Any]) -> Reply | None:
+        parent = self.tasks.get(str(body.get("parent_task_id")))
+        if parent is None or not parent["task_type"].startswith("upscale"):
+            return _errors(400, "parent_task_id must be an upscale task")
+        return None
+
+    def _create_pan(self, body: dict[str, Any]) -> Reply:
+        if body.get("direction") not in ("up", "down", "left", "right"):
+            return _errors(400, "direction must be up, down, left or right")
+        return self._upscale(body) or self._task(f"pan-{body['direction']}", prompt=body.get("prompt"))
+
+    def _create_outpaint(self, body: dict[str, Any]) -> Reply:
+        try:
+            ratio = float(body.get("zoom_ratio"))
+        except (TypeError, ValueError):
+            ratio = 0
+        if not 1 <= ratio <= 2:
+            return _errors(400, "zoom_ratio must be between 1 and 2")
+        if body.get("aspect_ratio") not in (None, "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"):
+            return _errors(400, "invalid aspect_ratio")
+        return self._upscale(body) or self._task(f"outpaint-{ratio:g}")
+
+    def _create_inpaint(self, body: dict[str, Any]) -> Reply:
+        try:
+            mask = base64.b64decode(str(body.get("mask", "")), validate=True)
+        except (binascii.Error, ValueError):
+            mask = b""
+        if not mask.startswith(b"\x89PNG"):
+            return _errors(400, "mask must be a base64 PNG")
+        return self._upscale(body) or self._task("inpaint", prompt=body.get("prompt"))
+
+    def _create_shorten(self, body: dict[str, Any]) -> Reply:
+        if not body.get("prompt"):
+            return _errors(400, "prompt is required")
+        return self._task("shorten")
+
+    def _create_faceswap(self, body: dict[str, Any]) -> Reply:
+        urls = (body.get("target_image_url"), body.get("swap_image_url"))
+        if not all(str(url or "").startswith("http") for url in urls):
+            return _errors(400, "target_image_url and swap_image_url must be URLs")
+        return self._task("faceswap")
+
     def _fetch(self, task_id: str) -> Reply:
         task = self.tasks.get(task_id)
         if task is None:
@@ -112,7 +162,9 @@ class FakeApiframe(FakeBackend):
 
     def _result(self, task: dict[str, Any]) -> dict[str, Any]:
         number = next(self.counter)
-        if task["task_type"].startswith("upscale"):
+        if task["task_type"] == "shorten":
+            return {"content": SHORTER, "full_content": "## Important tokens\nfox, snow"}
+        if task["task_type"].startswith("upscale") or task["task_type"] == "faceswap":
             return {"image_url": self.serve_image(f"/cdn/{number}-up.png", png((TILE[0] * 2, TILE[1] * 2)))}
         if task["task_type"] == "describe":
             return {"content": DESCRIPTIONS}

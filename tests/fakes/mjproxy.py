@@ -1,4 +1,10 @@
-"""A fake midjourney-proxy (novicezk): /mj/submit/*, /mj/task/{id}/fetch, /mj/task/list."""
+"""A fake midjourney-proxy (novicezk): /mj/submit/*, /mj/task/{id}/fetch, /mj/task/list.
+
+As the proxy does, an upscale's task lists Midjourney's ``buttons``; /mj/submit/action presses one by
+``customId`` (custom zoom and vary region answer code 21 and wait for /mj/submit/modal, which takes
+the ``prompt`` and, for a region, ``maskBase64``); /mj/submit/shorten answers the important tokens
+then five numbered prompts; /mj/insight-face/swap takes ``sourceBase64`` and ``targetBase64``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,26 @@ DESCRIBED = (
     "3️⃣ watercolor painting of a red fox, loose brushwork --ar 1:1\n\n"
     "4️⃣ cinematic still of a fox crossing a frozen clearing --ar 1:1"
 )
+SHORTENED = (
+    "**IMPORTANT TOKENS**\nred fox, snow\n\n**SHORTENED PROMPTS**\n"
+    "1️⃣ red fox in deep snow, winter forest\n\n2️⃣ red fox in deep snow\n\n3️⃣ red fox, snow\n\n"
+    "4️⃣ red fox\n\n5️⃣ fox"
+)
 TILE = (96, 64)
+MODAL_BUTTONS = ("MJ::CustomZoom::", "MJ::Inpaint::")
+
+
+def upscale_buttons(hash_: str) -> list[dict[str, Any]]:
+    """The buttons Midjourney puts under an upscaled image, as the proxy lists them."""
+    ids = [
+        f"MJ::JOB::variation::1::{hash_}::SOLO",
+        f"MJ::Inpaint::1::{hash_}::SOLO",
+        f"MJ::Outpaint::50::1::{hash_}::SOLO",
+        f"MJ::Outpaint::75::1::{hash_}::SOLO",
+        f"MJ::CustomZoom::{hash_}",
+        *(f"MJ::JOB::pan_{d}::1::{hash_}::SOLO" for d in ("left", "right", "up", "down")),
+    ]
+    return [{"customId": custom_id, "emoji": "", "label": "", "type": 2, "style": 2} for custom_id in ids]
 
 
 class FakeMidjourneyProxy(FakeBackend):
@@ -35,6 +60,8 @@ class FakeMidjourneyProxy(FakeBackend):
             return Reply(401, {"code": 401, "description": "unauthorized"})
         if request.method == "POST" and request.path.startswith("/mj/submit/"):
             return self._submit(request.path.removeprefix("/mj/submit/"), request.json or {})
+        if (request.method, request.path) == ("POST", "/mj/insight-face/swap"):
+            return self._submit("swap_face", request.json or {})
         if request.method == "GET" and request.path == "/mj/task/list":
             return Reply(200, list(self.tasks.values()))
         if (
@@ -56,7 +83,13 @@ class FakeMidjourneyProxy(FakeBackend):
         refusal = checked(body)
         if refusal is not None:
             return Reply(200, refusal)
+        if action == "modal":
+            task = self.tasks[str(body["taskId"])]
+            task.update(status="NOT_START", prompt=body.get("prompt"), mask=body.get("maskBase64"))
+            return Reply(200, {"code": 1, "description": "提交成功", "result": task["id"], "properties": {}})
         task_action = body.get("action", action.upper())
+        if action == "action":
+            task_action = "UPSCALE" if "::upsample::" in body["customId"] else "ACTION"
         task_id = str(next(self.ids))
         self.tasks[task_id] = {
             "id": task_id,
@@ -70,6 +103,13 @@ class FakeMidjourneyProxy(FakeBackend):
             "failReason": None,
             "properties": {},
         }
+        if action == "action":
+            self.tasks[task_id]["customId"] = body["customId"]
+            if body["customId"].startswith(MODAL_BUTTONS):  # waits for its modal: code 21
+                self.tasks[task_id]["status"] = "MODAL"
+                return Reply(
+                    200, {"code": 21, "description": "窗口等待", "result": task_id, "properties": {}}
+                )
         code = self.submit_code or 1  # 21: already exists, 22: queued; both name a task to follow
         return Reply(200, {"code": code, "description": "提交成功", "result": task_id, "properties": {}})
 
@@ -94,6 +134,30 @@ class FakeMidjourneyProxy(FakeBackend):
             return {"code": 3, "description": "关联任务不存在或已失效"}
         if target["status"] != "SUCCESS" or target["action"] not in ("IMAGINE", "VARIATION", "BLEND"):
             return {"code": 4, "description": "关联任务状态错误"}
+        return None
+
+    def _check_action(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        target = self.tasks.get(str(body.get("taskId")))
+        if target is None:
+            return {"code": 3, "description": "关联任务不存在或已失效"}
+        if body.get("customId") not in [button["customId"] for button in target.get("buttons", [])]:
+            return {"code": 4, "description": "customId参数错误"}
+        return None
+
+    def _check_modal(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        task = self.tasks.get(str(body.get("taskId")))
+        if task is None or task["status"] != "MODAL":
+            return {"code": 3, "description": "关联任务不存在或已失效"}
+        if task["customId"].startswith("MJ::Inpaint::"):
+            decode_image("data:image/png;base64," + str(body.get("maskBase64", "")))
+        return None
+
+    def _check_shorten(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return None if body.get("prompt") else {"code": 4, "description": "prompt不能为空"}
+
+    def _check_swap_face(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        for key in ("sourceBase64", "targetBase64"):
+            decode_image(str(body.get(key, "")))
         return None
 
     def _check_describe(self, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -126,8 +190,11 @@ class FakeMidjourneyProxy(FakeBackend):
 
     def _finish(self, task: dict[str, Any]) -> None:
         path = f"/attachments/{task['id']}.png"
-        if task["action"] == "UPSCALE":
+        if task["action"] in ("UPSCALE", "SWAP_FACE"):
             self.serve_image(path, png((TILE[0] * 2, TILE[1] * 2), (120, 30, 200)))
+            task["buttons"] = upscale_buttons(f"hash-{task['id']}")
+        elif task["action"] == "SHORTEN":
+            task.update(prompt=SHORTENED, promptEn=SHORTENED, properties={"finalPrompt": SHORTENED})
         elif task["action"] == "DESCRIBE":
             self.serve_image(path, png(TILE))
             task.update(prompt=DESCRIBED, promptEn=DESCRIBED, properties={"finalPrompt": DESCRIBED})

@@ -90,6 +90,11 @@ class FakeOpenAI(FakeBackend):
             return _error(400, "Missing required parameter: 'image'.")
         for _name, data in request.files:
             Image.open(io.BytesIO(data)).verify()
+        files = dict(request.files)
+        if "mask" in files:  # a PNG with an alpha channel, the image's size: transparent = paint here
+            mask = Image.open(io.BytesIO(files["mask"]))
+            if mask.mode != "RGBA" or mask.size != Image.open(io.BytesIO(files["image"])).size:
+                return _error(400, "Invalid mask: it must be a PNG with transparency, the size of the image.")
         model, n, size = form.get("model", "dall-e-2"), int(form.get("n", 1)), form.get("size", "1024x1024")
         refused = self._check(model, n, size, form.get("response_format"), form.get("prompt", ""))
         return refused or self._answer(model, n, size, form.get("response_format"))

@@ -97,6 +97,10 @@ class FakeSdWebUI(FakeBackend):
         body = request.json or {}
         if not body.get("init_images"):
             return Reply(404, {"detail": "Init image not found"})
+        if body.get("mask") is not None:  # inpainting: the mask is an image like the init image
+            mask = decode_image(body["mask"])
+            if mask.size != decode_image(body["init_images"][0]).size:
+                return Reply(422, {"detail": "mask and init image differ in size"})
         return self._generate(body, decode_image(body["init_images"][0]))
 
     def _extras(self, request: Recorded) -> Reply:

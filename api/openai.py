@@ -1,0 +1,471 @@
+"""The OpenAI Images API: /v1/images/generations, /edits and /variations, and /v1/models.
+
+Every OpenAI client and chat UI (the ``openai`` SDKs, Open WebUI, LibreChat) can use the service as
+its image backend. Each endpoint maps onto the operation whose registry entry declares it (``openai``
+on the entry); this module translates the fields, accepts ordinary jobs through ``jobs.create`` (so
+credits, the ledger, limits, GET /v1/jobs and the console see them), waits for them as OpenAI's API
+does (waits.py), and answers with their images in OpenAI's shape. Errors on these routes are
+rendered as OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from marshmallow import fields
+from PIL import Image
+
+import errors
+import imaging
+import jobs
+import operations
+import schemas
+import storage
+import uploads
+from api.body import json_body
+from errors import ApiError, validation_error
+from idempotency import idempotent
+from models import Job
+from operations import Operation
+from providers import configured as configured_providers
+from waits import Busy, waits
+from waits import init_app as waits_init
+
+FAMILY = jobs.REFERENCE  # the jobs are the reference's: no webhook, shown as /v1 jobs
+bp = Blueprint("openai", __name__)
+
+IMAGES_PER_JOB = 4  # a job makes a grid of four
+MAX_IMAGES = 10
+BUSY_RETRY_AFTER = 5  # seconds a client is told to wait when every waiting slot is taken
+
+# OpenAI's size -> our aspect ratio and quality (a tile's long side: 1024 px at 1, 512 at 0.25).
+SIZES: dict[str, tuple[str, float]] = {
+    "256x256": ("1:1", 0.25),
+    "512x512": ("1:1", 0.25),
+    "1024x1024": ("1:1", 1),
+    "1792x1024": ("16:9", 1),
+    "1024x1792": ("9:16", 1),
+    "1536x1024": ("4:3", 1),
+    "1024x1536": ("3:4", 1),
+}
+AUTO = "auto"  # generations: 1024x1024; edits and variations: the aspect ratio nearest the image's
+# OpenAI's quality: low and medium make smaller images; the others keep the size's.
+QUALITIES = {"low": 0.25, "medium": 0.5, "standard": None, "hd": None, "high": None, AUTO: None}
+STYLES = {"natural": "raw", "vivid": None}  # OpenAI's style -> ours (vivid: the default look)
+RESPONSE_FORMATS = ("url", "b64_json")
+# OpenAI's own image models: a client that names one gets the configured providers.
+OPENAI_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
+EDIT_WITHOUT_OPERATION = "Edits with a mask need an operation that repaints a region; this server has none."
+
+
+# ---- requests --------------------------------------------------------------------------------------
+
+
+class FormInteger(fields.Integer):
+    """A whole number, as JSON sends it or as a multipart form's text."""
+
+    default_error_messages = {**schemas.MESSAGES, "invalid": "must be a whole number."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise self.make_error("invalid")
+        return int(value)
+
+
+def _choice(choices: tuple[str, ...], default: str | None) -> schemas.Choice:
+    return schemas.Choice(load_default=default, validate=schemas.one_of(choices))
+
+
+_FILE = {"type": "string", "format": "binary"}
+
+
+class VariationForm(schemas.RequestSchema):
+    """POST /v1/images/variations (multipart/form-data)."""
+
+    image = fields.Raw(load_default=None, metadata={**_FILE, "description": "The image (PNG, JPEG, WebP)."})
+    model = schemas.Choice(load_default=None, metadata={"description": "A model of GET /v1/models."})
+    n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
+    size = _choice((AUTO, *SIZES), AUTO)
+    response_format = _choice(RESPONSE_FORMATS, "url")
+    user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
+
+
+class EditForm(VariationForm):
+    """POST /v1/images/edits (multipart/form-data)."""
+
+    mask = fields.Raw(load_default=None, metadata={**_FILE, "description": "PNG: transparent = change."})
+    prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
+    quality = _choice(tuple(QUALITIES), AUTO)
+
+
+class GenerationRequest(schemas.RequestSchema):
+    """POST /v1/images/generations (JSON)."""
+
+    prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
+    model = schemas.Choice(load_default=None, metadata={"description": "A model of GET /v1/models."})
+    n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
+    size = _choice((AUTO, *SIZES), AUTO)
+    quality = _choice(tuple(QUALITIES), AUTO)
+    style = _choice(tuple(STYLES), None)
+    response_format = _choice(RESPONSE_FORMATS, "url")
+    user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
+
+
+class ImageObject(schemas.ResponseSchema):
+    """One image of an answer: its URL or its bytes, and the prompt it was made from."""
+
+    url = fields.String(metadata={"format": "uri"})
+    b64_json = fields.String(metadata={"description": "The image file, base64-encoded."})
+    revised_prompt = fields.String(allow_none=True)
+
+
+class ImagesResponse(schemas.ResponseSchema):
+    """What the images endpoints answer."""
+
+    created = fields.Integer(metadata={"description": "Unix seconds."})
+    data = fields.List(fields.Nested(ImageObject))
+
+
+class ModelObject(schemas.ResponseSchema):
+    """A model: one of the configured providers."""
+
+    id = fields.String()
+    object = fields.String(metadata={"enum": ["model"]})
+    created = fields.Integer()
+    owned_by = fields.String()
+
+
+class ModelList(schemas.ResponseSchema):
+    """GET /v1/models."""
+
+    object = fields.String(metadata={"enum": ["list"]})
+    data = fields.List(fields.Nested(ModelObject))
+
+
+_generation, _edit, _variation = GenerationRequest(), EditForm(), VariationForm()
+
+
+def _load(schema: schemas.RequestSchema, body: Any) -> dict[str, Any]:
+    data = schemas.load(schema, body)
+    data["provider"] = _provider(data.pop("model"))
+    return data
+
+
+def _provider(model: str | None) -> str | None:
+    """The configured provider a model names (None: the configured one for each operation), else 400."""
+    if model is None or model in OPENAI_MODELS:
+        return None
+    if model in model_ids():
+        return model
+    raise validation_error(
+        f"The 'model' field must be one of: {', '.join(model_ids() + OPENAI_MODELS)}.", {"model": [model]}
+    )
+
+
+def _form() -> dict[str, Any]:
+    """A multipart request's text fields (each given once)."""
+    if request.mimetype != "multipart/form-data":
+        raise validation_error(
+            "The request must be multipart/form-data, with the image as a file.", {"image": []}
+        )
+    return {key: request.form.get(key) for key in request.form}
+
+
+def _files(field: str) -> list[Any]:
+    """The files sent as ``field`` or ``field[]`` (the SDK's spelling for several)."""
+    return [file for name in (field, f"{field}[]") for file in request.files.getlist(name)]
+
+
+def _upload(field: str, size: str, quality: str = AUTO) -> dict[str, Any]:
+    """Store the one image sent as ``field``, fitted to ``size``: what its jobs keep of it."""
+    sent = _files(field)
+    if not sent:
+        raise validation_error(f"The '{field}' field is required: send the image as a file.", {field: []})
+    if len(sent) > 1:
+        raise validation_error(
+            f"The '{field}' field takes one image here; {len(sent)} were sent.", {field: []}
+        )
+    try:
+        image = uploads.decode(sent[0].read())
+    except uploads.UploadError as exc:
+        raise validation_error(f"The '{field}' file is not usable: {exc}.", {field: []}) from None
+    aspect_ratio, scale = _shape(size, image, quality)
+    fitted = imaging.fit(image, *imaging.dimensions(aspect_ratio, scale))
+    return {"upload": uploads.save(fitted), "aspect_ratio": aspect_ratio, "sent_size": image.size}
+
+
+def _mask(upload: str, sent_size: tuple[int, int]) -> str:
+    """The ``mask`` file (transparent: change), fitted like ``upload``: a base64 PNG, white = repaint."""
+    sent = _files("mask")
+    if len(sent) > 1:
+        raise validation_error(f"The 'mask' field takes one image; {len(sent)} were sent.", {"mask": []})
+    try:
+        with Image.open(io.BytesIO(sent[0].read())) as image:
+            if image.format != "PNG":
+                raise validation_error("The 'mask' file must be a PNG image.", {"mask": []})
+            if image.size != sent_size:
+                width, height = sent_size
+                raise validation_error(
+                    f"The 'mask' file must be the image's size, {width}x{height}; it is "
+                    f"{image.width}x{image.height}.",
+                    {"mask": []},
+                )
+            if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+                raise validation_error(
+                    "The 'mask' file must have transparency: its transparent pixels mark what to change.",
+                    {"mask": []},
+                )
+            alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise validation_error(f"The 'mask' file is not a usable PNG image ({exc}).", {"mask": []}) from None
+    change = alpha < 128
+    if not change.any():
+        raise validation_error(
+            "The 'mask' file has no transparent pixels: make transparent what to change.", {"mask": []}
+        )
+    if change.all():
+        raise validation_error(
+            "The 'mask' file is transparent everywhere: keep opaque what should stay.", {"mask": []}
+        )
+    region = Image.fromarray((change * 255).astype(np.uint8), "L")
+    fitted = imaging.fit(region, *uploads.load(upload).size)
+    buffer = io.BytesIO()
+    fitted.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _shape(size: str, image: Image.Image | None, quality: str) -> tuple[str, float]:
+    """Our aspect ratio and quality for an OpenAI size and quality."""
+    if size == AUTO:
+        aspect_ratio = "1:1" if image is None else imaging.nearest_aspect_ratio(image)
+        scale = 1.0
+    else:
+        aspect_ratio, scale = SIZES[size]
+    lower = QUALITIES[quality]
+    return aspect_ratio, min(scale, lower) if lower else scale
+
+
+def size_table() -> list[tuple[str, str, float, str]]:
+    """Each OpenAI size: our aspect ratio, quality and the pixel size made (for /docs and the README)."""
+    rows = []
+    for size in (AUTO, *SIZES):
+        aspect_ratio, quality = _shape(size, None, AUTO)
+        width, height = imaging.dimensions(aspect_ratio, quality)
+        rows.append((size, aspect_ratio, quality, f"{width}x{height}"))
+    return rows
+
+
+# ---- views -----------------------------------------------------------------------------------------
+
+
+@bp.post("/v1/images/generations")
+@idempotent
+def generations() -> Response:
+    """Create images from a prompt (OpenAI's images.generate)."""
+    data = _load(_generation, json_body())
+    operation = _operation("generations")
+    aspect_ratio, quality = _shape(data["size"], None, data["quality"])
+    body = {"prompt": data["prompt"], "aspectRatio": aspect_ratio, "quality": quality}
+    if data["style"] and STYLES[data["style"]]:
+        body["style"] = STYLES[data["style"]]
+    translated = schemas.load(operation.request(), body)
+    requests = [{**translated, "fresh_seed": i > 0} for i in range(_jobs(data["n"]))]
+    with _slot():
+        return _answer(operation, requests, data)
+
+
+@bp.post("/v1/images/edits")
+@idempotent
+def edits() -> Response:
+    """Edit an image from a prompt, where a mask is transparent if one is sent (OpenAI's images.edit)."""
+    data = _load(_edit, _form())
+    masked = bool(_files("mask"))
+    operation = operations.for_openai("edits", mask=masked)
+    if operation is None:
+        raise validation_error(EDIT_WITHOUT_OPERATION, {"mask": []})
+    with _slot():
+        upload = _upload("image", data["size"], data["quality"])
+        sent_size = upload.pop("sent_size")
+        if masked:
+            upload["mask"] = _mask(upload["upload"], sent_size)
+        return _answer(operation, [{**upload, "prompt": data["prompt"]}] * _jobs(data["n"]), data)
+
+
+@bp.post("/v1/images/variations")
+@idempotent
+def variations() -> Response:
+    """Make variations of an image (OpenAI's images.create_variation)."""
+    data = _load(_variation, _form())
+    operation = _operation("variations")
+    with _slot():
+        upload = _upload("image", data["size"])
+        upload.pop("sent_size")
+        return _answer(operation, [upload] * _jobs(data["n"]), data)
+
+
+@bp.get("/v1/models")
+def list_models() -> Response:
+    """The models a request may name: each configured provider (OpenAI's models.list)."""
+    return jsonify(object="list", data=[_model(name) for name in model_ids()])
+
+
+@bp.get("/v1/models/<model_id>")
+def get_model(model_id: str) -> Response:
+    """One model (OpenAI's models.retrieve)."""
+    if model_id not in model_ids():
+        raise ApiError(404, "MODEL_NOT_FOUND", f"The model '{model_id}' does not exist.")
+    return jsonify(_model(model_id))
+
+
+def model_ids() -> tuple[str, ...]:
+    """The configured providers that can run an operation of this API, default first."""
+    providers = configured_providers()
+    wanted = {op.provider for op in operations.OPERATIONS if op.openai and op.provider}
+    found = [providers.default, *providers.by_operation.values()]
+    names = [p.name for p in found if any(p.supports(operation) for operation in wanted)]
+    return tuple(dict.fromkeys(names))
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "apiframe"}
+
+
+def _operation(endpoint: str) -> Operation:
+    operation = operations.for_openai(endpoint)
+    if operation is None:  # the registry maps every endpoint; a missing one is a bug, not bad input
+        raise RuntimeError(f"no operation answers OpenAI's {endpoint}")
+    return operation
+
+
+def _jobs(images: int) -> int:
+    return math.ceil(images / IMAGES_PER_JOB)
+
+
+# ---- accepting, waiting and answering ---------------------------------------------------------------
+
+
+@contextmanager
+def _slot() -> Iterator[None]:
+    """Hold one of this process's waiting slots (503 at once if every one is taken)."""
+    try:
+        with waits().slot():
+            yield
+    except Busy:
+        g.retry_after = BUSY_RETRY_AFTER
+        raise ApiError(
+            503,
+            "SERVER_BUSY",
+            f"All {waits().slots} waiting slots of this server are taken; retry in a few seconds.",
+        ) from None
+
+
+def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[str, Any]) -> Response:
+    """Accept a job per request, wait for them all, and answer with ``n`` of their images."""
+    try:
+        accepted = _accept(operation, requests, data["provider"])
+    except ApiError:  # no job kept: neither is the upload
+        for reference in {data["upload"] for data in requests if data.get("upload")}:
+            uploads.discard(reference)
+        raise
+    ended = waits().wait([job.id for job in accepted], current_app.config["SYNC_WAIT"])
+    return jsonify(created=int(time.time()), data=_images(ended, data["n"], data["response_format"]))
+
+
+def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str | None) -> list[Job]:
+    """One job per request, all or none: if one cannot be paid for, those accepted are cancelled."""
+    accepted: list[Job] = []
+    try:
+        for data in requests:
+            accepted.append(jobs.create(g.account, operation, {**data, "provider": provider}, origin=FAMILY))
+    except ApiError as exc:
+        for job in accepted:
+            jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the request's other jobs were refused.")
+        if exc.code == "INSUFFICIENT_CREDITS":  # OpenAI reports an exhausted quota as a 429
+            images = len(requests) * IMAGES_PER_JOB
+            raise ApiError(
+                429,
+                "INSUFFICIENT_CREDITS",
+                f"{exc.message} This request needs {len(requests)} {operation.name} job(s) "
+                f"({operation.cost} credits each, {images} images).",
+            ) from None
+        raise
+    return accepted
+
+
+def _images(ended: list[Job], n: int, response_format: str) -> list[dict[str, Any]]:
+    """``n`` images of the ended jobs, or the error that says why there are none."""
+    unfinished = [job for job in ended if job.status not in jobs.TERMINAL]
+    if unfinished:
+        for job in ended:
+            jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the synchronous request ran out of time.")
+        limit = current_app.config["SYNC_WAIT"]
+        raise ApiError(
+            504,
+            "TIMEOUT",
+            f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
+            "jobs were cancelled and their credits refunded.",
+        )
+    failed = [job for job in ended if job.status != jobs.SUCCEEDED]
+    if failed:
+        job = failed[0]
+        raise ApiError(500, "PROVIDER_ERROR", f"Job {job.id} ended {job.status}: {job.error or 'no images'}")
+    images = [(job, name) for job in ended for name in job.tiles][:n]
+    return [_image(job, name, response_format) for job, name in images]
+
+
+def _image(job: Job, name: str, response_format: str) -> dict[str, Any]:
+    if response_format == "b64_json":
+        encoded = base64.b64encode(storage.image_bytes(job.id, name)).decode("ascii")
+        return {"b64_json": encoded, "revised_prompt": job.prompt}
+    return {"url": storage.image_url(job.id, name), "revised_prompt": job.prompt}
+
+
+# ---- errors --------------------------------------------------------------------------------------
+
+# Our error code -> OpenAI's error type and code.
+ERROR_KINDS: dict[str, tuple[str, str | None]] = {
+    "VALIDATION_ERROR": ("invalid_request_error", None),
+    "UNAUTHORIZED": ("invalid_request_error", "invalid_api_key"),
+    "INSUFFICIENT_CREDITS": ("insufficient_quota", "insufficient_quota"),
+    "RATE_LIMITED": ("requests", "rate_limit_exceeded"),
+    "MODEL_NOT_FOUND": ("invalid_request_error", "model_not_found"),
+    "NOT_FOUND": ("invalid_request_error", "not_found"),
+    "SERVER_BUSY": ("server_error", "server_busy"),
+    "TIMEOUT": ("server_error", "timeout"),
+}
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    """An error as OpenAI's API reports one."""
+    kind, code = ERROR_KINDS.get(error.code) or (
+        "server_error" if error.status >= 500 else "invalid_request_error",
+        error.code.lower(),
+    )
+    param = next(iter(error.fields)) if error.fields and len(error.fields) == 1 else None
+    return {"error": {"message": error.message, "type": kind, "param": param, "code": code}}
+
+
+def _allow_uploads() -> None:
+    """Multipart requests with images may be larger than the JSON API's 1 MiB."""
+    if request.mimetype == "multipart/form-data":
+        request.max_content_length = current_app.config["UPLOAD_MAX_BYTES"]
+
+
+bp.before_request(_allow_uploads)
+
+
+def init_app(app: Flask, blueprint: str) -> None:
+    """Render errors on ``blueprint`` (this family's, as registered) as OpenAI's API does; set up waiting."""
+    errors.render_for(app, blueprint, error_body)
+    waits_init(app)
+

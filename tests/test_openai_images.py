@@ -1,0 +1,489 @@
+"""The OpenAI Images API, through the official ``openai`` package, against the live server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import random
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+from openai import OpenAI
+from PIL import Image
+
+import accounts
+import credits
+import jobs
+import operations
+import schemas
+import waits
+from api import openai as openai_api
+from conftest import image_bytes, wait_until
+from fakes.sdwebui import FakeSdWebUI
+from models import Job
+from test_console import PASSWORD, Console, text
+
+PNG = "image/png"
+# The SDK marks create_variation (dall-e-2's endpoint) deprecated; it is still OpenAI's API.
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+
+@pytest.fixture
+def server(live):
+    """The live app, its URL, and an SDK client for a new scale-plan account (which has 5000 credits)."""
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("openai@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=60)
+    return app, live_server.url, account, key, client
+
+
+def decoded(image: openai.types.Image) -> Image.Image:
+    """An answer's image, from its bytes or its URL."""
+    if image.b64_json:
+        return Image.open(io.BytesIO(base64.b64decode(image.b64_json)))
+    data = requests.get(image.url, timeout=10).content
+    return Image.open(io.BytesIO(data))
+
+
+def balance(app, account) -> int:
+    with app.app_context():
+        return credits.balance(account.id)
+
+
+def jobs_of(app, account) -> list[Job]:
+    with app.app_context():
+        return list(Job.select().where(Job.account == account.id).order_by(Job.created_at))
+
+
+def upload(size=(300, 200), color=(200, 30, 40)) -> tuple[str, bytes, str]:
+    return ("photo.png", image_bytes(size, color), PNG)
+
+
+# ---- generations ---------------------------------------------------------------------------------
+
+
+def test_generate_one_image_as_a_url_at_the_promised_size(server):
+    app, url, account, _, client = server
+    answer = client.images.generate(prompt="a lighthouse at dusk", n=1, size="256x256")
+    assert len(answer.data) == 1 and answer.created <= time.time() + 1
+    image = answer.data[0]
+    assert image.url.startswith(f"{url}/images/") and image.b64_json is None
+    assert image.revised_prompt == "a lighthouse at dusk"
+    assert decoded(image).size == (512, 512)  # 256x256 is made at quality 0.25, as the README says
+    (job,) = jobs_of(app, account)
+    assert job.status == "succeeded" and job.cost == 16
+    assert balance(app, account) == 5000 - 16
+
+
+def test_generate_four_images_as_b64_json_in_a_wide_size(server):
+    app, _, account, _, client = server
+    answer = client.images.generate(
+        prompt="a harbour at noon", n=4, size="1792x1024", quality="low", response_format="b64_json"
+    )
+    assert len(answer.data) == 4 and all(image.url is None for image in answer.data)
+    sizes = {decoded(image).size for image in answer.data}
+    assert sizes == {(512, 288)}  # 16:9 at quality 0.25 (low)
+    assert len(jobs_of(app, account)) == 1  # four images: one imagine job
+
+
+def test_generate_six_images_takes_two_jobs_with_different_images(server):
+    app, _, account, key, client = server
+    answer = client.images.generate(
+        prompt="a field of poppies", n=6, size="512x512", response_format="b64_json"
+    )
+    assert len(answer.data) == 6
+    digests = {hashlib.sha256(base64.b64decode(image.b64_json)).hexdigest() for image in answer.data}
+    assert len(digests) == 6
+    jobs = jobs_of(app, account)
+    assert [job.status for job in jobs] == ["succeeded", "succeeded"]
+    assert balance(app, account) == 5000 - 32
+    listed = requests.get(f"{server[1]}/v1/jobs", headers={"X-API-Key": key}, timeout=10).json()["jobs"]
+    assert {job["id"] for job in listed} == {str(job.id) for job in jobs}
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [("1024x1792", (576, 1024)), ("1536x1024", (1024, 768)), ("auto", (1024, 1024))],
+)
+def test_sizes_make_the_aspect_ratio_and_size_the_readme_promises(server, size, expected):
+    *_, client = server
+    answer = client.images.generate(prompt="a mountain lake", size=size)
+    assert decoded(answer.data[0]).size == expected
+
+
+def test_bad_generation_requests_are_400_in_openai_shape(server):
+    app, url, account, key, client = server
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="a cat", n=11)
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "message": "The 'n' field must be between 1 and 10.",
+        "type": "invalid_request_error",
+        "param": "n",
+        "code": None,
+    }
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="a cat", size="300x300")
+    assert caught.value.body["param"] == "size" and "1024x1792" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="   ")
+    assert caught.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="a cat", model="no-such-model")
+    assert caught.value.body["param"] == "model" and "local" in caught.value.body["message"]
+    headers = {"Authorization": f"Bearer {key}"}
+    response = requests.post(f"{url}/v1/images/generations", data="{not json", headers=headers, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    assert jobs_of(app, account) == [] and balance(app, account) == 5000
+
+
+# ---- edits and variations ------------------------------------------------------------------------
+
+
+def test_edit_without_a_mask_is_a_prompted_variation_of_the_upload(server):
+    app, _, account, _, client = server
+    answer = client.images.edit(image=upload(), prompt="the same scene in blue", n=2, size="512x512")
+    assert len(answer.data) == 2
+    assert all(image.revised_prompt == "the same scene in blue" for image in answer.data)
+    assert {decoded(image).size for image in answer.data} == {(512, 512)}
+    (job,) = jobs_of(app, account)
+    assert job.status == "succeeded" and job.prompt == "the same scene in blue" and job.parent is None
+    assert job.params["upload"].endswith("/image.png")  # the upload is kept in image storage
+    assert balance(app, account) == 5000 - 16
+
+
+def mask_png(size=(300, 200), transparent=(0, 0, 150, 200), mode="RGBA") -> tuple[str, bytes, str]:
+    """A mask as OpenAI defines one: opaque, the region to change (left, top, right, bottom) transparent."""
+    image = Image.new(mode, size, (0, 0, 0, 255) if mode == "RGBA" else (0, 0, 0))
+    if mode == "RGBA":
+        image.paste((0, 0, 0, 0), transparent)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return ("mask.png", buffer.getvalue(), PNG)
+
+
+def test_edit_with_a_mask_repaints_only_the_transparent_region(server):
+    app, _, account, _, client = server
+    red = upload((300, 200), (200, 30, 40))
+    answer = client.images.edit(
+        image=red, mask=mask_png(), prompt="a boat on the water", size="512x512", response_format="b64_json"
+    )
+    assert len(answer.data) == 1 and answer.data[0].revised_prompt == "a boat on the water"
+    image = decoded(answer.data[0]).convert("RGB")
+    assert image.size == (512, 512)
+    # the image is centre-cropped to 200x200 and scaled, so the transparent x < 150 is the left half
+    kept = [image.getpixel((x, y)) for x in range(300, 500, 20) for y in range(20, 500, 40)]
+    assert all(abs(r - 200) + abs(g - 30) + abs(b - 40) < 30 for r, g, b in kept)
+    changed = [image.getpixel((x, y)) for x in range(10, 220, 20) for y in range(20, 500, 40)]
+    assert sum(abs(r - 200) + abs(g - 30) + abs(b - 40) > 30 for r, g, b in changed) > len(changed) // 2
+    (job,) = jobs_of(app, account)
+    assert job.status == "succeeded" and job.params["upload"] and job.params["mask"] and job.cost == 16
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (mask_png(transparent=(0, 0, 0, 0)), "no transparent pixels"),
+        (mask_png(transparent=(0, 0, 300, 200)), "transparent everywhere"),
+        (mask_png(size=(200, 200)), "the image's size, 300x200"),
+        (mask_png(mode="RGB"), "must have transparency"),
+        (("mask.jpg", image_bytes((300, 200), image_format="JPEG"), "image/jpeg"), "must be a PNG"),
+    ],
+)
+def test_bad_masks_are_400_naming_the_mask(server, mask, message):
+    app, _, account, _, client = server
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.edit(image=upload(), mask=mask, prompt="a boat on the water")
+    assert caught.value.body["param"] == "mask" and message in caught.value.body["message"]
+    assert jobs_of(app, account) == [] and balance(app, account) == 5000
+
+
+def test_create_variation_of_an_upload(server):
+    app, _, account, _, client = server
+    answer = client.images.create_variation(
+        image=upload((640, 480)), n=5, size="256x256", response_format="b64_json"
+    )
+    assert len(answer.data) == 5 and {decoded(image).size for image in answer.data} == {(512, 512)}
+    assert [job.status for job in jobs_of(app, account)] == ["succeeded", "succeeded"]
+    assert balance(app, account) == 5000 - 32
+
+
+def test_variation_with_auto_size_keeps_the_uploads_shape(server):
+    *_, client = server
+    answer = client.images.create_variation(image=upload((600, 340)))
+    assert decoded(answer.data[0]).size == (1024, 576)  # nearest aspect ratio: 16:9
+
+
+def test_bad_uploads_are_400_naming_the_field(server):
+    app, url, account, key, client = server
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.create_variation(image=("notes.png", b"not an image at all", PNG))
+    assert caught.value.body["param"] == "image" and "not usable" in caught.value.body["message"]
+    headers = {"Authorization": f"Bearer {key}"}
+    response = requests.post(f"{url}/v1/images/variations", data={"n": "2"}, headers=headers, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "image"
+    response = requests.post(f"{url}/v1/images/variations", json={"n": 2}, headers=headers, timeout=10)
+    assert response.status_code == 400 and "multipart/form-data" in response.json()["error"]["message"]
+    two = [("image[]", upload()), ("image[]", upload())]
+    response = requests.post(
+        f"{url}/v1/images/edits", data={"prompt": "x"}, files=two, headers=headers, timeout=10
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "image"
+    files = [("image", upload())]
+    response = requests.post(
+        f"{url}/v1/images/variations", data={"n": "two"}, files=files, headers=headers, timeout=10
+    )
+    assert response.json()["error"] == {
+        "message": "The 'n' field must be a whole number.",
+        "type": "invalid_request_error",
+        "param": "n",
+        "code": None,
+    }
+    assert jobs_of(app, account) == [] and balance(app, account) == 5000
+
+
+def test_uploads_larger_than_the_json_limit_are_taken_up_to_their_own(server):
+    app, url, _, key, client = server
+    noise = Image.frombytes("RGB", (900, 900), random.Random(7).randbytes(900 * 900 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG", compress_level=0)
+    assert buffer.tell() > 2 * 1024 * 1024
+    answer = client.images.create_variation(image=("big.png", buffer.getvalue(), PNG), size="256x256")
+    assert len(answer.data) == 1
+    app.config["UPLOAD_MAX_BYTES"] = 1024 * 1024
+    response = requests.post(
+        f"{url}/v1/images/variations",
+        files=[("image", ("big.png", buffer.getvalue(), PNG))],
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert response.status_code == 413
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+
+def test_models_list_the_configured_providers(server):
+    *_, client = server
+    models = client.models.list()
+    assert [model.id for model in models.data] == ["local"] and models.data[0].object == "model"
+    assert client.models.retrieve("local").id == "local"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("dall-e-9")
+    assert caught.value.body["code"] == "model_not_found"
+    answer = client.images.generate(prompt="a red kite", model="local", size="256x256")
+    assert len(answer.data) == 1
+    answer = client.images.generate(prompt="a red kite", model="dall-e-3", size="256x256")
+    assert len(answer.data) == 1  # OpenAI's own model names run on the configured providers
+
+
+@pytest.fixture
+def two_providers(settings):
+    """local for everything, but sdwebui (a fake of its HTTP API on loopback) for imagine."""
+    fake = FakeSdWebUI()
+    settings.update(
+        PROVIDER_IMAGINE="sdwebui", SDWEBUI_URL=fake.url, SDWEBUI_POLL_INTERVAL=0.02, PROVIDER_RETRIES=1
+    )
+    yield fake
+    fake.close()
+
+
+def test_model_chooses_the_provider_where_several_are_configured(two_providers, live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("models@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=60)
+    assert [model.id for model in client.models.list().data] == ["local", "sdwebui"]
+    client.images.generate(prompt="a quiet street", size="256x256")  # imagine's configured provider
+    assert len(two_providers.calls("/sdapi/v1/txt2img")) == 1
+    client.images.generate(prompt="a quiet street", size="256x256", model="local")
+    client.images.generate(prompt="a quiet street", size="256x256", model="sdwebui")
+    assert len(two_providers.calls("/sdapi/v1/txt2img")) == 2
+    assert [job.provider for job in jobs_of(app, account)] == ["sdwebui", "local", "sdwebui"]
+
+
+# ---- keys, credits, limits -----------------------------------------------------------------------
+
+
+def test_a_wrong_key_raises_authentication_error(server):
+    _, url, *_ = server
+    client = OpenAI(api_key="ak_live_" + "x" * 40, base_url=f"{url}/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.images.generate(prompt="a cat")
+    assert caught.value.status_code == 401 and caught.value.body["code"] == "invalid_api_key"
+
+
+def test_too_few_credits_raise_rate_limit_error_as_an_exhausted_quota(live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("poor@example.com", plan="free")  # 50 credits
+        credits.grant(account.id, -30)
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(prompt="a cat", n=5)  # two imagines: 32 credits
+    assert caught.value.status_code == 429
+    assert caught.value.body["type"] == caught.value.body["code"] == "insufficient_quota"
+    assert "balance" in caught.value.body["message"]
+    assert balance(app, account) == 20  # the jobs it could pay for were cancelled and refunded
+    assert {job.status for job in jobs_of(app, account)} == {"cancelled"}
+
+
+def test_a_refused_variation_keeps_no_upload(live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("broke@example.com", plan="free")
+        credits.grant(account.id, -45)  # 5 credits: not one variation
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.create_variation(image=upload())
+    assert caught.value.body["code"] == "insufficient_quota"
+    images = Path(app.config["DATA_DIR"]) / "images"
+    assert not list(images.glob("*/image.*"))  # the upload was removed with the request
+    assert jobs_of(app, account) == [] and balance(app, account) == 5
+
+
+def test_the_rate_limit_raises_rate_limit_error(live):
+    app, live_server = live
+    with app.app_context():
+        _, key = accounts.create("limited@example.com", plan="free")  # 10 requests a minute
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    for _ in range(10):
+        client.models.list()
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.models.list()
+    assert caught.value.body["code"] == "rate_limit_exceeded"
+    assert int(caught.value.response.headers["Retry-After"]) > 0
+
+
+# ---- waiting ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_slot(settings):
+    """A server that lets one request wait at a time."""
+    settings["SYNC_WAITERS"] = 1
+
+
+def test_waiting_requests_are_bounded_and_the_api_still_answers(one_slot, live):
+    app, live_server = live
+    app.config.update(LOCAL_LATENCY=3.0)
+    with app.app_context():
+        _, key = accounts.create("busy@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=60)
+    answers: list = []
+    waiting = threading.Thread(target=lambda: answers.append(client.images.generate(prompt="a slow cat")))
+    waiting.start()
+    wait_until(lambda: app.extensions["apiframe.waits"].held == 1, what="the first request to wait")
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(prompt="one too many")
+    assert caught.value.status_code == 503 and caught.value.body["code"] == "server_busy"
+    assert caught.value.response.headers["Retry-After"] == "5"
+    assert client.models.list().data  # other requests are answered while one waits
+    waiting.join(30)
+    assert len(answers) == 1 and len(answers[0].data) == 1
+
+
+def test_a_request_that_waits_too_long_gets_504_and_its_credits_back(live):
+    app, live_server = live
+    app.config.update(LOCAL_LATENCY=5.0, SYNC_WAIT=0.5)
+    with app.app_context():
+        account, key = accounts.create("late@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(prompt="a very slow cat")
+    assert caught.value.status_code == 504 and caught.value.body["code"] == "timeout"
+    assert "APIFRAME_SYNC_WAIT" in caught.value.body["message"]
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
+    assert balance(app, account) == 5000
+
+
+def test_a_job_ended_by_another_process_is_seen_without_the_signal(settings, make_account, app):
+    app.extensions["apiframe.pool"].stop(wait=False)  # no worker here: "another process" ends the job
+    account, _ = make_account("scale")
+    with app.test_request_context():
+        operation = operations.for_openai("generations")
+        job = jobs.create(account, operation, schemas.load(operation.request(), {"prompt": "a cat"}))
+        ender = threading.Timer(0.3, lambda: Job.update(status="succeeded").where(Job.id == job.id).execute())
+        ender.start()
+        started = time.monotonic()
+        (ended,) = waits.waits().wait([job.id], timeout=10)
+        assert ended.status == "succeeded" and time.monotonic() - started < waits.RECHECK + 1
+
+
+def test_the_readme_states_what_each_size_makes():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for size, aspect_ratio, quality, pixels in openai_api.size_table():
+        rows = [line for line in readme.splitlines() if line.startswith(f"| `{size}`")]
+        assert len(rows) == 1, size
+        cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+        assert cells[1:] == [aspect_ratio, f"{quality:g}", pixels], rows[0]
+
+
+def test_the_jobs_show_in_the_console_gallery(client, make_account, app):
+    account, key = make_account("hobby", email="gallery@example.com", password=PASSWORD)
+    console = Console(client)
+    assert console.login("gallery@example.com").status_code == 302
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"prompt": "a lone heron", "size": "256x256"}
+    made = client.post("/v1/images/generations", json=body, headers=headers)
+    assert made.status_code == 200 and len(made.get_json()["data"]) == 1
+    varied = client.post(
+        "/v1/images/variations",
+        data={"image": (io.BytesIO(image_bytes((400, 225))), "photo.png"), "size": "256x256"},
+        headers=headers,
+    )
+    assert varied.status_code == 200, varied.get_json()
+    page = text(console.get("/console/jobs"))
+    assert "a lone heron" in page and "Variations of an uploaded image" in page
+    variation = jobs_of(app, account)[-1]
+    job_page = text(console.get(f"/console/jobs/{variation.id}"))
+    assert "Variations of an uploaded image" in job_page and "U2" in job_page  # it can be upscaled as usual
+
+
+# ---- idempotency keys ----------------------------------------------------------------------------
+
+
+def test_a_retried_generation_with_its_idempotency_key_makes_one_job(server):
+    app, _, account, _, client = server
+    key = {"Idempotency-Key": "gen-retry-1"}
+    first = client.images.with_raw_response.generate(prompt="a fox", n=1, size="256x256", extra_headers=key)
+    again = client.images.with_raw_response.generate(prompt="a fox", n=1, size="256x256", extra_headers=key)
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert again.parse().data[0].url == first.parse().data[0].url
+    assert len(jobs_of(app, account)) == 1
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.images.generate(prompt="a cat", n=1, size="256x256", extra_headers=key)
+
+
+def test_a_retried_upload_counts_by_its_contents_not_its_multipart_boundary(server):
+    app, url, account, key, _ = server
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "variation-retry-1"}
+    answers = [
+        requests.post(
+            f"{url}/v1/images/variations",
+            headers=headers,
+            files={"image": upload()},
+            data={"size": "256x256", "n": "1"},
+            timeout=60,
+        )
+        for _ in range(2)  # requests picks a new boundary each time
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert answers[1].headers["Idempotent-Replayed"] == "true"
+    assert answers[1].json() == answers[0].json()
+    assert len(jobs_of(app, account)) == 1
+    other = requests.post(
+        f"{url}/v1/images/variations",
+        headers=headers,
+        files={"image": upload(color=(10, 200, 30))},
+        data={"size": "256x256", "n": "1"},
+        timeout=60,
+    )
+    assert other.status_code == 422

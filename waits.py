@@ -1,0 +1,101 @@
+"""Waiting for jobs to end, for APIs that answer synchronously (the OpenAI Images API).
+
+A waiting request sleeps on an event that the ``job_finished`` signal sets, so it costs no CPU and no
+database connection while it waits; it looks at the database again only every few seconds, for jobs
+that another process ends. Each process lets a bounded number of requests wait at once, so waiting
+requests can never take every server thread: one more gets ``Busy`` before any job is created.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from flask import Flask, current_app
+
+from jobs import TERMINAL, job_finished
+from models import Job, db
+
+EXTENSION = "apiframe.waits"
+RECHECK = 2.0  # seconds between looks at the database, for jobs ended by another process
+
+
+class Busy(Exception):
+    """Every waiting slot of this process is taken."""
+
+
+class Waits:
+    """One process's waiting requests: a bounded number of slots, woken when their jobs end."""
+
+    def __init__(self, app: Flask, slots: int) -> None:
+        self.slots = slots
+        self._free = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._waiting: dict[uuid.UUID, set[threading.Event]] = {}
+        self.held = 0  # slots taken now
+        job_finished.connect(self._on_finished, sender=app)
+
+    def _on_finished(self, app: Flask, job: Job) -> None:
+        with self._lock:
+            events = list(self._waiting.get(job.id, ()))
+        for event in events:
+            event.set()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one waiting slot for the block, or raise Busy at once if none is free."""
+        if not self._free.acquire(blocking=False):
+            raise Busy()
+        with self._lock:
+            self.held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.held -= 1
+            self._free.release()
+
+    def wait(self, job_ids: Sequence[uuid.UUID], timeout: float) -> list[Job]:
+        """The jobs, once all have ended or ``timeout`` seconds have passed (then some are still active)."""
+        event = threading.Event()
+        with self._lock:
+            for job_id in job_ids:
+                self._waiting.setdefault(job_id, set()).add(event)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                event.clear()
+                found = _load(job_ids)
+                left = deadline - time.monotonic()
+                if all(job.status in TERMINAL for job in found) or left <= 0:
+                    return found
+                event.wait(min(left, RECHECK))
+        finally:
+            with self._lock:
+                for job_id in job_ids:
+                    waiting = self._waiting.get(job_id)
+                    if waiting is not None:
+                        waiting.discard(event)
+                        if not waiting:
+                            del self._waiting[job_id]
+
+
+def _load(job_ids: Sequence[uuid.UUID]) -> list[Job]:
+    """The jobs, in order, read on a connection given back at once (none is held while waiting)."""
+    with db.connection_context():
+        found = {job.id: job for job in Job.select().where(Job.id.in_(list(job_ids)))}
+    return [found[job_id] for job_id in job_ids]
+
+
+def init_app(app: Flask) -> Waits:
+    """Give ``app`` its waiting slots (``SYNC_WAITERS`` of them)."""
+    app.extensions[EXTENSION] = Waits(app, int(app.config["SYNC_WAITERS"]))
+    return app.extensions[EXTENSION]
+
+
+def waits() -> Waits:
+    """The current app's waiting slots."""
+    return current_app.extensions[EXTENSION]
