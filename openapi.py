@@ -74,6 +74,7 @@ class Operation:
     query: type[Schema] | None = None
     errors: tuple[int, ...] = READ_ERRORS
     content: str = "application/json"  # the request body's media type
+    error_format: str = "Error"  # the components its error responses use: ErrorNNN, or OpenAIErrorNNN
 
 
 def _costs(operation: operations.Operation) -> str:
@@ -140,7 +141,7 @@ OPENAI_NOTE = (
     "ceil(n/4) jobs, billed as such; 503 when every waiting slot is taken. Errors come in OpenAI's shape, "
     '{"error": {"message", "type", "param", "code"}}; too few credits is 429 insufficient_quota.'
 )
-OPENAI_ERRORS = (400, 401, 413, 429, 500)
+OPENAI_ERRORS = (400, 401, 409, 413, 422, 429, 500, 503, 504)
 
 # Every endpoint of the ``api`` blueprint, by endpoint name. A route without an entry is still listed (from
 # its view's docstring, without schemas), and fails the tests until it gets one.
@@ -225,6 +226,7 @@ OPERATIONS: dict[str, Operation] = {
         "Runs as imagine jobs." + OPENAI_NOTE,
         OPENAI_TAG,
         openai.ImagesResponse,
+        error_format="OpenAIError",
         request=openai.GenerationRequest,
         errors=OPENAI_ERRORS,
     ),
@@ -234,6 +236,7 @@ OPERATIONS: dict[str, Operation] = {
         "transparent where to change): inpaint jobs." + OPENAI_NOTE,
         OPENAI_TAG,
         openai.ImagesResponse,
+        error_format="OpenAIError",
         request=openai.EditForm,
         errors=OPENAI_ERRORS,
         content="multipart/form-data",
@@ -243,6 +246,7 @@ OPERATIONS: dict[str, Operation] = {
         "Variation jobs of the uploaded image." + OPENAI_NOTE,
         OPENAI_TAG,
         openai.ImagesResponse,
+        error_format="OpenAIError",
         request=openai.VariationForm,
         errors=OPENAI_ERRORS,
         content="multipart/form-data",
@@ -252,6 +256,7 @@ OPERATIONS: dict[str, Operation] = {
         "Each configured provider that can make images; a request's model may name one.",
         OPENAI_TAG,
         openai.ModelList,
+        error_format="OpenAIError",
     ),
     OPENAI + "get_model": Operation(
         "Get a model (OpenAI's models.retrieve)",
@@ -259,6 +264,7 @@ OPERATIONS: dict[str, Operation] = {
         OPENAI_TAG,
         openai.ModelObject,
         errors=(404, *READ_ERRORS),
+        error_format="OpenAIError",
     ),
     ORIGINAL + "account_info": Operation(
         "Get your account (the original apiframe.ai API)",
@@ -362,6 +368,15 @@ def _register_components(spec: APISpec) -> None:
         if status == 429:
             response["headers"] = {name: name for name in RATE_LIMIT_HEADERS}
         spec.components.response(f"Error{status}", response)
+    spec.components.schema("OpenAIErrorEnvelope", schema=openai.ErrorEnvelope)
+    for status in sorted(set(OPENAI_ERRORS) | set(READ_ERRORS) | {404}):
+        spec.components.response(
+            f"OpenAIError{status}",
+            {
+                "description": "An error in OpenAI's shape (too few credits: 429 insufficient_quota).",
+                "content": {"application/json": {"schema": "OpenAIErrorEnvelope"}},
+            },
+        )
 
 
 def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) -> dict[str, Any]:
@@ -378,7 +393,7 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
         success["content"] = {"application/json": {"schema": operation.response}}
     responses: dict[str, Any] = {str(operation.status): success}
     for status in operation.errors:
-        responses[str(status)] = f"Error{status}"
+        responses[str(status)] = f"{operation.error_format}{status}"
     result: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": operation.summary,
@@ -422,6 +437,13 @@ class RequestRules(MarshmallowPlugin):
     def schema_helper(self, name: str, _: Any, schema: Any = None, **kwargs: Any) -> dict[str, Any] | None:
         document = super().schema_helper(name, _, schema=schema, **kwargs)
         instance = schema() if isinstance(schema, type) else schema
+        files = getattr(instance, "multipart_files", None)
+        if document is not None and files is not None:  # a form: files required, no field nullable
+            document["required"] = sorted({*document.get("required", ()), *files})
+            for prop in document["properties"].values():
+                prop.pop("nullable", None)
+                if prop.get("default", 0) is None:
+                    del prop["default"]
         exclusive = getattr(instance, "exclusive", ())
         if document is not None and exclusive:
             keys = [instance.fields[name].data_key or name for name in exclusive]
@@ -468,7 +490,12 @@ def build(app: Flask) -> dict[str, Any]:
         operations.setdefault(route.path, {})[route.method] = _operation(route, operation, canonical)
     for path, methods in operations.items():
         spec.path(path=path, operations=methods)
-    return spec.to_dict()
+    document = spec.to_dict()
+    with app.app_context():  # the models a request may name are the providers this server configures
+        models = [*openai.model_ids(), *openai.OPENAI_MODELS]
+    for form in ("GenerationRequest", "EditForm", "VariationForm"):
+        document["components"]["schemas"][form]["properties"]["model"]["enum"] = models
+    return document
 
 
 def document(app: Flask) -> dict[str, Any]:

@@ -219,10 +219,11 @@ class RequestSchema(Schema):
     """
 
     exclusive: tuple[str, ...] = ()
+    multipart_files: tuple[str, ...] | None = None  # a multipart form's required files (not JSON)
 
     def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
-        """An optional field may be null (it counts as not given): the OpenAPI document says nullable."""
-        if not field_obj.required:
+        """An optional JSON field may be null (it counts as not given): the OpenAPI document says nullable."""
+        if not field_obj.required and self.multipart_files is None:
             field_obj.allow_none = True
 
     @pre_load

@@ -92,6 +92,8 @@ _FILE = {"type": "string", "format": "binary"}
 class VariationForm(schemas.RequestSchema):
     """POST /v1/images/variations (multipart/form-data)."""
 
+    multipart_files = ("image",)  # required files, read from the request's files (not this schema)
+
     image = fields.Raw(load_default=None, metadata={**_FILE, "description": "The image (PNG, JPEG, WebP)."})
     model = schemas.Choice(load_default=None, metadata={"description": "A model of GET /v1/models."})
     n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
@@ -127,6 +129,21 @@ class ImageObject(schemas.ResponseSchema):
     url = fields.String(metadata={"format": "uri"})
     b64_json = fields.String(metadata={"description": "The image file, base64-encoded."})
     revised_prompt = fields.String(allow_none=True)
+
+
+class ErrorDetail(schemas.ResponseSchema):
+    """What went wrong, as OpenAI's API says it."""
+
+    message = fields.String()
+    type = fields.String()
+    param = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+
+
+class ErrorEnvelope(schemas.ResponseSchema):
+    """Every failure on these routes: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    error = fields.Nested(ErrorDetail)
 
 
 class ImagesResponse(schemas.ResponseSchema):
