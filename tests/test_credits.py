@@ -27,6 +27,12 @@ def test_costs_match_the_reference():
         "reroll": 16,
         "upscale-alt": 4,
         "upscale-highres": 4,
+        # the rest of Midjourney
+        "pan": 16,
+        "zoom": 16,
+        "inpaint": 16,
+        "shorten": 4,
+        "faceswap": 4,
         "seed": 0,
         # pan, zoom out, vary region, shorten and face swap
         "pan": 16,
