@@ -10,6 +10,8 @@ from flask import Flask, Response, current_app, has_app_context, has_request_con
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from ratelimit import BUCKET_NAMES
+
 log = logging.getLogger(__name__)
 
 # HTTP status -> error code, for failures raised by Flask/Werkzeug rather than by our views.
@@ -35,7 +37,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "NOT_FOUND": (404, "No such job (another account's job is never visible), image or endpoint."),
     "METHOD_NOT_ALLOWED": (405, "The endpoint exists but not for this HTTP method; see the Allow header."),
     "PAYLOAD_TOO_LARGE": (413, "The request body is larger than 1 MiB."),
-    "RATE_LIMITED": (429, "Too many requests this minute for the key's plan; wait Retry-After seconds."),
+    "RATE_LIMITED": (
+        429,
+        "Too many creates (the plan's rate) or reads (a larger budget) this minute for the key, or too many "
+        "open event streams; the message says which. Wait Retry-After seconds.",
+    ),
     "PROVIDER_ERROR": (500, "The image provider failed. A job whose provider fails ends failed, refunded."),
     "INTERNAL_ERROR": (500, "An unexpected error; it is logged on the server."),
 }
@@ -132,8 +138,10 @@ def _handle_api_error(exc: ApiError) -> Response:
 
 def _handle_rate_limit(exc: RateLimitExceeded) -> Response:
     limit = exc.limit.limit
+    scope = exc.limit.scope if isinstance(exc.limit.scope, str) else ""
+    what = BUCKET_NAMES.get(scope, "requests")
     message = (
-        f"Rate limit of {limit.amount} requests per {limit.get_expiry() // 60 or 1} minute exceeded. "
+        f"Rate limit of {limit.amount} {what} per {limit.get_expiry() // 60 or 1} minute exceeded. "
         "Retry after the number of seconds in the Retry-After header."
     )
     return ApiError(429, "RATE_LIMITED", message).response()

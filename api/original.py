@@ -22,6 +22,7 @@ from peewee import Case, fn
 import errors
 import jobs
 import operations
+import ratelimit
 import schemas
 import storage
 import webhooks
@@ -134,7 +135,7 @@ def create_view(operation: Operation, *, shared: bool) -> Callable[[], tuple[Res
 
     create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
     create.__doc__ = (operation.original.summary or operation.summary) + "."
-    return create
+    return ratelimit.creates(create)
 
 
 def shared_endpoint(operation: Operation) -> str:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 import jobs
 import operations
+import ratelimit
 import schemas
 import webhooks
 from api.body import json_body
@@ -38,7 +39,7 @@ def create_view(operation: Operation) -> Callable[[], tuple[Response, int]]:
 
     create.__name__ = operation.endpoint
     create.__doc__ = operation.summary + "."
-    return create
+    return ratelimit.creates(create)
 
 
 def paths(operation: Operation) -> tuple[str, ...]:

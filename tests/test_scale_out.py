@@ -130,14 +130,14 @@ def test_two_processes_share_jobs_and_rate_limits(tmp_path, postgres_url, redis_
     server = Server(env, tmp_path / "server.log").start()
     try:
         # Fresh connections are spread over both processes; the limit holds across them.
-        def account(_):
-            return requests.get(
-                f"{server.url}/v1/account", headers={"X-API-Key": free_key}, timeout=10
+        def create(_):
+            return requests.post(
+                f"{server.url}/v1/imagine", json={}, headers={"X-API-Key": free_key}, timeout=10
             ).status_code
 
         with ThreadPoolExecutor(8) as pool:
-            statuses = sorted(pool.map(account, range(16)))
-        assert statuses == [200] * 10 + [429] * 6
+            statuses = sorted(pool.map(create, range(16)))
+        assert statuses == [400] * 10 + [429] * 6
 
         headers = {"X-API-Key": scale_key}
         ids = [
