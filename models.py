@@ -151,6 +151,7 @@ class Job(BaseModel):
         indexes = (
             (("account", "created_at"), False),
             (("status", "lease_expires"), False),
+            (("status", "created_at"), False),  # queue positions
         )
 
 

@@ -230,6 +230,10 @@ class TaskSchema(schemas.ResponseSchema):
         lambda job: str(job.progress) if job.status in ACTIVE else None,
         metadata={"type": "string", "description": 'Progress, "0" to "99", until the task ends.'},
     )
+    queue_position = fields.Function(
+        jobs.queue_position,
+        metadata={"type": "integer", "minimum": 1, "description": "While the task waits: 1 runs next."},
+    )
     original_image_url = fields.Function(_grid_url, metadata={**_URL, "description": "The 2x2 grid."})
     image_urls = fields.Function(
         _tile_urls, metadata={"type": "array", "items": _URL, "description": "The grid's four images."}

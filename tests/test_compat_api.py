@@ -206,12 +206,15 @@ def test_a_task_follows_its_job(app, api, original):
         "task_type": "imagine",
         "status": "pending",
         "percentage": "0",
+        "queue_position": 1,
     }
-    for status, progress, expected in [("queued", 0, "staged"), ("processing", 37, "processing")]:
+    steps = [("queued", 0, "staged", 1), ("processing", 37, "processing", None)]
+    for status, progress, expected, place in steps:
         with app.app_context():
             Job.update(status=status, progress=progress).where(Job.id == uuid.UUID(task_id)).execute()
         task = original.fetch(task_id)
         assert (task["status"], task["percentage"]) == (expected, str(progress))
+        assert task.get("queue_position") == place
     assert api.post(f"/v1/jobs/{task_id}/cancel").status_code == 200
     assert original.fetch(task_id) == {
         "task_id": task_id,

@@ -108,3 +108,17 @@ def test_cancel_a_terminal_job_is_400(api):
 
 def test_cancel_unknown_job_is_404(api):
     assert api.post(f"/v1/jobs/{UNKNOWN}/cancel").status_code == 404
+
+
+def test_waiting_jobs_show_their_place_in_the_queue(app, client, api, make_account):
+    app.extensions["apiframe.pool"].stop()  # nothing runs: every job waits
+    other = Api(client, make_account()[1])
+    body = {"prompt": "a red fox in a snowy forest"}
+    first = api.submit("/v1/imagine", body)["id"]
+    second = other.submit("/v1/imagine", body)["id"]  # one queue for every account, oldest first
+    third = api.submit("/v1/imagine", body)["id"]
+    assert [api.job(job_id)["queuePosition"] for job_id in (first, third)] == [1, 3]
+    assert other.get(f"/fetch/{second}").get_json()["data"]["queuePosition"] == 2
+    assert api.post(f"/v1/jobs/{first}/cancel").get_json()["job"]["queuePosition"] is None
+    listed = {job["id"]: job["queuePosition"] for job in api.get("/v1/jobs").get_json()["jobs"]}
+    assert listed == {first: None, third: 2}

@@ -96,7 +96,7 @@ def test_the_respelling_migration_goes_down_again(tmp_path):
     ids = _make_previous_release(database, "?", "0" * 64)
     runner = Runner(database, str(models.MIGRATIONS_DIR))
     runner.up()
-    runner.down()  # the most recent: the respelling
+    runner.down("0004_params_snake_case")  # back through the respelling
     for job_type, job_id in ids.items():
         text = database.execute_sql("SELECT params FROM job WHERE id = ?", (job_id.hex,)).fetchone()[0]
         assert json.loads(text) == OLD_JOBS[job_type]
