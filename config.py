@@ -72,6 +72,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_TIMEOUT": ("APIFRAME_WEBHOOK_TIMEOUT", float),
     "WEBHOOK_THREADS": ("APIFRAME_WEBHOOK_THREADS", int),
     "HEALTH_CACHE_SECONDS": ("APIFRAME_HEALTH_CACHE_SECONDS", float),
+    "EVENT_STREAMS": ("APIFRAME_EVENT_STREAMS", int),
+    "EVENT_STREAMS_PER_KEY": ("APIFRAME_EVENT_STREAMS_PER_KEY", int),
+    "EVENT_HEARTBEAT": ("APIFRAME_EVENT_HEARTBEAT", float),
+    "EVENT_STREAM_SECONDS": ("APIFRAME_EVENT_STREAM_SECONDS", float),
     # Providers: which one does each operation, and how they reach their backends.
     **{f"PROVIDER_{op}": (f"APIFRAME_PROVIDER_{op}", str) for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": ("APIFRAME_PROVIDER_CONNECT_TIMEOUT", float),
@@ -137,6 +141,13 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT": 10.0,
     "WEBHOOK_THREADS": 4,
     "HEALTH_CACHE_SECONDS": 30.0,  # /healthz asks the providers at most this often
+    # Job event streams (SSE): each holds a server thread, so a process holds at most EVENT_STREAMS
+    # (gunicorn.conf.py gives it that many threads on top of GUNICORN_THREADS), a key EVENT_STREAMS_PER_KEY.
+    "EVENT_STREAMS": 32,
+    "EVENT_STREAMS_PER_KEY": 8,
+    "EVENT_HEARTBEAT": 15.0,  # seconds between comment lines that keep idle connections open
+    "EVENT_STREAM_SECONDS": 300.0,  # a stream then closes; EventSource reconnects with Last-Event-ID
+    "EVENT_POLL_INTERVAL": 1.0,  # how often a process reads the rows of the jobs its streams follow
     **{f"PROVIDER_{op}": None for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": 5.0,
     "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 5xx or 429

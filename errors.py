@@ -53,12 +53,21 @@ EXTENSION = "apiframe.error_bodies"  # blueprint name -> how errors on its route
 class ApiError(Exception):
     """A failure to report to the client as ``{"success": false, "error": {...}}``."""
 
-    def __init__(self, status: int, code: str, message: str, *, fields: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """This error in the reference's format."""
@@ -71,6 +80,7 @@ class ApiError(Exception):
         """Render this error as a JSON response, in the format of the API family being answered."""
         response = jsonify(_renderer()(self))
         response.status_code = self.status
+        response.headers.update(self.headers)
         return response
 
 

@@ -59,6 +59,7 @@ class Operation:
     request: type[Schema] | None = None
     query: type[Schema] | None = None
     errors: tuple[int, ...] = READ_ERRORS
+    media_type: str = "application/json"
 
 
 def _costs(operation: operations.Operation) -> str:
@@ -107,6 +108,15 @@ SHARED_NOTE = (
     '"1"-"4"), and adds its task_id to the answer.'
 )
 
+EVENTS_DESCRIPTION = (
+    "text/event-stream: a `status` event {status} on every change of status; `progress` events {progress} "
+    "while the job waits or runs (queue position and seconds left when known); then one `done` event with "
+    "{done}, and the stream closes. A job that has ended gets `done` at once. A comment line every 15 s "
+    "keeps the connection open. Every event has an id: reconnect with Last-Event-ID to get only what changed "
+    "since. Counts once against the key's reads; by default a key holds at most 8 streams at once and a "
+    "server process 32 (429 RATE_LIMITED with Retry-After beyond that)."
+)
+
 REFERENCE = f"{api.bp.name}.{reference.bp.name}."  # endpoint prefixes of the families
 ORIGINAL = f"{api.bp.name}.{original.bp.name}."
 
@@ -153,6 +163,18 @@ OPERATIONS: dict[str, Operation] = {
         schemas.WebhookReportEnvelope,
         errors=JOB_ERRORS,
     ),
+    REFERENCE + "job_events": Operation(
+        "Follow a job as server-sent events",
+        EVENTS_DESCRIPTION.format(
+            status='{"id", "status"}',
+            progress='{"id", "progress", "queuePosition"?, "etaSeconds"?}',
+            done="the job object",
+        ),
+        "Jobs",
+        None,
+        errors=JOB_ERRORS,
+        media_type="text/event-stream",
+    ),
     REFERENCE + "cancel_job": Operation(
         "Cancel a job that has not ended",
         "Its credits are refunded. A job that has already ended answers 400.",
@@ -182,6 +204,18 @@ OPERATIONS: dict[str, Operation] = {
         request=schemas.FetchManyBody,
         errors=(400, *READ_ERRORS),
     ),
+    ORIGINAL + "task_events": Operation(
+        "Follow a task as server-sent events (an addition to the original apiframe.ai API)",
+        EVENTS_DESCRIPTION.format(
+            status='{"task_id", "status"} (pending, staged, processing, finished, failed)',
+            progress='{"task_id", "percentage", "queue_position"?, "eta_seconds"?}',
+            done="the task object of POST /fetch",
+        ),
+        ORIGINAL_TAG,
+        None,
+        errors=JOB_ERRORS,
+        media_type="text/event-stream",
+    ),
     ORIGINAL + "account_info": Operation(
         "Get your account (the original apiframe.ai API)",
         "Email, credits left, plan, total_images and next_billing_date (always null here).",
@@ -198,6 +232,7 @@ SHARED_ALIASES = {
 
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "job_id": {"description": "The job ID.", "schema": {"type": "string", "format": "uuid"}},
+    "task_id": {"description": "The task ID (a job ID).", "schema": {"type": "string", "format": "uuid"}},
 }
 
 RATE_LIMIT_HEADERS = {
@@ -296,7 +331,9 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
         "description": "Accepted: the new job." if operation.status == 202 else "OK",
         "headers": {name: name for name in RATE_LIMIT_HEADERS if name != "Retry-After"},
     }
-    if operation.response is not None:
+    if operation.media_type != "application/json":
+        success["content"] = {operation.media_type: {"schema": {"type": "string"}}}
+    elif operation.response is not None:
         success["content"] = {"application/json": {"schema": operation.response}}
     responses: dict[str, Any] = {str(operation.status): success}
     for status in operation.errors:

@@ -20,6 +20,7 @@ from marshmallow import Schema, fields, post_dump
 from peewee import Case, fn
 
 import errors
+import events
 import jobs
 import operations
 import ratelimit
@@ -167,6 +168,13 @@ def fetch_tasks() -> Response:
     return jsonify(tasks=tasks(g.account, task_ids))
 
 
+@bp.get("/tasks/<task_id>/events")
+def task_events(task_id: str) -> Response:
+    """A task's status and percentage as server-sent events, then the finished task object."""
+    job = jobs.find(g.account, jobs.parse_id(task_id, "task_id"))
+    return events.respond(ratelimit.api_key_identity(), [job], EVENTS, request.headers.get("Last-Event-ID"))
+
+
 @bp.get("/account")
 def account_info() -> Response:
     """The caller's account as the original API shows it."""
@@ -305,6 +313,22 @@ def tasks(account: Account, task_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
 
 def _missing(task_id: uuid.UUID) -> dict[str, Any]:
     return {"task_id": str(task_id), "error": "NOT_FOUND", "message": f"Task {task_id} was not found."}
+
+
+def _progress_event(job_id: uuid.UUID, state: events.State) -> dict[str, Any]:
+    data: dict[str, Any] = {"task_id": str(job_id), "percentage": str(state.progress)}
+    if state.queue_position is not None:
+        data["queue_position"] = state.queue_position
+    if state.eta_seconds is not None:
+        data["eta_seconds"] = state.eta_seconds
+    return data
+
+
+EVENTS = events.Renderer(
+    status=lambda job_id, state: {"task_id": str(job_id), "status": TASK_STATUSES[state.status]},
+    progress=_progress_event,
+    done=task_object,
+)
 
 
 def account_object(account: Account) -> dict[str, Any]:
