@@ -9,12 +9,13 @@ import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, send_from_directory
 from PIL import Image
 
 import imaging
-from errors import not_found
+from errors import ApiError, not_found
 
 bp = Blueprint("images", __name__)
 
@@ -82,6 +83,21 @@ def _stored_image(job_id: str, name: str) -> Path:
     if not path.is_file():
         raise not_found("No such image.")
     return path
+
+
+def own_image(url: str) -> bytes | None:
+    """The stored bytes behind one of this service's image URLs, or None for any other URL.
+
+    Raises FileNotFoundError for a URL of this service's images that names no stored image.
+    """
+    prefix = f"{current_app.config['PUBLIC_URL']}/images/"
+    if not url.startswith(prefix):
+        return None
+    job_id, _, name = urlsplit(url[len(prefix) :]).path.partition("/")
+    try:
+        return _stored_image(job_id, name).read_bytes()
+    except (ApiError, OSError):
+        raise FileNotFoundError(url) from None
 
 
 def _immutable(response: Response) -> Response:
