@@ -103,7 +103,7 @@ class Watcher:
 
     def reserve(self, key: str, found: Iterable[Job]) -> list[uuid.UUID]:
         """Take a stream slot for ``key`` following the ``found`` jobs, or raise 429; returns their ids."""
-        found = list(found)
+        states = {job.id: state_of(job) for job in found}  # read before taking the lock
         with self._changed:
             if self._per_key[key] >= self.max_per_key:
                 raise too_many(
@@ -117,11 +117,11 @@ class Watcher:
                 )
             self._streams += 1
             self._per_key[key] += 1
-            for job in found:
-                self._followers[job.id] += 1
-                self._states.setdefault(job.id, state_of(job))
+            for job_id, state in states.items():
+                self._followers[job_id] += 1
+                self._states.setdefault(job_id, state)
             self._start()
-        return [job.id for job in found]
+        return list(states)
 
     def release(self, key: str, job_ids: Iterable[uuid.UUID]) -> None:
         """Give back the slot ``reserve`` took."""

@@ -236,8 +236,12 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 RATE_LIMIT_HEADERS = {
-    "X-RateLimit-Limit": ("The requests allowed per minute on the key's plan.", "integer"),
-    "X-RateLimit-Remaining": ("The requests left in the current minute.", "integer"),
+    "X-RateLimit-Limit": (
+        "The requests allowed per minute in the bucket this one counted against: creates (the plan's rate) "
+        "or reads (ten times it, at least 120).",
+        "integer",
+    ),
+    "X-RateLimit-Remaining": ("The requests of that bucket left in the current minute.", "integer"),
     "X-RateLimit-Reset": ("When the current window ends (unix seconds).", "integer"),
     "Retry-After": ("429 only: seconds to wait before retrying.", "integer"),
 }
