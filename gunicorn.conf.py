@@ -32,6 +32,23 @@ def when_ready(server):
     )
 
 
+def post_worker_init(worker):
+    """On a graceful stop, end this process's job event streams at once, rather than wait them out."""
+    import signal
+
+    import events
+
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        watcher = getattr(worker.wsgi, "extensions", {}).get(events.EXTENSION)
+        if watcher is not None:
+            watcher.stop()  # each stream ends; clients reconnect (Last-Event-ID) to another process
+        graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def worker_exit(server, worker):
     """Hand this process's running jobs and webhook deliveries back before the interpreter shuts down."""
     import webhooks

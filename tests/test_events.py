@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ import requests
 
 import accounts
 from conftest import wait_until
+from servers import Server, cli, environment, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -252,3 +254,20 @@ def test_streams_are_capped_per_key_and_per_process(server, streams):
     streams[0].close()  # a client goes away: its slot is free once the next heartbeat fails to reach it
     wait_until(lambda: app.extensions["apiframe.events"].open_streams == 2, what="the slot to be released")
     assert open_stream(streams, f"{url}/v1/jobs/{job}/events", first).response.status_code == 200
+
+
+def test_a_graceful_stop_of_gunicorn_ends_open_streams_at_once(tmp_path):
+    env = environment(tmp_path / "data", free_port(), APIFRAME_LOCAL_LATENCY="600")  # the job never ends
+    key = cli(env, "users", "create", "stop@example.com").strip().splitlines()[-1]
+    server = Server(env, tmp_path / "server.log").start()
+    try:
+        job = create(server.url, key)
+        stream = Stream(f"{server.url}/v1/jobs/{job['id']}/events", key)
+        assert stream.next()["event"] == "status"
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        assert time.monotonic() - started < 10  # not gunicorn's 20 s graceful timeout
+        stream.rest(timeout=5)  # the server closed the stream
+    finally:
+        server.stop()
