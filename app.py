@@ -17,6 +17,7 @@ import config
 import console
 import docs
 import errors
+import events
 import health
 import models
 import ratelimit
@@ -55,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[PROVIDERS] = Providers(app.config)
     pool = workers.init_app(app)
     sender = webhooks.init_app(app)
+    atexit.register(events.init_app(app).stop)
     if roles.runs_background(app):
         if click.get_current_context(silent=True) is None:
             # serving: start now, so jobs and webhooks left by a previous run resume at once

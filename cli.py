@@ -42,7 +42,11 @@ def create_user(email: str, name: str, plan: str, password: str | None) -> None:
     try:
         account, key = accounts.create(email, name=name, plan=plan, password=password)
     except accounts.AccountError as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = ""
+        if accounts.find_by_email(email) is not None:
+            email = accounts.normalize_email(email)
+            hint = f"; for another API key, run: .venv/bin/flask --app app keys create {email}"
+        raise click.ClickException(f"{exc}{hint}") from None
     click.echo(f"created {account.email} on the {plan} plan with {account.balance} credits; API key:")
     click.echo(key)
 

@@ -84,6 +84,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SYNC_WAIT": ("APIFRAME_SYNC_WAIT", float),
     "SYNC_WAITERS": ("APIFRAME_SYNC_WAITERS", int),
     "UPLOAD_MAX_BYTES": ("APIFRAME_UPLOAD_MAX_BYTES", int),
+    "EVENT_STREAMS": ("APIFRAME_EVENT_STREAMS", int),
+    "EVENT_STREAMS_PER_KEY": ("APIFRAME_EVENT_STREAMS_PER_KEY", int),
+    "EVENT_HEARTBEAT": ("APIFRAME_EVENT_HEARTBEAT", float),
+    "EVENT_STREAM_SECONDS": ("APIFRAME_EVENT_STREAM_SECONDS", float),
     # Providers: which one does each operation, and how they reach their backends.
     **{f"PROVIDER_{op}": (f"APIFRAME_PROVIDER_{op}", str) for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": ("APIFRAME_PROVIDER_CONNECT_TIMEOUT", float),
@@ -169,6 +173,13 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_WAIT": 300.0,
     "SYNC_WAITERS": 8,
     "UPLOAD_MAX_BYTES": 20 * 1024 * 1024,  # a multipart request with images (OpenAI edits, variations)
+    # Job event streams (SSE): each holds a server thread, so a process holds at most EVENT_STREAMS
+    # (gunicorn.conf.py gives it that many threads on top of GUNICORN_THREADS), a key EVENT_STREAMS_PER_KEY.
+    "EVENT_STREAMS": 32,
+    "EVENT_STREAMS_PER_KEY": 8,
+    "EVENT_HEARTBEAT": 15.0,  # seconds between comment lines that keep idle connections open
+    "EVENT_STREAM_SECONDS": 300.0,  # a stream then closes; EventSource reconnects with Last-Event-ID
+    "EVENT_POLL_INTERVAL": 1.0,  # how often a process reads the rows of the jobs its streams follow
     **{f"PROVIDER_{op}": None for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": 5.0,
     "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 5xx or 429

@@ -17,6 +17,7 @@ from api import openai, original
 from config import PLANS
 from errors import ERROR_CODES
 from jobs import STATUSES, WEBHOOK_STATUSES
+from ratelimit import reads_per_minute
 from webhooks import nominal_retry_delay
 
 bp = Blueprint("docs", __name__)
@@ -104,6 +105,7 @@ def reference() -> str:
         canonical=openapi.canonical_routes(current_app),
         summaries={endpoint: operation.summary for endpoint, operation in openapi.OPERATIONS.items()},
         plans=PLANS.values(),
+        reads_per_minute=reads_per_minute,
         operations=operations.OPERATIONS,
         field_rows=field_rows,
         as_json=json.dumps,

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify, request
-from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "HEADER_TOO_LARGE": (431, "A request header is longer than 8192 bytes."),
     "IDEMPOTENCY_KEY_IN_USE": (409, "A request with this Idempotency-Key is still being processed."),
     "IDEMPOTENCY_KEY_REUSED": (422, "This Idempotency-Key was already used with a different request."),
-    "RATE_LIMITED": (429, "Too many requests this minute for the key's plan; wait Retry-After seconds."),
+    "RATE_LIMITED": (
+        429,
+        "Too many creates (the plan's rate) or reads (a larger budget) this minute for the key, or too many "
+        "open event streams; the message says which. Wait Retry-After seconds.",
+    ),
     "PROVIDER_ERROR": (500, "The image provider failed. A job whose provider fails ends failed, refunded."),
     "INTERNAL_ERROR": (500, "An unexpected error; it is logged on the server."),
 }
@@ -51,12 +54,21 @@ EXTENSION = "apiframe.error_bodies"  # blueprint name -> how errors on its route
 class ApiError(Exception):
     """A failure to report to the client as ``{"success": false, "error": {...}}``."""
 
-    def __init__(self, status: int, code: str, message: str, *, fields: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """This error in the reference's format."""
@@ -69,6 +81,7 @@ class ApiError(Exception):
         """Render this error as a JSON response, in the format of the API family being answered."""
         response = jsonify(_renderer()(self))
         response.status_code = self.status
+        response.headers.update(self.headers)
         return response
 
 
@@ -134,15 +147,6 @@ def _handle_api_error(exc: ApiError) -> Response:
     return exc.response()
 
 
-def _handle_rate_limit(exc: RateLimitExceeded) -> Response:
-    limit = exc.limit.limit
-    message = (
-        f"Rate limit of {limit.amount} requests per {limit.get_expiry() // 60 or 1} minute exceeded. "
-        "Retry after the number of seconds in the Retry-After header."
-    )
-    return ApiError(429, "RATE_LIMITED", message).response()
-
-
 def _handle_http(exc: HTTPException) -> Response:
     status = exc.code or 500
     code = HTTP_CODES.get(status, (exc.name or "ERROR").upper().replace(" ", "_"))
@@ -160,6 +164,5 @@ def _handle_unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     """Render every failure of ``app`` in the JSON error format."""
     app.register_error_handler(ApiError, _handle_api_error)
-    app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
     app.register_error_handler(HTTPException, _handle_http)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -5,12 +5,17 @@ import os
 
 from gunicorn import util
 
+from config import DEFAULTS
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '4100')}"
 # One process by default: rate limits then live in memory. With APIFRAME_RATELIMIT_STORAGE_URI
 # set to redis://..., WEB_CONCURRENCY can run several processes that share the limits.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# Each open job event stream (SSE) holds a thread; the app caps them at APIFRAME_EVENT_STREAMS per
+# process, and those threads come on top of GUNICORN_THREADS, which stay free for the rest of the API.
+_event_streams = int(os.environ.get("APIFRAME_EVENT_STREAMS") or DEFAULTS["EVENT_STREAMS"])
+threads = int(os.environ.get("GUNICORN_THREADS", "16")) + _event_streams
 timeout = 60
 graceful_timeout = 20
 accesslog = "-"
@@ -35,6 +40,36 @@ def _write_json_error(sock, status_int, reason, mesg):
 
 
 util.write_error = _write_json_error  # gunicorn's workers call util.write_error for unparseable requests
+
+
+def when_ready(server):
+    """Say where the console is and how to get a first API key, once the server is listening."""
+    port = os.environ.get("PORT", "4100")
+    base = (os.environ.get("APIFRAME_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/")
+    print(
+        f"\nAPIFrame is ready at {base}\n"
+        f"  Web console: {base}/signup (sign up, then copy your API key), API reference: {base}/docs\n"
+        "  Or create an account and its first API key from another shell (the key is the last line):\n"
+        "    .venv/bin/flask --app app users create you@example.com --name 'Your Name'\n",
+        flush=True,
+    )
+
+
+def post_worker_init(worker):
+    """On a graceful stop, end this process's job event streams at once, rather than wait them out."""
+    import signal
+
+    import events
+
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        watcher = getattr(worker.wsgi, "extensions", {}).get(events.EXTENSION)
+        if watcher is not None:
+            watcher.stop()  # each stream ends; clients reconnect (Last-Event-ID) to another process
+        graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def worker_exit(server, worker):

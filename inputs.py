@@ -30,17 +30,21 @@ def made_by(parent: Job) -> dict[str, str | None]:
 
 
 def fetch_image(url: str, field: str, ctx: JobContext) -> Image.Image:
-    """Download and decode one input image through the safe fetcher."""
+    """One input image, decoded: this service's own image URLs from storage, others fetched safely."""
     config = current_app.config
     ctx.check()
     try:
-        data = fetch_bytes(
-            url,
-            allow_private=config["ALLOW_PRIVATE_URLS"],
-            max_bytes=config["FETCH_MAX_BYTES"],
-            timeout=max(1.0, min(config["FETCH_TIMEOUT"], ctx.remaining())),
-        )
+        data = storage.own_image(url)
+        if data is None:
+            data = fetch_bytes(
+                url,
+                allow_private=config["ALLOW_PRIVATE_URLS"],
+                max_bytes=config["FETCH_MAX_BYTES"],
+                timeout=max(1.0, min(config["FETCH_TIMEOUT"], ctx.remaining())),
+            )
         return imaging.decode(data, config["MAX_IMAGE_PIXELS"])
+    except FileNotFoundError:
+        raise InputError(f"Could not use {field} {url}: this server has no such image.") from None
     except (FetchError, imaging.ImageError) as exc:
         raise InputError(f"Could not use {field} {url}: {exc}.") from None
 

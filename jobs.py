@@ -207,6 +207,15 @@ def cancel(account: Account, job_id: uuid.UUID) -> Job:
     return find(account, job_id)
 
 
+def queue_position(job: Job) -> int | None:
+    """A waiting job's place in the queue (1: next to run), or None once it runs or has ended."""
+    # The pool claims the oldest waiting job first, whoever it belongs to; an indexed count.
+    if job.status not in (PENDING, QUEUED):
+        return None
+    ahead = Job.select().where(Job.status.in_((PENDING, QUEUED)) & (Job.created_at < job.created_at)).count()
+    return ahead + 1
+
+
 def list_for(
     account: Account,
     *,

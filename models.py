@@ -157,6 +157,7 @@ class Job(BaseModel):
         indexes = (
             (("account", "created_at", "id"), False),  # an account's jobs, newest first, at any depth
             (("status", "lease_expires"), False),
+            (("status", "created_at"), False),  # queue positions
         )
 
 

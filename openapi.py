@@ -75,6 +75,7 @@ class Operation:
     errors: tuple[int, ...] = READ_ERRORS
     content: str = "application/json"  # the request body's media type
     error_format: str = "Error"  # the components its error responses use: ErrorNNN, or OpenAIErrorNNN
+    media_type: str = "application/json"  # what a success answers with
 
 
 def _costs(operation: operations.Operation) -> str:
@@ -130,6 +131,15 @@ SHARED_NOTE = (
     " This path is also the original apiframe.ai API's: it takes that API's snake_case field names too "
     "(aspect_ratio, parent_task_id, image_url(s), webhook_url, webhook_secret, process_mode; an index as "
     '"1"-"4"), and adds its task_id to the answer.'
+)
+
+EVENTS_DESCRIPTION = (
+    "text/event-stream: a `status` event {status} on every change of status; `progress` events {progress} "
+    "while the job waits or runs (queue position and seconds left when known); then one `done` event with "
+    "{done}, and the stream closes. A job that has ended gets `done` at once. A comment line every 15 s "
+    "keeps the connection open. Every event has an id: reconnect with Last-Event-ID to get only what changed "
+    "since. Counts once against the key's reads; by default a key holds at most 8 streams at once and a "
+    "server process 32 (429 RATE_LIMITED with Retry-After beyond that)."
 )
 
 REFERENCE = f"{api.bp.name}.{reference.bp.name}."  # endpoint prefixes of the families
@@ -191,6 +201,18 @@ OPERATIONS: dict[str, Operation] = {
         "Jobs",
         schemas.WebhookReportEnvelope,
         errors=JOB_ERRORS,
+    ),
+    REFERENCE + "job_events": Operation(
+        "Follow a job as server-sent events",
+        EVENTS_DESCRIPTION.format(
+            status='{"id", "status"}',
+            progress='{"id", "progress", "queuePosition"?, "etaSeconds"?}',
+            done="the job object",
+        ),
+        "Jobs",
+        None,
+        errors=JOB_ERRORS,
+        media_type="text/event-stream",
     ),
     REFERENCE + "cancel_job": Operation(
         "Cancel a job that has not ended",
@@ -266,6 +288,18 @@ OPERATIONS: dict[str, Operation] = {
         errors=(404, *READ_ERRORS),
         error_format="OpenAIError",
     ),
+    ORIGINAL + "task_events": Operation(
+        "Follow a task as server-sent events (an addition to the original apiframe.ai API)",
+        EVENTS_DESCRIPTION.format(
+            status='{"task_id", "status"} (pending, staged, processing, finished, failed)',
+            progress='{"task_id", "percentage", "queue_position"?, "eta_seconds"?}',
+            done="the task object of POST /fetch",
+        ),
+        ORIGINAL_TAG,
+        None,
+        errors=JOB_ERRORS,
+        media_type="text/event-stream",
+    ),
     ORIGINAL + "account_info": Operation(
         "Get your account (the original apiframe.ai API)",
         "Email, credits left, plan, total_images and next_billing_date (always null here).",
@@ -282,11 +316,16 @@ SHARED_ALIASES = {
 
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "job_id": {"description": "The job ID.", "schema": {"type": "string", "format": "uuid"}},
+    "task_id": {"description": "The task ID (a job ID).", "schema": {"type": "string", "format": "uuid"}},
 }
 
 RATE_LIMIT_HEADERS = {
-    "X-RateLimit-Limit": ("The requests allowed per minute on the key's plan.", "integer"),
-    "X-RateLimit-Remaining": ("The requests left in the current minute.", "integer"),
+    "X-RateLimit-Limit": (
+        "The requests allowed per minute in the bucket this one counted against: creates (the plan's rate) "
+        "or reads (ten times it, at least 120).",
+        "integer",
+    ),
+    "X-RateLimit-Remaining": ("The requests of that bucket left in the current minute.", "integer"),
     "X-RateLimit-Reset": ("When the current window ends (unix seconds).", "integer"),
     "Retry-After": ("429 only: seconds to wait before retrying.", "integer"),
 }
@@ -389,7 +428,9 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
         "description": "Accepted: the new job." if operation.status == 202 else "OK",
         "headers": {name: name for name in RATE_LIMIT_HEADERS if name != "Retry-After"},
     }
-    if operation.response is not None:
+    if operation.media_type != "application/json":
+        success["content"] = {operation.media_type: {"schema": {}}}  # events: described in the text
+    elif operation.response is not None:
         success["content"] = {"application/json": {"schema": operation.response}}
     responses: dict[str, Any] = {str(operation.status): success}
     for status in operation.errors:

@@ -1,4 +1,8 @@
-"""Rate limits: per API key, per minute, at the key owner's plan rate, shared by every API route.
+"""Rate limits: per API key, per minute, in two buckets.
+
+``creates`` (requests that make a job, and so cost) get the key owner's plan rate; ``reads`` (jobs,
+lists, fetches, the account, event streams and the rest) get a separate, larger budget, so waiting for
+a job never uses up the rate at which one may create them.
 
 Creating jobs is also limited per account, at the same plan rate, wherever the job comes from (any
 key of the API, or the console's playground and buttons), in the limiter's own storage.
@@ -8,16 +12,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response, current_app, g
-from flask_limiter import Limiter
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse
 
 from config import PLANS
 from errors import ApiError
 from models import Account
-
-CREATES_SCOPE = "creates"
 
 
 class CreatesLimited(ApiError):
@@ -34,6 +37,23 @@ class CreatesLimited(ApiError):
         return response
 
 EXTENSION = "apiframe.limiter"
+CREATES, READS = "creates", "reads"  # the two buckets' names (flask-limiter scopes)
+BUCKET_NAMES = {CREATES: "creates (requests that make a job)", READS: "reads"}  # as a 429 names them
+READS_PER_CREATE = 10  # a key's read budget is this many times its plan rate ...
+MIN_READS_PER_MINUTE = 120  # ... and never less than this (a poll every 0.5 s)
+
+_create_views: set[Callable[..., object]] = set()
+
+
+def creates(view: Callable[..., object]) -> Callable[..., object]:
+    """Mark ``view`` as one that creates jobs: it counts against the ``creates`` bucket."""
+    _create_views.add(view)
+    return view
+
+
+def is_create() -> bool:
+    """Whether the current request counts against the ``creates`` bucket."""
+    return current_app.view_functions.get(request.endpoint or "") in _create_views
 
 
 def bucket(key_hash: str) -> str:
@@ -47,13 +67,24 @@ def api_key_identity() -> str:
 
 
 def plan_limit() -> str:
-    """The caller's plan rate, e.g. ``"10/minute"``."""
+    """The caller's plan rate for creates, e.g. ``"10/minute"``."""
     return per_minute(g.account.plan)
 
 
-def per_minute(plan: str) -> str:
-    """The rate-limit string for ``plan``."""
-    return f"{PLANS[plan].requests_per_minute}/minute"
+def read_limit() -> str:
+    """The caller's read budget, e.g. ``"120/minute"``."""
+    return per_minute(g.account.plan, READS)
+
+
+def reads_per_minute(plan: str) -> int:
+    """How many reads a minute a key on ``plan`` may make."""
+    return max(MIN_READS_PER_MINUTE, READS_PER_CREATE * PLANS[plan].requests_per_minute)
+
+
+def per_minute(plan: str, bucket: str = CREATES) -> str:
+    """The rate-limit string of ``bucket`` for ``plan``."""
+    amount = PLANS[plan].requests_per_minute if bucket == CREATES else reads_per_minute(plan)
+    return f"{amount}/minute"
 
 
 def _drop_stray_retry_after(response: Response) -> Response:
@@ -66,8 +97,21 @@ def _drop_stray_retry_after(response: Response) -> Response:
     return response
 
 
+def _handle_rate_limit(exc: RateLimitExceeded) -> Response:
+    """429 in the JSON error format, naming the bucket that is used up."""
+    limit = exc.limit.limit
+    scope = exc.limit.scope if isinstance(exc.limit.scope, str) else ""
+    what = BUCKET_NAMES.get(scope, "requests")
+    message = (
+        f"Rate limit of {limit.amount} {what} per {limit.get_expiry() // 60 or 1} minute exceeded. "
+        "Retry after the number of seconds in the Retry-After header."
+    )
+    return ApiError(429, "RATE_LIMITED", message).response()
+
+
 def init_app(app: Flask, api: Blueprint) -> Limiter:
     """Rate-limit ``api`` on ``app``; register after authentication so the key is known."""
+    app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
     app.after_request(_drop_stray_retry_after)  # registered first, so it runs after the limiter's
     limiter = Limiter(
         key_func=api_key_identity,
@@ -76,7 +120,8 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
         headers_enabled=True,
         key_prefix="apiframe",
     )
-    limiter.shared_limit(plan_limit, scope="api")(api)
+    limiter.shared_limit(plan_limit, scope=CREATES, exempt_when=lambda: not is_create())(api)
+    limiter.shared_limit(read_limit, scope=READS, exempt_when=is_create)(api)
     limiter.init_app(app)
     app.extensions[EXTENSION] = limiter
     return limiter
@@ -94,9 +139,9 @@ def count_create(account: Account) -> None:
         return
     item = parse(per_minute(account.plan))
     identity = f"account:{account.id}"
-    if limiter.limiter.hit(item, "apiframe", identity, CREATES_SCOPE):
+    if limiter.limiter.hit(item, "apiframe", identity, CREATES):
         return
-    reset, _ = limiter.limiter.get_window_stats(item, "apiframe", identity, CREATES_SCOPE)
+    reset, _ = limiter.limiter.get_window_stats(item, "apiframe", identity, CREATES)
     retry_after = max(0, math.ceil(reset - time.time()))
     raise CreatesLimited(
         f"Rate limit of {item.amount} new jobs per minute for the {PLANS[account.plan].title} plan exceeded "
@@ -105,8 +150,10 @@ def count_create(account: Account) -> None:
     )
 
 
-def requests_this_minute(limiter: Limiter, key_hash: str, plan: str) -> tuple[int, int]:
-    """How many requests a key made in the current window, and the plan's limit."""
-    item = parse(per_minute(plan))
-    stats = limiter.limiter.get_window_stats(item, "apiframe", bucket(key_hash), "api")
+def requests_this_minute(
+    limiter: Limiter, key_hash: str, plan: str, kind: str = CREATES
+) -> tuple[int, int]:
+    """How many requests of bucket ``kind`` a key made in the current window, and that bucket's limit."""
+    item = parse(per_minute(plan, kind))
+    stats = limiter.limiter.get_window_stats(item, "apiframe", bucket(key_hash), kind)
     return item.amount - stats.remaining, item.amount

@@ -28,7 +28,7 @@ import storage
 from config import PLANS
 from errors import ERROR_CODES, validation_error
 from imaging import ASPECT_RATIOS
-from jobs import STATUSES, WEBHOOK_STATUSES
+from jobs import STATUSES, WEBHOOK_STATUSES, queue_position
 from models import Account, Job
 
 VERSIONS = ("5.2", "6.0", "6.1")
@@ -845,6 +845,11 @@ class JobSchema(ResponseSchema):
     )
     webhookAttempts = fields.Integer(
         attribute="webhook_attempts", metadata={"description": "How many deliveries were tried."}
+    )
+    queuePosition = fields.Function(
+        queue_position,
+        allow_none=True,
+        metadata={"type": "integer", "minimum": 1, "description": "Waiting jobs: 1 runs next; else null."},
     )
 
 

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, redirect, request, send_from_directory
 from PIL import Image
 
 import imaging
-from errors import not_found
+from errors import ApiError, not_found
 
 bp = Blueprint("images", __name__)
 
@@ -338,6 +339,22 @@ def _stored_key(job_id: str, name: str) -> str:
     if str(parsed) != job_id or not FILE_NAME.match(name):
         raise not_found("No such image.")
     return f"{job_id}/{name}"
+
+
+def own_image(url: str) -> bytes | None:
+    """The stored bytes behind one of this service's image URLs, or None for any other URL.
+
+    Raises FileNotFoundError for a URL of this service's images that names no stored image (in whichever
+    storage is configured, so this works on every node).
+    """
+    prefix = f"{current_app.config['PUBLIC_URL']}/images/"
+    if not url.startswith(prefix):
+        return None
+    job_id, _, name = urlsplit(url[len(prefix) :]).path.partition("/")
+    try:
+        return current().read(_stored_key(job_id, name))
+    except (ApiError, LookupError):  # not a name a job's image can have, or not stored
+        raise FileNotFoundError(url) from None
 
 
 def _immutable(response: Response) -> Response:

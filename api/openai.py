@@ -27,6 +27,7 @@ import errors
 import imaging
 import jobs
 import operations
+import ratelimit
 import schemas
 import storage
 import uploads
@@ -286,6 +287,7 @@ def size_table() -> list[tuple[str, str, float, str]]:
 
 
 @bp.post("/v1/images/generations")
+@ratelimit.creates
 @idempotent
 def generations() -> Response:
     """Create images from a prompt (OpenAI's images.generate)."""
@@ -302,6 +304,7 @@ def generations() -> Response:
 
 
 @bp.post("/v1/images/edits")
+@ratelimit.creates
 @idempotent
 def edits() -> Response:
     """Edit an image from a prompt, where a mask is transparent if one is sent (OpenAI's images.edit)."""
@@ -319,6 +322,7 @@ def edits() -> Response:
 
 
 @bp.post("/v1/images/variations")
+@ratelimit.creates
 @idempotent
 def variations() -> Response:
     """Make variations of an image (OpenAI's images.create_variation)."""

@@ -19,8 +19,10 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from marshmallow import Schema, fields, post_dump
 
 import errors
+import events
 import jobs
 import operations
+import ratelimit
 import schemas
 import storage
 import webhooks
@@ -141,7 +143,7 @@ def create_view(
         return create
     create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
     create.__doc__ = (operation.original.summary or operation.summary) + "."
-    return idempotent(create)
+    return ratelimit.creates(idempotent(create))
 
 
 def route_endpoint(operation: Operation, route: Route) -> str:
@@ -179,6 +181,13 @@ def fetch_tasks() -> Response:
     """2 to 20 tasks as the original API shows them."""
     task_ids = schemas.load(FETCH_MANY, json_body())["task_ids"]
     return jsonify(tasks=tasks(g.account, task_ids))
+
+
+@bp.get("/tasks/<task_id>/events")
+def task_events(task_id: str) -> Response:
+    """A task's status and percentage as server-sent events, then the finished task object."""
+    job = jobs.find(g.account, jobs.parse_id(task_id, "task_id"))
+    return events.respond(ratelimit.api_key_identity(), [job], EVENTS, request.headers.get("Last-Event-ID"))
 
 
 @bp.get("/account")
@@ -244,6 +253,10 @@ class TaskSchema(schemas.ResponseSchema):
     percentage = fields.Function(
         lambda job: str(job.progress) if job.status in ACTIVE else None,
         metadata={"type": "string", "description": 'Progress, "0" to "99", until the task ends.'},
+    )
+    queue_position = fields.Function(
+        jobs.queue_position,
+        metadata={"type": "integer", "minimum": 1, "description": "While the task waits: 1 runs next."},
     )
     original_image_url = fields.Function(_grid_url, metadata={**_URL, "description": "The 2x2 grid."})
     image_urls = fields.Function(
@@ -324,6 +337,22 @@ def tasks(account: Account, task_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
 
 def _missing(task_id: uuid.UUID) -> dict[str, Any]:
     return {"task_id": str(task_id), "error": "NOT_FOUND", "message": f"Task {task_id} was not found."}
+
+
+def _progress_event(job_id: uuid.UUID, state: events.State) -> dict[str, Any]:
+    data: dict[str, Any] = {"task_id": str(job_id), "percentage": str(state.progress)}
+    if state.queue_position is not None:
+        data["queue_position"] = state.queue_position
+    if state.eta_seconds is not None:
+        data["eta_seconds"] = state.eta_seconds
+    return data
+
+
+EVENTS = events.Renderer(
+    status=lambda job_id, state: {"task_id": str(job_id), "status": TASK_STATUSES[state.status]},
+    progress=_progress_event,
+    done=task_object,
+)
 
 
 def account_object(account: Account) -> dict[str, Any]:

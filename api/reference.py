@@ -7,11 +7,14 @@ view that validates the body with the operation's request schema and accepts the
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+import events
 import jobs
 import operations
+import ratelimit
 import schemas
 import webhooks
 from api.body import json_body
@@ -39,7 +42,7 @@ def create_view(operation: Operation) -> Callable[[], tuple[Response, int]]:
 
     create.__name__ = operation.endpoint
     create.__doc__ = operation.summary + "."
-    return idempotent(create)
+    return ratelimit.creates(idempotent(create))
 
 
 def paths(operation: Operation) -> tuple[str, ...]:
@@ -61,6 +64,29 @@ def get_job(job_id: str) -> Response:
     job = jobs.find(g.account, jobs.parse_id(job_id))
     key = "data" if request.endpoint == f"{request.blueprint}.fetch" else "job"
     return jsonify({"success": True, key: schemas.dump_job(job)})
+
+
+def _known(data: dict[str, Any], state: events.State) -> dict[str, Any]:
+    """``data`` plus the state's queuePosition and etaSeconds, when known."""
+    if state.queue_position is not None:
+        data["queuePosition"] = state.queue_position
+    if state.eta_seconds is not None:
+        data["etaSeconds"] = state.eta_seconds
+    return data
+
+
+EVENTS = events.Renderer(
+    status=lambda job_id, state: {"id": str(job_id), "status": state.status},
+    progress=lambda job_id, state: _known({"id": str(job_id), "progress": state.progress}, state),
+    done=schemas.dump_job,
+)
+
+
+@bp.get("/v1/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    """A job's status and progress as server-sent events, then the finished job."""
+    job = jobs.find(g.account, jobs.parse_id(job_id))
+    return events.respond(ratelimit.api_key_identity(), [job], EVENTS, request.headers.get("Last-Event-ID"))
 
 
 @bp.get("/v1/jobs")

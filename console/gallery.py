@@ -8,8 +8,10 @@ from typing import Any
 from flask import abort, flash, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+import events
 import jobs
 import schemas
+from api.reference import EVENTS
 from console.blueprints import console_bp as bp
 from console.forms import ConfirmForm, ImageActionForm, JobFilterForm, PickForm
 from console.pages import page_number
@@ -83,12 +85,7 @@ def live_jobs() -> Response:
     view = request.args.get("view", "card")
     if view not in LIVE_VIEWS:
         return jsonify(error=f"view must be one of: {', '.join(LIVE_VIEWS)}"), 400
-    ids = []
-    for value in request.args.getlist("id")[:LIVE_MAX]:
-        try:
-            ids.append(uuid.UUID(value))
-        except ValueError:
-            continue
+    ids = _live_ids()
     found = Job.select().where(Job.id.in_(ids) & (Job.account == g.account.id)) if ids else []
     template, extra = LIVE_VIEWS[view]
     context = {**job_forms(), **extra}
@@ -104,6 +101,26 @@ def live_jobs() -> Response:
             for job in found
         ]
     )
+
+
+@bp.get("/jobs/events")
+def job_events() -> Response:
+    """Some of the account's jobs as server-sent events (the API's job events), for live progress."""
+    found = list(Job.select().where(Job.id.in_(_live_ids()) & (Job.account == g.account.id)))
+    if not found:
+        abort(404)
+    return events.respond(f"console:{g.account.id}", found, EVENTS)
+
+
+def _live_ids() -> list[uuid.UUID]:
+    """The job ids a live request asks about (at most LIVE_MAX; ones that are not UUIDs are skipped)."""
+    ids = []
+    for value in request.args.getlist("id")[:LIVE_MAX]:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return ids
 
 
 @bp.post("/jobs/<job_id>/pick")

@@ -153,6 +153,7 @@ def plans() -> str:
     return render_template(
         "console/plans.html",
         plans=PLANS.values(),
+        reads_per_minute=ratelimit.reads_per_minute,
         form=PlanForm(),
         allow_switch=current_app.config["ALLOW_SELF_UPGRADE"],
     )

@@ -1,4 +1,5 @@
-/* APIFrame console: copy buttons, live job progress, range read-outs, auto-submitting filters. No build step. */
+/* APIFrame console: copy buttons, live job progress (server-sent events), range read-outs, auto-submitting
+   filters. No build step. */
 (function () {
   "use strict";
 
@@ -86,7 +87,8 @@
     if (output) { output.textContent = event.target.value; }
   });
 
-  /* ---- live jobs: poll while any job on the page is running; swap in the result when it ends ---- */
+  /* ---- live jobs: follow the page's running jobs over one event stream; swap in the result when it ends.
+     Polling is the fallback when the stream cannot be opened (say, too many streams open). ---- */
   function replaceWith(element, html) {
     var template = document.createElement("template");
     template.innerHTML = html.trim();
@@ -115,6 +117,68 @@
         replaceWith(element, job.html);
       }
     });
+  }
+
+  function liveJobIds() {
+    var ids = [];
+    document.querySelectorAll("[data-live]").forEach(function (element) {
+      if (ids.indexOf(element.dataset.job) < 0) { ids.push(element.dataset.job); }
+    });
+    return ids;
+  }
+
+  function refresh(url, jobId) {
+    var seen = {};
+    document.querySelectorAll('[data-live][data-job="' + jobId + '"]').forEach(function (element) {
+      var view = element.dataset.live;
+      if (seen[view]) { return; }
+      seen[view] = true;
+      var query = new URLSearchParams({ view: view, id: jobId });
+      fetch(url + "?" + query.toString(), {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      }).then(function (response) {
+        if (response.status === 401) { window.location.reload(); }
+        return response.ok ? response.json() : { jobs: [] };
+      }).then(function (data) {
+        data.jobs.forEach(function (job) { update(view, job); });
+      });
+    });
+  }
+
+  function follow(eventsUrl, liveUrl) {
+    var ids = liveJobIds();
+    if (!ids.length) { return; }
+    var open = {};
+    ids.forEach(function (id) { open[id] = true; });
+    var query = new URLSearchParams();
+    ids.forEach(function (id) { query.append("id", id); });
+    var source = new EventSource(eventsUrl + "?" + query.toString());
+    var heard = false;
+    function data(event) { heard = true; return JSON.parse(event.data); }
+    source.addEventListener("progress", function (event) {
+      var job = data(event);
+      document.querySelectorAll('[data-live][data-job="' + job.id + '"]').forEach(function (element) {
+        setProgress(element, job.progress);
+      });
+    });
+    source.addEventListener("status", function (event) {
+      var job = data(event);
+      var element = document.querySelector('[data-live][data-job="' + job.id + '"]');
+      if (element && element.dataset.jobStatus !== job.status) { refresh(liveUrl, job.id); }
+    });
+    source.addEventListener("done", function (event) {
+      var job = data(event);
+      refresh(liveUrl, job.id);
+      delete open[job.id];
+      if (!Object.keys(open).length) { source.close(); }  // or EventSource would reconnect
+    });
+    source.onerror = function () {
+      if (!heard) {  // the stream was refused: poll instead
+        source.close();
+        window.setTimeout(function () { poll(liveUrl); }, RETRY_MS);
+      }
+    };
   }
 
   function poll(url) {
@@ -222,6 +286,11 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var shell = document.querySelector("[data-live-url]");
-    if (shell) { window.setTimeout(function () { poll(shell.dataset.liveUrl); }, POLL_MS); }
+    if (!shell) { return; }
+    if (window.EventSource && shell.dataset.eventsUrl) {
+      follow(shell.dataset.eventsUrl, shell.dataset.liveUrl);
+    } else {
+      window.setTimeout(function () { poll(shell.dataset.liveUrl); }, POLL_MS);
+    }
   });
 })();

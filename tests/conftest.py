@@ -38,9 +38,10 @@ def settings(tmp_path) -> dict[str, Any]:
 
 
 def stop_background(application: Flask) -> None:
-    """Stop an app's worker pool and webhook sender, so no thread outlives its test's database."""
+    """Stop an app's worker pool, webhook sender and event watcher: no thread outlives its test's database."""
     application.extensions["apiframe.pool"].stop(wait=False)
     application.extensions["apiframe.webhooks"].stop()
+    application.extensions["apiframe.events"].stop()
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import credits
 from config import PLANS
 from models import Account, LedgerEntry
+from servers import BIN, ROOT, environment, free_port
 
 
 def _last_line(result) -> str:
@@ -81,3 +84,17 @@ def test_keys_revoke_needs_a_clear_prefix(runner):
 
 def test_init_db(runner):
     assert "up to date" in runner.invoke(args=["init-db"]).output
+
+
+def test_users_create_for_a_taken_email_fails_loudly_in_a_shell(tmp_path):
+    env = environment(tmp_path / "data", free_port())
+    script = 'KEY=$(.venv/bin/flask --app app users create jane@example.com | tail -n 1); echo "KEY=$KEY"'
+    first = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and first.stdout.startswith("KEY=ak_live_")
+    again = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "users", "create", "Jane@example.com"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode != 0 and again.stdout == ""
+    assert "an account with email jane@example.com already exists" in again.stderr
+    assert "keys create jane@example.com" in again.stderr

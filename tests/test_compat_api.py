@@ -67,7 +67,7 @@ def test_every_form_of_the_key_works_everywhere(client, make_account, form):
     for path in ("/v1/account", "/account", "/v1/jobs"):
         response = client.get(path, headers={name: value})
         assert response.status_code == 200, path
-        assert response.headers["X-RateLimit-Limit"] == "300"
+        assert response.headers["X-RateLimit-Limit"] == "3000"  # the scale plan's read budget
     unknown = {"task_id": str(uuid.uuid4())}
     assert client.post("/fetch", json=unknown, headers={name: value}).status_code == 404
 
@@ -95,12 +95,13 @@ def test_the_new_v1_routes_need_a_key_and_answer_in_the_reference_format(client,
 
 
 def test_the_rate_limit_applies_to_original_routes(client, make_account):
-    _, key = make_account("free")  # 10 requests a minute
+    _, key = make_account("free")  # 10 creates a minute
     original = Original(client, key)
     for _ in range(10):
-        assert original.get("/account").status_code == 200
-    response = original.post("/fetch", {"task_id": str(uuid.uuid4())})
+        assert original.post("/imagine", {}).status_code == 400
+    response = original.post("/upscale-1x", {"parent_task_id": str(uuid.uuid4()), "index": 1})
     refused(response, 429, "RATE_LIMITED", "Rate limit")
+    assert original.get("/account").status_code == 200
     assert int(response.headers["Retry-After"]) >= 1 and response.headers["X-RateLimit-Remaining"] == "0"
 
 
@@ -205,12 +206,15 @@ def test_a_task_follows_its_job(app, api, original):
         "task_type": "imagine",
         "status": "pending",
         "percentage": "0",
+        "queue_position": 1,
     }
-    for status, progress, expected in [("queued", 0, "staged"), ("processing", 37, "processing")]:
+    steps = [("queued", 0, "staged", 1), ("processing", 37, "processing", None)]
+    for status, progress, expected, place in steps:
         with app.app_context():
             Job.update(status=status, progress=progress).where(Job.id == uuid.UUID(task_id)).execute()
         task = original.fetch(task_id)
         assert (task["status"], task["percentage"]) == (expected, str(progress))
+        assert task.get("queue_position") == place
     assert api.post(f"/v1/jobs/{task_id}/cancel").status_code == 200
     assert original.fetch(task_id) == {
         "task_id": task_id,
@@ -242,7 +246,7 @@ def test_fetch_many_in_the_order_asked(client, make_account, original, grid):
     unknown = str(uuid.uuid4())
     ids = [grid["task_id"], unknown, foreign, grid["task_id"]]
     response = original.post("/fetch-many", {"task_ids": ids})
-    assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "300"
+    assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "3000"  # reads
     tasks = response.get_json()["tasks"]
     assert [task["task_id"] for task in tasks] == ids
     assert tasks[0] == tasks[3] == original.fetch(grid["task_id"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import skimage.data
-from apiframe import Apiframe, ApiframeError, AuthenticationError
+from apiframe import Apiframe, ApiframeError, AuthenticationError, RateLimitError
 from apiframe_python import ApiframeClient
 from PIL import Image, ImageOps
 
@@ -143,6 +143,28 @@ def test_the_official_sdk_raises_with_our_messages(server, files):
     with pytest.raises(Exception, match=r"failed: Could not use imageUrl .*HTTP 404") as failed:
         client.tasks.wait_for(failing["id"], interval=POLL, timeout=60)
     assert failed.value.task_details["status"] == "failed"
+
+
+def test_the_sdk_waits_with_its_default_polling_on_the_free_plan(live):
+    app, server = live
+    with app.app_context():
+        _, key = accounts.create("free@example.com")  # 10 creates a minute, 50 credits
+    client = Apiframe(api_key=key, base_url=server.url)
+    app.config["LOCAL_LATENCY"] = 7.0  # three or four of the SDK's polls, 3 s apart
+    created = client.midjourney.imagine({"prompt": "a lighthouse at dusk", "quality": 0.25})
+    done = client.tasks.wait_for(created["id"])  # polls count as reads, not against the plan's 10
+    app.config["LOCAL_LATENCY"] = 0.0
+    assert done["status"] == "completed" and len(done["image_urls"]) == 4
+    outcomes = []
+    for _ in range(9):  # creates two to ten: two more grids fit in the credits, then 402s
+        try:
+            outcomes.append(client.midjourney.imagine({"prompt": "a fox", "quality": 0.25})["id"] and 202)
+        except ApiframeError as exc:
+            outcomes.append(exc.status)
+    assert outcomes == [202, 202] + [402] * 7
+    with pytest.raises(RateLimitError):
+        client.midjourney.imagine({"prompt": "the eleventh"})
+    assert client.tasks.get(created["id"])["status"] == "completed"  # reading still works
 
 
 # ---- apiframe (ApiframeClient) -----------------------------------------------------------------

@@ -229,8 +229,8 @@ def test_task_types(fields, task_type):
 @pytest.mark.parametrize(
     ("status", "progress", "expected"),
     [
-        ("pending", 0, {"status": "pending", "percentage": "0"}),
-        ("queued", 0, {"status": "staged", "percentage": "0"}),
+        ("pending", 0, {"status": "pending", "percentage": "0", "queue_position": 1}),  # no other job waits
+        ("queued", 0, {"status": "staged", "percentage": "0", "queue_position": 1}),
         ("processing", 45, {"status": "processing", "percentage": "45"}),
         ("failed", 30, {"status": "failed", "message": "Could not use imageUrl: HTTP 404."}),
         ("timed_out", 80, {"status": "failed", "message": "The job ran longer than the 600 second limit."}),

@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 import operations
+from conftest import image_bytes
 from models import ApiKey, Job, LedgerEntry
 from operations import GRID
 
@@ -248,12 +249,13 @@ def test_login_is_rate_limited_per_address_with_a_friendly_page(console, make_ac
 
 def test_dashboard_shows_plan_credits_rate_and_recent_jobs(member, api):
     console, _, key = member
-    for _ in range(3):
-        assert console.client.get("/v1/account", headers={"X-API-Key": key}).status_code == 200
+    for _ in range(3):  # creates (refused, so free) count against the plan's rate; reads do not
+        assert console.client.post("/v1/imagine", json={}, headers={"X-API-Key": key}).status_code == 400
+    assert console.client.get("/v1/account", headers={"X-API-Key": key}).status_code == 200
     page = text(console.get("/console/"))
-    assert "Hobby" in page and "30 requests / minute" in page
+    assert "Hobby" in page and "30 creates / minute" in page
     assert 'aria-valuenow="200"' in page  # the credits gauge
-    assert "3 / 30" in page  # requests this minute for that key
+    assert "3 / 30" in page  # creates this minute for that key
     assert "No jobs yet" in page
 
 
@@ -498,6 +500,32 @@ def test_live_endpoint_reports_progress_and_html(member, app):
     on_page = console.get(f"/console/jobs/live?view=page&id={job['id']}").get_json()["jobs"][0]
     assert "Job page" not in on_page["html"]  # ...which does not link to itself
     assert console.get("/console/jobs/live?view=nope").status_code == 400
+
+
+def test_the_pages_follow_their_jobs_over_one_event_stream(member, make_account, app):
+    console, _, key = member
+    jobs = [api_post(console, key, "/v1/imagine", {"prompt": f"tide pools {n}"}) for n in range(2)]
+    for job in jobs:
+        wait_for(app, job["id"])
+    _, other_key = make_account(email="elsewhere@example.com")
+    other = api_post(console, other_key, "/v1/imagine", {"prompt": "secret"})
+    query = "&".join(f"id={job_id}" for job_id in (jobs[0]["id"], jobs[1]["id"], other["id"], "not-a-uuid"))
+    response = console.get(f"/console/jobs/events?{query}")
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    body = response.get_data(as_text=True)  # both have ended: a done event each, then the stream closes
+    assert body.count("event: done") == 2 and other["id"] not in body and "id: " not in body
+    assert all(f'"id": "{job["id"]}"' in body for job in jobs)
+    assert console.get(f"/console/jobs/events?id={other['id']}").status_code == 404
+    assert 'data-events-url="/console/jobs/events"' in console.get("/console/jobs").get_data(as_text=True)
+
+
+def test_a_describe_result_shows_the_image_it_describes(member, app, files):
+    console, _, key = member
+    url = files.add("/described.png", image_bytes((320, 180), color=(30, 120, 200)))
+    job = api_post(console, key, "/v1/describe", {"imageUrl": url})
+    wait_for(app, job["id"])
+    page = console.get(f"/console/jobs/{job['id']}").get_data(as_text=True)
+    assert re.search(rf'<img src="{re.escape(url)}" alt="The image described"[^>]*data-described-image', page)
 
 
 def test_live_endpoint_needs_a_session_and_hides_other_accounts_jobs(client, member, make_account):

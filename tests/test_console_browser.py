@@ -154,12 +154,17 @@ def test_signup_imagine_upscale_and_revoke(server, page):
     page.get_by_label("Prompt").fill("a lighthouse on a cliff at dusk, dramatic clouds")
     page.get_by_label("Aspect ratio").select_option("16:9")
     page.get_by_label("Quality").select_option("0.25")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.get_by_role("button", name="Imagine", exact=True).click()
     expect(page.get_by_text("Imagine job accepted: 16 credits.")).to_be_visible()
     expect_finished_with_image(page)
     seen = page.evaluate("window.__progress")
     assert any(0 < value < 100 for value in seen), f"the progress bar never moved: {seen}"
     assert seen[-1] == 100
+    # Progress came over the page's event stream: the page asked for fresh HTML only when the status changed.
+    assert len([url for url in requested if "/console/jobs/events?" in url]) == 1, requested
+    assert len([url for url in requested if "/console/jobs/live?" in url]) <= 4, requested
     assert page.url.startswith(f"{server.url}/console/playground?tab=imagine&job=")  # no reload on the way
     expect(page.locator(".job-panel .tile")).to_have_count(4)
     screenshot(page, "playground-result")
@@ -193,7 +198,7 @@ def test_gallery_updates_live_and_filters(server, page):
     log_in(page, server, "gallery@example.com")
     job = requests.post(
         f"{server.url}/v1/imagine",
-        json={"prompt": "a red fox in a snowy forest", "quality": 0.25},
+        json={"prompt": "a red fox in a snowy forest", "quality": 0.25, "aspectRatio": "16:9"},
         headers={"X-API-Key": key},
         timeout=10,
     ).json()["job"]
@@ -204,6 +209,12 @@ def test_gallery_updates_live_and_filters(server, page):
     expect(card.locator(".job-media img")).to_be_visible(timeout=JOB_TIMEOUT)
     expect(card.locator(".status")).to_have_text("succeeded")
     assert page.evaluate("window.__stayed") is True
+    thumbnail = card.locator(".job-media img")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+    shown = thumbnail.evaluate(
+        "img => ({ratio: img.naturalWidth / img.naturalHeight, fit: getComputedStyle(img).objectFit})"
+    )
+    assert abs(shown["ratio"] - 16 / 9) < 0.02 and shown["fit"] == "contain"  # the whole 16:9 grid, uncropped
     screenshot(page, "jobs")
 
     page.get_by_label("Status").select_option("failed")
@@ -224,6 +235,9 @@ def test_gallery_updates_live_and_filters(server, page):
     descriptions = page.locator(".job-panel [data-descriptions] li")
     expect(descriptions).to_have_count(4, timeout=JOB_TIMEOUT)
     expect(descriptions.first).not_to_be_empty()
+    described = page.locator(".job-panel img[data-described-image]")
+    expect(described).to_have_attribute("src", f"{server.url}{tile}")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=described.element_handle())
     screenshot(page, "playground-describe")
 
 
@@ -237,8 +251,9 @@ def test_dashboard_usage_plans_docs_and_errors(server, page, context):
         headers={"X-API-Key": stranger_key},
         timeout=10,
     ).json()["job"]
-    for _ in range(2):
-        requests.get(f"{server.url}/v1/account", headers={"X-API-Key": key}, timeout=10)
+    for _ in range(2):  # creates count against the plan's rate (refused ones too); reads do not
+        requests.post(f"{server.url}/v1/imagine", json={}, headers={"X-API-Key": key}, timeout=10)
+    requests.get(f"{server.url}/v1/account", headers={"X-API-Key": key}, timeout=10)
     page.goto(f"{server.url}/login")
     screenshot(page, "login", full_page=False)
     log_in(page, server, "tour@example.com")
@@ -247,6 +262,14 @@ def test_dashboard_usage_plans_docs_and_errors(server, page, context):
     screenshot(page, "dashboard-empty")
 
     go(page, "Plans")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    overflowing = page.locator(".plan .btn").evaluate_all(
+        "buttons => buttons.filter(b => b.scrollWidth > b.clientWidth || b.scrollHeight > b.clientHeight + 1)"
+        ".map(b => b.textContent)"
+    )
+    assert overflowing == [], f"plan buttons whose labels overflow at 1280 px: {overflowing}"
+    screenshot(page, "plans-1280")
+    page.set_viewport_size({"width": 1360, "height": 900})
     page.get_by_role("button", name="Switch to Growth").click()
     expect(
         page.get_by_text("You are now on the Growth plan: your balance was topped up to 1,500")

@@ -34,12 +34,6 @@ def test_costs_match_the_reference():
         "shorten": 4,
         "faceswap": 4,
         "seed": 0,
-        # pan, zoom out, vary region, shorten and face swap
-        "pan": 16,
-        "zoom": 16,
-        "inpaint": 16,
-        "shorten": 4,
-        "faceswap": 4,
     }
 
 

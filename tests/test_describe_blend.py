@@ -144,3 +144,22 @@ def test_redirects_are_followed_and_checked(app, api, files):
     done = api.wait(api.submit("/v1/describe", {"imageUrl": files.redirect("/hop", target)})["id"])
     assert done["status"] == "succeeded"
     assert files.requests == ["/hop", "/target.png"]
+
+
+def test_this_services_own_images_are_read_from_storage(app, api, files):
+    app.config["ALLOW_PRIVATE_URLS"] = False  # as on a new install
+    app.config["PUBLIC_URL"] = "http://127.0.0.1:9"  # a loopback address where nothing listens
+    grid = api.imagine(quality=0.25)
+    assert grid["imageUrl"].startswith("http://127.0.0.1:9/images/")
+    described = api.wait(api.submit("/v1/describe", {"imageUrl": grid["imageUrl"]})["id"])
+    assert described["status"] == "succeeded" and len(described["descriptions"]) == 4
+    blended = api.wait(api.submit("/v1/blend", {"imageUrls": grid["imageUrls"][:2]})["id"])
+    assert blended["status"] == "succeeded" and len(blended["imageUrls"]) == 4
+    larger = api.submit("/v1/upscale-highres", {"imageUrl": grid["imageUrls"][0], "type": "2x"})
+    assert api.wait(larger["id"])["status"] == "succeeded"
+    missing = f"http://127.0.0.1:9/images/{grid['id']}/image.png"  # a name this job has no file for
+    done = api.wait(api.submit("/v1/describe", {"imageUrl": missing})["id"])
+    assert done["status"] == "failed" and "no such image" in done["error"] and missing in done["error"]
+    other = files.add("/elsewhere.png", image_bytes())  # any other loopback URL is still refused
+    done = api.wait(api.submit("/v1/describe", {"imageUrl": other})["id"])
+    assert done["status"] == "failed" and "private" in done["error"] and files.requests == []

@@ -352,12 +352,13 @@ def test_a_refused_variation_keeps_no_upload(live):
 def test_the_rate_limit_raises_rate_limit_error(live):
     app, live_server = live
     with app.app_context():
-        _, key = accounts.create("limited@example.com", plan="free")  # 10 requests a minute
+        _, key = accounts.create("limited@example.com", plan="free")  # 10 creates a minute
     client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
-    for _ in range(10):
-        client.models.list()
+    for _ in range(10):  # refused, but each is a create request, and counts
+        with pytest.raises(openai.BadRequestError):
+            client.images.generate(prompt=" ")
     with pytest.raises(openai.RateLimitError) as caught:
-        client.models.list()
+        client.images.generate(prompt="a fox")
     assert caught.value.body["code"] == "rate_limit_exceeded"
     assert int(caught.value.response.headers["Retry-After"]) > 0
 

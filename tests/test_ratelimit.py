@@ -1,4 +1,4 @@
-"""Rate limits: per key, per minute, by plan; headers on every authenticated response; 429."""
+"""Rate limits: per key, per minute: creates at the plan rate, reads in a larger bucket; headers; 429."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from config import PLANS
 from conftest import Api
-from ratelimit import requests_this_minute
+from ratelimit import READS, reads_per_minute, requests_this_minute
 
 
 def _limit_headers(response) -> tuple[int, int, int]:
@@ -20,33 +20,53 @@ def _limit_headers(response) -> tuple[int, int, int]:
     )
 
 
-def test_free_plan_allows_10_per_minute_then_429(client, make_account):
+def test_free_plan_allows_10_creates_per_minute_then_429(client, make_account):
     _, key = make_account("free")
     api = Api(client, key)
     remaining = []
     for _ in range(10):
-        response = api.get("/v1/account")
-        assert response.status_code == 200
+        response = api.post("/v1/imagine", json={})  # a bad body still counts: the limit comes first
+        assert response.status_code == 400
         limit, left, reset = _limit_headers(response)
         assert limit == 10
         assert time.time() <= reset <= time.time() + 61
         assert "Retry-After" not in response.headers
         remaining.append(left)
     assert remaining == list(range(9, -1, -1))
-    response = api.get("/v1/account")
+    response = api.post("/v1/imagine", json={"prompt": "a fox"})
     assert response.status_code == 429
     error = response.get_json()["error"]
-    assert error["code"] == "RATE_LIMITED" and "10" in error["message"]
+    assert error["code"] == "RATE_LIMITED" and "10 creates" in error["message"]
     retry_after = int(response.headers["Retry-After"])
     assert 0 <= retry_after <= 60
     assert _limit_headers(response)[:2] == (10, 0)
+    assert api.get("/v1/account").status_code == 200  # reading is another bucket
+
+
+def test_reads_have_a_larger_budget_of_their_own(client, make_account):
+    _, key = make_account("free")
+    api = Api(client, key)
+    reads = reads_per_minute("free")
+    assert reads == 120
+    for number in range(reads):
+        response = api.get("/v1/account")
+        assert response.status_code == 200
+        assert _limit_headers(response)[:2] == (reads, reads - number - 1)
+    response = api.get("/v1/jobs")
+    assert response.status_code == 429 and "Retry-After" in response.headers
+    error = response.get_json()["error"]
+    assert error["code"] == "RATE_LIMITED" and "120 reads" in error["message"]
+    created = api.post("/v1/imagine", json={"prompt": "a fox"})
+    assert created.status_code == 202 and _limit_headers(created)[:2] == (10, 9)
 
 
 @pytest.mark.parametrize("plan", list(PLANS))
-def test_each_plan_has_its_limit(client, make_account, plan):
+def test_each_plan_has_its_limits(client, make_account, plan):
     _, key = make_account(plan)
-    response = Api(client, key).get("/v1/account")
-    assert int(response.headers["X-RateLimit-Limit"]) == PLANS[plan].requests_per_minute
+    api = Api(client, key)
+    rate = PLANS[plan].requests_per_minute
+    assert int(api.get("/v1/account").headers["X-RateLimit-Limit"]) == max(120, 10 * rate)
+    assert int(api.post("/v1/imagine", json={}).headers["X-RateLimit-Limit"]) == rate
 
 
 def test_headers_are_on_error_responses_too(api):
@@ -61,17 +81,24 @@ def test_headers_are_on_error_responses_too(api):
         assert "X-RateLimit-Reset" in response.headers
 
 
-def test_limit_is_shared_by_all_endpoints_and_aliases(client, make_account):
+def test_each_bucket_is_shared_by_its_endpoints_and_aliases(client, make_account):
     _, key = make_account("free")
     api = Api(client, key)
-    seen = [
-        api.get("/v1/account"),
-        api.get("/v1/jobs"),
+    creates = [
         api.post("/imagine", json={}),
         api.post("/api/v1/describe", json={}),
-        api.get("/fetch/a1b2c3d4-e5f6-7890-abcd-ef1234567890"),
+        api.post("/v1/upscale", json={}),
+        api.post("/upscale-1x", json={}, headers={"Authorization": key}),
     ]
-    assert [int(r.headers["X-RateLimit-Remaining"]) for r in seen] == [9, 8, 7, 6, 5]
+    assert [int(r.headers["X-RateLimit-Remaining"]) for r in creates] == [9, 8, 7, 6]
+    reads = [
+        api.get("/v1/account"),
+        api.get("/v1/jobs"),
+        api.get("/fetch/a1b2c3d4-e5f6-7890-abcd-ef1234567890"),
+        api.post("/fetch", json={"task_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890"}),
+        api.post("/v1/jobs/a1b2c3d4-e5f6-7890-abcd-ef1234567890/cancel"),
+    ]
+    assert [int(r.headers["X-RateLimit-Remaining"]) for r in reads] == [119, 118, 117, 116, 115]
 
 
 def test_limits_are_per_key(client, make_account, runner):
@@ -79,40 +106,43 @@ def test_limits_are_per_key(client, make_account, runner):
     second = runner.invoke(args=["keys", "create", account.email]).output.strip().splitlines()[-1]
     first = Api(client, key)
     for _ in range(10):
-        first.get("/v1/account")
-    assert first.get("/v1/account").status_code == 429
-    assert Api(client, second).get("/v1/account").status_code == 200
+        first.post("/v1/imagine", json={})
+    assert first.post("/v1/imagine", json={}).status_code == 429
+    assert Api(client, second).post("/v1/imagine", json={}).status_code == 400
     _, other_key = make_account("free")
-    assert Api(client, other_key).get("/v1/account").status_code == 200
+    assert Api(client, other_key).post("/v1/imagine", json={}).status_code == 400
 
 
 def test_unauthenticated_requests_do_not_count(client, make_account):
     _, key = make_account("free")
     for _ in range(15):
-        assert client.get("/v1/account", headers={"X-API-Key": "ak_live_wrong"}).status_code == 401
-    assert Api(client, key).get("/v1/account").status_code == 200
+        assert client.post("/v1/imagine", json={}, headers={"X-API-Key": "ak_live_wrong"}).status_code == 401
+    assert Api(client, key).post("/v1/imagine", json={}).status_code == 400
 
 
 def test_a_plan_change_applies_its_limit_at_once(client, make_account, runner):
     account, key = make_account("free")
     api = Api(client, key)
     for _ in range(10):
-        api.get("/v1/account")
-    assert api.get("/v1/account").status_code == 429
+        api.post("/v1/imagine", json={})
+    assert api.post("/v1/imagine", json={}).status_code == 429
     runner.invoke(args=["users", "plan", account.email, "hobby"])
-    response = api.get("/v1/account")
-    assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "30"
+    response = api.post("/v1/imagine", json={})
+    assert response.status_code == 400 and response.headers["X-RateLimit-Limit"] == "30"
 
 
 def test_requests_this_minute(app, make_account, client):
     account, key = make_account("hobby")
     for _ in range(3):
-        Api(client, key).get("/v1/account")
+        Api(client, key).post("/v1/imagine", json={})
+    Api(client, key).get("/v1/account")
     with app.app_context():
         from models import ApiKey
 
         key_hash = ApiKey.get(ApiKey.account == account.id).key_hash
-        assert requests_this_minute(app.extensions["apiframe.limiter"], key_hash, "hobby") == (3, 30)
+        limiter = app.extensions["apiframe.limiter"]
+        assert requests_this_minute(limiter, key_hash, "hobby") == (3, 30)
+        assert requests_this_minute(limiter, key_hash, "hobby", READS) == (1, 300)
 
 
 def test_jobs_made_in_the_console_count_against_the_same_plan_limit(app, client, make_account):

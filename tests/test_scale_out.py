@@ -105,14 +105,14 @@ def test_two_processes_share_jobs_and_rate_limits(tmp_path, postgres_url, redis_
     server = Server(env, tmp_path / "server.log").start()
     try:
         # Fresh connections are spread over both processes; the limit holds across them.
-        def account(_):
-            return requests.get(
-                f"{server.url}/v1/account", headers={"X-API-Key": free_key}, timeout=10
+        def create(_):
+            return requests.post(
+                f"{server.url}/v1/imagine", json={}, headers={"X-API-Key": free_key}, timeout=10
             ).status_code
 
         with ThreadPoolExecutor(8) as pool:
-            statuses = sorted(pool.map(account, range(16)))
-        assert statuses == [200] * 10 + [429] * 6
+            statuses = sorted(pool.map(create, range(16)))
+        assert statuses == [400] * 10 + [429] * 6
 
         headers = {"X-API-Key": scale_key}
         ids = [
@@ -216,14 +216,15 @@ def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path,
         for n in range(2)
     ]
     try:
-        # The rate limit is shared: a free key's 10 requests a minute, spread over both web nodes.
+        # The rate limit is shared: a free key's 10 creates a minute (here refused ones, which count too),
+        # spread over both web nodes.
         statuses = sorted(
-            requests.get(
-                f"{webs[n % 2].url}/v1/account", headers={"X-API-Key": free_key}, timeout=10
+            requests.post(
+                f"{webs[n % 2].url}/v1/imagine", json={}, headers={"X-API-Key": free_key}, timeout=10
             ).status_code
             for n in range(16)
         )
-        assert statuses == [200] * 10 + [429] * 6
+        assert statuses == [400] * 10 + [429] * 6
 
         def submit(n: int, path: str, body: dict) -> str:
             """Submit through web node n % 2, for account (n // 2) % 2: both nodes take jobs of both."""

@@ -215,7 +215,7 @@ def test_the_attempts_listing_is_private_and_checked(hooks, make_account, client
     response = client.get(f"/v1/jobs/{job['id']}/webhooks")
     assert response.status_code == 401 and response.get_json()["error"]["code"] == "UNAUTHORIZED"
     response = hooks.get(f"/v1/jobs/{job['id']}/webhooks")
-    assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "300"
+    assert response.status_code == 200 and response.headers["X-RateLimit-Limit"] == "3000"  # reads
 
 
 # ---- retries ----------------------------------------------------------------------------------
