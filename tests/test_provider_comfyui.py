@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -645,3 +648,30 @@ def test_a_custom_workflow_directory_through_the_gateway(gateway, house_style, a
         "karras",
     )
     assert {call.query["subfolder"] for call in gateway.calls("/view")} == {"house-style"}
+
+
+def test_imagine_upscale_variation_pan_zoom_and_inpaint_all_run_on_comfyui(gateway, api):
+    grid = api.wait(api.submit("/v1/imagine", {"prompt": "a lighthouse", "quality": 0.25})["id"])
+    assert grid["status"] == "succeeded" and len(grid["imageUrls"]) == 4
+    upscale = api.wait(api.submit("/v1/upscale", {"jobId": grid["id"], "index": 2})["id"])
+    varied = api.wait(api.submit("/v1/variation", {"jobId": grid["id"], "index": 3})["id"])
+    assert upscale["status"] == "succeeded" and varied["status"] == "succeeded"
+    panned = api.wait(api.submit("/v1/pan", {"jobId": upscale["id"], "direction": "left"})["id"])
+    zoomed = api.wait(api.submit("/v1/zoom", {"jobId": upscale["id"], "zoomRatio": 2})["id"])
+    served = api.client.get(urlsplit(upscale["imageUrl"]).path)
+    with Image.open(io.BytesIO(served.get_data())) as image:
+        size = image.size
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    body = {"jobId": upscale["id"], "mask": base64.b64encode(buffer.getvalue()).decode()}
+    inpainted = api.wait(api.submit("/v1/inpaint", body)["id"])
+    for job in (panned, zoomed, inpainted):
+        assert job["status"] == "succeeded" and len(job["imageUrls"]) == 4, job
+    classes = [
+        {node["class_type"] for node in call.json["prompt"].values()}
+        for call in gateway.calls("/prompt", "POST")
+    ]
+    assert sum("ImagePadForOutpaint" in graph for graph in classes) == 2  # pan and zoom
+    assert sum("VAEEncodeForInpaint" in graph for graph in classes) >= 1  # vary region
