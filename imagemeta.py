@@ -15,14 +15,14 @@ from PIL import Image
 
 KEY = "parameters"
 MODEL = "apiframe-local"
-# Job settings written into an image, by their name in job params (either spelling) and in the text.
+# Job settings written into an image, by their name in job params and in the text.
 _SETTINGS = (
-    (("aspectRatio", "aspect_ratio"), "Aspect ratio"),
-    (("chaos",), "Chaos"),
-    (("stylize",), "Stylize"),
-    (("style",), "Style"),
-    (("version",), "Version"),
-    (("quality",), "Quality"),
+    ("aspect_ratio", "Aspect ratio"),
+    ("chaos", "Chaos"),
+    ("stylize", "Stylize"),
+    ("style", "Style"),
+    ("version", "Version"),
+    ("quality", "Quality"),
 )
 _PAIR = re.compile(r'\s*([A-Za-z][A-Za-z0-9 ]*):\s*("(?:[^"\\]|\\.)*"|[^,]*)(?:,|$)')
 
@@ -57,8 +57,8 @@ def job_text(
         "Tile": tile,
         "Model": MODEL,
     }
-    for names, label in _SETTINGS:
-        fields[label] = next((params[name] for name in names if params.get(name) is not None), None)
+    for name, label in _SETTINGS:
+        fields[label] = params.get(name)
     return format_text(prompt, fields)
 
 

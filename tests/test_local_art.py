@@ -83,7 +83,7 @@ def stored(image: Image.Image, prompt: str, seed: int, tile: int, **params: obje
     text = imagemeta.job_text(
         "imagine",
         prompt,
-        {"aspectRatio": "1:1", "chaos": 0, "stylize": 100, "version": "6.1", **params},
+        {"aspect_ratio": "1:1", "chaos": 0, "stylize": 100, "version": "6.1", **params},
         seed,
         image,
         tile,
