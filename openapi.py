@@ -535,7 +535,8 @@ def build(app: Flask) -> dict[str, Any]:
     with app.app_context():  # the models a request may name are the providers this server configures
         models = [*openai.model_ids(), *openai.OPENAI_MODELS]
     for form in ("GenerationRequest", "EditForm", "VariationForm"):
-        document["components"]["schemas"][form]["properties"]["model"]["enum"] = models
+        model = document["components"]["schemas"][form]["properties"]["model"]
+        model["enum"] = [*models, None] if model.get("nullable") else models  # JSON's null: not given
     return document
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -408,6 +409,7 @@ class SeedRequest(RequestSchema):
 
 PAN_DIRECTIONS = ("up", "down", "left", "right")
 ZOOM_RATIOS = (1.0, 2.0)  # zoom out: 1.5 and 2 are the buttons, 1 makes the image square
+RATIO_STRING = re.compile(r"^(1(\.[0-9]*)?|2(\.0*)?)$")  # the same range as a numeric string: "1.5", "2"
 MAX_MASK_LENGTH = 4 * 1024 * 1024  # characters of a base64 mask (the body limit refuses bigger bodies first)
 
 
@@ -420,7 +422,7 @@ class Ratio(fields.Field):
         low, high = ZOOM_RATIOS
         kinds = [{"type": "number", "minimum": low, "maximum": high}]
         if strings:
-            kinds.append({"type": "string", "pattern": r"^\s*[0-9.]+\s*$"})
+            kinds.append({"type": "string", "pattern": RATIO_STRING.pattern})
         kwargs["metadata"] = {"oneOf": kinds, **kwargs.get("metadata", {})} if strings else {
             **kinds[0], **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
@@ -429,11 +431,8 @@ class Ratio(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         low, high = ZOOM_RATIOS
         kind = "a number or a numeric string" if self.strings else "a number"
-        if self.strings and isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise ValidationError(f"must be {kind} from {low:g} to {high:g}.") from None
+        if self.strings and isinstance(value, str) and RATIO_STRING.fullmatch(value):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ValidationError(f"must be {kind} from {low:g} to {high:g}.")
         return float(value)

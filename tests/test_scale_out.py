@@ -185,6 +185,9 @@ def _owner_pid(lease_owner: str) -> int:
     return int(lease_owner.split(":")[1])
 
 
+PARENTS, WITH_CHILDREN = 20, 12  # imagines; of those, how many get an upscale and a variation
+
+
 def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path, postgres_url, bucket):
     """Every node has its own empty data directory; a worker is killed -9 mid-flight."""
     shared = {
@@ -248,10 +251,12 @@ def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path,
                 assert time.monotonic() < deadline, f"{sum(i in done for i in ids)} of {len(ids)} jobs ended"
                 time.sleep(0.25)
 
-        parents = [submit(n, "/v1/imagine", {"prompt": f"node test {n}", "quality": 0.25}) for n in range(40)]
+        parents = [
+            submit(n, "/v1/imagine", {"prompt": f"node test {n}", "quality": 0.25}) for n in range(PARENTS)
+        ]
         ended = wait_all(parents, timeout=120)
         children = []
-        for n, parent in enumerate(parents[:30]):
+        for n, parent in enumerate(parents[:WITH_CHILDREN]):
             account = (n // 2) % 2
             for path, body in (
                 ("/v1/upscale", {"index": 1 + n % 4}),
@@ -280,21 +285,22 @@ def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path,
         workers[0].stop(signal.SIGKILL)
         ended.update(wait_all(children, timeout=180))
 
-        assert len(ended) == 100 and {job["status"] for job in ended.values()} == {"succeeded"}
+        total = PARENTS + 2 * WITH_CHILDREN
+        assert len(ended) == total and {job["status"] for job in ended.values()} == {"succeeded"}
         rows = _rows(postgres_url, "SELECT id, runs, lease_owner, parent_id, status, completed_at FROM job")
         by_id = {str(row[0]): row for row in rows}
-        assert len(rows) == 100 and all(row[4] == "succeeded" and row[5] is not None for row in rows)
+        assert len(rows) == total and all(row[4] == "succeeded" and row[5] is not None for row in rows)
         survivor = workers[1].process.pid
         for (job_id,) in in_flight:  # resumed on the other worker after the lease ran out
             assert _owner_pid(by_id[str(job_id)][2]) == survivor and by_id[str(job_id)][1] == 2
         assert all(row[1] == 1 for row in rows if (row[0],) not in in_flight)
         crossed = [row for row in rows if row[3] and _owner_pid(row[2]) != _owner_pid(by_id[str(row[3])][2])]
-        assert len(crossed) >= 5, "children whose parent was made on the other worker"
+        assert len(crossed) >= 4, "children whose parent was made on the other worker"
 
         # Every image, from both web nodes, the same bytes; and nothing on any node's disk.
         urls = [url for job in ended.values() for url in job["imageUrls"]]
         urls += [job["imageUrl"] for job in ended.values()]
-        assert len(urls) == 40 * 5 + 30 * 1 + 30 * 5 + 30 * 1
+        assert len(urls) == PARENTS * 5 + WITH_CHILDREN * (1 + 5 + 1)  # grids and tiles; upscales
 
         def fetch_both(url: str) -> bool:
             path = url.removeprefix(balancer)
@@ -305,7 +311,7 @@ def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path,
 
         with ThreadPoolExecutor(8) as pool:
             assert all(pool.map(fetch_both, urls))
-        assert len(bucket.keys()) == 40 * 5 + 30 + 30 * 5
+        assert len(bucket.keys()) == PARENTS * 5 + WITH_CHILDREN * (1 + 5)
         for node in ("web0", "web1", "worker0", "worker1"):
             assert not (tmp_path / node / "images").exists()
     finally:

@@ -47,10 +47,12 @@ def nodes(tmp_path, postgres_url):
 
 
 def _listeners(database_url: str) -> int:
+    """The job listeners connected to this test's database (other runs may share the server)."""
     connection = psycopg2.connect(database_url)
     with connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'apiframe_job-listener'"
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'apiframe_job-listener' AND datname = current_database()"
         )
         (count,) = cursor.fetchone()
     connection.close()
@@ -87,7 +89,7 @@ def test_the_listener_reconnects_when_its_connection_is_lost(nodes, postgres_url
     with admin, admin.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = 'apiframe_job-listener'"
+            " WHERE application_name = 'apiframe_job-listener' AND datname = current_database()"
         )
     admin.close()
     wait_until(lambda: _listeners(postgres_url) == 1, what="the worker to listen again", timeout=20)
