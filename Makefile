@@ -3,6 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4100
 BROWSER := /usr/bin/chromium
+# pytest-xdist: the suite waits on servers and jobs much of the time, so two processes share the cores well.
+TEST_PROCESSES ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench gallery browser clean
@@ -30,7 +32,7 @@ browser: $(BROWSER)
 
 test: $(BIN)/.testing $(BROWSER)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(TEST_PROCESSES)
 
 lint: $(BIN)/.testing
 	$(BIN)/ruff check .

@@ -24,6 +24,12 @@ from app import create_app
 from servers import MotoS3
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: `make test` runs two processes (pytest-xdist), and long tests started last
+    would leave one process working alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def settings(tmp_path) -> dict[str, Any]:
     """Test settings; a test may change them before asking for ``app``."""

@@ -17,6 +17,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from tests.servers import ROOT, Server, cli, environment, free_port
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 PHOTOS = Path(skimage.data.__file__).parent
 # What Chromium needs on this offline machine (root, no sandbox, no network beyond loopback).

@@ -249,12 +249,14 @@ def test_a_variation_through_the_api_redraws_the_chosen_tile(api):
     grid = [tile_from(api, url) for url in parent["imageUrls"]]
     done = api.wait(api.submit("/v1/variation", {"jobId": parent["id"], "index": 2})["id"])
     assert done["status"] == "succeeded", done
+    owns, margins = [], []
     for url in done["imageUrls"]:
         variant = tile_from(api, url)
-        own = structure(variant, grid[1])
-        assert (
-            own > 0.4 and own > max(structure(variant, grid[i]) for i in (0, 2, 3)) + 0.1
-        )  # measured: 0.48-0.83 vs 0.26-0.35
+        owns.append(structure(variant, grid[1]))
+        margins.append(owns[-1] - max(structure(variant, grid[i]) for i in (0, 2, 3)))
+    # Each variant is closer to its tile than to any other; measured over 256 variants of random parents:
+    # own 0.41-0.95 (median 0.75) against at most 0.41 for another tile, margins 0.13 and up.
+    assert min(margins) > 0.05 and np.mean(owns) > 0.45 and np.mean(margins) > 0.15, (owns, margins)
 
 
 def test_a_variation_of_a_foreign_image_warps_without_blotches():

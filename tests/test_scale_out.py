@@ -188,6 +188,7 @@ def _owner_pid(lease_owner: str) -> int:
 PARENTS, WITH_CHILDREN = 20, 12  # imagines; of those, how many get an upscale and a variation
 
 
+@pytest.mark.slow
 def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path, postgres_url, bucket):
     """Every node has its own empty data directory; a worker is killed -9 mid-flight."""
     shared = {

@@ -15,6 +15,8 @@ import operations
 from api import reference
 from conftest import LiveServer, stop_background
 
+pytestmark = pytest.mark.slow
+
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SEED, EXAMPLES = 1, 5  # deterministic and bounded: well under a minute or two
 
