@@ -14,7 +14,9 @@ import importlib
 import io
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +59,19 @@ def median_ms(call: Callable[[int], object], runs: int) -> tuple[float, float]:
 def png_ms(tiles: list, runs: int) -> tuple[float, float]:
     """Time to PNG-encode the four tiles as the gateway does (compress_level=1), for context."""
     return median_ms(lambda i: [tile.save(io.BytesIO(), "PNG", compress_level=1) for tile in tiles], runs)
+
+
+def stored_images(runs: int) -> tuple[float, float]:
+    """What the gateway stores for a quality-1 imagine, four tiles and their grid (half of the bytes):
+    median wall time to encode them one after another, and through storage.save_images (side by side)."""
+    app = importlib.import_module("app").create_app({"DATA_DIR": tempfile.mkdtemp(), "START_WORKERS": False})
+    storage = importlib.import_module("storage")
+    tiles = procedural.paint_tiles(PROMPTS[0], 1024, 1024, seed=5)
+    images = {"grid": imaging.compose_grid(tiles), **{str(n): tile for n, tile in enumerate(tiles, 1)}}
+    one_by_one = median_ms(lambda i: [imaging.encode(image, "png") for image in images.values()], runs)[0]
+    with app.app_context():
+        side_by_side = median_ms(lambda i: storage.save_images(uuid.uuid4(), images), runs)[0]
+    return one_by_one, side_by_side
 
 
 def budget(runs: int) -> dict[str, float]:
@@ -113,6 +128,11 @@ def main() -> None:
         print(f"  {label:38s} {median:7.1f} ms  ({worst:.1f})")
     median, worst = png_ms(square, runs)
     print(f"  {'for context: PNG-encode 4 x 1024x1024':38s} {median:7.1f} ms  ({worst:.1f})")
+    one_by_one, side_by_side = stored_images(runs)
+    print(
+        f"  {'store 4 tiles + grid, one by one':38s} {one_by_one:7.1f} ms\n"
+        f"  {'store 4 tiles + grid (save_images)':38s} {side_by_side:7.1f} ms  (encoded side by side)"
+    )
     b = budget(max(1, runs // 3))
     cores = procedural._THREADS
     print(
