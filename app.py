@@ -11,6 +11,7 @@ import click
 from flask import Flask, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
+import allocator
 import api
 import auth
 import cli
@@ -33,6 +34,7 @@ from providers import Providers
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
+    allocator.configure()  # before any thread of the app's starts
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
     app.json.sort_keys = False  # objects keep the reference's field order (id, type, status, ...)
