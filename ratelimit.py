@@ -122,9 +122,13 @@ def _count_api_request(api: str) -> None:
     if not limiter.enabled or api not in request.blueprints:
         return
     scope = CREATES if is_create() else READS
-    item, identifiers = _item(g.account.plan, scope), ("apiframe", api_key_identity(), scope)
-    g.rate_limit = (item, identifiers)
-    if not limiter.limiter.hit(item, *identifiers):
+    item = _item(g.account.plan, scope)
+    key = item.key_for("apiframe", api_key_identity(), scope)
+    # The fixed window's hit (limits' FixedWindowRateLimiter.hit), keeping the count it returns, so
+    # the headers need one more look at the storage (the window's end), not two.
+    used = limiter.limiter.storage.incr(key, item.get_expiry())
+    g.rate_limit = (item, key, used)
+    if used > item.amount:
         raise _exceeded(item, scope)
 
 
@@ -133,11 +137,10 @@ def _add_limit_headers(response: Response) -> Response:
     counted = g.get("rate_limit")
     if counted is None:
         return response
-    item, identifiers = counted
-    reset, remaining = current_app.extensions[EXTENSION].limiter.get_window_stats(item, *identifiers)
-    reset_at = int(reset + 1)
+    item, key, used = counted
+    reset_at = int(current_app.extensions[EXTENSION].limiter.storage.get_expiry(key) + 1)
     response.headers.add("X-RateLimit-Limit", str(item.amount))
-    response.headers.add("X-RateLimit-Remaining", str(remaining))
+    response.headers.add("X-RateLimit-Remaining", str(max(0, item.amount - used)))
     response.headers.add("X-RateLimit-Reset", str(reset_at))
     asked = response.headers.get("Retry-After")  # a view's own (always seconds): the later one wins
     if asked is not None:
