@@ -217,6 +217,8 @@ def bench_throughput(args, work: Path) -> None:
             runs.measure("create floor 2", floor_2, floor_creates)
 
     rate, p99 = (lambda r: r.per_second), (lambda r: r.p99_ms)
+    for name, results in runs.runs.items():
+        print(f"  {name}: " + ", ".join(f"{r.per_second:,.0f}/s p99 {r.p99_ms:.1f} ms" for r in results))
     depth = ", ".join(f"{name} {max(q):,}" for name, q in runs.queues.items())
     print(f"\nwaiting jobs at the end of a create run (each run starts with none): {depth}")
     print(f"\nmedians of {args.repeat} alternations, {args.seconds:g} s each, wrk, {CONNECTIONS} connections")
@@ -290,7 +292,7 @@ def bench_rss(args, work: Path) -> None:
     quality_1 = json.dumps({"prompt": "a fox in a misty forest at dawn", "quality": 1}).encode()
     with serving(work, "rss") as ours, serving(work, "rss-floor", app="floor_app:app") as floor:
         pid, floor_pid = _worker_pid(ours), _worker_pid(floor)
-        idle = _memory(pid)[0]
+        idle, floor_idle = _memory(pid)[0], _memory(floor_pid)[0]
         mixed = []
         for key in keys_of(ours)[:100]:
             job = first_job(ours.url, key)
@@ -317,8 +319,14 @@ def bench_rss(args, work: Path) -> None:
             .execute("SELECT count(*) FROM job WHERE status = 'succeeded'")
             .fetchone()[0]
         )
-    half = len(samples) // 2
-    growth = max(samples[half:]) - samples[half]
+    # Jobs come and go, so single samples swing by tens of MB: compare the median RSS of the ten
+    # seconds around the middle of the run with that of its last ten.
+    half, tail = len(samples) // 2, min(10, len(samples) // 4)
+    middle, last = (
+        statistics.median(samples[half - tail // 2 : half + tail // 2]),
+        statistics.median(samples[-tail:]),
+    )
+    growth = last - middle
     print(
         f"\nworker RSS, {args.rss_seconds:g} s of mixed load ({result.per_second:,.0f} answers/s,"
         f" {done} quality-1 imagines finished; 1 create : 8 polls : 1 list)"
@@ -327,12 +335,12 @@ def bench_rss(args, work: Path) -> None:
     row(
         "worker peak RSS",
         f"{peak:.0f} MB (idle {idle:.0f} MB)",
-        f"{floor_peak:.0f} MB",
+        f"{floor_peak:.0f} MB after 5 s of creates (idle {floor_idle:.0f} MB)",
         peak / floor_peak,
         "< 200 MB",
     )
     row(
-        "RSS growth over the last half", f"{growth:+.0f} MB ({samples[half]:.0f} → {samples[-1]:.0f} MB)",
+        "RSS growth over the last half (medians of 10 s)", f"{growth:+.0f} MB ({middle:.0f} → {last:.0f} MB)",
         "–", 0.0, "none",
     )  # fmt: skip
     print("RSS every 5 s (MB): " + " ".join(f"{s:.0f}" for s in samples[::5]))
