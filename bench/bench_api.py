@@ -135,6 +135,12 @@ def cancel_waiting(server: Server, keep: tuple[str, ...] = ()) -> int:
     return count
 
 
+def _cpu_times() -> tuple[int, int]:
+    """The machine's (idle, total) CPU time so far, in clock ticks (/proc/stat)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 class Alternation:
     """Figures measured in turn, --repeat times; each kept as a list of runs."""
 
@@ -142,11 +148,15 @@ class Alternation:
         self.seconds = seconds
         self.runs: dict[str, list[load.Result]] = {}
         self.queues: dict[str, list[int]] = {}  # jobs left waiting by each create run
+        self.idle: dict[str, list[float]] = {}  # the machine's idle share during each run
 
     def measure(
         self, name: str, server: Server, requests: list[load.Request], keep: tuple[str, ...] = ()
     ) -> None:
+        before = _cpu_times()
         result = load.run(server.url, requests, self.seconds, CONNECTIONS)
+        after = _cpu_times()
+        self.idle.setdefault(name, []).append((after[0] - before[0]) / max(1, after[1] - before[1]))
         if result.non2xx or result.errors:
             print(f"  ({name}: {result.non2xx} non-2xx answers, {result.errors} socket errors)", flush=True)
         self.runs.setdefault(name, []).append(result)
@@ -222,8 +232,13 @@ def bench_throughput(args, work: Path) -> None:
             runs.measure("create floor 2", floor_2, floor_creates)
 
     rate, p99 = (lambda r: r.per_second), (lambda r: r.p99_ms)
+    print("each run (the machine's idle CPU share during it: with none left, more processes cannot help):")
     for name, results in runs.runs.items():
-        print(f"  {name}: " + ", ".join(f"{r.per_second:,.0f}/s p99 {r.p99_ms:.1f} ms" for r in results))
+        figures = zip(results, runs.idle[name], strict=True)
+        print(
+            f"  {name}: "
+            + ", ".join(f"{r.per_second:,.0f}/s p99 {r.p99_ms:.1f} ms idle {i:.0%}" for r, i in figures)
+        )
     depth = ", ".join(f"{name} {max(q):,}" for name, q in runs.queues.items())
     print(f"\nwaiting jobs at the end of a create run (each run starts with none): {depth}")
     print(f"\nmedians of {args.repeat} alternations, {args.seconds:g} s each, wrk, {CONNECTIONS} connections")
