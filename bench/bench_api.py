@@ -76,11 +76,11 @@ def seed_accounts(env: dict[str, str], count: int) -> list[str]:
     return keys
 
 
-def first_job(url: str, key: str) -> str:
+def first_job(url: str, key: str, body: bytes = IMAGINE) -> str:
     """Create one imagine job as ``key``; its id."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port))
-    connection.request("POST", "/v1/imagine", body=IMAGINE, headers={"X-API-Key": key})
+    connection.request("POST", "/v1/imagine", body=body, headers={"X-API-Key": key})
     response = connection.getresponse()
     assert response.status == 202, response.read()
     return json.loads(response.read())["job"]["id"]
@@ -316,7 +316,7 @@ def bench_rss(args, work: Path) -> None:
         idle, floor_idle = _memory(pid)[0], _memory(floor_pid)[0]
         mixed = []
         for key in keys_of(ours)[:100]:
-            job = first_job(ours.url, key)
+            job = first_job(ours.url, key, quality_1)  # the same job as the load's, so the mix never changes
             mixed += [load.Request("POST", "/v1/imagine", key, quality_1)]
             mixed += [load.Request("GET", f"/v1/jobs/{job}", key)] * 8
             mixed += [load.Request("GET", "/v1/jobs?limit=20", key)]
