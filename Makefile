@@ -3,7 +3,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4100
 BROWSER := /usr/bin/chromium
-WRK := /usr/bin/wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench gallery browser clean
@@ -37,6 +36,7 @@ lint: $(BIN)/.testing
 	$(BIN)/ruff check .
 
 # The benchmarks' load generator, Debian's wrk; installed once, when missing.
+WRK := /usr/bin/wrk
 $(WRK):
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk
