@@ -37,8 +37,14 @@ test: $(BIN)/.testing $(BROWSER)
 lint: $(BIN)/.testing
 	$(BIN)/ruff check .
 
-bench: $(BIN)/.testing
-	$(BIN)/python bench/bench_api.py
+# The benchmarks' load generator, Debian's wrk; installed once, when missing.
+WRK := /usr/bin/wrk
+$(WRK):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk
+
+bench: $(BIN)/.testing $(WRK)
+	$(BIN)/python bench/bench_api.py $(BENCH_ARGS)
 
 # A contact sheet of the local provider's art for a fixed list of prompts: data/gallery.png.
 gallery: $(BIN)/.runtime

@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 from flask import Flask, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
+import allocator
 import api
 import auth
 import cli
@@ -32,9 +34,11 @@ from providers import Providers
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
+    allocator.configure()  # before any thread of the app's starts
     app = Flask(__name__)
     app.config.from_mapping(config.load(test_config))
     app.json.sort_keys = False  # objects keep the reference's field order (id, type, status, ...)
+    app.session_interface = CookielessSessions()
     _configure_logging(app)
 
     models.init_database(app.config["DATABASE_URL"], app.config["DATA_DIR"])
@@ -66,6 +70,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         atexit.register(pool.stop, wait=False)
         atexit.register(sender.stop)
     return app
+
+
+class CookielessSessions(SecureCookieSessionInterface):
+    """Flask's cookie sessions, with no signing set up for a request that brings no session cookie.
+
+    Flask opens a session on every request; API clients send none, so each of their requests built
+    a signing serializer for nothing.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def _configure_logging(app: Flask) -> None:

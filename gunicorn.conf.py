@@ -11,6 +11,10 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '4100')}"
 # One process by default: rate limits then live in memory. With APIFRAME_RATELIMIT_STORAGE_URI
 # set to redis://..., WEB_CONCURRENCY can run several processes that share the limits.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Several processes: each listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new
+# connections over them. On one shared socket, the process that happens to be waiting in accept()
+# takes every connection a burst of keep-alive clients opens, and the others sit idle.
+reuse_port = workers > 1
 worker_class = "gthread"
 # Each open job event stream (SSE) holds a thread; the app caps them at APIFRAME_EVENT_STREAMS per
 # process, and those threads come on top of GUNICORN_THREADS, which stay free for the rest of the API.
@@ -58,9 +62,11 @@ def when_ready(server):
 def post_worker_init(worker):
     """On a graceful stop, end this process's job event streams at once, rather than wait them out."""
     import signal
+    import sys
 
-    import events
-
+    events = sys.modules.get("events")  # the service's app imported it; another app (the bench's floor)
+    if events is None:  # runs with none of the service's modules loaded
+        return
     graceful = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
 from flask import current_app, has_app_context
-from peewee import Tuple
+from peewee import SQL, Tuple, fn
 from PIL import Image
 
 import credits
@@ -207,13 +207,21 @@ def cancel(account: Account, job_id: uuid.UUID) -> Job:
     return find(account, job_id)
 
 
+# Every answer about a waiting job counts the jobs ahead of it: compiled, and a COUNT(*) that the
+# (status, created_at) index answers alone (peewee's .count() wraps a SELECT of every column).
+_waiting_before = CompiledQuery(
+    lambda: Job.select(fn.COUNT(SQL("*"))).where(
+        Job.status.in_((PENDING, QUEUED)) & (Job.created_at < Slot("created_at", Job.created_at))
+    )
+)
+
+
 def queue_position(job: Job) -> int | None:
     """A waiting job's place in the queue (1: next to run), or None once it runs or has ended."""
     # The pool claims the oldest waiting job first, whoever it belongs to; an indexed count.
     if job.status not in (PENDING, QUEUED):
         return None
-    ahead = Job.select().where(Job.status.in_((PENDING, QUEUED)) & (Job.created_at < job.created_at)).count()
-    return ahead + 1
+    return _waiting_before.execute(created_at=job.created_at).fetchone()[0] + 1
 
 
 def list_for(

@@ -107,8 +107,11 @@ class LeasedDispatcher:
             self._release_leases()
 
     def nudge(self) -> None:
-        """Tell the dispatcher that there may be work."""
-        self._wake.set()
+        """Tell the dispatcher that there may be work (if it has a free thread to give it to)."""
+        # With every thread busy the dispatcher could claim nothing; the next thread to finish wakes
+        # it. So a burst of new work does not wake it once per row (it was 7% of a create's samples).
+        if self._free_slots() > 0:
+            self._wake.set()
 
     def interrupt(self, key: Any) -> None:
         """Ask the work on ``key`` to stop at once, if it runs in this process."""

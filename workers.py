@@ -21,6 +21,7 @@ from flask import Flask, current_app
 from peewee import Expression, fn
 from PIL import Image
 
+import allocator
 import imagemeta
 import imaging
 import operations
@@ -179,6 +180,13 @@ class JobPool(LeasedDispatcher):
     # ---- running one job ---------------------------------------------------------------------
 
     def _run(self, job_id: uuid.UUID, token: str, cancelled: threading.Event) -> None:
+        """Run one claimed job to its end, then give back the memory its images took."""
+        try:
+            self._run_to_end(job_id, token, cancelled)
+        finally:
+            allocator.release_free_memory()
+
+    def _run_to_end(self, job_id: uuid.UUID, token: str, cancelled: threading.Event) -> None:
         """Run one claimed job to its end."""
         started = (
             Job.update(status=PROCESSING, started_at=fn.COALESCE(Job.started_at, utcnow()), runs=Job.runs + 1)

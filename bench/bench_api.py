@@ -1,75 +1,370 @@
-"""API benchmark: starts the real server (gunicorn, SQLite, local provider) and prints figures.
+"""API benchmark, the one entry point (`make bench`): every figure of issue 16 beside its floor.
 
-  1. accepted POST /v1/imagine per second, beside a bare Flask endpoint under the same gunicorn
-     settings and the same client (the framework's floor), and their ratio;
-  2. submit-to-processing latency (p50/p99) and local imagine job time (p50/p99), from the jobs'
-     own timestamps, for jobs submitted one at a time at each quality.
+Starts the real server (gunicorn with gunicorn.conf.py, local provider) on SQLite, on PostgreSQL and
+as two processes sharing Redis rate limits, and the bare-Flask floor (floor_app.py) under the same
+gunicorn settings; drives each with the same load generator (wrk, load.py) and alternates service
+and floor --repeat times, so each ratio is the median of runs made side by side:
 
-Usage: .venv/bin/python bench/bench_api.py [--seconds 5] [--clients 4] [--jobs 20] [--repeat 3]
-Not a pass/fail test: it prints numbers.
+  1. GET /v1/jobs/:id and accepted POST /v1/imagine (SQLite, PostgreSQL), 8 connections: answers
+     per second and p99, each beside the floor's;
+  2. POST /v1/imagine with two processes and Redis, beside one process with Redis (on SQLite, and
+     on PostgreSQL as scale-out runs), and the floor's two processes beside its one;
+  3. reads on an account with --history-jobs jobs beside one with 10 (bench_history.py);
+  4. the worker process's RSS under --rss-seconds of mixed load (creates at quality 1, polls,
+     lists), beside the floor process's;
+  5. submit-to-processing latency and local imagine job time, jobs submitted one at a time.
+
+Usage: .venv/bin/python bench/bench_api.py [--seconds 5] [--repeat 3] [--history-jobs 1000000]
+       [--rss-seconds 60] [--jobs 10] [--skip history,rss,latency,postgres]
+Needs wrk, PostgreSQL at 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379 (databases
+8 to 11, emptied first). Not a pass/fail test: it prints numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import http.client
 import json
-import multiprocessing
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from servers import Server, cli, environment, free_port  # noqa: E402
+import psycopg2
+import redis
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import load  # noqa: E402
+from bench_history import figures as history_figures  # noqa: E402
+from bench_scale import database as postgres_database  # noqa: E402
+
+from servers import Server, environment, free_port  # noqa: E402
+
+CONNECTIONS = 8
+ACCOUNTS = 200  # each may create 300 jobs a minute (scale plan): enough for every run of a bench
+IMAGINE = json.dumps({"prompt": "a futuristic city at sunset", "aspectRatio": "16:9"}).encode()
+REDIS = "redis://127.0.0.1:6379/{}"
 
 
-def _hammer(port: int, method: str, path: str, body: bytes, keys: list[str], seconds: float, queue) -> None:
-    """One client process: keep-alive requests for ``seconds``; reports (accepted, refused)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port)
-    accepted = refused = 0
-    deadline = time.monotonic() + seconds
-    turn = 0
-    while time.monotonic() < deadline:
-        headers = {"Content-Type": "application/json"}
-        if keys:
-            headers["X-API-Key"] = keys[turn % len(keys)]
-            turn += 1
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status in (200, 202):
-            accepted += 1
-        else:
-            refused += 1
-    queue.put((accepted, refused))
+def seed_accounts(env: dict[str, str], count: int) -> list[str]:
+    """``count`` scale-plan accounts with plenty of credits in the server's database; their keys."""
+    import accounts
+    import credits
+    import models
+    from app import create_app
+
+    settings = {"DATA_DIR": env["APIFRAME_DATA_DIR"], "START_WORKERS": False}
+    if "APIFRAME_DATABASE_URL" in env:
+        settings["DATABASE_URL"] = env["APIFRAME_DATABASE_URL"]
+    app = create_app(settings)
+    keys = []
+    with app.app_context(), models.db.connection_context():
+        for n in range(count):
+            account, key = accounts.create(f"bench{n}@example.com", plan="scale")
+            credits.grant(account.id, 10_000_000)
+            keys.append(key)
+    models.db.obj.close_all()
+    return keys
 
 
-def throughput(
-    port: int, method: str, path: str, body: bytes, keys: list[list[str]], seconds: float
-) -> float:
-    """Accepted requests per second from len(keys) client processes."""
-    queue = multiprocessing.Queue()
-    clients = [
-        multiprocessing.Process(target=_hammer, args=(port, method, path, body, client_keys, seconds, queue))
-        for client_keys in keys
-    ]
-    for client in clients:
-        client.start()
-    results = [queue.get() for _ in clients]
-    for client in clients:
-        client.join()
-    accepted = sum(a for a, _ in results)
-    refused = sum(r for _, r in results)
-    if refused:
-        print(f"  ({refused} requests refused)")
-    return accepted / seconds
+def first_job(url: str, key: str, body: bytes = IMAGINE) -> str:
+    """Create one imagine job as ``key``; its id."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port))
+    connection.request("POST", "/v1/imagine", body=body, headers={"X-API-Key": key})
+    response = connection.getresponse()
+    assert response.status == 202, response.read()
+    return json.loads(response.read())["job"]["id"]
+
+
+@contextlib.contextmanager
+def serving(work: Path, name: str, app: str = "app:create_app()", **settings: str) -> Iterator[Server]:
+    """A gunicorn server (the service, or the floor with ``app``) for the duration of the block."""
+    env = environment(work / name, free_port(), **settings)
+    (work / name).mkdir(parents=True, exist_ok=True)
+    if app == "app:create_app()":
+        env["BENCH_KEYS"] = json.dumps(seed_accounts(env, ACCOUNTS))
+        server = Server(env, work / f"{name}.log")
+    else:  # the floor, from bench/; gunicorn.conf.py still imports the service's config
+        env["PYTHONPATH"] = str(HERE.parent)
+        server = Server(env, work / f"{name}.log", app=app, cwd=HERE)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def keys_of(server: Server) -> list[str]:
+    return json.loads(server.env["BENCH_KEYS"])
+
+
+def creates(server: Server) -> list[load.Request]:
+    return [load.Request("POST", "/v1/imagine", key, IMAGINE) for key in keys_of(server)]
+
+
+def cancel_waiting(server: Server, keep: tuple[str, ...] = ()) -> int:
+    """End the jobs a create run left waiting, except ``keep``; returns how many there were.
+
+    Every waiting job is counted by the queue position of each newer one, so a run that starts
+    behind the previous runs' thousands of jobs pays for them: ending them (straight in the
+    database, a shortcut of the bench's own) starts every run of an alternation alike.
+    """
+    url = server.env.get("APIFRAME_DATABASE_URL")
+    sql = "UPDATE job SET status = 'cancelled', completed_at = created_at WHERE status = 'pending'"
+    if url is None:
+        ids = tuple(job_id.replace("-", "") for job_id in keep)
+        where = f" AND id NOT IN ({', '.join('?' * len(ids))})" if ids else ""
+        with sqlite3.connect(Path(server.env["APIFRAME_DATA_DIR"]) / "apiframe.db", timeout=30) as db:
+            return db.execute(sql + where, ids).rowcount
+    where = " AND id <> ALL(%s::uuid[])"
+    connection = psycopg2.connect(url)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(sql + where, (list(keep),))
+        count = cursor.rowcount
+    connection.close()
+    return count
+
+
+def _cpu_times() -> tuple[int, int]:
+    """The machine's (idle, total) CPU time so far, in clock ticks (/proc/stat)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+class Alternation:
+    """Figures measured in turn, --repeat times; each kept as a list of runs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.runs: dict[str, list[load.Result]] = {}
+        self.queues: dict[str, list[int]] = {}  # jobs left waiting by each create run
+        self.idle: dict[str, list[float]] = {}  # the machine's idle share during each run
+
+    def measure(
+        self, name: str, server: Server, requests: list[load.Request], keep: tuple[str, ...] = ()
+    ) -> None:
+        before = _cpu_times()
+        result = load.run(server.url, requests, self.seconds, CONNECTIONS)
+        after = _cpu_times()
+        self.idle.setdefault(name, []).append((after[0] - before[0]) / max(1, after[1] - before[1]))
+        if result.non2xx or result.errors:
+            print(f"  ({name}: {result.non2xx} non-2xx answers, {result.errors} socket errors)", flush=True)
+        self.runs.setdefault(name, []).append(result)
+        if server.app == "app:create_app()" and any(r.method == "POST" for r in requests):
+            self.queues.setdefault(name, []).append(cancel_waiting(server, keep))
+
+    def rate(self, name: str) -> float:
+        return statistics.median(r.per_second for r in self.runs[name])
+
+    def p99(self, name: str) -> float:
+        return statistics.median(r.p99_ms for r in self.runs[name])
+
+    def ratio(self, name: str, floor: str, figure: Callable[[load.Result], float]) -> float:
+        pairs = zip(self.runs[name], self.runs[floor], strict=True)
+        return statistics.median(figure(a) / figure(b) for a, b in pairs)
+
+
+def row(figure: str, service: str, floor: str, ratio: float, goal: str) -> None:
+    print(f"| {figure} | {service} | {floor} | {ratio:.2f} | {goal} |", flush=True)
+
+
+def bench_throughput(args, work: Path) -> None:
+    """Sections 1 and 2: the request paths beside the floor, one process and two."""
+    sqlite_1 = dict(APIFRAME_LOCAL_LATENCY="3600")  # jobs stay running: only the API is measured
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(serving(work, "sqlite", **sqlite_1))
+        floor = stack.enter_context(serving(work, "floor", app="floor_app:app"))
+        pg = None
+        if "postgres" not in args.skip:
+            url = stack.enter_context(postgres_database())
+            pg = stack.enter_context(serving(work, "postgres", APIFRAME_DATABASE_URL=url, **sqlite_1))
+        # Several processes share rate limits in Redis (one database each, emptied first): one and two
+        # processes on SQLite, and on PostgreSQL, where scale-out runs (README: several processes).
+        shared: dict[tuple[str, str], Server] = {}
+        for number, (database, processes) in enumerate(
+            [("SQLite", "1"), ("SQLite", "2"), ("PostgreSQL", "1"), ("PostgreSQL", "2")], start=8
+        ):
+            if database == "PostgreSQL" and pg is None:
+                continue
+            redis.Redis.from_url(REDIS.format(number)).flushdb()
+            settings = dict(
+                sqlite_1, WEB_CONCURRENCY=processes, APIFRAME_RATELIMIT_STORAGE_URI=REDIS.format(number)
+            )
+            if database == "PostgreSQL":
+                settings["APIFRAME_DATABASE_URL"] = stack.enter_context(postgres_database())
+            shared[database, processes] = stack.enter_context(
+                serving(work, f"redis-{database}-{processes}", **settings)
+            )
+        floor_2 = stack.enter_context(serving(work, "floor2", app="floor_app:app", WEB_CONCURRENCY="2"))
+        polls = [
+            load.Request("GET", f"/v1/jobs/{first_job(ours.url, key)}", key) for key in keys_of(ours)[:50]
+        ]
+        floor_polls = [load.Request("GET", f"/jobs/{r.path.rsplit('/', 1)[1]}") for r in polls]
+        floor_creates = [load.Request("POST", "/", None, IMAGINE)]
+        runs = Alternation(args.seconds)
+        keep = tuple(r.path.rsplit("/", 1)[1] for r in polls)
+        warm = [(ours, polls), (floor, floor_polls), (ours, creates(ours)), (floor, floor_creates)]
+        warm += [(server, creates(server)) for server in (pg, *shared.values()) if server is not None]
+        for server, requests in [*warm, (floor_2, floor_creates)]:  # connections, caches, first queries
+            load.run(server.url, requests, 2, CONNECTIONS)
+            if server.app == "app:create_app()":
+                cancel_waiting(server, keep)
+        for n in range(args.repeat):
+            print(f"run {n + 1} of {args.repeat} ...", flush=True)
+            runs.measure("get", ours, polls)
+            runs.measure("get floor", floor, floor_polls)
+            runs.measure("create", ours, creates(ours), keep=keep)
+            if pg is not None:
+                runs.measure("create pg", pg, creates(pg))
+            runs.measure("create floor", floor, floor_creates)
+            for (database, processes), server in shared.items():
+                runs.measure(f"create {database} {processes} + Redis", server, creates(server))
+            runs.measure("create floor 2", floor_2, floor_creates)
+
+    rate, p99 = (lambda r: r.per_second), (lambda r: r.p99_ms)
+    print("each run (the machine's idle CPU share during it: with none left, more processes cannot help):")
+    for name, results in runs.runs.items():
+        figures = zip(results, runs.idle[name], strict=True)
+        print(
+            f"  {name}: "
+            + ", ".join(f"{r.per_second:,.0f}/s p99 {r.p99_ms:.1f} ms idle {i:.0%}" for r, i in figures)
+        )
+    depth = ", ".join(f"{name} {max(q):,}" for name, q in runs.queues.items())
+    print(f"\nwaiting jobs at the end of a create run (each run starts with none): {depth}")
+    print(f"\nmedians of {args.repeat} alternations, {args.seconds:g} s each, wrk, {CONNECTIONS} connections")
+    print("| figure | service | floor | ratio | goal |\n|---|---|---|---|---|")
+    row(
+        "GET /v1/jobs/:id", f"{runs.rate('get'):,.0f}/s, p99 {runs.p99('get'):.1f} ms",
+        f"{runs.rate('get floor'):,.0f}/s, p99 {runs.p99('get floor'):.1f} ms",
+        runs.ratio("get", "get floor", rate), "≥ 0.6",
+    )  # fmt: skip
+    row(
+        "POST /v1/imagine accepted, SQLite", f"{runs.rate('create'):,.0f}/s",
+        f"{runs.rate('create floor'):,.0f}/s", runs.ratio("create", "create floor", rate), "≥ 0.5",
+    )  # fmt: skip
+    row(
+        "p99 of accepted creates, SQLite", f"{runs.p99('create'):.1f} ms",
+        f"{runs.p99('create floor'):.1f} ms", runs.ratio("create", "create floor", p99), "< 10",
+    )  # fmt: skip
+    if pg is not None:
+        row(
+            "POST /v1/imagine accepted, PostgreSQL", f"{runs.rate('create pg'):,.0f}/s",
+            f"{runs.rate('create floor'):,.0f}/s", runs.ratio("create pg", "create floor", rate), "–",
+        )  # fmt: skip
+        row(
+            "PostgreSQL / SQLite creates", f"{runs.rate('create pg'):,.0f}/s",
+            f"SQLite {runs.rate('create'):,.0f}/s", runs.ratio("create pg", "create", rate), "≥ 0.8",
+        )  # fmt: skip
+        row(
+            "p99 of accepted creates, PostgreSQL", f"{runs.p99('create pg'):.1f} ms",
+            f"{runs.p99('create floor'):.1f} ms", runs.ratio("create pg", "create floor", p99), "< 10",
+        )  # fmt: skip
+    for database in dict.fromkeys(database for database, _ in shared):
+        one, two = f"create {database} 1 + Redis", f"create {database} 2 + Redis"
+        row(
+            f"POST /v1/imagine, 2 processes + Redis, {database}", f"{runs.rate(two):,.0f}/s",
+            f"{runs.rate('create floor 2'):,.0f}/s", runs.ratio(two, "create floor 2", rate), "–",
+        )  # fmt: skip
+        row(
+            f"2 processes / 1 process, creates + Redis, {database}", f"{runs.rate(two):,.0f}/s",
+            f"1 process {runs.rate(one):,.0f}/s", runs.ratio(two, one, rate), "≥ 1.6",
+        )  # fmt: skip
+    row(
+        "floor: 2 processes / 1 process", f"{runs.rate('create floor 2'):,.0f}/s",
+        f"1 process {runs.rate('create floor'):,.0f}/s",
+        runs.ratio("create floor 2", "create floor", rate), "(reference)",
+    )  # fmt: skip
+
+
+def bench_history(args) -> None:
+    """Section 3: reads whose cost could grow with history."""
+    rows, plan = history_figures(args.history_jobs, args.repeat)
+    print(f"\n| read | {args.history_jobs:,}-job account | 10-job account | ratio | goal |")
+    print("|---|---|---|---|---|")
+    for name, big_ms, small_ms in rows:
+        row(name, f"{big_ms:.2f} ms", f"{small_ms:.2f} ms", big_ms / small_ms, "≤ 25 (offset); ≈ 1 (others)")
+    print(f"query plan of the deep offset page: {plan}")
+
+
+def _worker_pid(server: Server) -> int:
+    assert server.process is not None
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    return int(children[0])
+
+
+def _memory(pid: int) -> tuple[float, float]:
+    """(RSS, peak RSS) of process ``pid`` in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def bench_rss(args, work: Path) -> None:
+    """Section 4: the worker process's memory under mixed load, sampled every second."""
+    quality_1 = json.dumps({"prompt": "a fox in a misty forest at dawn", "quality": 1}).encode()
+    with serving(work, "rss") as ours, serving(work, "rss-floor", app="floor_app:app") as floor:
+        pid, floor_pid = _worker_pid(ours), _worker_pid(floor)
+        idle, floor_idle = _memory(pid)[0], _memory(floor_pid)[0]
+        mixed = []
+        for key in keys_of(ours)[:100]:
+            job = first_job(ours.url, key, quality_1)  # the same job as the load's, so the mix never changes
+            mixed += [load.Request("POST", "/v1/imagine", key, quality_1)]
+            mixed += [load.Request("GET", f"/v1/jobs/{job}", key)] * 8
+            mixed += [load.Request("GET", "/v1/jobs?limit=20", key)]
+        samples: list[float] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(1.0):
+                samples.append(_memory(pid)[0])
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        result = load.run(ours.url, mixed, args.rss_seconds, CONNECTIONS)
+        stop.set()
+        sampler.join()
+        peak = _memory(pid)[1]
+        load.run(floor.url, [load.Request("POST", "/", None, IMAGINE)], 5, CONNECTIONS)
+        floor_peak = _memory(floor_pid)[1]
+        done = (
+            sqlite3.connect(Path(ours.env["APIFRAME_DATA_DIR"]) / "apiframe.db")
+            .execute("SELECT count(*) FROM job WHERE status = 'succeeded'")
+            .fetchone()[0]
+        )
+    # Jobs come and go, so single samples swing by tens of MB: compare the median RSS of the ten
+    # seconds around the middle of the run with that of its last ten.
+    half, tail = len(samples) // 2, min(10, len(samples) // 4)
+    middle, last = (
+        statistics.median(samples[half - tail // 2 : half + tail // 2]),
+        statistics.median(samples[-tail:]),
+    )
+    growth = last - middle
+    print(
+        f"\nworker RSS, {args.rss_seconds:g} s of mixed load ({result.per_second:,.0f} answers/s,"
+        f" {done} quality-1 imagines finished; 1 create : 8 polls : 1 list)"
+    )
+    print("| figure | service | floor | ratio | goal |\n|---|---|---|---|---|")
+    row(
+        "worker peak RSS",
+        f"{peak:.0f} MB (idle {idle:.0f} MB)",
+        f"{floor_peak:.0f} MB after 5 s of creates (idle {floor_idle:.0f} MB)",
+        peak / floor_peak,
+        "< 200 MB",
+    )
+    row(
+        "RSS growth over the last half (medians of 10 s)", f"{growth:+.0f} MB ({middle:.0f} → {last:.0f} MB)",
+        "–", 0.0, "none",
+    )  # fmt: skip
+    print("RSS every 5 s (MB): " + " ".join(f"{s:.0f}" for s in samples[::5]))
 
 
 def _times(db: Path) -> list[tuple[float, float]]:
@@ -78,6 +373,7 @@ def _times(db: Path) -> list[tuple[float, float]]:
     with sqlite3.connect(db) as connection:
         rows = connection.execute(
             "SELECT created_at, started_at, completed_at FROM job WHERE status = 'succeeded'"
+            " ORDER BY completed_at"
         ).fetchall()
     return [
         ((parse(s) - parse(c)).total_seconds(), (parse(d) - parse(s)).total_seconds()) for c, s, d in rows
@@ -99,45 +395,14 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench_accept(args, work: Path) -> None:
-    env = environment(work / "accept", free_port(), APIFRAME_LOCAL_LATENCY="3600")
-    cli(env, "users", "create", "bench@example.com", "--plan", "scale")
-    cli(env, "users", "credits", "bench@example.com", "10000000")
-    # Each key may make 300 requests a minute; give every client enough keys to stay under that.
-    per_client = max(1, int(args.seconds * 200 * args.repeat / 300) + 1)
-    keys = [
-        [cli(env, "keys", "create", "bench@example.com").strip().splitlines()[-1] for _ in range(per_client)]
-        for _ in range(args.clients)
-    ]
-    floor_env = dict(env, PORT=str(free_port()))
-    server = Server(env, work / "accept.log").start()
-    floor = Server(floor_env, work / "floor.log", app="floor_app:app", cwd=HERE).start()
-    body = json.dumps({"prompt": "a futuristic city at sunset", "aspectRatio": "16:9"}).encode()
-    ours, bare = [], []
-    try:
-        for _ in range(args.repeat):
-            ours.append(throughput(int(env["PORT"]), "POST", "/v1/imagine", body, keys, args.seconds))
-            bare.append(
-                throughput(int(floor_env["PORT"]), "POST", "/", body, [[]] * args.clients, args.seconds)
-            )
-    finally:
-        server.stop()
-        floor.stop()
-    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
-    runs = ", ".join(f"{x:.0f}" for x in ours)
-    print(f"accepted POST /v1/imagine per second: median {statistics.median(ours):.0f} (runs {runs})")
-    print(f"bare Flask endpoint, same server and client: median {statistics.median(bare):.0f}")
-    print(f"imagine / floor ratio: median {statistics.median(ratios):.2f}")
-
-
-def bench_jobs(args, work: Path) -> None:
-    env = environment(work / "jobs", free_port())
-    key = cli(env, "users", "create", "jobs@example.com", "--plan", "scale").strip().splitlines()[-1]
-    cli(env, "users", "credits", "jobs@example.com", "100000")
-    server = Server(env, work / "jobs.log").start()
-    connection = http.client.HTTPConnection("127.0.0.1", int(env["PORT"]))
-    database = Path(env["APIFRAME_DATA_DIR"]) / "apiframe.db"
-    try:
+def bench_latency(args, work: Path) -> None:
+    """Section 5: submit-to-processing latency and job time, one job at a time, at each quality."""
+    with serving(work, "latency") as server:
+        key = keys_of(server)[0]
+        database = Path(server.env["APIFRAME_DATA_DIR"]) / "apiframe.db"
+        host, port = server.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port))
+        print()
         for quality in (1, 0.5, 0.25):
             for n in range(args.jobs):
                 body = json.dumps({"prompt": f"benchmark {quality} {n}", "quality": quality}).encode()
@@ -151,21 +416,28 @@ def bench_jobs(args, work: Path) -> None:
                 f" p99 {_pct(waits, 0.99):.0f} ms; imagine job time p50 {_pct(runs, 0.5):.0f} ms"
                 f" p99 {_pct(runs, 0.99):.0f} ms ({len(times)} jobs)"
             )
-    finally:
-        server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--jobs", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5, help="length of one load run")
+    parser.add_argument("--repeat", type=int, default=3, help="alternations of service and floor")
+    parser.add_argument("--history-jobs", type=int, default=1_000_000, help="jobs of the large account")
+    parser.add_argument("--rss-seconds", type=float, default=60, help="length of the mixed load")
+    parser.add_argument("--jobs", type=int, default=10, help="jobs a quality for the latency figures")
+    parser.add_argument("--skip", default="", help="comma-separated: throughput,history,rss,latency,postgres")
     args = parser.parse_args()
+    args.skip = set(filter(None, args.skip.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bench_jobs(args, work)
-        bench_accept(args, work)
+        if "throughput" not in args.skip:
+            bench_throughput(args, work)
+        if "history" not in args.skip:
+            bench_history(args)
+        if "rss" not in args.skip:
+            bench_rss(args, work)
+        if "latency" not in args.skip:
+            bench_latency(args, work)
 
 
 if __name__ == "__main__":

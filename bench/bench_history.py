@@ -65,21 +65,18 @@ def timed(client, path: str, key: str, repeat: int) -> float:
     return statistics.median(times[1:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+def figures(jobs: int, repeat: int) -> tuple[list[tuple[str, float, float]], str]:
+    """Each read's median milliseconds with ``jobs`` jobs and with 10; and the deep page's query plan."""
     with tempfile.TemporaryDirectory() as data:
         app = create_app({"DATA_DIR": data, "START_WORKERS": False, "RATELIMIT_ENABLED": False})
         with app.app_context(), models.db.connection_context():
             big, big_key = accounts.create("big@example.com", plan="scale")
             small, small_key = accounts.create("small@example.com", plan="scale")
             began = time.perf_counter()
-            fill(big.id, args.jobs)
+            fill(big.id, jobs)
             fill(small.id, 10)
-            print(f"built {args.jobs:,} jobs in {time.perf_counter() - began:.0f} s")
-            deep = args.jobs // 2
+            print(f"built {jobs:,} jobs in {time.perf_counter() - began:.0f} s", flush=True)
+            deep = jobs // 2
             plan = models.db.execute_sql(
                 "EXPLAIN QUERY PLAN SELECT id FROM job WHERE account_id = ? "
                 "ORDER BY created_at DESC, id DESC LIMIT 20 OFFSET ?",
@@ -96,12 +93,24 @@ def main() -> None:
             (f"GET /v1/jobs cursor at {deep:,}", f"{page}&cursor={cursor_page}", "/v1/jobs?limit=5"),
             ("GET /account (total_images)", "/account", "/account"),
         ]
-        print(f"{'read':<34} {f'{args.jobs:,}-job account':>20} {'10-job account':>15} {'ratio':>7}")
-        for name, big_path, small_path in reads:
-            big_ms = timed(client, big_path, big_key, args.repeat)
-            small_ms = timed(client, small_path, small_key, args.repeat)
-            print(f"{name:<34} {big_ms:>17.2f} ms {small_ms:>12.2f} ms {big_ms / small_ms:>6.1f}x")
-        print("query plan of the deep page:", "; ".join(row[-1] for row in plan))
+        rows = [
+            (name, timed(client, big_path, big_key, repeat), timed(client, small_path, small_key, repeat))
+            for name, big_path, small_path in reads
+        ]
+        models.db.obj.close_all()
+    return rows, "; ".join(row[-1] for row in plan)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rows, plan = figures(args.jobs, args.repeat)
+    print(f"{'read':<34} {f'{args.jobs:,}-job account':>20} {'10-job account':>15} {'ratio':>7}")
+    for name, big_ms, small_ms in rows:
+        print(f"{name:<34} {big_ms:>17.2f} ms {small_ms:>12.2f} ms {big_ms / small_ms:>6.1f}x")
+    print("query plan of the deep page:", plan)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The framework's floor for bench_api.py: a bare Flask endpoint under the same gunicorn settings."""
+"""The framework's floor for the API benchmarks: bare Flask endpoints under the same gunicorn settings."""
 
 from flask import Flask, jsonify, request
 
@@ -9,3 +9,11 @@ app = Flask(__name__)
 def accept():
     """Parse the JSON body and answer 202, as an imagine does, with no work in between."""
     return jsonify(success=True, received=request.get_json()), 202
+
+
+@app.get("/jobs/<job_id>")
+def job(job_id: str):
+    """Answer a job-sized JSON object, as GET /v1/jobs/:id does, with no work in between."""
+    return jsonify(
+        success=True, job={"id": job_id, "type": "imagine", "status": "succeeded", "progress": 100}
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
+import ratelimit
 from config import PLANS
 from conftest import Api
 from ratelimit import READS, reads_per_minute, requests_this_minute
@@ -200,3 +202,18 @@ def test_the_api_is_refused_once_the_console_used_the_minute(app, client, make_a
     assert refused.status_code == 429
     assert refused.get_json()["error"]["code"] == "RATE_LIMITED"
     assert 0 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_in_process_counters_start_no_thread_per_request(app, client, make_account):
+    _, key = make_account("scale")
+    api = Api(client, key)
+    storage = app.extensions[ratelimit.EXTENSION].limiter.storage
+    assert isinstance(storage, ratelimit.SweptMemoryStorage)
+    api.get("/v1/account")
+    before = threading.active_count()
+    for _ in range(30):
+        assert api.get("/v1/account").status_code == 200
+        assert threading.active_count() <= before  # limits' own storage started a timer thread here
+    storage.incr("stale", 0.01)
+    time.sleep(ratelimit.SweptMemoryStorage.SWEEP_INTERVAL + 0.5)
+    assert "stale" not in storage.storage  # the one sweeping thread dropped it

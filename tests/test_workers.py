@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import allocator
 import operations
 from models import Job, LedgerEntry, utcnow
 from workers import JobPool
@@ -243,3 +244,16 @@ def test_pool_size_bounds_concurrency(settings, workers):
             api.wait(job_id)
     finally:
         stop_background(application)
+
+
+def test_memory_freed_by_a_job_is_handed_back_when_it_ends(app, api, monkeypatch):
+    released = []
+    monkeypatch.setattr(allocator, "release_free_memory", lambda: released.append(True))
+    job = api.submit("/v1/imagine", {"prompt": "a fox", "quality": 0.25})
+    assert api.wait(job["id"])["status"] == "succeeded"
+    deadline = time.monotonic() + 5
+    while not released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert released
+    allocator.configure()  # repeatable, and harmless where malloc is not glibc's
+    allocator.release_free_memory()
