@@ -1,4 +1,4 @@
-"""API benchmark, the one entry point (`make bench`): every figure of issue 16 beside its floor.
+"""API benchmark, the one entry point (`make bench`): every gateway figure beside its floor.
 
 Starts the real server (gunicorn with gunicorn.conf.py, local provider) on SQLite, on PostgreSQL and
 as two processes sharing Redis rate limits, and the bare-Flask floor (floor_app.py) under the same
