@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -120,6 +123,15 @@ def test_an_exception_from_on_tile_stops_the_job():
     with pytest.raises(KeyboardInterrupt):
         paint("a cat", on_tile=cancel)
     assert seen == [0, 1]
+
+
+def test_concurrent_jobs_paint_on_one_pool_no_wider_than_the_machine():
+    """Painting is CPU-bound: four jobs at once still paint on at most as many threads as cores."""
+    with ThreadPoolExecutor(4) as jobs:
+        grids = list(jobs.map(lambda n: paint(f"a cat number {n}"), range(4)))
+    assert all(len(tiles) == 4 for tiles in grids)
+    painters = [thread for thread in threading.enumerate() if thread.name.startswith("apiframe-paint")]
+    assert 1 <= len(painters) <= min(4, os.cpu_count() or 1)
 
 
 # --- the prompt shapes the picture --------------------------------------------------------------
