@@ -214,7 +214,7 @@ def count_create(account: Account) -> None:
     limiter = current_app.extensions[EXTENSION]
     if not limiter.enabled:
         return
-    item = parse(per_minute(account.plan))
+    item = _item(account.plan, CREATES)
     identity = f"account:{account.id}"
     if limiter.limiter.hit(item, "apiframe", identity, CREATES):
         return
@@ -231,6 +231,6 @@ def requests_this_minute(
     limiter: Limiter, key_hash: str, plan: str, kind: str = CREATES
 ) -> tuple[int, int]:
     """How many requests of bucket ``kind`` a key made in the current window, and that bucket's limit."""
-    item = parse(per_minute(plan, kind))
+    item = _item(plan, kind)
     stats = limiter.limiter.get_window_stats(item, "apiframe", bucket(key_hash), kind)
     return item.amount - stats.remaining, item.amount
