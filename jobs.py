@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
 from flask import current_app, has_app_context
-from peewee import SQL, Tuple, fn
+from peewee import SQL, Case, Tuple, fn
 from PIL import Image
 
 import credits
@@ -54,10 +54,27 @@ def parse_id(value: Any, field: str = "id") -> uuid.UUID:
         raise validation_error(f"The '{field}' field must be a job ID (a UUID).") from None
 
 
-# Finding a job is on the path of every poll, so its SELECT is compiled once.
-_job = CompiledQuery(
-    lambda: Job.select().where((Job.id == Slot("id", Job.id)) & (Job.account == Slot("account", Job.account)))
-)
+# Every answer about a waiting job counts the waiting jobs ahead of it: a COUNT(*) that the
+# (status, created_at) index answers alone (peewee's .count() wraps a SELECT of every column).
+WAITING = (PENDING, QUEUED)
+AHEAD = "waiting_ahead"  # a job read by find() or made by submit() carries its count, read with it
+
+
+def _waiting_before(created_at: Any) -> Any:
+    """The query counting the waiting jobs created before ``created_at`` (a value or a column)."""
+    ahead = Job.alias("ahead")
+    return ahead.select(fn.COUNT(SQL("*"))).where(ahead.status.in_(WAITING) & (ahead.created_at < created_at))
+
+
+# Finding a job is on the path of every poll, so its SELECT is compiled once. Its queue position is
+# counted in the same statement (a statement costs far more under concurrent requests than its SQL).
+def _select_job() -> Any:
+    waiting_ahead = Case(None, [(Job.status.in_(WAITING), _waiting_before(Job.created_at))])
+    mine = (Job.id == Slot("id", Job.id)) & (Job.account == Slot("account", Job.account))
+    return Job.select(Job, waiting_ahead.alias(AHEAD)).where(mine)
+
+
+_job = CompiledQuery(_select_job)
 
 
 def find(account: Account, job_id: uuid.UUID) -> Job:
@@ -110,7 +127,11 @@ _INSERTED = (
     Job.progress, Job.runs, Job.webhook_url, Job.webhook_secret, Job.webhook_status, Job.webhook_attempts,
     Job.origin, Job.created_at,
 )  # fmt: skip
-_insert = CompiledQuery(lambda: Job.insert({field: Slot(field.name, field) for field in _INSERTED}))
+_insert = CompiledQuery(
+    lambda: Job.insert({field: Slot(field.name, field) for field in _INSERTED}).returning(
+        _waiting_before(Slot("created_at", Job.created_at)).alias(AHEAD)
+    )
+)
 
 
 def submit(
@@ -146,7 +167,8 @@ def submit(
     )
     try:
         with db.atomic():
-            _insert.execute(**{field.name: job.__data__.get(field.name) for field in _INSERTED})
+            inserted = _insert.execute(**{field.name: job.__data__.get(field.name) for field in _INSERTED})
+            setattr(job, AHEAD, inserted.fetchone()[0])
             credits.debit(account.id, cost, job)
             if inputs:  # before the commit, so no worker sees the job without them
                 storage.save_images(job.id, inputs)
@@ -207,21 +229,18 @@ def cancel(account: Account, job_id: uuid.UUID) -> Job:
     return find(account, job_id)
 
 
-# Every answer about a waiting job counts the jobs ahead of it: compiled, and a COUNT(*) that the
-# (status, created_at) index answers alone (peewee's .count() wraps a SELECT of every column).
-_waiting_before = CompiledQuery(
-    lambda: Job.select(fn.COUNT(SQL("*"))).where(
-        Job.status.in_((PENDING, QUEUED)) & (Job.created_at < Slot("created_at", Job.created_at))
-    )
-)
+_waiting = CompiledQuery(lambda: _waiting_before(Slot("created_at", Job.created_at)))
 
 
 def queue_position(job: Job) -> int | None:
     """A waiting job's place in the queue (1: next to run), or None once it runs or has ended."""
-    # The pool claims the oldest waiting job first, whoever it belongs to; an indexed count.
-    if job.status not in (PENDING, QUEUED):
+    # The pool claims the oldest waiting job first, whoever it belongs to.
+    if job.status not in WAITING:
         return None
-    return _waiting_before.execute(created_at=job.created_at).fetchone()[0] + 1
+    ahead = getattr(job, AHEAD, None)  # counted as the job was read, or counted now
+    if ahead is None:
+        ahead = _waiting.execute(created_at=job.created_at).fetchone()[0]
+    return ahead + 1
 
 
 def list_for(

@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
@@ -41,6 +42,7 @@ class CreatesLimited(ApiError):
         return response
 
 EXTENSION = "apiframe.limiter"
+LIMITER_HOOKS = "apiframe.limiter_hooks"  # Flask-Limiter's own request hooks, for limit_blueprint
 CREATES, READS = "creates", "reads"  # the two buckets' names (flask-limiter scopes)
 BUCKET_NAMES = {CREATES: "creates (requests that make a job)", READS: "reads"}  # as a 429 names them
 READS_PER_CREATE = 10  # a key's read budget is this many times its plan rate ...
@@ -185,6 +187,9 @@ def _storage_uri(uri: str) -> str:
     return f"{SweptMemoryStorage.STORAGE_SCHEME[0]}://{rest}" if scheme == "memory" and sep else uri
 
 
+_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+
+
 def init_app(app: Flask, api: Blueprint) -> Limiter:
     """Rate-limit ``api`` on ``app``; register after authentication so the key is known."""
     app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
@@ -196,12 +201,30 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
         headers_enabled=True,
         key_prefix="apiframe",
     )
-    limiter.request_filter(lambda: api.name in request.blueprints)  # counted by _count_api_request
+    # Flask-Limiter hooks into every request of the app; its limits are only on the blueprints given
+    # to limit_blueprint, so its hooks are taken off the app and given to those blueprints alone.
+    before = {hooks: list(getattr(app, hooks)[None]) for hooks in _HOOKS}
     limiter.init_app(app)
+    app.extensions[LIMITER_HOOKS] = {hooks: _taken_off(app, hooks, before[hooks]) for hooks in _HOOKS}
     app.before_request(functools.partial(_count_api_request, api.name))  # after authentication
     app.after_request(_add_limit_headers)
     app.extensions[EXTENSION] = limiter
     return limiter
+
+
+def _taken_off(app: Flask, hooks: str, kept: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """Remove the app-wide ``hooks`` (e.g. before_request_funcs) not in ``kept``; return them."""
+    registered = getattr(app, hooks)[None]
+    added = [hook for hook in registered if hook not in kept]
+    registered[:] = kept
+    return added
+
+
+def limit_blueprint(app: Flask, blueprint: Blueprint, limit: str | Callable[[], str], **options: Any) -> None:
+    """A Flask-Limiter limit on every route of ``blueprint`` (``options`` as for ``Limiter.limit``)."""
+    app.extensions[EXTENSION].limit(limit, **options)(blueprint)
+    for hooks, added in app.extensions[LIMITER_HOOKS].items():
+        getattr(app, hooks)[blueprint.name].extend(added)
 
 
 def limiter() -> Limiter:

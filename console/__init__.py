@@ -33,8 +33,8 @@ def init_app(app: Flask, api: tuple[Blueprint, ...]) -> None:
     csrf.init_app(app)
     for blueprint in api:
         csrf.exempt(blueprint)
-    limiter = app.extensions[ratelimit.EXTENSION]
-    limiter.limit(_signin_rate_limit, key_func=get_remote_address, methods=["POST"])(signin_bp)
+    limit = {"key_func": get_remote_address, "methods": ["POST"]}
+    ratelimit.limit_blueprint(app, signin_bp, _signin_rate_limit, **limit)
     app.register_blueprint(signin_bp)
     app.register_blueprint(console_bp)
     filters.register(app)

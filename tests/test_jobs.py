@@ -131,13 +131,15 @@ def test_a_bad_cursor_is_a_clear_400(api):
     for query, named in (("cursor=nonsense", "'cursor'"), ("cursor=MjAyNnxub3Q&offset=2", "'cursor'")):
         response = api.get(f"/v1/jobs?{query}")
         assert response.status_code == 400 and named in response.get_json()["error"]["message"], query
+
+
 def test_waiting_jobs_show_their_place_in_the_queue(app, client, api, make_account):
     app.extensions["apiframe.pool"].stop()  # nothing runs: every job waits
     other = Api(client, make_account()[1])
     body = {"prompt": "a red fox in a snowy forest"}
-    first = api.submit("/v1/imagine", body)["id"]
-    second = other.submit("/v1/imagine", body)["id"]  # one queue for every account, oldest first
-    third = api.submit("/v1/imagine", body)["id"]
+    created = [caller.submit("/v1/imagine", body) for caller in (api, other, api)]
+    assert [job["queuePosition"] for job in created] == [1, 2, 3]  # one queue for every account, oldest first
+    first, second, third = (job["id"] for job in created)
     assert [api.job(job_id)["queuePosition"] for job_id in (first, third)] == [1, 3]
     assert other.get(f"/fetch/{second}").get_json()["data"]["queuePosition"] == 2
     assert api.post(f"/v1/jobs/{first}/cancel").get_json()["job"]["queuePosition"] is None
