@@ -47,6 +47,54 @@ def test_slots_convert_like_their_field(app, make_account):
         assert job.id == job_id and job.params == {"chaos": 5} and job.type == "imagine"
 
 
+def test_a_compiled_select_reads_every_kind_of_value_as_the_orm_does(app, make_account):
+    # On SQLite the second and later reads come packed in one JSON array: each value must survive it.
+    account, _ = make_account(email="ünïcode+\u2603@example.com", name='quote " and \\ backslash')
+    job_id = uuid.uuid4()
+    keyed = ApiKey.select(ApiKey, Account).join(Account)
+    keys = CompiledQuery(lambda: keyed.where(Account.id == Slot("id")))
+    find = CompiledQuery(lambda: Job.select().where(Job.id == Slot("id")))
+    with app.app_context(), db.connection_context():
+        Job.create(
+            id=job_id, account=account.id, type="imagine", status="succeeded", prompt='🦊 in\nsnow "q"',
+            params={"chaos": 5, "ratio": 1.25, "nested": {"list": [1, None, "x"]}}, cost=16, seed=2**62,
+            tiles=["a.png", "b.png"], tokens=[["fox", 0.875]], created_at=utcnow(), completed_at=None,
+        )  # fmt: skip
+        for _ in range(2):  # the first read sets the row reader up from the query as written
+            key, orm_key = keys.first(id=account.id), keyed.where(Account.id == account.id).get()
+            assert key.__data__ == orm_key.__data__ and key.account.__data__ == orm_key.account.__data__
+            job = find.first(id=job_id)
+            assert job.__data__ == Job.get_by_id(job_id).__data__ and job.seed == 2**62
+        assert find.first(id=uuid.uuid4()) is None
+        assert find._prepare().packed is not None and keys._prepare().packed is not None
+
+
+def test_sqlite_commits_leave_checkpoints_to_a_thread_of_their_own(app, make_account):
+    # A commit copies the write-ahead log into the database file only past the backstop; the thread
+    # does it within CHECKPOINT_INTERVAL. The database file alone (immutable=1 ignores the log)
+    # then holds a row committed just now.
+    import sqlite3
+    import time
+
+    from models import CHECKPOINT_INTERVAL, SQLITE_PRAGMAS
+
+    assert SQLITE_PRAGMAS["wal_autocheckpoint"] >= 10_000
+    path = db.obj.database
+    account, _ = make_account(email="checkpointed@example.com")
+    deadline = time.monotonic() + 10 * CHECKPOINT_INTERVAL
+    found = []
+    while not found and time.monotonic() < deadline:
+        time.sleep(CHECKPOINT_INTERVAL / 5)
+        with sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True) as file_only:
+            try:
+                found = file_only.execute("SELECT id FROM account WHERE id = ?", [account.id]).fetchall()
+            except sqlite3.OperationalError:  # not even the tables are in the file yet
+                pass
+    assert found == [(account.id,)]
+    checkpoints = [thread for thread in threading.enumerate() if thread.name == "sqlite-checkpoints"]
+    assert checkpoints, "no checkpoint thread"
+
+
 def test_compiled_sql_follows_the_open_database(settings, tmp_path):
     from app import create_app
 
