@@ -31,6 +31,8 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    ModelCursorWrapper,
+    ModelObjectCursorWrapper,
     Node,
     Query,
     Select,
@@ -399,7 +401,7 @@ class CompiledQuery:
         self.build = build
         self._lock = threading.Lock()
         self._compiled: _Compiled | None = None
-        self._rows: tuple[Any, dict[str, Any]] | None = None  # (database, the row reader's set-up)
+        self._rows: tuple[Any, dict[str, Any], _Models | None] | None = None  # database, reader set-up, plan
 
     def _prepare(self) -> _Compiled:
         compiled = self._compiled
@@ -435,7 +437,8 @@ class CompiledQuery:
             if row is None:
                 return None
             reader.initialize()
-            self._rows = (database, {k: v for k, v in vars(reader).items() if k not in _PER_CURSOR})
+            setup = {k: v for k, v in vars(reader).items() if k not in _PER_CURSOR}
+            self._rows = (database, setup, _Models.plan(reader))
             return reader.process_row(row)
         if compiled.packed is None:
             cursor = self.execute(**values)
@@ -447,9 +450,76 @@ class CompiledQuery:
             row = json.loads(row[0]) if row is not None else None
         if row is None:
             return None
+        if rows[2] is not None:
+            return rows[2].make(row)
         reader = query._get_cursor_wrapper(cursor)
         vars(reader).update(rows[1])
         return reader.process_row(row)
+
+
+class _Models:
+    """A compiled query's row made into its models directly, by peewee's reader's plan worked out once.
+
+    peewee's readers build a dict of the row, then set each value through its field's descriptor
+    (48 calls per job poll, 15% of its time); a compiled query's columns are fixed, so each model's
+    values are put in place in one pass. Only for models joined inner along their foreign keys (as
+    the compiled queries are); anything else is left to the reader.
+    """
+
+    def __init__(self, root: Any, models: list[tuple[Any, Any, list, list]], joins: list[tuple]) -> None:
+        self.root = root
+        self.models = models  # (key, model class, [(index, field name, converter)], [... other columns])
+        self.joins = joins  # (key, foreign key's name, key of the model it points to)
+
+    @classmethod
+    def plan(cls, reader: Any) -> _Models | None:
+        """The plan of an initialized peewee row reader, or None if it is not one of the kinds above."""
+        if isinstance(reader, ModelObjectCursorWrapper) and reader.is_model:
+            model = reader.constructor
+            specs = [(i, reader.unique_columns[i], reader.converters[i], model) for i in range(reader.ncols)]
+            return cls._split(model, {model: model}, specs, [])
+        if type(reader) is ModelCursorWrapper:
+            constructors = reader.key_to_constructor
+            if not all(is_model for _, is_model in constructors.values()):
+                return None
+            joins = reader.src_to_dest
+            if any(is_dict or is_outer or not is_fk for _, _, _, is_dict, is_outer, is_fk in joins):
+                return None
+            owner = {key: key if key in constructors else reader.model for _, key, _, _ in reader._row_spec}
+            specs = [(i, column, converter, owner[key]) for i, key, column, converter in reader._row_spec]
+            models = {key: constructor for key, (constructor, _) in constructors.items()}
+            edges = [(src, attr, dest) for src, attr, dest, *_ in joins]
+            return cls._split(reader.model, models, specs, edges)
+        return None
+
+    @classmethod
+    def _split(cls, root: Any, models: dict[Any, Any], specs: list[tuple], joins: list[tuple]) -> _Models:
+        parts = []
+        for key, model in models.items():
+            mine = [(i, name, convert) for i, name, convert, owner in specs if owner is key]
+            fields = model._meta.fields
+            values = [spec for spec in mine if getattr(fields.get(spec[1]), "name", None) == spec[1]]
+            others = [spec for spec in mine if spec not in values]
+            parts.append((key, model, values, others))
+        return cls(root, parts, joins)
+
+    def make(self, row: Any) -> Any:
+        """The root model of ``row``, with its joined models, as peewee's reader would make them."""
+        made = {}
+        for key, model, values, others in self.models:
+            instance = model.__new__(model)
+            instance.__data__ = {name: row[i] if to is None else to(row[i]) for i, name, to in values}
+            instance._dirty, instance.__rel__ = set(), {}
+            for i, name, to in others:
+                setattr(instance, name, row[i] if to is None else to(row[i]))
+            made[key] = instance
+        for src, attr, dest in self.joins:
+            joined = made[dest]
+            if any(value is not None for value in joined.__data__.values()):  # no row joined: no model
+                setattr(made[src], attr, joined)
+        for instance in made.values():
+            instance._dirty.clear()
+        return made[self.root]
 
 
 class _Compiled(NamedTuple):

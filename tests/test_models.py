@@ -63,10 +63,14 @@ def test_a_compiled_select_reads_every_kind_of_value_as_the_orm_does(app, make_a
         for _ in range(2):  # the first read sets the row reader up from the query as written
             key, orm_key = keys.first(id=account.id), keyed.where(Account.id == account.id).get()
             assert key.__data__ == orm_key.__data__ and key.account.__data__ == orm_key.account.__data__
+            assert key.__rel__.keys() == orm_key.__rel__.keys() and not key._dirty and not key.account._dirty
             job = find.first(id=job_id)
-            assert job.__data__ == Job.get_by_id(job_id).__data__ and job.seed == 2**62
+            assert job.__data__ == Job.get_by_id(job_id).__data__ and job.seed == 2**62 and not job._dirty
         assert find.first(id=uuid.uuid4()) is None
         assert find._prepare().packed is not None and keys._prepare().packed is not None
+        assert find._rows[2] is not None and keys._rows[2] is not None  # made without peewee's reader
+        key.account.name = "changed"  # the models work as the ORM's: saved, only what changed
+        assert key.account._dirty == {"name"} and key.account.save() == 1
 
 
 def test_sqlite_commits_leave_checkpoints_to_a_thread_of_their_own(app, make_account):
