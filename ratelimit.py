@@ -135,7 +135,7 @@ def _count_api_request(api: str) -> None:
 
 
 def _add_limit_headers(response: Response) -> Response:
-    """X-RateLimit-Limit, -Remaining and -Reset (unix seconds) of the request's bucket, and Retry-After."""
+    """X-RateLimit-Limit, -Remaining and -Reset of the request's bucket; on a 429, Retry-After."""
     counted = g.get("rate_limit")
     if counted is None:
         return response
@@ -144,6 +144,8 @@ def _add_limit_headers(response: Response) -> Response:
     response.headers.add("X-RateLimit-Limit", str(item.amount))
     response.headers.add("X-RateLimit-Remaining", str(max(0, item.amount - used)))
     response.headers.add("X-RateLimit-Reset", str(reset_at))
+    if response.status_code != 429:  # Retry-After means something only there (_drop_stray_retry_after)
+        return response
     asked = response.headers.get("Retry-After")  # a view's own (always seconds): the later one wins
     if asked is not None:
         reset_at = max(int(time.time() + int(asked)), reset_at)
