@@ -76,7 +76,7 @@ class App(Flask):
     """Flask, remembering which hooks and views are plain functions.
 
     Flask asks ``inspect`` whether each one is a coroutine function on every call: a dozen times per
-    request, 4% of a job poll. The project has no ``async def`` views; the answer cannot change.
+    request, 3% of a job poll. The project has no ``async def`` views; the answer cannot change.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

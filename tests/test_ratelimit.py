@@ -217,3 +217,12 @@ def test_in_process_counters_start_no_thread_per_request(app, client, make_accou
     storage.incr("stale", 0.01)
     time.sleep(ratelimit.SweptMemoryStorage.SWEEP_INTERVAL + 0.5)
     assert "stale" not in storage.storage  # the one sweeping thread dropped it
+
+
+def test_flask_limiters_own_hooks_run_for_the_sign_in_pages_only(app):
+    # Its limits are on the sign-in pages alone; on every other request its hooks were a tenth of a poll.
+    limiter = app.extensions[ratelimit.EXTENSION]
+    check = limiter._check_request_limit
+    assert check not in app.before_request_funcs[None] and check in app.before_request_funcs["signin"]
+    added = app.extensions[ratelimit.LIMITER_HOOKS]
+    assert all(hooks and not set(hooks) & set(getattr(app, name)[None]) for name, hooks in added.items())
