@@ -60,7 +60,6 @@ SQLITE_PRAGMAS = {
     # checkpoint thread (SerialSqliteDatabase.start_checkpoints) normally does it long before.
     "wal_autocheckpoint": 16384,  # 64 MB
 }
-_BACKSTOP = SQLITE_PRAGMAS["wal_autocheckpoint"]
 CHECKPOINT_INTERVAL = 0.5  # seconds between background checkpoints
 
 
@@ -174,20 +173,22 @@ class SerialSqliteDatabase(PooledSqliteDatabase):
 
 def _checkpoints(database: weakref.ref[SerialSqliteDatabase]) -> None:
     """Checkpoint (PASSIVE: never waiting for readers or writers) for as long as the database is in use."""
-    connection = None
-    try:
-        while (alive := database()) is not None and alive is db.obj:
+    connection, failing = None, False
+    while (alive := database()) is not None and alive is db.obj:
+        try:
             if connection is None:
                 connection = sqlite3.connect(alive.database, check_same_thread=False)
-            del alive
             # read to the end, so the statement keeps no snapshot that would hold the log back
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            time.sleep(CHECKPOINT_INTERVAL)
-    except sqlite3.Error:
-        log.exception("background checkpoints stopped; commits checkpoint past %s pages", _BACKSTOP)
-    finally:
-        if connection is not None:
-            connection.close()
+            failing = False
+        except sqlite3.Error:
+            if not failing:  # once per run of failures; a commit checkpoints past the backstop meanwhile
+                log.exception("a background checkpoint failed; trying again every %s s", CHECKPOINT_INTERVAL)
+            failing = True
+        del alive
+        time.sleep(CHECKPOINT_INTERVAL)
+    if connection is not None:
+        connection.close()
 
 
 def open_database(url: str) -> Any:
