@@ -95,11 +95,13 @@ class CookielessSessions(SecureCookieSessionInterface):
     """Flask's cookie sessions, with no signing set up for a request that brings no session cookie.
 
     Flask opens a session on every request; API clients send none, so each of their requests built
-    a signing serializer for nothing.
+    a signing serializer (and parsed the absent cookies) for nothing.
     """
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ or not request.cookies.get(self.get_cookie_name(app))
+        ):
             return self.session_class()
         return super().open_session(app, request)
 
