@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import uuid
+from contextlib import closing
 
 import pytest
 
 from conftest import stop_background
-from models import Account, ApiKey, CompiledQuery, Job, SerialSqliteDatabase, Slot, WriterLock, db, utcnow
+from models import (
+    CHECKPOINT_INTERVAL,
+    SQLITE_PRAGMAS,
+    Account,
+    ApiKey,
+    CompiledQuery,
+    Job,
+    SerialSqliteDatabase,
+    Slot,
+    WriterLock,
+    db,
+    utcnow,
+)
 
 
 def test_a_compiled_select_matches_the_orm(app, make_account):
@@ -77,11 +92,6 @@ def test_sqlite_commits_leave_checkpoints_to_a_thread_of_their_own(app, make_acc
     # A commit copies the write-ahead log into the database file only past the backstop; the thread
     # does it within CHECKPOINT_INTERVAL. The database file alone (immutable=1 ignores the log)
     # then holds a row committed just now.
-    import sqlite3
-    import time
-
-    from models import CHECKPOINT_INTERVAL, SQLITE_PRAGMAS
-
     assert SQLITE_PRAGMAS["wal_autocheckpoint"] >= 10_000
     path = db.obj.database
     account, _ = make_account(email="checkpointed@example.com")
@@ -89,7 +99,7 @@ def test_sqlite_commits_leave_checkpoints_to_a_thread_of_their_own(app, make_acc
     found = []
     while not found and time.monotonic() < deadline:
         time.sleep(CHECKPOINT_INTERVAL / 5)
-        with sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True) as file_only:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as file_only:
             try:
                 found = file_only.execute("SELECT id FROM account WHERE id = ?", [account.id]).fetchall()
             except sqlite3.OperationalError:  # not even the tables are in the file yet
