@@ -48,7 +48,9 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
 
 def test_the_database_survives_a_new_app(settings, make_account, app):
     make_account(email="keep@example.com")
-    app.extensions["apiframe.pool"].stop()
+    # The new app reopens the database: no thread of the first may still be using a connection then
+    # (the webhook sender's was once closed under it, and the process crashed).
+    stop_background(app)
     again = create_app(settings)
     try:
         with again.app_context():
