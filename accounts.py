@@ -9,6 +9,7 @@ from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import credits
+import keycache
 from auth import create_key
 from config import PLANS
 from models import Account, LedgerEntry, db, is_sqlite, utcnow
@@ -98,6 +99,7 @@ def change_plan(account: Account, plan: str) -> tuple[Account, int]:
         else:
             amount, note = 0, f"{target.title} plan: no credits for a downgrade"
         credits.grant(account.id, amount, credits.PLAN, note=note)
+    keycache.changed()  # the rate limits of the account's keys follow its plan
     return Account.get_by_id(account.id), amount
 
 

@@ -21,6 +21,7 @@ import docs
 import errors
 import events
 import health
+import keycache
 import models
 import ratelimit
 import request_limits
@@ -42,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _configure_logging(app)
 
     models.init_database(app.config["DATABASE_URL"], app.config["DATA_DIR"])
+    atexit.register(keycache.init_app(app).stop)
     app.before_request(_open_connection)
     app.teardown_request(_close_connection)
 

@@ -8,6 +8,7 @@ import secrets
 
 from flask import g, request
 
+import keycache
 from errors import unauthorized
 from models import Account, ApiKey, CompiledQuery, Slot, utcnow
 
@@ -29,9 +30,15 @@ def create_key(account: Account, name: str = "") -> tuple[ApiKey, str]:
 
 
 def revoke(key: ApiKey) -> bool:
-    """Revoke a live key (it stops working at once); returns False if it was already revoked."""
+    """Revoke a live key (it stops working at once); returns False if it was already revoked.
+
+    Not inside a transaction: every process forgets the key once the revocation has committed.
+    """
     updated = ApiKey.update(revoked_at=utcnow()).where((ApiKey.id == key.id) & ApiKey.revoked_at.is_null())
-    return updated.execute() == 1
+    if updated.execute() != 1:
+        return False
+    keycache.changed()
+    return True
 
 
 _live_key = CompiledQuery(
@@ -48,7 +55,11 @@ def find_key(key: str) -> ApiKey | None:
     """The live key row (with its account) for ``key``, or None."""
     if not key.startswith(KEY_PREFIX):
         return None
-    return _live_key.first(key_hash=hash_key(key))
+    return keycache.cache().find(hash_key(key), _read_key)
+
+
+def _read_key(key_hash: str) -> ApiKey | None:
+    return _live_key.first(key_hash=key_hash)
 
 
 def presented_key() -> str | None:
@@ -64,7 +75,11 @@ def presented_key() -> str | None:
 
 
 def authenticate() -> None:
-    """Identify the caller by API key, setting ``g.api_key`` and ``g.account``, or raise 401."""
+    """Identify the caller by API key, setting ``g.api_key`` and ``g.account``, or raise 401.
+
+    ``g.account`` may have been read with the key in an earlier request (keycache.py): its id and
+    plan are current, its figures (balance, spending) are read again where they are shown.
+    """
     key = presented_key()
     if key is None:
         raise unauthorized(
@@ -77,5 +92,11 @@ def authenticate() -> None:
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+        keycache.cache().used(row.key_hash, now)
     g.api_key = row
     g.account = row.account
+
+
+def current_account() -> Account:
+    """The caller's account as it is now, for answers that show its figures (``g.account`` may be older)."""
+    return Account.get_by_id(g.account.id)

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from marshmallow import Schema, fields, post_dump
 
+import auth
 import errors
 import events
 import jobs
@@ -193,7 +194,7 @@ def task_events(task_id: str) -> Response:
 @bp.get("/account")
 def account_info() -> Response:
     """The caller's account as the original API shows it."""
-    return jsonify(account_object(g.account))
+    return jsonify(account_object(auth.current_account()))
 
 
 FETCH = schemas.FetchBody()

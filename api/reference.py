@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+import auth
 import events
 import jobs
 import operations
@@ -127,4 +128,4 @@ def cancel_job(job_id: str) -> Response:
 @bp.get("/v1/account")
 def account() -> Response:
     """The caller's account: name, email, plan and credits."""
-    return jsonify(success=True, account=schemas.dump_account(g.account))
+    return jsonify(success=True, account=schemas.dump_account(auth.current_account()))

@@ -48,6 +48,7 @@ def stop_background(application: Flask) -> None:
     application.extensions["apiframe.pool"].stop(wait=False)
     application.extensions["apiframe.webhooks"].stop()
     application.extensions["apiframe.events"].stop()
+    application.extensions["apiframe.keys"].stop()
 
 
 @pytest.fixture
