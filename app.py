@@ -54,7 +54,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.init_app(app)
     storage.init_app(app)
     health.init_app(app)
-    console.init_app(app, api.BLUEPRINTS)
+    console.init_app(app)
     app.register_blueprint(docs.bp)
     cli.init_app(app)
     roles.init_app(app)

@@ -23,6 +23,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 
+import hooks
 from config import PLANS
 from errors import ApiError
 from models import Account
@@ -84,12 +85,9 @@ def per_minute(plan: str, bucket: str = CREATES) -> str:
 
 
 def _drop_stray_retry_after(response: Response) -> Response:
-    # Flask-Limiter writes Retry-After next to the X-RateLimit headers; it only means something on a
-    # 429. A view that asks to be retried for another reason (a busy 503) sets ``g.retry_after``.
+    # Flask-Limiter writes Retry-After next to the X-RateLimit headers; it only means something on a 429.
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
-        if g.get("retry_after"):
-            response.headers["Retry-After"] = str(g.retry_after)
     return response
 
 
@@ -144,7 +142,7 @@ def _add_limit_headers(response: Response) -> Response:
     response.headers.add("X-RateLimit-Limit", str(item.amount))
     response.headers.add("X-RateLimit-Remaining", str(max(0, item.amount - used)))
     response.headers.add("X-RateLimit-Reset", str(reset_at))
-    if response.status_code != 429:  # Retry-After means something only there (_drop_stray_retry_after)
+    if response.status_code != 429:  # Retry-After means something only there
         return response
     asked = response.headers.get("Retry-After")  # a view's own (always seconds): the later one wins
     if asked is not None:
@@ -189,13 +187,9 @@ def _storage_uri(uri: str) -> str:
     return f"{SweptMemoryStorage.STORAGE_SCHEME[0]}://{rest}" if scheme == "memory" and sep else uri
 
 
-_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
-
-
 def init_app(app: Flask, api: Blueprint) -> Limiter:
     """Rate-limit ``api`` on ``app``; register after authentication so the key is known."""
     app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
-    app.after_request(_drop_stray_retry_after)  # registered first, so it runs after the others
     limiter = Limiter(
         key_func=api_key_identity,
         storage_uri=_storage_uri(app.config["RATELIMIT_STORAGE_URI"]),
@@ -205,28 +199,18 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
     )
     # Flask-Limiter hooks into every request of the app; its limits are only on the blueprints given
     # to limit_blueprint, so its hooks are taken off the app and given to those blueprints alone.
-    before = {hooks: list(getattr(app, hooks)[None]) for hooks in _HOOKS}
-    limiter.init_app(app)
-    app.extensions[LIMITER_HOOKS] = {hooks: _taken_off(app, hooks, before[hooks]) for hooks in _HOOKS}
+    app.extensions[LIMITER_HOOKS] = hooks.taken_off(app, limiter.init_app)
     app.before_request(functools.partial(_count_api_request, api.name))  # after authentication
     app.after_request(_add_limit_headers)
     app.extensions[EXTENSION] = limiter
     return limiter
 
 
-def _taken_off(app: Flask, hooks: str, kept: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
-    """Remove the app-wide ``hooks`` (e.g. before_request_funcs) not in ``kept``; return them."""
-    registered = getattr(app, hooks)[None]
-    added = [hook for hook in registered if hook not in kept]
-    registered[:] = kept
-    return added
-
-
 def limit_blueprint(app: Flask, blueprint: Blueprint, limit: str | Callable[[], str], **options: Any) -> None:
     """A Flask-Limiter limit on every route of ``blueprint`` (``options`` as for ``Limiter.limit``)."""
     app.extensions[EXTENSION].limit(limit, **options)(blueprint)
-    for hooks, added in app.extensions[LIMITER_HOOKS].items():
-        getattr(app, hooks)[blueprint.name].extend(added)
+    hooks.attach(app, blueprint.name, {"after_request_funcs": [_drop_stray_retry_after]})  # runs last
+    hooks.attach(app, blueprint.name, app.extensions[LIMITER_HOOKS])
 
 
 def limiter() -> Limiter:

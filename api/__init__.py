@@ -15,7 +15,6 @@ bp = Blueprint("api", __name__)
 bp.register_blueprint(reference.bp)
 bp.register_blueprint(original.bp)
 bp.register_blueprint(openai.bp)
-BLUEPRINTS = (bp, reference.bp, original.bp, openai.bp)  # the API's blueprint and each family's
 
 
 def init_app(app: Flask) -> None:

@@ -382,11 +382,11 @@ def _slot() -> Iterator[None]:
         with waits().slot():
             yield
     except Busy:
-        g.retry_after = BUSY_RETRY_AFTER
         raise ApiError(
             503,
             "SERVER_BUSY",
             f"All {waits().slots} waiting slots of this server are taken; retry in a few seconds.",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         ) from None
 
 

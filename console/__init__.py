@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, request
+from flask import Flask, request
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+import hooks
 import ratelimit
 from console import filters, gallery, pages, playground, signin  # noqa: F401  (importing registers the views)
 from console.blueprints import console_bp, signin_bp
@@ -21,8 +22,8 @@ def _signin_rate_limit() -> str:
     return SIGNIN_RATE_LIMITS.get(request.endpoint or "", OTHER_SIGNIN_RATE_LIMIT)
 
 
-def init_app(app: Flask, api: tuple[Blueprint, ...]) -> None:
-    """Serve the console on ``app``: sessions, CSRF on every form (not on the ``api`` blueprints), pages."""
+def init_app(app: Flask) -> None:
+    """Serve the console on ``app``: sessions, CSRF on every form, pages."""
     app.config.update(
         SESSION_COOKIE_NAME="apiframe_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -30,9 +31,10 @@ def init_app(app: Flask, api: tuple[Blueprint, ...]) -> None:
         SESSION_COOKIE_SECURE=app.config["PUBLIC_URL"].startswith("https://"),
     )
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a form's token lives as long as the session
-    csrf.init_app(app)
-    for blueprint in api:
-        csrf.exempt(blueprint)
+    # The forms are all on the console's blueprints: the protection's hook runs for their requests only.
+    protection = hooks.taken_off(app, csrf.init_app)
+    for blueprint in (signin_bp, console_bp):
+        hooks.attach(app, blueprint.name, protection, first=True)
     limit = {"key_func": get_remote_address, "methods": ["POST"]}
     ratelimit.limit_blueprint(app, signin_bp, _signin_rate_limit, **limit)
     app.register_blueprint(signin_bp)

@@ -229,6 +229,20 @@ def test_logout_ends_the_session(member):
     assert console.get("/console/").status_code == 302
 
 
+def test_a_refused_login_below_the_limit_has_no_retry_after(console, make_account):
+    make_account(email="ra@example.com", password=PASSWORD)
+    response = console.login("ra@example.com", "wrong password")
+    assert response.status_code == 400 and "X-RateLimit-Limit" in response.headers
+    assert "Retry-After" not in response.headers  # Flask-Limiter's, meaningless below the limit
+
+
+def test_csrf_protection_hooks_into_the_console_only(app):
+    # Every form is on the console's blueprints; on other requests the hook was only a cost.
+    protect = [hook for hook in app.before_request_funcs["console"] if "csrf" in hook.__qualname__]
+    assert protect and protect == [hook for hook in app.before_request_funcs["signin"] if hook in protect]
+    assert not set(protect) & set(app.before_request_funcs[None])
+
+
 def test_login_is_rate_limited_per_address_with_a_friendly_page(console, make_account):
     make_account(email="rl@example.com", password=PASSWORD)
     statuses = [console.login("rl@example.com", "wrong password").status_code for _ in range(11)]
