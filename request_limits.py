@@ -12,6 +12,7 @@ from errors import ApiError
 
 MAX_TARGET_BYTES = 4096  # path and query string
 MAX_HEADER_BYTES = 8192  # one header line: name and value
+_UNPREFIXED = ("CONTENT_TYPE", "CONTENT_LENGTH")  # the headers WSGI keeps under names of their own
 
 
 def check_request() -> None:
@@ -24,9 +25,18 @@ def check_request() -> None:
             f"The request's path and query string are {len(target)} bytes long; at most {MAX_TARGET_BYTES} "
             "are accepted. Send large inputs in a JSON body.",
         )
-    for name, value in request.headers.items():
+    # The headers as the WSGI environ holds them (HTTP_X_API_KEY), not through request.headers, which
+    # would spell out every name of every request to find none too long.
+    for key, value in request.environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:]
+        elif key in _UNPREFIXED:
+            name = key
+        else:
+            continue
         size = len(name) + len(value)
         if size > MAX_HEADER_BYTES:
+            name = name.replace("_", "-").title()
             raise ApiError(
                 431,
                 "HEADER_TOO_LARGE",
