@@ -79,10 +79,20 @@ _job = CompiledQuery(_select_job)
 
 def find(account: Account, job_id: uuid.UUID) -> Job:
     """The account's job with this id, or 404 (another account's job is never visible)."""
-    job = _job.first(id=job_id, account=account.id)
-    if job is None:
+    return made(find_row(account, job_id))
+
+
+def find_row(account: Account, job_id: uuid.UUID) -> Any:
+    """The account's job row as the database gave it (equal rows, equal jobs), or 404; ``made`` makes it."""
+    row = _job.row(id=job_id, account=account.id)
+    if row is None:
         raise not_found(f"Job {job_id} was not found.")
-    return job
+    return row
+
+
+def made(row: Any) -> Job:
+    """The job of a row from ``find_row``."""
+    return _job.model(row)
 
 
 def require_provider(operation: str, chosen: str | None = None) -> None:

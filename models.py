@@ -426,34 +426,47 @@ class CompiledQuery:
 
     def first(self, **values: Any) -> Any:
         """Run a SELECT with ``values``; returns its first row as the query would (a model), or None."""
+        row = self.row(**values)
+        return None if row is None else self.model(row)
+
+    def row(self, **values: Any) -> Any:
+        """Run a SELECT with ``values``; its first row as fetched, or None. ``model(row)`` makes it a model.
+
+        The row is the database's answer as it is, so equal rows mean equal models: a tuple, or on
+        SQLite the packed row's JSON text.
+        """
         compiled = self._prepare()
-        database, query = compiled.database, compiled.query
+        database = compiled.database
         # peewee's reader maps the cursor's columns to fields and models anew for every cursor (as
         # long as the rest of a keyed lookup); the SQL is fixed, so the mapping is made once, from
         # the first cursor of the query as written.
         rows = self._rows
         if rows is None or rows[0] is not database:
-            reader = query._get_cursor_wrapper(self.execute(**values))
+            reader = compiled.query._get_cursor_wrapper(self.execute(**values))
             row = reader.cursor.fetchone()
             if row is None:
                 return None
             reader.initialize()
             setup = {k: v for k, v in vars(reader).items() if k not in _PER_CURSOR}
             self._rows = (database, setup, _Models.plan(reader))
-            return reader.process_row(row)
+            if compiled.packed is None:
+                return row
+            # and read again, packed (once per process): every read of a row gives the same text
         if compiled.packed is None:
-            cursor = self.execute(**values)
-            row = cursor.fetchone()
-        else:
-            sql, params = compiled.packed
-            cursor = database.execute_sql(sql, _bind_all(params, values))
-            row = cursor.fetchone()
-            row = json.loads(row[0]) if row is not None else None
-        if row is None:
-            return None
+            return self.execute(**values).fetchone()
+        sql, params = compiled.packed
+        row = database.execute_sql(sql, _bind_all(params, values)).fetchone()
+        return None if row is None else row[0]
+
+    def model(self, row: Any) -> Any:
+        """A row from ``row()`` as the query would make it (a model)."""
+        if isinstance(row, str):  # packed
+            row = json.loads(row)
+        rows = self._rows
+        assert rows is not None, "model() of a row that row() did not read"
         if rows[2] is not None:
             return rows[2].make(row)
-        reader = query._get_cursor_wrapper(cursor)
+        reader = self._compiled.query._get_cursor_wrapper(None)
         vars(reader).update(rows[1])
         return reader.process_row(row)
 

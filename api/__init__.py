@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from api import openai, original, reference
+from api import answers, openai, original, reference
 
 bp = Blueprint("api", __name__)
 bp.register_blueprint(reference.bp)
@@ -20,5 +20,6 @@ bp.register_blueprint(openai.bp)
 def init_app(app: Flask) -> None:
     """Serve every API family on ``app``."""
     app.register_blueprint(bp)
+    answers.init_app(app)
     original.init_app(app, f"{bp.name}.{original.bp.name}")
     openai.init_app(app, f"{bp.name}.{openai.bp.name}")

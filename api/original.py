@@ -27,6 +27,7 @@ import ratelimit
 import schemas
 import storage
 import webhooks
+from api import answers
 from api.body import json_body
 from errors import ApiError, validation_error
 from idempotency import idempotent
@@ -174,7 +175,7 @@ for _operation in operations.OPERATIONS:
 def fetch_task() -> Response:
     """A task as the original API shows it."""
     task_id = schemas.load(FETCH, json_body())["task_id"]
-    return jsonify(task_object(jobs.find(g.account, task_id)))
+    return answers.job(g.account, task_id, task_object)
 
 
 @bp.post("/fetch-many")

@@ -18,6 +18,7 @@ import operations
 import ratelimit
 import schemas
 import webhooks
+from api import answers
 from api.body import json_body
 from idempotency import idempotent
 from operations import Operation
@@ -62,9 +63,16 @@ for _operation in operations.OPERATIONS:
 @bp.get("/api/v1/fetch/<job_id>", endpoint="fetch")
 def get_job(job_id: str) -> Response:
     """A job's status and result; the /fetch aliases answer under ``data`` instead of ``job``."""
-    job = jobs.find(g.account, jobs.parse_id(job_id))
-    key = "data" if request.endpoint == f"{request.blueprint}.fetch" else "job"
-    return jsonify({"success": True, key: schemas.dump_job(job)})
+    render = _under_data if request.endpoint == f"{request.blueprint}.fetch" else _under_job
+    return answers.job(g.account, jobs.parse_id(job_id), render)
+
+
+def _under_job(job: jobs.Job) -> dict[str, Any]:
+    return {"success": True, "job": schemas.dump_job(job)}
+
+
+def _under_data(job: jobs.Job) -> dict[str, Any]:
+    return {"success": True, "data": schemas.dump_job(job)}
 
 
 def _known(data: dict[str, Any], state: events.State) -> dict[str, Any]:

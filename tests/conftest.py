@@ -347,6 +347,14 @@ def postgres_url() -> Iterator[str]:
     admin.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, settings) -> str:
+    """Run the test on SQLite, then on PostgreSQL (ask for it before ``app``)."""
+    if request.param == "postgresql":
+        settings["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory) -> Iterator[MotoS3]:
     """One S3 endpoint on loopback for the whole run (each test makes its own bucket)."""

@@ -133,14 +133,6 @@ def test_a_bad_cursor_is_a_clear_400(api):
         assert response.status_code == 400 and named in response.get_json()["error"]["message"], query
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, settings) -> str:
-    """Run the test on SQLite, then on PostgreSQL (ask for it before ``app``)."""
-    if request.param == "postgresql":
-        settings["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    return request.param
-
-
 def test_waiting_jobs_show_their_place_in_the_queue(database, app, client, api, make_account):
     # Read with the job (find) and returned by its INSERT (submit), in SQL of each database's own.
     app.extensions["apiframe.pool"].stop()  # nothing runs: every job waits

@@ -54,8 +54,12 @@ def test_nothing_else_is_served(client, done, path):
     assert response.get_json()["error"]["code"] == "NOT_FOUND"
 
 
-def test_image_urls_follow_the_public_url(app, api, done):
-    app.config["PUBLIC_URL"] = "https://pics.example.org"
+@pytest.fixture
+def pics(settings) -> None:
+    settings["PUBLIC_URL"] = "https://pics.example.org"  # a setting: read as the app starts
+
+
+def test_image_urls_follow_the_public_url(pics, api, done):
     job = api.job(done["id"])
     assert job["imageUrl"] == f"https://pics.example.org/images/{done['id']}/grid.png"
     assert all(url.startswith("https://pics.example.org/images/") for url in job["imageUrls"])
