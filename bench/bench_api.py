@@ -6,7 +6,8 @@ gunicorn settings; drives each with the same load generator (wrk, load.py) and a
 and floor --repeat times, so each ratio is the median of runs made side by side:
 
   1. GET /v1/jobs/:id and accepted POST /v1/imagine (SQLite, PostgreSQL), 8 connections: answers
-     per second and p99, each beside the floor's;
+     per second and p99, each beside the floor's; and the stack's ceiling (ceiling_app.py: the same
+     statements by hand, and nothing else) beside the floor;
   2. POST /v1/imagine with two processes and Redis, beside one process with Redis (on SQLite, and
      on PostgreSQL as scale-out runs), and the floor's two processes beside its one;
   3. reads on an account with --history-jobs jobs beside one with 10 (bench_history.py);
@@ -184,6 +185,8 @@ def bench_throughput(args, work: Path) -> None:
     with contextlib.ExitStack() as stack:
         ours = stack.enter_context(serving(work, "sqlite", **sqlite_1))
         floor = stack.enter_context(serving(work, "floor", app="floor_app:app"))
+        on_ours = dict(BENCH_DATABASE=str(Path(ours.env["APIFRAME_DATA_DIR"]) / "apiframe.db"))
+        ceiling = stack.enter_context(serving(work, "ceiling", app="ceiling_app:app", **on_ours))
         pg = None
         if "postgres" not in args.skip:
             url = stack.enter_context(postgres_database())
@@ -214,6 +217,7 @@ def bench_throughput(args, work: Path) -> None:
         runs = Alternation(args.seconds)
         keep = tuple(r.path.rsplit("/", 1)[1] for r in polls)
         warm = [(ours, polls), (floor, floor_polls), (ours, creates(ours)), (floor, floor_creates)]
+        warm += [(ceiling, polls), (ceiling, creates(ours))]
         warm += [(server, creates(server)) for server in (pg, *shared.values()) if server is not None]
         for server, requests in [*warm, (floor_2, floor_creates)]:  # connections, caches, first queries
             load.run(server.url, requests, 2, CONNECTIONS)
@@ -223,7 +227,10 @@ def bench_throughput(args, work: Path) -> None:
             print(f"run {n + 1} of {args.repeat} ...", flush=True)
             runs.measure("get", ours, polls)
             runs.measure("get floor", floor, floor_polls)
+            runs.measure("get ceiling", ceiling, polls)
             runs.measure("create", ours, creates(ours), keep=keep)
+            runs.measure("create ceiling", ceiling, creates(ours))
+            cancel_waiting(ours, keep)  # the ceiling's jobs are in the service's database
             if pg is not None:
                 runs.measure("create pg", pg, creates(pg))
             runs.measure("create floor", floor, floor_creates)
@@ -251,6 +258,15 @@ def bench_throughput(args, work: Path) -> None:
     row(
         "POST /v1/imagine accepted, SQLite", f"{runs.rate('create'):,.0f}/s",
         f"{runs.rate('create floor'):,.0f}/s", runs.ratio("create", "create floor", rate), "≥ 0.5",
+    )  # fmt: skip
+    row(
+        "GET /v1/jobs/:id, the stack's ceiling (ceiling_app.py)", f"{runs.rate('get ceiling'):,.0f}/s",
+        f"{runs.rate('get floor'):,.0f}/s", runs.ratio("get ceiling", "get floor", rate), "(reference)",
+    )  # fmt: skip
+    row(
+        "POST /v1/imagine, the stack's ceiling (ceiling_app.py)", f"{runs.rate('create ceiling'):,.0f}/s",
+        f"{runs.rate('create floor'):,.0f}/s", runs.ratio("create ceiling", "create floor", rate),
+        "(reference)",
     )  # fmt: skip
     row(
         "p99 of accepted creates, SQLite", f"{runs.p99('create'):.1f} ms",
