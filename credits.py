@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peewee import fn
+from peewee import CTE, Node, Select, Value, fn
 
 from models import Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 
@@ -81,6 +81,33 @@ def debit(account_id: int, amount: int, job: Job) -> None:
     if row is None:
         raise InsufficientCredits(f"this costs {amount} credits")
     _record(account_id, -amount, DEBIT, job, f"{job.type} job", balance=row[0])
+
+
+def debit_ctes(account: Node, amount: Node, job: Node, note: Node, at: Node) -> tuple[CTE, CTE]:
+    """A debit as two common table expressions, for the one statement that also inserts what it pays for.
+
+    ``debit`` takes ``amount`` from ``account`` if its balance covers it and answers the new balance (no
+    row if it does not); ``entry`` writes the debit's ledger row from that answer. A statement whose rows
+    come FROM ``debit`` inserts nothing when the balance is short. PostgreSQL only: SQLite runs no writes
+    in a WITH, so there ``debit`` runs in the transaction that accepts the job.
+    """
+    taken = (
+        Account.update(balance=Account.balance - amount, spent=Account.spent + amount)
+        .where((Account.id == account) & (Account.balance >= amount))
+        .returning(Account.balance)
+        .cte("debit")
+    )
+    row = {
+        LedgerEntry.account: account,
+        LedgerEntry.amount: Value(0) - amount,
+        LedgerEntry.reason: Value(DEBIT),
+        LedgerEntry.job: job,
+        LedgerEntry.note: note,
+        LedgerEntry.balance_after: taken.c.balance,
+        LedgerEntry.created_at: at,
+    }
+    entry = LedgerEntry.insert_from(Select((taken,), list(row.values())), list(row)).cte("entry")
+    return taken, entry
 
 
 def refund(job: Job, note: str) -> None:

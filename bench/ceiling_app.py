@@ -33,7 +33,7 @@ app = Flask(__name__)
 
 
 def _packed(*models: type) -> str:
-    columns = (f"{m._meta.table_name}.{f.column_name}" for m in models for f in m._meta.sorted_fields)
+    columns = (f'{m._meta.table_name}."{f.column_name}"' for m in models for f in m._meta.sorted_fields)
     return f"json_array({', '.join(columns)})"
 
 

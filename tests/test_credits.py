@@ -49,7 +49,7 @@ def test_each_operation_takes_its_cost(api, files):
     assert spent == 16 + 4 + 16 + 4 + 16
 
 
-def test_free_plan_has_50_credits_for_three_imagines(client, make_account):
+def test_free_plan_has_50_credits_for_three_imagines(database, client, make_account):
     _, key = make_account("free")
     api = Api(client, key)
     assert _account(api)["credits"] == {"remaining": 50, "total": 50}
@@ -63,7 +63,7 @@ def test_free_plan_has_50_credits_for_three_imagines(client, make_account):
     assert len(api.get("/v1/jobs").get_json()["jobs"]) == 3  # no job was created by the refused request
 
 
-def test_402_comes_before_any_job_but_after_validation(client, make_account, app):
+def test_402_comes_before_any_job_but_after_validation(database, client, make_account, app):
     account, key = make_account("free")
     with app.app_context():
         credits.grant(account.id, -50)
@@ -75,7 +75,7 @@ def test_402_comes_before_any_job_but_after_validation(client, make_account, app
         assert Job.select().where(Job.account == account.id).count() == 0
 
 
-def test_concurrent_debits_never_overspend(app, client, make_account):
+def test_concurrent_debits_never_overspend(database, app, client, make_account):
     account, key = make_account("scale")
     with app.app_context():
         credits.grant(account.id, -(account.balance - 16 * 5))  # exactly five imagines
@@ -100,6 +100,22 @@ def test_concurrent_debits_never_overspend(app, client, make_account):
         assert fresh.balance == 0
         assert credits.ledger_total(account.id) == 0
         assert Job.select().where(Job.account == account.id).count() == 5
+
+
+def test_a_debit_is_a_ledger_row_written_with_the_job(database, app, api):
+    # On PostgreSQL the job, its debit and the ledger row are one statement; on SQLite one transaction.
+    app.extensions["apiframe.pool"].stop()
+    before = _account(api)["credits"]["remaining"]
+    job_id = api.submit("/v1/imagine", {"prompt": "a ledger"})["id"]
+    with app.app_context():
+        job = Job.get_by_id(job_id)
+        ledger = LedgerEntry.select().where(LedgerEntry.account == job.account_id)
+        rows = list(ledger.order_by(LedgerEntry.id))
+        assert [(r.amount, r.reason, r.note, str(r.job_id)) for r in rows[-1:]] == [
+            (-16, credits.DEBIT, "imagine job", job_id)
+        ]
+        assert rows[-1].balance_after == before - 16 == Account.get_by_id(job.account_id).balance
+        assert credits.ledger_total(job.account_id) == before - 16
 
 
 def test_failed_job_is_refunded_with_a_ledger_row(app, api, files):
