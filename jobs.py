@@ -193,8 +193,9 @@ def submit(
     values = {field.name: job.__data__.get(field.name) for field in _INSERTED}
     try:
         if cost and not inputs and not is_sqlite():
-            # One round trip instead of six (BEGIN, three statements, NOTIFY, COMMIT): the statement is
-            # its own transaction, and the job is there for every worker when NOTIFY wakes them.
+            # Two round trips (this statement, then NOTIFY) instead of six (BEGIN, three statements,
+            # NOTIFY, COMMIT): the statement is its own transaction, so the job is there for every
+            # worker that NOTIFY wakes.
             inserted = _insert_paid_job.execute(**values, note=f"{job_type} job").fetchone()
             if inserted is None:
                 raise credits.InsufficientCredits(f"this costs {cost} credits")
