@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -144,8 +145,12 @@ _insert = CompiledQuery(
 )
 
 
-def _insert_paid() -> Any:
-    """On PostgreSQL, the job's INSERT with its debit and the debit's ledger row: one statement."""
+def _insert_paid(announced: bool) -> Any:
+    """On PostgreSQL, the job's INSERT with its debit and the debit's ledger row: one statement.
+
+    ``announced``: its row also sends the NOTIFY that wakes workers (wakeup.announce), so accepting
+    the job is one round trip.
+    """
     slots = {field: Slot(field.name, field) for field in _INSERTED}
     debit, entry = credits.debit_ctes(
         account=slots[Job.account], amount=slots[Job.cost], job=slots[Job.id], note=Slot("note"),
@@ -153,10 +158,13 @@ def _insert_paid() -> Any:
     )  # fmt: skip
     paid = Select((debit,), list(slots.values()))
     ahead = _waiting_before(slots[Job.created_at]).alias(AHEAD)
-    return Job.insert_from(paid, list(slots)).with_cte(debit, entry).returning(ahead)
+    returned = (ahead, wakeup.notification("job")) if announced else (ahead,)
+    return Job.insert_from(paid, list(slots)).with_cte(debit, entry).returning(*returned)
 
 
-_insert_paid_job = CompiledQuery(_insert_paid)
+_insert_paid_job = {
+    announced: CompiledQuery(functools.partial(_insert_paid, announced)) for announced in (False, True)
+}
 
 
 def submit(
@@ -193,14 +201,13 @@ def submit(
     values = {field.name: job.__data__.get(field.name) for field in _INSERTED}
     try:
         if cost and not inputs and not is_sqlite():
-            # Two round trips (this statement, then NOTIFY) instead of six (BEGIN, three statements,
-            # NOTIFY, COMMIT): the statement is its own transaction, so the job is there for every
-            # worker that NOTIFY wakes.
-            inserted = _insert_paid_job.execute(**values, note=f"{job_type} job").fetchone()
+            # One round trip instead of six (BEGIN, three statements, NOTIFY, COMMIT): the statement
+            # is its own transaction, so the job is there for every worker its NOTIFY wakes.
+            insert = _insert_paid_job[bool(current_app.config["WAKEUP"])]
+            inserted = insert.execute(**values, note=f"{job_type} job").fetchone()
             if inserted is None:
                 raise credits.InsufficientCredits(f"this costs {cost} credits")
             setattr(job, AHEAD, inserted[0])
-            wakeup.announce("job")
         else:
             with db.atomic():
                 setattr(job, AHEAD, _insert.execute(**values).fetchone()[0])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import psycopg2
 import psycopg2.extensions
 from flask import Flask, current_app
+from peewee import Node, fn
 
 from models import db, is_sqlite
 
@@ -42,6 +43,15 @@ def announce(kind: str) -> None:
     """Tell every listening process about new work of ``kind``, when the current transaction commits."""
     if not is_sqlite() and current_app.config["WAKEUP"]:
         db.execute_sql(f"NOTIFY {channel(kind)}")
+
+
+def notification(kind: str) -> Node:
+    """``announce`` as an expression to return, for a statement that is its own transaction.
+
+    Each row returned with it announces new work of ``kind`` when the statement commits; a statement
+    that returns no row announces nothing. PostgreSQL only.
+    """
+    return fn.pg_notify(channel(kind), "")
 
 
 class Listener:

@@ -12,7 +12,8 @@ import psycopg2
 import pytest
 import requests
 
-from conftest import wait_until
+import wakeup
+from conftest import Api, wait_until
 from servers import Server, Worker, cli, environment, free_port
 
 
@@ -68,6 +69,46 @@ def _submit(web: Server, key: str, **fields) -> str:
     )
     assert response.status_code == 202, response.text
     return response.json()["job"]["id"]
+
+
+def _notifications(database_url: str, run) -> list[str]:
+    """The channels of the notifications sent while ``run()`` ran."""
+    listener = psycopg2.connect(database_url)
+    listener.autocommit = True
+    with listener.cursor() as cursor:
+        cursor.execute(f"LISTEN {wakeup.channel('job')}")
+    run()
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:  # delivered at commit; give the socket a moment
+        listener.poll()
+        time.sleep(0.05)
+    channels = [notice.channel for notice in listener.notifies]
+    listener.close()
+    return channels
+
+
+@pytest.fixture(params=[True, False], ids=["wakeup", "no-wakeup"])
+def wake(request, settings, postgres_url) -> bool:
+    """APIFRAME_WAKEUP on and off, for an app on PostgreSQL (ask for it before ``app``)."""
+    settings.update(DATABASE_URL=postgres_url, WAKEUP=request.param, START_WORKERS=False)
+    return request.param
+
+
+def test_a_paid_job_is_announced_by_its_own_statement(wake, postgres_url, make_account, client):
+    _, key = make_account("free")  # credits for three imagines, then 402
+    api = Api(client, key)
+    paid = _notifications(
+        postgres_url, lambda: [api.submit("/v1/imagine", {"prompt": "a fox"}) for _ in range(3)]
+    )
+    assert paid == ([wakeup.channel("job")] * 3 if wake else [])
+    refused = []
+    assert (
+        _notifications(
+            postgres_url, lambda: refused.append(api.post("/v1/imagine", json={"prompt": "a fox"}))
+        )
+        == []
+    )
+    assert refused[0].status_code == 402  # no row, so no announcement
 
 
 def test_a_job_accepted_by_a_web_node_starts_at_once_on_a_worker(nodes, postgres_url):
