@@ -42,7 +42,9 @@ class CreatesLimited(ApiError):
         response.headers["Retry-After"] = str(self.retry_after)
         return response
 
+
 EXTENSION = "apiframe.limiter"
+WINDOW_ENDS = "apiframe.window_ends"
 LIMITER_HOOKS = "apiframe.limiter_hooks"  # Flask-Limiter's own request hooks, for limit_blueprint
 CREATES, READS = "creates", "reads"  # the two buckets' names (flask-limiter scopes)
 BUCKET_NAMES = {CREATES: "creates (requests that make a job)", READS: "reads"}  # as a 429 names them
@@ -125,9 +127,10 @@ def _count_api_request(api: str) -> None:
     item = _item(g.account.plan, scope)
     key = item.key_for("apiframe", api_key_identity(), scope)
     # The fixed window's hit (limits' FixedWindowRateLimiter.hit), keeping the count it returns, so
-    # the headers need one more look at the storage (the window's end), not two.
-    used = limiter.limiter.storage.incr(key, item.get_expiry())
-    g.rate_limit = (item, key, used)
+    # the headers need no other look at the storage while the window's end is known.
+    storage, expiry = limiter.limiter.storage, item.get_expiry()
+    used = storage.incr(key, expiry)
+    g.rate_limit = (item, used, current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry))
     if used > item.amount:
         raise _exceeded(item, scope)
 
@@ -137,8 +140,8 @@ def _add_limit_headers(response: Response) -> Response:
     counted = g.get("rate_limit")
     if counted is None:
         return response
-    item, key, used = counted
-    reset_at = int(current_app.extensions[EXTENSION].limiter.storage.get_expiry(key) + 1)
+    item, used, ends_at = counted
+    reset_at = int(ends_at + 1)
     response.headers.add("X-RateLimit-Limit", str(item.amount))
     response.headers.add("X-RateLimit-Remaining", str(max(0, item.amount - used)))
     response.headers.add("X-RateLimit-Reset", str(reset_at))
@@ -149,6 +152,38 @@ def _add_limit_headers(response: Response) -> Response:
         reset_at = max(int(time.time() + int(asked)), reset_at)
     response.headers.set("Retry-After", str(int(reset_at - time.time())))
     return response
+
+
+class WindowEnds:
+    """When each counted fixed window ends, kept in the process: a count's headers then cost no round trip.
+
+    A fixed window ends ``expiry`` seconds after its first count, its end never moves, and its count
+    only grows. So a window this process opened (a count of 1) has a known end, and another one's end
+    is asked of the storage once. A count no higher than the last one seen here, or a window within
+    SURE seconds of its end, means the window may have been reset or ended elsewhere: its end is
+    asked again. With Redis, that is one round trip of a create's three and of a read's two.
+    """
+
+    KEPT = 10_000  # windows whose end is kept; past that, all are forgotten and asked again once
+    SURE = 1.0
+
+    def __init__(self) -> None:
+        self._ends: dict[str, tuple[float, int]] = {}  # a counter's key: (its window's end, its last count)
+
+    def end(self, storage: Any, key: str, used: int, expiry: int) -> float:
+        """When (unix seconds) the window of ``key`` ends; its count in ``storage`` just reached ``used``."""
+        now = time.time()
+        known = self._ends.get(key)
+        if used == 1:
+            end = now + expiry
+        elif known is not None and used > known[1] and known[0] - now >= self.SURE:
+            end = known[0]
+        else:
+            end = storage.get_expiry(key)
+        if known is None and len(self._ends) >= self.KEPT:
+            self._ends.clear()
+        self._ends[key] = (end, used)
+        return end
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -203,6 +238,7 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
     app.before_request(functools.partial(_count_api_request, api.name))  # after authentication
     app.after_request(_add_limit_headers)
     app.extensions[EXTENSION] = limiter
+    app.extensions[WINDOW_ENDS] = WindowEnds()
     return limiter
 
 
@@ -236,9 +272,7 @@ def count_create(account: Account) -> None:
     )
 
 
-def requests_this_minute(
-    limiter: Limiter, key_hash: str, plan: str, kind: str = CREATES
-) -> tuple[int, int]:
+def requests_this_minute(limiter: Limiter, key_hash: str, plan: str, kind: str = CREATES) -> tuple[int, int]:
     """How many requests of bucket ``kind`` a key made in the current window, and that bucket's limit."""
     item = _item(plan, kind)
     stats = limiter.limiter.get_window_stats(item, "apiframe", bucket(key_hash), kind)

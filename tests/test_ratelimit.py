@@ -226,3 +226,51 @@ def test_flask_limiters_own_hooks_run_for_the_sign_in_pages_only(app):
     assert check not in app.before_request_funcs[None] and check in app.before_request_funcs["signin"]
     added = app.extensions[ratelimit.LIMITER_HOOKS]
     assert all(hooks and not set(hooks) & set(getattr(app, name)[None]) for name, hooks in added.items())
+
+
+class _Storage:
+    """A storage whose windows end where the test says, counting how often it is asked."""
+
+    def __init__(self) -> None:
+        self.ends: dict[str, float] = {}
+        self.asked = 0
+
+    def get_expiry(self, key: str) -> float:
+        self.asked += 1
+        return self.ends[key]
+
+
+def test_a_windows_end_is_asked_of_the_storage_only_when_unknown():
+    ends, storage = ratelimit.WindowEnds(), _Storage()
+    opened = ends.end(storage, "mine", 1, 60)  # this process opened the window: its end is known
+    assert time.time() + 59 <= opened <= time.time() + 60 and storage.asked == 0
+    assert [ends.end(storage, "mine", used, 60) for used in range(2, 10)] == [opened] * 8
+    assert storage.asked == 0
+    storage.ends["theirs"] = time.time() + 30  # another process opened this one
+    assert ends.end(storage, "theirs", 7, 60) == storage.ends["theirs"] and storage.asked == 1
+    assert ends.end(storage, "theirs", 9, 60) == storage.ends["theirs"] and storage.asked == 1
+    storage.ends["theirs"] = time.time() + 55  # reset, then counted again elsewhere: no higher than seen
+    assert ends.end(storage, "theirs", 3, 60) == storage.ends["theirs"] and storage.asked == 2
+    storage.ends["ending"] = time.time() + ratelimit.WindowEnds.SURE / 2  # may end any moment: ask each time
+    assert ends.end(storage, "ending", 2, 60) == storage.ends["ending"]
+    assert ends.end(storage, "ending", 3, 60) == storage.ends["ending"] and storage.asked == 4
+
+
+def test_the_windows_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(ratelimit.WindowEnds, "KEPT", 5)
+    ends, storage = ratelimit.WindowEnds(), _Storage()
+    for n in range(12):
+        ends.end(storage, f"key {n}", 1, 60)
+        assert len(ends._ends) <= 5
+    storage.ends["key 0"] = time.time() + 10
+    assert ends.end(storage, "key 0", 2, 60) == storage.ends["key 0"]  # forgotten, so asked
+
+
+def test_limit_headers_cost_no_second_look_at_the_storage(app, client, make_account, monkeypatch):
+    _, key = make_account("scale")
+    api = Api(client, key)
+    storage = app.extensions[ratelimit.EXTENSION].limiter.storage
+    asked = []
+    monkeypatch.setattr(storage, "get_expiry", lambda key: asked.append(key) or time.time())
+    resets = {_limit_headers(api.get("/v1/account"))[2] for _ in range(20)}
+    assert len(resets) == 1 and asked == []  # the window opened here, so its end was known
