@@ -266,7 +266,8 @@ class Job(BaseModel):
     """One request for pixels or text, from acceptance to its terminal status."""
 
     id = UUIDField(primary_key=True, default=uuid.uuid4)
-    account = ForeignKeyField(Account, backref="jobs", on_delete="CASCADE")
+    # No index of its own: the (account, created_at, id) one below serves it (each insert writes each index).
+    account = ForeignKeyField(Account, backref="jobs", on_delete="CASCADE", index=False)
     type = CharField()
     status = CharField(default="pending")
     prompt = TextField(null=True)
