@@ -347,11 +347,18 @@ def postgres_url() -> Iterator[str]:
     admin.close()
 
 
+@pytest.fixture
+def on_postgres(settings, postgres_url) -> str:
+    """Run the test's app on PostgreSQL (ask for it before ``app``); the database's URL."""
+    settings["DATABASE_URL"] = postgres_url
+    return postgres_url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, settings) -> str:
     """Run the test on SQLite, then on PostgreSQL (ask for it before ``app``)."""
     if request.param == "postgresql":
-        settings["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+        request.getfixturevalue("on_postgres")
     return request.param
 
 

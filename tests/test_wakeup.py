@@ -88,27 +88,24 @@ def _notifications(database_url: str, run) -> list[str]:
 
 
 @pytest.fixture(params=[True, False], ids=["wakeup", "no-wakeup"])
-def wake(request, settings, postgres_url) -> bool:
+def wake(request, settings, on_postgres) -> bool:
     """APIFRAME_WAKEUP on and off, for an app on PostgreSQL (ask for it before ``app``)."""
-    settings.update(DATABASE_URL=postgres_url, WAKEUP=request.param, START_WORKERS=False)
+    settings.update(WAKEUP=request.param, START_WORKERS=False)
     return request.param
 
 
-def test_a_paid_job_is_announced_by_its_own_statement(wake, postgres_url, make_account, client):
-    _, key = make_account("free")  # credits for three imagines, then 402
-    api = Api(client, key)
-    paid = _notifications(
-        postgres_url, lambda: [api.submit("/v1/imagine", {"prompt": "a fox"}) for _ in range(3)]
-    )
+def test_a_paid_job_is_announced_by_its_own_statement(wake, on_postgres, make_account, client):
+    api = Api(client, make_account("free")[1])  # credits for three imagines, then 402
+
+    def imagine() -> int:
+        return api.post("/v1/imagine", json={"prompt": "a fox"}).status_code
+
+    statuses = []
+    paid = _notifications(on_postgres, lambda: statuses.extend(imagine() for _ in range(3)))
+    refused = _notifications(on_postgres, lambda: statuses.append(imagine()))
+    assert statuses == [202, 202, 202, 402]
     assert paid == ([wakeup.channel("job")] * 3 if wake else [])
-    refused = []
-    assert (
-        _notifications(
-            postgres_url, lambda: refused.append(api.post("/v1/imagine", json={"prompt": "a fox"}))
-        )
-        == []
-    )
-    assert refused[0].status_code == 402  # no row, so no announcement
+    assert refused == []  # no row, so no announcement
 
 
 def test_a_job_accepted_by_a_web_node_starts_at_once_on_a_worker(nodes, postgres_url):
