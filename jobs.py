@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
 from flask import current_app, has_app_context
-from peewee import SQL, Case, Select, Tuple, fn
+from peewee import SQL, Case, Select, Table, Tuple, fn
 from PIL import Image
 
 import credits
@@ -18,7 +18,7 @@ import ratelimit
 import storage
 import wakeup
 from errors import insufficient_credits, not_found, validation_error
-from models import Account, CompiledQuery, Job, Slot, WebhookDelivery, db, is_sqlite, utcnow
+from models import Account, CompiledQuery, Job, QueueCount, Slot, WebhookDelivery, db, is_sqlite, utcnow
 from providers import configured as configured_providers
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ def parse_id(value: Any, field: str = "id") -> uuid.UUID:
         raise validation_error(f"The '{field}' field must be a job ID (a UUID).") from None
 
 
-# Every answer about a waiting job counts the waiting jobs ahead of it: a COUNT(*) that the
+# An answer about a job read back counts the waiting jobs ahead of it: a COUNT(*) that the
 # (status, created_at) index answers alone (peewee's .count() wraps a SELECT of every column).
+# A new job's answer reads how many wait instead (_waiting_now), which the database keeps.
 WAITING = (PENDING, QUEUED)
 AHEAD = "waiting_ahead"  # a job read by find() or made by submit() carries its count, read with it
 
@@ -132,6 +133,34 @@ def create(account: Account, operation: Operation, data: dict[str, Any], *, orig
     )
 
 
+def _waiting_now() -> Any:
+    """The query reading how many jobs wait, from the count the database keeps (QueueCount).
+
+    A new job's INSERT returns it as it was before the job itself was counted: the jobs ahead of it.
+    """
+    return QueueCount.select(fn.COALESCE(fn.SUM(QueueCount.waiting), 0))
+
+
+_BACKENDS = Table("pg_stat_activity", ("pid",))  # PostgreSQL's server processes
+
+
+def fold_queue_counts() -> None:
+    """On PostgreSQL, move the queue counts kept by server processes that have gone into the count of owner 0.
+
+    Each process's changes go to a row of its own (so none waits for another's), and these rows would
+    otherwise pile up as connections come and go. The sum stays the same.
+    """
+    gone = (
+        QueueCount.delete()
+        .where((QueueCount.owner != 0) & QueueCount.owner.not_in(_BACKENDS.select(_BACKENDS.pid)))
+        .returning(QueueCount.waiting)
+        .cte("gone")
+    )
+    folded = Select((gone,), [fn.COALESCE(fn.SUM(gone.c.waiting), 0)])
+    fold = QueueCount.update(waiting=QueueCount.waiting + folded).where(QueueCount.owner == 0)
+    fold.with_cte(gone).execute()
+
+
 # Accepting a job is on the path of every create request, so its INSERT is compiled once.
 _INSERTED = (
     Job.id, Job.account, Job.type, Job.status, Job.prompt, Job.params, Job.parent, Job.index, Job.cost,
@@ -140,7 +169,7 @@ _INSERTED = (
 )  # fmt: skip
 _insert = CompiledQuery(
     lambda: Job.insert({field: Slot(field.name, field) for field in _INSERTED}).returning(
-        _waiting_before(Slot("created_at", Job.created_at)).alias(AHEAD)
+        _waiting_now().alias(AHEAD)
     )
 )
 
@@ -157,7 +186,7 @@ def _insert_paid(announced: bool) -> Any:
         at=slots[Job.created_at],
     )  # fmt: skip
     paid = Select((debit,), list(slots.values()))
-    ahead = _waiting_before(slots[Job.created_at]).alias(AHEAD)
+    ahead = _waiting_now().alias(AHEAD)
     returned = (ahead, wakeup.notification("job")) if announced else (ahead,)
     return Job.insert_from(paid, list(slots)).with_cte(debit, entry).returning(*returned)
 

@@ -305,6 +305,16 @@ class Job(BaseModel):
         )
 
 
+class QueueCount(BaseModel):
+    """The number of waiting jobs, in rows that add up to it, kept by the database's triggers on job.
+
+    Nothing writes it but those triggers (migrations/0010_queue_count.py) and jobs.fold_queue_counts.
+    """
+
+    owner = IntegerField(primary_key=True)  # 0, or on PostgreSQL the server process that made the change
+    waiting = IntegerField()
+
+
 class LedgerEntry(BaseModel):
     """One change to an account's credits; the balance is always the sum of these."""
 
@@ -576,9 +586,7 @@ class _Compiled(NamedTuple):
 
 def _packable(query: Select) -> bool:
     """Whether every column of ``query`` comes back from a JSON array as the driver gives it."""
-    return not any(
-        isinstance(column, (FloatField, DecimalField, BlobField)) for column in query._returning
-    )
+    return not any(isinstance(column, (FloatField, DecimalField, BlobField)) for column in query._returning)
 
 
 def _unaliased(column: Any) -> Any:

@@ -37,11 +37,12 @@ from jobs import (
     SUCCEEDED,
     TIMED_OUT,
     finish,
+    fold_queue_counts,
     job_accepted,
     job_finished,
 )
 from leasing import LeasedDispatcher
-from models import Job, utcnow
+from models import Job, is_sqlite, utcnow
 from providers import JobCancelled, JobTimedOut, ProviderError, Result
 from providers import configured as configured_providers
 
@@ -133,6 +134,8 @@ class JobPool(LeasedDispatcher):
 
     def _maintain(self) -> None:
         self._time_out_overdue()
+        if not is_sqlite():
+            fold_queue_counts()
 
     def _dispatch(self) -> None:
         """Claim as many runnable jobs as there are idle workers, oldest first."""

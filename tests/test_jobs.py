@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import psycopg2
 import pytest
+from peewee import fn
 
-from conftest import Api
+import jobs
+from conftest import Api, wait_until
+from models import Account, Job, QueueCount, db
 
 UNKNOWN = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 
@@ -131,6 +135,59 @@ def test_a_bad_cursor_is_a_clear_400(api):
     for query, named in (("cursor=nonsense", "'cursor'"), ("cursor=MjAyNnxub3Q&offset=2", "'cursor'")):
         response = api.get(f"/v1/jobs?{query}")
         assert response.status_code == 400 and named in response.get_json()["error"]["message"], query
+
+
+def _kept_and_counted() -> tuple[int, int]:
+    """The database's kept count of waiting jobs, and the waiting jobs counted one by one."""
+    kept = QueueCount.select(fn.SUM(QueueCount.waiting)).scalar()
+    return kept, Job.select().where(Job.status.in_(jobs.WAITING)).count()
+
+
+def test_the_database_keeps_the_count_of_waiting_jobs(database, app, client, api, make_account):
+    # Kept by triggers on every change to a job, made by the service or by hand.
+    app.extensions["apiframe.pool"].stop()  # nothing runs: every job waits
+    other_account, other_key = make_account()
+    other = Api(client, other_key)
+    body = {"prompt": "a red fox in a snowy forest"}
+    mine = [api.submit("/v1/imagine", body)["id"] for _ in range(3)]
+    theirs = [other.submit("/v1/imagine", body)["id"] for _ in range(2)]
+    assert [other.job(job_id)["queuePosition"] for job_id in theirs] == [4, 5]
+    assert api.post(f"/v1/jobs/{mine[0]}/cancel").status_code == 200
+    with app.app_context(), db.connection_context():
+        assert _kept_and_counted() == (4, 4)
+        Job.update(status=jobs.PROCESSING).where(Job.id == mine[1]).execute()  # by hand
+        assert _kept_and_counted() == (3, 3)
+        Job.update(status=jobs.QUEUED).where(Job.id == mine[1]).execute()  # and back
+        Job.update(progress=5).where(Job.id == mine[2]).execute()  # not its status
+        assert _kept_and_counted() == (4, 4)
+        Account.delete().where(Account.id == other_account.id).execute()  # its jobs go with it
+        assert _kept_and_counted() == (2, 2)
+    assert api.submit("/v1/imagine", body)["queuePosition"] == 3
+
+
+def test_queue_counts_of_server_processes_that_have_gone_are_folded(on_postgres, app, client, make_account):
+    app.extensions["apiframe.pool"].stop()  # nothing runs: every job waits
+    api = Api(client, make_account()[1])
+    ids = [api.submit("/v1/imagine", {"prompt": "a fox"})["id"] for _ in range(3)]
+    other = psycopg2.connect(on_postgres)  # another server process (backend) cancels one by hand
+    with other, other.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (gone,) = cursor.fetchone()
+        cursor.execute("UPDATE job SET status = 'cancelled' WHERE id = %s", (ids[0],))
+    other.close()
+
+    def owners() -> set[int]:
+        return {count.owner for count in QueueCount.select()}
+
+    def folded() -> bool:
+        jobs.fold_queue_counts()
+        return gone not in owners()
+
+    with app.app_context(), db.connection_context():
+        assert gone in owners()
+        wait_until(folded, what="the gone backend's count to be folded")  # once PostgreSQL has seen it go
+        assert _kept_and_counted() == (2, 2) and 0 in owners()
+    assert api.submit("/v1/imagine", {"prompt": "a fox"})["queuePosition"] == 3
 
 
 def test_waiting_jobs_show_their_place_in_the_queue(database, app, client, api, make_account):

@@ -6,14 +6,14 @@ import json
 import uuid
 
 import pytest
-from peewee import SqliteDatabase
+from peewee import SqliteDatabase, fn
 from playhouse.migrations import Runner
 
 import models
 from app import create_app
 from auth import hash_key
 from conftest import Api, stop_background
-from models import Job
+from models import Job, QueueCount
 
 PREVIOUS_RELEASE = "0003_compat"  # the last migration the previous release shipped
 # Jobs as the previous release stored them: their params spelled as the reference API spells them.
@@ -99,3 +99,25 @@ def test_the_respelling_migration_goes_down_again(tmp_path):
     for job_type, job_id in ids.items():
         text = database.execute_sql("SELECT params FROM job WHERE id = ?", (job_id.hex,)).fetchone()[0]
         assert json.loads(text) == OLD_JOBS[job_type]
+
+
+def test_upgrading_counts_the_jobs_already_waiting(old_database, settings):
+    url, database, placeholder = old_database
+    key = "ak_live_" + "w" * 43
+    ids = _make_previous_release(database, placeholder, hash_key(key))
+    for job_id, status in zip(ids.values(), ("pending", "queued", "pending"), strict=False):
+        job_id = job_id.hex if isinstance(database, SqliteDatabase) else str(job_id)
+        database.execute_sql(
+            f"UPDATE job SET status = {placeholder} WHERE id = {placeholder}", (status, job_id)
+        )
+    database.close()
+    settings.update(DATABASE_URL=url, START_WORKERS=False)
+    application = create_app(settings)
+    try:
+        with application.app_context(), models.db.connection_context():
+            assert QueueCount.select(fn.SUM(QueueCount.waiting)).scalar() == 3
+        api = Api(application.test_client(), key)
+        assert api.submit("/v1/imagine", {"prompt": "a fox"})["queuePosition"] == 4  # behind the three
+    finally:
+        stop_background(application)
+        models.db.obj.close_all()
