@@ -138,8 +138,11 @@ def test_two_processes_share_jobs_and_rate_limits(tmp_path, postgres_url, redis_
     with connection, connection.cursor() as cursor:
         cursor.execute("SELECT runs, status FROM job")
         rows = cursor.fetchall()
+        cursor.execute("SELECT SUM(waiting) FROM queue_count")  # kept by every process's changes
+        (waiting,) = cursor.fetchone()
     connection.close()
     assert rows and set(rows) == {(1, "succeeded")} and len(rows) == 12
+    assert waiting == 0
 
 
 def test_jobs_table_uses_native_uuids(pg_app):
