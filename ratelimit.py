@@ -128,9 +128,10 @@ def _count_api_request(api: str) -> None:
     key = item.key_for("apiframe", api_key_identity(), scope)
     # The fixed window's hit (limits' FixedWindowRateLimiter.hit), keeping the count it returns, so
     # the headers need no other look at the storage while the window's end is known.
-    storage, expiry = limiter.limiter.storage, item.get_expiry()
+    storage, expiry, counted_at = limiter.limiter.storage, item.get_expiry(), time.time()
     used = storage.incr(key, expiry)
-    g.rate_limit = (item, used, current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry))
+    ends_at = current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry, counted_at)
+    g.rate_limit = (item, used, ends_at)
     if used > item.amount:
         raise _exceeded(item, scope)
 
@@ -170,12 +171,15 @@ class WindowEnds:
     def __init__(self) -> None:
         self._ends: dict[str, tuple[float, int]] = {}  # a counter's key: (its window's end, its last count)
 
-    def end(self, storage: Any, key: str, used: int, expiry: int) -> float:
-        """When (unix seconds) the window of ``key`` ends; its count in ``storage`` just reached ``used``."""
+    def end(self, storage: Any, key: str, used: int, expiry: int, counted_at: float) -> float:
+        """When (unix seconds) the window of ``key`` ends; its count in ``storage`` just reached ``used``.
+
+        ``counted_at``: the time just before that count, so a window opened by it ends no later than said.
+        """
         now = time.time()
         known = self._ends.get(key)
         if used == 1:
-            end = now + expiry
+            end = counted_at + expiry
         elif known is not None and used > known[1] and known[0] - now >= self.SURE:
             end = known[0]
         else:

@@ -28,7 +28,10 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds between attempts to reo
 
 
 def channel(kind: str) -> str:
-    """The channel that announces new work of ``kind`` ("job", "webhook")."""
+    """The channel that announces new work of ``kind`` ("job", "webhook").
+
+    Lower case: LISTEN and NOTIFY fold an unquoted name to lower case, and pg_notify does not.
+    """
     return f"apiframe_{kind}"
 
 

@@ -6,6 +6,9 @@ accepted job's time behind a few thousand waiting ones).
 at a time, so one row (owner 0) does. On PostgreSQL, each server process (backend) adds its changes to a
 row of its own, so concurrent transactions never wait for one another, and never deadlock, on the count;
 jobs.fold_queue_counts moves the rows of backends that have gone into row 0.
+
+A later migration that rebuilds the job table on SQLite (peewee does for some column changes) drops
+these triggers with it and must create them again; tests/test_jobs.py fails until it does.
 """
 
 from peewee import SqliteDatabase
@@ -22,7 +25,7 @@ SQLITE_TRIGGERS = (
     BEGIN UPDATE queue_count SET waiting = waiting - 1 WHERE owner = 0; END""",
 )
 POSTGRES_TRIGGERS = (
-    f"""CREATE FUNCTION queue_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    f"""CREATE FUNCTION queue_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE change integer := 0;
     BEGIN
         IF TG_OP <> 'DELETE' AND NEW.status IN {WAITING} THEN change := change + 1; END IF;
@@ -34,7 +37,7 @@ POSTGRES_TRIGGERS = (
         RETURN NULL;
     END $$""",
     """CREATE TRIGGER queue_count AFTER INSERT OR DELETE OR UPDATE OF status ON job
-    FOR EACH ROW EXECUTE FUNCTION queue_count()""",
+    FOR EACH ROW EXECUTE FUNCTION queue_count_change()""",
     """CREATE FUNCTION queue_count_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         DELETE FROM queue_count WHERE owner <> 0;
@@ -47,8 +50,11 @@ POSTGRES_TRIGGERS = (
 
 
 def up(migrator, db):
+    sqlite = isinstance(db, SqliteDatabase)
+    if not sqlite:  # no job changes from here to the commit, whatever the isolation level
+        db.execute_sql("LOCK TABLE job IN SHARE ROW EXCLUSIVE MODE")
     db.execute_sql("CREATE TABLE queue_count (owner INTEGER NOT NULL PRIMARY KEY, waiting INTEGER NOT NULL)")
-    for trigger in SQLITE_TRIGGERS if isinstance(db, SqliteDatabase) else POSTGRES_TRIGGERS:
+    for trigger in SQLITE_TRIGGERS if sqlite else POSTGRES_TRIGGERS:
         db.execute_sql(trigger)
     # In the migration's transaction, after the triggers: no change is counted twice or missed.
     waiting = f"SELECT 0, COUNT(*) FROM job WHERE status IN {WAITING}"
@@ -62,6 +68,6 @@ def down(migrator, db):
     else:
         db.execute_sql("DROP TRIGGER queue_count ON job")
         db.execute_sql("DROP TRIGGER queue_count_truncated ON job")
-        db.execute_sql("DROP FUNCTION queue_count()")
+        db.execute_sql("DROP FUNCTION queue_count_change()")
         db.execute_sql("DROP FUNCTION queue_count_truncated()")
     db.execute_sql("DROP TABLE queue_count")

@@ -242,28 +242,28 @@ class _Storage:
 
 def test_a_windows_end_is_asked_of_the_storage_only_when_unknown():
     ends, storage = ratelimit.WindowEnds(), _Storage()
-    opened = ends.end(storage, "mine", 1, 60)  # this process opened the window: its end is known
+    opened = ends.end(storage, "mine", 1, 60, time.time())  # this process opened the window: its end is known
     assert time.time() + 59 <= opened <= time.time() + 60 and storage.asked == 0
-    assert [ends.end(storage, "mine", used, 60) for used in range(2, 10)] == [opened] * 8
+    assert [ends.end(storage, "mine", used, 60, time.time()) for used in range(2, 10)] == [opened] * 8
     assert storage.asked == 0
     storage.ends["theirs"] = time.time() + 30  # another process opened this one
-    assert ends.end(storage, "theirs", 7, 60) == storage.ends["theirs"] and storage.asked == 1
-    assert ends.end(storage, "theirs", 9, 60) == storage.ends["theirs"] and storage.asked == 1
+    assert ends.end(storage, "theirs", 7, 60, time.time()) == storage.ends["theirs"] and storage.asked == 1
+    assert ends.end(storage, "theirs", 9, 60, time.time()) == storage.ends["theirs"] and storage.asked == 1
     storage.ends["theirs"] = time.time() + 55  # reset, then counted again elsewhere: no higher than seen
-    assert ends.end(storage, "theirs", 3, 60) == storage.ends["theirs"] and storage.asked == 2
+    assert ends.end(storage, "theirs", 3, 60, time.time()) == storage.ends["theirs"] and storage.asked == 2
     storage.ends["ending"] = time.time() + ratelimit.WindowEnds.SURE / 2  # may end any moment: ask each time
-    assert ends.end(storage, "ending", 2, 60) == storage.ends["ending"]
-    assert ends.end(storage, "ending", 3, 60) == storage.ends["ending"] and storage.asked == 4
+    assert ends.end(storage, "ending", 2, 60, time.time()) == storage.ends["ending"]
+    assert ends.end(storage, "ending", 3, 60, time.time()) == storage.ends["ending"] and storage.asked == 4
 
 
 def test_the_windows_kept_are_bounded(monkeypatch):
     monkeypatch.setattr(ratelimit.WindowEnds, "KEPT", 5)
     ends, storage = ratelimit.WindowEnds(), _Storage()
     for n in range(12):
-        ends.end(storage, f"key {n}", 1, 60)
+        ends.end(storage, f"key {n}", 1, 60, time.time())
         assert len(ends._ends) <= 5
     storage.ends["key 0"] = time.time() + 10
-    assert ends.end(storage, "key 0", 2, 60) == storage.ends["key 0"]  # forgotten, so asked
+    assert ends.end(storage, "key 0", 2, 60, time.time()) == storage.ends["key 0"]  # forgotten, so asked
 
 
 def test_limit_headers_cost_no_second_look_at_the_storage(app, client, make_account, monkeypatch):
