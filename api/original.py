@@ -142,9 +142,9 @@ def create_view(
     if route is not None:
         create.__name__ = route_endpoint(operation, route)
         create.__doc__ = (route.summary or operation.summary) + "."
-        return create
-    create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
-    create.__doc__ = (operation.original.summary or operation.summary) + "."
+    else:
+        create.__name__ = shared_endpoint(operation) if shared else operation.endpoint
+        create.__doc__ = (operation.original.summary or operation.summary) + "."
     return ratelimit.creates(idempotent(create))
 
 

@@ -7,8 +7,10 @@ import uuid
 import pytest
 
 import credits
+from config import PLANS
 from conftest import image_bytes
 from models import Job, LedgerEntry, db
+from operations import OPERATIONS
 from original import Original, difference, fine_detail
 
 PROMPT = "a lighthouse on a cliff at dusk"
@@ -103,6 +105,26 @@ def test_the_rate_limit_applies_to_original_routes(client, make_account):
     refused(response, 429, "RATE_LIMITED", "Rate limit")
     assert original.get("/account").status_code == 200
     assert int(response.headers["Retry-After"]) >= 1 and response.headers["X-RateLimit-Remaining"] == "0"
+
+
+LEGACY_ROUTES = [route.path for op in OPERATIONS if op.original for route in op.original.routes]  # the SDK's
+
+
+@pytest.mark.parametrize("path", LEGACY_ROUTES)
+def test_the_sdks_legacy_routes_count_as_creates(original, path):
+    response = original.post(path, {})
+    assert response.status_code == 400, response.get_json()
+    assert response.headers["X-RateLimit-Limit"] == str(PLANS["scale"].requests_per_minute)  # not reads
+
+
+def test_the_sdks_legacy_routes_honour_idempotency_keys(api, original, grid):
+    before = balance(original)
+    headers = {**original.headers, "Idempotency-Key": "legacy-upscale-1"}
+    body = {"taskId": grid["task_id"], "index": 3}
+    first, again = (original.client.post("/midjourney/upscale", json=body, headers=headers) for _ in range(2))
+    assert first.status_code == again.status_code == 200, again.get_json()
+    assert again.get_json() == first.get_json() and again.headers["Idempotent-Replayed"] == "true"
+    assert balance(original) == before - 4  # charged once
 
 
 def test_insufficient_credits_on_an_original_route(app, client, make_account):
