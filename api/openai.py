@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -70,13 +71,18 @@ EDIT_WITHOUT_OPERATION = "Edits with a mask need an operation that repaints a re
 # ---- requests --------------------------------------------------------------------------------------
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")  # longer is out of every range, and int() refuses 4,300 digits
+
+
 class FormInteger(fields.Integer):
     """A whole number, as JSON sends it or as a multipart form's text."""
 
     default_error_messages = {**schemas.MESSAGES, "invalid": "must be a whole number."}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str):  # ASCII digits only: int() also reads "1_0" and other scripts' digits
+            if not _WHOLE_NUMBER.fullmatch(value.strip()):
+                raise self.make_error("invalid")
             return int(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
             raise self.make_error("invalid")
@@ -489,4 +495,3 @@ def init_app(app: Flask, blueprint: str) -> None:
     """Render errors on ``blueprint`` (this family's, as registered) as OpenAI's API does; set up waiting."""
     errors.render_for(app, blueprint, error_body)
     waits_init(app)
-

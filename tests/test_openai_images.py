@@ -235,16 +235,17 @@ def test_bad_uploads_are_400_naming_the_field(server):
         f"{url}/v1/images/edits", data={"prompt": "x"}, files=two, headers=headers, timeout=10
     )
     assert response.status_code == 400 and response.json()["error"]["param"] == "image"
-    files = [("image", upload())]
-    response = requests.post(
-        f"{url}/v1/images/variations", data={"n": "two"}, files=files, headers=headers, timeout=10
-    )
-    assert response.json()["error"] == {
-        "message": "The 'n' field must be a whole number.",
-        "type": "invalid_request_error",
-        "param": "n",
-        "code": None,
-    }
+    for n in ("two", "²", "--5", "1_0", "9" * 5000):  # int() takes some, refuses others with its own errors
+        files = [("image", upload())]
+        response = requests.post(
+            f"{url}/v1/images/variations", data={"n": n}, files=files, headers=headers, timeout=10
+        )
+        assert response.json()["error"] == {
+            "message": "The 'n' field must be a whole number.",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": None,
+        }, n
     assert jobs_of(app, account) == [] and balance(app, account) == 5000
 
 
