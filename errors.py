@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify, request
+from gunicorn.http.errors import ParseException  # gunicorn reading a request body as it arrives
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,11 @@ def _handle_http(exc: HTTPException) -> Response:
     return response
 
 
+def _handle_unreadable_body(exc: ParseException) -> Response:
+    """gunicorn could not read the request's body as it arrived (a malformed chunk, say): a 400."""
+    return validation_error(f"The request body could not be read: {exc}.").response()
+
+
 def _handle_unexpected(exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "INTERNAL_ERROR", "An internal error occurred. It has been logged.").response()
@@ -165,4 +171,5 @@ def init_app(app: Flask) -> None:
     """Render every failure of ``app`` in the JSON error format."""
     app.register_error_handler(ApiError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(ParseException, _handle_unreadable_body)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -22,6 +22,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 from peewee import IntegrityError
 
+import request_limits
 from errors import ApiError, validation_error
 from models import IdempotencyKey, db, utcnow
 
@@ -62,7 +63,7 @@ def fingerprint() -> str:
     if request.mimetype == "multipart/form-data":
         body = _form_fingerprint()
     else:
-        raw = request.get_data(cache=True)
+        raw = request_limits.body()
         try:
             body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
         except (ValueError, RecursionError):

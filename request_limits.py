@@ -1,4 +1,4 @@
-"""Limits on the request line and headers, answered by the app in the JSON error format.
+"""Limits on the request line, headers and body, answered by the app in the JSON error format.
 
 gunicorn's own limits are set above these (gunicorn.conf.py), so that a long path or a huge header
 reaches the app and gets a JSON 414 or 431 like every other error, not the server's HTML page.
@@ -7,6 +7,7 @@ reaches the app and gets a JSON 414 or 431 like every other error, not the serve
 from __future__ import annotations
 
 from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from errors import ApiError
 
@@ -43,6 +44,20 @@ def check_request() -> None:
                 f"The '{name[:64]}' header is {size} bytes long; at most {MAX_HEADER_BYTES} are accepted "
                 "per header.",
             )
+
+
+def body() -> bytes:
+    """The request's body; 413 when one sent without a Content-Length (chunked) runs past the limit.
+
+    Werkzeug reads such a body up to ``max_content_length`` and stops there without a word: a longer
+    body would be cut short and then read as if it were whole.
+    """
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        if request.environ["wsgi.input"].read(1):  # one byte past the limit
+            raise RequestEntityTooLarge()
+    return raw
 
 
 def init_app(app: Flask) -> None:

@@ -7,13 +7,14 @@ from typing import Any
 
 from flask import request
 
+import request_limits
 import strict_json
 from errors import validation_error
 
 
 def json_body() -> Any:
     """The request body as JSON; an empty body counts as ``{}``."""
-    raw = request.get_data(cache=True)
+    raw = request_limits.body()
     if not raw.strip():
         return {}
     try:

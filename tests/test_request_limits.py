@@ -1,4 +1,4 @@
-"""Oversize request lines and headers get the JSON error format, from the app or from gunicorn itself."""
+"""Oversize request lines, headers and bodies, and unreadable bodies, get the JSON error format."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import pytest
 import requests
 
-from servers import Server, environment, free_port
+from servers import Server, cli, environment, free_port
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +16,29 @@ def server(tmp_path_factory):
     running = Server(environment(data / "data", free_port()), data / "server.log").start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def key(server) -> str:
+    return cli(server.env, "users", "create", "limits@example.com").strip().splitlines()[-1]
+
+
+def _send_chunked(server, key: str, body: bytes) -> str:
+    """POST /v1/imagine with ``body`` as it goes on the wire after chunked headers; the raw answer."""
+    head = (
+        f"POST /v1/imagine HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as raw:
+        raw.sendall(head.encode() + body)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    return answer.decode("latin-1")
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _json_error(response, status: int, code: str) -> str:
@@ -52,3 +75,27 @@ def test_beyond_gunicorns_own_limits_the_answer_is_json_too(server):
 def test_normal_requests_still_pass(server):
     response = requests.get(f"{server.url}/v1/account", headers={"X-API-Key": "ak_live_nope"}, timeout=10)
     _json_error(response, 401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"zz\r\n\r\n", "Invalid chunk size"),
+        (b"-2\r\n{}\r\n0\r\n\r\n", "Invalid chunk size"),
+        (b"2\r\n{}XX0\r\n\r\n", "terminator"),
+        (_chunk(b"{}") + b"0\r\nX-Bad Trailer: 1\r\n\r\n", "header name"),
+    ],
+)
+def test_a_malformed_chunked_body_is_a_json_400(server, key, body, fragment):
+    answer = _send_chunked(server, key, body)
+    assert answer.startswith("HTTP/1.1 400") and "application/json" in answer, answer[:300]
+    assert '"VALIDATION_ERROR"' in answer and "The request body could not be read" in answer
+    assert fragment in answer
+
+
+def test_a_chunked_body_past_the_limit_is_a_413_not_cut_short(server, key):
+    padding = b" " * (1024 * 1024)  # JSON whitespace: the first MiB alone would be a valid request
+    answer = _send_chunked(server, key, _chunk(b'{"prompt": "a fox"' + padding) + _chunk(b"}") + b"0\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 413") and '"PAYLOAD_TOO_LARGE"' in answer, answer[:300]
+    within = _chunk(b'{"prompt": "a fox"' + padding[:-1024]) + _chunk(b"}") + b"0\r\n\r\n"
+    assert _send_chunked(server, key, within).startswith("HTTP/1.1 202")
