@@ -148,7 +148,8 @@ def _handle_api_error(exc: ApiError) -> Response:
     return exc.response()
 
 
-def _handle_http(exc: HTTPException) -> Response:
+def http_error(exc: HTTPException) -> Response:
+    """The JSON error for an HTTP failure raised outside our views (404, 405, 413 ...)."""
     status = exc.code or 500
     code = HTTP_CODES.get(status, (exc.name or "ERROR").upper().replace(" ", "_"))
     response = ApiError(status, code, _http_message(exc)).response()
@@ -170,6 +171,6 @@ def _handle_unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     """Render every failure of ``app`` in the JSON error format."""
     app.register_error_handler(ApiError, _handle_api_error)
-    app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(ParseException, _handle_unreadable_body)
     app.register_error_handler(Exception, _handle_unexpected)

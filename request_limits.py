@@ -6,14 +6,19 @@ reaches the app and gets a JSON 414 or 431 like every other error, not the serve
 
 from __future__ import annotations
 
-from flask import Flask, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Flask, Response, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
-from errors import ApiError
+from errors import ApiError, http_error
 
 MAX_TARGET_BYTES = 4096  # path and query string
 MAX_HEADER_BYTES = 8192  # one header line: name and value
 _UNPREFIXED = ("CONTENT_TYPE", "CONTENT_LENGTH")  # the headers WSGI keeps under names of their own
+# A body refused for its Content-Length is read and dropped up to this size, so that the connection
+# can carry the next request: gunicorn drops at most 64 KB of an unread body, and otherwise closes the
+# connection, after an answer that said keep-alive, and with the client perhaps still sending.
+DRAIN_MAX_BYTES = 4 * 1024 * 1024
 
 
 def check_request() -> None:
@@ -60,6 +65,20 @@ def body() -> bytes:
     return raw
 
 
+def _too_large(exc: RequestEntityTooLarge) -> Response:
+    """The JSON 413, once a body refused for its Content-Length (so still unread) has been read."""
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and limit is not None and limit < length <= DRAIN_MAX_BYTES:
+        unread = LimitedStream(request.environ["wsgi.input"], length)
+        try:
+            while unread.read(65536):
+                pass
+        except ClientDisconnected:
+            pass
+    return http_error(exc)
+
+
 def init_app(app: Flask) -> None:
     """Check every request's size limits before anything else reads it."""
     app.before_request(check_request)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)

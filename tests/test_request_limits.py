@@ -99,3 +99,34 @@ def test_a_chunked_body_past_the_limit_is_a_413_not_cut_short(server, key):
     assert answer.startswith("HTTP/1.1 413") and '"PAYLOAD_TOO_LARGE"' in answer, answer[:300]
     within = _chunk(b'{"prompt": "a fox"' + padding[:-1024]) + _chunk(b"}") + b"0\r\n\r\n"
     assert _send_chunked(server, key, within).startswith("HTTP/1.1 202")
+
+
+def _answer(raw: socket.socket) -> tuple[str, bytes]:
+    """One HTTP answer read off ``raw``: its head and its body (framed by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = raw.recv(65536)
+        assert chunk, f"the server closed the connection after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+    length = int({name.lower(): value for name, value in fields.items()}[b"content-length"])
+    while len(body) < length:
+        body += raw.recv(65536)
+    return head.decode("latin-1"), body
+
+
+def test_after_a_413_the_connection_carries_the_next_request(server, key):
+    body = b'{"prompt": "' + b"x" * (1536 * 1024) + b'"}'  # 1.5 MB: past the 1 MiB limit
+    refused = (
+        f"POST /v1/imagine HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as raw:
+        raw.sendall(refused + body)
+        head, answer = _answer(raw)
+        assert head.startswith("HTTP/1.1 413") and b"PAYLOAD_TOO_LARGE" in answer
+        assert "Connection: keep-alive" in head
+        raw.sendall(f"GET /v1/account HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\n\r\n".encode())
+        head, answer = _answer(raw)
+        assert head.startswith("HTTP/1.1 200") and b'"success":true' in answer.replace(b" ", b"")
