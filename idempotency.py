@@ -29,7 +29,9 @@ from models import IdempotencyKey, db, utcnow
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 KEEP = datetime.timedelta(hours=24)
-IN_FLIGHT_LIMIT = datetime.timedelta(minutes=2)  # a first request unanswered this long died with its process
+# A first request still unanswered this long after the longest a request may wait (SYNC_WAIT, the OpenAI
+# family's wait for its images) died with its process, and its key is taken over.
+IN_FLIGHT_MARGIN = datetime.timedelta(minutes=2)
 MAX_KEY_LENGTH = 255
 PURGE_EVERY = 60.0  # seconds between sweeps of expired keys, per process
 
@@ -139,7 +141,7 @@ def claim(account_id: int, key: str, digest: str) -> int | Response:
                 "Use a new key for a new request.",
             )
         if row.status_code is None:
-            if row.created_at < now - IN_FLIGHT_LIMIT and _take_over(row, now):
+            if row.created_at < now - in_flight_limit() and _take_over(row, now):
                 return row.id
             raise ApiError(
                 409,
@@ -148,6 +150,11 @@ def claim(account_id: int, key: str, digest: str) -> int | Response:
             )
         return replay(row)
     raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", f"This {HEADER} is changing hands; retry in a moment.")
+
+
+def in_flight_limit() -> datetime.timedelta:
+    """How long a first request may stay unanswered before its key is taken over."""
+    return datetime.timedelta(seconds=current_app.config["SYNC_WAIT"]) + IN_FLIGHT_MARGIN
 
 
 def _take_over(row: IdempotencyKey, now: datetime.datetime) -> bool:

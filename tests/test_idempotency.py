@@ -122,9 +122,16 @@ def test_a_key_while_the_first_request_is_in_flight_is_409(app, acct):
     answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
     assert answer.status_code == 409
     assert answer.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_IN_USE"
-    # a first request that died with its process is taken over after IN_FLIGHT_LIMIT
+    # still in flight past the margin alone: an OpenAI-family request may wait SYNC_WAIT for its images
     with app.app_context():
-        stale = idempotency.utcnow() - idempotency.IN_FLIGHT_LIMIT - datetime.timedelta(seconds=1)
+        waiting = idempotency.utcnow() - idempotency.IN_FLIGHT_MARGIN - datetime.timedelta(seconds=1)
+        IdempotencyKey.update(created_at=waiting).where(IdempotencyKey.key == "busy").execute()
+    answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
+    assert answer.status_code == 409
+    # a first request that died with its process is taken over after SYNC_WAIT and the margin
+    with app.app_context():
+        limit = datetime.timedelta(seconds=app.config["SYNC_WAIT"]) + idempotency.IN_FLIGHT_MARGIN
+        stale = idempotency.utcnow() - limit - datetime.timedelta(seconds=1)
         IdempotencyKey.update(created_at=stale).where(IdempotencyKey.key == "busy").execute()
     assert (
         api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"}).status_code == 202
