@@ -24,6 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from marshmallow import fields
 from PIL import Image
 
+import credits
 import errors
 import imaging
 import jobs
@@ -443,7 +444,10 @@ def _images(ended: list[Job], n: int, response_format: str) -> list[dict[str, An
             "jobs were cancelled and their credits refunded.",
         )
     failed = [job for job in ended if job.status != jobs.SUCCEEDED]
-    if failed:
+    if failed:  # all or nothing: no images are answered, so none are paid for
+        for job in ended:
+            if job.status == jobs.SUCCEEDED:
+                credits.refund(job, f"{job.type} job refunded: another job of its request failed")
         job = failed[0]
         raise ApiError(500, "PROVIDER_ERROR", f"Job {job.id} ended {job.status}: {job.error or 'no images'}")
     images = [(job, name) for job in ended for name in job.tiles][:n]

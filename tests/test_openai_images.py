@@ -22,10 +22,12 @@ import jobs
 import operations
 import schemas
 import waits
+import workers
 from api import openai as openai_api
 from conftest import image_bytes, wait_until
 from fakes.sdwebui import FakeSdWebUI
 from models import Job
+from providers import ProviderError
 from test_console import PASSWORD, Console, text
 
 PNG = "image/png"
@@ -105,6 +107,23 @@ def test_generate_six_images_takes_two_jobs_with_different_images(server):
     assert balance(app, account) == 5000 - 32
     listed = requests.get(f"{server[1]}/v1/jobs", headers={"X-API-Key": key}, timeout=10).json()["jobs"]
     assert {job["id"] for job in listed} == {str(job.id) for job in jobs}
+
+
+def test_a_failed_job_gives_a_500_and_the_whole_request_is_refunded(server, monkeypatch):
+    app, _, account, _, client = server
+    run = workers.execute
+
+    def second_job_fails(job, ctx):
+        if job.params.get("seed") is not None:  # the request's second job draws a fresh seed
+            raise ProviderError("the backend is down")
+        return run(job, ctx)
+
+    monkeypatch.setattr(workers, "execute", second_job_fails)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(prompt="a field of poppies", n=6, size="512x512")
+    assert "the backend is down" in caught.value.body["message"]
+    assert sorted(job.status for job in jobs_of(app, account)) == ["failed", "succeeded"]
+    assert balance(app, account) == 5000  # no images answered, none paid for
 
 
 @pytest.mark.parametrize(
