@@ -124,7 +124,7 @@ def _close_connection(_exc: BaseException | None) -> None:
 
 
 def _authenticate_api() -> None:
-    if api.bp.name in request.blueprints:
+    if api.bp.name in request.blueprints and request.method != "OPTIONS":  # OPTIONS tells only the methods
         auth.authenticate()
 
 

@@ -121,8 +121,8 @@ def _item(plan: str, scope: str) -> RateLimitItem:
 def _count_api_request(api: str) -> None:
     """Count a request to blueprint ``api`` against its key's bucket (creates or reads); 429 once spent."""
     limiter = current_app.extensions[EXTENSION]
-    if not limiter.enabled or api not in request.blueprints:
-        return
+    if not limiter.enabled or api not in request.blueprints or request.method == "OPTIONS":
+        return  # an OPTIONS request (a browser's preflight) is answered with no key and counts for nothing
     scope = CREATES if is_create() else READS
     item = _item(g.account.plan, scope)
     key = item.key_for("apiframe", api_key_identity(), scope)

@@ -274,3 +274,13 @@ def test_limit_headers_cost_no_second_look_at_the_storage(app, client, make_acco
     monkeypatch.setattr(storage, "get_expiry", lambda key: asked.append(key) or time.time())
     resets = {_limit_headers(api.get("/v1/account"))[2] for _ in range(20)}
     assert len(resets) == 1 and asked == []  # the window opened here, so its end was known
+
+
+def test_options_needs_no_key_and_counts_for_nothing(client, make_account):
+    answer = client.options("/v1/imagine")
+    assert answer.status_code == 200 and "POST" in answer.headers["Allow"]
+    _, key = make_account("free")  # 10 creates a minute
+    for _ in range(12):
+        assert client.options("/v1/imagine", headers={"X-API-Key": key}).status_code == 200
+    answer = client.post("/v1/imagine", json={}, headers={"X-API-Key": key})
+    assert answer.status_code == 400 and answer.headers["X-RateLimit-Remaining"] == "9"
