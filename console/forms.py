@@ -9,7 +9,6 @@ from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
 from flask_wtf.form import _Auto as FORM_DATA_AUTO
 from marshmallow import Schema
-from werkzeug.datastructures import CombinedMultiDict
 from wtforms import (
     EmailField,
     HiddenField,
@@ -26,7 +25,6 @@ from wtforms.validators import (
     DataRequired,
     EqualTo,
     Length,
-    NumberRange,
     Optional,
     Regexp,
     ValidationError,
@@ -40,6 +38,18 @@ from imaging import ASPECT_RATIOS
 from jobs import STATUSES
 from operations import Operation
 
+
+def whole_range(low: int, high: int) -> Any:
+    """NumberRange for a whole number of any length (NumberRange's NaN check overflows past 1e308)."""
+    message = f"Number must be between {low} and {high}."
+
+    def check(form: Any, field: Any) -> None:
+        if field.data is None or not low <= field.data <= high:
+            raise ValidationError(message)
+
+    return check
+
+
 EMAIL = Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like jane@example.com.")
 # The buttons under a finished grid: each action's letter and an image's number (U1..U4, V1..V4).
 PICKS = {f"{op.action.letter}{index}": (op, index) for op in operations.actions() for index in range(1, 5)}
@@ -50,12 +60,10 @@ class ConsoleForm(FlaskForm):
 
     class Meta(FlaskForm.Meta):
         def wrap_formdata(self, form: Any, formdata: Any) -> Any:
-            """The posted form fields and files, never a JSON body read as a form."""
+            """The posted form fields only: no console form takes a file, and a JSON body is not a form."""
             if formdata is not FORM_DATA_AUTO or request.method not in SUBMIT_METHODS:
                 return super().wrap_formdata(form, formdata)
-            if request.files or request.form:
-                return CombinedMultiDict((request.files, request.form))
-            return None
+            return request.form or None
 
 
 class SignupForm(ConsoleForm):
@@ -229,8 +237,8 @@ class ImagineForm(PlaygroundForm):
         default="1",
     )
     style = SelectField("Style", choices=_choices(schemas.STYLES, none="none"), default="")
-    chaos = IntegerRangeField("Chaos", validators=[NumberRange(0, 100)], default=0)
-    stylize = IntegerRangeField("Stylize", validators=[NumberRange(0, 1000)], default=100)
+    chaos = IntegerRangeField("Chaos", validators=[whole_range(0, 100)], default=0)
+    stylize = IntegerRangeField("Stylize", validators=[whole_range(0, 1000)], default=100)
 
     def payload(self) -> dict[str, Any]:
         """The request body the API would get."""

@@ -55,7 +55,13 @@ def current_account() -> Account | None:
 
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: ``target`` if it is a path on this site, else the dashboard."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()  # no CR or LF, which a Location header cannot hold
+    ):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target

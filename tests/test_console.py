@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import re
 import time
 from typing import Any
@@ -204,7 +205,8 @@ def test_console_pages_need_login_and_come_back_after_it(console, make_account):
 
 
 @pytest.mark.parametrize(
-    "target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x"]
+    "target",
+    ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x", "/console/\r\nX: y"],
 )
 def test_login_never_redirects_off_site(console, make_account, target):
     make_account(email="safe@example.com", password=PASSWORD)
@@ -382,6 +384,28 @@ def test_playground_imagine_makes_a_job_through_the_api_path(member, app):
     for button in ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"):
         assert f'value="{button}"' in page
     assert "a paper boat on a pond</textarea>" in page  # the form keeps the prompt, to tweak and rerun
+
+
+def test_a_number_too_long_for_a_float_is_out_of_range(member):
+    console, _, _ = member
+    for chaos, stylize in (("9" * 400, "100"), ("-" + "9" * 400, "100"), ("0", "9" * 400)):
+        response = console.post("/console/playground?tab=imagine", imagine_form(chaos=chaos, stylize=stylize))
+        assert response.status_code == 400 and "Number must be between" in text(response)
+
+
+def test_a_file_sent_for_a_text_field_is_no_value(member):
+    console, _, _ = member
+    response = console.post("/console/keys", {"name": (io.BytesIO(b"sent-as-a-file"), "name.txt")})
+    assert response.status_code == 302 and "sent-as-a-file" not in text(console.get("/console/keys"))
+    form = imagine_form()
+    form["prompt"] = (io.BytesIO(b"a paper boat"), "prompt.txt")
+    response = console.post("/console/playground?tab=imagine", form)
+    assert response.status_code == 400 and "Describe the image you want." in text(response)
+    console.post("/logout", page="/console/")
+    response = console.post(
+        "/login", {"email": (io.BytesIO(b"member@example.com"), "e.txt"), "password": PASSWORD}
+    )
+    assert response.status_code == 400 and console.get("/console/").status_code == 302
 
 
 def test_playground_shows_validation_messages_inline(member):
