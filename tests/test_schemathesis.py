@@ -37,7 +37,7 @@ def config(path: Path) -> Path:
     for op in operations.OPERATIONS:
         routes = list(reference.paths(op))
         if op.original:
-            routes += op.original.paths + op.original.shared
+            routes += [*op.original.paths, *op.original.shared, *(route.path for route in op.original.routes)]
         for route in routes:
             expected[route] = [409, 422] + ([400] if op.parents else [])
         for endpoint in op.openai.endpoints if op.openai else ():
