@@ -272,6 +272,8 @@ def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields
     """
     if status not in TERMINAL:
         raise ValueError(f"not a terminal status: {status}")
+    if fields.get("error"):  # a provider's words: PostgreSQL cannot store a NUL, and the job would never end
+        fields["error"] = fields["error"].replace("\x00", "\ufffd")
     with db.atomic():
         query = Job.update(status=status, completed_at=utcnow(), lease_expires=None, **fields).where(
             (Job.id == job_id) & Job.status.in_(ACTIVE)

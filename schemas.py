@@ -89,7 +89,14 @@ def between(low: float, high: float | None = None) -> validate.Range:
 
 
 MAX_OFFSET = 1_000_000_000
-UNICODE_MESSAGE = "must be valid Unicode text (it holds a lone surrogate such as \\ud800)."
+UNICODE_MESSAGE = (
+    "must be text a database can store (it holds a NUL character or a lone surrogate such as \\ud800)."
+)
+
+
+def unstorable(text: str) -> bool:
+    """Whether ``text`` holds a NUL character (PostgreSQL cannot store one) or a lone surrogate."""
+    return "\x00" in text or has_lone_surrogate(text)
 
 
 def has_lone_surrogate(text: str) -> bool:
@@ -113,7 +120,7 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if has_lone_surrogate(text):
+        if unstorable(text):
             raise ValidationError(UNICODE_MESSAGE)
         if not text:
             raise ValidationError("must not be empty.")
@@ -176,7 +183,7 @@ class HttpUrl(fields.Url):
         if not isinstance(value, str):
             raise self.make_error("invalid")
         value = value.strip()
-        if has_lone_surrogate(value):
+        if unstorable(value):
             raise ValidationError(UNICODE_MESSAGE)
         if len(value) > MAX_URL_LENGTH:
             raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters.")
@@ -196,7 +203,7 @@ class HeaderValue(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if has_lone_surrogate(text):
+        if unstorable(text):
             raise ValidationError(UNICODE_MESSAGE)
         if not text:
             raise ValidationError("must not be empty.")

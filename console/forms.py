@@ -65,6 +65,13 @@ class ConsoleForm(FlaskForm):
                 return super().wrap_formdata(form, formdata)
             return request.form or None
 
+    def validate(self, extra_validators: Any = None) -> bool:
+        """The fields' checks, once no field holds text a database cannot store (before any looks it up)."""
+        unstorable = [f for f in self if isinstance(f.data, str) and schemas.unstorable(f.data)]
+        for field in unstorable:
+            field.errors = ["Remove the NUL character or lone surrogate: it cannot be stored."]
+        return not unstorable and super().validate(extra_validators)
+
 
 class SignupForm(ConsoleForm):
     """Create an account."""

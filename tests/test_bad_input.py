@@ -80,11 +80,18 @@ def test_deeply_nested_json_is_a_400(api, path):
         ("/v1/upscale-highres", {"imageUrl": "http://a.test/\udc00", "type": "2x"}, "imageUrl"),
         ("/imagine", {"prompt": "\ud83d", "aspect_ratio": "1:1"}, "prompt"),
         ("/variation", {"parent_task_id": str(uuid.uuid4()), "index": "1", "prompt": "\ud800"}, "prompt"),
+        ("/v1/imagine", {"prompt": "a \x00 b"}, "prompt"),  # PostgreSQL cannot store a NUL character
+        ("/v1/describe", {"imageUrl": "http://img.test/a\x00.png"}, "imageUrl"),
+        (
+            "/v1/imagine",
+            {"prompt": "ok", "webhookUrl": "http://h.test/", "webhookSecret": "s\x00"},
+            "webhookSecret",
+        ),
     ],
 )
-def test_a_lone_surrogate_in_a_string_field_is_a_400_naming_the_field(app, api, path, body, field):
+def test_a_lone_surrogate_or_a_nul_in_a_string_field_is_a_400_naming_the_field(app, api, path, body, field):
     message = _error(_raw(api, path, json.dumps(body)))
-    assert f"'{field}'" in message and "Unicode" in message
+    assert f"'{field}'" in message and "NUL character or a lone surrogate" in message
     with app.app_context():
         assert Job.select().count() == 0
 

@@ -408,6 +408,19 @@ def test_a_file_sent_for_a_text_field_is_no_value(member):
     assert response.status_code == 400 and console.get("/console/").status_code == 302
 
 
+def test_a_nul_character_in_a_form_is_refused_before_any_lookup(member, app):
+    console, account, _ = member
+    response = console.post("/console/keys", {"name": "key\x00"})
+    assert response.status_code == 400 and "Remove the NUL character" in text(response)
+    response = console.post("/console/playground?tab=imagine", imagine_form(prompt="a \x00 boat"))
+    assert response.status_code == 400 and "Remove the NUL character" in text(response)
+    console.post("/logout", page="/console/")
+    response = console.post("/login", {"email": "member\x00@example.com", "password": PASSWORD})
+    assert response.status_code == 400 and "Remove the NUL character" in text(response)
+    with app.app_context():
+        assert Job.select().count() == 0 and not ApiKey.select().where(ApiKey.name == "key\x00").exists()
+
+
 def test_playground_shows_validation_messages_inline(member):
     console, _, _ = member
     response = console.post("/console/playground?tab=imagine", imagine_form(prompt="", chaos="500"))

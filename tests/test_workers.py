@@ -12,6 +12,7 @@ import pytest
 import allocator
 import operations
 from models import Job, LedgerEntry, utcnow
+from providers import ProviderError
 from workers import JobPool
 
 ORDER = ["pending", "queued", "processing", "succeeded"]
@@ -210,6 +211,19 @@ def test_an_unexpected_provider_error_fails_the_job_and_refunds(app, api, monkey
     before = _balance(api)
     done = api.imagine()
     assert done["status"] == "failed" and "internal error" in done["error"]
+    assert _balance(api) == before
+
+
+def test_a_provider_error_holding_a_nul_character_still_ends_the_job(on_postgres, app, api, monkeypatch):
+    provider = app.extensions["apiframe.providers"].default
+
+    def nul_in_error(request, ctx):
+        raise ProviderError("the backend said: bad \x00 byte")  # PostgreSQL cannot store a NUL
+
+    monkeypatch.setattr(provider, "imagine", nul_in_error)
+    before = _balance(api)
+    done = api.imagine()
+    assert done["status"] == "failed" and done["error"] == "the backend said: bad \ufffd byte"
     assert _balance(api) == before
 
 
