@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
@@ -22,6 +22,13 @@ def _signin_rate_limit() -> str:
     return SIGNIN_RATE_LIMITS.get(request.endpoint or "", OTHER_SIGNIN_RATE_LIMIT)
 
 
+def _not_in_frames(response: Response) -> Response:
+    """No other site may show the console in a frame, where its buttons could be clicked unseen."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Serve the console on ``app``: sessions, CSRF on every form, pages."""
     app.config.update(
@@ -35,6 +42,7 @@ def init_app(app: Flask) -> None:
     protection = hooks.taken_off(app, csrf.init_app)
     for blueprint in (signin_bp, console_bp):
         hooks.attach(app, blueprint.name, protection, first=True)
+        hooks.attach(app, blueprint.name, {"after_request_funcs": [_not_in_frames]})
     limit = {"key_func": get_remote_address, "methods": ["POST"]}
     ratelimit.limit_blueprint(app, signin_bp, _signin_rate_limit, **limit)
     app.register_blueprint(signin_bp)

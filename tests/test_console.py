@@ -214,6 +214,14 @@ def test_login_never_redirects_off_site(console, make_account, target):
     assert response.headers["Location"] == "/console/"
 
 
+def test_console_pages_refuse_to_be_framed(member):
+    console, _, _ = member
+    for page in ("/login", "/console/", "/console/keys"):
+        response = console.get(page)
+        assert response.headers["X-Frame-Options"] == "DENY", page
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'", page
+
+
 def test_session_cookie_is_httponly_and_samesite(console, make_account):
     make_account(email="cookie@example.com", password=PASSWORD)
     response = console.login("cookie@example.com")
