@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
-from peewee import Expression
+from peewee import Case, Expression, fn
 from standardwebhooks import Webhook
 
 import jobs
@@ -201,15 +201,18 @@ class WebhookSender(LeasedDispatcher):
         return WebhookDelivery.lease_token.is_null(False)
 
     def _dispatch(self) -> None:
-        """Claim as many due deliveries as there are idle sending threads, most overdue first."""
+        """Claim due deliveries for the idle sending threads, taking accounts in turn.
+
+        An account's turn counts its deliveries in flight (in any process), so the accounts with
+        fewest go first, and the most overdue within each. With more than one thread, an account
+        never takes the last idle one while it has a delivery in flight: one account's dead or
+        slow receiver can hold all threads but one, and the next account's webhook goes at once.
+        """
         while (free := self._free_slots()) > 0 and not self._stopping.is_set():
             now = utcnow()
-            candidates = list(
-                WebhookDelivery.select(WebhookDelivery.id, WebhookDelivery.lease_token)
-                .where(self._claimable(now))
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(free)
-            )
+            candidates = list(self._turns(now, free))
+            if self.size > 1 and len(candidates) == free and candidates[-1].turn > 1:
+                candidates.pop()  # the last idle thread waits for an account with nothing in flight
             claimed = [
                 (candidate.id, token)
                 for candidate in candidates
@@ -219,6 +222,29 @@ class WebhookSender(LeasedDispatcher):
                 self._submit(delivery_id, token)
             if not claimed:
                 return
+
+    def _turns(self, now: datetime.datetime, limit: int) -> Any:
+        """Up to ``limit`` claimable deliveries, each with its ``turn``: 1 + what its account has
+        in flight or due before it. Ordered by turn, then by due time."""
+        in_flight = Case(None, [(WebhookDelivery.lease_expires >= now, 1)], 0)
+        order = [in_flight.desc(), WebhookDelivery.next_attempt_at]
+        turn = fn.ROW_NUMBER().over(partition_by=[Job.account], order_by=order)
+        ranked = (
+            WebhookDelivery.select(WebhookDelivery.id, in_flight.alias("in_flight"), turn.alias("turn"))
+            .join(Job, on=WebhookDelivery.job == Job.id)
+            .where(WebhookDelivery.next_attempt_at <= now)  # due, or in flight (due when claimed)
+            .alias("ranked")
+        )
+        return (
+            WebhookDelivery.select(
+                WebhookDelivery.id, WebhookDelivery.lease_token, ranked.c.turn.alias("turn")
+            )
+            .join(ranked, on=WebhookDelivery.id == ranked.c.id)
+            .where(ranked.c.in_flight == 0)
+            .order_by(ranked.c.turn, WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .objects()  # the turn on the delivery itself
+        )
 
     @staticmethod
     def _claimable(now: datetime.datetime) -> Expression:

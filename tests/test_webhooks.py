@@ -304,6 +304,28 @@ def test_a_slow_receiver_never_delays_jobs(app, hooks, receiver):
     assert len(receiver.deliveries) == 7
 
 
+def test_a_slow_receiver_never_delays_another_accounts_webhooks(database, app, hooks, receiver, make_account):
+    app.config["WEBHOOK_TIMEOUT"] = 30
+    threads = app.config["WEBHOOK_THREADS"]
+    other = Receiver()
+    receiver.gate.clear()  # the first account's receiver holds every webhook until the gate opens
+    try:
+        held = [
+            hooks.submit("/v1/imagine", {"prompt": f"n{n}", "webhookUrl": receiver.url(), "quality": 0.25})
+            for n in range(threads + 1)
+        ]
+        wait_until(lambda: receiver.arrived == threads - 1, what="the first account's webhooks to arrive")
+        theirs = Api(hooks.client, make_account("scale", email="other@example.com")[1])
+        job = theirs.submit("/v1/imagine", {"prompt": "on time", "webhookUrl": other.url(), "quality": 0.25})
+        assert settled(theirs, job["id"], timeout=15)["webhookStatus"] == "delivered"  # unfixed: after 30 s
+        assert receiver.arrived == threads - 1  # the last thread stays free for other accounts
+    finally:
+        receiver.gate.set()
+        other.stop()
+    for job in held:
+        assert settled(hooks, job["id"])["webhookStatus"] == "delivered"
+
+
 # ---- hostile URLs -----------------------------------------------------------------------------
 
 
