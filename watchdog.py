@@ -17,6 +17,7 @@ import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+MIN_CONNECT_SECONDS = 0.01  # past the deadline a connect fails at once (a timeout of 0 means non-blocking)
 _active = threading.local()  # the watchdogs of the exchanges under way on this thread, outermost first
 
 
@@ -86,12 +87,28 @@ def _report(sock: socket.socket | None) -> None:
         watchdog.watch(sock)
 
 
+def _time_left() -> float | None:
+    """Seconds before the nearest deadline of the thread's watchdogs (None without one)."""
+    stack = getattr(_active, "stack", None)
+    return min(watchdog.deadline for watchdog in stack) - time.monotonic() if stack else None
+
+
 class _Reporting:
-    """A urllib3 connection that hands its socket to the thread's watchdogs, when made and when reused."""
+    """A urllib3 connection that hands its socket to the thread's watchdogs, when made and when reused.
+
+    There is no socket to shut down while a connection is being made, so its connect timeout is cut
+    to the time left before the deadline (a redirect to a host that never accepts ends in time too).
+    """
 
     sock: socket.socket | None
+    timeout: Any
 
     def connect(self) -> None:
+        left = _time_left()
+        if left is not None:
+            left = max(left, MIN_CONNECT_SECONDS)
+            if not isinstance(self.timeout, (int, float)) or self.timeout > left:
+                self.timeout = left
         super().connect()  # type: ignore[misc]
         _report(self.sock)
 
