@@ -30,12 +30,18 @@ class RefusedURL(FetchError):
 
 
 def check_url(url: str) -> None:
-    """Refuse anything but an absolute http(s) URL with a host."""
+    """Refuse anything but an absolute http(s) URL with a host (and a port, if any, from 1 to 65535)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise RefusedURL("only http and https URLs are allowed")
     if not parts.hostname:
         raise RefusedURL("the URL has no host")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise RefusedURL("the URL's port must be a number from 1 to 65535")
 
 
 def session(*, allow_private: bool, follow_redirects: bool, timeout: float) -> HTTPSession:

@@ -25,6 +25,7 @@ from marshmallow import (
     validates_schema,
 )
 
+import fetch
 import storage
 from config import PLANS
 from errors import ERROR_CODES, validation_error
@@ -187,7 +188,12 @@ class HttpUrl(fields.Url):
             raise ValidationError(UNICODE_MESSAGE)
         if len(value) > MAX_URL_LENGTH:
             raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters.")
-        return super()._deserialize(value, attr, data, **kwargs)
+        url = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            fetch.check_url(url)  # what the fetcher would refuse: a port out of range
+        except fetch.RefusedURL as exc:
+            raise ValidationError(f"must be an http or https URL: {exc}.") from None
+        return url
 
 
 class HeaderValue(fields.String):

@@ -96,6 +96,21 @@ def test_a_lone_surrogate_or_a_nul_in_a_string_field_is_a_400_naming_the_field(a
         assert Job.select().count() == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/describe", {"imageUrl": "http://img.test:99999/a.png"}, "imageUrl"),
+        ("/v1/imagine", {"prompt": "ok", "webhookUrl": "http://hooks.test:0/"}, "webhookUrl"),
+        ("/describe", {"image_url": "http://img.test:65536/a.png"}, "image_url"),
+    ],
+)
+def test_a_url_whose_port_is_out_of_range_is_a_400_naming_the_field(app, api, path, body, field):
+    message = _error(_raw(api, path, json.dumps(body)))
+    assert f"'{field}'" in message and "port must be a number from 1 to 65535" in message
+    with app.app_context():
+        assert Job.select().count() == 0
+
+
 def test_a_huge_offset_is_a_400(api):
     message = _error(api.get("/v1/jobs?offset=99999999999999999999"))
     assert "'offset'" in message

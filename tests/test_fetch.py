@@ -17,7 +17,14 @@ LIMITS = {"max_bytes": 1_000_000, "timeout": 5.0}
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/a.png", "file:///etc/passwd", "gopher://example.com", "http://", "example.com/a.png"],
+    [
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+        "gopher://example.com",
+        "http://",
+        "example.com/a.png",
+        "http://example.com:65536/a.png",
+    ],
 )
 def test_only_http_urls_with_a_host(url):
     with pytest.raises(fetch.FetchError):
@@ -124,7 +131,12 @@ def test_unresolvable_host():
 
 
 def test_post_json_refuses_what_can_never_be_reached():
-    for url in ("ftp://example.com/hook", "http://127.0.0.1:9/hook", "http://169.254.169.254/"):
+    for url in (
+        "ftp://example.com/hook",
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/",
+        "http://example.com:99999/hook",
+    ):
         with pytest.raises(fetch.RefusedURL):
             fetch.post_json(url, b"{}", {}, allow_private=False, timeout=2)
 

@@ -331,7 +331,16 @@ def test_a_slow_receiver_never_delays_another_accounts_webhooks(database, app, h
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/hook", "file:///etc/passwd", "javascript:alert(1)", "not a url", "http://", 42],
+    [
+        "ftp://example.com/hook",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "not a url",
+        "http://",
+        42,
+        "http://example.com:99999/hook",
+        "http://example.com:0/hook",
+    ],
 )
 @pytest.mark.parametrize(
     ("path", "body"),
