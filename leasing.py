@@ -176,9 +176,18 @@ class LeasedDispatcher:
             self._wake.set()
 
     def _renew_leases(self) -> None:
+        """Renew the leases of the rows this process's threads are working on, and of no other.
+
+        A thread whose work ended without a word (its database connection died, say) leaves its row
+        held; that row's lease runs out, and the row is claimed again, here or elsewhere.
+        """
+        with self._lock:
+            running = list(self._running)
+        if not running:
+            return
         model = self.model
         model.update(lease_expires=utcnow() + self.lease).where(
-            (model.lease_owner == self.owner) & self._held()
+            (model.lease_owner == self.owner) & model.id.in_(running) & self._held()
         ).execute()
 
     def _release_leases(self) -> None:

@@ -7,11 +7,13 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 import allocator
 import operations
-from models import Job, LedgerEntry, utcnow
+from conftest import wait_until
+from models import Job, LedgerEntry, db, utcnow
 from providers import ProviderError
 from workers import JobPool
 
@@ -28,7 +30,7 @@ def _set(app, job_id: str, **fields) -> None:
 
 
 def _stored(app, job_id: str) -> Job:
-    with app.app_context():
+    with app.app_context(), db.connection_context():
         return Job.get_by_id(uuid.UUID(job_id))
 
 
@@ -225,6 +227,27 @@ def test_a_provider_error_holding_a_nul_character_still_ends_the_job(on_postgres
     done = api.imagine()
     assert done["status"] == "failed" and done["error"] == "the backend said: bad \ufffd byte"
     assert _balance(api) == before
+
+
+@pytest.fixture
+def short_lease(settings):
+    settings.update(JOB_LEASE=2.0, LOCAL_LATENCY=2)  # the job's writes fail once its connection is gone
+
+
+def test_a_job_whose_database_connection_dies_is_resumed_after_its_lease(short_lease, on_postgres, api, app):
+    pool = app.extensions["apiframe.pool"]
+    job = api.submit("/v1/imagine", {"prompt": "connection lost"})
+    wait_until(lambda: _stored(app, job["id"]).status == "processing", what="the job to start")
+    admin = psycopg2.connect(on_postgres)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    admin.close()
+    done = api.wait(job["id"], timeout=pool.lease.total_seconds() + 15)  # unfixed: its lease was renewed
+    assert done["status"] == "succeeded" and _stored(app, job["id"]).runs == 2
 
 
 def test_a_terminal_job_never_changes(app, api):
