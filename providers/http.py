@@ -15,6 +15,7 @@ import binascii
 import email.utils
 import io
 import logging
+import math
 import random
 import threading
 import time
@@ -38,6 +39,9 @@ MAX_RETRY_AFTER = 60.0  # never wait longer than this for one Retry-After
 MAX_BACKOFF = 30.0
 CHECK_SECONDS = 10.0  # a health check gives up after this long
 PROGRESS_SHARE = 90  # backend progress 0-100 maps to job progress 0-90; storing takes the rest
+# A JSON answer carries at most this many base64 images: sdwebui's four and, with return_grid, the grid.
+ANSWER_IMAGES = 5
+ANSWER_SLACK = 1024 * 1024  # the rest of an answer: info, echoed parameters, prompts, data: prefixes
 
 T = TypeVar("T")
 
@@ -73,6 +77,11 @@ class HttpSettings:
             max_bytes=int(config["PROVIDER_MAX_BYTES"]),
             max_pixels=int(config["MAX_IMAGE_PIXELS"]),
         )
+
+    @property
+    def max_answer_bytes(self) -> int:
+        """The longest answer read: ANSWER_IMAGES images of ``max_bytes``, base64-encoded, plus slack."""
+        return ANSWER_IMAGES * 4 * math.ceil(self.max_bytes / 3) + ANSWER_SLACK
 
 
 class Deadline:
@@ -148,11 +157,16 @@ class Backend:
     ) -> requests.Response:
         """Send a request, retrying transient failures; returns a 2xx response or raises ProviderError.
 
-        ``retries`` and ``read_timeout`` override the provider's settings for this call.
+        ``retries`` and ``read_timeout`` override the provider's settings for this call. The answer is
+        read within the attempt, and no further than ``max_answer_bytes``.
         """
         url = self.url(path)
         response = self._with_retries(
-            lambda timeout: self._send(method, url, timeout, kwargs), ctx, path, retries, read_timeout
+            lambda timeout: self._load(self._send(method, url, timeout, {**kwargs, "stream": True})),
+            ctx,
+            path,
+            retries,
+            read_timeout,
         )
         if response.status_code >= 300:
             raise self._status_error(response)
@@ -175,6 +189,13 @@ class Backend:
             auth = self.auth
         timeouts = (min(self.settings.connect_timeout, timeout), timeout)
         return self.session.request(method, url, headers=headers, auth=auth, timeout=timeouts, **options)
+
+    def _load(self, response: requests.Response) -> requests.Response:
+        """``response`` with its body read, within ``max_answer_bytes``; a longer one is refused."""
+        with response:
+            # what requests fills in when it reads a whole body itself
+            response._content = self._read_capped(response, self.settings.max_answer_bytes, "answer")
+        return response
 
     def _with_retries(
         self,
@@ -323,28 +344,26 @@ class Backend:
                         f"(HTTP {response.status_code})."
                     )
                 try:
-                    raw = self._read_capped(response)
-                except ProviderError:
+                    raw = self._read_capped(response, self.settings.max_bytes, "result image")
+                except requests.RequestException:
                     ctx.check()  # a download cut off by the job's deadline is the job's timeout
-                    raise
+                    raise ProviderError(
+                        f"The {self.provider} provider's result image download broke off."
+                    ) from None
         return self.image_from_bytes(raw)
 
-    def _read_capped(self, response: requests.Response) -> bytes:
+    def _read_capped(self, response: requests.Response, limit: int, what: str) -> bytes:
+        """The body of a streamed ``response``; a ProviderError as soon as it is past ``limit`` bytes."""
         declared = response.headers.get("Content-Length", "")
-        limit = self.settings.max_bytes
+        too_large = f"The {self.provider} provider's {what} is larger than {limit} bytes."
         if declared.isdigit() and int(declared) > limit:
-            raise ProviderError(f"The {self.provider} provider's result image is larger than {limit} bytes.")
+            raise ProviderError(too_large)
         chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(chunk_size=65536):
-                size += len(chunk)
-                if size > limit:
-                    raise ProviderError(
-                        f"The {self.provider} provider's result image is larger than {limit} bytes."
-                    )
-                chunks.append(chunk)
-        except requests.RequestException:
-            raise ProviderError(f"The {self.provider} provider's result image download broke off.") from None
+        for chunk in response.iter_content(chunk_size=65536):
+            size += len(chunk)
+            if size > limit:
+                raise ProviderError(too_large)
+            chunks.append(chunk)
         return b"".join(chunks)
 
     # ---- long-running work -------------------------------------------------------------------

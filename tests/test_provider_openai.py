@@ -249,3 +249,10 @@ def test_vary_region_is_a_masked_edit_that_keeps_the_rest(oa):
 def test_dall_e_3_cannot_pan_or_inpaint(oa):
     provider = make(oa, OPENAI_IMAGE_MODEL="dall-e-3")
     assert not provider.supports("outpaint") and not provider.supports("inpaint")
+
+
+def test_an_answer_past_the_cap_is_refused_without_reading_the_rest(oa):
+    oa.flood(64, path="/v1/images/generations")
+    with pytest.raises(ProviderError, match=r"openai provider's answer is larger than \d+ bytes"):
+        make(oa, PROVIDER_MAX_BYTES=3000).run("imagine", imagine_request(), Ctx())
+    assert oa.flooded < 16 * 1024 * 1024

@@ -249,3 +249,11 @@ def test_vary_region_keeps_the_pixels_outside_the_mask(sd):
     for tile in result.tiles:
         assert tile.getpixel((5, 5)) == image.getpixel((5, 5))
         assert tile.getpixel((64, 48)) != image.getpixel((64, 48))
+
+
+def test_an_answer_past_the_cap_is_refused_without_reading_the_rest(sd):
+    sd.flood(64, path="/sdapi/v1/txt2img")
+    limit = 5 * 4 * 1000 + 1024 * 1024  # five 3000-byte images in base64, plus 1 MiB
+    with pytest.raises(ProviderError, match=f"sdwebui provider's answer is larger than {limit} bytes"):
+        make(sd, PROVIDER_MAX_BYTES=3000).run("imagine", imagine_request(), Ctx())
+    assert len(sd.calls("/sdapi/v1/txt2img")) == 1 and sd.flooded < 16 * 1024 * 1024

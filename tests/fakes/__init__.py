@@ -2,7 +2,8 @@
 
 ``FakeBackend`` records every request (method, path, query, headers, JSON body or multipart form)
 and can be told to misbehave: answer 5xx/429 (with Retry-After), send garbage, answer slowly, or
-never answer at all. Subclasses implement ``handle`` for their backend's routes.
+never answer at all, flood the client with a huge answer, or redirect elsewhere. Subclasses
+implement ``handle`` for their backend's routes.
 """
 
 from __future__ import annotations
@@ -88,11 +89,12 @@ class Reply:
 class Fault:
     """A misbehaviour to apply to the next matching request(s)."""
 
-    kind: str  # "status", "garbage", "hang", "slow"
+    kind: str  # "status", "garbage", "hang", "slow", "flood"
     path: str | None = None
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    size: int = 0
 
 
 class FakeBackend:
@@ -102,6 +104,7 @@ class FakeBackend:
         self.requests: list[Recorded] = []
         self.faults: deque[Fault] = deque()
         self.files: dict[str, bytes] = {}  # images served at these paths
+        self.flooded = 0  # bytes sent by "flood" answers
         self.closing = threading.Event()
         self.lock = threading.Lock()
         fake = self
@@ -142,6 +145,14 @@ class FakeBackend:
         """Answer the next matching requests normally, after ``seconds``."""
         self.faults.extend(Fault("slow", path, seconds=seconds) for _ in range(times))
 
+    def flood(self, megabytes: int, times: int = 1, path: str | None = None) -> None:
+        """Answer the next matching requests 200 with ``megabytes`` MiB of JSON (one long string)."""
+        self.faults.extend(Fault("flood", path, size=megabytes) for _ in range(times))
+
+    def redirect(self, to: str, times: int = 1, path: str | None = None, status: int = 307) -> None:
+        """Redirect the next matching requests to ``to`` (another server's URL, say)."""
+        self.faults.extend(Fault("status", path, status, {"Location": to}) for _ in range(times))
+
     def serve_image(self, path: str, data: bytes) -> str:
         """Serve ``data`` as a PNG at ``path``; returns its URL."""
         self.files[path] = data
@@ -176,6 +187,9 @@ class FakeBackend:
         if fault is not None and fault.kind == "hang":
             self.closing.wait(HANG_LIMIT)
             handler.close_connection = True
+            return
+        if fault is not None and fault.kind == "flood":
+            self._flood(handler, fault.size)
             return
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
@@ -213,6 +227,21 @@ class FakeBackend:
         with self.lock:
             self.requests.append(request)
         return request
+
+    def _flood(self, handler: BaseHTTPRequestHandler, megabytes: int) -> None:
+        """``{"images": ["AAAA…"]}`` with ``megabytes`` MiB of A, chunked, unless the client hangs up."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler.close_connection = True
+        chunks = [b'{"images": ["'] + [b"A" * (1 << 20)] * megabytes + [b'"]}', b""]
+        try:
+            for chunk in chunks:
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.flooded += len(chunk)
+        except OSError:  # the client hung up, as it should
+            pass
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
