@@ -113,6 +113,26 @@ class Deadline:
         return max(0.0, self.deadline - time.monotonic())
 
 
+class BackendSession(requests.Session):
+    """A session whose credential headers never follow a redirect away from the backend's origin.
+
+    requests strips only Authorization, and only when the host changes; a custom header (a proxy's
+    secret, a token in front of ComfyUI) would go to whatever host a redirect names.
+    """
+
+    def __init__(self, same_origin: Callable[[str], bool], credentials: Iterable[str]) -> None:
+        super().__init__()
+        self.same_origin = same_origin
+        self.credentials = ["Authorization", *credentials]
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        """Drop every credential header once a redirect leaves the backend (scheme, host and port)."""
+        if not self.same_origin(prepared_request.url or ""):
+            for name in self.credentials:
+                prepared_request.headers.pop(name, None)
+        super().rebuild_auth(prepared_request, response)
+
+
 class Backend:
     """A provider's session with its backend: base URL, auth, timeouts, retries and decoding."""
 
@@ -132,7 +152,7 @@ class Backend:
         self.auth_headers = dict(headers or {})
         self.auth = auth
         self.secrets = [secret for secret in secrets if secret]
-        self.session = watch_session(requests.Session())
+        self.session = watch_session(BackendSession(self._same_origin, list(self.auth_headers)))
         self.session.headers["User-Agent"] = USER_AGENT
 
     def url(self, path: str) -> str:

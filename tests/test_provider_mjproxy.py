@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import imaging
-from fakes import Ctx, decode_image, provider_settings
-from fakes.mjproxy import FakeMidjourneyProxy
+from fakes import Ctx, FakeBackend, decode_image, grid_png, provider_settings
+from fakes.mjproxy import TILE, FakeMidjourneyProxy
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -174,6 +174,23 @@ def test_a_wrong_secret_is_refused_without_showing_it(mj):
     with pytest.raises(ProviderError) as failure:
         imagine(provider)
     assert "credentials" in str(failure.value) and "nope-secret" not in str(failure.value)
+
+
+def test_the_secret_never_follows_a_redirect_to_another_host(mj):
+    cdn = FakeBackend()
+    try:
+        cdn.serve_image("/grid.png", grid_png(TILE, [(200, 40, 40)] * 4))
+        mj.redirect(cdn.url + "/grid.png", path="/attachments/grid.png", status=302)
+        mj.redirect(cdn.url + "/mj/submit/imagine", path="/mj/submit/imagine")
+        provider = make(mj)
+        assert provider.http.download_image(mj.url + "/attachments/grid.png", Ctx()).size == (192, 128)
+        with pytest.raises(ProviderError, match=r"refused the request \(HTTP 404\)"):
+            imagine(provider)
+        assert all(call.headers["mj-api-secret"] == SECRET for call in mj.calls())
+        assert [call.path for call in cdn.calls()] == ["/grid.png", "/mj/submit/imagine"]
+        assert not any("mj-api-secret" in call.headers for call in cdn.calls())
+    finally:
+        cdn.close()
 
 
 def test_polling_survives_a_5xx_and_a_slow_answer(mj):
