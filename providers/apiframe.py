@@ -205,4 +205,4 @@ class ApiframeProvider(Provider):
         urls = task.get("image_urls")
         if isinstance(urls, list) and len(urls) == 4:
             return Result(tiles=[self.http.download_image(url, ctx) for url in urls], ref=task_id)
-        return Result(grid=self.http.download_image(task.get("original_image_url"), ctx), ref=task_id)
+        return Result(grid=self.http.download_grid(task.get("original_image_url"), ctx), ref=task_id)

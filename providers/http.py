@@ -42,6 +42,7 @@ PROGRESS_SHARE = 90  # backend progress 0-100 maps to job progress 0-90; storing
 # A JSON answer carries at most this many base64 images: sdwebui's four and, with return_grid, the grid.
 ANSWER_IMAGES = 5
 ANSWER_SLACK = 1024 * 1024  # the rest of an answer: info, echoed parameters, prompts, data: prefixes
+MIN_TILE_SIDE = 16  # a grid is cut into four tiles at least this big a side; a smaller one is broken
 
 T = TypeVar("T")
 
@@ -371,6 +372,17 @@ class Backend:
                         f"The {self.provider} provider's result image download broke off."
                     ) from None
         return self.image_from_bytes(raw)
+
+    def download_grid(self, url: str, ctx: JobContext) -> Image.Image:
+        """A 2x2 grid the backend points at (``download_image``), big enough to cut into four tiles."""
+        grid = self.download_image(url, ctx)
+        if min(grid.size) < 2 * MIN_TILE_SIDE:
+            side = 2 * MIN_TILE_SIDE
+            raise ProviderError(
+                f"The {self.provider} provider sent a {grid.width}x{grid.height} grid; a grid must be at "
+                f"least {side}x{side} pixels to be cut into four tiles."
+            )
+        return grid
 
     def _read_capped(self, response: requests.Response, limit: int, what: str) -> bytes:
         """The body of a streamed ``response``; a ProviderError as soon as it is past ``limit`` bytes."""

@@ -16,8 +16,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from PIL import Image
-
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -162,7 +160,8 @@ class MidjourneyProxyProvider(Provider):
         body = {"sourceBase64": data_url(request.swap), "targetBase64": data_url(request.target)}
         answer = self.http.json("POST", "/mj/insight-face/swap", ctx, json=body)
         if not isinstance(answer, dict) or answer.get("code") not in ACCEPTED or not answer.get("result"):
-            detail = self.http.scrub(str((answer or {}).get("description") or "no reason given"))
+            description = answer.get("description") if isinstance(answer, dict) else None
+            detail = self.http.scrub(str(description or "no reason given"))
             raise ProviderError(f"The midjourney-proxy provider refused the face swap: {detail}")
         task_id = str(answer["result"])
         task = self._wait(task_id, ctx)
@@ -241,5 +240,4 @@ class MidjourneyProxyProvider(Provider):
     def _grid(self, task_id: str, ctx: JobContext) -> Result:
         """Wait for a four-image task and fetch its grid."""
         task = self._wait(task_id, ctx)
-        grid: Image.Image = self.http.download_image(task.get("imageUrl"), ctx)
-        return Result(grid=grid, ref=task_id)
+        return Result(grid=self.http.download_grid(task.get("imageUrl"), ctx), ref=task_id)

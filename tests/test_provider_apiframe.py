@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from fakes import Ctx, provider_settings
+from fakes import Ctx, png, provider_settings
 from fakes.apiframe import FakeApiframe
 from providers import (
     BlendRequest,
@@ -253,3 +253,12 @@ def test_shorten_and_faceswap(af):
         "swap_image_url": "https://example.com/s.png",
     }
     assert swapped.image.size == (160, 120)
+
+
+def test_a_lone_grid_is_fetched_and_one_too_small_to_cut_is_refused(af):
+    af.grid = png((160, 120))
+    request = ImagineRequest(prompt="a red fox", width=80, height=60)
+    assert make(af).run("imagine", request, Ctx()).grid.size == (160, 120)
+    af.grid = png((60000, 1))
+    with pytest.raises(ProviderError, match=r"apiframe provider sent a 60000x1 grid; .* at least 32x32"):
+        make(af).run("imagine", request, Ctx())

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import imaging
-from fakes import Ctx, FakeBackend, decode_image, grid_png, provider_settings
+from fakes import Ctx, FakeBackend, decode_image, grid_png, png, provider_settings
 from fakes.mjproxy import TILE, FakeMidjourneyProxy
 from providers import (
     BlendRequest,
@@ -308,3 +308,19 @@ def test_shorten_and_face_swap(mj):
     (call,) = mj.calls("/mj/insight-face/swap")
     assert decode_image(call.json["targetBase64"]).size == (16, 16)
     assert swapped.image.size == (192, 128)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (60000, 1), (1, 60000), (31, 400)])
+def test_a_grid_too_small_to_cut_into_four_tiles_is_refused(mj, size):
+    mj.grid = png(size)
+    message = rf"midjourney-proxy provider sent a {size[0]}x{size[1]} grid; .* at least 32x32 pixels"
+    with pytest.raises(ProviderError, match=message):
+        imagine(make(mj))
+
+
+@pytest.mark.parametrize("answer", [[1], "ok", 42])
+def test_a_face_swap_answer_that_is_not_an_object_is_a_clear_error(mj, answer):
+    mj.swap_answer = answer
+    face = Image.new("RGB", (16, 16), (200, 150, 120))
+    with pytest.raises(ProviderError, match="midjourney-proxy provider refused the face swap: no reason"):
+        make(mj).run("faceswap", FaceSwapRequest(target=face, swap=face), Ctx())

@@ -42,6 +42,7 @@ class FakeApiframe(FakeBackend):
         self.fail_message: str | None = None
         self.banned_word = "bannedword"
         self.counter = itertools.count()
+        self.grid: bytes | None = None  # when set, a task's only image is this grid
 
     def handle(self, request: Recorded) -> Reply:
         if request.headers.get("Authorization") != self.key:
@@ -168,5 +169,7 @@ class FakeApiframe(FakeBackend):
             return {"image_url": self.serve_image(f"/cdn/{number}-up.png", png((TILE[0] * 2, TILE[1] * 2)))}
         if task["task_type"] == "describe":
             return {"content": DESCRIPTIONS}
+        if self.grid is not None:
+            return {"original_image_url": self.serve_image(f"/cdn/{number}-grid.png", self.grid)}
         urls = [self.serve_image(f"/cdn/{number}-{i}.png", png(TILE, COLORS[i])) for i in range(4)]
         return {"original_image_url": urls[0], "image_urls": urls, "actions": ["upsample1", "variation1"]}

@@ -54,6 +54,8 @@ class FakeMidjourneyProxy(FakeBackend):
         self.fail_reason: str | None = None  # tasks end FAILURE with this reason
         self.banned_word = "bannedword"
         self.ids = itertools.count(1712345678901230)
+        self.grid: bytes | None = None  # served instead of a grid of four tiles
+        self.swap_answer: Any = None  # /mj/insight-face/swap answers this instead, when set
 
     def handle(self, request: Recorded) -> Reply:
         if self.secret and request.headers.get("mj-api-secret") != self.secret:
@@ -61,6 +63,8 @@ class FakeMidjourneyProxy(FakeBackend):
         if request.method == "POST" and request.path.startswith("/mj/submit/"):
             return self._submit(request.path.removeprefix("/mj/submit/"), request.json or {})
         if (request.method, request.path) == ("POST", "/mj/insight-face/swap"):
+            if self.swap_answer is not None:
+                return Reply(200, self.swap_answer)
             return self._submit("swap_face", request.json or {})
         if request.method == "GET" and request.path == "/mj/task/list":
             return Reply(200, list(self.tasks.values()))
@@ -200,5 +204,5 @@ class FakeMidjourneyProxy(FakeBackend):
             task.update(prompt=DESCRIBED, promptEn=DESCRIBED, properties={"finalPrompt": DESCRIBED})
         else:
             colors = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
-            self.serve_image(path, grid_png(TILE, colors))
+            self.serve_image(path, self.grid or grid_png(TILE, colors))
         task.update(status="SUCCESS", progress="100%", imageUrl=self.url + path)
