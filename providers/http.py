@@ -418,19 +418,22 @@ class Backend:
         self,
         ctx: JobContext,
         call: Callable[[JobContext], T],
-        tick: Callable[[], None],
+        read_progress: Callable[[JobContext], float | None],
         interval: float,
     ) -> T:
-        """Run ``call`` on a helper thread; meanwhile call ``tick`` every ``interval`` seconds.
+        """Run ``call`` on a helper thread and ``read_progress`` every ``interval`` seconds on another.
 
-        The helper gets its own context (the same deadline, stopped when this job stops), so it never
-        touches the job's database row. On cancellation or timeout the helper is told to stop and the
-        JobAborted propagates; the caller interrupts the backend.
+        The helpers get their own context (the same deadline, stopped when this job stops or the call
+        ends), so they never touch the job's database row; this thread reports the progress last read
+        (backend percent, or None) and, since it never waits on the backend itself, notices the call's
+        end, a cancel or the deadline within a tenth of a second. On cancellation or timeout the
+        helpers are told to stop and the JobAborted propagates; the caller interrupts the backend.
         """
         stop = threading.Event()
         detached = Deadline(ctx.remaining(), stop)
         done = threading.Event()
         outcome: dict[str, Any] = {}
+        latest: dict[str, float] = {}  # the progress last read
 
         def run() -> None:
             try:
@@ -440,17 +443,27 @@ class Backend:
             finally:
                 done.set()
 
+        def watch() -> None:
+            try:
+                while not stop.wait(interval):
+                    percent = read_progress(detached)
+                    if percent is not None:
+                        latest["percent"] = percent
+            except JobAborted:
+                pass
+
         threading.Thread(target=run, name=f"{self.provider}-call", daemon=True).start()
-        next_tick = time.monotonic() + interval
+        threading.Thread(target=watch, name=f"{self.provider}-progress", daemon=True).start()
+        reported = None
         try:
             while not done.wait(min(0.1, interval)):
                 ctx.check()
-                if time.monotonic() >= next_tick:
-                    tick()
-                    next_tick = time.monotonic() + interval
-        except JobAborted:
+                percent = latest.get("percent")
+                if percent is not None and percent != reported:
+                    ctx.progress(scaled(percent))
+                    reported = percent
+        finally:
             stop.set()
-            raise
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,14 +36,14 @@ from providers import (
 )
 from providers.analysis import aspect_ratio
 from providers.canvas import keep_original, padded
-from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_base64, scaled
+from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_base64
 
 log = logging.getLogger(__name__)
 
 BATCH = 4
 INPAINT_NEW, INPAINT_REGION = 1.0, 0.75  # denoising: the new area of a pan or zoom; a region to vary
 INTERRUPT_SECONDS = 5.0
-PROGRESS_TIMEOUT = 5.0  # a progress read may not hold up noticing a cancel for longer
+PROGRESS_TIMEOUT = 5.0  # a progress read (beside the generation, never holding up the job) gives up
 # Added to a prompt so that the four describe answers differ even when the server has little to say.
 FLAVOURS = ("cinematic lighting", "highly detailed", "soft focus", "wide angle")
 
@@ -192,11 +193,11 @@ class SdWebUIProvider(Provider):
             body = self.http.while_running(
                 ctx,
                 lambda detached: self.http.json("POST", path, detached, json=payload),
-                lambda: self._report_progress(ctx),
+                self._read_progress,
                 self.poll_interval,
             )
-        except JobAborted:
-            self.interrupt()
+        except JobAborted:  # the job ends now; the interrupt has its own thread and timeout
+            threading.Thread(target=self.interrupt, name="sdwebui-interrupt", daemon=True).start()
             raise
         tiles = self._tiles(self.http.field(body, "images"), size)
         return Result(tiles=tiles, seed=_seed(body.get("info")))
@@ -223,7 +224,8 @@ class SdWebUIProvider(Provider):
         )
         return self._generate("img2img", payload, ctx, (width, height))
 
-    def _report_progress(self, ctx: JobContext) -> None:
+    def _read_progress(self, ctx: JobContext) -> float | None:
+        """The running generation's progress (0-100), or None when the server does not say."""
         try:
             body = self.http.json(
                 "GET",
@@ -232,9 +234,10 @@ class SdWebUIProvider(Provider):
                 retries=0,
                 read_timeout=PROGRESS_TIMEOUT,
             )
-            ctx.progress(scaled(float(body["progress"]) * 100))
+            return float(body["progress"]) * 100
         except (ProviderError, KeyError, TypeError, ValueError):
             log.debug("sdwebui: no progress this time")
+            return None
 
     def interrupt(self) -> None:
         """Ask the server to stop its current generation (best effort)."""

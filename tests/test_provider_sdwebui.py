@@ -150,8 +150,36 @@ def test_cancel_interrupts_the_generation(sd):
     with pytest.raises(JobCancelled):
         make(sd).run("imagine", imagine_request(), ctx)
     assert time.monotonic() - started < 2
-    assert sd.calls("/sdapi/v1/interrupt")[0].method == "POST"
     assert sd.interrupted.wait(2)
+    assert sd.calls("/sdapi/v1/interrupt")[0].method == "POST"
+
+
+def test_a_stopped_job_ends_without_waiting_for_the_interrupt(sd):
+    sd.generation_seconds = 10
+    sd.hang(path="/sdapi/v1/interrupt")
+    ctx = Ctx()
+    ctx.cancel_after(0.3)
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        make(sd).run("imagine", imagine_request(), ctx)
+    assert time.monotonic() - started < 1.5  # the interrupt's own 5 seconds are not the job's
+    deadline = time.monotonic() + 2
+    while not sd.calls("/sdapi/v1/interrupt") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sd.calls("/sdapi/v1/interrupt")
+
+
+def test_a_hanging_progress_read_holds_up_neither_the_result_nor_a_failure(sd):
+    sd.generation_seconds = 0.3
+    sd.hang(times=100, path="/sdapi/v1/progress")
+    started = time.monotonic()
+    assert len(make(sd).run("imagine", imagine_request(), Ctx(4)).tiles) == 4
+    assert time.monotonic() - started < 1.5
+    sd.hang(path="/sdapi/v1/txt2img")  # a definite failure (no more attempts), not the job's timeout
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="did not answer within 0.3 seconds, 1 times; giving up"):
+        make(sd, SDWEBUI_TIMEOUT=0.3, PROVIDER_RETRIES=0).run("imagine", imagine_request(), Ctx(4))
+    assert time.monotonic() - started < 1.5
 
 
 def test_5xx_is_retried_then_succeeds(sd):
