@@ -154,6 +154,7 @@ class Backend:
         self.auth = auth
         self.secrets = [secret for secret in secrets if secret]
         self.session = watch_session(BackendSession(self._same_origin, list(self.auth_headers)))
+        self.session.hooks["response"].append(self._read_redirect)
         self.session.headers["User-Agent"] = USER_AGENT
 
     def url(self, path: str) -> str:
@@ -217,6 +218,11 @@ class Backend:
             # what requests fills in when it reads a whole body itself
             response._content = self._read_capped(response, self.settings.max_answer_bytes, "answer")
         return response
+
+    def _read_redirect(self, response: requests.Response, **kwargs: Any) -> None:
+        """A redirect's body, which requests reads whole before following it, read within the cap."""
+        if response.is_redirect:
+            self._load(response)
 
     def _with_retries(
         self,

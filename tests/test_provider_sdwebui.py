@@ -285,3 +285,10 @@ def test_an_answer_past_the_cap_is_refused_without_reading_the_rest(sd):
     with pytest.raises(ProviderError, match=f"sdwebui provider's answer is larger than {limit} bytes"):
         make(sd, PROVIDER_MAX_BYTES=3000).run("imagine", imagine_request(), Ctx())
     assert len(sd.calls("/sdapi/v1/txt2img")) == 1 and sd.flooded < 16 * 1024 * 1024
+
+
+def test_a_redirect_with_a_huge_body_is_refused_before_it_is_followed(sd):
+    sd.flood(64, path="/sdapi/v1/txt2img", status=307, Location=sd.url + "/elsewhere")
+    with pytest.raises(ProviderError, match="sdwebui provider's answer is larger than"):
+        make(sd, PROVIDER_MAX_BYTES=3000).run("imagine", imagine_request(), Ctx())
+    assert not sd.calls("/elsewhere") and sd.flooded < 16 * 1024 * 1024

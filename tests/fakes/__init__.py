@@ -145,9 +145,11 @@ class FakeBackend:
         """Answer the next matching requests normally, after ``seconds``."""
         self.faults.extend(Fault("slow", path, seconds=seconds) for _ in range(times))
 
-    def flood(self, megabytes: int, times: int = 1, path: str | None = None) -> None:
-        """Answer the next matching requests 200 with ``megabytes`` MiB of JSON (one long string)."""
-        self.faults.extend(Fault("flood", path, size=megabytes) for _ in range(times))
+    def flood(
+        self, megabytes: int, times: int = 1, path: str | None = None, status: int = 200, **headers: str
+    ) -> None:
+        """Answer the next matching requests with ``megabytes`` MiB of JSON (one long string)."""
+        self.faults.extend(Fault("flood", path, status, headers, size=megabytes) for _ in range(times))
 
     def redirect(self, to: str, times: int = 1, path: str | None = None, status: int = 307) -> None:
         """Redirect the next matching requests to ``to`` (another server's URL, say)."""
@@ -189,7 +191,7 @@ class FakeBackend:
             handler.close_connection = True
             return
         if fault is not None and fault.kind == "flood":
-            self._flood(handler, fault.size)
+            self._flood(handler, fault)
             return
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
@@ -228,14 +230,16 @@ class FakeBackend:
             self.requests.append(request)
         return request
 
-    def _flood(self, handler: BaseHTTPRequestHandler, megabytes: int) -> None:
-        """``{"images": ["AAAA…"]}`` with ``megabytes`` MiB of A, chunked, unless the client hangs up."""
-        handler.send_response(200)
+    def _flood(self, handler: BaseHTTPRequestHandler, fault: Fault) -> None:
+        """``{"images": ["AAAA…"]}`` with ``fault.size`` MiB of A, chunked, unless the client hangs up."""
+        handler.send_response(fault.status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Transfer-Encoding", "chunked")
+        for name, value in fault.headers.items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.close_connection = True
-        chunks = [b'{"images": ["'] + [b"A" * (1 << 20)] * megabytes + [b'"]}', b""]
+        chunks = [b'{"images": ["'] + [b"A" * (1 << 20)] * fault.size + [b'"]}', b""]
         try:
             for chunk in chunks:
                 handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
