@@ -136,22 +136,26 @@ def _count_api_request(api: str) -> None:
         raise _exceeded(item, scope)
 
 
+def seconds_until(moment: float) -> int:
+    """A Retry-After for ``moment`` (unix seconds): the seconds until then, rounded up, at least 1."""
+    return max(1, math.ceil(moment - time.time()))
+
+
 def _add_limit_headers(response: Response) -> Response:
     """X-RateLimit-Limit, -Remaining and -Reset of the request's bucket; on a 429, Retry-After."""
     counted = g.get("rate_limit")
     if counted is None:
         return response
     item, used, ends_at = counted
-    reset_at = int(ends_at + 1)
     response.headers.add("X-RateLimit-Limit", str(item.amount))
     response.headers.add("X-RateLimit-Remaining", str(max(0, item.amount - used)))
-    response.headers.add("X-RateLimit-Reset", str(reset_at))
+    response.headers.add("X-RateLimit-Reset", str(int(ends_at + 1)))
     if response.status_code != 429:  # Retry-After means something only there
         return response
     asked = response.headers.get("Retry-After")  # a view's own (always seconds): the later one wins
     if asked is not None:
-        reset_at = max(int(time.time() + int(asked)), reset_at)
-    response.headers.set("Retry-After", str(int(reset_at - time.time())))
+        ends_at = max(time.time() + int(asked), ends_at)
+    response.headers.set("Retry-After", str(seconds_until(ends_at)))
     return response
 
 
@@ -268,7 +272,7 @@ def count_create(account: Account) -> None:
     if limiter.limiter.hit(item, "apiframe", identity, CREATES):
         return
     reset, _ = limiter.limiter.get_window_stats(item, "apiframe", identity, CREATES)
-    retry_after = max(0, math.ceil(reset - time.time()))
+    retry_after = seconds_until(reset)
     raise CreatesLimited(
         f"Rate limit of {item.amount} new jobs per minute for the {PLANS[account.plan].title} plan exceeded "
         f"(the API and the console count together). Retry after {retry_after} seconds.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 import pytest
 
@@ -40,9 +41,25 @@ def test_free_plan_allows_10_creates_per_minute_then_429(client, make_account):
     error = response.get_json()["error"]
     assert error["code"] == "RATE_LIMITED" and "10 creates" in error["message"]
     retry_after = int(response.headers["Retry-After"])
-    assert 0 <= retry_after <= 60
+    assert 1 <= retry_after <= 60
     assert _limit_headers(response)[:2] == (10, 0)
     assert api.get("/v1/account").status_code == 200  # reading is another bucket
+
+
+def test_retry_after_is_never_early(app, client, make_account, monkeypatch):
+    clock = [1000.95]  # the window opens late in a second: it ends at 1060.95
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: clock[0], sleep=time.sleep))
+    storage = app.extensions[ratelimit.EXTENSION].limiter.storage
+    monkeypatch.setattr(storage, "get_expiry", lambda key: 1060.95)
+    api = Api(client, make_account("free")[1])
+    for _ in range(10):
+        api.post("/v1/imagine", json={})
+    clock[0] = 1001.1
+    refused = api.post("/v1/imagine", json={})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"  # 59.85 s, rounded up
+    clock[0] = 1060.5
+    refused = api.post("/v1/imagine", json={})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"  # never 0 while refused
 
 
 def test_reads_have_a_larger_budget_of_their_own(client, make_account):
@@ -201,7 +218,7 @@ def test_the_api_is_refused_once_the_console_used_the_minute(app, client, make_a
     refused = Api(app.test_client(), key).post("/v1/describe", json={"imageUrl": "http://127.0.0.1:9/x.png"})
     assert refused.status_code == 429
     assert refused.get_json()["error"]["code"] == "RATE_LIMITED"
-    assert 0 <= int(refused.headers["Retry-After"]) <= 60
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
 
 def test_in_process_counters_start_no_thread_per_request(app, client, make_account):
