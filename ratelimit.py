@@ -152,10 +152,13 @@ def _add_limit_headers(response: Response) -> Response:
     response.headers.add("X-RateLimit-Reset", str(int(ends_at + 1)))
     if response.status_code != 429:  # Retry-After means something only there
         return response
-    asked = response.headers.get("Retry-After")  # a view's own (always seconds): the later one wins
-    if asked is not None:
-        ends_at = max(time.time() + int(asked), ends_at)
-    response.headers.set("Retry-After", str(seconds_until(ends_at)))
+    asked = response.headers.get("Retry-After")  # a view's own rate limit's (always seconds)
+    if asked is None and used <= item.amount:
+        return response  # not a rate limit (the OpenAI family's insufficient_quota): no wait helps
+    waits = [time.time() + int(asked)] if asked is not None else []
+    if used >= item.amount:  # the bucket has no slot left either: the later one wins
+        waits.append(ends_at)
+    response.headers.set("Retry-After", str(seconds_until(max(waits))))
     return response
 
 

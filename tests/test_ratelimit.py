@@ -6,8 +6,12 @@ import threading
 import time
 import types
 
+import openai
 import pytest
+from openai import OpenAI
 
+import accounts
+import credits
 import ratelimit
 from config import PLANS
 from conftest import Api
@@ -60,6 +64,22 @@ def test_retry_after_is_never_early(app, client, make_account, monkeypatch):
     clock[0] = 1060.5
     refused = api.post("/v1/imagine", json={})
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"  # never 0 while refused
+
+
+def test_only_a_rate_limit_429_says_when_to_retry(live):
+    app, server = live
+    with app.app_context():
+        account, key = accounts.create("broke@example.com", plan="free")
+        credits.grant(account.id, -48)  # 2 credits: not one image
+    with pytest.raises(openai.RateLimitError) as caught:  # OpenAI's answer to an exhausted quota
+        OpenAI(api_key=key, base_url=f"{server.url}/v1", max_retries=0).images.generate(prompt="a cat")
+    assert caught.value.body["code"] == "insufficient_quota"
+    assert "Retry-After" not in caught.value.response.headers  # waiting does not bring credits
+    assert caught.value.response.headers["X-RateLimit-Remaining"] == "9"
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError):  # the SDK's own retries, then it gives up
+        OpenAI(api_key=key, base_url=f"{server.url}/v1").images.generate(prompt="a cat")
+    assert time.monotonic() - started < 10
 
 
 def test_reads_have_a_larger_budget_of_their_own(client, make_account):
