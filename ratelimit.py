@@ -125,15 +125,20 @@ def _count_api_request(api: str) -> None:
         return  # an OPTIONS request (a browser's preflight) is answered with no key and counts for nothing
     scope = CREATES if is_create() else READS
     item = _item(g.account.plan, scope)
-    key = item.key_for("apiframe", api_key_identity(), scope)
-    # The fixed window's hit (limits' FixedWindowRateLimiter.hit), keeping the count it returns, so
-    # the headers need no other look at the storage while the window's end is known.
-    storage, expiry, counted_at = limiter.limiter.storage, item.get_expiry(), time.time()
-    used = storage.incr(key, expiry)
-    ends_at = current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry, counted_at)
+    used, ends_at = _hit(item, api_key_identity(), scope)
     g.rate_limit = (item, used, ends_at)
     if used > item.amount:
         raise _exceeded(item, scope)
+
+
+def _hit(item: RateLimitItem, identity: str, scope: str) -> tuple[int, float]:
+    """Count a request of ``identity`` in ``item``'s window: the count it reached and when the window ends."""
+    # The fixed window's hit (limits' FixedWindowRateLimiter.hit), keeping the count it returns, so
+    # the headers need no other look at the storage while the window's end is known.
+    key = item.key_for("apiframe", identity, scope)
+    storage, expiry, counted_at = limiter().limiter.storage, item.get_expiry(), time.time()
+    used = storage.incr(key, expiry)
+    return used, current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry, counted_at)
 
 
 def seconds_until(moment: float) -> int:
@@ -271,11 +276,13 @@ def count_create(account: Account) -> None:
     if not limiter.enabled:
         return
     item = _item(account.plan, CREATES)
-    identity = f"account:{account.id}"
-    if limiter.limiter.hit(item, "apiframe", identity, CREATES):
+    used, ends_at = _hit(item, f"account:{account.id}", CREATES)
+    key_counted = g.get("rate_limit")  # an API request's: its key's bucket
+    if key_counted is not None and (used, ends_at) > key_counted[1:]:
+        g.rate_limit = (item, used, ends_at)  # the account's is the tighter bucket: the headers describe it
+    if used <= item.amount:
         return
-    reset, _ = limiter.limiter.get_window_stats(item, "apiframe", identity, CREATES)
-    retry_after = seconds_until(reset)
+    retry_after = seconds_until(ends_at)
     raise CreatesLimited(
         f"Rate limit of {item.amount} new jobs per minute for the {PLANS[account.plan].title} plan exceeded "
         f"(the API and the console count together). Retry after {retry_after} seconds.",

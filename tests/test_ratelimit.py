@@ -152,6 +152,25 @@ def test_limits_are_per_key(client, make_account, runner):
     assert Api(client, other_key).post("/v1/imagine", json={}).status_code == 400
 
 
+def test_the_headers_describe_the_account_limit_when_it_decides(app, client, make_account, runner):
+    account, key = make_account("free")  # 10 creates a minute, for the key and for the account
+    second = runner.invoke(args=["keys", "create", account.email]).output.strip().splitlines()[-1]
+    with app.app_context():
+        credits.grant(account.id, -50)  # no credits: each create is counted, then refused with a 402
+    first, other = Api(client, key), Api(client, second)
+    for _ in range(6):
+        opened = first.post("/v1/imagine", json={"prompt": "a fox"})
+        assert opened.status_code == 402
+    answers = [other.post("/v1/imagine", json={"prompt": "a fox"}) for _ in range(4)]
+    assert [_limit_headers(r)[:2] for r in answers] == [(10, 3), (10, 2), (10, 1), (10, 0)]  # the account's
+    refused = other.post("/v1/imagine", json={"prompt": "a fox"})
+    assert refused.status_code == 429
+    assert "the API and the console count together" in refused.get_json()["error"]["message"]
+    assert _limit_headers(refused) == (10, 0, _limit_headers(opened)[2])  # the account's window, opened first
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert _limit_headers(other.get("/v1/account"))[:2] == (120, 119)  # reads: the key's own bucket
+
+
 def test_unauthenticated_requests_do_not_count(client, make_account):
     _, key = make_account("free")
     for _ in range(15):
