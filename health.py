@@ -1,4 +1,5 @@
-"""GET /healthz: whether the database answers (200 or 503) and how each operation's provider is doing.
+"""GET /healthz: whether the database answers (200 or 503), whether the rate-limit storage does, and
+how each operation's provider is doing.
 
 Public and outside the API's rate limit. Provider checks are cached for HEALTH_CACHE_SECONDS, so a
 health probe cannot hammer a backend.
@@ -13,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
+import ratelimit
 from models import db
 from providers import EXTENSION as PROVIDERS
 
@@ -62,11 +64,18 @@ def _database() -> dict[str, Any]:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """The service's health: 200 while the database answers (degraded if a provider does not), else 503."""
+    """The service's health: 200 while the database answers (degraded if the rate-limit storage or a
+    provider does not), else 503."""
     database = _database()
+    rate_limits = ratelimit.storage_health()
     providers = current_app.extensions[EXTENSION].current(current_app)
-    healthy = database["ok"] and all(entry["ok"] for entry in providers.values())
-    body = {"status": "ok" if healthy else "degraded", "database": database, "providers": providers}
+    healthy = database["ok"] and rate_limits["ok"] and all(entry["ok"] for entry in providers.values())
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "database": database,
+        "rateLimits": rate_limits,
+        "providers": providers,
+    }
     return jsonify(body), 200 if database["ok"] else 503
 
 

@@ -6,22 +6,28 @@ a job never uses up the rate at which one may create them.
 
 Creating jobs is also limited per account, at the same plan rate, wherever the job comes from (any
 key of the API, or the console's playground and buttons), in the limiter's own storage.
+
+While a shared storage (Redis) does not answer, each process counts in its own memory, and goes back
+to the storage once it answers again.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import RateLimiter
 
 import hooks
 from config import PLANS
@@ -43,8 +49,13 @@ class CreatesLimited(ApiError):
         return response
 
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 EXTENSION = "apiframe.limiter"
 WINDOW_ENDS = "apiframe.window_ends"
+FALLBACK = "apiframe.limiter_fallback"
+STORAGE_TIMEOUT = 1.0  # seconds a Redis connect or reply may take before it counts as not answering
 LIMITER_HOOKS = "apiframe.limiter_hooks"  # Flask-Limiter's own request hooks, for limit_blueprint
 CREATES, READS = "creates", "reads"  # the two buckets' names (flask-limiter scopes)
 BUCKET_NAMES = {CREATES: "creates (requests that make a job)", READS: "reads"}  # as a 429 names them
@@ -135,10 +146,14 @@ def _hit(item: RateLimitItem, identity: str, scope: str) -> tuple[int, float]:
     """Count a request of ``identity`` in ``item``'s window: the count it reached and when the window ends."""
     # The fixed window's hit (limits' FixedWindowRateLimiter.hit), keeping the count it returns, so
     # the headers need no other look at the storage while the window's end is known.
-    key = item.key_for("apiframe", identity, scope)
-    storage, expiry, counted_at = limiter().limiter.storage, item.get_expiry(), time.time()
-    used = storage.incr(key, expiry)
-    return used, current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry, counted_at)
+    key, expiry = item.key_for("apiframe", identity, scope), item.get_expiry()
+
+    def count(strategy: RateLimiter) -> tuple[int, float]:
+        storage, counted_at = strategy.storage, time.time()
+        used = storage.incr(key, expiry)
+        return used, current_app.extensions[WINDOW_ENDS].end(storage, key, used, expiry, counted_at)
+
+    return current_app.extensions[FALLBACK].run(count)
 
 
 def seconds_until(moment: float) -> int:
@@ -201,6 +216,62 @@ class WindowEnds:
         self._ends[key] = (end, used)
         return end
 
+    def forget(self) -> None:
+        """Forget every window's end (the counts move to another storage)."""
+        self._ends.clear()
+
+
+class Fallback:
+    """Counting in this process's memory while the shared storage does not answer, and back once it does.
+
+    Flask-Limiter keeps an in-memory limiter for this (``in_memory_fallback_enabled``): on a storage
+    error in its own hooks (the sign-in pages) it marks the storage dead, and ``Limiter.limiter`` is
+    then the in-memory one. The API's buckets count through ``run``, which marks it the same way and,
+    while it is dead, asks the storage again at most every RETRY seconds, one request at a time.
+    """
+
+    RETRY = 5.0
+
+    def __init__(self, limiter: Limiter, ends: WindowEnds) -> None:
+        self.limiter = limiter
+        self.ends = ends
+        self.lock = threading.Lock()
+        self.failed_at = 0.0  # time.monotonic() of the last failure
+
+    def run(self, count: Callable[[RateLimiter], T]) -> T:
+        """``count`` on the limiter to count with now: the storage's, or while it is dead, the fallback."""
+        if self.limiter._storage_dead:
+            self._retry()
+        dead = self.limiter._storage_dead
+        try:
+            return count(self.limiter.limiter)
+        except StorageError as exc:
+            if dead:
+                raise
+            self._failed(exc)
+            return count(self.limiter.limiter)
+
+    def _failed(self, exc: StorageError) -> None:
+        with self.lock:
+            self.failed_at = time.monotonic()
+            if not self.limiter._storage_dead:
+                log.warning("rate-limit storage not answering (%s): counting in this process meanwhile", exc)
+                self.limiter._storage_dead = True
+                self.ends.forget()
+
+    def _retry(self) -> None:
+        if time.monotonic() - self.failed_at < self.RETRY or not self.lock.acquire(blocking=False):
+            return
+        try:
+            if self.limiter.storage.check():
+                log.warning("rate-limit storage answering again; counting there")
+                self.limiter._storage_dead = False
+                self.ends.forget()
+            else:
+                self.failed_at = time.monotonic()
+        finally:
+            self.lock.release()
+
 
 class SweptMemoryStorage(MemoryStorage):
     """limits' in-process storage (``memory://``), its expired counters dropped by one lasting thread.
@@ -238,12 +309,23 @@ def _storage_uri(uri: str) -> str:
     return f"{SweptMemoryStorage.STORAGE_SCHEME[0]}://{rest}" if scheme == "memory" and sep else uri
 
 
+def _storage_options(uri: str) -> dict[str, Any]:
+    """Storage errors raised as StorageError; Redis's waits bounded by STORAGE_TIMEOUT (or the URI's)."""
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if uri.partition("://")[0] in RedisStorage.STORAGE_SCHEME:
+        options.update(socket_timeout=STORAGE_TIMEOUT, socket_connect_timeout=STORAGE_TIMEOUT)
+    return options
+
+
 def init_app(app: Flask, api: Blueprint) -> Limiter:
     """Rate-limit ``api`` on ``app``; register after authentication so the key is known."""
     app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
+    uri = _storage_uri(app.config["RATELIMIT_STORAGE_URI"])
     limiter = Limiter(
         key_func=api_key_identity,
-        storage_uri=_storage_uri(app.config["RATELIMIT_STORAGE_URI"]),
+        storage_uri=uri,
+        storage_options=_storage_options(uri),
+        in_memory_fallback_enabled=True,
         strategy="fixed-window",
         headers_enabled=True,
         key_prefix="apiframe",
@@ -255,6 +337,7 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
     app.after_request(_add_limit_headers)
     app.extensions[EXTENSION] = limiter
     app.extensions[WINDOW_ENDS] = WindowEnds()
+    app.extensions[FALLBACK] = Fallback(limiter, app.extensions[WINDOW_ENDS])
     return limiter
 
 
@@ -263,11 +346,6 @@ def limit_blueprint(app: Flask, blueprint: Blueprint, limit: str | Callable[[], 
     app.extensions[EXTENSION].limit(limit, **options)(blueprint)
     hooks.attach(app, blueprint.name, {"after_request_funcs": [_drop_stray_retry_after]})  # runs last
     hooks.attach(app, blueprint.name, app.extensions[LIMITER_HOOKS])
-
-
-def limiter() -> Limiter:
-    """The current app's rate limiter."""
-    return current_app.extensions[EXTENSION]
 
 
 def count_create(account: Account) -> None:
@@ -290,8 +368,20 @@ def count_create(account: Account) -> None:
     )
 
 
-def requests_this_minute(limiter: Limiter, key_hash: str, plan: str, kind: str = CREATES) -> tuple[int, int]:
+def requests_this_minute(key_hash: str, plan: str, kind: str = CREATES) -> tuple[int, int]:
     """How many requests of bucket ``kind`` a key made in the current window, and that bucket's limit."""
     item = _item(plan, kind)
-    stats = limiter.limiter.get_window_stats(item, "apiframe", bucket(key_hash), kind)
+    stats = current_app.extensions[FALLBACK].run(
+        lambda strategy: strategy.get_window_stats(item, "apiframe", bucket(key_hash), kind)
+    )
     return item.amount - stats.remaining, item.amount
+
+
+def storage_health() -> dict[str, Any]:
+    """Whether the rate-limit storage answers, for /healthz: while it does not, each process counts alone."""
+    storage = current_app.extensions[EXTENSION].storage
+    if isinstance(storage, MemoryStorage):
+        return {"ok": True, "detail": "counted in this process"}
+    if storage.check():
+        return {"ok": True, "detail": "answering"}
+    return {"ok": False, "detail": "the rate-limit storage did not answer; each process counts on its own"}

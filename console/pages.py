@@ -52,10 +52,9 @@ def live_keys() -> list[ApiKey]:
 
 def key_usage() -> list[KeyUsage]:
     """Requests this minute for each live key, against the plan's limit."""
-    limiter = ratelimit.limiter()
     usage = []
     for key in live_keys():
-        used, limit = requests_this_minute(limiter, key.key_hash, g.account.plan)
+        used, limit = requests_this_minute(key.key_hash, g.account.plan)
         usage.append(KeyUsage(key, used, limit))
     return usage
 

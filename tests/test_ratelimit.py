@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import types
@@ -16,6 +17,8 @@ import ratelimit
 from config import PLANS
 from conftest import Api
 from ratelimit import READS, reads_per_minute, requests_this_minute
+from servers import free_port
+from test_console import PASSWORD, Console
 
 
 def _limit_headers(response) -> tuple[int, int, int]:
@@ -198,9 +201,8 @@ def test_requests_this_minute(app, make_account, client):
         from models import ApiKey
 
         key_hash = ApiKey.get(ApiKey.account == account.id).key_hash
-        limiter = app.extensions["apiframe.limiter"]
-        assert requests_this_minute(limiter, key_hash, "hobby") == (3, 30)
-        assert requests_this_minute(limiter, key_hash, "hobby", READS) == (1, 300)
+        assert requests_this_minute(key_hash, "hobby") == (3, 30)
+        assert requests_this_minute(key_hash, "hobby", READS) == (1, 300)
 
 
 def test_jobs_made_in_the_console_count_against_the_same_plan_limit(app, client, make_account):
@@ -340,3 +342,83 @@ def test_options_needs_no_key_and_counts_for_nothing(client, make_account):
         assert client.options("/v1/imagine", headers={"X-API-Key": key}).status_code == 200
     answer = client.post("/v1/imagine", json={}, headers={"X-API-Key": key})
     assert answer.status_code == 400 and answer.headers["X-RateLimit-Remaining"] == "9"
+
+
+class _Proxy:
+    """A TCP proxy to Redis that a test can freeze (nothing passes, sockets stay open) or stop (port dead)."""
+
+    def __init__(self, target: int = 6379) -> None:
+        self.target = target
+        self.frozen = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            far = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [near, far]
+            threading.Thread(target=self._pipe, args=(near, far), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(far, near), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.frozen.is_set():  # frozen, it swallows what it gets: nothing comes back
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.listener.close()
+        for connection in self.sockets:
+            connection.close()
+
+
+def test_a_storage_that_does_not_answer_is_replaced_by_the_process_memory(settings, request, caplog):
+    settings["RATELIMIT_STORAGE_URI"] = f"redis://127.0.0.1:{free_port()}/13"  # nothing listens there
+    client, make_account = request.getfixturevalue("client"), request.getfixturevalue("make_account")
+    _, key = make_account("free", email="down@example.com", password=PASSWORD)
+    api = Api(client, key)
+    answer = api.get("/v1/account")
+    assert answer.status_code == 200 and _limit_headers(answer)[:2] == (120, 119)
+    for left in range(9, -1, -1):
+        assert _limit_headers(api.post("/v1/imagine", json={}))[:2] == (10, left)
+    assert api.post("/v1/imagine", json={}).status_code == 429  # the limits still hold, per process
+    assert Console(client).login("down@example.com").status_code == 302  # the sign-in's limit too
+    assert client.get("/console/").status_code == 200  # which shows each key's requests this minute
+    warnings = [r for r in caplog.records if r.name == "ratelimit" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "not answering" in warnings[0].getMessage()
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.get_json()["status"] == "degraded"
+    assert health.get_json()["rateLimits"] == {
+        "ok": False,
+        "detail": "the rate-limit storage did not answer; each process counts on its own",
+    }
+
+
+def test_a_frozen_storage_costs_a_bounded_wait_and_is_used_again_once_it_answers(settings, request):
+    proxy = _Proxy()
+    request.addfinalizer(proxy.stop)
+    settings["RATELIMIT_STORAGE_URI"] = f"redis://127.0.0.1:{proxy.port}/13"
+    app, client = request.getfixturevalue("app"), request.getfixturevalue("client")
+    api = Api(client, request.getfixturevalue("make_account")("free")[1])
+    assert _limit_headers(api.get("/v1/account"))[:2] == (120, 119)  # counted in Redis
+    assert client.get("/healthz").get_json()["rateLimits"] == {"ok": True, "detail": "answering"}
+    proxy.frozen.set()
+    started = time.monotonic()
+    assert _limit_headers(api.get("/v1/account"))[:2] == (120, 119)  # counted in memory, after one timeout
+    assert time.monotonic() - started < ratelimit.STORAGE_TIMEOUT + 1
+    started = time.monotonic()
+    assert _limit_headers(api.get("/v1/account"))[:2] == (120, 118)
+    assert time.monotonic() - started < 0.5  # no wait for a storage known to be down
+    proxy.frozen.clear()
+    app.extensions[ratelimit.FALLBACK].RETRY = 0
+    assert _limit_headers(api.get("/v1/account"))[:2] == (120, 118)  # back in Redis, whose count it was
+    proxy.stop()
+    assert _limit_headers(api.get("/v1/account"))[:2] == (120, 117)  # in memory again
