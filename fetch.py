@@ -36,12 +36,16 @@ def check_url(url: str) -> None:
         raise RefusedURL("only http and https URLs are allowed")
     if not parts.hostname:
         raise RefusedURL("the URL has no host")
-    try:
-        port = parts.port
-    except ValueError:  # not a number, or past 65535
-        port = 0
-    if port == 0:
+    if not has_valid_port(url):
         raise RefusedURL("the URL's port must be a number from 1 to 65535")
+
+
+def has_valid_port(url: str) -> bool:
+    """Whether ``url`` names no port, or one from 1 to 65535."""
+    try:
+        return urlsplit(url).port != 0
+    except ValueError:  # not a number, or past 65535
+        return False
 
 
 def session(*, allow_private: bool, follow_redirects: bool, timeout: float) -> HTTPSession:

@@ -188,12 +188,9 @@ class HttpUrl(fields.Url):
             raise ValidationError(UNICODE_MESSAGE)
         if len(value) > MAX_URL_LENGTH:
             raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters.")
-        url = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            fetch.check_url(url)  # what the fetcher would refuse: a port out of range
-        except fetch.RefusedURL as exc:
-            raise ValidationError(f"must be an http or https URL: {exc}.") from None
-        return url
+        if not fetch.has_valid_port(value):
+            raise ValidationError("must be an http or https URL whose port is a number from 1 to 65535.")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class HeaderValue(fields.String):

@@ -106,7 +106,7 @@ def test_a_lone_surrogate_or_a_nul_in_a_string_field_is_a_400_naming_the_field(a
 )
 def test_a_url_whose_port_is_out_of_range_is_a_400_naming_the_field(app, api, path, body, field):
     message = _error(_raw(api, path, json.dumps(body)))
-    assert f"'{field}'" in message and "port must be a number from 1 to 65535" in message
+    assert f"'{field}'" in message and "port is a number from 1 to 65535" in message
     with app.app_context():
         assert Job.select().count() == 0
 
