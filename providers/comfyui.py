@@ -15,14 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket as net
+import ssl
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlencode, urlsplit, urlunsplit
 
 import websocket
 from PIL import Image
+from websocket import ABNF
 
 import imaging
 from providers import (
@@ -42,6 +45,7 @@ from providers import (
 )
 from providers.comfyui_templates import Template
 from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_bytes, scaled
+from watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,8 @@ BATCH = 4
 BLEND_DENOISE = 0.75  # how far a blend departs from the even mix of its inputs
 UPLOAD_SUBFOLDER = "apiframe"  # inputs go to ComfyUI's input/apiframe/
 CANCEL_SECONDS = 5.0  # interrupting or dequeuing a stopped job gives up after this long
-SOCKET_WAIT = 1.0  # longest single wait for a websocket message (the job is checked in between)
+SOCKET_WAIT = 1.0  # longest single wait for websocket data (the job is checked in between)
+MESSAGE_BYTES = 8 * 1024 * 1024  # a longer websocket message (JSON, or a preview image) ends the socket
 QUIET_PEEK = 10.0  # after this long without news of our prompt, look at /history once
 LOST_CHECKS = 2  # polls in a row that find the prompt nowhere before the job fails
 
@@ -84,6 +89,33 @@ def parse_headers(value: str | None) -> dict[str, str]:
 
 def _round8(side: int) -> int:
     return max(64, int(side) // 8 * 8)
+
+
+class Frames(websocket.frame_buffer):
+    """A job's websocket frames, read with the job checked before each socket read, which never waits
+    past the deadline; a message longer than MESSAGE_BYTES (one frame or its fragments together) is
+    refused from its frame header, before its data is read."""
+
+    def __init__(self, socket: websocket.WebSocket, ctx: JobContext) -> None:
+        super().__init__(self._read, skip_utf8_validation=False)
+        self.socket, self.ctx = socket, ctx
+        self.taken = 0  # bytes of the fragmented message being received
+
+    def _read(self, size: int) -> bytes:
+        self.ctx.check()
+        self.socket.settimeout(max(0.01, min(SOCKET_WAIT, self.ctx.remaining())))
+        return websocket.recv(self.socket.sock, size)
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        if self.taken + (self.length or 0) > MESSAGE_BYTES:
+            raise websocket.WebSocketPayloadException(f"a message of over {MESSAGE_BYTES} bytes")
+
+    def recv_frame(self) -> ABNF:
+        frame = super().recv_frame()
+        if frame.opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT):
+            self.taken = 0 if frame.fin else self.taken + len(frame.data)
+        return frame
 
 
 class Watch:
@@ -257,7 +289,7 @@ class ComfyUIProvider(Provider):
                 raise
         finally:
             if socket is not None:
-                socket.close(timeout=0.5)
+                socket.close(timeout=0)  # no wait for its answer: what is unread may be a refused frame
         return self._results(entry, template, ctx)
 
     def _upload(self, image: Image.Image, ctx: JobContext) -> str:
@@ -316,10 +348,17 @@ class ComfyUIProvider(Provider):
         scheme = "wss" if parts.scheme == "https" else "ws"
         url = urlunsplit((scheme, parts.netloc, parts.path, urlencode({"clientId": client_id}), ""))
         timeout = min(self.http.settings.connect_timeout, max(0.05, ctx.remaining()))
+        socket = websocket.WebSocket()
+        socket.frame_buffer = Frames(socket, ctx)
         try:
-            return websocket.create_connection(
-                url, timeout=timeout, header=[f"{name}: {value}" for name, value in self.headers.items()]
-            )
+            with Watchdog(timeout) as watchdog:  # the whole handshake, which a server could trickle
+                socket.connect(
+                    url,
+                    socket=_open(parts, timeout, watchdog),
+                    timeout=timeout,
+                    header=[f"{name}: {value}" for name, value in self.headers.items()],
+                )
+            return socket
         except (websocket.WebSocketException, OSError) as exc:
             log.warning("comfyui: no websocket (%s); polling /history", type(exc).__name__)
             return None
@@ -343,7 +382,6 @@ class ComfyUIProvider(Provider):
         last_news = time.monotonic()
         while True:
             ctx.check()
-            socket.settimeout(max(0.05, min(SOCKET_WAIT, ctx.remaining())))
             try:
                 raw = socket.recv()
             except websocket.WebSocketTimeoutException:
@@ -483,6 +521,23 @@ def _choices(info: Any, input_name: str) -> list[Any] | None:
         options = spec[1].get("options")
         return options if isinstance(options, list) else None
     return None
+
+
+def _open(parts: SplitResult, timeout: float, watchdog: Watchdog) -> net.socket:
+    """A TCP (and for https, TLS) connection to the server of ``parts``, shut down by ``watchdog``."""
+    secure = parts.scheme == "https"
+    sock = net.create_connection((parts.hostname, parts.port or (443 if secure else 80)), timeout)
+    watchdog.watch(sock)
+    if secure:
+        try:
+            context = ssl.create_default_context()
+            sock = context.wrap_socket(sock, server_hostname=parts.hostname, do_handshake_on_connect=False)
+            watchdog.watch(sock)
+            sock.do_handshake()
+        except OSError:
+            sock.close()
+            raise
+    return sock
 
 
 def _queue_state(queue: Any, prompt_id: str) -> str | None:

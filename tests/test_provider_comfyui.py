@@ -326,6 +326,45 @@ def test_a_silent_server_never_holds_the_job_past_its_deadline(comfy):
     assert comfy.interrupts  # the server was told to stop
 
 
+def run_within(provider, ctx, seconds: float):
+    """An imagine run in a thread: its result or exception, failing if it still runs ``seconds`` later."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(provider.run("imagine", imagine_request(), ctx))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"the job still ran {seconds} s later"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("rudeness", ["pings", "slow frame", "fragments"])
+def test_a_websocket_that_keeps_sending_never_holds_the_job_past_its_deadline_or_a_cancel(comfy, rudeness):
+    comfy.rude_socket = rudeness
+    assert isinstance(run_within(make(comfy), Ctx(seconds=1.5), 2.5), JobTimedOut)
+    ctx = Ctx()
+    ctx.cancel_after(0.5)
+    assert isinstance(run_within(make(comfy), ctx, 1.5), JobCancelled)
+
+
+def test_a_trickled_websocket_handshake_gives_up_for_polling_within_the_connect_timeout(comfy):
+    comfy.rude_socket = "slow handshake"
+    result = run_within(make(comfy, PROVIDER_CONNECT_TIMEOUT=0.5), Ctx(seconds=10), 3)
+    assert len(result.tiles) == 4 and comfy.calls("/history/" + _prompt_id(comfy))
+
+
+@pytest.mark.parametrize("rudeness", ["huge frame", "many fragments"])
+def test_a_websocket_message_past_the_size_limit_ends_the_socket_for_polling(comfy, rudeness):
+    comfy.rude_socket = rudeness
+    result = run_within(make(comfy), Ctx(seconds=10), 3)
+    assert len(result.tiles) == 4 and comfy.calls("/history/" + _prompt_id(comfy))
+
+
 def test_proxy_headers_are_sent_on_http_and_the_websocket_and_never_shown(comfy):
     comfy.required_headers = {"Authorization": "Bearer s3cret-token"}
     provider = make(comfy, COMFYUI_HEADERS="Authorization: Bearer s3cret-token")

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import io
 import random
+import struct
 import tempfile
 import threading
 import time
@@ -143,6 +144,7 @@ class FakeComfyUI:
         self.fail_class: str | None = None  # a node class whose execution raises
         self.drop_socket_after: int | None = None  # close the client's socket after this many messages
         self.required_headers: dict[str, str] = {}  # an authenticating reverse proxy in front
+        self.rude_socket: str | None = None  # a websocket that never says anything useful: see _rude_ws
         self.faults: list[tuple[str | None, int]] = []  # (path or any, status), each answered once
         self.interrupts: list[dict[str, Any]] = []  # bodies of POST /interrupt
         self.deleted: list[str] = []  # prompt ids removed from the queue
@@ -281,7 +283,9 @@ class FakeComfyUI:
                 return web.json_response({"error": "upstream trouble"}, status=fault[1])
         return await handler(request)
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self.rude_socket:
+            return await self._rude_ws(request, self.rude_socket)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
@@ -295,6 +299,48 @@ class FakeComfyUI:
         finally:
             if self.sockets.get(sid) is ws:
                 self.sockets.pop(sid, None)
+        return ws
+
+    async def _rude_ws(self, request: web.Request, how: str) -> web.StreamResponse:
+        """A websocket that holds its client without a message: "slow handshake" (a byte of the 101
+        answer every 0.1 s), "pings" (one every 0.1 s), "slow frame" (a 1 MB text frame, a byte every
+        0.1 s), "fragments" (a text message whose fragments never end, one every 0.1 s), "huge frame"
+        (a 4 GB text frame, 1 MB of it every 0.05 s) or "many fragments" (16 MB of 1 MB fragments)."""
+        transport = request.transport
+        assert transport is not None
+
+        async def trickle(data: bytes) -> None:
+            for byte in data:
+                if transport.is_closing():
+                    return
+                transport.write(bytes([byte]))
+                await asyncio.sleep(0.1)
+
+        if how == "slow handshake":
+            await trickle(b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: " + b"a" * 100000)
+            return web.Response()
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        mb = b"a" * (1 << 20)
+        if how == "slow frame":
+            transport.write(_frame_header(0x1, 1 << 20))
+            await trickle(mb)
+        elif how == "huge frame":
+            transport.write(_frame_header(0x1, 4 << 30))
+        elif how == "many fragments":
+            transport.write(_frame_header(0x1, 1, fin=False) + b"[")
+            for _ in range(16):
+                transport.write(_frame_header(0x0, len(mb), fin=False) + mb)
+        opcode = 0x1
+        while not transport.is_closing() and not self.closed.is_set():
+            if how == "pings":
+                await ws.ping(b"hi")
+            elif how == "fragments":
+                transport.write(_frame_header(opcode, 1, fin=False) + b"[")
+                opcode = 0x0
+            elif how == "huge frame":
+                transport.write(mb)
+            await asyncio.sleep(0.05 if how == "huge frame" else 0.1)
         return ws
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
@@ -850,6 +896,14 @@ def _paint(size: tuple[int, int], key: str) -> Image.Image:
         r = rng.randrange(8, max(9, min(size) // 3))
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.randrange(256) for _ in range(3)))
     return image
+
+
+def _frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
+    """The head of an unmasked websocket frame, as a server sends it."""
+    first = bytes([(0x80 if fin else 0) | opcode])
+    if length < 126:
+        return first + bytes([length])
+    return first + bytes([127]) + struct.pack(">Q", length)
 
 
 def png_of(image: Image.Image) -> bytes:
