@@ -133,8 +133,8 @@ class Watch:
 
     def message(self, kind: str, data: dict[str, Any]) -> None:
         """Take one websocket message about our prompt into account."""
-        if kind == "execution_cached":
-            self.done.update(str(node) for node in data.get("nodes") or [])
+        if kind == "execution_cached" and isinstance(data.get("nodes"), list):
+            self.done.update(str(node) for node in data["nodes"])
         elif kind == "executing" and data.get("node") is not None:
             if self.current is not None:
                 self.done.add(self.current)
@@ -333,9 +333,10 @@ class ComfyUIProvider(Provider):
             for node_id, entry in node_errors.items():
                 if not isinstance(entry, dict):
                     continue
+                errors = entry.get("errors") if isinstance(entry.get("errors"), list) else []
                 reasons = "; ".join(
                     f"{reason.get('message')}: {reason.get('details')}".rstrip(": ")
-                    for reason in entry.get("errors") or []
+                    for reason in errors
                     if isinstance(reason, dict)
                 )
                 parts.append(f"node {node_id} ({entry.get('class_type')}): {reasons}")
@@ -438,7 +439,8 @@ class ComfyUIProvider(Provider):
             return None
         status = entry.get("status") or {}
         if isinstance(status, dict) and status.get("status_str") == "error":
-            for event, data in status.get("messages") or []:
+            messages = status.get("messages") if isinstance(status.get("messages"), list) else []
+            for event, data in (m for m in messages if isinstance(m, list) and len(m) == 2):
                 if event == "execution_error" and isinstance(data, dict):
                     raise ProviderError(self._execution_error(data))
                 if event == "execution_interrupted":
@@ -467,12 +469,15 @@ class ComfyUIProvider(Provider):
     def _results(self, entry: dict[str, Any], template: Template, ctx: JobContext) -> list[Image.Image]:
         """The result node's images, fetched from /view."""
         outputs = entry.get("outputs") if isinstance(entry.get("outputs"), dict) else {}
-        files = [
-            item
-            for node_id in template.outputs
-            for item in ((outputs.get(node_id) or {}).get("images") or [])
-            if isinstance(item, dict) and item.get("filename")
-        ]
+        try:
+            files = [
+                item
+                for node_id in template.outputs
+                for item in ((outputs.get(node_id) or {}).get("images") or [])
+                if isinstance(item, dict) and item.get("filename")
+            ]
+        except (AttributeError, TypeError):  # a node's output that is not {"images": [...]}
+            raise ProviderError("The comfyui provider sent an unexpected answer to /history.") from None
         if not files:
             raise ProviderError("The comfyui provider's workflow finished without saving an image.")
         images = []
@@ -545,7 +550,10 @@ def _queue_state(queue: Any, prompt_id: str) -> str | None:
     if not isinstance(queue, dict):
         raise ProviderError("The comfyui provider sent an unexpected answer to /queue.")
     for state, key in (("running", "queue_running"), ("pending", "queue_pending")):
-        for item in queue.get(key) or []:
+        items = queue.get(key) or []
+        if not isinstance(items, list):
+            raise ProviderError("The comfyui provider sent an unexpected answer to /queue.")
+        for item in items:
             if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                 return state
     return None

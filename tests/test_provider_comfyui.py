@@ -365,6 +365,51 @@ def test_a_websocket_message_past_the_size_limit_ends_the_socket_for_polling(com
     assert len(result.tiles) == 4 and comfy.calls("/history/" + _prompt_id(comfy))
 
 
+def test_a_malformed_websocket_message_about_our_prompt_is_ignored(comfy):
+    comfy.reshape = lambda event, data: {**data, "nodes": 5} if event == "execution_cached" else data
+    assert len(make(comfy).run("imagine", imagine_request(), Ctx()).tiles) == 4
+
+
+@pytest.mark.parametrize(
+    "reshape, message",
+    ids=["outputs", "messages"],
+    argvalues=[
+        (lambda entry: {**entry, "outputs": {node: ["x"] for node in entry["outputs"]}},
+         "The comfyui provider sent an unexpected answer to /history."),
+        (lambda entry: {**entry, "status": {**entry["status"], "messages": [["a"], "b", 5]}},
+         "The comfyui provider's prompt failed (no reason given)."),
+    ],
+)  # fmt: skip
+def test_a_wrong_shaped_history_entry_fails_the_job_naming_the_provider(comfy, reshape, message):
+    comfy.fail_class = "VAEDecode" if "failed" in message else None
+    comfy.drop_socket_after = 1  # the end is read from the history
+    comfy.reshape = lambda what, data: reshape(data) if what == "history" else data
+    with pytest.raises(ProviderError) as failure:
+        make(comfy).run("imagine", imagine_request(), Ctx())
+    assert str(failure.value) == message
+
+
+def test_a_wrong_shaped_queue_fails_the_job_naming_the_provider(comfy):
+    comfy.paused.set()
+    comfy.fail(500, path="/ws")  # no websocket: the queue is polled
+    comfy.reshape = lambda what, data: {**data, "queue_pending": 5} if what == "queue" else data
+    with pytest.raises(ProviderError) as failure:
+        make(comfy).run("imagine", imagine_request(), Ctx())
+    assert str(failure.value) == "The comfyui provider sent an unexpected answer to /queue."
+
+
+def test_a_wrong_shaped_refusal_still_gives_comfyuis_message(comfy):
+    def reshape(what, data):
+        return {**data, "node_errors": {"1": {"class_type": "X", "errors": 5}}} if what == "prompt" else data
+
+    comfy.reshape = reshape
+    with pytest.raises(ProviderError) as failure:
+        make(comfy, COMFYUI_CHECKPOINT="missing.safetensors").run("imagine", imagine_request(), Ctx())
+    assert str(failure.value) == (
+        "The comfyui provider refused the workflow: Prompt outputs failed validation. node 1 (X):"
+    )
+
+
 def test_proxy_headers_are_sent_on_http_and_the_websocket_and_never_shown(comfy):
     comfy.required_headers = {"Authorization": "Bearer s3cret-token"}
     provider = make(comfy, COMFYUI_HEADERS="Authorization: Bearer s3cret-token")

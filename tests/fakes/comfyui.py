@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,8 @@ class FakeComfyUI:
         self.drop_socket_after: int | None = None  # close the client's socket after this many messages
         self.required_headers: dict[str, str] = {}  # an authenticating reverse proxy in front
         self.rude_socket: str | None = None  # a websocket that never says anything useful: see _rude_ws
+        # (websocket event, or "prompt" (a refusal), "queue" or "history"; data) -> the data sent instead
+        self.reshape: Callable[[str, Any], Any] | None = None
         self.faults: list[tuple[str | None, int]] = []  # (path or any, status), each answered once
         self.interrupts: list[dict[str, Any]] = []  # bodies of POST /interrupt
         self.deleted: list[str] = []  # prompt ids removed from the queue
@@ -356,7 +359,8 @@ class FakeComfyUI:
         prompt, prompt_id = body["prompt"], str(uuid.uuid4())
         valid, error, outputs, node_errors = self._validate(prompt)
         if not valid:
-            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
+            refusal = {"error": error, "node_errors": node_errors}
+            return web.json_response(self.reshape("prompt", refusal) if self.reshape else refusal, status=400)
         extra = {"client_id": body["client_id"]} if "client_id" in body else {}
         extra["create_time"] = int(time.time() * 1000)
         with self.mutex:
@@ -370,7 +374,8 @@ class FakeComfyUI:
         with self.mutex:
             running = [list(item[:5]) for item in self.running.values()]
             pending = [list(item[:5]) for item in self.queue]
-        return web.json_response({"queue_running": running, "queue_pending": pending})
+        queue = {"queue_running": running, "queue_pending": pending}
+        return web.json_response(self.reshape("queue", queue) if self.reshape else queue)
 
     async def _post_queue(self, request: web.Request) -> web.Response:
         body = request[CALL].json or {}
@@ -397,6 +402,8 @@ class FakeComfyUI:
         prompt_id = request.match_info["prompt_id"]
         with self.mutex:
             entry = copy.deepcopy(self.history.get(prompt_id))
+        if entry is not None and self.reshape:
+            entry = self.reshape("history", entry)
         return web.json_response({prompt_id: entry} if entry is not None else {})
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -748,6 +755,8 @@ class FakeComfyUI:
             await ws.close()
             return
         self.sent[client] = self.sent.get(client, 0) + 1
+        if self.reshape:
+            message = {**message, "data": self.reshape(message["type"], message["data"])}
         await ws.send_json(message)
 
     def _run_node(
