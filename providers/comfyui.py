@@ -244,10 +244,11 @@ class ComfyUIProvider(Provider):
             raise ProviderError(f"The comfyui provider's workflows cannot be used: {exc}") from None
         ctx = self.http.check_context()
         stats = self.http.json("GET", "/system_stats", ctx, retries=0)
-        version = (stats.get("system") or {}).get("comfyui_version") if isinstance(stats, dict) else None
+        system = (stats.get("system") or {}) if isinstance(stats, dict) else None
         devices = stats.get("devices") if isinstance(stats, dict) else None
-        if not isinstance(devices, list):
+        if not isinstance(system, dict) or not isinstance(devices, list):
             raise ProviderError("The comfyui provider sent an unexpected answer to /system_stats.")
+        version = system.get("comfyui_version")
         for node_class in sorted(set().union(*(t.classes() for t in templates.values()))):
             info = self.http.json("GET", f"/object_info/{quote(node_class)}", ctx, retries=0)
             if not isinstance(info, dict) or node_class not in info:

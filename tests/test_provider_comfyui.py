@@ -568,6 +568,18 @@ def test_providers_check_fails_on_a_missing_checkpoint_or_node_or_a_template_bro
     assert "upscale.json lacks the binding(s) upscale needs: apiframe:image" in result.output
 
 
+def test_a_wrong_shaped_system_stats_fails_the_check_and_degrades_health(comfy, app_for):
+    comfy.reshape = lambda what, data: {"system": "x", "devices": []} if what == "system_stats" else data
+    app = app_for(comfy)
+    result = app.test_cli_runner().invoke(args=["providers", "check"])
+    assert result.exit_code == 1
+    reason = "The comfyui provider sent an unexpected answer to /system_stats."
+    assert f"imagine: comfyui FAILED: {reason}" in result.output
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200 and response.get_json()["status"] == "degraded"
+    assert response.get_json()["providers"]["imagine"]["detail"] == reason
+
+
 @pytest.fixture
 def app_for(tmp_path):
     """An app (no workers) whose provider is the comfyui adapter of a fake."""

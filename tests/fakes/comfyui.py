@@ -146,7 +146,7 @@ class FakeComfyUI:
         self.drop_socket_after: int | None = None  # close the client's socket after this many messages
         self.required_headers: dict[str, str] = {}  # an authenticating reverse proxy in front
         self.rude_socket: str | None = None  # a websocket that never says anything useful: see _rude_ws
-        # (websocket event, or "prompt" (a refusal), "queue" or "history"; data) -> the data sent instead
+        # (websocket event, or "prompt" (a refusal), "queue", "history", "system_stats"; data) -> data sent
         self.reshape: Callable[[str, Any], Any] | None = None
         self.faults: list[tuple[str | None, int]] = []  # (path or any, status), each answered once
         self.interrupts: list[dict[str, Any]] = []  # bodies of POST /interrupt
@@ -436,31 +436,30 @@ class FakeComfyUI:
         return web.Response(body=path.read_bytes(), content_type="image/png")
 
     async def _system_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "system": {
-                    "os": "linux",
-                    "ram_total": 34359738368,
-                    "ram_free": 30000000000,
-                    "comfyui_version": "0.3.99",
-                    "python_version": "3.12.3",
-                    "pytorch_version": "2.14.1",
-                    "embedded_python": False,
-                    "argv": ["main.py", "--listen", "127.0.0.1"],
-                },
-                "devices": [
-                    {
-                        "name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
-                        "type": "cuda",
-                        "index": 0,
-                        "vram_total": 25386352640,
-                        "vram_free": 24000000000,
-                        "torch_vram_total": 0,
-                        "torch_vram_free": 0,
-                    }
-                ],
-            }
-        )
+        stats = {
+            "system": {
+                "os": "linux",
+                "ram_total": 34359738368,
+                "ram_free": 30000000000,
+                "comfyui_version": "0.3.99",
+                "python_version": "3.12.3",
+                "pytorch_version": "2.14.1",
+                "embedded_python": False,
+                "argv": ["main.py", "--listen", "127.0.0.1"],
+            },
+            "devices": [
+                {
+                    "name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
+                    "type": "cuda",
+                    "index": 0,
+                    "vram_total": 25386352640,
+                    "vram_free": 24000000000,
+                    "torch_vram_total": 0,
+                    "torch_vram_free": 0,
+                }
+            ],
+        }
+        return web.json_response(self.reshape("system_stats", stats) if self.reshape else stats)
 
     async def _object_info(self, request: web.Request) -> web.Response:
         node_class = request.match_info["node_class"]
