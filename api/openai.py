@@ -15,7 +15,7 @@ import io
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -434,24 +434,31 @@ def _images(ended: list[Job], n: int, response_format: str) -> list[dict[str, An
     """``n`` images of the ended jobs, or the error that says why there are none."""
     unfinished = [job for job in ended if job.status not in jobs.TERMINAL]
     if unfinished:
-        for job in ended:
+        for job in unfinished:
             jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the synchronous request ran out of time.")
+        now = Job.select().where(Job.id.in_([job.id for job in ended]))  # one may have ended meanwhile
+        _refund_succeeded(now, "its request ran out of time")
         limit = current_app.config["SYNC_WAIT"]
         raise ApiError(
             504,
             "TIMEOUT",
             f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
-            "jobs were cancelled and their credits refunded.",
+            "jobs were cancelled, and the request's credits refunded.",
         )
     failed = [job for job in ended if job.status != jobs.SUCCEEDED]
-    if failed:  # all or nothing: no images are answered, so none are paid for
-        for job in ended:
-            if job.status == jobs.SUCCEEDED:
-                credits.refund(job, f"{job.type} job refunded: another job of its request failed")
+    if failed:
+        _refund_succeeded(ended, "another job of its request failed")
         job = failed[0]
         raise ApiError(500, "PROVIDER_ERROR", f"Job {job.id} ended {job.status}: {job.error or 'no images'}")
     images = [(job, name) for job in ended for name in job.tiles][:n]
     return [_image(job, name, response_format) for job, name in images]
+
+
+def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
+    """All or nothing: an answer without images pays for none, so the jobs that succeeded are refunded."""
+    for job in ended:
+        if job.status == jobs.SUCCEEDED:
+            credits.refund(job, f"{job.type} job refunded: {why}")
 
 
 def _image(job: Job, name: str, response_format: str) -> dict[str, Any]:

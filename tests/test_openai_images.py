@@ -425,6 +425,28 @@ def test_a_request_that_waits_too_long_gets_504_and_its_credits_back(live):
     assert balance(app, account) == 5000
 
 
+def test_a_504_refunds_the_jobs_that_succeeded_too(server, monkeypatch):
+    app, _, account, _, client = server
+    app.config.update(SYNC_WAIT=2.0)
+    run, release = workers.execute, threading.Event()
+
+    def second_job_is_late(job, ctx):
+        if job.params.get("seed") is not None:  # the request's second job draws a fresh seed
+            release.wait(10)
+            raise ProviderError("too late")
+        return run(job, ctx)
+
+    monkeypatch.setattr(workers, "execute", second_job_is_late)
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.images.generate(prompt="a slow fox", n=8, size="256x256")
+        assert caught.value.status_code == 504
+        assert sorted(job.status for job in jobs_of(app, account)) == ["cancelled", "succeeded"]
+        assert balance(app, account) == 5000  # the answer has none of the first job's images
+    finally:
+        release.set()
+
+
 def test_a_job_ended_by_another_process_is_seen_without_the_signal(settings, make_account, app):
     app.extensions["apiframe.pool"].stop(wait=False)  # no worker here: "another process" ends the job
     account, _ = make_account("scale")
