@@ -61,11 +61,24 @@ SIZES: dict[str, tuple[str, float]] = {
 }
 AUTO = "auto"  # generations: 1024x1024; edits and variations: the aspect ratio nearest the image's
 # OpenAI's quality: low and medium make smaller images; the others keep the size's.
-QUALITIES = {"low": 0.25, "medium": 0.5, "standard": None, "hd": None, "high": None, AUTO: None}
+# xhigh and max (newer GPT image models) are high here: 1 is this service's highest quality.
+QUALITIES = {
+    "low": 0.25,
+    "medium": 0.5,
+    "standard": None,
+    "hd": None,
+    "high": None,
+    "xhigh": None,
+    "max": None,
+    AUTO: None,
+}
 STYLES = {"natural": "raw", "vivid": None}  # OpenAI's style -> ours (vivid: the default look)
 RESPONSE_FORMATS = ("url", "b64_json")
-# OpenAI's own image models: a client that names one gets the configured providers.
-OPENAI_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
+# OpenAI's own image models: a client that names one gets the configured providers. Those listed are
+# named in errors and /openapi.json; any GPT image model's name (gpt-image-2.5-flare, chatgpt-image-latest)
+# is taken too, so OpenAI's next ones work.
+OPENAI_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2")
+GPT_IMAGE_MODEL = re.compile(r"(chat)?gpt-image-[a-z0-9][a-z0-9.-]{0,60}")
 EDIT_WITHOUT_OPERATION = "Edits with a mask need an operation that repaints a region; this server has none."
 
 
@@ -188,12 +201,14 @@ def _load(schema: schemas.RequestSchema, body: Any) -> dict[str, Any]:
 
 def _provider(model: str | None) -> str | None:
     """The configured provider a model names (None: the configured one for each operation), else 400."""
-    if model is None or model in OPENAI_MODELS:
+    if model is None or model in OPENAI_MODELS or GPT_IMAGE_MODEL.fullmatch(model):
         return None
     if model in model_ids():
         return model
     raise validation_error(
-        f"The 'model' field must be one of: {', '.join(model_ids() + OPENAI_MODELS)}.", {"model": [model]}
+        f"The 'model' field must be one of: {', '.join(model_ids() + OPENAI_MODELS)}, or another GPT image "
+        "model (gpt-image-*, chatgpt-image-*).",
+        {"model": [model]},
     )
 
 

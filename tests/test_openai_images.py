@@ -162,6 +162,20 @@ def test_bad_generation_requests_are_400_in_openai_shape(server):
     assert jobs_of(app, account) == [] and balance(app, account) == 5000
 
 
+@pytest.mark.parametrize(
+    ("model", "quality"),
+    [("gpt-image-2", "high"), ("gpt-image-2.5-flare", "max"), ("chatgpt-image-latest", "xhigh")],
+)
+def test_newer_openai_model_names_and_qualities_are_taken(server, model, quality):
+    app, *_, client = server
+    answer = client.images.generate(prompt="a heron", model=model, quality=quality, size="1024x1024")
+    assert decoded(answer.data[0]).size == (1024, 1024)  # xhigh and max: the highest quality, as high
+    for name in ("gpt-imagery", "dall-e-4", "gpt-image-"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.images.generate(prompt="a heron", model=name)
+        assert caught.value.body["param"] == "model" and "gpt-image-*" in caught.value.body["message"]
+
+
 # ---- edits and variations ------------------------------------------------------------------------
 
 
