@@ -107,6 +107,12 @@ def _choice(choices: tuple[str, ...], default: str | None) -> schemas.Choice:
     return schemas.Choice(load_default=default, validate=schemas.one_of(choices))
 
 
+def _response_format() -> schemas.Choice:
+    """None when not given: GPT image models answer base64, as OpenAI's always do (a URL if asked for)."""
+    default = {"description": "Default: b64_json with a GPT image model, else url."}
+    return schemas.Choice(load_default=None, validate=schemas.one_of(RESPONSE_FORMATS), metadata=default)
+
+
 _FILE = {"type": "string", "format": "binary"}
 
 
@@ -119,7 +125,7 @@ class VariationForm(schemas.RequestSchema):
     model = schemas.Choice(load_default=None, metadata={"description": "A model of GET /v1/models."})
     n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
     size = _choice((AUTO, *SIZES), AUTO)
-    response_format = _choice(RESPONSE_FORMATS, "url")
+    response_format = _response_format()
     user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
 
 
@@ -140,7 +146,7 @@ class GenerationRequest(schemas.RequestSchema):
     size = _choice((AUTO, *SIZES), AUTO)
     quality = _choice(tuple(QUALITIES), AUTO)
     style = _choice(tuple(STYLES), None)
-    response_format = _choice(RESPONSE_FORMATS, "url")
+    response_format = _response_format()
     user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
 
 
@@ -195,7 +201,11 @@ _generation, _edit, _variation = GenerationRequest(), EditForm(), VariationForm(
 
 def _load(schema: schemas.RequestSchema, body: Any) -> dict[str, Any]:
     data = schemas.load(schema, body)
-    data["provider"] = _provider(data.pop("model"))
+    model = data.pop("model")
+    data["provider"] = _provider(model)
+    if data["response_format"] is None:
+        gpt_image = model is not None and GPT_IMAGE_MODEL.fullmatch(model)
+        data["response_format"] = "b64_json" if gpt_image else "url"
     return data
 
 

@@ -162,6 +162,20 @@ def test_bad_generation_requests_are_400_in_openai_shape(server):
     assert jobs_of(app, account) == [] and balance(app, account) == 5000
 
 
+def test_gpt_image_models_answer_base64_unless_a_url_is_asked_for(server):
+    *_, client = server
+    (image,) = client.images.generate(prompt="a heron", model="gpt-image-1", size="256x256").data
+    assert image.url is None and decoded(image).size == (512, 512)  # as OpenAI's GPT image models answer
+    (image,) = client.images.edit(image=upload(), prompt="a heron", model="gpt-image-2", size="256x256").data
+    assert image.url is None and image.b64_json
+    (image,) = client.images.generate(prompt="a heron", model="dall-e-3", size="256x256").data
+    assert image.url and image.b64_json is None  # DALL-E's default, and no model's, stay URLs
+    asked = client.images.generate(
+        prompt="a heron", model="gpt-image-1", response_format="url", size="256x256"
+    )
+    assert asked.data[0].url and asked.data[0].b64_json is None
+
+
 @pytest.mark.parametrize(
     ("model", "quality"),
     [("gpt-image-2", "high"), ("gpt-image-2.5-flare", "max"), ("chatgpt-image-latest", "xhigh")],
