@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from marshmallow import fields
+from marshmallow import ValidationError, fields, validate
 from PIL import Image
 
 import credits
@@ -74,6 +74,13 @@ QUALITIES = {
 }
 STYLES = {"natural": "raw", "vivid": None}  # OpenAI's style -> ours (vivid: the default look)
 RESPONSE_FORMATS = ("url", "b64_json")
+OUTPUT_FORMATS = tuple(imaging.FORMATS)  # png, webp, jpeg: what the images can be encoded as
+# OpenAI's values that this service cannot honour, and why: a 400 says so.
+NO_TRANSPARENCY = {"transparent": "cannot be transparent: these images are opaque."}
+STILLS_ONLY = {
+    kind: f"cannot be {kind}: the images are stills, in png, webp or jpeg." for kind in ("gif", "svg")
+}
+NO_STREAMING = {True: "cannot be true: streaming is not supported; the answer comes with the images."}
 # OpenAI's own image models: a client that names one gets the configured providers. Those listed are
 # named in errors and /openapi.json; any GPT image model's name (gpt-image-2.5-flare, chatgpt-image-latest)
 # is taken too, so OpenAI's next ones work.
@@ -113,7 +120,53 @@ def _response_format() -> schemas.Choice:
     return schemas.Choice(load_default=None, validate=schemas.one_of(RESPONSE_FORMATS), metadata=default)
 
 
+class Supported(validate.OneOf):
+    """One of ``choices``; a value OpenAI defines that this service cannot honour gets the reason why."""
+
+    def __init__(self, choices: tuple[Any, ...], refused: Mapping[Any, str]) -> None:
+        super().__init__(choices, error=schemas.one_of(choices).error)
+        self.refused = refused
+
+    def __call__(self, value: Any) -> Any:
+        if value in self.refused:
+            raise ValidationError(self.refused[value])
+        return super().__call__(value)
+
+
+class FormBoolean(fields.Boolean):
+    """true or false: a JSON boolean, or a multipart form's text "true" or "false"."""
+
+    default_error_messages = {**schemas.MESSAGES, "invalid": "must be true or false."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if isinstance(value, bool):  # not 0 or 1, which a bare Boolean takes
+            return value
+        if getattr(self.parent, "multipart_files", None) is not None and value in ("true", "false"):
+            return value == "true"
+        raise self.make_error("invalid")
+
+
 _FILE = {"type": "string", "format": "binary"}
+_NOT_USED = {"description": "Accepted, not used."}
+
+
+class GptImageOptions:
+    """The fields OpenAI's GPT image models take on generations and edits."""
+
+    background = schemas.Choice(load_default=AUTO, validate=Supported(("opaque", AUTO), NO_TRANSPARENCY))
+    output_format = schemas.Choice(
+        load_default=None,
+        validate=Supported(OUTPUT_FORMATS, STILLS_ONLY),
+        metadata={"description": "Default: the format the images are stored in (APIFRAME_IMAGE_FORMAT)."},
+    )
+    output_compression = FormInteger(
+        load_default=None,
+        validate=schemas.between(0, 100),
+        metadata={"description": "The quality of a webp or jpeg image."},
+    )
+    partial_images = FormInteger(load_default=0, validate=schemas.between(0, 3), metadata=_NOT_USED)
+    stream = FormBoolean(load_default=False, validate=Supported((False,), NO_STREAMING))
+    safety_identifier = schemas.Choice(load_default=None, metadata=_NOT_USED)
 
 
 class VariationForm(schemas.RequestSchema):
@@ -126,18 +179,21 @@ class VariationForm(schemas.RequestSchema):
     n = FormInteger(load_default=1, validate=schemas.between(1, MAX_IMAGES))
     size = _choice((AUTO, *SIZES), AUTO)
     response_format = _response_format()
-    user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
+    user = schemas.Choice(load_default=None, metadata=_NOT_USED)
 
 
-class EditForm(VariationForm):
+class EditForm(GptImageOptions, VariationForm):
     """POST /v1/images/edits (multipart/form-data)."""
 
     mask = fields.Raw(load_default=None, metadata={**_FILE, "description": "PNG: transparent = change."})
     prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
     quality = _choice(tuple(QUALITIES), AUTO)
+    input_fidelity = schemas.Choice(
+        load_default=None, validate=schemas.one_of(("high", "low")), metadata=_NOT_USED
+    )
 
 
-class GenerationRequest(schemas.RequestSchema):
+class GenerationRequest(GptImageOptions, schemas.RequestSchema):
     """POST /v1/images/generations (JSON)."""
 
     prompt = schemas.Text(required=True, max_length=schemas.MAX_PROMPT_LENGTH)
@@ -147,7 +203,8 @@ class GenerationRequest(schemas.RequestSchema):
     quality = _choice(tuple(QUALITIES), AUTO)
     style = _choice(tuple(STYLES), None)
     response_format = _response_format()
-    user = schemas.Choice(load_default=None, metadata={"description": "Accepted, not used."})
+    user = schemas.Choice(load_default=None, metadata=_NOT_USED)
+    moderation = _choice(("low", AUTO), AUTO)
 
 
 class ImageObject(schemas.ResponseSchema):
@@ -206,6 +263,15 @@ def _load(schema: schemas.RequestSchema, body: Any) -> dict[str, Any]:
     if data["response_format"] is None:
         gpt_image = model is not None and GPT_IMAGE_MODEL.fullmatch(model)
         data["response_format"] = "b64_json" if gpt_image else "url"
+    # A URL serves the stored file: a new quality in its own format needs another file (or b64_json).
+    stored = current_app.config["IMAGE_FORMAT"]
+    recompressed = data.get("output_compression") is not None and data.get("output_format") in (None, stored)
+    if data["response_format"] == "url" and recompressed and stored != "png":
+        raise validation_error(
+            f"The 'output_compression' field needs response_format b64_json here: the URLs serve the images "
+            f"as they are stored, in {stored}.",
+            {"output_compression": []},
+        )
     return data
 
 
@@ -431,7 +497,7 @@ def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[
             uploads.discard(reference)
         raise
     ended = waits().wait([job.id for job in accepted], current_app.config["SYNC_WAIT"])
-    return jsonify(created=int(time.time()), data=_images(ended, data["n"], data["response_format"]))
+    return jsonify(created=int(time.time()), data=_images(ended, data))
 
 
 def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str | None) -> list[Job]:
@@ -455,8 +521,8 @@ def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str 
     return accepted
 
 
-def _images(ended: list[Job], n: int, response_format: str) -> list[dict[str, Any]]:
-    """``n`` images of the ended jobs, or the error that says why there are none."""
+def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``n`` images of the ended jobs, as the request asks, or the error that says why there are none."""
     unfinished = [job for job in ended if job.status not in jobs.TERMINAL]
     if unfinished:
         for job in unfinished:
@@ -475,8 +541,8 @@ def _images(ended: list[Job], n: int, response_format: str) -> list[dict[str, An
         _refund_succeeded(ended, "another job of its request failed")
         job = failed[0]
         raise ApiError(500, "PROVIDER_ERROR", f"Job {job.id} ended {job.status}: {job.error or 'no images'}")
-    images = [(job, name) for job in ended for name in job.tiles][:n]
-    return [_image(job, name, response_format) for job, name in images]
+    images = [(job, name) for job in ended for name in job.tiles][: data["n"]]
+    return [_image(job, name, data) for job, name in images]
 
 
 def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
@@ -486,11 +552,31 @@ def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
             credits.refund(job, f"{job.type} job refunded: {why}")
 
 
-def _image(job: Job, name: str, response_format: str) -> dict[str, Any]:
-    if response_format == "b64_json":
-        encoded = base64.b64encode(storage.image_bytes(job.id, name)).decode("ascii")
-        return {"b64_json": encoded, "revised_prompt": job.prompt}
-    return {"url": storage.image_url(job.id, name), "revised_prompt": job.prompt}
+def _image(job: Job, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """One image, as its bytes or a URL, in the output format asked for (re-encoded if stored in another)."""
+    stem, _, stored = name.rpartition(".")
+    wanted = data.get("output_format") or stored
+    if data["response_format"] == "url" and wanted == stored:
+        return {"url": storage.image_url(job.id, name), "revised_prompt": job.prompt}
+    encoded = _encoded(storage.image_bytes(job.id, name), stored, wanted, data.get("output_compression"))
+    if data["response_format"] == "b64_json":
+        return {"b64_json": base64.b64encode(encoded).decode("ascii"), "revised_prompt": job.prompt}
+    copy = f"{stem}.{wanted}"  # kept beside the job's images, where their URLs serve it
+    storage.current().put(f"{job.id}/{copy}", encoded)
+    return {"url": storage.image_url(job.id, copy), "revised_prompt": job.prompt}
+
+
+def _encoded(data: bytes, stored: str, wanted: str, compression: int | None) -> bytes:
+    """An image stored as ``stored``, as ``wanted``: re-encoded only for another format or a lossy quality."""
+    if wanted == stored and (compression is None or wanted == "png"):
+        return data
+    with Image.open(io.BytesIO(data)) as image:
+        flat = imaging.flatten(image)  # jpeg has no alpha; the images are opaque anyway
+        if compression is None or wanted == "png":  # png is lossless: its compression changes no pixel
+            return imaging.encode(flat, wanted)
+        buffer = io.BytesIO()
+        flat.save(buffer, imaging.FORMATS[wanted][0], quality=compression)
+        return buffer.getvalue()
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -176,6 +176,84 @@ def test_gpt_image_models_answer_base64_unless_a_url_is_asked_for(server):
     assert asked.data[0].url and asked.data[0].b64_json is None
 
 
+def test_openai_s_other_fields_are_taken_and_the_output_format_honoured(server):
+    app, url, account, _, client = server
+    options = {
+        "background": "opaque",
+        "moderation": "low",
+        "safety_identifier": "user-1",
+        "partial_images": 2,
+    }
+    answer = client.images.generate(
+        prompt="a heron",
+        model="gpt-image-1",
+        size="256x256",
+        stream=False,
+        output_format="jpeg",
+        output_compression=40,
+        **options,
+    )
+    image = decoded(answer.data[0])
+    assert image.format == "JPEG" and image.size == (512, 512)
+    smaller = client.images.generate(
+        prompt="a heron", model="gpt-image-1", size="256x256", output_format="jpeg"
+    )
+    assert len(answer.data[0].b64_json) < len(smaller.data[0].b64_json)  # quality 40, not the default
+    (linked,) = client.images.generate(prompt="a heron", size="256x256", output_format="webp").data
+    assert linked.url.startswith(f"{url}/images/") and linked.url.endswith(".webp")
+    assert decoded(linked).format == "WEBP"
+    (edited,) = client.images.edit(
+        image=upload(),
+        prompt="a heron",
+        model="gpt-image-2",
+        size="256x256",
+        input_fidelity="high",
+        background="auto",
+        output_format="webp",
+        output_compression=80,
+        stream=False,
+        partial_images=0,
+        safety_identifier="user-1",
+    ).data
+    assert decoded(edited).format == "WEBP"
+    assert balance(app, account) == 5000 - 4 * 16
+
+
+def test_what_the_service_cannot_do_is_refused_before_any_job(server):
+    app, _, account, _, client = server
+    refused = [
+        ({"stream": True}, "stream", "streaming is not supported"),
+        ({"background": "transparent"}, "background", "opaque"),
+        ({"output_format": "gif"}, "output_format", "png, webp or jpeg"),
+        ({"output_format": "tiff"}, "output_format", "png, webp, jpeg"),
+        ({"output_compression": 101}, "output_compression", "between 0 and 100"),
+        ({"partial_images": 4}, "partial_images", "between 0 and 3"),
+        ({"moderation": "high"}, "moderation", "low, auto"),
+    ]
+    for fields, param, message in refused:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.images.generate(prompt="a heron", model="gpt-image-1", **fields)
+        assert caught.value.body["param"] == param and message in caught.value.body["message"], fields
+    for fields, param, message in [*refused[:2], ({"input_fidelity": "max"}, "input_fidelity", "high, low")]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.images.edit(image=upload(), prompt="a heron", **fields)
+        assert caught.value.body["param"] == param and message in caught.value.body["message"], fields
+    assert jobs_of(app, account) == [] and balance(app, account) == 5000
+
+
+def test_a_url_serves_a_stored_jpeg_as_stored(live):
+    app, live_server = live
+    app.config.update(IMAGE_FORMAT="jpeg")
+    with app.app_context():
+        _, key = accounts.create("jpeg@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="a heron", output_compression=50)  # a url, of the stored file
+    assert caught.value.body["param"] == "output_compression" and "b64_json" in caught.value.body["message"]
+    (image,) = client.images.generate(prompt="a heron", size="256x256", output_format="png").data
+    assert image.url.endswith(".png") and decoded(image).format == "PNG"
+
+
 @pytest.mark.parametrize(
     ("model", "quality"),
     [("gpt-image-2", "high"), ("gpt-image-2.5-flare", "max"), ("chatgpt-image-latest", "xhigh")],
