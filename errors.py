@@ -46,6 +46,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "PROVIDER_ERROR": (500, "The image provider failed. A job whose provider fails ends failed, refunded."),
     "INTERNAL_ERROR": (500, "An unexpected error; it is logged on the server."),
+    "STORAGE_UNAVAILABLE": (503, "The image storage could not be reached; wait Retry-After seconds."),
 }
 
 

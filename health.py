@@ -1,8 +1,8 @@
-"""GET /healthz: whether the database answers (200 or 503), whether the rate-limit storage does, and
-how each operation's provider is doing.
+"""GET /healthz: whether the database answers (200 or 503), whether the rate-limit storage does, and how
+the image storage and each operation's provider are doing.
 
-Public and outside the API's rate limit. Provider checks are cached for HEALTH_CACHE_SECONDS, so a
-health probe cannot hammer a backend.
+Public and outside the API's rate limit. Storage and provider checks are cached for HEALTH_CACHE_SECONDS, so
+a health probe cannot hammer a backend.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 import ratelimit
+import storage
 from models import db
 from providers import EXTENSION as PROVIDERS
 
@@ -25,16 +26,16 @@ EXTENSION = "apiframe.health"
 
 
 class ProviderHealth:
-    """The providers' last check, refreshed at most every ``max_age`` seconds."""
+    """The storage's and providers' last check, refreshed at most every ``max_age`` seconds."""
 
     def __init__(self, max_age: float) -> None:
         self.max_age = max_age
         self.lock = threading.Lock()
         self.checked_at: float | None = None
-        self.report: dict[str, dict[str, Any]] = {}
+        self.report: dict[str, Any] = {}
 
-    def current(self, app: Flask) -> dict[str, dict[str, Any]]:
-        """Each operation's provider state, checking again when the cached one is too old."""
+    def current(self, app: Flask) -> dict[str, Any]:
+        """The storage's and the providers' state, checking again when the cached one is too old."""
         with self.lock:
             if self.checked_at is None or time.monotonic() - self.checked_at >= self.max_age:
                 self.report = _report(app)
@@ -42,13 +43,18 @@ class ProviderHealth:
             return self.report
 
 
-def _report(app: Flask) -> dict[str, dict[str, Any]]:
-    report = {}
+def _report(app: Flask) -> dict[str, Any]:
+    problem = app.extensions[storage.EXTENSION].check()
+    if problem is None:
+        report: dict[str, Any] = {"storage": {"ok": True, "detail": "answering"}}
+    else:
+        report = {"storage": {"ok": False, "detail": problem, "code": "STORAGE_UNAVAILABLE"}}
+    providers = report["providers"] = {}
     for operation, health in app.extensions[PROVIDERS].check().items():
         entry: dict[str, Any] = {"name": health.name, "ok": health.ok, "detail": health.detail}
         if not health.ok:
             entry["code"] = "PROVIDER_ERROR"
-        report[operation] = entry
+        providers[operation] = entry
     return report
 
 
@@ -64,17 +70,17 @@ def _database() -> dict[str, Any]:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """The service's health: 200 while the database answers (degraded if the rate-limit storage or a
-    provider does not), else 503."""
+    """200 while the database answers (degraded if the rate-limit storage, the image storage or a provider
+    fails), else 503."""
     database = _database()
     rate_limits = ratelimit.storage_health()
-    providers = current_app.extensions[EXTENSION].current(current_app)
-    healthy = database["ok"] and rate_limits["ok"] and all(entry["ok"] for entry in providers.values())
+    checked = current_app.extensions[EXTENSION].current(current_app)
+    fine = [database, rate_limits, checked["storage"], *checked["providers"].values()]
     body = {
-        "status": "ok" if healthy else "degraded",
+        "status": "ok" if all(entry["ok"] for entry in fine) else "degraded",
         "database": database,
         "rateLimits": rate_limits,
-        "providers": providers,
+        **checked,
     }
     return jsonify(body), 200 if database["ok"] else 503
 

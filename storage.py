@@ -7,7 +7,9 @@ previews under ``JOB_ID/thumbs/STEM.webp``; every web node serves them at ``PUBL
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -26,6 +28,8 @@ from PIL import Image
 import imaging
 from errors import ApiError, not_found
 
+log = logging.getLogger(__name__)
+
 bp = Blueprint("images", __name__)
 
 EXTENSION = "apiframe.storage"
@@ -39,12 +43,27 @@ MAX_AGE = 365 * 24 * 3600
 PRESIGNED_SECONDS = 3600  # how long a redirect to a presigned URL stays valid
 STREAM_CHUNK = 64 * 1024
 
+# Bounded waits on a bucket, so that an image request fails well within nginx's 75 s proxy_read_timeout
+# (deploy/nginx/apiframe.conf) when S3 is down or hangs: one call takes at most S3_ATTEMPTS x (connect +
+# read) seconds plus botocore's backoff between tries (at most 1 + 2 s), 42 s in all.
+S3_CONNECT_TIMEOUT = 3
+S3_READ_TIMEOUT = 10
+S3_ATTEMPTS = 3
+STORAGE_RETRY_AFTER = 30  # seconds a client is told to wait when the storage cannot be reached
+
 # Pillow releases the GIL while encoding, so a job's images are encoded side by side.
 _encoders = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="apiframe-encode")
 
 
 class MissingImage(LookupError):
     """The image is not in storage."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage could not be reached (S3 down, hung, or failing)."""
+
+    def __init__(self) -> None:
+        super().__init__("The image storage could not be reached.")
 
 
 def content_type(key: str) -> str:
@@ -91,6 +110,13 @@ class LocalStorage:
             raise not_found("No such image.")
         return send_from_directory(self.root, key, max_age=MAX_AGE)
 
+    def check(self) -> str | None:
+        """Why images cannot be written here, or None if they can."""
+        path = self.root
+        while not path.exists():  # made on the first write
+            path = path.parent
+        return None if path.is_dir() and os.access(path, os.W_OK) else "the image directory is not writable"
+
     def keys(self) -> Iterator[str]:
         """Every stored key (temporary files excluded)."""
         for path in sorted(self.root.rglob("*")):
@@ -109,15 +135,19 @@ class S3Storage:
         self.prefix = prefix
         self.presign = presign
         config = Config(
-            connect_timeout=5,
-            read_timeout=30,
-            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=S3_CONNECT_TIMEOUT,
+            read_timeout=S3_READ_TIMEOUT,
+            retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
             max_pool_connections=32,
             # self-hosted endpoints (MinIO, Garage) want path-style URLs; AWS picks its own
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
         # Credentials and region come from the standard AWS environment variables and config files.
-        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        # health checks ask once and briefly: a probe must not hang on a hung bucket
+        brief = Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1})
+        self.probe = session.client("s3", endpoint_url=endpoint_url, config=config.merge(brief))
 
     def describe(self) -> str:
         """Where the images go, for people."""
@@ -126,21 +156,40 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key}"
 
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """StorageUnavailable when the bucket cannot be reached or keeps failing (a 5xx after the retries)."""
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as NoConnection
+
+        try:
+            yield
+        except (NoConnection, HTTPClientError) as exc:
+            log.warning("storage %s unreachable: %s", self.describe(), exc)
+            raise StorageUnavailable() from exc
+        except ClientError as exc:
+            if (_status(exc) or 0) < 500:
+                raise
+            log.warning("storage %s failing: %s", self.describe(), exc)
+            raise StorageUnavailable() from exc
+
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key``."""
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self._key(key),
-            Body=data,
-            ContentType=content_type(key),
-            CacheControl=IMMUTABLE,
-        )
+        with self._reaching():
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType=content_type(key),
+                CacheControl=IMMUTABLE,
+            )
 
     def _get(self, key: str, **options: Any) -> dict[str, Any]:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **options)
+            with self._reaching():
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **options)
         except ClientError as exc:
             if _status(exc) == 404:
                 raise MissingImage(key) from None
@@ -157,7 +206,8 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            with self._reaching():
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if _status(exc) == 404:
                 return False
@@ -168,7 +218,8 @@ class S3Storage:
         """Remove everything stored for a job."""
         keys = [{"Key": self._key(key)} for key in self._list(f"{job_id}/")]
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]})
+            with self._reaching():
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]})
 
     def serve(self, key: str) -> Response:
         """Redirect to a presigned URL, or stream the object through this process."""
@@ -208,13 +259,27 @@ class S3Storage:
         response.last_modified = stored["LastModified"]
         return response
 
+    def check(self) -> str | None:
+        """Why the bucket cannot be used, or None if it answers."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._reaching():
+                self.probe.head_bucket(Bucket=self.bucket)
+        except StorageUnavailable:
+            return "the bucket could not be reached"
+        except ClientError as exc:
+            return f"the bucket answered HTTP {_status(exc)}"
+        return None
+
     def _list(self, prefix: str) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self._key(prefix)
         )
-        for page in pages:
-            for item in page.get("Contents", ()):
-                yield item["Key"][len(self.prefix) :]
+        with self._reaching():
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield item["Key"][len(self.prefix) :]
 
     def keys(self) -> Iterator[str]:
         """Every stored key."""
@@ -240,13 +305,24 @@ def open_storage(url: str, endpoint_url: str | None = None, presign: bool = Fals
     raise ValueError(f"APIFRAME_STORAGE_URL must be file://PATH or s3://BUCKET/PREFIX, got {url!r}")
 
 
+def _unavailable(exc: StorageUnavailable) -> Response:
+    """503 STORAGE_UNAVAILABLE, in the format of the API family being answered."""
+    return ApiError(
+        503,
+        "STORAGE_UNAVAILABLE",
+        f"{exc} Retry in {STORAGE_RETRY_AFTER} seconds.",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+    ).response()
+
+
 def init_app(app: Flask) -> None:
-    """Open the configured storage and serve its images."""
+    """Open the configured storage and serve its images; a request that cannot reach it gets a 503."""
     config = app.config
     app.extensions[EXTENSION] = open_storage(
         config["STORAGE_URL"], config["S3_ENDPOINT_URL"], config["S3_PRESIGN"]
     )
     app.register_blueprint(bp)
+    app.register_error_handler(StorageUnavailable, _unavailable)
 
 
 def current() -> Storage:

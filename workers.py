@@ -214,6 +214,10 @@ class JobPool(LeasedDispatcher):
         except (InputError, ProviderError) as exc:
             finish(job_id, FAILED, token=token, error=str(exc))
             self._discard(job_id)
+        except storage.StorageUnavailable as exc:
+            log.warning("job %s failed: %s", job_id, exc)
+            finish(job_id, FAILED, token=token, error=f"{exc} The credits were refunded; try again later.")
+            self._discard(job_id)
         except Exception:
             log.exception("job %s failed", job_id)
             finish(job_id, FAILED, token=token, error="An internal error occurred while processing the job.")
@@ -223,7 +227,10 @@ class JobPool(LeasedDispatcher):
         """Remove images of a job that did not succeed (unless another worker has it now)."""
         status = Job.select(Job.status).where(Job.id == job_id).scalar()
         if status in (FAILED, TIMED_OUT, CANCELLED):
-            storage.delete_images(job_id)
+            try:
+                storage.delete_images(job_id)
+            except storage.StorageUnavailable:
+                log.warning("job %s: its images could not be removed from the unreachable storage", job_id)
 
 
 # ---- what a job does -------------------------------------------------------------------------

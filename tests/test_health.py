@@ -24,6 +24,7 @@ def test_healthz_is_public_and_reports_database_and_providers(client):
     body = response.get_json()
     assert body["status"] == "ok" and body["database"]["ok"] is True
     assert body["rateLimits"] == {"ok": True, "detail": "counted in this process"}
+    assert body["storage"] == {"ok": True, "detail": "answering"}
     assert set(body["providers"]) == OPERATIONS
     assert body["providers"]["imagine"] == {
         "name": "local",

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
+import socket
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,23 @@ def s3_api(s3_app):
     with s3_app.app_context():
         _, key = accounts.create("bucket@example.com", plan="scale")
     return Api(s3_app.test_client(), key)
+
+
+@pytest.fixture
+def dead_endpoint() -> str:
+    """An S3 endpoint nothing listens on: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def hung_endpoint() -> Iterator[str]:
+    """An S3 endpoint that takes connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)  # the kernel completes the handshakes; nothing ever reads or writes
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def _path(url: str) -> str:
@@ -104,6 +125,67 @@ def test_deleting_a_jobs_images_empties_its_folder_in_the_bucket(s3_app, s3_api,
     assert len(bucket.keys()) == 5
     response = s3_api.client.get(_path(gone["imageUrl"]))
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_the_longest_wait_on_the_bucket_ends_well_within_the_proxy_timeout():
+    conf = (Path(__file__).parents[1] / "deploy" / "nginx" / "apiframe.conf").read_text()
+    proxy_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", conf).group(1))
+    backoff = sum(2**attempt for attempt in range(storage.S3_ATTEMPTS - 1))  # botocore's most, between tries
+    longest = storage.S3_ATTEMPTS * (storage.S3_CONNECT_TIMEOUT + storage.S3_READ_TIMEOUT) + backoff
+    assert longest <= proxy_timeout * 0.6
+
+
+@pytest.mark.parametrize("path", ["/images/{id}/grid.png", "/images/{id}/thumbs/1.png"])
+def test_images_are_a_503_with_retry_after_while_the_bucket_is_down(s3_settings, dead_endpoint, path):
+    s3_settings["S3_ENDPOINT_URL"] = dead_endpoint
+    application = create_app({**s3_settings, "START_WORKERS": False})
+    response = application.test_client().get(path.format(id=uuid.uuid4()))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert response.get_json()["error"] == {
+        "code": "STORAGE_UNAVAILABLE",
+        "message": "The image storage could not be reached. Retry in 30 seconds.",
+    }
+
+
+def test_a_hung_bucket_is_a_503_once_the_bounded_waits_run_out(s3_settings, hung_endpoint, monkeypatch):
+    monkeypatch.setattr(storage, "S3_READ_TIMEOUT", 0.2)
+    s3_settings["S3_ENDPOINT_URL"] = hung_endpoint
+    application = create_app({**s3_settings, "START_WORKERS": False})
+    started = time.monotonic()
+    response = application.test_client().get(f"/images/{uuid.uuid4()}/grid.png")
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+    assert time.monotonic() - started < 5
+
+
+def test_a_job_whose_images_cannot_be_stored_fails_saying_so_with_a_refund(s3_settings, dead_endpoint):
+    import accounts
+
+    application = create_app({**s3_settings, "S3_ENDPOINT_URL": dead_endpoint})
+    try:
+        with application.app_context():
+            _, key = accounts.create("down@example.com", plan="scale")
+        api = Api(application.test_client(), key)
+        before = api.get("/v1/account").get_json()["account"]["credits"]["remaining"]
+        job = api.imagine("a lighthouse in fog", quality=0.25)
+        assert job["status"] == "failed" and job["error"].startswith(
+            "The image storage could not be reached."
+        )
+        assert api.get("/v1/account").get_json()["account"]["credits"]["remaining"] == before
+    finally:
+        stop_background(application)
+
+
+def test_healthz_reports_the_bucket(s3_app, s3_settings, dead_endpoint):
+    body = s3_app.test_client().get("/healthz").get_json()
+    assert body["status"] == "ok" and body["storage"] == {"ok": True, "detail": "answering"}
+    down = create_app({**s3_settings, "S3_ENDPOINT_URL": dead_endpoint, "START_WORKERS": False})
+    response = down.test_client().get("/healthz")
+    assert response.status_code == 200 and response.get_json()["status"] == "degraded"
+    assert response.get_json()["storage"] == {
+        "ok": False,
+        "detail": "the bucket could not be reached",
+        "code": "STORAGE_UNAVAILABLE",
+    }
 
 
 @pytest.mark.parametrize(
