@@ -15,6 +15,7 @@ from config import PLANS
 from models import Account, LedgerEntry, db, is_sqlite, utcnow
 
 MIN_PASSWORD_LENGTH = 8
+MAX_NAME_LENGTH = 80  # an account's display name
 PLAN_GRANT_PERIOD = datetime.timedelta(days=30)
 
 
@@ -36,9 +37,11 @@ def create(
     email: str, *, name: str = "", plan: str = "free", password: str | None = None
 ) -> tuple[Account, str]:
     """Create an account with its plan's credits and a first API key; returns both."""
-    email = normalize_email(email)
+    email, name = normalize_email(email), name.strip()
     if "@" not in email or email.startswith("@") or email.endswith("@") or len(email) > 254:
         raise AccountError(f"not a valid email address: {email}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise AccountError(f"the name must be at most {MAX_NAME_LENGTH} characters")
     if plan not in PLANS:
         raise AccountError(f"unknown plan {plan}; plans: {', '.join(PLANS)}")
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
@@ -47,7 +50,7 @@ def create(
         with db.atomic():
             account = Account.create(
                 email=email,
-                name=name.strip(),
+                name=name,
                 plan=plan,
                 password_hash=generate_password_hash(password) if password else None,
             )

@@ -59,7 +59,7 @@ def grant_credits(email: str, amount: int) -> None:
     account = _account(email)
     try:
         balance = credits.grant(account.id, amount, note="granted by an administrator")
-    except credits.InsufficientCredits as exc:
+    except (credits.InsufficientCredits, credits.TooManyCredits) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{email}: {amount:+d} credits, balance {balance}")
 

@@ -10,9 +10,15 @@ from models import Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 SIGNUP, PLAN, GRANT, DEBIT, REFUND = "signup", "plan", "grant", "debit", "refund"
 GRANT_REASONS = (SIGNUP, PLAN, GRANT)
 
+MAX_CREDITS = 2**31 - 1  # the most the INTEGER balance columns hold on PostgreSQL; SQLite keeps to it too
+
 
 class InsufficientCredits(Exception):
     """The account cannot pay: its balance is below the amount."""
+
+
+class TooManyCredits(ValueError):
+    """A grant would take an account's credits past MAX_CREDITS."""
 
 
 # The statements of a debit, which every accepted job runs: the update answers with the new balance.
@@ -58,13 +64,22 @@ def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> 
     """Add ``amount`` credits (or, if negative, take them away); they count as granted."""
     if reason not in GRANT_REASONS:
         raise ValueError(f"not a grant reason: {reason}")
+    if abs(amount) > MAX_CREDITS:
+        raise TooManyCredits(f"cannot grant {amount} credits: an account holds at most {MAX_CREDITS}")
     with db.atomic():
         query = Account.update(balance=Account.balance + amount, granted=Account.granted + amount).where(
             Account.id == account_id
         )
         if amount < 0:
             query = query.where(Account.balance >= -amount)
+        else:  # what the columns hold, checked in the update so that concurrent grants cannot pass it
+            room = MAX_CREDITS - amount
+            query = query.where((Account.balance <= room) & (Account.granted <= room))
         if query.execute() != 1:
+            if amount > 0:
+                raise TooManyCredits(
+                    f"cannot grant {amount} credits: the account would hold more than {MAX_CREDITS}"
+                )
             raise InsufficientCredits(f"cannot remove {-amount} credits: the balance is smaller")
         _record(account_id, amount, reason, None, note)
     return balance(account_id)

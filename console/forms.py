@@ -32,7 +32,7 @@ from wtforms.validators import (
 
 import operations
 import schemas
-from accounts import MIN_PASSWORD_LENGTH
+from accounts import MAX_NAME_LENGTH, MIN_PASSWORD_LENGTH
 from config import PLANS
 from imaging import ASPECT_RATIOS
 from jobs import STATUSES
@@ -78,7 +78,7 @@ class SignupForm(ConsoleForm):
 
     name = StringField(
         "Name",
-        validators=[DataRequired("Tell us your name."), Length(max=80)],
+        validators=[DataRequired("Tell us your name."), Length(max=MAX_NAME_LENGTH)],
         render_kw={"autocomplete": "name"},
     )
     email = EmailField(

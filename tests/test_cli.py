@@ -61,6 +61,30 @@ def test_users_credits_grants_and_removes_through_the_ledger(app, runner):
         ] == [50, 100, -30]
 
 
+def test_users_credits_refuses_what_the_balance_cannot_hold_on_every_database(database, app, runner):
+    _last_line(runner.invoke(args=["users", "create", "big@example.com"]))
+    huge = runner.invoke(args=["users", "credits", "big@example.com", "99999999999"])
+    assert huge.exit_code == 1 and huge.exception.__class__ is SystemExit
+    assert "Error: cannot grant 99999999999 credits: an account holds at most 2147483647" in huge.output
+    _last_line(runner.invoke(args=["users", "credits", "big@example.com", str(credits.MAX_CREDITS - 100)]))
+    over = runner.invoke(args=["users", "credits", "big@example.com", "100"])
+    assert over.exit_code == 1 and "Traceback" not in over.output
+    assert "cannot grant 100 credits: the account would hold more than 2147483647" in over.output
+    _last_line(runner.invoke(args=["users", "credits", "big@example.com", "50"]))
+    with app.app_context():
+        account = Account.get(Account.email == "big@example.com")
+        assert account.balance == credits.MAX_CREDITS == credits.ledger_total(account.id)
+
+
+def test_users_create_refuses_a_name_longer_than_the_consoles_on_every_database(database, app, runner):
+    long = runner.invoke(args=["users", "create", "n@example.com", "--name", "x" * 300])
+    assert long.exit_code == 1 and long.exception.__class__ is SystemExit
+    assert "Error: the name must be at most 80 characters" in long.output
+    _last_line(runner.invoke(args=["users", "create", "n@example.com", "--name", "x" * 80]))
+    with app.app_context():
+        assert Account.get(Account.email == "n@example.com").name == "x" * 80
+
+
 def test_users_plan(app, runner):
     _last_line(runner.invoke(args=["users", "create", "p@example.com"]))
     _last_line(runner.invoke(args=["users", "plan", "p@example.com", "growth"]))
