@@ -51,6 +51,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 
 
 EXTENSION = "apiframe.error_bodies"  # blueprint name -> how errors on its routes are rendered
+UNROUTED = "apiframe.error_bodies.unrouted"  # (claims a path, render) for paths that no route has
 
 
 class ApiError(Exception):
@@ -94,6 +95,10 @@ def _renderer() -> Callable[[ApiError], dict[str, Any]]:
         for blueprint in _blueprints():
             if blueprint in renderers:
                 return renderers[blueprint]
+        if request.url_rule is None:
+            for claims, render in current_app.extensions.get(UNROUTED, ()):
+                if claims(request.path):
+                    return render
     return ApiError.body
 
 
@@ -111,6 +116,13 @@ def _blueprints() -> list[str]:
 def render_for(app: Flask, blueprint: str, render: Callable[[ApiError], dict[str, Any]]) -> None:
     """Render errors on the routes of ``blueprint`` (its full, dotted name) with ``render``."""
     app.extensions.setdefault(EXTENSION, {})[blueprint] = render
+
+
+def render_unrouted(
+    app: Flask, claims: Callable[[str], bool], render: Callable[[ApiError], dict[str, Any]]
+) -> None:
+    """Render the errors (a 404) of a path that no route has with ``render``, if ``claims(path)``."""
+    app.extensions.setdefault(UNROUTED, []).append((claims, render))
 
 
 def validation_error(message: str, fields: dict[str, Any] | None = None) -> ApiError:

@@ -50,6 +50,10 @@ from operations import GRID, IMAGE, TEXT, Operation, Route
 FAMILY = ORIGINAL
 bp = Blueprint("original", __name__)
 
+# Where this service's other parts live. A path outside them that no route has is one the original API may
+# have (its video endpoints, other models', newer ones), so its 404 comes in this family's error shape.
+OTHER_PATHS = ("/v1/", "/console", "/images/", "/static/")
+
 # A job's status as the original API names it; every unsuccessful end is "failed", with a message.
 TASK_STATUSES = {
     PENDING: "pending",
@@ -376,6 +380,8 @@ def webhook_body(job: Job) -> tuple[None, dict[str, Any]]:
 
 
 def init_app(app: Flask, blueprint: str) -> None:
-    """Render errors on ``blueprint`` (this family's, as registered) and webhooks as this API does."""
+    """Render errors on ``blueprint`` (this family's, as registered) and on the original API's unknown paths,
+    and webhooks, as this API does."""
     errors.render_for(app, blueprint, error_body)
+    errors.render_unrouted(app, lambda path: not path.startswith(OTHER_PATHS), error_body)
     webhooks.render_for(app, FAMILY, webhook_body)

@@ -481,3 +481,16 @@ def test_a_job_without_a_seed_gives_a_failed_seed_task(app, api, original, upsca
     assert seed["status"] == "failed" and seed["message"].startswith(f"Job {running} is ")
     assert seed["message"].endswith("; only a succeeded job has a seed.")
     assert api.post(f"/v1/jobs/{running}/cancel").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/imagine-video", "/flux-imagine", "/pro/midjourney/imagine", "/ai-photos/train"]
+)
+def test_the_original_apis_other_endpoints_are_a_404_in_its_error_shape(original, path):
+    refused(original.post(path, {"prompt": "a boat"}), 404, "NOT_FOUND", "No such endpoint.")
+
+
+@pytest.mark.parametrize("path", ["/v1/imagine-video", "/v1/images/nothing", "/console/nothing"])
+def test_unknown_paths_of_the_other_parts_keep_the_references_error_shape(client, path):
+    response = client.post(path)
+    assert response.status_code == 404 and set(response.get_json()) == {"success", "error"}

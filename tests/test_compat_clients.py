@@ -145,6 +145,21 @@ def test_the_official_sdk_raises_with_our_messages(server, files):
     assert failed.value.task_details["status"] == "failed"
 
 
+def test_the_official_sdks_unsupported_methods_raise_a_readable_404(server, files):
+    app, url, key = server
+    client = Apiframe(api_key=key, base_url=url)
+    unsupported = [
+        lambda: client.midjourney.imagine_video({"prompt": "a boat", "image_url": files.url("/red.png")}),
+        lambda: client.midjourney_alt.imagine({"prompt": "a boat"}),
+        lambda: client.flux.generate({"prompt": "a boat"}),
+    ]
+    for call in unsupported:
+        with pytest.raises(ApiframeError) as missing:
+            call()
+        assert missing.value.status == 404 and missing.value.code == "NOT_FOUND"
+        assert str(missing.value) == "No such endpoint. See /docs for the API reference."
+
+
 def test_the_sdk_waits_with_its_default_polling_on_the_free_plan(live):
     app, server = live
     with app.app_context():
