@@ -11,6 +11,9 @@ from PIL import Image, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageE
 import imagemeta
 
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
+# The original API passed any ratio on to Midjourney as --ar; its routes take these, the ones commonly sent
+# (dimensions() sizes any ratio, so every provider renders them).
+MIDJOURNEY_ASPECT_RATIOS = (*ASPECT_RATIOS, "2:3", "3:2", "4:5", "5:4", "1:2", "2:1", "21:9", "9:21")
 LONG_SIDE = 1024  # at quality 1
 FORMATS = {"png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg")}
 

@@ -685,7 +685,7 @@ OPERATIONS: tuple[Operation, ...] = (
         build=_imagine_request,
         parents=Parents(types=("imagine", "reroll")),
         original=Original(
-            schemas.RerollRequest,
+            schemas.RerollBody,
             {**_PARENT, **_ASPECT, **_WEBHOOK},
             summary="Draw a task's prompt again with a new seed",
             paths=("/reroll",),

@@ -29,7 +29,7 @@ import fetch
 import storage
 from config import PLANS
 from errors import ERROR_CODES, validation_error
-from imaging import ASPECT_RATIOS
+from imaging import ASPECT_RATIOS, MIDJOURNEY_ASPECT_RATIOS
 from jobs import STATUSES, WEBHOOK_STATUSES, queue_position
 from models import Account, Job
 
@@ -565,9 +565,19 @@ def _process_mode() -> Choice:
     )
 
 
-class ImagineBody(ImagineRequest):
-    """POST /imagine."""
+def _midjourney_aspect_ratio(description: str, default: str | None = None) -> Choice:
+    return Choice(
+        data_key="aspectRatio",
+        load_default=default,
+        validate=one_of(MIDJOURNEY_ASPECT_RATIOS),
+        metadata={"description": description},
+    )
 
+
+class ImagineBody(ImagineRequest):
+    """POST /imagine: Midjourney's common aspect ratios too."""
+
+    aspect_ratio = _midjourney_aspect_ratio("Aspect ratio of each image.", "1:1")
     process_mode = _process_mode()
 
 
@@ -598,12 +608,13 @@ class VariationBody(PickRequest):
         max_length=MAX_PROMPT_LENGTH,
         metadata={"description": "A prompt for the variations; default: the parent's."},
     )
-    aspect_ratio = Choice(
-        data_key="aspectRatio",
-        load_default=None,
-        validate=one_of(ASPECT_RATIOS),
-        metadata={"description": "Reframe the image to this aspect ratio first."},
-    )
+    aspect_ratio = _midjourney_aspect_ratio("Reframe the image to this aspect ratio first.")
+
+
+class RerollBody(RerollRequest):
+    """POST /reroll: Midjourney's common aspect ratios too."""
+
+    aspect_ratio = _midjourney_aspect_ratio("A new aspect ratio; default: the parent's.")
 
 
 class UpscaleHighresBody(UpscaleHighresRequest):
@@ -620,6 +631,9 @@ class ZoomBody(ZoomRequest):
         strings=True,
         required=True,
         metadata={"description": "1 to 2, a number or a numeric string; 1 makes it square."},
+    )
+    aspect_ratio = _midjourney_aspect_ratio(
+        "The new image's shape; default: the parent's (square for zoom_ratio 1)."
     )
 
 

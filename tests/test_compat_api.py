@@ -494,3 +494,33 @@ def test_the_original_apis_other_endpoints_are_a_404_in_its_error_shape(original
 def test_unknown_paths_of_the_other_parts_keep_the_references_error_shape(client, path):
     response = client.post(path)
     assert response.status_code == 404 and set(response.get_json()) == {"success", "error"}
+
+
+@pytest.mark.parametrize(("ratio", "size"), [("2:3", (344, 512)), ("3:2", (512, 344)), ("21:9", (512, 216))])
+def test_the_original_imagine_takes_midjourneys_common_aspect_ratios(original, ratio, size):
+    task = original.run("/imagine", {"prompt": PROMPT, "aspect_ratio": ratio, **SMALL})
+    assert task["status"] == "finished", task
+    assert {original.image(url).size for url in task["image_urls"]} == {size}
+
+
+def test_an_aspect_ratio_outside_the_list_is_refused_naming_the_accepted_ones(api, original, grid):
+    accepted = "1:1, 16:9, 9:16, 4:3, 3:4, 2:3, 3:2, 4:5, 5:4, 1:2, 2:1, 21:9, 9:21."
+    for path, body in [
+        ("/imagine", {"prompt": PROMPT}),
+        ("/reroll", {"parent_task_id": grid["task_id"]}),
+        ("/variations", {"parent_task_id": grid["task_id"], "index": 1}),
+    ]:
+        response = original.post(path, {**body, "aspect_ratio": "7:3"})
+        refused(response, 400, "VALIDATION_ERROR", f"The 'aspect_ratio' field must be one of: {accepted}")
+    reference = api.post("/v1/imagine", json={"prompt": PROMPT, "aspectRatio": "2:3"})
+    assert reference.status_code == 400
+    assert (
+        reference.get_json()["error"]["message"]
+        == "The 'aspectRatio' field must be one of: 1:1, 16:9, 9:16, 4:3, 3:4."
+    )
+
+
+def test_variations_reframe_to_midjourneys_other_aspect_ratios(original, grid):
+    body = {"parent_task_id": grid["task_id"], "index": "1", "aspect_ratio": "4:5"}
+    task = original.run("/variations", body)
+    assert {original.image(url).size for url in task["image_urls"]} == {(408, 512)}
