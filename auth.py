@@ -15,6 +15,7 @@ from models import Account, ApiKey, CompiledQuery, Slot, utcnow
 KEY_PREFIX = "ak_live_"
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 LAST_USED_RESOLUTION = datetime.timedelta(seconds=60)
+MAX_KEY_NAME_LENGTH = 64  # a key's name, to recognise it by
 
 
 def hash_key(key: str) -> str:
@@ -24,6 +25,8 @@ def hash_key(key: str) -> str:
 
 def create_key(account: Account, name: str = "") -> tuple[ApiKey, str]:
     """Mint a key for ``account``; returns the row and the key, which is never shown again."""
+    if len(name) > MAX_KEY_NAME_LENGTH:
+        raise ValueError(f"the key name must be at most {MAX_KEY_NAME_LENGTH} characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey.create(account=account, name=name, prefix=key[:SHOWN_PREFIX_LENGTH], key_hash=hash_key(key))
     return row, key

@@ -78,7 +78,11 @@ def change_plan(email: str, plan: str) -> None:
 @click.option("--name", default="", help="A name to recognise the key by.")
 def create_key(email: str, name: str) -> None:
     """Create another API key for an account; prints it on the last line."""
-    row, key = mint_key(_account(email), name)
+    account = _account(email)
+    try:
+        row, key = mint_key(account, name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"created key {row.prefix}… for {email}:")
     click.echo(key)
 
@@ -138,7 +142,10 @@ def import_images(data_dir: Path | None, overwrite: bool) -> None:
     target = storage.current()
     if isinstance(target, storage.LocalStorage) and target.root.resolve() == source.root:
         raise click.ClickException(f"the images in {source.root} are already the configured storage")
-    copied, skipped = storage.copy_images(source, target, overwrite=overwrite)
+    try:
+        copied, skipped = storage.copy_images(source, target, overwrite=overwrite)
+    except storage.StorageUnavailable as exc:
+        raise click.ClickException(f"{exc} Nothing more was copied; run the import again.") from None
     click.echo(f"copied {copied} images from {source.describe()} to {target.describe()}")
     click.echo(f"{skipped} images were there already")
 

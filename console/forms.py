@@ -33,6 +33,7 @@ from wtforms.validators import (
 import operations
 import schemas
 from accounts import MAX_NAME_LENGTH, MIN_PASSWORD_LENGTH
+from auth import MAX_KEY_NAME_LENGTH
 from config import PLANS
 from imaging import ASPECT_RATIOS
 from jobs import STATUSES
@@ -154,7 +155,9 @@ class KeyForm(ConsoleForm):
     """Create an API key."""
 
     name = StringField(
-        "Name", validators=[Optional(), Length(max=64)], render_kw={"placeholder": "e.g. laptop"}
+        "Name",
+        validators=[Optional(), Length(max=MAX_KEY_NAME_LENGTH)],
+        render_kw={"placeholder": "e.g. laptop"},
     )
 
 

@@ -85,6 +85,14 @@ def test_users_create_refuses_a_name_longer_than_the_consoles_on_every_database(
         assert Account.get(Account.email == "n@example.com").name == "x" * 80
 
 
+def test_keys_create_refuses_a_name_longer_than_the_consoles_on_every_database(database, app, runner):
+    _last_line(runner.invoke(args=["users", "create", "kn@example.com"]))
+    long = runner.invoke(args=["keys", "create", "kn@example.com", "--name", "k" * 300])
+    assert long.exit_code == 1 and long.exception.__class__ is SystemExit
+    assert "Error: the key name must be at most 64 characters" in long.output
+    assert _last_line(runner.invoke(args=["keys", "create", "kn@example.com", "--name", "k" * 64]))
+
+
 def test_users_plan(app, runner):
     _last_line(runner.invoke(args=["users", "create", "p@example.com"]))
     _last_line(runner.invoke(args=["users", "plan", "p@example.com", "growth"]))

@@ -273,6 +273,16 @@ def test_the_import_command_copies_a_data_directory_into_the_bucket(settings, s3
     assert same.exit_code != 0 and "already the configured storage" in same.output
 
 
+def test_the_import_command_says_when_the_bucket_cannot_be_reached(settings, s3_settings, dead_endpoint):
+    images = Path(settings["DATA_DIR"]) / "images" / str(uuid.uuid4())
+    images.mkdir(parents=True)
+    (images / "grid.png").write_bytes(b"\x89PNG")
+    down = create_app({**s3_settings, "S3_ENDPOINT_URL": dead_endpoint, "START_WORKERS": False})
+    result = down.test_cli_runner().invoke(args=["storage", "import"])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    assert "Error: The image storage could not be reached. Nothing more was copied" in result.output
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
