@@ -31,6 +31,7 @@ from api import answers
 from api.body import json_body
 from errors import ApiError, validation_error
 from idempotency import idempotent
+from imaging import ASPECT_RATIOS
 from jobs import (
     ACTIVE,
     CANCELLED,
@@ -128,7 +129,19 @@ def load(operation: Operation, body: Any, route: Route | None = None) -> tuple[d
     # job sends the original API's webhook; a body with none is the reference's.
     original = not shared or any(key in spellings and value is not None for key, value in body.items())
     unified, names = unify(body, spellings, original)
-    return schemas.load(schema, unified, names=names), ORIGINAL if original else REFERENCE
+    data = schemas.load(schema, unified, names=names)
+    if not original:
+        _reference_aspect_ratio(data)
+    return data, ORIGINAL if original else REFERENCE
+
+
+def _reference_aspect_ratio(data: Mapping[str, Any]) -> None:
+    """A reference body on a shared path takes the reference's aspect ratios, as on /v1 (the original
+    API's bodies take Midjourney's wider choice)."""
+    ratio = data.get("aspect_ratio")
+    if ratio is not None and ratio not in ASPECT_RATIOS:
+        error = schemas.one_of(ASPECT_RATIOS).error
+        raise validation_error(f"The 'aspectRatio' field {error}", {"aspectRatio": [error]})
 
 
 def create_view(

@@ -512,12 +512,11 @@ def test_an_aspect_ratio_outside_the_list_is_refused_naming_the_accepted_ones(ap
     ]:
         response = original.post(path, {**body, "aspect_ratio": "7:3"})
         refused(response, 400, "VALIDATION_ERROR", f"The 'aspect_ratio' field must be one of: {accepted}")
-    reference = api.post("/v1/imagine", json={"prompt": PROMPT, "aspectRatio": "2:3"})
-    assert reference.status_code == 400
-    assert (
-        reference.get_json()["error"]["message"]
-        == "The 'aspectRatio' field must be one of: 1:1, 16:9, 9:16, 4:3, 3:4."
-    )
+    for path in ("/v1/imagine", "/imagine"):  # a reference body on the shared path too, as on /v1
+        reference = api.post(path, json={"prompt": PROMPT, "aspectRatio": "2:3"})
+        assert reference.status_code == 400
+        message = reference.get_json()["error"]["message"]
+        assert message == "The 'aspectRatio' field must be one of: 1:1, 16:9, 9:16, 4:3, 3:4."
 
 
 def test_variations_reframe_to_midjourneys_other_aspect_ratios(original, grid):
