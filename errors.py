@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify, request
 from gunicorn.http.errors import ParseException  # gunicorn reading a request body as it arrives
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _renderer() -> Callable[[ApiError], dict[str, Any]]:
         for blueprint in _blueprints():
             if blueprint in renderers:
                 return renderers[blueprint]
-        if request.url_rule is None:
+        if isinstance(request.routing_exception, NotFound):  # no route at all (not a method no route takes)
             for claims, render in current_app.extensions.get(UNROUTED, ()):
                 if claims(request.path):
                     return render

@@ -216,7 +216,7 @@ BAD_ORIGINAL = [
     ),
     (
         "/outpaint",
-        {"parent_task_id": "{parent}", "zoom_ratio": 2, "aspect_ratio": "2:1"},
+        {"parent_task_id": "{parent}", "zoom_ratio": 2, "aspect_ratio": "7:3"},
         "'aspect_ratio' field must be",
     ),
     ("/inpaint", {"parent_task_id": "{parent}", "mask": "{white}"}, "'mask' field is all white"),
