@@ -534,9 +534,11 @@ def build(app: Flask) -> dict[str, Any]:
     document = spec.to_dict()
     with app.app_context():  # the models a request may name are the providers this server configures
         models = [*openai.model_ids(), *openai.OPENAI_MODELS]
+    gpt_image = {"pattern": f"^{openai.GPT_IMAGE_MODEL.pattern}$"}  # and any GPT image model's name
     for form in ("GenerationRequest", "EditForm", "VariationForm"):
         model = document["components"]["schemas"][form]["properties"]["model"]
-        model["enum"] = [*models, None] if model.get("nullable") else models  # JSON's null: not given
+        named = [*models, None] if model.get("nullable") else models  # JSON's null: not given
+        model["anyOf"] = [{"enum": named}, gpt_image]
     return document
 
 

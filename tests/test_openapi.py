@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 import pytest
+from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 
 import openapi
@@ -32,6 +33,14 @@ def test_the_document_is_valid_openapi_3(document):
     validate(document)
     assert document["openapi"].startswith("3.")
     assert document["servers"] == [{"url": "http://images.test"}]
+
+
+@pytest.mark.parametrize("form", ["GenerationRequest", "EditForm", "VariationForm"])
+def test_the_openai_model_field_documents_every_name_it_takes(document, form):
+    model = Draft4Validator(document["components"]["schemas"][form]["properties"]["model"])
+    for name in ("local", "dall-e-3", "gpt-image-1", "gpt-image-2.5-flare", "chatgpt-image-latest"):
+        assert model.is_valid(name), name
+    assert not model.is_valid("stable-diffusion-xl") and not model.is_valid("gpt-image-")
 
 
 def test_every_api_route_has_an_operation(app, document):
