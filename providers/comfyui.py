@@ -19,7 +19,7 @@ import socket as net
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, quote, urlencode, urlsplit, urlunsplit
 
@@ -356,7 +356,7 @@ class ComfyUIProvider(Provider):
             with Watchdog(timeout) as watchdog:  # the whole handshake, which a server could trickle
                 socket.connect(
                     url,
-                    socket=_open(parts, timeout, watchdog),
+                    socket=_open(parts, timeout, watchdog, self.http.tls_context),
                     timeout=timeout,
                     header=[f"{name}: {value}" for name, value in self.headers.items()],
                 )
@@ -529,15 +529,16 @@ def _choices(info: Any, input_name: str) -> list[Any] | None:
     return None
 
 
-def _open(parts: SplitResult, timeout: float, watchdog: Watchdog) -> net.socket:
-    """A TCP (and for https, TLS) connection to the server of ``parts``, shut down by ``watchdog``."""
+def _open(
+    parts: SplitResult, timeout: float, watchdog: Watchdog, tls: Callable[[], ssl.SSLContext]
+) -> net.socket:
+    """A TCP (for https, TLS from ``tls()``) connection to ``parts``' server, shut down by ``watchdog``."""
     secure = parts.scheme == "https"
     sock = net.create_connection((parts.hostname, parts.port or (443 if secure else 80)), timeout)
     watchdog.watch(sock)
     if secure:
         try:
-            context = ssl.create_default_context()
-            sock = context.wrap_socket(sock, server_hostname=parts.hostname, do_handshake_on_connect=False)
+            sock = tls().wrap_socket(sock, server_hostname=parts.hostname, do_handshake_on_connect=False)
             watchdog.watch(sock)
             sock.do_handshake()
         except OSError:

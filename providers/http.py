@@ -16,7 +16,9 @@ import email.utils
 import io
 import logging
 import math
+import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -160,6 +162,18 @@ class Backend:
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on the backend."""
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """TLS for a socket the provider opens itself, trusting what its HTTP calls trust.
+
+        requests verifies against REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE when set (a private CA in front
+        of a GPU box), else certifi's bundle; a socket beside those calls must accept the same server.
+        """
+        verify = self.session.merge_environment_settings(self.base_url, {}, None, None, None)["verify"]
+        trusted = verify if isinstance(verify, str) else requests.certs.where()
+        if os.path.isdir(trusted):
+            return ssl.create_default_context(capath=trusted)
+        return ssl.create_default_context(cafile=trusted)
 
     def _same_origin(self, url: str) -> bool:
         mine, theirs = urlsplit(self.base_url), urlsplit(url)

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import io
 import random
+import ssl
 import struct
 import tempfile
 import threading
@@ -134,7 +135,8 @@ CALL = web.RequestKey("call", Call)
 class FakeComfyUI:
     """ComfyUI's API on 127.0.0.1, with the routes and messages the comfyui provider uses."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """Served over plain HTTP, or over HTTPS (and wss) with the server context ``tls``."""
         root = Path(tempfile.mkdtemp(prefix="fake-comfyui-"))
         self.input_dir, self.output_dir = root / "input", root / "output"
         self.input_dir.mkdir()
@@ -166,9 +168,9 @@ class FakeComfyUI:
         self.closed = threading.Event()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
-        threading.Thread(target=self._serve, args=(started,), daemon=True).start()
+        threading.Thread(target=self._serve, args=(started, tls), daemon=True).start()
         started.wait(10)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=self._worker, daemon=True).start()
 
     # ---- inspection --------------------------------------------------------------------------
@@ -234,7 +236,7 @@ class FakeComfyUI:
 
     # ---- HTTP --------------------------------------------------------------------------------
 
-    def _serve(self, started: threading.Event) -> None:
+    def _serve(self, started: threading.Event, tls: ssl.SSLContext | None) -> None:
         asyncio.set_event_loop(self.loop)
         app = web.Application(middlewares=[self._middleware], client_max_size=50 * 1024 * 1024)
         app.add_routes(
@@ -253,7 +255,7 @@ class FakeComfyUI:
         )
         self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=tls)
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         started.set()
