@@ -77,7 +77,7 @@ def flatten(image: Image.Image) -> Image.Image:
 
 def _flatten(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # no copy of a large RGBA image
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
@@ -117,6 +117,17 @@ def fit(image: Image.Image, width: int, height: int) -> Image.Image:
     if image.size == (width, height):
         return image
     return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+
+
+def cover(image: Image.Image, width: int, height: int) -> Image.Image:
+    """``image`` scaled down to the smallest size that still covers ``width`` x ``height``; never enlarged.
+
+    Fitting it to that size later loses nothing, and a large input no longer holds its full decoded size
+    in memory while the job runs.
+    """
+    if image.width <= width or image.height <= height:
+        return image
+    return ImageOps.cover(image, (width, height), Image.Resampling.LANCZOS)
 
 
 def reframe(image: Image.Image, aspect_ratio: str) -> Image.Image:

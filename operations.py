@@ -248,9 +248,11 @@ def _blend(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
 
 def _blend_request(job: Job, ctx: JobContext) -> BlendRequest:
     urls = job.params["image_urls"]
-    images = [fetch_image(url, f"imageUrls[{i + 1}]", ctx) for i, url in enumerate(urls)]
     shape = schemas.BLEND_DIMENSIONS[job.params.get("dimension", "square")]
     width, height = imaging.dimensions(shape)
+    # up to five inputs are held at once: each only as large as the blend can use
+    fetched = (fetch_image(url, f"imageUrls[{n}]", ctx) for n, url in enumerate(urls, 1))
+    images = [imaging.cover(image, width, height) for image in fetched]
     return BlendRequest(images=images, urls=list(urls), width=width, height=height)
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import image_bytes
+from providers.local import LocalProvider
 
 
 def _image(api, url: str) -> np.ndarray:
@@ -56,6 +57,22 @@ def test_blend_mixes_the_inputs_into_four_tiles(api, files):
         assert red_share > 20 and blue_share > 20  # both inputs are in every tile
         assert tile[..., 1].mean() < 80
     assert len({tile.tobytes() for tile in tiles}) == 4
+
+
+def test_blend_inputs_are_held_no_larger_than_the_blend_can_use(api, files, monkeypatch):
+    sizes = []
+    blend = LocalProvider.blend
+
+    def record(provider, request, ctx):
+        sizes.append([image.size for image in request.images])
+        return blend(provider, request, ctx)
+
+    monkeypatch.setattr(LocalProvider, "blend", record)
+    inputs = [(3000, 2000), (1500, 2400), (600, 400), (1024, 1024)]
+    urls = [files.add(f"/{n}.png", image_bytes(size=size)) for n, size in enumerate(inputs)]
+    done = api.wait(api.submit("/v1/blend", {"imageUrls": urls})["id"])
+    assert done["status"] == "succeeded", done
+    assert sizes == [[(1536, 1024), (1024, 1638), (600, 400), (1024, 1024)]]  # covers 1024x1024, or as sent
 
 
 def test_blend_takes_five_but_not_six_or_one(api, files):
