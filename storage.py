@@ -60,10 +60,10 @@ class MissingImage(LookupError):
 
 
 class StorageUnavailable(RuntimeError):
-    """The storage could not be reached (S3 down, hung, or failing)."""
+    """The storage could not be reached (S3 down, hung, or failing) or written (a full or read-only disk)."""
 
-    def __init__(self) -> None:
-        super().__init__("The image storage could not be reached.")
+    def __init__(self, message: str = "The image storage could not be reached.") -> None:
+        super().__init__(message)
 
 
 def content_type(key: str) -> str:
@@ -82,12 +82,21 @@ class LocalStorage:
         return f"file://{self.root}"
 
     def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` at ``key``."""
+        """Store ``data`` at ``key``; StorageUnavailable when the disk refuses (full, read-only, not ours)."""
         target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".", suffix=".tmp", delete=False) as out:
-            out.write(data)
-        Path(out.name).replace(target)
+        written: Path | None = None
+        folder = target.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".", suffix=".tmp", delete=False) as out:
+                written = Path(out.name)
+                out.write(data)
+            written.replace(target)
+        except OSError as exc:
+            if written is not None:
+                written.unlink(missing_ok=True)
+            log.warning("storage %s cannot be written: %s", self.describe(), exc)
+            raise StorageUnavailable("The image storage could not be written.") from exc
 
     def read(self, key: str) -> bytes:
         """The bytes stored at ``key``, or MissingImage."""

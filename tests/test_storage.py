@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+import storage
 
 
 @pytest.fixture
@@ -84,3 +89,33 @@ def test_thumbnails_are_small_webp_previews_made_once(app, client, done):
     assert tile.status_code == 200 and len(tile.data) < len(
         client.get(done["imageUrls"][0].removeprefix("http://images.test")).data
     )
+
+
+def test_a_job_whose_images_cannot_be_written_fails_refunded_saying_why(settings, api):
+    images = Path(settings["DATA_DIR"]) / "images"
+    if images.is_dir():
+        shutil.rmtree(images)
+    images.write_text("a file where the image directory should be: every write fails")
+    before = api.get("/v1/account").get_json()["account"]["credits"]["remaining"]
+    done = api.wait(api.submit("/v1/imagine", {"prompt": "a small boat"})["id"])
+    assert done["status"] == "failed"
+    assert done["error"].startswith("The image storage could not be written. The credits were refunded")
+    assert api.get("/v1/account").get_json()["account"]["credits"]["remaining"] == before
+
+
+def test_a_write_the_disk_refuses_midway_leaves_no_temporary_file(tmp_path, monkeypatch):
+    opened = tempfile.NamedTemporaryFile
+
+    def on_a_full_disk(*args, **kwargs):
+        out = opened(*args, **kwargs)
+
+        def write(data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        out.write = write
+        return out
+
+    monkeypatch.setattr(storage.tempfile, "NamedTemporaryFile", on_a_full_disk)
+    with pytest.raises(storage.StorageUnavailable, match="could not be written"):
+        storage.LocalStorage(tmp_path).put("job/grid.png", b"\x89PNG")
+    assert [path.name for path in tmp_path.rglob("*")] == ["job"]
