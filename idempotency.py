@@ -6,25 +6,37 @@ the first answer again (same status and body, marked ``Idempotent-Replayed: true
 job; the same key with another request gets 422; a retry while the first request is still being answered
 gets 409. Only successful answers are kept: after an error no job was made, so the key is free again.
 Keys are kept for 24 hours (``KEEP``), in the database, so they hold across processes and restarts.
+
+Each job a keyed request makes is recorded on the key's row in the job's own transaction (``record``), so
+no job is ever made under a key without the key knowing it. If the first request's answer was never kept
+(its process died, or storing the answer failed, in which case the client still got its answer), its
+key stays in flight; a retry after ``in_flight_limit`` takes the key over and runs the view again, and
+``jobs.create`` hands the view the recorded jobs (``reuse``) instead of making and billing new ones: the
+retry answers with the same job(s), with no second debit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import hashlib
 import json
+import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, current_app, g, request
-from peewee import IntegrityError
+from flask import Response, current_app, g, has_app_context, request
+from peewee import IntegrityError, PeeweeException
 
 import request_limits
 from errors import ApiError, validation_error
 from models import IdempotencyKey, db, utcnow
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -34,6 +46,7 @@ KEEP = datetime.timedelta(hours=24)
 IN_FLIGHT_MARGIN = datetime.timedelta(minutes=2)
 MAX_KEY_LENGTH = 255
 PURGE_EVERY = 60.0  # seconds between sweeps of expired keys, per process
+CLAIM = "idempotency_claim"  # the request's Claim, on flask's g while its view runs
 
 _purge_lock = threading.Lock()
 _next_purge = 0.0
@@ -86,6 +99,15 @@ def _form_fingerprint() -> bytes:
     return json.dumps({"fields": fields, "files": sorted(files)}, separators=(",", ":")).encode()
 
 
+@dataclasses.dataclass
+class Claim:
+    """A keyed request's hold on its key's row: the jobs recorded on it, and how many this request used."""
+
+    id: int
+    jobs: list[str] = dataclasses.field(default_factory=list)
+    used: int = 0
+
+
 def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
     """Make a create view honour Idempotency-Key (the caller is authenticated: ``g.account`` is set)."""
 
@@ -97,32 +119,69 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
         claimed = claim(g.account.id, key, fingerprint())
         if isinstance(claimed, Response):
             return claimed
+        setattr(g, CLAIM, claimed)
         try:
             response = current_app.make_response(view(*args, **kwargs))
         except BaseException:
-            release(claimed)
+            release(claimed.id)
             raise
+        finally:
+            g.pop(CLAIM, None)
         if 200 <= response.status_code < 300:
-            IdempotencyKey.update(
-                status_code=response.status_code, body=response.get_data(as_text=True)
-            ).where(IdempotencyKey.id == claimed).execute()
+            _keep(claimed.id, response)
         else:
-            release(claimed)
+            release(claimed.id)
         return response
 
     return wrapper
 
 
-def claim(account_id: int, key: str, digest: str) -> int | Response:
-    """Record a first use of ``key`` (returns its row id), or the answer to a retry: replay, 409 or 422."""
+def _keep(row_id: int, response: Response) -> None:
+    """Keep a successful answer for retries; if that fails, log it: the answer still goes to the client.
+
+    Its jobs were made and paid for, so a 500 would be wrong. The key stays in flight, and a retry after
+    ``in_flight_limit`` gets the same jobs back from the row (``reuse``).
+    """
+    try:
+        IdempotencyKey.update(status_code=response.status_code, body=response.get_data(as_text=True)).where(
+            IdempotencyKey.id == row_id
+        ).execute()
+    except PeeweeException:
+        log.exception("The answer under Idempotency-Key row %s was not kept; a retry reuses its jobs", row_id)
+
+
+def current() -> Claim | None:
+    """The claim of the keyed request being answered, or None (no key, or outside a create view)."""
+    return g.get(CLAIM) if has_app_context() else None
+
+
+def reuse() -> uuid.UUID | None:
+    """The next job recorded under the request's claim that it has not used yet (it now has), or None."""
+    claim = current()
+    if claim is None or claim.used >= len(claim.jobs):
+        return None
+    claim.used += 1
+    return uuid.UUID(claim.jobs[claim.used - 1])
+
+
+def record(claim: Claim, job_id: uuid.UUID) -> None:
+    """Record a job made under ``claim`` on its row; call in the transaction that makes the job."""
+    made = [*claim.jobs, str(job_id)]
+    IdempotencyKey.update(jobs=made).where(IdempotencyKey.id == claim.id).execute()
+    claim.jobs, claim.used = made, len(made)
+
+
+def claim(account_id: int, key: str, digest: str) -> Claim | Response:
+    """Record a first use of ``key`` (its Claim), or the answer to a retry: replay, 409 or 422."""
     _purge_expired()
     for _ in range(3):  # a row that expires or is released while we look: try again
         now = utcnow()
         try:
             with db.atomic():
-                return IdempotencyKey.insert(
+                row_id = IdempotencyKey.insert(
                     account=account_id, key=key, fingerprint=digest, created_at=now
                 ).execute()
+            return Claim(row_id)
         except IntegrityError:
             pass
         row = IdempotencyKey.get_or_none((IdempotencyKey.account == account_id) & (IdempotencyKey.key == key))
@@ -142,7 +201,7 @@ def claim(account_id: int, key: str, digest: str) -> int | Response:
             )
         if row.status_code is None:
             if row.created_at < now - in_flight_limit() and _take_over(row, now):
-                return row.id
+                return Claim(row.id, row.jobs or [])
             raise ApiError(
                 409,
                 "IDEMPOTENCY_KEY_IN_USE",

@@ -14,6 +14,7 @@ from peewee import SQL, Case, Select, Tuple, fn
 from PIL import Image
 
 import credits
+import idempotency
 import ratelimit
 import storage
 import wakeup
@@ -113,8 +114,13 @@ def require_provider(operation: str, chosen: str | None = None) -> None:
 def create(account: Account, operation: Operation, data: dict[str, Any], *, origin: str = REFERENCE) -> Job:
     """Accept a job of ``operation`` from a validated request (a loaded request schema), from anywhere.
 
-    ``data["provider"]``, when given, names the configured provider the job runs on.
+    ``data["provider"]``, when given, names the configured provider the job runs on. Under an
+    Idempotency-Key whose first request made this job already (and died unanswered), it is that job,
+    neither counted nor paid for again.
     """
+    made_before = idempotency.reuse()
+    if made_before is not None:
+        return find(account, made_before)
     ratelimit.count_create(account)
     chosen = data.get("provider")
     if operation.provider:
@@ -216,7 +222,10 @@ def submit(
     origin: str = REFERENCE,
     inputs: dict[str, Image.Image] | None = None,
 ) -> Job:
-    """Accept a job: take its cost, store it and its ``inputs`` images in one transaction; wake workers."""
+    """Accept a job: take its cost, store it and its ``inputs`` images in one transaction; wake workers.
+
+    Under an Idempotency-Key, the job is recorded on the key in the same transaction.
+    """
     job = Job(
         id=uuid.uuid4(),
         account=account.id,
@@ -234,8 +243,9 @@ def submit(
         created_at=utcnow(),
     )
     values = {field.name: job.__data__.get(field.name) for field in _INSERTED}
+    claim = idempotency.current()
     try:
-        if cost and not inputs and not is_sqlite():
+        if cost and not inputs and claim is None and not is_sqlite():
             # One round trip instead of six (BEGIN, three statements, NOTIFY, COMMIT): the statement
             # is its own transaction, so the job is there for every worker its NOTIFY wakes.
             insert = _insert_paid_job[bool(current_app.config["WAKEUP"])]
@@ -247,6 +257,8 @@ def submit(
             with db.atomic():
                 setattr(job, AHEAD, _insert.execute(**values).fetchone()[0])
                 credits.debit(account.id, cost, job)
+                if claim is not None:
+                    idempotency.record(claim, job.id)
                 if inputs:  # before the commit, so no worker sees the job without them
                     storage.save_images(job.id, inputs)
                 wakeup.announce("job")  # idle workers in every process, once this commits

@@ -368,6 +368,9 @@ class IdempotencyKey(BaseModel):
     fingerprint = CharField()  # SHA-256 of the method, path and body of the first request
     status_code = IntegerField(null=True)  # null while the first request is in flight
     body = TextField(null=True)
+    # The ids of the jobs made under the key, in order, each recorded in its job's transaction: a retry
+    # that takes over the key of a request that died unanswered gets these jobs back, not new ones.
+    jobs = JSONField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
 
     class Meta:

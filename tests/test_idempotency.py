@@ -6,6 +6,7 @@ import datetime
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import peewee
 import psycopg2
 import pytest
 import requests
@@ -29,6 +30,31 @@ def _debits(app, account_id: int) -> int:
 def _jobs(app, account_id: int) -> int:
     with app.app_context():
         return Job.select().where(Job.account == account_id).count()
+
+
+def _balance(app, account_id: int) -> int:
+    with app.app_context():
+        return credits.balance(account_id)
+
+
+def _answers_not_kept_once(monkeypatch) -> None:
+    """Storing the next answer under a key fails, as when the database connection drops."""
+    update, failed = IdempotencyKey.update, []
+
+    def update_or_fail(*args, **kwargs):
+        if "status_code" in kwargs and not failed:
+            failed.append(True)
+            raise peewee.OperationalError("server closed the connection unexpectedly")
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(IdempotencyKey, "update", update_or_fail)
+
+
+def _outlive_in_flight_limit(app, key: str) -> None:
+    """Make the key's first request look like one whose server died unanswered long enough ago."""
+    with app.app_context():
+        stale = idempotency.utcnow() - idempotency.in_flight_limit() - datetime.timedelta(seconds=1)
+        assert IdempotencyKey.update(created_at=stale).where(IdempotencyKey.key == key).execute() == 1
 
 
 @pytest.fixture
@@ -136,6 +162,41 @@ def test_a_key_while_the_first_request_is_in_flight_is_409(app, acct):
     assert (
         api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"}).status_code == 202
     )
+
+
+def test_an_answer_not_kept_still_answers_and_a_retry_after_takeover_gets_the_same_job(
+    database, app, acct, monkeypatch
+):
+    account, api = acct
+    headers = {"Idempotency-Key": "unkept"}
+    _answers_not_kept_once(monkeypatch)
+    first = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers)
+    assert first.status_code == 202  # its job was made and paid for: never a 500
+    job_id = first.get_json()["job"]["id"]
+    assert api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers).status_code == 409
+    _outlive_in_flight_limit(app, "unkept")
+    again = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers)
+    assert again.status_code == 202 and again.get_json()["job"]["id"] == job_id
+    assert _jobs(app, account.id) == 1 and _debits(app, account.id) == 1
+    assert _balance(app, account.id) == 5000 - 16
+    replay = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers)
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_json()["job"]["id"] == job_id
+
+
+def test_an_openai_retry_after_takeover_waits_for_the_same_jobs(database, app, acct, monkeypatch):
+    account, api = acct
+    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "unkept-openai"}
+    body = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
+    client = app.test_client()
+    _answers_not_kept_once(monkeypatch)
+    first = client.post("/v1/images/generations", json=body, headers=headers)
+    assert first.status_code == 200 and len(first.get_json()["data"]) == 6
+    _outlive_in_flight_limit(app, "unkept-openai")
+    again = client.post("/v1/images/generations", json=body, headers=headers)
+    assert again.status_code == 200
+    assert again.get_json()["data"] == first.get_json()["data"]  # the same jobs' images
+    assert _jobs(app, account.id) == 2 and _debits(app, account.id) == 2
+    assert _balance(app, account.id) == 5000 - 32
 
 
 def test_keys_expire_after_24_hours(app, acct):
