@@ -509,6 +509,8 @@ def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str 
     except ApiError as exc:
         for job in accepted:
             jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the request's other jobs were refused.")
+        # one made by an earlier try under the same Idempotency-Key may have succeeded: all or nothing
+        _refund_succeeded(accepted, "another job of its request was refused")
         if exc.code == "INSUFFICIENT_CREDITS":  # OpenAI reports an exhausted quota as a 429
             images = len(requests) * IMAGES_PER_JOB
             raise ApiError(
@@ -527,8 +529,7 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
     if unfinished:
         for job in unfinished:
             jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the synchronous request ran out of time.")
-        now = Job.select().where(Job.id.in_([job.id for job in ended]))  # one may have ended meanwhile
-        _refund_succeeded(now, "its request ran out of time")
+        _refund_succeeded(ended, "its request ran out of time")
         limit = current_app.config["SYNC_WAIT"]
         raise ApiError(
             504,
@@ -546,8 +547,11 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
-    """All or nothing: an answer without images pays for none, so the jobs that succeeded are refunded."""
-    for job in ended:
+    """All or nothing: an answer without images pays for none, so the jobs that succeeded are refunded.
+
+    Their statuses are read again: one may have ended since ``ended`` was read.
+    """
+    for job in Job.select().where(Job.id.in_([job.id for job in ended])):
         if job.status == jobs.SUCCEEDED:
             credits.refund(job, f"{job.type} job refunded: {why}")
 

@@ -199,6 +199,25 @@ def test_an_openai_retry_after_takeover_waits_for_the_same_jobs(database, app, a
     assert _balance(app, account.id) == 5000 - 32
 
 
+def test_an_openai_retry_whose_other_job_is_refused_refunds_the_job_it_got_back(
+    database, app, acct, monkeypatch
+):
+    account, api = acct
+    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "half-made"}
+    body = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
+    client = app.test_client()
+    _answers_not_kept_once(monkeypatch)
+    assert client.post("/v1/images/generations", json=body, headers=headers).status_code == 200
+    with app.app_context():  # as if the first request died after its first job; and the credits ran out
+        (made,) = [row.jobs for row in IdempotencyKey.select().where(IdempotencyKey.key == "half-made")]
+        IdempotencyKey.update(jobs=made[:1]).where(IdempotencyKey.key == "half-made").execute()
+        Account.update(balance=0).where(Account.id == account.id).execute()
+    _outlive_in_flight_limit(app, "half-made")
+    again = client.post("/v1/images/generations", json=body, headers=headers)
+    assert again.status_code == 429 and again.get_json()["error"]["code"] == "insufficient_quota"
+    assert _balance(app, account.id) == 16  # no images, so the succeeded job it got back is refunded
+
+
 def test_keys_expire_after_24_hours(app, acct):
     account, api = acct
     headers = {"Idempotency-Key": "old"}
