@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify, request
 from gunicorn.http.errors import ParseException  # gunicorn reading a request body as it arrives
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Rule
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _renderer() -> Callable[[ApiError], dict[str, Any]]:
         for blueprint in _blueprints():
             if blueprint in renderers:
                 return renderers[blueprint]
-        if isinstance(request.routing_exception, NotFound):  # no route at all (not a method no route takes)
+        if _unrouted():  # no route at all (not a method no route takes)
             for claims, render in current_app.extensions.get(UNROUTED, ()):
                 if claims(request.path):
                     return render
@@ -104,13 +105,36 @@ def _renderer() -> Callable[[ApiError], dict[str, Any]]:
 
 def _blueprints() -> list[str]:
     """The request's blueprints, innermost first; for a wrong method, those of the route it missed."""
-    exc = request.routing_exception
-    if request.url_rule is not None or not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+    rule = _missed_rule() if request.url_rule is None else None
+    if rule is None:
         return request.blueprints
-    adapter = current_app.url_map.bind_to_environ(request.environ)
-    rule, _ = adapter.match(method=exc.valid_methods[0], return_rule=True)
     parts = rule.endpoint.split(".")[:-1]
     return [".".join(parts[:end]) for end in range(len(parts), 0, -1)]
+
+
+def _missed_rule() -> Rule | None:
+    """For a request refused with 405 by routing, the route that takes its path with another method.
+
+    None if no method has a route for the path: Werkzeug compares a route's methods before its
+    converters, so a path that only looks like a route's (an id past an int converter's maximum) is
+    refused with 405 although the route's own method would not match it either.
+    """
+    exc = request.routing_exception
+    if not isinstance(exc, MethodNotAllowed):
+        return None
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    for method in exc.valid_methods or ():
+        try:
+            return adapter.match(method=method, return_rule=True)[0]
+        except HTTPException:  # no route for this path with this method either
+            continue
+    return None
+
+
+def _unrouted() -> bool:
+    """Whether no route takes the request's path, whatever the method."""
+    exc = request.routing_exception
+    return isinstance(exc, NotFound) or (isinstance(exc, MethodNotAllowed) and _missed_rule() is None)
 
 
 def render_for(app: Flask, blueprint: str, render: Callable[[ApiError], dict[str, Any]]) -> None:
@@ -163,6 +187,8 @@ def _handle_api_error(exc: ApiError) -> Response:
 
 def http_error(exc: HTTPException) -> Response:
     """The JSON error for an HTTP failure raised outside our views (404, 405, 413 ...)."""
+    if exc is request.routing_exception and isinstance(exc, MethodNotAllowed) and _unrouted():
+        exc = NotFound()  # no method has a route for this path: a 405 would name methods that 404 too
     status = exc.code or 500
     code = HTTP_CODES.get(status, (exc.name or "ERROR").upper().replace(" ", "_"))
     response = ApiError(status, code, _http_message(exc)).response()

@@ -84,6 +84,16 @@ def test_wrong_method_is_json_405_with_allow(api):
     _assert_error(api.client.delete("/v1/account", headers={"X-API-Key": api.key}), 405, "METHOD_NOT_ALLOWED")
 
 
+def test_wrong_method_on_a_path_no_route_takes_is_404(client):
+    # An id past the int converter's maximum: the POST route does not take the path either.
+    too_big = "/console/keys/99999999999/revoke"
+    response = client.get(too_big)
+    _assert_error(response, 404, "NOT_FOUND")
+    assert "Allow" not in response.headers
+    _assert_error(client.post(too_big), 404, "NOT_FOUND")
+    assert client.get("/console/keys/5/revoke").headers["Allow"]  # in range: the route exists for POST
+
+
 def test_oversized_body_is_json_413(api):
     response = api.post(
         "/v1/imagine",
