@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 import allocator
@@ -48,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(_close_connection)
 
     errors.init_app(app)
+    app.after_request(_no_sniffing)
     request_limits.init_app(app)
     app.before_request(_authenticate_api)  # before the limiter's hook, which needs the key
     ratelimit.init_app(app, api.bp)
@@ -121,6 +122,13 @@ def _open_connection() -> None:
 def _close_connection(_exc: BaseException | None) -> None:
     if not models.db.is_closed():
         models.db.close()
+
+
+def _no_sniffing(response: Response) -> Response:
+    """Browsers take every answer as the type it declares: an image, an error or a job's prompt is
+    never run as a script or shown as a page, whatever its bytes look like."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _authenticate_api() -> None:

@@ -38,7 +38,7 @@ def _write_json_error(sock, status_int, reason, mesg):
     body = json.dumps({"success": False, "error": {"code": code, "message": f"{reason}: {mesg}"}})
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body.encode())}\r\n\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body.encode())}\r\n\r\n"
     )
     util.write_nonblock(sock, (head + body).encode("latin-1", "replace"))
 

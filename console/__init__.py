@@ -29,6 +29,13 @@ def _not_in_frames(response: Response) -> Response:
     return response
 
 
+def _not_stored(response: Response) -> Response:
+    """No browser or proxy keeps a console answer: a new API key or the webhook signing secret could
+    otherwise be read back from the history or a cache after logging out. Static files keep theirs."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Serve the console on ``app``: sessions, CSRF on every form, pages."""
     app.config.update(
@@ -42,7 +49,7 @@ def init_app(app: Flask) -> None:
     protection = hooks.taken_off(app, csrf.init_app)
     for blueprint in (signin_bp, console_bp):
         hooks.attach(app, blueprint.name, protection, first=True)
-        hooks.attach(app, blueprint.name, {"after_request_funcs": [_not_in_frames]})
+        hooks.attach(app, blueprint.name, {"after_request_funcs": [_not_in_frames, _not_stored]})
     limit = {"key_func": get_remote_address, "methods": ["POST"]}
     ratelimit.limit_blueprint(app, signin_bp, _signin_rate_limit, **limit)
     app.register_blueprint(signin_bp)

@@ -94,6 +94,13 @@ def test_wrong_method_on_a_path_no_route_takes_is_404(client):
     assert client.get("/console/keys/5/revoke").headers["Allow"]  # in range: the route exists for POST
 
 
+def test_no_answer_may_be_sniffed_as_another_type(api):
+    for path in ("/v1/account", "/v1/nothing-here", "/docs", "/openapi.json", "/static/console.js"):
+        assert api.get(path).headers["X-Content-Type-Options"] == "nosniff", path
+    script = api.get("/static/console.js")  # served with the type scripts need, and still cacheable
+    assert script.mimetype.endswith("javascript") and "no-store" not in str(script.cache_control)
+
+
 def test_oversized_body_is_json_413(api):
     response = api.post(
         "/v1/imagine",

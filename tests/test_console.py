@@ -222,6 +222,19 @@ def test_console_pages_refuse_to_be_framed(member):
         assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'", page
 
 
+def test_console_pages_are_never_stored(member):
+    console, _, _ = member
+    console.post("/console/keys", {"name": "once"}, page="/console/keys")
+    shown = console.get("/console/keys")  # the page that shows the new key, once
+    assert shown_key(shown) and shown.headers["Cache-Control"] == "no-store"
+    missing = "/console/jobs/00000000-0000-0000-0000-000000000000"  # the console's own 404 page
+    for page in ("/login", "/console/", "/console/webhooks", "/console/jobs/live", missing):
+        response = console.get(page)
+        assert response.headers["Cache-Control"] == "no-store", page
+        assert response.headers["X-Content-Type-Options"] == "nosniff", page
+    assert "no-store" not in console.get("/static/console.css").headers.get("Cache-Control", "")
+
+
 def test_session_cookie_is_httponly_and_samesite(console, make_account):
     make_account(email="cookie@example.com", password=PASSWORD)
     response = console.login("cookie@example.com")

@@ -44,6 +44,7 @@ def _chunk(data: bytes) -> bytes:
 def _json_error(response, status: int, code: str) -> str:
     assert response.status_code == status, response.text[:300]
     assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # the app's answers and gunicorn's
     body = response.json()
     assert body["success"] is False and body["error"]["code"] == code
     return body["error"]["message"]

@@ -22,6 +22,7 @@ def test_images_are_served_with_long_cache_lifetimes(client, done):
     assert response.status_code == 200
     assert response.mimetype == "image/png"
     assert "immutable" in response.headers["Cache-Control"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # never taken for a page or a script
     assert response.data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,6 +80,7 @@ def test_thumbnails_are_small_webp_previews_made_once(app, client, done):
     response = client.get(path)
     assert response.status_code == 200 and response.mimetype == "image/webp"
     assert "immutable" in response.headers["Cache-Control"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     with Image.open(BytesIO(response.data)) as preview:
         assert max(preview.size) == 512
     stored = Path(app.config["DATA_DIR"]) / "images" / done["id"] / "thumbs" / "grid.webp"
