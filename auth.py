@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
+from collections.abc import Callable
 
 from flask import g, request
 
 import keycache
 from errors import unauthorized
-from models import Account, ApiKey, CompiledQuery, Slot, utcnow
+from models import Account, ApiKey, CompiledQuery, Slot, db, utcnow
 
 KEY_PREFIX = "ak_live_"
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -63,6 +64,21 @@ def find_key(key: str) -> ApiKey | None:
 
 def _read_key(key_hash: str) -> ApiKey | None:
     return _live_key.first(key_hash=key_hash)
+
+
+def liveness(row: ApiKey) -> Callable[[], bool]:
+    """Whether ``row``'s key is still live, asked again after its request (by an open event stream).
+
+    Through the key cache, as every request's key: a memory read, unless a key was revoked or a plan
+    changed since it was last read, in any process.
+    """
+    keys, key_hash = keycache.cache(), row.key_hash
+    return lambda: keys.find(key_hash, _read_key_after_request) is not None
+
+
+def _read_key_after_request(key_hash: str) -> ApiKey | None:
+    with db.connection_context():  # the request's connection closed when it ended
+        return _read_key(key_hash)
 
 
 def presented_key() -> str | None:

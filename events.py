@@ -2,9 +2,10 @@
 
 Each process has one ``Watcher``. It reads the rows of every job its streams follow in one query a
 second (workers in any process write progress to the database) and is woken at once by
-``jobs.job_finished`` for jobs ending in this process. A stream holds one of the server's threads
-while it is open, so the watcher caps open streams per process and per key (a 429 says which): the
-rest of the server's threads stay free for the API.
+``jobs.job_finished`` for jobs ending in this process. It also wakes every stream when a key is
+revoked in any process (keycache's counter), so that the streams of that key end. A stream holds one
+of the server's threads while it is open, so the watcher caps open streams per process and per key
+(a 429 says which): the rest of the server's threads stay free for the API.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from flask import Flask, Response, current_app, json
 
 import jobs
+import keycache
 from errors import ApiError
 from models import Job, db, utcnow
 
@@ -173,6 +175,8 @@ class Watcher:
 
     def _run(self) -> None:
         with self.app.app_context():
+            keys = keycache.cache()
+            keys_version = keys.version()
             while not self._stopping.wait(self.interval):
                 with self._changed:
                     watched = list(self._followers)
@@ -180,6 +184,10 @@ class Watcher:
                     if not db.is_closed():
                         db.close()
                     continue
+                version = keys.version()
+                if version != keys_version:  # a key revoked (or a plan changed), in any process
+                    keys_version = version
+                    self._wake()  # so each stream checks its own key now
                 try:
                     db.connect(reuse_if_open=True)
                     self._update(self._read(watched))
@@ -205,8 +213,12 @@ class Watcher:
                     self._states[job_id] = state
                     changed = True
             if changed:
-                self._generation += 1
-                self._changed.notify_all()
+                self._wake()
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
 
     def _on_finished(self, _app: Flask, job: Job) -> None:
         self._update({job.id: State(job.status, job.progress)})
@@ -244,9 +256,18 @@ def _changes(
 
 
 def stream(
-    job_ids: list[uuid.UUID], render: Renderer, *, resume: State | None = None, ids: bool = True
+    job_ids: list[uuid.UUID],
+    render: Renderer,
+    *,
+    resume: State | None = None,
+    ids: bool = True,
+    allowed: Callable[[], bool] | None = None,
 ) -> Iterator[str]:
-    """The event stream of ``job_ids`` (reserved on the current app's watcher), until every one has ended."""
+    """The event stream of ``job_ids`` (reserved on the current app's watcher), until every one has ended.
+
+    It also ends as soon as ``allowed()`` turns false (the stream's API key was revoked), which it
+    asks at every wake-up and heartbeat.
+    """
     app, hub = current_app._get_current_object(), watcher()
     config = app.config
     heartbeat, lifetime = config["EVENT_HEARTBEAT"], config["EVENT_STREAM_SECONDS"]
@@ -257,7 +278,7 @@ def stream(
         beat = start + heartbeat
         generation = hub.generation
         yield f"retry: {RETRY_MS}\n\n"
-        while seen and not hub.stopping:
+        while seen and not hub.stopping and (allowed is None or allowed()):
             out: list[str] = []
             for job_id, known in list(seen.items()):
                 state = hub.state(job_id)
@@ -291,12 +312,20 @@ def _finished(app: Flask, job_id: uuid.UUID, render: Renderer) -> dict[str, Any]
         return render.done(Job.get_by_id(job_id))
 
 
-def respond(key: str, found: list[Job], render: Renderer, last_event_id: str | None = None) -> Response:
-    """A ``text/event-stream`` response following ``found`` (the caller's jobs) for ``key``, or 429."""
+def respond(
+    key: str,
+    found: list[Job],
+    render: Renderer,
+    last_event_id: str | None = None,
+    allowed: Callable[[], bool] | None = None,
+) -> Response:
+    """A ``text/event-stream`` response following ``found`` (the caller's jobs) for ``key``, or 429;
+    it ends once ``allowed()`` is false."""
     hub = watcher()
     job_ids = hub.reserve(key, found)
     try:
-        body = stream(job_ids, render, resume=State.from_event_id(last_event_id), ids=len(job_ids) == 1)
+        resume = State.from_event_id(last_event_id)
+        body = stream(job_ids, render, resume=resume, ids=len(job_ids) == 1, allowed=allowed)
     except BaseException:
         hub.release(key, job_ids)
         raise

@@ -134,7 +134,7 @@ class KeyCache:
 
     def find(self, key_hash: str, read: Callable[[str], ApiKey | None]) -> ApiKey | None:
         """The live key of ``key_hash`` with its account, kept or ``read``; a copy the caller may change."""
-        generation = self.generation.value() if self.generation is not None else None
+        generation = self.version()
         if generation is None:
             return read(key_hash)
         entry = self._entries.get(key_hash)
@@ -148,6 +148,10 @@ class KeyCache:
                 self._entries.clear()
             self._entries[key_hash] = _Entry(_copy(key), generation, time.monotonic() + MAX_AGE)
         return key
+
+    def version(self) -> int | None:
+        """A number that changes whenever a key is revoked or a plan changes; None while unknown."""
+        return self.generation.value() if self.generation is not None else None
 
     def used(self, key_hash: str, last_used_at: Any) -> None:
         """Record that the key's last_used_at was just written."""

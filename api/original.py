@@ -206,7 +206,8 @@ def fetch_tasks() -> Response:
 def task_events(task_id: str) -> Response:
     """A task's status and percentage as server-sent events, then the finished task object."""
     job = jobs.find(g.account, jobs.parse_id(task_id, "task_id"))
-    return events.respond(ratelimit.api_key_identity(), [job], EVENTS, request.headers.get("Last-Event-ID"))
+    key, last_event_id = ratelimit.api_key_identity(), request.headers.get("Last-Event-ID")
+    return events.respond(key, [job], EVENTS, last_event_id, allowed=auth.liveness(g.api_key))
 
 
 @bp.get("/account")

@@ -95,7 +95,8 @@ EVENTS = events.Renderer(
 def job_events(job_id: str) -> Response:
     """A job's status and progress as server-sent events, then the finished job."""
     job = jobs.find(g.account, jobs.parse_id(job_id))
-    return events.respond(ratelimit.api_key_identity(), [job], EVENTS, request.headers.get("Last-Event-ID"))
+    key, last_event_id = ratelimit.api_key_identity(), request.headers.get("Last-Event-ID")
+    return events.respond(key, [job], EVENTS, last_event_id, allowed=auth.liveness(g.api_key))
 
 
 @bp.get("/v1/jobs")

@@ -256,6 +256,25 @@ def test_streams_are_capped_per_key_and_per_process(server, streams):
     assert open_stream(streams, f"{url}/v1/jobs/{job}/events", first).response.status_code == 200
 
 
+def test_a_revoked_keys_streams_end_at_once(server, streams):
+    app, url, make_key = server
+    app.extensions["apiframe.pool"].stop()  # the job stays pending: only the revocation can end its streams
+    app.config["EVENT_HEARTBEAT"] = 30.0  # and no heartbeat comes first
+    key, kept = make_key(), make_key()
+    job, other = create(url, key)["id"], create(url, kept)["id"]
+    revoked = [open_stream(streams, f"{url}{path}/{job}/events", key) for path in ("/v1/jobs", "/tasks")]
+    live = open_stream(streams, f"{url}/v1/jobs/{other}/events", kept)
+    for stream in [*revoked, live]:
+        assert [stream.next()["event"], stream.next()["event"]] == ["status", "progress"]
+    assert "revoked" in app.test_cli_runner().invoke(args=["keys", "revoke", key[:16]]).output
+    started = time.monotonic()
+    assert all(stream.rest(timeout=5) == [] for stream in revoked)  # closed, as at the time limit
+    assert time.monotonic() - started < 2
+    wait_until(lambda: app.extensions["apiframe.events"].open_streams == 1, what="the slots to be released")
+    requests.post(f"{url}/v1/jobs/{other}/cancel", headers={"X-API-Key": kept}, timeout=5)
+    assert [event["event"] for event in live.rest()] == ["status", "done"]  # another key's stream went on
+
+
 def test_a_graceful_stop_of_gunicorn_ends_open_streams_at_once(tmp_path):
     env = environment(tmp_path / "data", free_port(), APIFRAME_LOCAL_LATENCY="600")  # the job never ends
     key = cli(env, "users", "create", "stop@example.com").strip().splitlines()[-1]
