@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import schemas
 import waits
 import workers
 from api import openai as openai_api
+from config import DEFAULTS
 from conftest import image_bytes, wait_until
 from fakes.sdwebui import FakeSdWebUI
 from models import Job
@@ -564,6 +566,38 @@ def test_a_job_ended_by_another_process_is_seen_without_the_signal(settings, mak
         started = time.monotonic()
         (ended,) = waits.waits().wait([job.id], timeout=10)
         assert ended.status == "succeeded" and time.monotonic() - started < waits.RECHECK + 1
+
+
+NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "apiframe.conf"
+
+
+def nginx_block(text: str, opening: str) -> str:
+    """The body of the nginx block that ``opening`` (say ``location /v1/images/ {``) starts."""
+    start = text.index(opening) + len(opening)
+    depth = 1
+    for end in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0:
+            return text[start:end]
+    raise AssertionError(f"{opening!r} is never closed")
+
+
+def test_nginx_waits_for_the_openai_routes_longer_than_they_wait_for_their_jobs():
+    routes = nginx_block(NGINX_CONF.read_text(), "location /v1/images/ {")
+    timeout = re.search(r"^\s*proxy_read_timeout (\d+)s;", routes, re.MULTILINE)
+    assert timeout and int(timeout.group(1)) > DEFAULTS["SYNC_WAIT"] + 10  # the app's own 504 comes first
+
+
+def test_nginx_never_tells_a_client_to_retry_what_it_had_no_answer_for():
+    """A create whose web node did not answer (in time) may have made its jobs: a blind retry pays twice."""
+    conf = NGINX_CONF.read_text()
+    pages = re.findall(r"error_page ([\d ]*\b50[24]\b[\d ]*) =?\s*(@\w+);", conf)
+    assert {page for _, page in pages} == {"@no_answer", "@openai_no_answer"}
+    for statuses, page in pages:
+        assert set(statuses.split()) == {"502", "504"}, statuses
+        answer = nginx_block(conf, f"location {page} {{")
+        assert "Retry-After" not in answer and "retry" not in answer.lower()
+        assert "Idempotency-Key" in answer and "GET /v1/jobs" in answer
 
 
 def test_the_readme_states_what_each_size_makes():
