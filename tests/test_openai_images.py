@@ -582,10 +582,30 @@ def nginx_block(text: str, opening: str) -> str:
     raise AssertionError(f"{opening!r} is never closed")
 
 
+def nginx_size(value: str) -> int:
+    """An nginx size (``20m``, ``512k``, ``1024``) in bytes."""
+    return int(value.rstrip("kKmMgG")) * {"k": 1024, "m": 1024**2, "g": 1024**3}.get(value[-1].lower(), 1)
+
+
 def test_nginx_waits_for_the_openai_routes_longer_than_they_wait_for_their_jobs():
     routes = nginx_block(NGINX_CONF.read_text(), "location /v1/images/ {")
     timeout = re.search(r"^\s*proxy_read_timeout (\d+)s;", routes, re.MULTILINE)
     assert timeout and int(timeout.group(1)) > DEFAULTS["SYNC_WAIT"] + 10  # the app's own 504 comes first
+
+
+def test_nginx_takes_uploads_on_the_openai_upload_routes_only():
+    conf = NGINX_CONF.read_text()
+    routes = nginx_block(conf, "location /v1/images/ {")
+    (pattern,) = re.findall(r"location ~ (\S+) \{", routes)
+    routes_taking_uploads = [
+        name for name in ("edits", "variations", "generations") if re.search(pattern, f"/v1/images/{name}")
+    ]
+    assert routes_taking_uploads == ["edits", "variations"]
+    uploads = nginx_block(routes, f"location ~ {pattern} {{")
+    (limit,) = re.findall(r"client_max_body_size (\w+);", uploads)
+    assert nginx_size(limit) >= DEFAULTS["UPLOAD_MAX_BYTES"]
+    (json_limit,) = re.findall(r"client_max_body_size (\w+);", conf.replace(uploads, ""))
+    assert nginx_size(json_limit) == DEFAULTS["MAX_CONTENT_LENGTH"]  # the JSON API's stays
 
 
 def test_nginx_never_tells_a_client_to_retry_what_it_had_no_answer_for():
