@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import config
@@ -30,6 +32,17 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert settings["JOB_TIMEOUT"] == 42.0
     assert settings["ALLOW_SIGNUP"] is False
     assert settings["DATA_DIR"] == str(tmp_path / "env-data")
+
+
+def test_the_production_template_closes_signup_and_self_upgrade(monkeypatch, tmp_path):
+    """On a public deployment, open signup and self-upgrade would hand anyone the scale plan's credits."""
+    template = Path(__file__).resolve().parent.parent / "deploy" / "apiframe.env"
+    for line in template.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            variable, _, value = line.partition("=")
+            monkeypatch.setenv(variable, value)
+    settings = config.load({"DATA_DIR": str(tmp_path)})
+    assert settings["ALLOW_SIGNUP"] is False and settings["ALLOW_SELF_UPGRADE"] is False
 
 
 def test_bad_setting_names_the_variable(monkeypatch, tmp_path):
