@@ -123,12 +123,14 @@ def webhook_secret(email: str, rotate: bool) -> None:
 
 @providers.command("check")
 def check_providers() -> None:
-    """Ask each configured provider whether its backend answers and accepts our credentials."""
+    """Ask each configured provider whether its backend answers and accepts our credentials.
+
+    An operation the configured provider cannot do is "not supported": said, but not a failure."""
     failed = False
     for operation, health in configured_providers().check().items():
-        state = "ok" if health.ok else "FAILED"
+        state = "not supported" if not health.supported else "ok" if health.ok else "FAILED"
         click.echo(f"{operation}: {health.name} {state}: {health.detail}")
-        failed = failed or not health.ok
+        failed = failed or (health.supported and not health.ok)
     if failed:
         raise click.exceptions.Exit(1)
 

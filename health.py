@@ -52,7 +52,9 @@ def _report(app: Flask) -> dict[str, Any]:
     providers = report["providers"] = {}
     for operation, health in app.extensions[PROVIDERS].check().items():
         entry: dict[str, Any] = {"name": health.name, "ok": health.ok, "detail": health.detail}
-        if not health.ok:
+        if not health.supported:  # neither ok nor failing: the configuration says so, nothing is down
+            entry = {"name": health.name, "supported": False, "detail": health.detail}
+        elif not health.ok:
             entry["code"] = "PROVIDER_ERROR"
         providers[operation] = entry
     return report
@@ -71,11 +73,12 @@ def _database() -> dict[str, Any]:
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     """200 while the database answers (degraded if the rate-limit storage, the image storage or a provider
-    fails), else 503."""
+    fails; an operation no provider is configured for is reported, and degrades nothing), else 503."""
     database = _database()
     rate_limits = ratelimit.storage_health()
     checked = current_app.extensions[EXTENSION].current(current_app)
-    fine = [database, rate_limits, checked["storage"], *checked["providers"].values()]
+    providers = [entry for entry in checked["providers"].values() if entry.get("supported", True)]
+    fine = [database, rate_limits, checked["storage"], *providers]
     body = {
         "status": "ok" if all(entry["ok"] for entry in fine) else "degraded",
         "database": database,

@@ -103,12 +103,9 @@ def require_provider(operation: str, chosen: str | None = None) -> None:
     providers = configured_providers()
     if chosen and not providers.for_operation(operation, chosen).supports(operation):
         raise validation_error(f"The {chosen} provider cannot do {operation} jobs.", {"model": [chosen]})
-    if not providers.supports(operation):
-        name = providers.for_operation(operation).name
-        raise validation_error(
-            f"The configured provider ({name}) cannot do {operation} jobs; "
-            f"set APIFRAME_PROVIDER_{operation.upper()} to a provider that can."
-        )
+    unsupported = providers.unsupported(operation)
+    if unsupported:
+        raise validation_error(unsupported)
 
 
 def create(account: Account, operation: Operation, data: dict[str, Any], *, origin: str = REFERENCE) -> Job:

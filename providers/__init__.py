@@ -262,6 +262,7 @@ class Health:
     name: str
     ok: bool
     detail: str
+    supported: bool = True  # False: the provider cannot do the operation at all (a setting, not a failure)
 
 
 class Providers:
@@ -290,13 +291,31 @@ class Providers:
         """Whether some configured provider handles ``operation``."""
         return self.for_operation(operation).supports(operation)
 
+    def unsupported(self, operation: str) -> str | None:
+        """Why no configured provider does ``operation`` (its requests get a 400), or None if one does."""
+        if self.supports(operation):
+            return None
+        return (
+            f"The configured provider ({self.for_operation(operation).name}) cannot do {operation} jobs; "
+            f"set APIFRAME_PROVIDER_{operation.upper()} to a provider that can."
+        )
+
     def check(self) -> dict[str, Health]:
-        """Ask each provider in use (once each) whether its backend answers; the result per operation."""
+        """Ask each provider in use (once each) whether its backend answers; the result per operation.
+
+        An operation its provider cannot do is reported as not supported, without asking: that is how the
+        service is configured, not a backend that fails."""
         answers: dict[int, Health] = {}
-        for provider in self.by_operation.values():
+        report: dict[str, Health] = {}
+        for operation, provider in self.by_operation.items():
+            why = self.unsupported(operation)
+            if why:
+                report[operation] = Health(provider.name, False, why, supported=False)
+                continue
             if id(provider) not in answers:
                 answers[id(provider)] = _check(provider)
-        return {operation: answers[id(provider)] for operation, provider in self.by_operation.items()}
+            report[operation] = answers[id(provider)]
+        return report
 
 
 def _default_for(operation: str, config: Mapping[str, Any]) -> str:

@@ -50,6 +50,20 @@ def test_a_provider_that_does_not_answer_degrades_health(settings, request):
     assert body["providers"]["imagine"]["ok"] is True
 
 
+def test_an_operation_the_provider_cannot_do_is_not_supported_and_degrades_nothing(settings, sd, request):
+    settings.update(PROVIDER="sdwebui", SDWEBUI_URL=sd.url)
+    body = request.getfixturevalue("client").get("/healthz").get_json()
+    assert body["status"] == "ok"
+    assert body["providers"]["shorten"] == {
+        "name": "sdwebui",
+        "supported": False,
+        "detail": "The configured provider (sdwebui) cannot do shorten jobs; "
+        "set APIFRAME_PROVIDER_SHORTEN to a provider that can.",
+    }
+    assert body["providers"]["faceswap"]["supported"] is False and "ok" not in body["providers"]["faceswap"]
+    assert body["providers"]["imagine"] == {"name": "sdwebui", "ok": True, "detail": "1 model(s) available"}
+
+
 def test_provider_checks_are_cached(settings, sd, request):
     settings.update(PROVIDER="sdwebui", SDWEBUI_URL=sd.url)
     client = request.getfixturevalue("client")
@@ -90,6 +104,18 @@ def test_providers_check_asks_the_backend_with_credentials(settings, sd, request
     result = request.getfixturevalue("runner").invoke(args=["providers", "check"])
     assert result.exit_code == 0, result.output
     assert "describe: sdwebui ok: 1 model(s) available" in result.output
+
+
+def test_providers_check_says_what_the_provider_cannot_do_without_failing(settings, sd, request):
+    settings.update(PROVIDER="sdwebui", SDWEBUI_URL=sd.url)
+    result = request.getfixturevalue("runner").invoke(args=["providers", "check"])
+    assert result.exit_code == 0, result.output
+    assert "imagine: sdwebui ok: 1 model(s) available" in result.output
+    assert (
+        "shorten: sdwebui not supported: The configured provider (sdwebui) cannot do shorten jobs; "
+        "set APIFRAME_PROVIDER_SHORTEN to a provider that can." in result.output
+    )
+    assert "faceswap: sdwebui not supported: " in result.output
 
 
 def test_providers_check_fails_when_a_backend_refuses(settings, sd, request):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -163,3 +165,11 @@ def test_a_local_parent_is_varied_by_midjourney_proxy_as_an_image_prompt(setting
         assert "mj-api-secret" not in fake.calls()[0].headers
     finally:
         fake.close()
+
+
+def test_the_readme_settings_name_every_per_operation_provider_variable():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `APIFRAME_PROVIDER_IMAGINE`")]
+    names = re.findall(r"`([^`]+)`", row)
+    named = {name.removeprefix("APIFRAME_PROVIDER_").removeprefix("…_") for name in names}
+    assert set(config.PROVIDER_OPERATIONS) <= named
