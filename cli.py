@@ -140,14 +140,18 @@ def check_providers() -> None:
 @click.option("--overwrite", is_flag=True, help="Copy images the storage already has, too.")
 def import_images(data_dir: Path | None, overwrite: bool) -> None:
     """Copy the images of a data directory (by default this one's) into the configured storage."""
-    source = storage.LocalStorage(((data_dir or Path(current_app.config["DATA_DIR"])) / "images").resolve())
+    data_dir = data_dir or Path(current_app.config["DATA_DIR"])
+    source = storage.LocalStorage((data_dir / "images").resolve())
+    if not source.root.is_dir():  # not a data directory, or one with no image yet: nothing could be copied
+        raise click.ClickException(f"{data_dir} has no images/ directory: there is nothing to import")
     target = storage.current()
     if isinstance(target, storage.LocalStorage) and target.root.resolve() == source.root:
         raise click.ClickException(f"the images in {source.root} are already the configured storage")
     try:
         copied, skipped = storage.copy_images(source, target, overwrite=overwrite)
     except storage.StorageUnavailable as exc:
-        raise click.ClickException(f"{exc} Nothing more was copied; run the import again.") from None
+        why = exc.detail or exc
+        raise click.ClickException(f"{why} Nothing more was copied; run the import again.") from None
     click.echo(f"copied {copied} images from {source.describe()} to {target.describe()}")
     click.echo(f"{skipped} images were there already")
 

@@ -50,6 +50,11 @@ S3_CONNECT_TIMEOUT = 3
 S3_READ_TIMEOUT = 10
 S3_ATTEMPTS = 3
 STORAGE_RETRY_AFTER = 30  # seconds a client is told to wait when the storage cannot be reached
+# S3 error codes that mean the bucket cannot be used as configured -> what the operator is told.
+S3_REFUSALS = {
+    "NoSuchBucket": "does not exist",
+    "AccessDenied": "refuses these credentials (AWS_ACCESS_KEY_ID, or the bucket's policy)",
+}
 
 # Pillow releases the GIL while encoding, so a job's images are encoded side by side.
 _encoders = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="apiframe-encode")
@@ -60,10 +65,15 @@ class MissingImage(LookupError):
 
 
 class StorageUnavailable(RuntimeError):
-    """The storage could not be reached (S3 down, hung, or failing) or written (a full or read-only disk)."""
+    """The storage could not be reached (S3 down, hung, or failing), refuses us (no such bucket, access
+    denied) or cannot be written (a full or read-only disk). Users are told only that; ``detail``, for the
+    operator, says which bucket and why, when known."""
 
-    def __init__(self, message: str = "The image storage could not be reached.") -> None:
+    REACHED = "The image storage could not be reached."
+
+    def __init__(self, message: str = REACHED, detail: str | None = None) -> None:
         super().__init__(message)
+        self.detail = detail
 
 
 def content_type(key: str) -> str:
@@ -167,7 +177,8 @@ class S3Storage:
 
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
-        """StorageUnavailable when the bucket cannot be reached or keeps failing (a 5xx after the retries)."""
+        """StorageUnavailable when the bucket cannot be reached, keeps failing (a 5xx after the retries), does
+        not exist or refuses us."""
         from botocore.exceptions import ClientError, HTTPClientError
         from botocore.exceptions import ConnectionError as NoConnection
 
@@ -177,6 +188,11 @@ class S3Storage:
             log.warning("storage %s unreachable: %s", self.describe(), exc)
             raise StorageUnavailable() from exc
         except ClientError as exc:
+            refusal = S3_REFUSALS.get(exc.response.get("Error", {}).get("Code"))
+            if refusal:
+                detail = f"The bucket {self.bucket!r} {refusal}."
+                log.warning("storage %s: %s", self.describe(), detail)
+                raise StorageUnavailable(detail=detail) from exc
             if (_status(exc) or 0) < 500:
                 raise
             log.warning("storage %s failing: %s", self.describe(), exc)

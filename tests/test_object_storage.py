@@ -273,14 +273,48 @@ def test_the_import_command_copies_a_data_directory_into_the_bucket(settings, s3
     assert same.exit_code != 0 and "already the configured storage" in same.output
 
 
-def test_the_import_command_says_when_the_bucket_cannot_be_reached(settings, s3_settings, dead_endpoint):
+def _old_images(settings) -> None:
+    """An image in the data directory, for an import to copy."""
     images = Path(settings["DATA_DIR"]) / "images" / str(uuid.uuid4())
     images.mkdir(parents=True)
     (images / "grid.png").write_bytes(b"\x89PNG")
+
+
+def test_the_import_command_says_when_the_bucket_cannot_be_reached(settings, s3_settings, dead_endpoint):
+    _old_images(settings)
     down = create_app({**s3_settings, "S3_ENDPOINT_URL": dead_endpoint, "START_WORKERS": False})
     result = down.test_cli_runner().invoke(args=["storage", "import"])
     assert result.exit_code == 1 and result.exception.__class__ is SystemExit
     assert "Error: The image storage could not be reached. Nothing more was copied" in result.output
+
+
+def test_the_import_command_names_a_bucket_that_does_not_exist(settings, s3_settings):
+    _old_images(settings)
+    missing = create_app({**s3_settings, "STORAGE_URL": "s3://no-such-bucket/x", "START_WORKERS": False})
+    result = missing.test_cli_runner().invoke(args=["storage", "import"])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    assert "Error: The bucket 'no-such-bucket' does not exist. Nothing more was copied" in result.output
+
+
+def test_a_bucket_that_refuses_the_credentials_is_named_for_the_operator_only(s3_app, s3_settings, bucket):
+    from botocore.stub import Stubber
+
+    target = s3_app.extensions[storage.EXTENSION]
+    with Stubber(target.client) as stub:
+        stub.add_client_error("put_object", "AccessDenied", "Access Denied", http_status_code=403)
+        with pytest.raises(storage.StorageUnavailable) as caught:
+            target.put("x/grid.png", b"\x89PNG")
+    assert caught.value.detail == (
+        f"The bucket {bucket.name!r} refuses these credentials (AWS_ACCESS_KEY_ID, or the bucket's policy)."
+    )
+    assert str(caught.value) == "The image storage could not be reached."  # what users are told
+
+
+def test_the_import_command_refuses_a_directory_without_images(s3_settings, tmp_path):
+    app = create_app({**s3_settings, "START_WORKERS": False})
+    result = app.test_cli_runner().invoke(args=["storage", "import", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path} has no images/ directory: there is nothing to import" in result.output
 
 
 @pytest.mark.parametrize(
