@@ -12,7 +12,7 @@ import accounts
 import credits
 import storage
 import webhooks
-from auth import SHOWN_PREFIX_LENGTH, revoke
+from auth import SHOWN_PREFIX_LENGTH, hash_key, revoke
 from auth import create_key as mint_key
 from config import PLANS
 from models import Account, ApiKey
@@ -90,14 +90,17 @@ def create_key(email: str, name: str) -> None:
 @keys.command("revoke")
 @click.argument("prefix")
 def revoke_key(prefix: str) -> None:
-    """Revoke the live key that starts with PREFIX (its shown prefix, or the whole key)."""
+    """Revoke the live key that starts with PREFIX (its shown prefix, or the whole key).
+
+    Anything longer than the shown prefix is taken as the whole key and must be it: its hash is compared, so a
+    mistyped key that happens to start like a live one revokes nothing."""
     if len(prefix) < 12:
         raise click.ClickException("give at least the first 12 characters of the key")
-    matches = list(
-        ApiKey.select().where(
-            ApiKey.revoked_at.is_null() & ApiKey.prefix.startswith(prefix[:SHOWN_PREFIX_LENGTH])
-        )
-    )
+    whole = len(prefix) > SHOWN_PREFIX_LENGTH
+    chosen = ApiKey.key_hash == hash_key(prefix) if whole else ApiKey.prefix.startswith(prefix)
+    matches = list(ApiKey.select().where(ApiKey.revoked_at.is_null() & chosen))
+    if not matches and whole:  # the key itself is a secret: not echoed
+        raise click.ClickException(f"no live key is the key given (starting {prefix[:SHOWN_PREFIX_LENGTH]}…)")
     if not matches:
         raise click.ClickException(f"no live key starts with {prefix}")
     if len(matches) > 1:

@@ -6,7 +6,7 @@ import subprocess
 
 import credits
 from config import PLANS
-from models import Account, LedgerEntry
+from models import Account, ApiKey, LedgerEntry
 from servers import BIN, ROOT, environment, free_port
 
 
@@ -112,6 +112,19 @@ def test_keys_revoke_needs_a_clear_prefix(runner):
     _last_line(runner.invoke(args=["users", "create", "k@example.com"]))
     assert runner.invoke(args=["keys", "revoke", "ak_live"]).exit_code != 0
     assert runner.invoke(args=["keys", "revoke", "ak_live_zzzzzzzz"]).exit_code != 0
+
+
+def test_keys_revoke_of_a_whole_key_revokes_that_key_only(app, runner):
+    key = _last_line(runner.invoke(args=["users", "create", "w@example.com"]))
+    mistyped = key[:-1] + ("A" if key[-1] != "A" else "B")  # its prefix is the real key's
+    wrong = runner.invoke(args=["keys", "revoke", mistyped])
+    assert wrong.exit_code == 1 and f"no live key is the key given (starting {key[:16]}…)" in wrong.output
+    assert mistyped not in wrong.output
+    with app.app_context():
+        assert ApiKey.get(ApiKey.prefix == key[:16]).revoked_at is None
+    assert runner.invoke(args=["keys", "revoke", key]).output == f"revoked {key[:16]}…\n"
+    again = _last_line(runner.invoke(args=["keys", "create", "w@example.com"]))
+    assert runner.invoke(args=["keys", "revoke", again[:16]]).output == f"revoked {again[:16]}…\n"
 
 
 def test_init_db(runner):
