@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -227,6 +228,81 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 1024 * 1024,
 }
 
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows: at least ``low`` (more than it if ``above``), at most ``high``.
+
+    Never nan or infinity: a float setting becomes a timeout, a sleep or a lease, where either breaks.
+    """
+
+    low: float
+    high: float = math.inf
+    above: bool = False
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` is in the range."""
+        low_ok = value > self.low if self.above else value >= self.low
+        return math.isfinite(value) and low_ok and value <= self.high
+
+    def describe(self) -> str:
+        """What the range asks of a value, as the rest of a sentence that starts with its variable."""
+        if self.high != math.inf:
+            return f"must be from {self.low:g} to {self.high:g}"
+        if self.above:
+            return f"must be more than {self.low:g}"
+        return "must not be negative" if self.low == 0 else f"must be at least {self.low:g}"
+
+
+POSITIVE = Range(0, above=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1)
+POLL = Range(0.01)  # a loop that waits less than this between rounds is a busy loop
+
+# Flask config key -> the values it allows; every numeric setting of ENVIRONMENT has one, checked at load.
+RANGES: dict[str, Range] = {
+    "PORT": Range(1, 65535),
+    "WORKERS": Range(1),
+    "JOB_TIMEOUT": POSITIVE,
+    "LOCAL_LATENCY": NON_NEGATIVE,
+    "FETCH_MAX_BYTES": Range(1),
+    "FETCH_TIMEOUT": POSITIVE,
+    "MAX_IMAGE_PIXELS": Range(1),
+    "JOB_LEASE": Range(1),  # renewed every third of it; shorter, a renewal would race the lease's end
+    "WEBHOOK_MAX_ATTEMPTS": Range(1),
+    "WEBHOOK_RETRY_BASE": NON_NEGATIVE,
+    "WEBHOOK_TIMEOUT": POSITIVE,
+    "WEBHOOK_THREADS": Range(1),
+    "HEALTH_CACHE_SECONDS": NON_NEGATIVE,  # 0: check on every request
+    "DISPATCH_INTERVAL": POLL,
+    "PROXY_FIX": NON_NEGATIVE,
+    "SYNC_WAIT": POSITIVE,
+    "SYNC_WAITERS": Range(1),
+    "UPLOAD_MAX_BYTES": Range(1),
+    "EVENT_STREAMS": NON_NEGATIVE,  # 0: every stream is refused, and pages poll instead
+    "EVENT_STREAMS_PER_KEY": NON_NEGATIVE,
+    "EVENT_HEARTBEAT": Range(0.1),
+    "EVENT_STREAM_SECONDS": POSITIVE,
+    "PROVIDER_CONNECT_TIMEOUT": POSITIVE,
+    "PROVIDER_RETRIES": NON_NEGATIVE,
+    "PROVIDER_BACKOFF": NON_NEGATIVE,
+    "PROVIDER_MAX_BYTES": Range(1),
+    "SDWEBUI_TIMEOUT": POSITIVE,
+    "SDWEBUI_STEPS": Range(1),
+    "SDWEBUI_CFG_SCALE": NON_NEGATIVE,
+    "SDWEBUI_DENOISING_STRENGTH": FRACTION,
+    "SDWEBUI_BLEND_STRENGTH": FRACTION,
+    "SDWEBUI_POLL_INTERVAL": POLL,
+    "COMFYUI_TIMEOUT": POSITIVE,
+    "COMFYUI_POLL_INTERVAL": POLL,
+    "OPENAI_IMAGES_PER_CALL": Range(1),
+    "OPENAI_TIMEOUT": POSITIVE,
+    "MJPROXY_TIMEOUT": POSITIVE,
+    "MJPROXY_POLL_INTERVAL": POLL,
+    "APIFRAME_TIMEOUT": POSITIVE,
+    "APIFRAME_POLL_INTERVAL": POLL,
+}
+
 IMAGE_FORMATS = ("png", "webp", "jpeg")
 ROLES = ("all", "web")  # what a served process runs besides HTTP; `flask --app app worker` is the worker role
 
@@ -265,23 +341,13 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
         settings["PUBLIC_IMAGE_URL"] = settings["PUBLIC_IMAGE_URL"].rstrip("/")
     if settings["ROLE"] not in ROLES:
         raise ValueError(f"APIFRAME_ROLE must be one of {', '.join(ROLES)}")
-    if settings["PROXY_FIX"] < 0:
-        raise ValueError("APIFRAME_PROXY_FIX must not be negative")
     settings["IMAGE_FORMAT"] = settings["IMAGE_FORMAT"].lower()
     if settings["IMAGE_FORMAT"] not in IMAGE_FORMATS:
         raise ValueError(f"APIFRAME_IMAGE_FORMAT must be one of {', '.join(IMAGE_FORMATS)}")
-    if settings["WORKERS"] < 1:
-        raise ValueError("APIFRAME_WORKERS must be at least 1")
-    if settings["WEBHOOK_MAX_ATTEMPTS"] < 1:
-        raise ValueError("APIFRAME_WEBHOOK_MAX_ATTEMPTS must be at least 1")
-    if settings["WEBHOOK_RETRY_BASE"] < 0:
-        raise ValueError("APIFRAME_WEBHOOK_RETRY_BASE must not be negative")
-    if settings["WEBHOOK_TIMEOUT"] <= 0:
-        raise ValueError("APIFRAME_WEBHOOK_TIMEOUT must be more than 0")
-    if settings["SYNC_WAITERS"] < 1:
-        raise ValueError("APIFRAME_SYNC_WAITERS must be at least 1")
-    if settings["WEBHOOK_THREADS"] < 1:
-        raise ValueError("APIFRAME_WEBHOOK_THREADS must be at least 1")
+    for key, allowed in RANGES.items():
+        value = settings[key]
+        if value is not None and not allowed.allows(value):
+            raise ValueError(f"{ENVIRONMENT[key][0]} {allowed.describe()}, got {value!r}")
     return settings
 
 

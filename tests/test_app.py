@@ -52,6 +52,66 @@ def test_bad_setting_names_the_variable(monkeypatch, tmp_path):
         config.load()
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("APIFRAME_DISPATCH_INTERVAL", "0", "APIFRAME_DISPATCH_INTERVAL must be at least 0.01, got 0.0"),
+        ("APIFRAME_DISPATCH_INTERVAL", "-1", "APIFRAME_DISPATCH_INTERVAL must be at least 0.01, got -1.0"),
+        ("APIFRAME_JOB_LEASE", "0", "APIFRAME_JOB_LEASE must be at least 1, got 0.0"),
+        ("APIFRAME_JOB_TIMEOUT", "-5", "APIFRAME_JOB_TIMEOUT must be more than 0, got -5.0"),
+        ("APIFRAME_JOB_TIMEOUT", "nan", "APIFRAME_JOB_TIMEOUT must be more than 0, got nan"),
+        ("APIFRAME_JOB_TIMEOUT", "inf", "APIFRAME_JOB_TIMEOUT must be more than 0, got inf"),
+        ("APIFRAME_EVENT_HEARTBEAT", "0", "APIFRAME_EVENT_HEARTBEAT must be at least 0.1, got 0.0"),
+        ("APIFRAME_PROVIDER_RETRIES", "-1", "APIFRAME_PROVIDER_RETRIES must not be negative, got -1"),
+        ("APIFRAME_PROVIDER_CONNECT_TIMEOUT", "-1", "APIFRAME_PROVIDER_CONNECT_TIMEOUT must be more than 0"),
+        ("APIFRAME_PROVIDER_BACKOFF", "-0.5", "APIFRAME_PROVIDER_BACKOFF must not be negative"),
+        ("APIFRAME_PROVIDER_MAX_BYTES", "0", "APIFRAME_PROVIDER_MAX_BYTES must be at least 1, got 0"),
+        ("APIFRAME_FETCH_MAX_BYTES", "0", "APIFRAME_FETCH_MAX_BYTES must be at least 1"),
+        ("APIFRAME_FETCH_TIMEOUT", "0", "APIFRAME_FETCH_TIMEOUT must be more than 0"),
+        ("APIFRAME_MAX_IMAGE_PIXELS", "-1", "APIFRAME_MAX_IMAGE_PIXELS must be at least 1"),
+        ("APIFRAME_SYNC_WAIT", "0", "APIFRAME_SYNC_WAIT must be more than 0"),
+        ("APIFRAME_UPLOAD_MAX_BYTES", "0", "APIFRAME_UPLOAD_MAX_BYTES must be at least 1"),
+        ("APIFRAME_EVENT_STREAMS", "-1", "APIFRAME_EVENT_STREAMS must not be negative"),
+        ("APIFRAME_EVENT_STREAMS_PER_KEY", "-1", "APIFRAME_EVENT_STREAMS_PER_KEY must not be negative"),
+        ("APIFRAME_EVENT_STREAM_SECONDS", "0", "APIFRAME_EVENT_STREAM_SECONDS must be more than 0"),
+        ("APIFRAME_HEALTH_CACHE_SECONDS", "-1", "APIFRAME_HEALTH_CACHE_SECONDS must not be negative"),
+        ("APIFRAME_LOCAL_LATENCY", "-1", "APIFRAME_LOCAL_LATENCY must not be negative"),
+        ("APIFRAME_LOCAL_LATENCY", "nan", "APIFRAME_LOCAL_LATENCY must not be negative, got nan"),
+        (
+            "APIFRAME_SDWEBUI_DENOISING_STRENGTH",
+            "1.5",
+            "APIFRAME_SDWEBUI_DENOISING_STRENGTH must be from 0 to 1, got 1.5",
+        ),
+        ("APIFRAME_SDWEBUI_POLL_INTERVAL", "0", "APIFRAME_SDWEBUI_POLL_INTERVAL must be at least 0.01"),
+        ("PORT", "0", "PORT must be from 1 to 65535, got 0"),
+    ],
+)
+def test_a_number_out_of_its_range_stops_start_up_naming_the_variable_and_the_range(
+    monkeypatch, tmp_path, variable, value, message
+):
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError) as failure:
+        config.load()
+    assert str(failure.value).startswith(message)
+
+
+def test_every_numeric_setting_has_a_range_and_its_default_is_in_it():
+    numeric = {key for key, (_, parse) in config.ENVIRONMENT.items() if parse in (int, float)}
+    assert numeric == set(config.RANGES)
+    for key, allowed in config.RANGES.items():
+        assert config.DEFAULTS[key] is None or allowed.allows(config.DEFAULTS[key]), key
+
+
+def test_the_lowest_values_a_range_allows_are_taken(monkeypatch, tmp_path):
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APIFRAME_PROVIDER_RETRIES", "0")
+    monkeypatch.setenv("APIFRAME_LOCAL_LATENCY", "0")
+    monkeypatch.setenv("APIFRAME_JOB_LEASE", "1")
+    settings = config.load()
+    assert (settings["PROVIDER_RETRIES"], settings["LOCAL_LATENCY"], settings["JOB_LEASE"]) == (0, 0.0, 1.0)
+
+
 def test_secret_key_is_generated_once_and_kept(tmp_path):
     first = config.load({"DATA_DIR": str(tmp_path)})["SECRET_KEY"]
     second = config.load({"DATA_DIR": str(tmp_path)})["SECRET_KEY"]
