@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -332,13 +333,13 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
         settings["DATABASE_URL"] = f"sqlite:///{data_dir / 'apiframe.db'}"
     if not settings["PUBLIC_URL"]:
         settings["PUBLIC_URL"] = f"http://localhost:{settings['PORT']}"
-    settings["PUBLIC_URL"] = settings["PUBLIC_URL"].rstrip("/")
+    settings["PUBLIC_URL"] = _base_url("APIFRAME_PUBLIC_URL", settings["PUBLIC_URL"])
     if not settings["SECRET_KEY"]:
         settings["SECRET_KEY"] = _stored_secret(data_dir / "secret_key")
     if not settings["STORAGE_URL"]:
         settings["STORAGE_URL"] = f"file://{data_dir / 'images'}"
     if settings["PUBLIC_IMAGE_URL"]:
-        settings["PUBLIC_IMAGE_URL"] = settings["PUBLIC_IMAGE_URL"].rstrip("/")
+        settings["PUBLIC_IMAGE_URL"] = _base_url("APIFRAME_PUBLIC_IMAGE_URL", settings["PUBLIC_IMAGE_URL"])
     if settings["ROLE"] not in ROLES:
         raise ValueError(f"APIFRAME_ROLE must be one of {', '.join(ROLES)}")
     settings["IMAGE_FORMAT"] = settings["IMAGE_FORMAT"].lower()
@@ -349,6 +350,14 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
         if value is not None and not allowed.allows(value):
             raise ValueError(f"{ENVIRONMENT[key][0]} {allowed.describe()}, got {value!r}")
     return settings
+
+
+def _base_url(variable: str, url: str) -> str:
+    """``url`` without its trailing slash, if clients can open it: image URLs are built on it as it is."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{variable} must be an absolute http:// or https:// URL with a host, got {url!r}")
+    return url.rstrip("/")
 
 
 def _stored_secret(path: Path) -> str:

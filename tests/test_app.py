@@ -112,6 +112,27 @@ def test_the_lowest_values_a_range_allows_are_taken(monkeypatch, tmp_path):
     assert (settings["PROVIDER_RETRIES"], settings["LOCAL_LATENCY"], settings["JOB_LEASE"]) == (0, 0.0, 1.0)
 
 
+@pytest.mark.parametrize("variable", ["APIFRAME_PUBLIC_URL", "APIFRAME_PUBLIC_IMAGE_URL"])
+@pytest.mark.parametrize("value", ["api.example.com", "ftp://api.example.com", "https://", "/images"])
+def test_a_public_url_must_be_absolute_http(monkeypatch, tmp_path, variable, value):
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError) as failure:
+        config.load()
+    assert str(failure.value) == (
+        f"{variable} must be an absolute http:// or https:// URL with a host, got {value!r}"
+    )
+
+
+def test_public_urls_keep_their_path_without_the_trailing_slash(monkeypatch, tmp_path):
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APIFRAME_PUBLIC_URL", "https://api.example.com/apiframe/")
+    monkeypatch.setenv("APIFRAME_PUBLIC_IMAGE_URL", "http://cdn.example.com:8080/images/")
+    settings = config.load()
+    assert settings["PUBLIC_URL"] == "https://api.example.com/apiframe"
+    assert settings["PUBLIC_IMAGE_URL"] == "http://cdn.example.com:8080/images"
+
+
 def test_secret_key_is_generated_once_and_kept(tmp_path):
     first = config.load({"DATA_DIR": str(tmp_path)})["SECRET_KEY"]
     second = config.load({"DATA_DIR": str(tmp_path)})["SECRET_KEY"]
