@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import click
@@ -37,7 +38,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, database, API, console, docs, limits, CLI, workers and webhook sender."""
     allocator.configure()  # before any thread of the app's starts
     app = App(__name__)
-    app.config.from_mapping(config.load(test_config))
+    with _settings_errors_shown_by_the_cli():
+        app.config.from_mapping(config.load(test_config))
+        app.extensions[PROVIDERS] = Providers(app.config)
     app.json.sort_keys = False  # objects keep the reference's field order (id, type, status, ...)
     app.session_interface = CookielessSessions()
     _configure_logging(app)
@@ -60,7 +63,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cli.init_app(app)
     roles.init_app(app)
 
-    app.extensions[PROVIDERS] = Providers(app.config)
     pool = workers.init_app(app)
     sender = webhooks.init_app(app)
     atexit.register(events.init_app(app).stop)
@@ -73,6 +75,26 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         atexit.register(pool.stop, wait=False)
         atexit.register(sender.stop)
     return app
+
+
+def check_settings() -> None:
+    """Check the environment's settings and the providers they choose, starting nothing.
+
+    gunicorn's master calls it before it starts any process (gunicorn.conf.py): a bad setting raises
+    ValueError naming the variable, rather than failing each process after "ready" is said.
+    """
+    Providers(config.load())
+
+
+@contextlib.contextmanager
+def _settings_errors_shown_by_the_cli() -> Iterator[None]:
+    """Under the flask CLI, a bad setting is its one-line message and exit status 1, not a traceback."""
+    try:
+        yield
+    except ValueError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise
+        raise click.ClickException(str(exc)) from None
 
 
 class App(Flask):

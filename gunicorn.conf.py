@@ -10,6 +10,7 @@ from config import DEFAULTS
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '4100')}"
 # One process by default: rate limits then live in memory. With APIFRAME_RATELIMIT_STORAGE_URI
 # set to redis://..., WEB_CONCURRENCY can run several processes that share the limits.
+# gunicorn itself refuses a WEB_CONCURRENCY that is no number or negative; on_starting refuses 0.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Several processes: each listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new
 # connections over them. On one shared socket, the process that happens to be waiting in accept()
@@ -18,7 +19,9 @@ reuse_port = workers > 1
 worker_class = "gthread"
 # Each open job event stream (SSE) holds a thread; the app caps them at APIFRAME_EVENT_STREAMS per
 # process, and those threads come on top of GUNICORN_THREADS, which stay free for the rest of the API.
-_event_streams = int(os.environ.get("APIFRAME_EVENT_STREAMS") or DEFAULTS["EVENT_STREAMS"])
+# A value that is no count is left to the service's own check (on_starting) to refuse by name.
+_event_streams = os.environ.get("APIFRAME_EVENT_STREAMS", "")
+_event_streams = int(_event_streams) if _event_streams.strip().isdigit() else DEFAULTS["EVENT_STREAMS"]
 threads = int(os.environ.get("GUNICORN_THREADS", "16")) + _event_streams
 timeout = 60
 graceful_timeout = 20
@@ -46,6 +49,18 @@ def _write_json_error(sock, status_int, reason, mesg):
 util.write_error = _write_json_error  # gunicorn's workers call util.write_error for unparseable requests
 
 
+def on_starting(server):
+    """Stop at once, with a one-line message, on a bad setting: before anything listens or says "ready"."""
+    if server.cfg.workers < 1:  # gunicorn would start, serve nothing, and wait
+        raise RuntimeError(f"WEB_CONCURRENCY must be at least 1, got {server.cfg.workers}")
+    from app import check_settings
+
+    try:
+        check_settings()
+    except ValueError as exc:  # gunicorn prints a RuntimeError's message alone and exits with status 1
+        raise RuntimeError(str(exc)) from None
+
+
 def when_ready(server):
     """Say where the console is and how to get a first API key, once the server is listening."""
     port = os.environ.get("PORT", "4100")
@@ -64,14 +79,14 @@ def post_worker_init(worker):
     import signal
     import sys
 
-    events = sys.modules.get("events")  # the service's app imported it; another app (the bench's floor)
-    if events is None:  # runs with none of the service's modules loaded
+    events = sys.modules.get("events")  # the service's app imported it (on_starting did, in the master)
+    if events is None:
         return
     graceful = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):
         watcher = getattr(worker.wsgi, "extensions", {}).get(events.EXTENSION)
-        if watcher is not None:
+        if watcher is not None:  # None in another app (the bench's floor)
             watcher.stop()  # each stream ends; clients reconnect (Last-Event-ID) to another process
         graceful(signum, frame)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 import credits
 from config import PLANS
 from models import Account, ApiKey, LedgerEntry
@@ -143,3 +145,14 @@ def test_users_create_for_a_taken_email_fails_loudly_in_a_shell(tmp_path):
     assert again.returncode != 0 and again.stdout == ""
     assert "an account with email jane@example.com already exists" in again.stderr
     assert "keys create jane@example.com" in again.stderr
+
+
+@pytest.mark.parametrize("command", [["users", "create", "jane@example.com"], ["worker"]])
+def test_a_bad_setting_stops_a_command_with_its_message_alone(tmp_path, command):
+    env = environment(tmp_path / "data", free_port(), APIFRAME_JOB_LEASE="0")
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", *command],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == "Error: APIFRAME_JOB_LEASE must be at least 1, got 0.0\n"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import signal
+import subprocess
 
 import pytest
 import requests
 from PIL import Image
 
-from servers import Server, cli, environment, free_port
+from servers import BIN, ROOT, Server, cli, environment, free_port
 
 
 @pytest.fixture
@@ -84,3 +85,26 @@ def test_a_clean_stop_hands_running_jobs_back_at_once(server_env, tmp_path):
         assert done["status"] == "succeeded"
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be at least 1, got 0"),
+        ({"APIFRAME_WORKERS": "0"}, "APIFRAME_WORKERS must be at least 1, got 0"),
+        ({"APIFRAME_EVENT_STREAMS": "-1"}, "APIFRAME_EVENT_STREAMS must not be negative, got -1"),
+        ({"APIFRAME_PROVIDER": "sdwebui"}, "APIFRAME_SDWEBUI_URL must be set to use the sdwebui provider"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_before_it_is_ready_with_its_message_alone(
+    server_env, setting, message
+):
+    server_env.update(setting)
+    result = subprocess.run(
+        [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
+        cwd=ROOT, env=server_env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"\nError: {message}\n" in output
+    assert "Traceback" not in output and "is ready" not in output
