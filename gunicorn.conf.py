@@ -1,7 +1,9 @@
 """gunicorn settings for `make run`; any of them can be overridden with GUNICORN_CMD_ARGS."""
 
+import errno
 import json
 import os
+import socket
 
 from gunicorn import util
 
@@ -59,6 +61,32 @@ def on_starting(server):
         check_settings()
     except ValueError as exc:  # gunicorn prints a RuntimeError's message alone and exits with status 1
         raise RuntimeError(str(exc)) from None
+    if not (server.master_pid or os.environ.get("LISTEN_FDS")):  # not handed sockets by an upgrade or systemd
+        for address in server.cfg.address:
+            _refuse_if_taken(address)
+
+
+def _refuse_if_taken(address):
+    """Refuse an address that something else listens on, as a bind without SO_REUSEPORT would.
+
+    With reuse_port, another server's SO_REUSEPORT sockets on the same port take no offence: the kernel
+    would share the connections between the two servers (an old one, another data directory's) in silence.
+    """
+    if not isinstance(address, tuple):  # a unix socket: gunicorn's own bind refuses one in use
+        return
+    family = socket.AF_INET6 if util.is_ipv6(address[0]) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn: TIME_WAIT is no listener
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            host, port = address[:2]
+            raise RuntimeError(
+                f"{host}:{port} is already in use, by another server or an older one still running; "
+                "stop it, or set another PORT"
+            ) from None
 
 
 def when_ready(server):

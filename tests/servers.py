@@ -46,6 +46,23 @@ def cli(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def run_gunicorn(env: dict[str, str], timeout: float = 30) -> tuple[int | None, str]:
+    """Run gunicorn on ``app:create_app()`` until it exits by itself: its status and its output.
+
+    The status is None if it still ran after ``timeout`` seconds; it is then killed, with its workers.
+    """
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        return process.wait(timeout=timeout), process.communicate()[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return None, process.communicate()[0]
+
+
 class Server:
     """gunicorn serving ``app:create_app()`` with the project's gunicorn.conf.py."""
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import signal
-import subprocess
 
 import pytest
 import requests
 from PIL import Image
 
-from servers import BIN, ROOT, Server, cli, environment, free_port
+from servers import Server, cli, environment, free_port, run_gunicorn
 
 
 @pytest.fixture
@@ -100,11 +99,22 @@ def test_a_bad_setting_stops_the_server_before_it_is_ready_with_its_message_alon
     server_env, setting, message
 ):
     server_env.update(setting)
-    result = subprocess.run(
-        [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
-        cwd=ROOT, env=server_env, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
+    status, output = run_gunicorn(server_env)
+    assert status == 1, output
     assert f"\nError: {message}\n" in output
     assert "Traceback" not in output and "is ready" not in output
+
+
+def test_a_second_server_on_a_port_in_use_is_refused_though_each_runs_several_processes(tmp_path):
+    port = free_port()
+    first = Server(environment(tmp_path / "a", port, WEB_CONCURRENCY="2"), tmp_path / "a.log").start()
+    try:
+        status, output = run_gunicorn(environment(tmp_path / "b", port, WEB_CONCURRENCY="2"), timeout=15)
+        assert status == 1, output
+        assert f"\nError: 127.0.0.1:{port} is already in use, by another server or an older one" in output
+        assert "is ready" not in output
+        assert requests.get(f"{first.url}/healthz", timeout=5).status_code == 200
+    finally:
+        first.stop()
+    again = Server(environment(tmp_path / "b", port, WEB_CONCURRENCY="2"), tmp_path / "b.log").start()
+    again.stop()  # once the first has stopped, the port is free again
