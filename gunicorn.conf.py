@@ -55,12 +55,13 @@ def on_starting(server):
     """Stop at once, with a one-line message, on a bad setting: before anything listens or says "ready"."""
     if server.cfg.workers < 1:  # gunicorn would start, serve nothing, and wait
         raise RuntimeError(f"WEB_CONCURRENCY must be at least 1, got {server.cfg.workers}")
-    from app import check_settings
+    if (getattr(server.app, "app_uri", None) or "").startswith("app:"):  # the service, not the bench's floor
+        from app import check_settings
 
-    try:
-        check_settings()
-    except ValueError as exc:  # gunicorn prints a RuntimeError's message alone and exits with status 1
-        raise RuntimeError(str(exc)) from None
+        try:
+            check_settings()
+        except ValueError as exc:  # gunicorn prints a RuntimeError's message alone and exits with status 1
+            raise RuntimeError(str(exc)) from None
     if not (server.master_pid or os.environ.get("LISTEN_FDS")):  # not handed sockets by an upgrade or systemd
         for address in server.cfg.address:
             _refuse_if_taken(address)
@@ -107,8 +108,8 @@ def post_worker_init(worker):
     import signal
     import sys
 
-    events = sys.modules.get("events")  # the service's app imported it (on_starting did, in the master)
-    if events is None:
+    events = sys.modules.get("events")  # the service's app imported it (on_starting did, in the master);
+    if events is None:  # another app (the bench's floor) runs with none of the service's modules loaded
         return
     graceful = signal.getsignal(signal.SIGTERM)
 
