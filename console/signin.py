@@ -57,8 +57,9 @@ def signup() -> Response | tuple[str, int] | str:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
     """Log in with email and password, then go where the visitor was headed."""
+    account = current_account()  # before the form: an ended session is cleared, with any CSRF token in it
     form = LoginForm(next=request.args.get("next", ""))
-    if current_account() is not None and not form.is_submitted():
+    if account is not None and not form.is_submitted():
         return redirect(safe_next(form.next.data))
     if not form.validate_on_submit():
         return render_template("signin/login.html", form=form), 400 if form.is_submitted() else 200
@@ -74,9 +75,9 @@ def login() -> Response | tuple[str, int] | str:
 def logout() -> Response | str:
     """Log out (POST, from the button in the console; GET asks first)."""
     form = ConfirmForm()
-    if form.validate_on_submit():
+    if form.validate_on_submit():  # before current_account(), which clears an ended session's token
         log_out()
         flash("You are logged out.", "info")
         return redirect(url_for("signin.login"))
-    g.account = current_account()
+    g.account = current_account()  # ended: the page says so and shows no form
     return render_template("signin/logout.html", form=form)

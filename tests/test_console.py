@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 import operations
 from conftest import image_bytes
+from console.login import end_sessions
 from models import ApiKey, Job, LedgerEntry
 from operations import GRID
 
@@ -250,6 +251,25 @@ def test_logout_ends_the_session(member):
     assert response.status_code == 302 and response.headers["Location"] == "/login"
     assert "You are logged out." in text(console.get("/login"))
     assert console.get("/console/").status_code == 302
+
+
+def test_logging_in_with_an_ended_sessions_cookie_works_the_first_time(member, app):
+    console, account, _ = member
+    with app.app_context():
+        end_sessions(account.id)  # as a logout or a password change elsewhere does
+    form = {"email": "member@example.com", "password": PASSWORD}
+    response = console.post("/login", form, page="/login")  # the page the ended session's cookie opened
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+    assert console.get("/console/").status_code == 200
+
+
+def test_the_log_out_button_works_after_the_session_ended_elsewhere(member, app):
+    console, account, _ = member
+    token = console.token("/console/")  # the page was open before the session ended
+    with app.app_context():
+        end_sessions(account.id)
+    response = console.client.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
 
 
 def test_a_refused_login_below_the_limit_has_no_retry_after(console, make_account):
