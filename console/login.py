@@ -77,5 +77,17 @@ def require_login() -> Response | None:
         response = jsonify(error="Your session has ended. Log in again.")
         response.status_code = 401
         return response
-    path = request.full_path.rstrip("?")
-    return redirect(url_for("signin.login", next=path))
+    path = return_path()
+    return redirect(url_for("signin.login", next=path) if path else url_for("signin.login"))
+
+
+def return_path() -> str | None:
+    """The page to come back to after logging in: the one asked for, or for a form sent (POST) the
+    same-site page it was sent from; a POST-only address opened after login would only answer 405."""
+    if request.method in ("GET", "HEAD"):
+        return request.full_path.rstrip("?")
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc != request.host:
+        return None
+    path = referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    return path if safe_next(path) == path else None

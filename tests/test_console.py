@@ -206,6 +206,24 @@ def test_console_pages_need_login_and_come_back_after_it(console, make_account):
 
 
 @pytest.mark.parametrize(
+    ("referrer", "location"),
+    [
+        ("http://localhost/console/jobs?status=failed", "/login?next=/console/jobs?status%3Dfailed"),
+        ("https://evil.example/console/jobs", "/login"),
+        (None, "/login"),
+    ],
+)
+def test_a_form_sent_after_the_session_ended_comes_back_to_its_page(member, app, referrer, location):
+    console, account, _ = member
+    token = console.token("/console/keys")
+    with app.app_context():
+        end_sessions(account.id)
+    headers = {"Referer": referrer} if referrer else {}
+    response = console.client.post("/console/keys", data={"csrf_token": token, "name": "x"}, headers=headers)
+    assert response.status_code == 302 and response.headers["Location"] == location  # never the POST address
+
+
+@pytest.mark.parametrize(
     "target",
     ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x", "/console/\r\nX: y"],
 )
