@@ -42,9 +42,11 @@ def _tab() -> str:
 
 
 def _prefilled(tab: str, job_id: str | None) -> tuple[FlaskForm, Any]:
-    """The tab's form, filled from the job being shown (to tweak and run again), and that job."""
+    """The tab's form, filled from the job being shown (to tweak and run again), and that job; with no
+    job, the imagine form takes ``?prompt=`` (the "Imagine this" link under a description)."""
     if not job_id:
-        return FORMS[tab](), None
+        prompt = request.args.get("prompt")
+        return (ImagineForm(prompt=prompt) if prompt and FORMS[tab] is ImagineForm else FORMS[tab]()), None
     job = find_job(job_id)
     if FORMS[tab] is ImagineForm and job.type == tab:
         params = job.params or {}

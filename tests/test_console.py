@@ -480,6 +480,13 @@ def test_a_nul_character_in_a_form_is_refused_before_any_lookup(member, app):
         assert Job.select().count() == 0 and not ApiKey.select().where(ApiKey.name == "key\x00").exists()
 
 
+def test_imagine_this_fills_the_prompt_box(member):
+    console, _, _ = member
+    page = console.get("/console/playground?tab=imagine&prompt=a <b>bold</b> fox").get_data(as_text=True)
+    prompt = re.search(r'<textarea[^>]*name="prompt"[^>]*>([^<]*)</textarea>', page)
+    assert prompt and prompt.group(1).strip() == "a &lt;b&gt;bold&lt;/b&gt; fox"  # filled, and escaped
+
+
 def test_playground_shows_validation_messages_inline(member):
     console, _, _ = member
     response = console.post("/console/playground?tab=imagine", imagine_form(prompt="", chaos="500"))
