@@ -34,6 +34,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "browser test password"
+# How far a page reaches past the screen's edge (on a phone, window.innerWidth grows with the page).
+SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 JOB_TIMEOUT = 60_000  # ms: a job takes LOCAL_LATENCY seconds, on a machine shared with other test runs
 
 # Records every value a job panel's progress bar shows, across the live updates of one page.
@@ -118,6 +120,7 @@ def log_in(page: Page, server: Server, email: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{server.url}/console/")
+    page.wait_for_load_state()  # its stylesheet too: a page is measured as it is drawn
 
 
 def expect_finished_with_image(page: Page) -> None:
@@ -307,7 +310,7 @@ def test_dashboard_usage_plans_docs_and_errors(server, page, context):
     try:
         small = phone.new_page()
         log_in(small, server, "tour@example.com")
-        overflow = small.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        overflow = small.evaluate(SIDEWAYS)
         assert overflow <= 0, "the dashboard scrolls sideways on a phone"
         screenshot(small, "mobile-dashboard")
     finally:
@@ -325,6 +328,35 @@ def api_job(server: Server, key: str, path: str, body: dict) -> dict:
         job = requests.get(f"{server.url}/v1/jobs/{job['id']}", headers=headers, timeout=10).json()["job"]
     assert job["status"] == "succeeded", job
     return job
+
+
+PHONE_PAGES = [
+    "/console/", "/console/jobs", "/console/jobs/{job}", "/console/playground",
+    "/console/playground?tab=blend",
+    "/console/usage", "/console/plans", "/console/webhooks", "/console/password",
+]
+
+
+def test_every_console_page_fits_a_phone(server, browser):
+    """At 390 px no console page scrolls sideways (a job page's curl command)."""
+    key = account_with_password(server, "phone@example.com")
+    job = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        small = phone.new_page()
+        log_in(small, server, "phone@example.com")
+        wide = {}
+        for path in PHONE_PAGES:
+            small.goto(server.url + path.format(job=job["id"]))
+            overflow = small.evaluate(SIDEWAYS)
+            if overflow > 0:
+                wide[path] = overflow
+        assert wide == {}, f"pages that scroll sideways on a phone (px too wide): {wide}"
+        small.goto(f"{server.url}/console/jobs/{job['id']}")
+        expect_finished_with_image(small)
+        screenshot(small, "mobile-job")
+    finally:
+        phone.close()
 
 
 def test_pan_zoom_and_vary_region_with_a_painted_mask_then_shorten_and_face_swap(server, page, files):
