@@ -333,12 +333,12 @@ def api_job(server: Server, key: str, path: str, body: dict) -> dict:
 PHONE_PAGES = [
     "/console/", "/console/jobs", "/console/jobs/{job}", "/console/playground",
     "/console/playground?tab=blend",
-    "/console/usage", "/console/plans", "/console/webhooks", "/console/password",
+    "/console/keys", "/console/usage", "/console/plans", "/console/webhooks", "/console/password",
 ]
 
 
 def test_every_console_page_fits_a_phone(server, browser):
-    """At 390 px no console page scrolls sideways (a job page's curl command)."""
+    """At 390 px no console page scrolls sideways (a job page's curl command, the keys table's header)."""
     key = account_with_password(server, "phone@example.com")
     job = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
@@ -355,6 +355,8 @@ def test_every_console_page_fits_a_phone(server, browser):
         small.goto(f"{server.url}/console/jobs/{job['id']}")
         expect_finished_with_image(small)
         screenshot(small, "mobile-job")
+        small.goto(f"{server.url}/console/keys")
+        screenshot(small, "mobile-keys")
     finally:
         phone.close()
 
