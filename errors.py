@@ -53,6 +53,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 
 EXTENSION = "apiframe.error_bodies"  # blueprint name -> how errors on its routes are rendered
 UNROUTED = "apiframe.error_bodies.unrouted"  # (claims a path, render) for paths that no route has
+# An error's JSON body in an API family's format, or a whole response (the console's HTML pages).
+Render = Callable[["ApiError"], "dict[str, Any] | Response"]
 
 
 class ApiError(Exception):
@@ -83,13 +85,14 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         """Render this error as a JSON response, in the format of the API family being answered."""
-        response = jsonify(_renderer()(self))
+        rendered = _renderer()(self)
+        response = rendered if isinstance(rendered, Response) else jsonify(rendered)
         response.status_code = self.status
         response.headers.update(self.headers)
         return response
 
 
-def _renderer() -> Callable[[ApiError], dict[str, Any]]:
+def _renderer() -> Render:
     """How errors are rendered for the current request: by its blueprint's family, else the reference's."""
     if has_request_context() and has_app_context():
         renderers = current_app.extensions.get(EXTENSION, {})
@@ -137,14 +140,12 @@ def _unrouted() -> bool:
     return isinstance(exc, NotFound) or (isinstance(exc, MethodNotAllowed) and _missed_rule() is None)
 
 
-def render_for(app: Flask, blueprint: str, render: Callable[[ApiError], dict[str, Any]]) -> None:
+def render_for(app: Flask, blueprint: str, render: Render) -> None:
     """Render errors on the routes of ``blueprint`` (its full, dotted name) with ``render``."""
     app.extensions.setdefault(EXTENSION, {})[blueprint] = render
 
 
-def render_unrouted(
-    app: Flask, claims: Callable[[str], bool], render: Callable[[ApiError], dict[str, Any]]
-) -> None:
+def render_unrouted(app: Flask, claims: Callable[[str], bool], render: Render) -> None:
     """Render the errors (a 404) of a path that no route has with ``render``, if ``claims(path)``."""
     app.extensions.setdefault(UNROUTED, []).append((claims, render))
 

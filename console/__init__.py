@@ -10,6 +10,8 @@ import hooks
 import ratelimit
 from console import filters, gallery, pages, playground, signin  # noqa: F401  (importing registers the views)
 from console.blueprints import console_bp, signin_bp
+from console.errors import routing_page
+from errors import ApiError, render_for, render_unrouted
 
 csrf = CSRFProtect()
 
@@ -36,6 +38,11 @@ def _not_stored(response: Response) -> Response:
     return response
 
 
+def _routing_page(error: ApiError) -> Response:
+    """The console's error page, with the headers of every console answer."""
+    return _not_stored(_not_in_frames(routing_page(error)))
+
+
 def init_app(app: Flask) -> None:
     """Serve the console on ``app``: sessions, CSRF on every form, pages."""
     app.config.update(
@@ -54,4 +61,7 @@ def init_app(app: Flask) -> None:
     ratelimit.limit_blueprint(app, signin_bp, _signin_rate_limit, **limit)
     app.register_blueprint(signin_bp)
     app.register_blueprint(console_bp)
+    for blueprint in (signin_bp, console_bp):  # a method a page does not take
+        render_for(app, blueprint.name, _routing_page)
+    render_unrouted(app, lambda path: path.startswith(console_bp.url_prefix + "/"), _routing_page)
     filters.register(app)

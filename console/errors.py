@@ -1,14 +1,16 @@
-"""HTML error pages for the console (the API and unknown routes keep the JSON error format)."""
+"""HTML error pages for the console, also for unknown paths under /console/ and methods a page does not
+take (the API and its unknown routes keep the JSON error format)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, g, render_template
+from flask import Blueprint, Response, g, make_response, render_template
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from console.login import current_account
 from errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,10 @@ TITLES = {
     413: "Too large",
     429: "Slow down",
     500: "Something went wrong",
+}
+MESSAGES = {
+    404: "There is nothing here. It may have been removed, or it belongs to another account.",
+    405: "This page cannot be used that way.",
 }
 
 
@@ -45,15 +51,18 @@ def _rate_limited(exc: RateLimitExceeded) -> tuple[str, int]:
 
 def _http_error(exc: HTTPException) -> tuple[str, int]:
     status = exc.code or 500
-    messages = {
-        404: "There is nothing here. It may have been removed, or it belongs to another account.",
-        405: "This page cannot be used that way.",
-    }
-    return error_page(status, messages.get(status, exc.description or ""))
+    return error_page(status, MESSAGES.get(status, exc.description or ""))
 
 
 def _api_error(exc: ApiError) -> tuple[str, int]:
     return error_page(exc.status, exc.message)
+
+
+def routing_page(exc: ApiError) -> Response:
+    """The page for a failure outside the console's views (no such page, a method the page does not take),
+    answered by the app's handlers: no console view ran, so the account is looked up here."""
+    g.account = current_account()
+    return make_response(error_page(exc.status, MESSAGES.get(exc.status, exc.message)))
 
 
 def _unexpected(exc: Exception) -> tuple[str, int]:

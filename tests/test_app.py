@@ -181,11 +181,11 @@ def test_wrong_method_is_json_405_with_allow(api):
 def test_wrong_method_on_a_path_no_route_takes_is_404(client):
     # An id past the int converter's maximum: the POST route does not take the path either.
     too_big = "/console/keys/99999999999/revoke"
-    response = client.get(too_big)
-    _assert_error(response, 404, "NOT_FOUND")
-    assert "Allow" not in response.headers
-    _assert_error(client.post(too_big), 404, "NOT_FOUND")
-    assert client.get("/console/keys/5/revoke").headers["Allow"]  # in range: the route exists for POST
+    for response in (client.get(too_big), client.post(too_big)):
+        assert response.status_code == 404 and response.mimetype == "text/html"  # the console's page
+        assert "Allow" not in response.headers
+    in_range = client.get("/console/keys/5/revoke")  # the route exists for POST
+    assert in_range.status_code == 405 and in_range.headers["Allow"]
 
 
 def test_no_answer_may_be_sniffed_as_another_type(api):

@@ -654,6 +654,22 @@ def test_live_endpoint_needs_a_session_and_hides_other_accounts_jobs(client, mem
     assert anonymous.status_code == 401 and anonymous.is_json
 
 
+def test_unknown_console_pages_and_wrong_methods_get_the_consoles_error_page(member):
+    console, _, _ = member
+    for method, path, status in [
+        ("GET", "/console/nope", 404),
+        ("GET", "/console/jobs/00000000-0000-0000-0000-000000000000/pick", 405),  # a POST-only address
+        ("PUT", "/login", 405),
+    ]:
+        response = console.client.open(path, method=method)
+        assert response.status_code == status and response.mimetype == "text/html", path
+        assert "Log out" in text(response), path  # the signed-in console's page, with its navigation
+        assert response.headers["Cache-Control"] == "no-store", path
+    assert "POST" in console.get("/console/jobs/x/pick").headers["Allow"]
+    for path in ("/v1/nope", "/nope", "/consolex"):  # the API's unknown paths stay JSON
+        assert console.get(path).get_json()["success"] is False, path
+
+
 def test_the_api_stays_json_and_needs_no_csrf_token(member):
     console, _, key = member
     response = console.client.post("/v1/imagine", json={"prompt": "no token"}, headers={"X-API-Key": key})
