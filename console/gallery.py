@@ -26,6 +26,7 @@ LIVE_VIEWS = {
     "card": ("console/_job_card.html", {}),
     "panel": ("console/_job_panel.html", {}),
     "page": ("console/_job_panel.html", {"on_job_page": True}),
+    "details": ("console/_job_details.html", {}),  # the job page's Details card: refunded, ended
 }
 
 def submit(operation: Operation, body: dict[str, Any]) -> Job:
@@ -81,7 +82,8 @@ def job_page(job_id: str) -> str:
 
 @bp.get("/jobs/live")
 def live_jobs() -> Response:
-    """Status, progress and fresh HTML of some of the account's jobs, for the pages' progress polling."""
+    """Status, progress and fresh HTML of some of the account's jobs, for the pages' progress polling; and
+    the account's balance (as the sidebar shows it), which a job that ends unsuccessfully gives back."""
     view = request.args.get("view", "card")
     if view not in LIVE_VIEWS:
         return jsonify(error=f"view must be one of: {', '.join(LIVE_VIEWS)}"), 400
@@ -90,6 +92,7 @@ def live_jobs() -> Response:
     template, extra = LIVE_VIEWS[view]
     context = {**job_forms(), **extra}
     return jsonify(
+        balance=f"{g.account.balance:,}",
         jobs=[
             {
                 "id": str(job.id),

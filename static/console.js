@@ -108,6 +108,11 @@
     });
   }
 
+  function showBalance(balance) {
+    if (balance === undefined) { return; }
+    document.querySelectorAll("[data-balance]").forEach(function (element) { element.textContent = balance; });
+  }
+
   function update(view, job) {
     var selector = '[data-live="' + view + '"][data-job="' + job.id + '"]';
     document.querySelectorAll(selector).forEach(function (element) {
@@ -141,6 +146,7 @@
         if (response.status === 401) { window.location.reload(); }
         return response.ok ? response.json() : { jobs: [] };
       }).then(function (data) {
+        showBalance(data.balance);
         data.jobs.forEach(function (job) { update(view, job); });
       });
     });
@@ -199,6 +205,7 @@
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.json();
       }).then(function (data) {
+        showBalance(data.balance);
         data.jobs.forEach(function (job) { update(view, job); });
       });
     });

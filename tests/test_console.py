@@ -649,7 +649,8 @@ def test_live_endpoint_needs_a_session_and_hides_other_accounts_jobs(client, mem
     console, _, _ = member
     _, other_key = make_account(email="hidden@example.com")
     other = client.post("/v1/imagine", json={"prompt": "secret"}, headers={"X-API-Key": other_key}).get_json()
-    assert console.get(f"/console/jobs/live?id={other['job']['id']}").get_json() == {"jobs": []}
+    live = console.get(f"/console/jobs/live?id={other['job']['id']}").get_json()
+    assert live == {"jobs": [], "balance": "200"}  # the signed-in account's own balance
     anonymous = client.application.test_client().get("/console/jobs/live")
     assert anonymous.status_code == 401 and anonymous.is_json
 

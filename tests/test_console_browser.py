@@ -330,6 +330,42 @@ def api_job(server: Server, key: str, path: str, body: dict) -> dict:
     return job
 
 
+def test_a_job_cancelled_elsewhere_updates_the_balance_and_details_without_a_reload(browser, tmp_path):
+    """The job page follows a job ended through the API: its panel, the Details card (refunded, Ended) and
+    the sidebar's credits, which the refund changes."""
+    port = free_port()
+    env = environment(
+        tmp_path, port, APIFRAME_LOCAL_LATENCY="120", APIFRAME_PUBLIC_URL=f"http://127.0.0.1:{port}"
+    )
+    slow = Server(env, tmp_path / "gunicorn.log").start()  # jobs that stay running until cancelled
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    try:
+        key = account_with_password(slow, "refund@example.com")
+        page = context.new_page()
+        log_in(page, slow, "refund@example.com")
+        balance = page.locator("[data-balance]")
+        before = balance.inner_text()
+        headers = {"X-API-Key": key}
+        job = requests.post(f"{slow.url}/v1/imagine", json={"prompt": "a fox"}, headers=headers, timeout=10)
+        job = job.json()["job"]
+        page.goto(f"{slow.url}/console/jobs/{job['id']}")
+        page.evaluate("window.__stayed = true")
+        expect(balance).not_to_have_text(before)  # spent on the job
+        details = page.locator(".job-side .card").first
+        expect(details).not_to_contain_text("refunded")
+        cancelled = requests.post(f"{slow.url}/v1/jobs/{job['id']}/cancel", headers=headers, timeout=10)
+        assert cancelled.status_code == 200, cancelled.text
+        expect(page.locator(".job-panel .status").first).to_have_text("cancelled")
+        expect(balance).to_have_text(before)  # refunded
+        expect(details).to_contain_text("refunded")
+        expect(details.locator("dt", has_text="Ended")).to_be_visible()
+        assert page.evaluate("window.__stayed") is True  # no reload
+        screenshot(page, "job-cancelled-live")
+    finally:
+        context.close()
+        slow.stop()
+
+
 PHONE_PAGES = [
     "/console/", "/console/jobs", "/console/jobs/{job}", "/console/playground",
     "/console/playground?tab=blend",
