@@ -375,7 +375,7 @@ PHONE_PAGES = [
 
 def test_every_console_page_fits_a_phone(server, browser):
     """At 390 px no console page scrolls sideways (a job page's curl command, the keys table's header)."""
-    key = account_with_password(server, "phone@example.com")
+    key = account_with_password(server, "phone@example.com", plan="scale")  # a balance of five digits
     job = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
@@ -388,6 +388,9 @@ def test_every_console_page_fits_a_phone(server, browser):
             if overflow > 0:
                 wide[path] = overflow
         assert wide == {}, f"pages that scroll sideways on a phone (px too wide): {wide}"
+        brand, credits = small.locator(".brand").bounding_box(), small.locator(".balance").bounding_box()
+        assert brand["x"] + brand["width"] <= credits["x"], "the credits badge covers the brand"
+        expect(small.get_by_role("link", name="APIFrame")).to_be_visible()
         small.goto(f"{server.url}/console/jobs/{job['id']}")
         expect_finished_with_image(small)
         screenshot(small, "mobile-job")
