@@ -29,13 +29,17 @@
     });
   }
 
+  /* Say what happened for a moment: in the label (shown even beside an icon alone) and in the name. */
   function flashLabel(button, text, className) {
     var label = button.querySelector("[data-copy-label]");
     var original = label ? label.textContent : "";
-    if (label && original) { label.textContent = text; }
+    var name = button.getAttribute("aria-label");
+    if (label) { label.textContent = text; }
+    if (name) { button.setAttribute("aria-label", text); }
     button.classList.add(className);
     window.setTimeout(function () {
-      if (label && original) { label.textContent = original; }
+      if (label) { label.textContent = original; }
+      if (name) { button.setAttribute("aria-label", name); }
       button.classList.remove(className);
     }, 1600);
   }

@@ -232,6 +232,10 @@ def test_gallery_updates_live_and_filters(server, page):
     card = page.locator(".job-card").first
     card.locator(".job-media").click()
     expect(page.get_by_role("heading", name="Imagine job")).to_be_visible()
+    copy_id = page.get_by_role("button", name="Copy job ID")  # an icon alone, named for screen readers
+    copy_id.click()
+    expect(page.locator('[data-copy="#job-id"]')).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == page.locator("#job-id").inner_text()
     tile = page.locator(".job-panel .tile").nth(2).get_attribute("href")
     go(page, "Playground")
     page.get_by_role("link", name="Describe").click()
