@@ -603,6 +603,15 @@ def test_gallery_filters_by_status_and_type(member, app):
     assert "a lone tree" in text(console.get("/console/jobs?status=bogus"))  # a bad filter shows everything
 
 
+def test_a_gallery_page_past_the_end_says_so(member, app):
+    console, _, key = member
+    api_post(console, key, "/v1/imagine", {"prompt": "a fox", "quality": 0.25})
+    page = text(console.get("/console/jobs?page=999&status=pending"))
+    assert "No jobs this far back" in page and "Page 999 is past the last page of jobs." in page
+    assert re.search(r'href="/console/jobs\?status=pending[^"]*">Back to the first page', page)  # no page=
+    assert "No jobs yet" not in page
+
+
 def test_live_endpoint_reports_progress_and_html(member, app):
     console, _, key = member
     job = api_post(console, key, "/v1/imagine", {"prompt": "tide pools"})
