@@ -603,6 +603,23 @@ def test_gallery_filters_by_status_and_type(member, app):
     assert "a lone tree" in text(console.get("/console/jobs?status=bogus"))  # a bad filter shows everything
 
 
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ("No face was found in the target image", "No face was found in the target image. Its"),
+        ("The provider failed.", "The provider failed. Its"),
+    ],
+)
+def test_a_failed_jobs_error_and_refund_are_two_sentences(member, app, error, shown):
+    console, _, key = member
+    job = api_post(console, key, "/v1/imagine", {"prompt": "a fox", "quality": 0.25})
+    wait_for(app, job["id"])
+    with app.app_context():
+        Job.update(status="failed", error=error).where(Job.id == job["id"]).execute()
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", text(console.get(f"/console/jobs/{job['id']}"))))
+    assert shown in page
+
+
 def test_a_gallery_page_past_the_end_says_so(member, app):
     console, _, key = member
     api_post(console, key, "/v1/imagine", {"prompt": "a fox", "quality": 0.25})
