@@ -85,7 +85,9 @@ def job_title(job: Job) -> str:
         return f"{label} of an uploaded image"
     if params.get("direction"):
         label = f"{label} {params['direction']}"
-    if params.get("zoom_ratio"):
+    if params.get("zoom_ratio") == 1 and not params.get("aspect_ratio"):
+        label = "Make square"  # what the button that makes it says; "Zoom out 1×" would not
+    elif params.get("zoom_ratio"):
         label = f"{label} {params['zoom_ratio']:g}×"
     if job.parent_id:
         parent = job.parent

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 import operations
 from conftest import image_bytes
+from console.filters import job_title
 from console.login import end_sessions
 from models import ApiKey, Job, LedgerEntry
 from operations import GRID
@@ -618,6 +619,19 @@ def test_a_failed_jobs_error_and_refund_are_two_sentences(member, app, error, sh
         Job.update(status="failed", error=error).where(Job.id == job["id"]).execute()
     page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", text(console.get(f"/console/jobs/{job['id']}"))))
     assert shown in page
+
+
+@pytest.mark.parametrize(
+    ("params", "title"),
+    [
+        ({"zoom_ratio": 1}, "Make square"),
+        ({"zoom_ratio": 2}, "Zoom out 2×"),
+        ({"zoom_ratio": 1.5}, "Zoom out 1.5×"),
+    ],
+)
+def test_a_zoom_job_is_titled_as_its_button(app, params, title):
+    with app.test_request_context():
+        assert job_title(Job(type="zoom", params=params)) == title
 
 
 def test_a_gallery_page_past_the_end_says_so(member, app):
