@@ -280,6 +280,9 @@ class DescribeForm(PlaygroundForm):
         return {"imageUrl": self.image_url.data}
 
 
+BLEND_SHAPES = tuple(schemas.BLEND_DIMENSIONS.items())  # ("square", "1:1") ...
+
+
 class BlendForm(PlaygroundForm):
     """Blend images: the fields of POST /v1/blend, one URL per line."""
 
@@ -290,6 +293,12 @@ class BlendForm(PlaygroundForm):
         validators=[DataRequired("Enter two to five image URLs, one per line.")],
         description="Two to five http(s) image URLs, one per line. You get four blends.",
         render_kw={"rows": 5, "placeholder": "https://example.com/one.png\nhttps://example.com/two.png"},
+    )
+    dimension = SelectField(
+        "Dimension",
+        choices=[SelectChoice(name, f"{name.capitalize()} ({shape})") for name, shape in BLEND_SHAPES],
+        default="square",
+        description="The shape of the four blends.",
     )
 
     def urls(self) -> list[str]:
@@ -303,7 +312,7 @@ class BlendForm(PlaygroundForm):
 
     def payload(self) -> dict[str, Any]:
         """The request body the API would get."""
-        return {"imageUrls": self.urls()}
+        return {"imageUrls": self.urls(), "dimension": self.dimension.data}
 
 
 class ShortenForm(PlaygroundForm):

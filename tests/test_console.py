@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 import operations
+import storage
 from conftest import image_bytes
 from console.filters import job_title
 from console.login import end_sessions
@@ -529,6 +530,15 @@ def test_playground_describe_and_blend(member, app, files):
     blended = console.post("/console/playground?tab=blend", {"image_urls": f"{one}\n\n{two}\n"})
     job = wait_for(app, blended.headers["Location"].split("job=")[1])
     assert job.status == "succeeded" and job.params["image_urls"] == [one, two]
+    assert job.params["dimension"] == "square"  # the default, as the API's
+    body = {"image_urls": f"{one}\n{two}", "dimension": "landscape"}
+    wide = console.post("/console/playground?tab=blend", body)
+    job = wait_for(app, wide.headers["Location"].split("job=")[1])
+    assert job.status == "succeeded" and job.params["dimension"] == "landscape"
+    with app.app_context():
+        width, height = storage.load_image(job.id, job.tiles[0]).size
+    assert width / height == pytest.approx(3 / 2, rel=0.02)
+    assert 'value="portrait"' in console.get("/console/playground?tab=blend").get_data(as_text=True)
 
 
 def test_u_and_v_buttons_make_upscale_and_variation_jobs(member, api, app):

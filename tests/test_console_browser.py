@@ -453,6 +453,17 @@ def test_pan_zoom_and_vary_region_with_a_painted_mask_then_shorten_and_face_swap
     expect(page.locator("[data-tokens] .token", has_text="lighthouse")).to_be_visible()
     screenshot(page, "playground-shorten")
 
+    page.get_by_role("link", name="Blend").click()
+    page.get_by_label("Image URLs").fill(f"{grid['imageUrls'][0]}\n{upscaled['imageUrl']}")
+    page.get_by_label("Dimension").select_option("landscape")
+    page.get_by_role("button", name="Blend", exact=True).click()
+    expect_finished_with_image(page)
+    width, height = page.locator(".job-panel img[data-result-image]").evaluate(
+        "img => [img.naturalWidth, img.naturalHeight]"
+    )
+    assert abs(width / height - 3 / 2) < 0.02  # the landscape grid of four 3:2 blends
+    screenshot(page, "playground-blend")
+
     face = files.add("/astronaut.png", (PHOTOS / "astronaut.png").read_bytes())
     page.get_by_role("link", name="Faceswap").click()
     page.get_by_label("Target image URL").fill(face)
