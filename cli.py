@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from peewee import fn
 
 import accounts
 import credits
@@ -94,10 +95,12 @@ def revoke_key(prefix: str) -> None:
 
     Anything longer than the shown prefix is taken as the whole key and must be it: its hash is compared, so a
     mistyped key that happens to start like a live one revokes nothing."""
+    prefix = prefix.removesuffix("…")  # as `keys create` and the console show it
     if len(prefix) < 12:
         raise click.ClickException("give at least the first 12 characters of the key")
     whole = len(prefix) > SHOWN_PREFIX_LENGTH
-    chosen = ApiKey.key_hash == hash_key(prefix) if whole else ApiKey.prefix.startswith(prefix)
+    starts = fn.SUBSTR(ApiKey.prefix, 1, len(prefix)) == prefix  # case counts: LIKE would ignore it
+    chosen = ApiKey.key_hash == hash_key(prefix) if whole else starts
     matches = list(ApiKey.select().where(ApiKey.revoked_at.is_null() & chosen))
     if not matches and whole:  # the key itself is a secret: not echoed
         raise click.ClickException(f"no live key is the key given (starting {prefix[:SHOWN_PREFIX_LENGTH]}…)")

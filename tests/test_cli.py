@@ -129,6 +129,16 @@ def test_keys_revoke_of_a_whole_key_revokes_that_key_only(app, runner):
     assert runner.invoke(args=["keys", "revoke", again[:16]]).output == f"revoked {again[:16]}…\n"
 
 
+def test_keys_revoke_takes_the_prefix_as_shown_and_minds_its_case(app, runner):
+    key = _last_line(runner.invoke(args=["users", "create", "shown@example.com"]))
+    swapped = key[:16].swapcase()
+    assert runner.invoke(args=["keys", "revoke", swapped]).exit_code == 1  # not this key's prefix
+    with app.app_context():
+        assert ApiKey.get(ApiKey.prefix == key[:16]).revoked_at is None
+    shown = f"{key[:16]}…"  # as `keys create` prints it
+    assert runner.invoke(args=["keys", "revoke", shown]).output == f"revoked {shown}\n"
+
+
 def test_init_db(runner):
     assert "up to date" in runner.invoke(args=["init-db"]).output
 
