@@ -492,7 +492,7 @@ def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[
     """Accept a job per request, wait for them all, and answer with ``n`` of their images."""
     try:
         accepted = _accept(operation, requests, data["provider"])
-    except ApiError:  # no job kept: neither is the upload
+    except Exception:  # no job kept: neither is the upload
         for reference in {data["upload"] for data in requests if data.get("upload")}:
             uploads.discard(reference)
         raise
@@ -501,17 +501,19 @@ def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[
 
 
 def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str | None) -> list[Job]:
-    """One job per request, all or none: if one cannot be paid for, those accepted are cancelled."""
+    """One job per request, all or none: if one cannot be accepted (not paid for, not stored), those
+    accepted are cancelled."""
     accepted: list[Job] = []
     try:
         for data in requests:
             accepted.append(jobs.create(g.account, operation, {**data, "provider": provider}, origin=FAMILY))
-    except ApiError as exc:
+    except Exception as exc:
+        why = "another job of its request was not accepted"
         for job in accepted:
-            jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the request's other jobs were refused.")
+            jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
         # one made by an earlier try under the same Idempotency-Key may have succeeded: all or nothing
-        _refund_succeeded(accepted, "another job of its request was refused")
-        if exc.code == "INSUFFICIENT_CREDITS":  # OpenAI reports an exhausted quota as a 429
+        _refund_succeeded(accepted, why)
+        if isinstance(exc, ApiError) and exc.code == "INSUFFICIENT_CREDITS":  # OpenAI's exhausted quota: 429
             images = len(requests) * IMAGES_PER_JOB
             raise ApiError(
                 429,

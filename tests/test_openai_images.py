@@ -22,6 +22,7 @@ import credits
 import jobs
 import operations
 import schemas
+import storage
 import waits
 import workers
 from api import openai as openai_api
@@ -475,6 +476,28 @@ def test_a_refused_variation_keeps_no_upload(live):
     images = Path(app.config["DATA_DIR"]) / "images"
     assert not list(images.glob("*/image.*"))  # the upload was removed with the request
     assert jobs_of(app, account) == [] and balance(app, account) == 5
+
+
+def test_a_job_that_cannot_be_stored_cancels_the_requests_other_jobs(live, monkeypatch):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("full-disk@example.com", plan="scale")
+    save_images, saved = storage.save_images, []
+
+    def fails_third(owner, images, *args, **kwargs):  # the upload, the first job's mask, then the second's
+        saved.append(owner)
+        if len(saved) == 3:
+            raise storage.StorageUnavailable("The image storage could not be written.")
+        return save_images(owner, images, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "save_images", fails_third)
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:  # n=5: two jobs
+        client.images.edit(image=upload(), mask=mask_png(), prompt="a boat", n=5, size="512x512")
+    assert caught.value.status_code == 503 and len(saved) == 3
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]  # the first, accepted, is undone
+    assert balance(app, account) == 5000
+    assert not list((Path(app.config["DATA_DIR"]) / "images").glob("*/image.*"))  # nor is the upload kept
 
 
 def test_the_rate_limit_raises_rate_limit_error(live):
