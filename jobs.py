@@ -101,8 +101,10 @@ def made(row: Any) -> Job:
 def require_provider(operation: str, chosen: str | None = None) -> None:
     """400, before any credit is taken, if no configured provider (or not ``chosen``) can do ``operation``."""
     providers = configured_providers()
-    if chosen and not providers.for_operation(operation, chosen).supports(operation):
-        raise validation_error(f"The {chosen} provider cannot do {operation} jobs.", {"model": [chosen]})
+    if chosen:  # the job runs there, whatever the operation's own provider can do
+        if not providers.for_operation(operation, chosen).supports(operation):
+            raise validation_error(f"The {chosen} provider cannot do {operation} jobs.", {"model": [chosen]})
+        return
     unsupported = providers.unsupported(operation)
     if unsupported:
         raise validation_error(unsupported)

@@ -7,11 +7,15 @@ import re
 import uuid
 from pathlib import Path
 
+import openai
 import pytest
+from openai import OpenAI
 from PIL import Image
 
+import accounts
 import config
 from app import create_app
+from conftest import image_bytes
 from fakes import decode_image, provider_settings
 from fakes.mjproxy import FakeMidjourneyProxy
 from fakes.openai import DESCRIPTIONS, FakeOpenAI
@@ -104,6 +108,23 @@ def test_an_operation_the_provider_cannot_do_is_refused_before_credits_are_taken
         assert "The configured provider (openai) cannot do" in error["message"]
         assert "APIFRAME_PROVIDER_" in error["message"]
     assert balance(api) == before and oa.calls() == []
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the client's create_variation
+def test_a_model_that_can_do_the_operation_runs_it_where_the_provider_configured_cannot(
+    settings, oa, request
+):
+    settings.update(PROVIDER="openai", OPENAI_BASE_URL=oa.url + "/v1", OPENAI_API_KEY=oa.key)
+    settings.update(OPENAI_IMAGE_MODEL="dall-e-3", PROVIDER_DESCRIBE="local")  # dall-e-3 has no variations
+    app, server = request.getfixturevalue("live")
+    with app.app_context():
+        _, key = accounts.create("chooser@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{server.url}/v1", max_retries=0)
+    image = ("tile.png", image_bytes(size=(256, 256)), "image/png")
+    with pytest.raises(openai.BadRequestError):  # the configured provider's, as before
+        client.images.create_variation(image=image)
+    varied = client.images.create_variation(image=image, model="local", response_format="b64_json")
+    assert len(varied.data) == 1 and oa.calls() == []
 
 
 def test_shorten_and_face_swap_are_refused_where_the_provider_cannot_do_them(settings, oa, request):
