@@ -12,7 +12,8 @@ no job is ever made under a key without the key knowing it. If the first request
 (its process died, or storing the answer failed, in which case the client still got its answer), its
 key stays in flight; a retry after ``in_flight_limit`` takes the key over and runs the view again, and
 ``jobs.create`` hands the view the recorded jobs (``reuse``) instead of making and billing new ones: the
-retry answers with the same job(s), with no second debit.
+retry answers with the same job(s), with no second debit. A first request that outlived its claim (a
+stalled process) changes nothing of the row any more, and a job it would make is undone (409).
 """
 
 from __future__ import annotations
@@ -101,11 +102,20 @@ def _form_fingerprint() -> bytes:
 
 @dataclasses.dataclass
 class Claim:
-    """A keyed request's hold on its key's row: the jobs recorded on it, and how many this request used."""
+    """A keyed request's hold on its key's row: the jobs recorded on it, and how many this request used.
+
+    ``at`` is the row's ``created_at`` as this request claimed it: a retry that takes the key over sets a
+    new one, so a first request that outlived its claim (a stalled process) changes nothing of the row.
+    """
 
     id: int
+    at: datetime.datetime
     jobs: list[str] = dataclasses.field(default_factory=list)
     used: int = 0
+
+    def row(self) -> Any:
+        """The condition that selects the claimed row while this request still holds it."""
+        return (IdempotencyKey.id == self.id) & (IdempotencyKey.created_at == self.at)
 
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
@@ -123,20 +133,20 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
         try:
             response = current_app.make_response(view(*args, **kwargs))
         except BaseException:
-            release(claimed.id)
+            release(claimed)
             raise
         finally:
             g.pop(CLAIM, None)
         if 200 <= response.status_code < 300:
-            _keep(claimed.id, response)
+            _keep(claimed, response)
         else:
-            release(claimed.id)
+            release(claimed)
         return response
 
     return wrapper
 
 
-def _keep(row_id: int, response: Response) -> None:
+def _keep(claimed: Claim, response: Response) -> None:
     """Keep a successful answer for retries; if that fails, log it: the answer still goes to the client.
 
     Its jobs were made and paid for, so a 500 would be wrong. The key stays in flight, and a retry after
@@ -144,10 +154,10 @@ def _keep(row_id: int, response: Response) -> None:
     """
     try:
         IdempotencyKey.update(status_code=response.status_code, body=response.get_data(as_text=True)).where(
-            IdempotencyKey.id == row_id
+            claimed.row()
         ).execute()
     except PeeweeException:
-        log.exception("The answer under Idempotency-Key row %s was not kept; a retry reuses its jobs", row_id)
+        log.exception("Idempotency-Key row %s: the answer was not kept; retries reuse its jobs", claimed.id)
 
 
 def current() -> Claim | None:
@@ -165,9 +175,14 @@ def reuse() -> uuid.UUID | None:
 
 
 def record(claim: Claim, job_id: uuid.UUID) -> None:
-    """Record a job made under ``claim`` on its row; call in the transaction that makes the job."""
+    """Record a job made under ``claim`` on its row; call in the transaction that makes the job.
+
+    409 (the transaction, and so the job, is undone) if the request no longer holds the row: no job is
+    made under a key without the key knowing it.
+    """
     made = [*claim.jobs, str(job_id)]
-    IdempotencyKey.update(jobs=made).where(IdempotencyKey.id == claim.id).execute()
+    if IdempotencyKey.update(jobs=made).where(claim.row()).execute() != 1:
+        raise _changing_hands()
     claim.jobs, claim.used = made, len(made)
 
 
@@ -181,7 +196,7 @@ def claim(account_id: int, key: str, digest: str) -> Claim | Response:
                 row_id = IdempotencyKey.insert(
                     account=account_id, key=key, fingerprint=digest, created_at=now
                 ).execute()
-            return Claim(row_id)
+            return Claim(row_id, now)
         except IntegrityError:
             pass
         row = IdempotencyKey.get_or_none((IdempotencyKey.account == account_id) & (IdempotencyKey.key == key))
@@ -201,14 +216,18 @@ def claim(account_id: int, key: str, digest: str) -> Claim | Response:
             )
         if row.status_code is None:
             if row.created_at < now - in_flight_limit() and _take_over(row, now):
-                return Claim(row.id, row.jobs or [])
+                return Claim(row.id, now, row.jobs or [])
             raise ApiError(
                 409,
                 "IDEMPOTENCY_KEY_IN_USE",
                 f"A request with this {HEADER} is still being processed. Retry after it has been answered.",
             )
         return replay(row)
-    raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", f"This {HEADER} is changing hands; retry in a moment.")
+    raise _changing_hands()
+
+
+def _changing_hands() -> ApiError:
+    return ApiError(409, "IDEMPOTENCY_KEY_IN_USE", f"This {HEADER} is changing hands; retry in a moment.")
 
 
 def in_flight_limit() -> datetime.timedelta:
@@ -226,11 +245,9 @@ def _take_over(row: IdempotencyKey, now: datetime.datetime) -> bool:
     return taken.execute() == 1
 
 
-def release(row_id: int) -> None:
+def release(claimed: Claim) -> None:
     """Forget a key whose request ended without a job, so the client may use it again."""
-    IdempotencyKey.delete().where(
-        (IdempotencyKey.id == row_id) & IdempotencyKey.status_code.is_null()
-    ).execute()
+    IdempotencyKey.delete().where(claimed.row() & IdempotencyKey.status_code.is_null()).execute()
 
 
 def replay(row: IdempotencyKey) -> Response:

@@ -13,6 +13,7 @@ import requests
 
 import credits
 import idempotency
+import ratelimit
 from conftest import Api
 from models import Account, IdempotencyKey, Job, LedgerEntry
 from servers import Server, cli, environment, free_port
@@ -216,6 +217,26 @@ def test_an_openai_retry_whose_other_job_is_refused_refunds_the_job_it_got_back(
     again = client.post("/v1/images/generations", json=body, headers=headers)
     assert again.status_code == 429 and again.get_json()["error"]["code"] == "insufficient_quota"
     assert _balance(app, account.id) == 16  # no images, so the succeeded job it got back is refunded
+
+
+def test_a_first_request_that_outlived_its_claim_makes_no_job_and_keeps_the_retrys_row(
+    database, app, acct, monkeypatch
+):
+    account, api = acct
+    taken_at = idempotency.utcnow() + datetime.timedelta(minutes=8)
+    count_create = ratelimit.count_create
+
+    def taken_over_meanwhile(owner):  # a retry takes the key over while this request stalls
+        IdempotencyKey.update(created_at=taken_at).where(IdempotencyKey.key == "stalled").execute()
+        count_create(owner)
+
+    monkeypatch.setattr(ratelimit, "count_create", taken_over_meanwhile)
+    late = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers={"Idempotency-Key": "stalled"})
+    assert late.status_code == 409 and late.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_IN_USE"
+    assert _jobs(app, account.id) == 0 and _debits(app, account.id) == 0  # its job was undone
+    with app.app_context():
+        (row,) = IdempotencyKey.select().where(IdempotencyKey.key == "stalled")
+    assert row.created_at == taken_at and row.jobs is None  # the retry's, untouched
 
 
 def test_keys_expire_after_24_hours(app, acct):
