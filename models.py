@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -42,8 +43,10 @@ from peewee import (
     fn,
 )
 from playhouse.db_url import connect as connect_url
+from playhouse.db_url import register_database
 from playhouse.migrations import Runner
-from playhouse.pool import PooledSqliteDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 db = DatabaseProxy()
 log = logging.getLogger(__name__)
@@ -191,6 +194,33 @@ def _checkpoints(database: weakref.ref[SerialSqliteDatabase]) -> None:
         connection.close()
 
 
+class CheckedPooledPostgresqlDatabase(PooledPostgresqlDatabase):
+    """A pooled PostgreSQL database that checks an idle connection it hands out without a round trip.
+
+    peewee's pool sends SELECT 1 whenever it hands out a connection: on the path of every request, a
+    round trip as long as a create's whole statement. A server that ends a connection (a restart,
+    pg_terminate_backend, an idle timeout) tells the client so, which leaves the socket readable; an
+    idle connection nobody ended has nothing to read. So only a connection with something to read, or
+    not idle, is asked, as peewee asks it. A connection cut with no word (a network gone) fails at its
+    first statement either way: a SELECT 1 would wait on it as long.
+    """
+
+    def _is_closed(self, conn: Any) -> bool:
+        if conn.closed or conn.get_transaction_status() != TRANSACTION_STATUS_IDLE or _has_input(conn):
+            return super()._is_closed(conn)
+        return False
+
+
+def _has_input(conn: Any) -> bool:
+    """Whether the server sent something on a connection (poll: any descriptor number, no waiting)."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+register_database(CheckedPooledPostgresqlDatabase, "apiframe+pool")
+
+
 def open_database(url: str) -> Any:
     """Open the database at ``url``: ``sqlite:///path`` or ``postgresql://...``."""
     if url.startswith("sqlite:///"):
@@ -205,7 +235,7 @@ def open_database(url: str) -> Any:
         )
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgres", "postgresql") and sep:
-        return connect_url(f"postgres+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15)
+        return connect_url(f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 

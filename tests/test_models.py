@@ -8,6 +8,7 @@ import time
 import uuid
 from contextlib import closing
 
+import psycopg2
 import pytest
 
 from conftest import stop_background
@@ -22,6 +23,7 @@ from models import (
     Slot,
     WriterLock,
     db,
+    open_database,
     utcnow,
 )
 
@@ -125,6 +127,37 @@ def test_compiled_sql_follows_the_open_database(settings, tmp_path):
     with second.app_context():
         assert db.obj is not compiled_for
         assert query.first(email="one@example.com") is None
+
+
+def test_a_pooled_postgresql_connection_is_handed_out_without_a_round_trip_until_the_server_ends_it(
+    postgres_url,
+):
+    database = open_database(postgres_url)
+    watcher = psycopg2.connect(postgres_url)
+    watcher.autocommit = True
+
+    def last_statement(pid: int) -> str | None:
+        with watcher.cursor() as cursor:
+            cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid])
+            row = cursor.fetchone()
+        return row and row[0]
+
+    try:
+        with database.connection_context():
+            pid = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        with database.connection_context():  # the pooled connection, handed out again
+            assert last_statement(pid) == "SELECT pg_backend_pid()"  # and not asked SELECT 1 on the way
+            assert database.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == pid
+        with watcher.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 5
+        while last_statement(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with database.connection_context():  # the ended connection is left, and a new one made
+            assert database.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+    finally:
+        database.close_all()
+        watcher.close()
 
 
 def test_sqlite_writers_take_turns_and_a_failed_transaction_lets_the_next_one_in(app, make_account):
