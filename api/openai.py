@@ -36,7 +36,7 @@ import uploads
 from api.body import json_body
 from errors import ApiError, validation_error
 from idempotency import idempotent
-from models import Job
+from models import Job, LedgerEntry
 from operations import Operation
 from providers import configured as configured_providers
 from waits import Busy, waits
@@ -551,11 +551,16 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
     """All or nothing: an answer without images pays for none, so the jobs that succeeded are refunded.
 
-    Their statuses are read again: one may have ended since ``ended`` was read.
+    Their statuses are read again: one may have ended since ``ended`` was read. One refunded already
+    (by an earlier try under the same Idempotency-Key, whose process died before it answered) is not
+    refunded again.
     """
-    for job in Job.select().where(Job.id.in_([job.id for job in ended])):
-        if job.status == jobs.SUCCEEDED:
-            credits.refund(job, f"{job.type} job refunded: {why}")
+    ids = [job.id for job in ended]
+    refunded = LedgerEntry.select(LedgerEntry.job).where(
+        LedgerEntry.job.in_(ids) & (LedgerEntry.reason == credits.REFUND)
+    )
+    for job in Job.select().where(Job.id.in_(ids) & (Job.status == jobs.SUCCEEDED) & Job.id.not_in(refunded)):
+        credits.refund(job, f"{job.type} job refunded: {why}")
 
 
 def _image(job: Job, name: str, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import requests
 
 import credits
 import idempotency
+import jobs
 import ratelimit
 from conftest import Api
 from models import Account, IdempotencyKey, Job, LedgerEntry
@@ -217,6 +218,25 @@ def test_an_openai_retry_whose_other_job_is_refused_refunds_the_job_it_got_back(
     again = client.post("/v1/images/generations", json=body, headers=headers)
     assert again.status_code == 429 and again.get_json()["error"]["code"] == "insufficient_quota"
     assert _balance(app, account.id) == 16  # no images, so the succeeded job it got back is refunded
+
+
+def test_a_retry_after_takeover_never_refunds_a_job_twice(database, app, acct, monkeypatch):
+    account, api = acct
+    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "refunded"}
+    body = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
+    client = app.test_client()
+    _answers_not_kept_once(monkeypatch)
+    assert client.post("/v1/images/generations", json=body, headers=headers).status_code == 200
+    with app.app_context():  # as if its second job had failed, and it died having refunded the first
+        (made,) = [row.jobs for row in IdempotencyKey.select().where(IdempotencyKey.key == "refunded")]
+        first, second = Job.get_by_id(made[0]), Job.get_by_id(made[1])
+        Job.update(status=jobs.FAILED).where(Job.id == second.id).execute()
+        credits.refund(second, "imagine job failed")
+        credits.refund(first, "imagine job refunded: another job of its request failed")
+    _outlive_in_flight_limit(app, "refunded")
+    again = client.post("/v1/images/generations", json=body, headers=headers)
+    assert again.status_code == 500 and "failed" in again.get_json()["error"]["message"]
+    assert _balance(app, account.id) == 5000  # both jobs refunded once: neither twice
 
 
 def test_a_first_request_that_outlived_its_claim_makes_no_job_and_keeps_the_retrys_row(
