@@ -490,12 +490,15 @@ def _slot() -> Iterator[None]:
 
 def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[str, Any]) -> Response:
     """Accept a job per request, wait for them all, and answer with ``n`` of their images."""
+    sent = {data["upload"] for data in requests if data.get("upload")}
+    accepted: list[Job] = []
     try:
         accepted = _accept(operation, requests, data["provider"])
-    except Exception:  # no job kept: neither is the upload
-        for reference in {data["upload"] for data in requests if data.get("upload")}:
+    finally:
+        # an upload is kept only for a job that uses it: not if the request is refused, nor if it is
+        # a retry under an Idempotency-Key given its first request's jobs (which use that one's upload)
+        for reference in sent - {job.params.get("upload") for job in accepted}:
             uploads.discard(reference)
-        raise
     ended = waits().wait([job.id for job in accepted], current_app.config["SYNC_WAIT"])
     return jsonify(created=int(time.time()), data=_images(ended, data))
 

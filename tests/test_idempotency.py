@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import peewee
 import psycopg2
 import pytest
 import requests
+from PIL import Image
 
 import credits
 import idempotency
@@ -237,6 +240,29 @@ def test_a_retry_after_takeover_never_refunds_a_job_twice(database, app, acct, m
     again = client.post("/v1/images/generations", json=body, headers=headers)
     assert again.status_code == 500 and "failed" in again.get_json()["error"]["message"]
     assert _balance(app, account.id) == 5000  # both jobs refunded once: neither twice
+
+
+def test_an_openai_retry_given_its_first_requests_jobs_keeps_no_upload_of_its_own(
+    database, app, acct, monkeypatch
+):
+    account, api = acct
+    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "variation"}
+    client = app.test_client()
+
+    def variation():
+        image = io.BytesIO()
+        Image.new("RGB", (64, 48), (200, 30, 40)).save(image, "PNG")
+        form = {"image": (io.BytesIO(image.getvalue()), "photo.png"), "size": "256x256"}
+        return client.post("/v1/images/variations", data=form, headers=headers)
+
+    _answers_not_kept_once(monkeypatch)
+    assert variation().status_code == 200
+    _outlive_in_flight_limit(app, "variation")
+    assert variation().status_code == 200  # the same job's images
+    uploaded = list((Path(app.config["DATA_DIR"]) / "images").glob("*/image.*"))
+    with app.app_context():
+        (job,) = Job.select().where(Job.account == account.id)
+    assert [f"{path.parent.name}/{path.name}" for path in uploaded] == [job.params["upload"]]
 
 
 def test_a_first_request_that_outlived_its_claim_makes_no_job_and_keeps_the_retrys_row(
