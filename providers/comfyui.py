@@ -4,10 +4,11 @@ Each operation runs its template (``comfyui_templates``; the defaults are txt2im
 four, img2img for variation and blend (blend starts from an even mix of the inputs), an image or
 model upscale, ``ImagePadForOutpaint`` for outpaint and ``VAEEncodeForInpaint`` for inpaint). Input
 images go up through ``POST /upload/image``; the graph is queued with ``POST /prompt``; progress and
-the end come over ``/ws?clientId=``, with ``/history/{id}`` and ``/queue`` polled when the socket
-drops; results are read from the history and fetched from ``/view``. A job that stops interrupts
-the prompt if it is running and deletes it from the queue if it is waiting. Describe has no built-in
-ComfyUI node: it runs on another provider (``local`` unless APIFRAME_PROVIDER_DESCRIBE says).
+the end come over ``/ws?clientId=`` (through an HTTP CONNECT tunnel when the HTTP calls go through a
+proxy), with ``/history/{id}`` and ``/queue`` polled when the socket drops; results are read from
+the history and fetched from ``/view``. A job that stops interrupts the prompt if it is running and
+deletes it from the queue if it is waiting. Describe has no built-in ComfyUI node: it runs on
+another provider (``local`` unless APIFRAME_PROVIDER_DESCRIBE says).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, quote, urlencode, urlsplit, urlunsplit
 
+import requests
+import urllib3
 import websocket
 from PIL import Image
 from websocket import ABNF
@@ -57,6 +60,7 @@ SOCKET_WAIT = 1.0  # longest single wait for websocket data (the job is checked 
 MESSAGE_BYTES = 8 * 1024 * 1024  # a longer websocket message (JSON, or a preview image) ends the socket
 QUIET_PEEK = 10.0  # after this long without news of our prompt, look at /history once
 LOST_CHECKS = 2  # polls in a row that find the prompt nowhere before the job fails
+PROXY_HEAD_BYTES = 16 * 1024  # a longer answer from a proxy to CONNECT ends the websocket attempt
 
 
 def parse_headers(value: str | None) -> dict[str, str]:
@@ -174,6 +178,7 @@ class ComfyUIProvider(Provider):
         self.templates = comfyui_templates.load(
             config.get("COMFYUI_WORKFLOWS"), bool(config.get("COMFYUI_UPSCALE_MODEL"))
         )
+        self.unusable_proxy_logged: str | None = None  # the scheme of a proxy the websocket cannot use
 
     # ---- operations --------------------------------------------------------------------------
 
@@ -350,20 +355,42 @@ class ComfyUIProvider(Provider):
         scheme = "wss" if parts.scheme == "https" else "ws"
         url = urlunsplit((scheme, parts.netloc, parts.path, urlencode({"clientId": client_id}), ""))
         timeout = min(self.http.settings.connect_timeout, max(0.05, ctx.remaining()))
+        proxy = self._proxy(parts)
         socket = websocket.WebSocket()
         socket.frame_buffer = Frames(socket, ctx)
         try:
-            with Watchdog(timeout) as watchdog:  # the whole handshake, which a server could trickle
+            with Watchdog(timeout) as watchdog:  # the whole handshake, which a server or proxy could trickle
                 socket.connect(
                     url,
-                    socket=_open(parts, timeout, watchdog, self.http.tls_context),
+                    socket=_open(parts, proxy, timeout, watchdog, self.http.tls_context),
                     timeout=timeout,
                     header=[f"{name}: {value}" for name, value in self.headers.items()],
                 )
             return socket
         except (websocket.WebSocketException, OSError) as exc:
-            log.warning("comfyui: no websocket (%s); polling /history", type(exc).__name__)
+            reason = str(exc) if isinstance(exc, websocket.WebSocketProxyException) else type(exc).__name__
+            log.warning("comfyui: no websocket (%s); polling /history", reason)
             return None
+
+    def _proxy(self, parts: SplitResult) -> SplitResult | None:
+        """The http:// proxy the HTTP calls to ComfyUI go through, for the websocket to tunnel through.
+
+        None when they connect directly; also for a proxy of another kind (socks, https), which is
+        logged once: the websocket then connects directly, as it always did.
+        """
+        proxy = self.http.proxy(urlunsplit(parts))
+        if proxy is None:
+            return None
+        found = urlsplit(proxy)
+        if found.scheme == "http" and found.hostname and _port(found) is not None:
+            return found
+        if self.unusable_proxy_logged != found.scheme:
+            self.unusable_proxy_logged = found.scheme
+            log.warning(
+                "comfyui: the websocket cannot go through a %s:// proxy; it connects to ComfyUI directly",
+                found.scheme,
+            )
+        return None
 
     def _wait(self, prompt_id: str, socket: websocket.WebSocket | None, nodes: int, ctx: JobContext) -> dict:
         """Follow the prompt to its end (the socket, then /history); its history entry."""
@@ -530,21 +557,74 @@ def _choices(info: Any, input_name: str) -> list[Any] | None:
 
 
 def _open(
-    parts: SplitResult, timeout: float, watchdog: Watchdog, tls: Callable[[], ssl.SSLContext]
+    parts: SplitResult,
+    proxy: SplitResult | None,
+    timeout: float,
+    watchdog: Watchdog,
+    tls: Callable[[], ssl.SSLContext],
 ) -> net.socket:
-    """A TCP (for https, TLS from ``tls()``) connection to ``parts``' server, shut down by ``watchdog``."""
+    """A TCP (for https, TLS from ``tls()``) connection to ``parts``' server, shut down by ``watchdog``;
+    through a CONNECT tunnel when there is a ``proxy``."""
     secure = parts.scheme == "https"
-    sock = net.create_connection((parts.hostname, parts.port or (443 if secure else 80)), timeout)
+    port = parts.port or (443 if secure else 80)
+    address = (proxy.hostname, _port(proxy)) if proxy else (parts.hostname, port)
+    sock = net.create_connection(address, timeout)
     watchdog.watch(sock)
-    if secure:
-        try:
+    try:
+        if proxy is not None:
+            _tunnel(sock, proxy, str(parts.hostname), port)
+        if secure:
             sock = tls().wrap_socket(sock, server_hostname=parts.hostname, do_handshake_on_connect=False)
             watchdog.watch(sock)
             sock.do_handshake()
-        except OSError:
-            sock.close()
-            raise
+    except (OSError, websocket.WebSocketException):
+        sock.close()
+        raise
     return sock
+
+
+def _tunnel(sock: net.socket, proxy: SplitResult, host: str, port: int) -> None:
+    """Ask the proxy on ``sock`` for a tunnel to ``host:port`` (HTTP CONNECT, with Basic
+    Proxy-Authorization when the proxy URL has user:password, as requests sends it); a refusal raises."""
+    host = host if host.isascii() else host.encode("idna").decode("ascii")  # as requests sends a name
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    headers = {"Host": target}
+    username, password = requests.utils.get_auth_from_url(urlunsplit(proxy))
+    if username:
+        headers.update(urllib3.util.make_headers(proxy_basic_auth=f"{username}:{password}"))
+    lines = [f"CONNECT {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    status = _answer_head(sock).split(b"\n", 1)[0].decode("latin-1")
+    words = status.split(None, 2)
+    if len(words) < 2 or not words[0].startswith("HTTP/") or not words[1].isdigit():
+        raise websocket.WebSocketProxyException("the proxy's answer to CONNECT is not HTTP")
+    if not 200 <= int(words[1]) < 300:
+        said = "".join(c for c in " ".join(words[1:]) if c.isprintable())[:100]
+        raise websocket.WebSocketProxyException(f"the proxy answered CONNECT {target} with {said}")
+
+
+def _answer_head(sock: net.socket) -> bytes:
+    """The proxy's answer to CONNECT, to its blank line and at most PROXY_HEAD_BYTES, read a byte at a
+    time: what follows it is the tunnel's."""
+    head = bytearray()
+    while not head.endswith((b"\n\n", b"\n\r\n")):
+        if len(head) >= PROXY_HEAD_BYTES:
+            raise websocket.WebSocketProxyException(
+                f"the proxy's answer to CONNECT is longer than {PROXY_HEAD_BYTES} bytes"
+            )
+        byte = sock.recv(1)
+        if not byte:
+            raise websocket.WebSocketProxyException("the proxy's answer to CONNECT broke off")
+        head += byte
+    return bytes(head)
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port, its scheme's default without one; None for a port that is not a number."""
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
 
 
 def _queue_state(queue: Any, prompt_id: str) -> str | None:

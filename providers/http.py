@@ -175,6 +175,17 @@ class Backend:
             return ssl.create_default_context(capath=trusted)
         return ssl.create_default_context(cafile=trusted)
 
+    def proxy(self, url: str) -> str | None:
+        """The proxy URL the HTTP calls to ``url`` go through, or None when they connect directly.
+
+        requests' own choice (the session's ``trust_env`` and proxies, HTTP_PROXY, HTTPS_PROXY,
+        ALL_PROXY and NO_PROXY, for the URL's scheme), so that a socket beside those calls goes
+        the same way.
+        """
+        proxies = self.session.merge_environment_settings(url, {}, None, None, None)["proxies"]
+        proxy = requests.utils.select_proxy(url, proxies)
+        return requests.utils.prepend_scheme_if_needed(proxy, "http") if proxy else None
+
     def _same_origin(self, url: str) -> bool:
         mine, theirs = urlsplit(self.base_url), urlsplit(url)
         return (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc)

@@ -24,6 +24,7 @@ import imaging
 from app import create_app
 from fakes import Ctx, provider_settings
 from fakes.comfyui import FakeComfyUI
+from fakes.proxy import FakeProxy
 from fakes.sdwebui import FakeSdWebUI
 from providers import (
     BlendRequest,
@@ -157,6 +158,107 @@ def test_over_https_the_websocket_trusts_the_ca_bundle_the_http_calls_trust(tmp_
         assert len({p for p in ctx.reported if p}) >= 5
     finally:
         fake.close()
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    """A forward proxy, with the test's own proxy environment: none of the machine's proxy variables."""
+    import os
+
+    for name in [name for name in os.environ if name.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    fake = FakeProxy()
+    yield fake
+    fake.close()
+
+
+def _came_through(proxy, call) -> bool:
+    """Whether ``call`` reached the fake ComfyUI over one of the proxy's connections."""
+    return call.peer in proxy.upstream
+
+
+def test_progress_comes_over_a_websocket_tunnelled_through_the_proxy_the_http_calls_use(
+    comfy, proxy, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    comfy.step_seconds = 0.05
+    ctx = Ctx()
+    result = make(comfy).run("imagine", imagine_request(), ctx)
+    assert len(result.tiles) == 4
+    assert proxy.connects == [urlsplit(comfy.url).netloc]  # the websocket's tunnel
+    assert any(" http://127.0.0.1:" in line for line in proxy.forwarded)  # the HTTP calls, in absolute form
+    (socket,) = comfy.calls("/ws")
+    assert _came_through(proxy, socket) and not comfy.calls("/queue")  # progress came over it, no polling
+    rising = [p for p in ctx.reported if p]
+    assert len(set(rising)) >= 5 and rising == sorted(rising)
+
+
+def test_over_https_the_websocket_tunnels_through_the_proxy_with_its_credentials(
+    tmp_path, proxy, monkeypatch
+):
+    tls, certificate = _self_signed(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("http://", "http://gpu%20box:s%3Acret@"))
+    fake = FakeComfyUI(tls)
+    try:
+        fake.step_seconds = 0.05
+        ctx = Ctx()
+        assert len(make(fake).run("imagine", imagine_request(), ctx).tiles) == 4
+        (socket,) = fake.calls("/ws")
+        assert _came_through(proxy, socket) and not fake.calls("/queue")  # over wss, through the tunnel
+        assert len({p for p in ctx.reported if p}) >= 5
+        assert set(proxy.connects) == {urlsplit(fake.url).netloc}
+        basic = "Basic " + base64.b64encode(b"gpu box:s:cret").decode()
+        assert proxy.authorizations and set(proxy.authorizations) == {basic}  # websocket and HTTP alike
+    finally:
+        fake.close()
+
+
+def test_no_proxy_or_a_session_that_ignores_the_environment_sends_the_websocket_directly(
+    comfy, proxy, monkeypatch
+):
+    monkeypatch.setenv("http_proxy", proxy.url)
+    provider = make(comfy)
+    provider.run("imagine", imagine_request(), Ctx())
+    assert len(proxy.connects) == 1 and _came_through(proxy, comfy.calls("/ws")[-1])
+    seen = len(comfy.calls())
+    monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.1")
+    provider.run("imagine", imagine_request(), Ctx())
+    monkeypatch.delenv("NO_PROXY")
+    provider.http.session.trust_env = False  # the HTTP calls ignore the proxy variables: so does the socket
+    provider.run("imagine", imagine_request(), Ctx())
+    assert len(proxy.connects) == 1 and not any(_came_through(proxy, call) for call in comfy.calls()[seen:])
+    assert len(comfy.calls("/ws")) == 3
+    assert not comfy.calls("/queue")  # each job's progress came over its websocket
+
+
+@pytest.mark.parametrize("answer", ["407", "502", "huge head"])
+def test_a_proxy_that_refuses_the_tunnel_makes_the_job_poll_and_succeed(
+    comfy, proxy, monkeypatch, caplog, answer
+):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    proxy.answer = answer
+    with caplog.at_level(logging.WARNING, logger="providers.comfyui"):
+        result = run_within(make(comfy), Ctx(seconds=10), 5)
+    assert len(result.tiles) == 4 and proxy.connects == [urlsplit(comfy.url).netloc]
+    assert not comfy.calls("/ws") and comfy.calls("/history/" + _prompt_id(comfy))
+    why = answer if answer != "huge head" else "longer than"
+    assert any("no websocket" in r.getMessage() and why in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("answer", ["silent", "trickle"])
+def test_a_proxy_that_never_answers_connect_never_holds_the_job_past_its_deadline(
+    comfy, proxy, monkeypatch, answer
+):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    proxy.answer = answer
+    started = time.monotonic()
+    result = run_within(make(comfy, PROVIDER_CONNECT_TIMEOUT=0.5), Ctx(seconds=10), 5)
+    assert len(result.tiles) == 4 and time.monotonic() - started < 3  # gave up for polling in time
+    assert proxy.connects and not comfy.calls("/ws")
+    started = time.monotonic()
+    assert isinstance(run_within(make(comfy, PROVIDER_CONNECT_TIMEOUT=30), Ctx(seconds=1.0), 3), JobTimedOut)
+    assert time.monotonic() - started < 2 and len(proxy.connects) == 2
 
 
 def _prompt_id(fake) -> str:

@@ -118,6 +118,7 @@ class Call:
     json: Any = None
     form: dict[str, str] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    peer: str = ""  # "host:port" the connection came from
 
 
 @dataclass
@@ -264,6 +265,8 @@ class FakeComfyUI:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         call = Call(request.method, request.path, dict(request.query), dict(request.headers))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        call.peer = "{}:{}".format(*peer[:2]) if peer else ""
         if request.content_type == "application/json" and request.can_read_body:
             try:
                 call.json = await request.json()
