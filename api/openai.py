@@ -541,6 +541,8 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
             "TIMEOUT",
             f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
             "jobs were cancelled, and the request's credits refunded.",
+            # OpenAI's SDKs retry a 5xx unless told not to; a retry would wait as long again
+            headers={"X-Should-Retry": "false"},
         )
     failed = [job for job in ended if job.status != jobs.SUCCEEDED]
     if failed:

@@ -547,11 +547,13 @@ def test_a_request_that_waits_too_long_gets_504_and_its_credits_back(live):
     app.config.update(LOCAL_LATENCY=5.0, SYNC_WAIT=0.5)
     with app.app_context():
         account, key = accounts.create("late@example.com", plan="scale")
-    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1")  # the SDK's own retries, as by default
     with pytest.raises(openai.InternalServerError) as caught:
         client.images.generate(prompt="a very slow cat")
     assert caught.value.status_code == 504 and caught.value.body["code"] == "timeout"
     assert "APIFRAME_SYNC_WAIT" in caught.value.body["message"]
+    # not retried: a retry would wait as long again (the SDK retries a 5xx unless told not to)
+    assert caught.value.response.headers["X-Should-Retry"] == "false"
     assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
     assert balance(app, account) == 5000
 
