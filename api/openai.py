@@ -541,8 +541,17 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
             "TIMEOUT",
             f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
             "jobs were cancelled, and the request's credits refunded.",
-            # OpenAI's SDKs retry a 5xx unless told not to; a retry would wait as long again
-            headers={"X-Should-Retry": "false"},
+            headers={"X-Should-Retry": "false"},  # OpenAI's SDKs retry a 5xx, to wait as long again
+        )
+    cancelled = [job for job in ended if job.status == jobs.CANCELLED]
+    if cancelled:  # by its owner, while this request waited (through the other APIs or the console)
+        _refund_succeeded(ended, "another job of its request was cancelled")
+        raise ApiError(
+            409,
+            "JOB_CANCELLED",
+            f"Job {cancelled[0].id} was cancelled while this request waited for it; the request's credits "
+            "were refunded.",
+            headers={"X-Should-Retry": "false"},  # a cancel is meant: the SDK would make new jobs
         )
     failed = [job for job in ended if job.status != jobs.SUCCEEDED]
     if failed:

@@ -558,6 +558,36 @@ def test_a_request_that_waits_too_long_gets_504_and_its_credits_back(live):
     assert balance(app, account) == 5000
 
 
+def test_a_job_cancelled_while_its_request_waits_ends_the_request_with_no_retry(live):
+    app, live_server = live
+    app.config.update(LOCAL_LATENCY=3.0)
+    with app.app_context():
+        account, key = accounts.create("changed-mind@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1")  # the SDK's own retries, as by default
+    answers: list[Exception] = []
+
+    def generate():
+        try:
+            client.images.generate(prompt="a cat I no longer want")
+        except openai.APIStatusError as exc:
+            answers.append(exc)
+
+    waiting = threading.Thread(target=generate)
+    waiting.start()
+    wait_until(lambda: jobs_of(app, account), timeout=10)
+    (job,) = jobs_of(app, account)
+    cancel = requests.post(
+        f"{live_server.url}/v1/jobs/{job.id}/cancel", headers={"X-API-Key": key}, timeout=10
+    )
+    assert cancel.status_code == 200
+    waiting.join(30)
+    (answer,) = answers
+    assert answer.status_code == 409 and answer.body["code"] == "job_cancelled"
+    assert answer.response.headers["X-Should-Retry"] == "false"  # the SDK makes no new job on its own
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
+    assert balance(app, account) == 5000
+
+
 def test_a_504_refunds_the_jobs_that_succeeded_too(server, monkeypatch):
     app, _, account, _, client = server
     app.config.update(SYNC_WAIT=2.0)
