@@ -3,19 +3,22 @@
 urllib3's timeouts bound each socket operation, so a peer that sends one byte every half second
 never trips them. A ``Watchdog`` shuts down the sockets its exchange opened (or reused) once its
 deadline passes; the blocked read returns at once and the request fails, never holding the thread.
-Sessions opt in with ``watch_session``, which makes their connections report their sockets.
+Sessions opt in with ``watch_session``, which makes their connections report their sockets: the
+direct ones and those through a proxy (HTTP_PROXY and the like), forwarded or tunnelled by CONNECT.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
 from typing import Any
 
 import requests
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
+from urllib3.connectionpool import HTTPConnectionPool
 
 MIN_CONNECT_SECONDS = 0.01  # past the deadline a connect fails at once (a timeout of 0 means non-blocking)
 _active = threading.local()  # the watchdogs of the exchanges under way on this thread, outermost first
@@ -94,10 +97,12 @@ def _time_left() -> float | None:
 
 
 class _Reporting:
-    """A urllib3 connection that hands its socket to the thread's watchdogs, when made and when reused.
+    """A urllib3 connection that hands its sockets to the thread's watchdogs, when made and when reused.
 
-    There is no socket to shut down while a connection is being made, so its connect timeout is cut
-    to the time left before the deadline (a redirect to a host that never accepts ends in time too).
+    A new socket is handed over at once, before a proxy's answer to CONNECT or a TLS handshake is
+    read on it, and the socket the connection ends up with (TLS over it) once connected. While it
+    is being made there is no socket to shut down, so its connect timeout is cut to the time left
+    before the deadline (a redirect to a host that never accepts ends in time too).
     """
 
     sock: socket.socket | None
@@ -112,31 +117,52 @@ class _Reporting:
         super().connect()  # type: ignore[misc]
         _report(self.sock)
 
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        _report(sock)
+        return sock
+
     def request(self, *args: Any, **kwargs: Any) -> Any:
         _report(self.sock)
         return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _HTTPConnection(_Reporting, HTTPConnection):
-    pass
+@functools.cache
+def _watched_pool(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """``pool`` with connections that report their sockets (any kind: plain, TLS, SOCKS)."""
+    if issubclass(pool.ConnectionCls, _Reporting):
+        return pool
+    connection = type(f"Watched{pool.ConnectionCls.__name__}", (_Reporting, pool.ConnectionCls), {})
+    return type(f"Watched{pool.__name__}", (pool,), {"ConnectionCls": connection})
 
 
-class _HTTPSConnection(_Reporting, HTTPSConnection):
-    pass
+def _watch_manager(manager: PoolManager) -> PoolManager:
+    """Make the pools ``manager`` creates from now on report their connections' sockets."""
+    manager.pool_classes_by_scheme = {
+        scheme: _watched_pool(pool) for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+    return manager
 
 
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
+def _watch_adapter(adapter: HTTPAdapter) -> None:
+    """Watch the adapter's direct pools and those of every proxy it goes through.
 
+    requests sends a proxied call through a ProxyManager of its own (``proxy_manager_for``), made
+    when the environment first names the proxy, beside the adapter's direct pool manager.
+    """
+    for manager in [adapter.poolmanager, *adapter.proxy_manager.values()]:
+        _watch_manager(manager)
+    make_proxy_manager = adapter.proxy_manager_for
 
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
+    def proxy_manager_for(proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        return _watch_manager(make_proxy_manager(proxy, **proxy_kwargs))
+
+    adapter.proxy_manager_for = proxy_manager_for  # type: ignore[method-assign]
 
 
 def watch_session(session: requests.Session) -> requests.Session:
     """Make ``session``'s connections report their sockets to the watchdogs of the calling thread."""
     for adapter in session.adapters.values():
-        manager = getattr(adapter, "poolmanager", None)
-        if manager is not None:
-            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        if isinstance(adapter, HTTPAdapter):
+            _watch_adapter(adapter)
     return session

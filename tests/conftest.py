@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from werkzeug.serving import make_server
 
 import accounts
 from app import create_app
+from fakes.proxy import FakeProxy
 from servers import MotoS3
 
 
@@ -283,6 +285,16 @@ def receiver() -> Iterator[Receiver]:
     yield server
     server.gate.set()
     server.stop()
+
+
+@pytest.fixture
+def proxy(monkeypatch) -> Iterator[FakeProxy]:
+    """A forward proxy, with the test's own proxy environment: none of the machine's proxy variables."""
+    for name in [name for name in os.environ if name.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    fake = FakeProxy()
+    yield fake
+    fake.close()
 
 
 def wait_until(

@@ -24,7 +24,6 @@ import imaging
 from app import create_app
 from fakes import Ctx, provider_settings
 from fakes.comfyui import FakeComfyUI
-from fakes.proxy import FakeProxy
 from fakes.sdwebui import FakeSdWebUI
 from providers import (
     BlendRequest,
@@ -158,18 +157,6 @@ def test_over_https_the_websocket_trusts_the_ca_bundle_the_http_calls_trust(tmp_
         assert len({p for p in ctx.reported if p}) >= 5
     finally:
         fake.close()
-
-
-@pytest.fixture
-def proxy(monkeypatch):
-    """A forward proxy, with the test's own proxy environment: none of the machine's proxy variables."""
-    import os
-
-    for name in [name for name in os.environ if name.lower().endswith("_proxy")]:
-        monkeypatch.delenv(name)
-    fake = FakeProxy()
-    yield fake
-    fake.close()
 
 
 def _came_through(proxy, call) -> bool:

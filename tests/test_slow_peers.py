@@ -139,3 +139,48 @@ def test_a_trickling_image_url_frees_its_job_worker_at_the_fetch_deadline(app, a
     wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the sockets to be closed")
     assert time.monotonic() - started < TIMEOUT + 3 * SLACK  # unfixed: the 35 s the headers trickle
     assert api.imagine("the workers are free again")["status"] == "succeeded"
+
+
+def test_a_provider_request_through_a_proxy_ends_at_its_deadline(trickle, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    backend = _backend(trickle)
+    took, error = _timed(lambda: backend.request("GET", "/slow", Deadline(60)).content)
+    assert proxy.forwarded == [f"GET http://127.0.0.1:{trickle.port}/slow HTTP/1.1"]
+    assert isinstance(error, ProviderError) and "did not answer within 1.5 seconds" in str(error)
+    assert TIMEOUT <= took < TIMEOUT + SLACK  # unfixed: the 30 s the trickle lasts
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
+
+
+def test_a_provider_request_whose_proxy_trickles_its_tunnel_ends_at_its_deadline(proxy, monkeypatch):
+    proxy.answer = "trickle"  # the answer to CONNECT, a byte every 50 ms
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    settings = HttpSettings(
+        connect_timeout=1, read_timeout=TIMEOUT, retries=0, backoff=0.01, max_bytes=10**6, max_pixels=10**7
+    )
+    backend = Backend("test", "https://gpu.example:8443", settings)
+    took, error = _timed(lambda: backend.request("GET", "/slow", Deadline(60)).content)
+    assert proxy.connects == ["gpu.example:8443"]
+    assert isinstance(error, ProviderError) and "did not answer within 1.5 seconds" in str(error)
+    assert TIMEOUT <= took < TIMEOUT + SLACK  # unfixed: the 30 s the proxy trickles
+
+
+def test_an_image_fetch_through_a_proxy_ends_at_its_deadline(trickle, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    took, error = _timed(
+        lambda: fetch.fetch_bytes(trickle.url(), allow_private=True, max_bytes=10**6, timeout=TIMEOUT)
+    )
+    assert proxy.forwarded
+    assert isinstance(error, fetch.FetchError) and "did not answer in time" in str(error)
+    assert TIMEOUT <= took < TIMEOUT + SLACK
+    wait_until(lambda: trickle.open_connections == 0, timeout=3, what="the socket to be closed")
+
+
+def test_a_webhook_through_a_proxy_trickling_its_tunnel_ends_at_its_deadline(proxy, monkeypatch):
+    proxy.answer = "trickle"
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    took, error = _timed(
+        lambda: fetch.post_json("https://hooks.example/", b"{}", {}, allow_private=True, timeout=TIMEOUT)
+    )
+    assert proxy.connects == ["hooks.example:443"]
+    assert isinstance(error, fetch.FetchError) and "did not answer in time" in str(error)
+    assert TIMEOUT <= took < TIMEOUT + SLACK
