@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
@@ -223,7 +227,8 @@ def submit(
 ) -> Job:
     """Accept a job: take its cost, store it and its ``inputs`` images in one transaction; wake workers.
 
-    Under an Idempotency-Key, the job is recorded on the key in the same transaction.
+    Under an Idempotency-Key, the job is recorded on the key in the same transaction. Inside
+    ``all_or_none``, that transaction is part of the block's, and workers are woken when it commits.
     """
     job = Job(
         id=uuid.uuid4(),
@@ -270,8 +275,51 @@ def submit(
         raise insufficient_credits(
             f"This {job_type} costs {cost} credits and your balance is {balance}."
         ) from None
-    job_accepted.send(current_app._get_current_object(), job=job)
+    batch = _batch.get()
+    if batch is None:
+        job_accepted.send(current_app._get_current_object(), job=job)
+    else:
+        batch.made.append(job)
+        if inputs:
+            batch.stored.append(job.id)
     return job
+
+
+@dataclasses.dataclass
+class _Batch:
+    """The jobs ``submit`` made inside ``all_or_none``, and those of them that stored ``inputs`` images."""
+
+    made: list[Job] = dataclasses.field(default_factory=list)
+    stored: list[uuid.UUID] = dataclasses.field(default_factory=list)
+
+
+_batch: ContextVar[_Batch | None] = ContextVar("jobs_batch", default=None)
+
+
+@contextmanager
+def all_or_none() -> Iterator[list[Job]]:
+    """Accept several jobs in one transaction: if one is refused (not paid for, not stored), none is made.
+
+    Yields the jobs made so far. The transaction holds the account's row (PostgreSQL) or the writer lock
+    (SQLite) from the first debit to the commit, so a concurrent request waits and then sees the true
+    balance, instead of each paying for part of its jobs and both being refused. If the block fails,
+    the images the jobs' ``inputs`` stored are deleted, as their jobs no longer exist; if it commits,
+    the pool hears of the jobs (job_accepted) only then, as it could not see them before. A job made
+    before the block (reused under an Idempotency-Key) is not the block's to undo.
+    """
+    batch = _Batch()
+    token = _batch.set(batch)
+    try:
+        with db.atomic():
+            yield batch.made
+    except BaseException:
+        for job_id in batch.stored:
+            storage.delete_images(job_id)
+        raise
+    finally:
+        _batch.reset(token)
+    for job in batch.made:
+        job_accepted.send(current_app._get_current_object(), job=job)
 
 
 def finish(job_id: uuid.UUID, status: str, *, token: str | None = None, **fields: Any) -> bool:

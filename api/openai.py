@@ -504,14 +504,21 @@ def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[
 
 
 def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str | None) -> list[Job]:
-    """One job per request, all or none: if one cannot be accepted (not paid for, not stored), those
-    accepted are cancelled."""
+    """One job per request, all or none: if one cannot be accepted (not paid for, not stored), the
+    jobs made are undone with their transaction, and those an earlier try under the same
+    Idempotency-Key made (given back to this one, and so made before it) are cancelled."""
     accepted: list[Job] = []
+    made: list[Job] = []
     try:
-        for data in requests:
-            accepted.append(jobs.create(g.account, operation, {**data, "provider": provider}, origin=FAMILY))
+        with jobs.all_or_none() as made:
+            for data in requests:
+                accepted.append(
+                    jobs.create(g.account, operation, {**data, "provider": provider}, origin=FAMILY)
+                )
     except Exception as exc:
         why = "another job of its request was not accepted"
+        undone = {job.id for job in made}
+        accepted = [job for job in accepted if job.id not in undone]
         for job in accepted:
             jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
         # one made by an earlier try under the same Idempotency-Key may have succeeded: all or nothing

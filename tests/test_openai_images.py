@@ -9,6 +9,7 @@ import random
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -460,8 +461,8 @@ def test_too_few_credits_raise_rate_limit_error_as_an_exhausted_quota(live):
     assert caught.value.status_code == 429
     assert caught.value.body["type"] == caught.value.body["code"] == "insufficient_quota"
     assert "balance" in caught.value.body["message"]
-    assert balance(app, account) == 20  # the jobs it could pay for were cancelled and refunded
-    assert {job.status for job in jobs_of(app, account)} == {"cancelled"}
+    assert balance(app, account) == 20  # the job it could pay for was never made: all or nothing
+    assert jobs_of(app, account) == []
 
 
 def test_a_refused_variation_keeps_no_upload(live):
@@ -478,7 +479,7 @@ def test_a_refused_variation_keeps_no_upload(live):
     assert jobs_of(app, account) == [] and balance(app, account) == 5
 
 
-def test_a_job_that_cannot_be_stored_cancels_the_requests_other_jobs(live, monkeypatch):
+def test_a_job_that_cannot_be_stored_undoes_the_requests_other_jobs(live, monkeypatch):
     app, live_server = live
     with app.app_context():
         account, key = accounts.create("full-disk@example.com", plan="scale")
@@ -495,9 +496,93 @@ def test_a_job_that_cannot_be_stored_cancels_the_requests_other_jobs(live, monke
     with pytest.raises(openai.InternalServerError) as caught:  # n=5: two jobs
         client.images.edit(image=upload(), mask=mask_png(), prompt="a boat", n=5, size="512x512")
     assert caught.value.status_code == 503 and len(saved) == 3
-    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]  # the first, accepted, is undone
+    assert jobs_of(app, account) == []  # the first, made, is undone with the second
     assert balance(app, account) == 5000
-    assert not list((Path(app.config["DATA_DIR"]) / "images").glob("*/image.*"))  # nor is the upload kept
+    stored = Path(app.config["DATA_DIR"]) / "images"
+    assert [path for path in stored.rglob("*") if path.is_file()] == []  # nor the upload, nor its mask
+
+
+def test_two_requests_the_balance_covers_one_of_get_one_answer_and_one_refusal(
+    database, app, make_account, monkeypatch
+):
+    account, key = make_account("scale")
+    with app.app_context():
+        credits.grant(account.id, 32 - credits.balance(account.id))  # one request's two imagines
+    submit = jobs.submit
+    first_paid, other_paid = threading.Event(), threading.Event()
+
+    def pays_then_lets_the_other_request_pay(*args, **kwargs):
+        job = submit(*args, **kwargs)
+        if not first_paid.is_set():  # the first request's first job: let the other pay for its first
+            first_paid.set()
+            other_paid.wait(timeout=2)  # it cannot while this request's jobs are being accepted
+        else:
+            other_paid.set()
+        return job
+
+    monkeypatch.setattr(jobs, "submit", pays_then_lets_the_other_request_pay)
+
+    def generate():
+        return app.test_client().post(
+            "/v1/images/generations",
+            json={"prompt": "a lighthouse", "n": 8, "size": "256x256"},  # two jobs: 32 credits
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(generate)
+        assert first_paid.wait(timeout=30)
+        answers = [pool.submit(generate).result(timeout=60), first.result(timeout=60)]
+    assert sorted(answer.status_code for answer in answers) == [200, 429]
+    (refused,) = [answer.get_json() for answer in answers if answer.status_code == 429]
+    assert refused["error"]["code"] == "insufficient_quota"
+    assert "your balance is 0" in refused["error"]["message"]
+    assert [job.status for job in jobs_of(app, account)] == ["succeeded", "succeeded"]  # no cancelled ones
+    assert balance(app, account) == 0
+
+
+def test_workers_hear_of_a_requests_jobs_once_they_are_committed_and_of_refused_ones_never(
+    database, app, make_account
+):
+    account, key = make_account("scale")
+    heard = []
+
+    def seen_by_another_connection(job_id):  # what a worker, on its own connection, would find
+        with ThreadPoolExecutor(1) as other, app.app_context():
+            return other.submit(lambda: Job.get_or_none(Job.id == job_id) is not None).result()
+
+    def on_accepted(sender, job):
+        heard.append(seen_by_another_connection(job.id))
+
+    jobs.job_accepted.connect(on_accepted, sender=app)
+    try:
+        generate = {"prompt": "a lighthouse", "n": 8, "size": "256x256"}  # two jobs
+        answer = app.test_client().post(
+            "/v1/images/generations", json=generate, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert answer.status_code == 200 and heard == [True, True]
+        with app.app_context():
+            credits.grant(account.id, 20 - credits.balance(account.id))  # one job's credits, not two
+        refused = app.test_client().post(
+            "/v1/images/generations", json=generate, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert refused.status_code == 429 and heard == [True, True]
+    finally:
+        jobs.job_accepted.disconnect(on_accepted, sender=app)
+
+
+def test_a_refused_edit_keeps_no_mask_of_the_job_it_could_pay_for(database, live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("masked@example.com", plan="free")
+        credits.grant(account.id, -30)  # 20 credits: one of the two inpaint jobs
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.edit(image=upload(), mask=mask_png(), prompt="a boat", n=5, size="512x512")
+    assert caught.value.body["code"] == "insufficient_quota"
+    assert jobs_of(app, account) == [] and balance(app, account) == 20
+    stored = Path(app.config["DATA_DIR"]) / "images"
+    assert [path for path in stored.rglob("*") if path.is_file()] == []  # no mask of a job that is not
 
 
 def test_the_rate_limit_raises_rate_limit_error(live):
