@@ -525,11 +525,12 @@ def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str 
         _refund_succeeded(accepted, why)
         if isinstance(exc, ApiError) and exc.code == "INSUFFICIENT_CREDITS":  # OpenAI's exhausted quota: 429
             images = len(requests) * IMAGES_PER_JOB
+            balance = credits.balance(g.account.id)  # as it is again: the request's debits were undone
             raise ApiError(
                 429,
                 "INSUFFICIENT_CREDITS",
-                f"{exc.message} This request needs {len(requests)} {operation.name} job(s) "
-                f"({operation.cost} credits each, {images} images).",
+                f"This request needs {len(requests)} {operation.name} job(s) ({operation.cost} credits each, "
+                f"{images} images) and your balance is {balance}.",
             ) from None
         raise
     return accepted
