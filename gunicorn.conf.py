@@ -104,19 +104,25 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    """On a graceful stop, end this process's job event streams at once, rather than wait them out."""
+    """On a graceful stop, end this process's job event streams and synchronous waits at once, rather
+    than wait them out."""
     import signal
     import sys
 
     events = sys.modules.get("events")  # the service's app imported it (on_starting did, in the master);
     if events is None:  # another app (the bench's floor) runs with none of the service's modules loaded
         return
+    waits = sys.modules["waits"]
     graceful = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):
-        watcher = getattr(worker.wsgi, "extensions", {}).get(events.EXTENSION)
-        if watcher is not None:  # None in another app (the bench's floor)
+        extensions = getattr(worker.wsgi, "extensions", {})  # empty in another app (the bench's floor)
+        watcher = extensions.get(events.EXTENSION)
+        if watcher is not None:
             watcher.stop()  # each stream ends; clients reconnect (Last-Event-ID) to another process
+        waiting = extensions.get(waits.EXTENSION)
+        if waiting is not None:
+            waiting.stop()  # each waiting OpenAI request answers 503, which its SDK sends again
         graceful(signum, frame)
 
     signal.signal(signal.SIGTERM, stop)

@@ -3,7 +3,9 @@
 A waiting request sleeps on an event that the ``job_finished`` signal sets, so it costs no CPU and no
 database connection while it waits; it looks at the database again only every few seconds, for jobs
 that another process ends. Each process lets a bounded number of requests wait at once, so waiting
-requests can never take every server thread: one more gets ``Busy`` before any job is created.
+requests can never take every server thread: one more gets ``Busy`` before any job is created. When
+the process stops (``stop``), every waiting request is woken to answer at once, not cut off unanswered
+at the end of gunicorn's graceful timeout.
 """
 
 from __future__ import annotations
@@ -36,7 +38,16 @@ class Waits:
         self._lock = threading.Lock()
         self._waiting: dict[uuid.UUID, set[threading.Event]] = {}
         self.held = 0  # slots taken now
+        self.stopping = False  # the process is stopping: no request waits any longer
         job_finished.connect(self._on_finished, sender=app)
+
+    def stop(self) -> None:
+        """Wake every waiting request, and any that starts waiting after, to answer now."""
+        with self._lock:
+            self.stopping = True
+            events = [event for waiting in self._waiting.values() for event in waiting]
+        for event in events:
+            event.set()
 
     def _on_finished(self, app: Flask, job: Job) -> None:
         with self._lock:
@@ -59,7 +70,8 @@ class Waits:
             self._free.release()
 
     def wait(self, job_ids: Sequence[uuid.UUID], timeout: float) -> list[Job]:
-        """The jobs, once all have ended or ``timeout`` seconds have passed (then some are still active)."""
+        """The jobs, once all have ended, ``timeout`` seconds have passed or the process stops (then some
+        are still active)."""
         event = threading.Event()
         with self._lock:
             for job_id in job_ids:
@@ -70,7 +82,7 @@ class Waits:
                 event.clear()
                 found = _load(job_ids)
                 left = deadline - time.monotonic()
-                if all(job.status in TERMINAL for job in found) or left <= 0:
+                if all(job.status in TERMINAL for job in found) or left <= 0 or self.stopping:
                     return found
                 event.wait(min(left, RECHECK))
         finally:

@@ -47,7 +47,7 @@ bp = Blueprint("openai", __name__)
 
 IMAGES_PER_JOB = 4  # a job makes a grid of four
 MAX_IMAGES = 10
-BUSY_RETRY_AFTER = 5  # seconds a client is told to wait when every waiting slot is taken
+BUSY_RETRY_AFTER = 5  # seconds a client is told to wait when every waiting slot is taken, or the server stops
 
 # OpenAI's size -> our aspect ratio and quality (a tile's long side: 1024 px at 1, 512 at 0.25).
 SIZES: dict[str, tuple[str, float]] = {
@@ -540,9 +540,19 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``n`` images of the ended jobs, as the request asks, or the error that says why there are none."""
     unfinished = [job for job in ended if job.status not in jobs.TERMINAL]
     if unfinished:
+        stopping = waits().stopping
+        why = "its server stopped before it ended" if stopping else "the synchronous request ran out of time"
         for job in unfinished:
-            jobs.finish(job.id, jobs.CANCELLED, error="Cancelled: the synchronous request ran out of time.")
-        _refund_succeeded(ended, "its request ran out of time")
+            jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
+        _refund_succeeded(ended, why)
+        if stopping:  # a restart or deploy: the SDK sends it again, to this node restarted or another
+            raise ApiError(
+                503,
+                "SERVER_STOPPING",
+                "This server is stopping (a restart or deploy) and could not wait for the images; the "
+                "unfinished jobs were cancelled, and the request's credits refunded. Send it again.",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER), "X-Should-Retry": "true"},
+            )
         limit = current_app.config["SYNC_WAIT"]
         raise ApiError(
             504,

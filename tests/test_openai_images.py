@@ -7,6 +7,8 @@ import hashlib
 import io
 import random
 import re
+import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ from conftest import image_bytes, wait_until
 from fakes.sdwebui import FakeSdWebUI
 from models import Job
 from providers import ProviderError
+from servers import Server, cli, environment, free_port
 from test_console import PASSWORD, Console, text
 
 PNG = "image/png"
@@ -671,6 +674,39 @@ def test_a_job_cancelled_while_its_request_waits_ends_the_request_with_no_retry(
     assert answer.response.headers["X-Should-Retry"] == "false"  # the SDK makes no new job on its own
     assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
     assert balance(app, account) == 5000
+
+
+def test_a_graceful_stop_answers_a_waiting_request_at_once_for_its_sdk_to_send_again(tmp_path):
+    env = environment(tmp_path / "data", free_port(), APIFRAME_LOCAL_LATENCY="600")  # the job never ends
+    key = cli(env, "users", "create", "deploy@example.com").strip().splitlines()[-1]
+    server = Server(env, tmp_path / "server.log").start()
+    answers: list[openai.APIStatusError] = []
+
+    def generate():
+        client = OpenAI(api_key=key, base_url=f"{server.url}/v1", max_retries=0)
+        try:
+            client.images.generate(prompt="a lighthouse at dusk")
+        except openai.APIStatusError as exc:
+            answers.append(exc)
+
+    try:
+        waiting = threading.Thread(target=generate)
+        waiting.start()
+        jobs_url = f"{server.url}/v1/jobs"
+        wait_until(lambda: requests.get(jobs_url, headers={"X-API-Key": key}, timeout=5).json()["jobs"])
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        waiting.join(30)
+        assert time.monotonic() - started < 10  # not gunicorn's 20 s graceful timeout, and then no answer
+        (answer,) = answers
+        assert answer.status_code == 503 and answer.body["code"] == "server_stopping"
+        assert answer.response.headers["X-Should-Retry"] == "true" and answer.response.headers["Retry-After"]
+        server.process.wait(timeout=30)
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "data" / "apiframe.db") as database:
+        assert database.execute("SELECT status FROM job").fetchall() == [("cancelled",)]
+        assert database.execute("SELECT balance, refunded FROM account").fetchall() == [(50, 16)]  # free plan
 
 
 def test_a_504_refunds_the_jobs_that_succeeded_too(server, monkeypatch):
