@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import io
+import re
 import signal
+import time
 
 import pytest
 import requests
 from PIL import Image
 
-from servers import Server, cli, environment, free_port, run_gunicorn
+from servers import ROOT, Server, cli, environment, free_port, run_gunicorn
+from test_openai_images import NGINX_CONF, nginx_block
 
 
 @pytest.fixture
@@ -118,3 +122,25 @@ def test_a_second_server_on_a_port_in_use_is_refused_though_each_runs_several_pr
         first.stop()
     again = Server(environment(tmp_path / "b", port, WEB_CONCURRENCY="2"), tmp_path / "b.log").start()
     again.stop()  # once the first has stopped, the port is free again
+
+
+def test_an_idle_keep_alive_connection_outlives_the_pauses_of_those_who_reuse_it(server_env, tmp_path):
+    server = Server(server_env, tmp_path / "server.log").start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", int(server_env["PORT"]), timeout=10)
+        for pause in (0, 3):  # a client's pool reuses the connection after a pause
+            time.sleep(pause)
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200 and not response.will_close
+        connection.close()
+    finally:
+        server.stop()
+
+
+def test_nginx_closes_an_idle_upstream_connection_before_gunicorn_does():
+    upstream = nginx_block(NGINX_CONF.read_text(), "upstream apiframe_web {")
+    nginx = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream, re.MULTILINE)
+    gunicorn = re.search(r"^keepalive = (\d+)$", (ROOT / "gunicorn.conf.py").read_text(), re.MULTILINE)
+    assert nginx and gunicorn and int(nginx.group(1)) < int(gunicorn.group(1))
