@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 import redis
 import requests
+from playhouse.pool import PooledPostgresqlDatabase
 from standardwebhooks import Webhook
 
 import credits
@@ -147,7 +148,7 @@ def test_two_processes_share_jobs_and_rate_limits(tmp_path, postgres_url, redis_
 
 def test_jobs_table_uses_native_uuids(pg_app):
     with pg_app.app_context():
-        assert Job._meta.database.obj.__class__.__name__ == "PooledPostgresqlDatabase"
+        assert isinstance(Job._meta.database.obj, PooledPostgresqlDatabase)
         columns = {column.name: column.data_type for column in Job._meta.database.get_columns("job")}
         assert columns["id"].lower() == "uuid"
 
