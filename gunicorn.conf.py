@@ -26,11 +26,12 @@ _event_streams = os.environ.get("APIFRAME_EVENT_STREAMS", "")
 _event_streams = int(_event_streams) if _event_streams.strip().isdigit() else DEFAULTS["EVENT_STREAMS"]
 threads = int(os.environ.get("GUNICORN_THREADS", "16")) + _event_streams
 timeout = 60
-# An idle keep-alive connection stays open longer than those who reuse it keep it: nginx's upstream
-# connections (keepalive_timeout 60s, deploy/nginx/apiframe.conf) and clients' connection pools. A server
-# that closes first races a request sent on the connection as it closes: the client's connection is reset,
-# and nginx answers a POST with 502 rather than send it again (it may have been received).
-keepalive = 75
+# An idle keep-alive connection stays open longer than nginx keeps its upstream ones (keepalive_timeout 4s,
+# deploy/nginx/apiframe.conf): a server that closes first races a request sent on the connection as it
+# closes, and nginx answers a POST with 502 rather than send it again (it may have been received). Not much
+# longer: gthread gives a new connection that has sent nothing the same time, each holding one of the
+# worker's connection slots, so a long one lets a few silent clients shut a directly exposed server out.
+keepalive = 5
 graceful_timeout = 20
 accesslog = "-"
 control_socket_disable = True  # no runtime control interface; servers on one machine stay independent
