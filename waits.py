@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from flask import Flask, current_app
 
-from jobs import TERMINAL, job_finished
+from jobs import SUCCEEDED, TERMINAL, job_finished
 from models import Job, db
 
 EXTENSION = "apiframe.waits"
@@ -70,7 +70,8 @@ class Waits:
             self._free.release()
 
     def wait(self, job_ids: Sequence[uuid.UUID], timeout: float) -> list[Job]:
-        """The jobs, once all have ended, ``timeout`` seconds have passed or the process stops (then some
+        """The jobs, once all have ended or one has ended without success (the request has no answer
+        with images then); or else once ``timeout`` seconds have passed or the process stops (then some
         are still active)."""
         event = threading.Event()
         with self._lock:
@@ -82,7 +83,8 @@ class Waits:
                 event.clear()
                 found = _load(job_ids)
                 left = deadline - time.monotonic()
-                if all(job.status in TERMINAL for job in found) or left <= 0 or self.stopping:
+                ended = [job.status for job in found if job.status in TERMINAL]
+                if len(ended) == len(found) or set(ended) - {SUCCEEDED} or left <= 0 or self.stopping:
                     return found
                 event.wait(min(left, RECHECK))
         finally:

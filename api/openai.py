@@ -475,7 +475,9 @@ def _jobs(images: int) -> int:
 
 @contextmanager
 def _slot() -> Iterator[None]:
-    """Hold one of this process's waiting slots (503 at once if every one is taken)."""
+    """Hold one of this process's waiting slots (503 at once if every one is taken, or the server stops)."""
+    if waits().stopping:  # no job is made for a request that could not wait for it
+        raise _stopping("This server is stopping (a restart or deploy). Send the request again.")
     try:
         with waits().slot():
             yield
@@ -486,6 +488,16 @@ def _slot() -> Iterator[None]:
             f"All {waits().slots} waiting slots of this server are taken; retry in a few seconds.",
             headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         ) from None
+
+
+def _stopping(message: str) -> ApiError:
+    """503 for a restart or deploy, which OpenAI's SDKs send again (to this node restarted, or another)."""
+    return ApiError(
+        503,
+        "SERVER_STOPPING",
+        message,
+        headers={"Retry-After": str(BUSY_RETRY_AFTER), "X-Should-Retry": "true"},
+    )
 
 
 def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[str, Any]) -> Response:
@@ -537,33 +549,30 @@ def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str 
 
 
 def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``n`` images of the ended jobs, as the request asks, or the error that says why there are none."""
+    """``n`` images of the ended jobs, as the request asks, or the error that says why there are none.
+
+    All or nothing: with no images to answer, the jobs still running are cancelled, and those that
+    succeeded refunded.
+    """
     unfinished = [job for job in ended if job.status not in jobs.TERMINAL]
-    if unfinished:
-        stopping = waits().stopping
-        why = "its server stopped before it ended" if stopping else "the synchronous request ran out of time"
-        for job in unfinished:
-            jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
-        _refund_succeeded(ended, why)
-        if stopping:  # a restart or deploy: the SDK sends it again, to this node restarted or another
-            raise ApiError(
-                503,
-                "SERVER_STOPPING",
-                "This server is stopping (a restart or deploy) and could not wait for the images; the "
-                "unfinished jobs were cancelled, and the request's credits refunded. Send it again.",
-                headers={"Retry-After": str(BUSY_RETRY_AFTER), "X-Should-Retry": "true"},
-            )
-        limit = current_app.config["SYNC_WAIT"]
-        raise ApiError(
-            504,
-            "TIMEOUT",
-            f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
-            "jobs were cancelled, and the request's credits refunded.",
-            headers={"X-Should-Retry": "false"},  # OpenAI's SDKs retry a 5xx, to wait as long again
-        )
     cancelled = [job for job in ended if job.status == jobs.CANCELLED]
+    failed = [job for job in ended if job.status in jobs.TERMINAL and job.status != jobs.SUCCEEDED]
+    if not (unfinished or failed):
+        images = [(job, name) for job in ended for name in job.tiles][: data["n"]]
+        return [_image(job, name, data) for job, name in images]
+    stopping = waits().stopping
     if cancelled:  # by its owner, while this request waited (through the other APIs or the console)
-        _refund_succeeded(ended, "another job of its request was cancelled")
+        why = "another job of its request was cancelled"
+    elif failed:
+        why = "another job of its request failed"
+    elif stopping:
+        why = "its server stopped before it ended"
+    else:
+        why = "the synchronous request ran out of time"
+    for job in unfinished:
+        jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
+    _refund_succeeded(ended, why)
+    if cancelled:
         raise ApiError(
             409,
             "JOB_CANCELLED",
@@ -571,13 +580,22 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
             "were refunded.",
             headers={"X-Should-Retry": "false"},  # a cancel is meant: the SDK would make new jobs
         )
-    failed = [job for job in ended if job.status != jobs.SUCCEEDED]
     if failed:
-        _refund_succeeded(ended, "another job of its request failed")
         job = failed[0]
         raise ApiError(500, "PROVIDER_ERROR", f"Job {job.id} ended {job.status}: {job.error or 'no images'}")
-    images = [(job, name) for job in ended for name in job.tiles][: data["n"]]
-    return [_image(job, name, data) for job, name in images]
+    if stopping:
+        raise _stopping(
+            "This server is stopping (a restart or deploy) and could not wait for the images; the "
+            "unfinished jobs were cancelled, and the request's credits refunded. Send it again."
+        )
+    limit = current_app.config["SYNC_WAIT"]
+    raise ApiError(
+        504,
+        "TIMEOUT",
+        f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
+        "jobs were cancelled, and the request's credits refunded.",
+        headers={"X-Should-Retry": "false"},  # OpenAI's SDKs retry a 5xx, to wait as long again
+    )
 
 
 def _refund_succeeded(ended: Iterable[Job], why: str) -> None:

@@ -129,7 +129,11 @@ def test_a_failed_job_gives_a_500_and_the_whole_request_is_refunded(server, monk
     with pytest.raises(openai.InternalServerError) as caught:
         client.images.generate(prompt="a field of poppies", n=6, size="512x512")
     assert "the backend is down" in caught.value.body["message"]
-    assert sorted(job.status for job in jobs_of(app, account)) == ["failed", "succeeded"]
+    # the other job succeeded first, or was cancelled as the request ended: nothing waits for it
+    assert sorted(job.status for job in jobs_of(app, account)) in (
+        ["failed", "succeeded"],
+        ["cancelled", "failed"],
+    )
     assert balance(app, account) == 5000  # no images answered, none paid for
 
 
@@ -648,7 +652,7 @@ def test_a_request_that_waits_too_long_gets_504_and_its_credits_back(live):
 
 def test_a_job_cancelled_while_its_request_waits_ends_the_request_with_no_retry(live):
     app, live_server = live
-    app.config.update(LOCAL_LATENCY=3.0)
+    app.config.update(LOCAL_LATENCY=600.0)  # neither job would end on its own
     with app.app_context():
         account, key = accounts.create("changed-mind@example.com", plan="scale")
     client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1")  # the SDK's own retries, as by default
@@ -656,24 +660,34 @@ def test_a_job_cancelled_while_its_request_waits_ends_the_request_with_no_retry(
 
     def generate():
         try:
-            client.images.generate(prompt="a cat I no longer want")
+            client.images.generate(prompt="a cat I no longer want", n=5)  # two jobs
         except openai.APIStatusError as exc:
             answers.append(exc)
 
     waiting = threading.Thread(target=generate)
     waiting.start()
-    wait_until(lambda: jobs_of(app, account), timeout=10)
-    (job,) = jobs_of(app, account)
+    wait_until(lambda: len(jobs_of(app, account)) == 2, timeout=10)
+    job = jobs_of(app, account)[0]
     cancel = requests.post(
         f"{live_server.url}/v1/jobs/{job.id}/cancel", headers={"X-API-Key": key}, timeout=10
     )
     assert cancel.status_code == 200
-    waiting.join(30)
+    waiting.join(10)  # at once: not when the other job ends
     (answer,) = answers
     assert answer.status_code == 409 and answer.body["code"] == "job_cancelled"
     assert answer.response.headers["X-Should-Retry"] == "false"  # the SDK makes no new job on its own
-    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled", "cancelled"]  # the other one too
     assert balance(app, account) == 5000
+
+
+def test_a_stopping_server_makes_no_job_for_a_request_that_could_not_wait(server):
+    app, _, account, _, client = server
+    app.extensions[waits.EXTENSION].stop()
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(prompt="a lighthouse")
+    assert caught.value.status_code == 503 and caught.value.body["code"] == "server_stopping"
+    assert caught.value.response.headers["X-Should-Retry"] == "true"
+    assert jobs_of(app, account) == []
 
 
 def test_a_graceful_stop_answers_a_waiting_request_at_once_for_its_sdk_to_send_again(tmp_path):
