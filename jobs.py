@@ -300,9 +300,11 @@ _batch: ContextVar[_Batch | None] = ContextVar("jobs_batch", default=None)
 def all_or_none() -> Iterator[list[Job]]:
     """Accept several jobs in one transaction: if one is refused (not paid for, not stored), none is made.
 
-    Yields the jobs made so far. The transaction holds the account's row (PostgreSQL) or the writer lock
-    (SQLite) from the first debit to the commit, so a concurrent request waits and then sees the true
-    balance, instead of each paying for part of its jobs and both being refused. If the block fails,
+    Yields the jobs made so far. The transaction holds the account's row (PostgreSQL) from the first
+    debit, and the writer lock (SQLite) from its start, to the commit, so a concurrent request waits and
+    then sees the true balance, instead of each paying for part of its jobs and both being refused. The
+    work of accepting each job (its checks, its rate-limit count, storing its inputs) runs inside, so
+    the lock is held for that long: tens of milliseconds for a large edit with a mask. If the block fails,
     the images the jobs' ``inputs`` stored are deleted, as their jobs no longer exist; if it commits,
     the pool hears of the jobs (job_accepted) only then, as it could not see them before. A job made
     before the block (reused under an Idempotency-Key) is not the block's to undo.

@@ -6,6 +6,7 @@ never fetched by URL and every node that can read job images can read it.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from flask import current_app
@@ -15,6 +16,7 @@ import imaging
 import storage
 from inputs import InputError
 
+log = logging.getLogger(__name__)
 NAME = "image"  # an upload's stem in storage
 
 
@@ -38,8 +40,12 @@ def save(image: Image.Image) -> str:
 
 
 def discard(reference: str) -> None:
-    """Remove an upload no job uses."""
-    storage.delete_images(uuid.UUID(reference.partition("/")[0]))
+    """Remove an upload no job uses; one the storage cannot remove now stays, unused (logged), rather
+    than fail the request that dropped it."""
+    try:
+        storage.delete_images(uuid.UUID(reference.partition("/")[0]))
+    except storage.StorageUnavailable as exc:
+        log.warning("the unused upload %s stays: %s %s", reference, exc, exc.detail or "")
 
 
 def load(reference: str) -> Image.Image:

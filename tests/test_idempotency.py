@@ -18,6 +18,7 @@ import credits
 import idempotency
 import jobs
 import ratelimit
+import storage
 from conftest import Api
 from models import Account, IdempotencyKey, Job, LedgerEntry
 from servers import Server, cli, environment, free_port
@@ -258,11 +259,21 @@ def test_an_openai_retry_given_its_first_requests_jobs_keeps_no_upload_of_its_ow
     _answers_not_kept_once(monkeypatch)
     assert variation().status_code == 200
     _outlive_in_flight_limit(app, "variation")
+    _answers_not_kept_once(monkeypatch)  # this retry's answer is not kept either
     assert variation().status_code == 200  # the same job's images
     uploaded = list((Path(app.config["DATA_DIR"]) / "images").glob("*/image.*"))
     with app.app_context():
         (job,) = Job.select().where(Job.account == account.id)
     assert [f"{path.parent.name}/{path.name}" for path in uploaded] == [job.params["upload"]]
+    # one the storage cannot remove now stays: the next retry still gets its answer
+    _outlive_in_flight_limit(app, "variation")
+    monkeypatch.setattr(storage, "delete_images", _unreachable)
+    answer = variation()
+    assert answer.status_code == 200 and "Idempotent-Replayed" not in answer.headers
+
+
+def _unreachable(*args, **kwargs):
+    raise storage.StorageUnavailable()
 
 
 def test_a_first_request_that_outlived_its_claim_makes_no_job_and_keeps_the_retrys_row(
