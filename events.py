@@ -3,9 +3,10 @@
 Each process has one ``Watcher``. It reads the rows of every job its streams follow in one query a
 second (workers in any process write progress to the database) and is woken at once by
 ``jobs.job_finished`` for jobs ending in this process. It also wakes every stream when a key is
-revoked in any process (keycache's counter), so that the streams of that key end. A stream holds one
-of the server's threads while it is open, so the watcher caps open streams per process and per key
-(a 429 says which): the rest of the server's threads stay free for the API.
+revoked or console sessions end in any process (keycache's counter), so that the streams of that key
+or session end. A stream holds one of the server's threads while it is open, so the watcher caps open
+streams per process and per key (a 429 says which): the rest of the server's threads stay free for
+the API.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Watcher:
                         db.close()
                     continue
                 version = keys.version()
-                if version != keys_version:  # a key revoked (or a plan changed), in any process
+                if version != keys_version:  # a key revoked (or sessions ended), in any process
                     keys_version = version
                     self._wake()  # so each stream checks its own key now
                 try:
@@ -265,8 +266,8 @@ def stream(
 ) -> Iterator[str]:
     """The event stream of ``job_ids`` (reserved on the current app's watcher), until every one has ended.
 
-    It also ends as soon as ``allowed()`` turns false (the stream's API key was revoked), which it
-    asks at every wake-up and heartbeat.
+    It also ends as soon as ``allowed()`` turns false (its API key was revoked, its console session
+    ended), which it asks at every wake-up and heartbeat.
     """
     app, hub = current_app._get_current_object(), watcher()
     config = app.config

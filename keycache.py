@@ -4,7 +4,8 @@ Every API request authenticates by its key, and reading the key's row (with its 
 statement of its own: under concurrent requests a statement costs far more than its SQL, since each
 one lets go of the GIL several times. So this process keeps the rows of live keys, and uses one again
 only while nothing that decides it can have changed since it was read. Whoever revokes a key or
-changes a plan calls ``changed()`` once that has committed, and every process hears of it:
+changes a plan calls ``changed()`` once that has committed, and every process hears of it (ending an
+account's console sessions calls it too, for the open live views that ask again):
 
 - on SQLite (one machine), through a counter of 8 bytes in a file beside the database, which every
   process maps into its memory (reading it is a memory read, not a system call) and ``changed()``
@@ -205,5 +206,6 @@ def cache() -> KeyCache:
 
 
 def changed() -> None:
-    """Call once a key's revocation or an account's plan change has committed."""
+    """Call once a key's revocation, an account's plan change or the end of its console sessions has
+    committed."""
     cache().changed()

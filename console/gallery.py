@@ -14,6 +14,7 @@ import schemas
 from api.reference import EVENTS
 from console.blueprints import console_bp as bp
 from console.forms import ConfirmForm, ImageActionForm, JobFilterForm, PickForm
+from console.login import liveness
 from console.pages import page_number
 from errors import ApiError
 from models import Job
@@ -112,7 +113,7 @@ def job_events() -> Response:
     found = list(Job.select().where(Job.id.in_(_live_ids()) & (Job.account == g.account.id)))
     if not found:
         abort(404)
-    return events.respond(f"console:{g.account.id}", found, EVENTS)
+    return events.respond(f"console:{g.account.id}", found, EVENTS, allowed=liveness())
 
 
 def _live_ids() -> list[uuid.UUID]:

@@ -6,15 +6,18 @@ session of the account on the server side: a copied cookie of an older generatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import Response, g, jsonify, redirect, request, session, url_for
 
-from models import Account
+import keycache
+from models import Account, db
 
 SESSION_KEY = "account_id"
 GENERATION_KEY = "generation"
-JSON_VIEWS = {"console.live_jobs"}  # answered with 401 JSON instead of a redirect to the login page
+# Answered with 401 JSON instead of a redirect to the login page: the pages' scripts ask them.
+JSON_VIEWS = {"console.live_jobs", "console.job_events"}
 
 
 def log_in(account: Account) -> None:
@@ -26,10 +29,12 @@ def log_in(account: Account) -> None:
 
 
 def end_sessions(account_id: int) -> Account:
-    """End every console session of the account (on every device); returns the account as it now is."""
+    """End every console session of the account (on every device), and the live views they have open;
+    returns the account as it now is."""
     Account.update(session_generation=Account.session_generation + 1).where(
         Account.id == account_id
     ).execute()
+    keycache.changed()  # every process's open event streams ask ``liveness`` again
     return Account.get_by_id(account_id)
 
 
@@ -51,6 +56,28 @@ def current_account() -> Account | None:
         session.clear()
         return None
     return account
+
+
+def liveness() -> Callable[[], bool]:
+    """Whether the current session is still live, asked again after its request (by an open event stream).
+
+    The session's row is read when first asked, then again only once the key cache's version has
+    moved (``end_sessions`` moves it, in any process): otherwise a memory read.
+    """
+    account_id, generation = session[SESSION_KEY], session[GENERATION_KEY]
+    keys = keycache.cache()
+    seen: list[int | None] = []  # the version the row was last read at
+
+    def live() -> bool:
+        version = keys.version()
+        if seen and version is not None and seen[-1] == version:
+            return True
+        seen[:] = [version]
+        with db.connection_context():  # the request's connection closed when it ended
+            current = Account.select(Account.session_generation).where(Account.id == account_id).scalar()
+        return current == generation
+
+    return live
 
 
 def safe_next(target: str | None) -> str:

@@ -184,7 +184,8 @@
       if (!Object.keys(open).length) { source.close(); }  // or EventSource would reconnect
     });
     source.onerror = function () {
-      if (!heard) {  // the stream was refused: poll instead
+      // Refused, at first or on reconnecting (the session ended: a poll's 401 then reloads the page).
+      if (!heard || source.readyState === EventSource.CLOSED) {  // poll instead
         source.close();
         window.setTimeout(function () { poll(liveUrl); }, RETRY_MS);
       }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import threading
 import time
 from typing import Any
 
@@ -684,6 +685,32 @@ def test_the_pages_follow_their_jobs_over_one_event_stream(member, make_account,
     assert all(f'"id": "{job["id"]}"' in body for job in jobs)
     assert console.get(f"/console/jobs/events?id={other['id']}").status_code == 404
     assert 'data-events-url="/console/jobs/events"' in console.get("/console/jobs").get_data(as_text=True)
+
+
+def test_a_live_view_ends_when_its_session_is_logged_out_elsewhere(slow, settings, member, make_account, app):
+    settings["EVENT_HEARTBEAT"] = 60.0  # no heartbeat comes first: only the logout can end the streams
+    console, _, key = member
+    job = api_post(console, key, "/v1/imagine", {"prompt": "slow tide"})
+    _, other_key = make_account(email="elsewhere@example.com", password=PASSWORD)
+    other_job = api_post(console, other_key, "/v1/imagine", {"prompt": "slow dunes"})
+    other = Console(app.test_client())
+    assert other.login("elsewhere@example.com").status_code == 302
+    ended: dict[str, threading.Event] = {}
+    for name, browser, job_id in (("member", console, job["id"]), ("other", other, other_job["id"])):
+        response = browser.get(f"/console/jobs/events?id={job_id}", buffered=False)
+        assert response.status_code == 200
+        chunks = iter(response.response)
+        assert b"event: status" in next(chunks) + next(chunks)  # retry, then the job as it is
+        ended[name] = threading.Event()
+        threading.Thread(target=lambda c=chunks, e=ended[name]: (list(c), e.set()), daemon=True).start()
+    time.sleep(1.5)
+    assert not ended["member"].is_set()  # the job runs 30 s: the stream stays open
+    elsewhere = Console(app.test_client())  # the same account, signed in on another device, logs out
+    assert elsewhere.login("member@example.com").status_code == 302
+    started = time.monotonic()
+    assert elsewhere.post("/logout", page="/console/").status_code == 302
+    assert ended["member"].wait(5) and time.monotonic() - started < 3
+    assert not ended["other"].is_set()  # another account's live view goes on
 
 
 def test_a_describe_result_shows_the_image_it_describes(member, app, files):

@@ -334,14 +334,21 @@ def api_job(server: Server, key: str, path: str, body: dict) -> dict:
     return job
 
 
-def test_a_job_cancelled_elsewhere_updates_the_balance_and_details_without_a_reload(browser, tmp_path):
-    """The job page follows a job ended through the API: its panel, the Details card (refunded, Ended) and
-    the sidebar's credits, which the refund changes."""
+@pytest.fixture
+def slow(tmp_path) -> Iterator[Server]:
+    """The service under gunicorn, with jobs that stay running until they are cancelled."""
     port = free_port()
     env = environment(
         tmp_path, port, APIFRAME_LOCAL_LATENCY="120", APIFRAME_PUBLIC_URL=f"http://127.0.0.1:{port}"
     )
-    slow = Server(env, tmp_path / "gunicorn.log").start()  # jobs that stay running until cancelled
+    running = Server(env, tmp_path / "gunicorn.log").start()
+    yield running
+    running.stop()
+
+
+def test_a_job_cancelled_elsewhere_updates_the_balance_and_details_without_a_reload(browser, slow):
+    """The job page follows a job ended through the API: its panel, the Details card (refunded, Ended) and
+    the sidebar's credits, which the refund changes."""
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     try:
         key = account_with_password(slow, "refund@example.com")
@@ -367,7 +374,29 @@ def test_a_job_cancelled_elsewhere_updates_the_balance_and_details_without_a_rel
         screenshot(page, "job-cancelled-live")
     finally:
         context.close()
-        slow.stop()
+
+
+def test_a_job_page_goes_to_the_login_page_when_its_session_is_logged_out_elsewhere(browser, slow, context):
+    """Logging out on another device ends every session of the account: a job page that follows its job
+    live leaves for the login page by itself, without the user doing anything."""
+    key = account_with_password(slow, "elsewhere@example.com")
+    job = requests.post(
+        f"{slow.url}/v1/imagine", json={"prompt": "a fox"}, headers={"X-API-Key": key}, timeout=10
+    ).json()["job"]
+    page = context.new_page()
+    log_in(page, slow, "elsewhere@example.com")
+    page.goto(f"{slow.url}/console/jobs/{job['id']}")
+    expect(page.locator(".job-panel .status").first).to_have_text(re.compile("queued|processing"))
+    other = browser.new_context()  # another device
+    try:
+        phone = other.new_page()
+        log_in(phone, slow, "elsewhere@example.com")
+        phone.get_by_role("button", name="Log out").click()
+        expect(phone).to_have_url(re.compile("/login$"))
+    finally:
+        other.close()
+    expect(page).to_have_url(re.compile("/login"), timeout=10_000)
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
 
 PHONE_PAGES = [
