@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from peewee import CTE, Node, Select, Value, fn
+from peewee import CTE, Node, Select, Value, ValueLiterals, fn
 
-from models import Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
+from models import REFUND_ROWS, Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 
 # Ledger reasons. Grants (signup, plan, grant) count towards credits.total; the others do not.
 SIGNUP, PLAN, GRANT, DEBIT, REFUND = "signup", "plan", "grant", "debit", "refund"
@@ -23,33 +23,51 @@ class TooManyCredits(ValueError):
 
 # The statements of a debit, which every accepted job runs: the update answers with the new balance.
 _take = CompiledQuery(
-    lambda: Account.update(balance=Account.balance - Slot("amount"), spent=Account.spent + Slot("amount"))
-    .where((Account.id == Slot("account")) & (Account.balance >= Slot("amount")))
-    .returning(Account.balance)
+    lambda: (
+        Account.update(balance=Account.balance - Slot("amount"), spent=Account.spent + Slot("amount"))
+        .where((Account.id == Slot("account")) & (Account.balance >= Slot("amount")))
+        .returning(Account.balance)
+    )
+)
+_give = CompiledQuery(
+    lambda: (
+        Account.update(balance=Account.balance + Slot("amount"), refunded=Account.refunded + Slot("amount"))
+        .where(Account.id == Slot("account"))
+        .returning(Account.balance)
+    )
 )
 _balance = CompiledQuery(lambda: Account.select(Account.balance).where(Account.id == Slot("account")))
+# A job's second refund row is not written (the database holds one per job), and RETURNING says so. The
+# conflict's WHERE is the partial index's, in literals: SQLite does not match it with a bound parameter.
 _entry = CompiledQuery(
-    lambda: LedgerEntry.insert(
-        {
-            LedgerEntry.account: Slot("account", LedgerEntry.account),
-            LedgerEntry.amount: Slot("amount", LedgerEntry.amount),
-            LedgerEntry.reason: Slot("reason", LedgerEntry.reason),
-            LedgerEntry.job: Slot("job", LedgerEntry.job),
-            LedgerEntry.note: Slot("note", LedgerEntry.note),
-            LedgerEntry.balance_after: Slot("balance", LedgerEntry.balance_after),
-            LedgerEntry.created_at: Slot("created_at", LedgerEntry.created_at),
-        }
+    lambda: (
+        LedgerEntry.insert(
+            {
+                LedgerEntry.account: Slot("account", LedgerEntry.account),
+                LedgerEntry.amount: Slot("amount", LedgerEntry.amount),
+                LedgerEntry.reason: Slot("reason", LedgerEntry.reason),
+                LedgerEntry.job: Slot("job", LedgerEntry.job),
+                LedgerEntry.note: Slot("note", LedgerEntry.note),
+                LedgerEntry.balance_after: Slot("balance", LedgerEntry.balance_after),
+                LedgerEntry.created_at: Slot("created_at", LedgerEntry.created_at),
+            }
+        )
+        .on_conflict("NOTHING", conflict_target=[LedgerEntry.job], conflict_where=ValueLiterals(REFUND_ROWS))
+        .returning(LedgerEntry.id)
     )
 )
 
 
 def _record(
     account_id: int, amount: int, reason: str, job: Job | None, note: str, balance: int | None = None
-) -> None:
-    """The ledger row of a change just made; ``balance`` is the balance after it, if known."""
+) -> bool:
+    """The ledger row of a change just made; ``balance`` is the balance after it, if known.
+
+    Returns whether it was written: not if it would be a second refund of ``job``.
+    """
     if balance is None:
         balance = _balance.execute(account=account_id).fetchone()[0]
-    _entry.execute(
+    written = _entry.execute(
         account=account_id,
         amount=amount,
         reason=reason,
@@ -57,7 +75,8 @@ def _record(
         note=note,
         balance=balance,
         created_at=utcnow(),
-    )
+    ).fetchone()
+    return written is not None
 
 
 def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> int:
@@ -125,15 +144,20 @@ def debit_ctes(account: Node, amount: Node, job: Node, note: Node, at: Node) -> 
     return taken, entry
 
 
-def refund(job: Job, note: str) -> None:
-    """Give back what ``job`` cost. Call once, in the transaction that ends the job."""
+def refund(job: Job, note: str) -> bool:
+    """Give back what ``job`` cost, once; call it in the transaction that ends the job.
+
+    Returns whether this call gave it back: a job refunded already (by another call, in this process or
+    another, even one running at the same instant) is not refunded again, and nothing changes.
+    """
     if not job.cost:
-        return
-    with db.atomic():
-        Account.update(balance=Account.balance + job.cost, refunded=Account.refunded + job.cost).where(
-            Account.id == job.account_id
-        ).execute()
-        _record(job.account_id, job.cost, REFUND, job, note)
+        return False
+    with db.atomic() as change:
+        balance = _give.execute(amount=job.cost, account=job.account_id).fetchone()[0]
+        if _record(job.account_id, job.cost, REFUND, job, note, balance=balance):
+            return True
+        change.rollback()  # the balance as it was: the ledger holds this job's refund already
+    return False
 
 
 def balance(account_id: int) -> int:

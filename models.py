@@ -358,6 +358,13 @@ class LedgerEntry(BaseModel):
     created_at = DateTimeField(default=utcnow, index=True)
 
 
+# The refund rows: one per job at most, which the database holds (credits.refund counts on it).
+REFUND_ROWS = LedgerEntry.reason == "refund"  # credits.REFUND
+LedgerEntry.add_index(
+    LedgerEntry.index(LedgerEntry.job, unique=True, name="ledger_entry_one_refund_per_job").where(REFUND_ROWS)
+)
+
+
 class WebhookDelivery(BaseModel):
     """The webhook of a finished job: when its next attempt is due, and which process holds it.
 

@@ -36,7 +36,7 @@ import uploads
 from api.body import json_body
 from errors import ApiError, validation_error
 from idempotency import idempotent
-from models import Job, LedgerEntry
+from models import Job
 from operations import Operation
 from providers import configured as configured_providers
 from waits import Busy, waits
@@ -602,14 +602,11 @@ def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
     """All or nothing: an answer without images pays for none, so the jobs that succeeded are refunded.
 
     Their statuses are read again: one may have ended since ``ended`` was read. One refunded already
-    (by an earlier try under the same Idempotency-Key, whose process died before it answered) is not
-    refunded again.
+    (by an earlier try under the same Idempotency-Key, whose process died before it answered, or by
+    one still running) is not refunded again: credits.refund gives a job's cost back once.
     """
     ids = [job.id for job in ended]
-    refunded = LedgerEntry.select(LedgerEntry.job).where(
-        LedgerEntry.job.in_(ids) & (LedgerEntry.reason == credits.REFUND)
-    )
-    for job in Job.select().where(Job.id.in_(ids) & (Job.status == jobs.SUCCEEDED) & Job.id.not_in(refunded)):
+    for job in Job.select().where(Job.id.in_(ids) & (Job.status == jobs.SUCCEEDED)):
         credits.refund(job, f"{job.type} job refunded: {why}")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import credits
 from conftest import Api, image_bytes
-from models import Account, Job, LedgerEntry
+from models import Account, Job, LedgerEntry, db
 from operations import costs
 
 
@@ -138,6 +138,37 @@ def test_cancelled_job_is_refunded(app, settings, api):
     assert _account(api)["credits"]["remaining"] == before
     assert api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 400  # refunded once only
     assert _account(api)["credits"]["remaining"] == before
+
+
+def test_a_job_refunded_at_the_same_instant_by_several_is_refunded_once(database, app, api):
+    # As when a stalled OpenAI request and the Idempotency-Key retry that took it over both end its jobs.
+    app.extensions["apiframe.pool"].stop()
+    before = _account(api)["credits"]["remaining"]
+    job_id = api.submit("/v1/imagine", {"prompt": "refunded once"})["id"]
+    barrier = threading.Barrier(8)
+    given: list[bool] = []
+
+    def give_back() -> None:
+        with app.app_context(), db.connection_context():
+            job = Job.get_by_id(job_id)
+            barrier.wait()
+            given.append(credits.refund(job, "imagine job refunded: a race"))
+
+    threads = [threading.Thread(target=give_back) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(given) == [False] * 7 + [True]
+    assert _account(api)["credits"]["remaining"] == before
+    with app.app_context():
+        refunds = list(LedgerEntry.select().where(LedgerEntry.reason == credits.REFUND))
+        assert [(row.amount, str(row.job_id)) for row in refunds] == [(16, job_id)]
+        account = Account.get_by_id(refunds[0].account_id)
+        assert refunds[0].balance_after == account.balance == credits.ledger_total(account.id) == before
+        assert account.refunded == 16
+        assert credits.refund(Job.get_by_id(job_id), "and once more") is False
+        assert Account.get_by_id(account.id).balance == before
 
 
 def test_total_counts_grants_not_refunds(app, client, make_account, runner):

@@ -9,11 +9,12 @@ import pytest
 from peewee import SqliteDatabase, fn
 from playhouse.migrations import Runner
 
+import credits
 import models
 from app import create_app
 from auth import hash_key
 from conftest import Api, stop_background
-from models import Job, QueueCount
+from models import Account, Job, LedgerEntry, QueueCount
 
 PREVIOUS_RELEASE = "0003_compat"  # the last migration the previous release shipped
 # Jobs as the previous release stored them: their params spelled as the reference API spells them.
@@ -118,6 +119,76 @@ def test_upgrading_counts_the_jobs_already_waiting(old_database, settings):
             assert QueueCount.select(fn.SUM(QueueCount.waiting)).scalar() == 3
         api = Api(application.test_client(), key)
         assert api.submit("/v1/imagine", {"prompt": "a fox"})["queuePosition"] == 4  # behind the three
+    finally:
+        stop_background(application)
+        models.db.obj.close_all()
+
+
+def _indexes(database, table: str) -> set[tuple[tuple[str, ...], bool, str]]:
+    """A table's indexes as what they hold: (columns, unique, the WHERE of a partial one), names aside."""
+    return {
+        (tuple(index.columns), index.unique, (index.sql or "").partition(" WHERE ")[2])
+        for index in database.get_indexes(table)
+    }
+
+
+def test_the_models_declare_the_indexes_the_migrations_make(old_database):
+    # (older migrations named some indexes after the model's class; what they index is the same)
+    _, database, _ = old_database
+    tables = [model._meta.table_name for model in models.MODELS]
+    with database.bind_ctx(models.MODELS), database.atomic() as fresh:
+        database.create_tables(models.MODELS)
+        declared = {table: _indexes(database, table) for table in tables}
+        fresh.rollback()
+    Runner(database, str(models.MIGRATIONS_DIR)).up()
+    assert {table: _indexes(database, table) for table in tables} == declared
+    refund_rows = {index for index in declared["ledger_entry"] if index[:2] == (("job_id",), True)}
+    assert len(refund_rows) == 1 and "refund" in refund_rows.pop()[2]  # one refund per job
+    database.close()
+
+
+def test_upgrading_keeps_one_refund_per_job_and_every_balance(old_database, settings):
+    url, database, placeholder = old_database
+    key = "ak_live_" + "r" * 43
+    ids = _make_previous_release(database, placeholder, hash_key(key))
+    Runner(database, str(models.MIGRATIONS_DIR)).up(target="0011_idempotency_jobs")
+    twice, once = (
+        job_id.hex if isinstance(database, SqliteDatabase) else str(job_id)
+        for job_id in (ids["imagine"], ids["describe"])
+    )
+    # A job refunded three times (by the race the upgrade ends), and one refunded once.
+    rows = [(100, "signup", None, "")]
+    rows += [(-16, "debit", twice, "imagine job")] + [(16, "refund", twice, "imagine job failed")] * 3
+    rows += [(-4, "debit", once, "describe job"), (4, "refund", once, "describe job failed")]
+    balance = 0
+    for amount, reason, job_id, note in rows:
+        balance += amount
+        database.execute_sql(
+            "INSERT INTO ledger_entry (account_id, amount, reason, job_id, note, balance_after, created_at)"
+            f" VALUES (1, {placeholder}, {placeholder}, {placeholder}, {placeholder}, {placeholder},"
+            " '2026-01-02 00:00:00')",
+            (amount, reason, job_id, note, balance),
+        )
+    database.execute_sql(f"UPDATE account SET balance = {balance}, spent = 20, refunded = 52")
+    database.close()
+    settings.update(DATABASE_URL=url, START_WORKERS=False)
+    application = create_app(settings)
+    try:
+        with application.app_context(), models.db.connection_context():
+            refunds = LedgerEntry.select().where(LedgerEntry.reason == credits.REFUND)
+            refunds = list(refunds.order_by(LedgerEntry.id))
+            twice_id, once_id = ids["imagine"], ids["describe"]
+            assert [(row.job_id, row.note) for row in refunds] == [
+                (twice_id, "imagine job failed"),
+                (None, f"imagine job failed (duplicate refund of job {twice_id})"),
+                (None, f"imagine job failed (duplicate refund of job {twice_id})"),
+                (once_id, "describe job failed"),
+            ]
+            account = Account.get_by_id(1)
+            assert account.balance == balance == 132 == credits.ledger_total(1)  # no balance changes
+            assert account.refunded == sum(row.amount for row in refunds)
+            assert credits.refund(Job.get_by_id(twice_id), "imagine job failed") is False
+            assert Account.get_by_id(1).balance == 132
     finally:
         stop_background(application)
         models.db.obj.close_all()
