@@ -9,6 +9,7 @@ import pytest
 from peewee import SqliteDatabase, fn
 from playhouse.migrations import Runner
 
+import accounts
 import credits
 import models
 from app import create_app
@@ -119,6 +120,30 @@ def test_upgrading_counts_the_jobs_already_waiting(old_database, settings):
             assert QueueCount.select(fn.SUM(QueueCount.waiting)).scalar() == 3
         api = Api(application.test_client(), key)
         assert api.submit("/v1/imagine", {"prompt": "a fox"})["queuePosition"] == 4  # behind the three
+    finally:
+        stop_background(application)
+        models.db.obj.close_all()
+
+
+def test_upgrading_a_release_that_named_the_tokens_migration_0005_tokens(old_database, settings):
+    url, database, _ = old_database
+    runner = Runner(database, str(models.MIGRATIONS_DIR))
+    runner.up(target="0006_hardening")  # that release's migrations, with tokens under its old name:
+    database.execute_sql("ALTER TABLE job ADD COLUMN tokens TEXT")
+    runner.History.create(name="0005_tokens")
+    database.close()
+    settings.update(DATABASE_URL=url, START_WORKERS=False)
+    application = create_app(settings)  # failed: "duplicate column name: tokens"
+    try:
+        with application.app_context(), models.db.connection_context():
+            history = [row.name for row in runner.History.select().order_by(runner.History.name)]
+            assert "0005_tokens" not in history and history[-1] == max(runner.status()).name
+            account, key = accounts.create("tokens@example.com")
+            credits.grant(account.id, 100)
+        api = Api(application.test_client(), key)
+        job = api.submit("/v1/shorten", {"prompt": "a very detailed photograph of a red fox"})
+        with application.app_context(), models.db.connection_context():
+            assert Job.get_by_id(job["id"]).tokens is None  # the column is there, and read
     finally:
         stop_background(application)
         models.db.obj.close_all()
