@@ -1,15 +1,17 @@
 """A wall-clock bound on a whole HTTP exchange, connect to last byte, for requests sessions.
 
 urllib3's timeouts bound each socket operation, so a peer that sends one byte every half second
-never trips them. A ``Watchdog`` shuts down the sockets its exchange opened (or reused) once its
-deadline passes; the blocked read returns at once and the request fails, never holding the thread.
-Sessions opt in with ``watch_session``, which makes their connections report their sockets: the
-direct ones and those through a proxy (HTTP_PROXY and the like), forwarded or tunnelled by CONNECT.
+never trips them. A ``Watchdog`` shuts down the connections its exchange opened (or reused) once its
+deadline passes; the blocked read (or TLS handshake) returns at once and the request fails, never
+holding the thread. Sessions opt in with ``watch_session``, which makes their connections report
+their sockets: the direct ones and those through a proxy (HTTP_PROXY and the like), forwarded or
+tunnelled by CONNECT.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import threading
 import time
@@ -31,7 +33,7 @@ class Watchdog:
         self.deadline = time.monotonic() + max(0.0, seconds)
         self._expired = threading.Event()
         self._done = False
-        self._sockets: list[socket.socket] = []
+        self._duplicates: dict[socket.socket, socket.socket] = {}  # each watched socket's, see ``watch``
         self._lock = threading.Lock()
         self._timer = threading.Timer(max(0.0, seconds), self._expire)
         self._timer.daemon = True
@@ -53,16 +55,28 @@ class Watchdog:
         self._timer.cancel()
         with self._lock:
             self._done = True
-            self._sockets.clear()
+            duplicates, self._duplicates = self._duplicates, {}
+        for duplicate in duplicates.values():
+            duplicate.close()
         _active.stack.remove(self)
 
     def watch(self, sock: socket.socket) -> None:
-        """Shut ``sock`` down when the deadline passes (at once, if it has)."""
+        """Shut ``sock``'s connection down when the deadline passes (at once, if it has).
+
+        The watchdog keeps a duplicate of the socket's descriptor until the exchange ends (so a
+        connection closed during the exchange is let go only then): wrapping a socket in TLS moves
+        its descriptor to a new socket object and leaves ``sock`` detached, and the handshake, or a
+        proxy's answer to CONNECT over TLS, is read on the new object before it can be reported. A
+        shutdown acts on the connection, not the descriptor: the duplicate's ends any read on it.
+        """
         with self._lock:
-            if self._done:
+            if self._done or sock in self._duplicates:
                 return
             if not self._expired.is_set():
-                self._sockets.append(sock)
+                try:
+                    self._duplicates[sock] = _duplicate(sock)
+                except OSError:  # already closed: nothing to shut down
+                    pass
                 return
         _shut(sock)
 
@@ -71,9 +85,15 @@ class Watchdog:
             if self._done:
                 return
             self._expired.set()
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _shut(sock)
+            duplicates, self._duplicates = self._duplicates, {}
+        for duplicate in duplicates.values():
+            _shut(duplicate)
+            duplicate.close()
+
+
+def _duplicate(sock: socket.socket) -> socket.socket:
+    """A plain socket object on a new descriptor for ``sock``'s connection (``sock.dup()`` refuses TLS)."""
+    return socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
 
 def _shut(sock: socket.socket) -> None:

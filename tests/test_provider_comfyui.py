@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import io
-import ipaddress
 import json
 import logging
-import ssl
 import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from PIL import Image
 
 import imaging
 from app import create_app
+from certificates import self_signed
 from fakes import Ctx, provider_settings
 from fakes.comfyui import FakeComfyUI
 from fakes.sdwebui import FakeSdWebUI
@@ -114,38 +108,8 @@ def test_progress_comes_from_the_websocket_without_polling(comfy):
     assert len(set(rising)) >= 5 and rising == sorted(rising) and max(rising) <= 90
 
 
-def _self_signed(directory) -> tuple[ssl.SSLContext, str]:
-    """A server context for 127.0.0.1 with a new self-signed certificate, and that certificate's path."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a private ComfyUI")])
-    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(loopback, critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "comfyui.pem", directory / "comfyui.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, str(cert_path)
-
-
 def test_over_https_the_websocket_trusts_the_ca_bundle_the_http_calls_trust(tmp_path, monkeypatch):
-    tls, certificate = _self_signed(tmp_path)
+    tls, certificate = self_signed(tmp_path)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate)  # the operator's private CA, for requests
     fake = FakeComfyUI(tls)
     try:
@@ -183,7 +147,7 @@ def test_progress_comes_over_a_websocket_tunnelled_through_the_proxy_the_http_ca
 def test_over_https_the_websocket_tunnels_through_the_proxy_with_its_credentials(
     tmp_path, proxy, monkeypatch
 ):
-    tls, certificate = _self_signed(tmp_path)
+    tls, certificate = self_signed(tmp_path)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate)
     monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("http://", "http://gpu%20box:s%3Acret@"))
     fake = FakeComfyUI(tls)

@@ -1,4 +1,4 @@
-"""A loopback HTTP server that answers one byte every ``interval`` seconds: the slowest of peers."""
+"""A loopback HTTP (or TLS) server that answers one byte every ``interval`` seconds: the slowest of peers."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import socket
 import threading
 import time
 
+# A TLS handshake record of 16 kB (the largest) holding a ServerHello: the client reads all of it before it
+# can go on, so the bytes need not be right.
+SERVER_HELLO = b"\x16\x03\x03\x40\x00" + b"\x02\x00\x3f\xfc\x03\x03" + bytes(16378)
+
 
 class TrickleServer:
-    """Answers every connection with a valid HTTP response, one byte at a time; ``mode`` picks what trickles.
+    """Answers every connection one byte at a time; ``mode`` picks what trickles.
 
-    ``headers``: the status line and headers trickle; ``body``: headers at once, then a large body trickles.
+    ``headers``: the status line and headers trickle; ``body``: headers at once, then a large body trickles;
+    ``tls``: an https server whose ServerHello trickles, so the client's TLS handshake never ends.
     Each connection stops after ``limit`` seconds. ``open_connections`` counts connections still being fed.
     """
 
@@ -26,7 +31,7 @@ class TrickleServer:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path: str = "/slow.png") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.mode == 'tls' else 'http'}://127.0.0.1:{self.port}{path}"
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -40,10 +45,10 @@ class TrickleServer:
         with self._lock:
             self.open_connections += 1
         head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
-        trickled = head if self.mode == "headers" else b"\x89PNG" + b"\0" * 99996
+        trickled = {"headers": head, "body": b"\x89PNG" + b"\0" * 99996, "tls": SERVER_HELLO}[self.mode]
         try:
             conn.settimeout(5)
-            conn.recv(65536)  # the request
+            conn.recv(65536)  # the request (for tls, the ClientHello)
             if self.mode == "body":
                 conn.sendall(head)
             started = time.monotonic()

@@ -4,13 +4,15 @@
 (``GET http://host:port/path``) is passed to its server. Every CONNECT is recorded with its
 Proxy-Authorization, and ``answer`` makes the proxy refuse CONNECT (``"407"``, ``"502"``), send an
 endless answer head at once (``"huge head"``) or a byte at a time (``"trickle"``), or never answer
-(``"silent"``). Plain requests are always passed on.
+(``"silent"``), and ``delay`` holds every answer to CONNECT back. Plain requests are always passed on.
+Given a server context, the proxy speaks TLS to its clients: an ``https://`` proxy.
 """
 
 from __future__ import annotations
 
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from urllib.parse import urlsplit
@@ -22,8 +24,9 @@ HANG_LIMIT = 30.0  # a silent or trickling answer gives up after this long, even
 class FakeProxy:
     """An HTTP proxy on 127.0.0.1; ``url`` is what HTTP_PROXY or HTTPS_PROXY would say."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.answer = "200"  # how CONNECT is answered: see the module's docstring
+        self.delay = 0.0  # seconds each answer to CONNECT waits
         self.connects: list[str] = []  # CONNECT targets, in order
         self.authorizations: list[str | None] = []  # each CONNECT's Proxy-Authorization
         self.forwarded: list[str] = []  # request lines of requests passed on in absolute form
@@ -32,13 +35,13 @@ class FakeProxy:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                proxy._handle(self.request)
+                proxy._handle(tls.wrap_socket(self.request, server_side=True) if tls else self.request)
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         """Stop accepting connections."""
@@ -61,6 +64,7 @@ class FakeProxy:
             return
         self.connects.append(target)
         self.authorizations.append(headers.get("proxy-authorization"))
+        time.sleep(self.delay)
         if self.answer == "200":
             host, _, port = target.rpartition(":")
             upstream = self._dial(host.strip("[]"), int(port))
