@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 from peewee import (
     Alias,
@@ -201,8 +202,10 @@ class CheckedPooledPostgresqlDatabase(PooledPostgresqlDatabase):
     round trip as long as a create's whole statement. A server that ends a connection (a restart,
     pg_terminate_backend, an idle timeout) tells the client so, which leaves the socket readable; an
     idle connection nobody ended has nothing to read. So only a connection with something to read, or
-    not idle, is asked, as peewee asks it. A connection cut with no word (a network gone) fails at its
-    first statement either way: a SELECT 1 would wait on it as long.
+    not idle, is asked, as peewee asks it. A connection cut with no word (a NAT or firewall that
+    forgot it, a network gone) is found by TCP keepalives (PG_KEEPALIVES) once it has idled about a
+    minute, which leaves its socket readable too; within that minute it fails at its first statement,
+    as it would at a SELECT 1.
     """
 
     def _is_closed(self, conn: Any) -> bool:
@@ -220,6 +223,10 @@ def _has_input(conn: Any) -> bool:
 
 register_database(CheckedPooledPostgresqlDatabase, "apiframe+pool")
 
+# libpq's TCP keepalives for every PostgreSQL connection: probes after 30 s idle, dead after 3 more
+# unanswered 10 s apart. Settings of the same names in the database URL's query win.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
 
 def open_database(url: str) -> Any:
     """Open the database at ``url``: ``sqlite:///path`` or ``postgresql://...``."""
@@ -235,7 +242,11 @@ def open_database(url: str) -> Any:
         )
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgres", "postgresql") and sep:
-        return connect_url(f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15)
+        given = {name for name, _ in parse_qsl(urlsplit(url).query)}
+        keepalives = {name: value for name, value in PG_KEEPALIVES.items() if name not in given}
+        return connect_url(
+            f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15, **keepalives
+        )
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 

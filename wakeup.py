@@ -20,7 +20,7 @@ import psycopg2.extensions
 from flask import Flask, current_app
 from peewee import Node, fn
 
-from models import db, is_sqlite
+from models import PG_KEEPALIVES, db, is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ class Listener:
     def _listen(self) -> None:
         """Listen until stopped or the connection fails."""
         connection = psycopg2.connect(
-            self.database_url, connect_timeout=5, keepalives=1, keepalives_idle=30, keepalives_interval=10,
-            keepalives_count=3, application_name=f"{self.channel}-listener",
-        )  # fmt: skip
+            self.database_url, connect_timeout=5, application_name=f"{self.channel}-listener", **PG_KEEPALIVES
+        )
         try:
             connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             with connection.cursor() as cursor:

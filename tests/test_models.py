@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -158,6 +160,22 @@ def test_a_pooled_postgresql_connection_is_handed_out_without_a_round_trip_until
     finally:
         database.close_all()
         watcher.close()
+
+
+@pytest.mark.parametrize(("query", "idle"), [("", 30), ("?keepalives_idle=7", 7)])
+def test_pooled_postgresql_connections_probe_an_idle_network_with_tcp_keepalives(postgres_url, query, idle):
+    database = open_database(postgres_url + query)  # the URL's own setting wins
+    try:
+        with database.connection_context():
+            fd = database.connection().fileno()
+            connection = socket.socket(fileno=os.dup(fd))
+            with connection:
+                assert connection.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == idle
+                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    finally:
+        database.close_all()
 
 
 def test_sqlite_writers_take_turns_and_a_failed_transaction_lets_the_next_one_in(app, make_account):
