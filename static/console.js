@@ -1,5 +1,4 @@
-/* APIFrame console: copy buttons, live job progress (server-sent events), range read-outs, auto-submitting
-   filters. No build step. */
+/* APIFrame console: copy buttons, live job progress (server-sent events), range read-outs. No build step. */
 (function () {
   "use strict";
 
@@ -68,7 +67,7 @@
     });
   });
 
-  /* ---- forms: one submission at a time; filters submit on change; ranges show their value ---- */
+  /* ---- forms: one submission at a time; ranges show their value ---- */
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (form.dataset.submitting) { event.preventDefault(); return; }
@@ -80,10 +79,6 @@
       delete form.dataset.submitting;
       form.removeAttribute("aria-busy");
     });
-  });
-  document.addEventListener("change", function (event) {
-    var form = event.target.closest("form[data-autosubmit]");
-    if (form) { form.requestSubmit ? form.requestSubmit() : form.submit(); }
   });
   document.addEventListener("input", function (event) {
     if (!event.target.matches("input[type=range]")) { return; }

@@ -223,10 +223,12 @@ def test_gallery_updates_live_and_filters(server, page):
     screenshot(page, "jobs")
 
     page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Filter").click()
     expect(page.get_by_role("heading", name="No jobs match")).to_be_visible()
     assert "status=failed" in page.url
     page.get_by_label("Type").select_option("imagine")
     page.get_by_label("Status").select_option("succeeded")
+    page.get_by_role("button", name="Filter").click()
     expect(page.locator(".job-card")).to_have_count(1)
 
     card = page.locator(".job-card").first
@@ -248,6 +250,29 @@ def test_gallery_updates_live_and_filters(server, page):
     expect(described).to_have_attribute("src", f"{server.url}{tile}")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=described.element_handle())
     screenshot(page, "playground-describe")
+
+
+def test_gallery_filters_wait_for_the_filter_button(server, page):
+    """Arrowing through the Status select's options only chooses one (a keyboard user passes the others on
+    the way): the gallery is filtered when the Filter button is pressed."""
+    account_with_password(server, "arrows@example.com")
+    log_in(page, server, "arrows@example.com")
+    page.goto(f"{server.url}/console/jobs")
+    page.evaluate("window.__stayed = true")
+    status = page.get_by_label("Status")
+    status.focus()
+    chosen = status.input_value()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert status.input_value() != chosen  # the keys moved through the options
+    page.wait_for_timeout(500)  # time enough for a submission to start
+    assert page.evaluate("window.__stayed") is True and page.url == f"{server.url}/console/jobs"
+    chosen = status.input_value()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Filter")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(rf"status={chosen}"))
 
 
 def test_dashboard_usage_plans_docs_and_errors(server, page, context):
