@@ -100,6 +100,7 @@ def live_jobs() -> Response:
                 "status": job.status,
                 "progress": job.progress,
                 "active": job.status in jobs.ACTIVE,
+                "error": job.error,
                 "html": render_template(template, job=job, **context),
             }
             for job in found

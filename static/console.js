@@ -92,7 +92,35 @@
     var template = document.createElement("template");
     template.innerHTML = html.trim();
     var fresh = template.content.firstElementChild;
-    if (fresh) { element.replaceWith(fresh); }
+    if (!fresh) { return; }
+    var focused = element.contains(document.activeElement) ? document.activeElement : null;
+    element.replaceWith(fresh);
+    if (focused) { refocus(focused, fresh); }
+  }
+
+  /* Focus that was inside a replaced element goes to the same control in its replacement (by id, or by its kind,
+     address, name, value and text), or else to the replacement's heading, not to the page's start. */
+  function refocus(old, fresh) {
+    function key(element) {
+      return [element.tagName, element.getAttribute("href"), element.getAttribute("name"), element.getAttribute("value"),
+        element.getAttribute("data-copy"), element.textContent.trim()].join("\n");
+    }
+    var match = old.id ? fresh.querySelector("#" + CSS.escape(old.id)) : Array.prototype.find.call(
+      fresh.querySelectorAll(old.tagName), function (element) { return key(element) === key(old); });
+    if (!match || match.disabled || match.closest("[hidden]")) { match = fresh.querySelector("[data-focus-heading]"); }
+    if (match) { match.focus(); }
+  }
+
+  /* Say a job's new status once (a job may show in several views) in the page's polite live region. */
+  var announced = {};
+  function announce(job) {
+    if (announced[job.id] === job.status) { return; }
+    announced[job.id] = job.status;
+    var region = document.querySelector("[data-announce]");
+    if (!region) { return; }
+    var text = "Job " + job.status.replace("_", " ") + (job.error ? ": " + job.error : "");
+    region.textContent = "";
+    window.setTimeout(function () { region.textContent = text; }, 100);  // a fresh text is read even if the same
   }
 
   function setProgress(element, percent) {
@@ -118,6 +146,7 @@
       if (job.active && element.dataset.jobStatus === job.status) {
         setProgress(element, job.progress);
       } else {
+        if (element.dataset.jobStatus !== job.status) { announce(job); }
         replaceWith(element, job.html);
       }
     });

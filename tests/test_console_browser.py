@@ -401,6 +401,27 @@ def test_a_job_cancelled_elsewhere_updates_the_balance_and_details_without_a_rel
         context.close()
 
 
+def test_a_live_panel_keeps_the_focus_and_says_the_new_status(server, page):
+    """When a running job's panel is replaced, focus that was in it stays in it (not thrown to the page's
+    start), and the page's polite live region says the job's new status for screen readers."""
+    key = account_with_password(server, "listener@example.com")
+    log_in(page, server, "listener@example.com")
+    job = requests.post(
+        f"{server.url}/v1/imagine",
+        json={"prompt": "a fox", "quality": 0.25},
+        headers={"X-API-Key": key},
+        timeout=10,
+    ).json()["job"]
+    page.goto(f"{server.url}/console/jobs/{job['id']}")
+    cancel = page.get_by_role("button", name="Cancel job")
+    cancel.focus()
+    expect(page.locator(".job-panel .status").first).to_have_text("succeeded", timeout=JOB_TIMEOUT)
+    announcer = page.get_by_role("status").filter(has_text=re.compile("^Job"))
+    expect(announcer).to_have_text("Job succeeded")
+    # The Cancel button is gone with the job's end: its panel's heading has the focus.
+    expect(page.locator(".job-panel h2")).to_be_focused()
+
+
 def test_a_job_page_goes_to_the_login_page_when_its_session_is_logged_out_elsewhere(browser, slow, context):
     """Logging out on another device ends every session of the account: a job page that follows its job
     live leaves for the login page by itself, without the user doing anything."""
@@ -425,9 +446,16 @@ def test_a_job_page_goes_to_the_login_page_when_its_session_is_logged_out_elsewh
 
 
 PHONE_PAGES = [
-    "/console/", "/console/jobs", "/console/jobs/{job}", "/console/playground",
+    "/console/",
+    "/console/jobs",
+    "/console/jobs/{job}",
+    "/console/playground",
     "/console/playground?tab=blend",
-    "/console/keys", "/console/usage", "/console/plans", "/console/webhooks", "/console/password",
+    "/console/keys",
+    "/console/usage",
+    "/console/plans",
+    "/console/webhooks",
+    "/console/password",
 ]
 
 
