@@ -445,6 +445,40 @@ def test_a_job_page_goes_to_the_login_page_when_its_session_is_logged_out_elsewh
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
 
+# Which focusable elements of the page are (partly) covered by something else where they are drawn.
+COVERED = """
+() => {
+  const focused = document.activeElement, box = focused.getBoundingClientRect();
+  const x = box.left + box.width / 2;
+  const covered = [box.top + 2, box.top + box.height / 2].some((y) => {
+    const hit = document.elementFromPoint(x, y);
+    return hit && !focused.contains(hit);
+  });
+  return covered ? focused.outerHTML.slice(0, 120) : null;
+}
+"""
+
+
+def test_the_focused_control_is_never_under_the_top_bar_when_zoomed_in(server, browser):
+    """At 200 % zoom (a 680 px wide window) the navigation bar sits above the page: walking back up through
+    the playground's form with Shift+Tab, each focused control is in sight, not under the bar."""
+    account_with_password(server, "zoomed@example.com")
+    zoomed = browser.new_context(viewport={"width": 680, "height": 450})
+    try:
+        small = zoomed.new_page()
+        log_in(small, server, "zoomed@example.com")
+        small.goto(f"{server.url}/console/playground")
+        small.get_by_role("button", name="Imagine", exact=True).focus()
+        covered = []
+        for _ in range(12):
+            small.keyboard.press("Shift+Tab")
+            if hidden := small.evaluate(COVERED):
+                covered.append(hidden)
+        assert covered == [], f"focused controls under something else: {covered}"
+    finally:
+        zoomed.close()
+
+
 PHONE_PAGES = [
     "/console/",
     "/console/jobs",
