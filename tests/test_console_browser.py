@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import skimage.data
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.servers import ROOT, Server, cli, environment, free_port
@@ -443,6 +444,60 @@ def test_a_job_page_goes_to_the_login_page_when_its_session_is_logged_out_elsewh
         other.close()
     expect(page).to_have_url(re.compile("/login"), timeout=10_000)
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+# The axe-core rules checked on every console page (WCAG 2.1 AA's automatic checks, by impact).
+AXE_RULES = ["color-contrast"]
+
+
+def serious_violations(page: Page) -> list[str]:
+    """What axe-core finds on the page with an impact of "serious" or "critical": rule, element and why."""
+    options = {"resultTypes": ["violations"], "runOnly": {"type": "rule", "values": AXE_RULES}}
+    results = Axe().run(page, options=options).response
+    return [
+        f"{violation['id']}: {', '.join(node['target'])}: {node['failureSummary']}"
+        for violation in results["violations"]
+        if violation["impact"] in ("serious", "critical")
+        for node in violation["nodes"]
+    ]
+
+
+def test_console_pages_have_no_serious_accessibility_violations(server, page):
+    """axe-core finds nothing serious or critical on the console's pages, with jobs, a revoked key and a
+    webhook secret on them (quiet text in its colours, a shortened prompt's faded words)."""
+    found = {}
+    page.goto(f"{server.url}/login")
+    found["login"] = serious_violations(page)
+    key = account_with_password(server, "axe@example.com", plan="scale")
+    grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
+    upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
+    shortened = api_job(
+        server, key, "/v1/shorten", {"prompt": "a very beautiful oil painting of a lighthouse"}
+    )
+    log_in(page, server, "axe@example.com")
+    page.goto(f"{server.url}/console/keys")
+    page.get_by_role("button", name="Create key").click()
+    row = page.locator(f'tr[data-key="{key[:16]}"]')
+    row.locator("summary", has_text="Revoke").click()
+    row.get_by_role("button", name="Yes, revoke").click()
+    expect(page.locator(f'tr[data-key="{key[:16]}"]').get_by_text("revoked", exact=True)).to_be_visible()
+    found["keys"] = serious_violations(page)
+    for name, path in {
+        "dashboard": "/console/",
+        "jobs": "/console/jobs",
+        "upscale": f"/console/jobs/{upscaled['id']}",
+        "shorten": f"/console/jobs/{shortened['id']}",
+        "playground": "/console/playground",
+        "usage": "/console/usage",
+        "webhooks": "/console/webhooks",
+    }.items():
+        page.goto(server.url + path)
+        page.wait_for_load_state()
+        found[name] = serious_violations(page)
+    failing = "\n".join(
+        f"{name}: {violation}" for name, violations in found.items() for violation in violations
+    )
+    assert not failing, failing
 
 
 # Which focusable elements of the page are (partly) covered by something else where they are drawn.
