@@ -244,7 +244,8 @@
     );
   }
 
-  /* ---- vary region: paint the mask with a brush over the image, post it as a PNG data URL ---- */
+  /* ---- vary region: paint the mask with a brush over the image (or choose a region with a button), post it as a
+     PNG data URL ---- */
   function openMaskEditor(form, button) {
     var editor = form.querySelector("[data-mask-editor]");
     var panel = form.closest(".job-panel") || document;
@@ -287,6 +288,16 @@
       submit.disabled = false;
       redraw();
     }
+    editor.querySelectorAll("[data-mask-region]").forEach(function (preset) {
+      preset.onclick = function () {
+        var box = preset.getAttribute("data-mask-region").split(" ").map(Number);
+        paint.fillStyle = "#fff";
+        paint.fillRect(box[0] * width, box[1] * height, box[2] * width, box[3] * height);
+        painted = true;
+        submit.disabled = false;
+        redraw();
+      };
+    });
     canvas.onpointerdown = function (event) { canvas.setPointerCapture(event.pointerId); last = null; stroke(at(event)); };
     canvas.onpointermove = function (event) { if (event.buttons & 1) { stroke(at(event)); } };
     canvas.onpointerup = function () { last = null; };
@@ -297,7 +308,7 @@
       submit.disabled = true;
       redraw();
     };
-    editor.querySelector("[data-mask-cancel]").onclick = function () { editor.hidden = true; };
+    editor.querySelector("[data-mask-cancel]").onclick = function () { editor.hidden = true; button.focus(); };
     submit.onclick = function () {
       if (!painted) { return; }
       form.querySelector("input[name=mask]").value = mask.toDataURL("image/png");
@@ -311,6 +322,7 @@
     editor.hidden = false;
     redraw();
     canvas.scrollIntoView({ block: "nearest" });
+    editor.querySelector("[data-mask-region]").focus({ preventScroll: true });
   }
 
   document.addEventListener("click", function (event) {

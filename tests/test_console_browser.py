@@ -575,6 +575,54 @@ def test_every_console_page_fits_a_phone(server, browser):
         phone.close()
 
 
+def tab_to(page: Page, target, presses: int = 15) -> None:
+    """Press Tab until the target has the focus."""
+    for _ in range(presses):
+        if target.evaluate("element => element === document.activeElement"):
+            return
+        page.keyboard.press("Tab")
+    expect(target).to_be_focused()
+
+
+def test_vary_region_by_keyboard_alone(server, page):
+    """Without a pointer: Vary Region takes the focus into its editor, a region button marks the region,
+    and "Vary this region" makes the job; Cancel gives the focus back to Vary Region."""
+    key = account_with_password(server, "keyboard@example.com", plan="scale")
+    grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
+    upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
+    log_in(page, server, "keyboard@example.com")
+    page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
+    expect_finished_with_image(page)
+    vary = page.get_by_role("button", name="Vary Region", exact=True)
+    vary.focus()
+    page.keyboard.press("Enter")
+    top = page.get_by_role("button", name="Top half")
+    expect(top).to_be_focused()
+    submit = page.get_by_role("button", name="Vary this region")
+    expect(submit).to_be_disabled()
+    assert submit.evaluate("button => getComputedStyle(button).opacity") != "1"  # it looks disabled, too
+    while not page.get_by_role("button", name="Cancel", exact=True).evaluate(
+        "b => b === document.activeElement"
+    ):
+        page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-mask-editor]")).to_be_hidden()
+    expect(vary).to_be_focused()
+
+    page.keyboard.press("Enter")
+    expect(top).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Bottom half")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(submit).to_be_enabled()
+    tab_to(page, submit)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Vary region started.")).to_be_visible()
+    inpaint_id = page.url.rsplit("/", 1)[-1]
+    job = requests.get(f"{server.url}/v1/jobs/{inpaint_id}", headers={"X-API-Key": key}, timeout=10).json()
+    assert job["job"]["type"] == "inpaint" and job["job"]["parentJobId"] == upscaled["id"]
+
+
 def test_pan_zoom_and_vary_region_with_a_painted_mask_then_shorten_and_face_swap(server, page, files):
     """On an upscaled image: pan left, then paint a region and vary it; the playground shortens and swaps."""
     key = account_with_password(server, "painter@example.com", plan="scale")
