@@ -109,6 +109,7 @@ class Button:
     text: str
     title: str
     fields: Mapping[str, Any]
+    symbol: bool = False  # the text is a symbol alone (an arrow): screen readers say the title instead
 
 
 @dataclass(frozen=True)
@@ -755,7 +756,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "four images with the canvas extended by half",
             on=IMAGE,
             buttons=tuple(
-                Button(arrow, f"Pan {direction}", {"direction": direction})
+                Button(arrow, f"Pan {direction}", {"direction": direction}, symbol=True)
                 for arrow, direction in (("⬅", "left"), ("➡", "right"), ("⬆", "up"), ("⬇", "down"))
             ),
         ),

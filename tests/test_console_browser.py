@@ -631,11 +631,15 @@ def test_pan_zoom_and_vary_region_with_a_painted_mask_then_shorten_and_face_swap
     log_in(page, server, "painter@example.com")
     page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
     expect_finished_with_image(page)
-    for text in ("⬅", "➡", "⬆", "⬇", "Zoom Out 1.5×", "Zoom Out 2×", "Make Square", "Vary Region"):
+    for direction, arrow in (("left", "⬅"), ("right", "➡"), ("up", "⬆"), ("down", "⬇")):
+        button = page.get_by_role("button", name=f"Pan {direction}", exact=True)  # not named by the arrow
+        expect(button).to_be_visible()
+        expect(button).to_contain_text(arrow)
+    for text in ("Zoom Out 1.5×", "Zoom Out 2×", "Make Square", "Vary Region"):
         expect(page.get_by_role("button", name=text, exact=True)).to_be_visible()
     screenshot(page, "job-upscale-actions")
 
-    page.get_by_role("button", name="⬅", exact=True).click()
+    page.get_by_role("button", name="Pan left", exact=True).click()
     expect(page.get_by_text("Pan started.")).to_be_visible()
     expect_finished_with_image(page)
     width = page.locator(".job-panel img[data-result-image]").evaluate("img => img.naturalWidth")
