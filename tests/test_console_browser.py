@@ -276,6 +276,21 @@ def test_gallery_filters_wait_for_the_filter_button(server, page):
     expect(page).to_have_url(re.compile(rf"status={chosen}"))
 
 
+def test_a_skip_link_leads_past_the_navigation(server, page):
+    """The first Tab on a console page shows a "Skip to content" link; following it, the next Tab reaches
+    the page's own content, not the navigation."""
+    account_with_password(server, "skipper@example.com")
+    log_in(page, server, "skipper@example.com")
+    page.goto(f"{server.url}/console/keys")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.querySelector('main').contains(document.activeElement)")
+
+
 def test_dashboard_usage_plans_docs_and_errors(server, page, context):
     """The remaining pages render, plans switch, and a stranger's job is a friendly 404."""
     key = account_with_password(server, "tour@example.com", plan="free")
