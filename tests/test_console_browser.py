@@ -221,6 +221,15 @@ def test_gallery_updates_live_and_filters(server, page):
         "img => ({ratio: img.naturalWidth / img.naturalHeight, fit: getComputedStyle(img).objectFit})"
     )
     assert abs(shown["ratio"] - 16 / 9) < 0.02 and shown["fit"] == "contain"  # the whole 16:9 grid, uncropped
+    media = card.locator(".job-media")
+    media.focus()
+    ring = media.evaluate(
+        "link => { const style = getComputedStyle(link);"
+        " return [style.outlineStyle, parseFloat(style.outlineWidth) + parseFloat(style.outlineOffset)]; }"
+    )
+    assert ring[0] == "solid" and ring[1] <= 0, (
+        f"the focus ring is drawn outside the link, where the card clips it: {ring}"
+    )
     screenshot(page, "jobs")
 
     page.get_by_label("Status").select_option("failed")
