@@ -590,6 +590,19 @@ def test_cancel_button_cancels_a_running_job(slow, console, make_account, app):
         assert Job.get_by_id(job_id).status == "cancelled"
 
 
+def test_a_job_pages_asides_are_told_apart(member, app):
+    """A job page has two asides (the menu, the job's details): each named, so that screen readers'
+    lists of landmarks tell them apart."""
+    console, _, key = member
+    job = api_post(console, key, "/v1/imagine", {"prompt": "x"})
+    wait_for(app, job["id"])
+    page = text(console.get(f"/console/jobs/{job['id']}"))
+    asides = re.findall(r"<aside\b[^>]*>", page)
+    names = [re.search(r'aria-label="([^"]+)"', aside) for aside in asides]
+    assert len(asides) == 2 and all(names), asides
+    assert len({name[1] for name in names}) == 2, asides
+
+
 def test_another_accounts_job_page_is_an_html_404(member, make_account, app):
     console, _, _ = member
     _, other_key = make_account(email="stranger@example.com")
