@@ -490,6 +490,15 @@ def test_imagine_this_fills_the_prompt_box(member):
     assert prompt and prompt.group(1).strip() == "a &lt;b&gt;bold&lt;/b&gt; fox"  # filled, and escaped
 
 
+def test_playground_headings_go_down_one_level_at_a_time(member):
+    """Below the page's h1, the empty result's heading is an h2 (an h3 there skips a level)."""
+    console, _, _ = member
+    page = text(console.get("/console/playground"))
+    levels = [int(level) for level in re.findall(r"<h([1-6])\b", page)]
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:], strict=False)), levels
+    assert "<h2>Your result appears here</h2>" in page
+
+
 def test_playground_shows_validation_messages_inline(member):
     console, _, _ = member
     response = console.post("/console/playground?tab=imagine", imagine_form(prompt="", chaos="500"))
