@@ -515,6 +515,24 @@ def test_playground_shows_validation_messages_inline(member):
     assert response.status_code == 400 and "Enter two to five image URLs, one per line." in text(response)
 
 
+def test_a_fields_hint_or_error_is_read_with_it(member):
+    """Each input is tied by aria-describedby to the hint below it or, once refused, to its error (the
+    playground's Chaos and Stylize sliders too), so screen readers read it with the field."""
+    console, _, _ = member
+    page = text(console.get("/console/playground?tab=imagine"))
+    for name in ("chaos", "stylize"):
+        assert re.search(rf'<input aria-describedby="{name}-hint"[^>]* id="{name}"', page), name
+        assert f'<p class="hint" id="{name}-hint">' in page
+    page = text(console.post("/console/playground?tab=imagine", imagine_form(chaos="500", stylize="5000")))
+    for name in ("chaos", "stylize"):
+        refused = rf'<input aria-describedby="{name}-error" aria-invalid="true"[^>]* id="{name}"'
+        assert re.search(refused, page), name
+        assert f'<p class="field-error" id="{name}-error">Number must be between 0 and' in page
+    keys = text(console.get("/console/keys"))
+    assert re.search(r'<input aria-describedby="name-hint"[^>]* id="name"', keys)
+    assert '<p class="hint" id="name-hint">A name to recognise it by' in keys
+
+
 def test_playground_without_credits_says_so(console, make_account):
     make_account("free", email="broke@example.com", password=PASSWORD)
     console.login("broke@example.com")
