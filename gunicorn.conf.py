@@ -111,18 +111,22 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """On a graceful stop, end this process's job event streams and synchronous waits at once, rather
-    than wait them out."""
+    than wait them out, and claim no more jobs or webhook deliveries (those running go on until
+    worker_exit hands them back)."""
     import signal
     import sys
 
     events = sys.modules.get("events")  # the service's app imported it (on_starting did, in the master);
     if events is None:  # another app (the bench's floor) runs with none of the service's modules loaded
         return
-    waits = sys.modules["waits"]
+    waits, webhooks, workers = sys.modules["waits"], sys.modules["webhooks"], sys.modules["workers"]
     graceful = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):
         extensions = getattr(worker.wsgi, "extensions", {})  # empty in another app (the bench's floor)
+        for dispatcher in (extensions.get(workers.EXTENSION), extensions.get(webhooks.EXTENSION)):
+            if dispatcher is not None:
+                dispatcher.drain()  # work it would start now would only be interrupted and run again
         watcher = extensions.get(events.EXTENSION)
         if watcher is not None:
             watcher.stop()  # each stream ends; clients reconnect (Last-Event-ID) to another process

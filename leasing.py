@@ -44,6 +44,7 @@ class LeasedDispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()  # claim nothing more; see ``drain``
         self._lock = threading.Lock()
         self._running: dict[Any, threading.Event] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -106,6 +107,11 @@ class LeasedDispatcher:
         with self.app.app_context(), db.connection_context():
             self._release_leases()
 
+    def drain(self) -> None:
+        """Claim nothing more, as a graceful stop begins: work already running goes on (its leases still
+        renewed) until ``stop``, and the rest is left for other processes, or this one restarted."""
+        self._draining.set()
+
     def nudge(self) -> None:
         """Tell the dispatcher that there may be work (if it has a free thread to give it to)."""
         # With every thread busy the dispatcher could claim nothing; the next thread to finish wakes
@@ -132,7 +138,8 @@ class LeasedDispatcher:
                         self._renew_leases()
                         self._maintain()
                         next_renewal = time.monotonic() + renew_every
-                    self._dispatch()
+                    if not self._draining.is_set():
+                        self._dispatch()
             except Exception:
                 log.exception("%s dispatcher failed; retrying", self.name)
                 self._stopping.wait(1.0)

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import datetime
+import json
+import signal
+import socket
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 
 import allocator
 import operations
 from conftest import wait_until
 from models import Job, LedgerEntry, db, utcnow
 from providers import ProviderError
+from servers import Server, cli, environment, free_port
 from workers import JobPool
+
+JSON = {"Content-Type": "application/json"}
 
 ORDER = ["pending", "queued", "processing", "succeeded"]
 
@@ -294,3 +302,36 @@ def test_memory_freed_by_a_job_is_handed_back_when_it_ends(app, api, monkeypatch
     assert released
     allocator.configure()  # repeatable, and harmless where malloc is not glibc's
     allocator.release_free_memory()
+
+
+def test_a_graceful_stop_starts_no_more_jobs(tmp_path):
+    """After SIGTERM a process starts no job it would only interrupt and leave to run again from scratch."""
+    env = environment(tmp_path / "data", free_port(), APIFRAME_LOCAL_LATENCY="1", APIFRAME_WORKERS="1")
+    key = cli(env, "users", "create", "drain@example.com", "--plan", "scale").strip().splitlines()[-1]
+    server = Server(env, tmp_path / "server.log").start()
+    body = json.dumps({"prompt": "a lighthouse", "quality": 0.25}).encode()
+    try:
+        for _ in range(6):  # one runs at a time, a second each
+            created = requests.post(f"{server.url}/v1/imagine", data=body, headers={"X-API-Key": key, **JSON})
+            assert created.status_code == 202, created.text
+        # A request still arriving keeps the process up after the SIGTERM, while its jobs end one by one.
+        arriving = socket.create_connection(("127.0.0.1", int(env["PORT"])))
+        head = (
+            f"POST /v1/imagine HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        arriving.sendall(head.encode() + body[:5])
+        time.sleep(0.5)
+        stopped_at = utcnow()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(3.5)  # the running job ends; before, the next ones started as each slot freed
+        arriving.sendall(body[5:])
+        assert arriving.recv(100).startswith(b"HTTP/1.1 202")
+        arriving.close()
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "data" / "apiframe.db") as database:
+        rows = database.execute("SELECT started_at FROM job WHERE started_at IS NOT NULL").fetchall()
+    started = [datetime.datetime.fromisoformat(at) for (at,) in rows]
+    assert started and all(at < stopped_at for at in started), (stopped_at, started)
