@@ -9,7 +9,9 @@ and floor --repeat times, so each ratio is the median of runs made side by side:
      per second and p99, each beside the floor's; and the stack's ceiling (ceiling_app.py: the same
      statements by hand, and nothing else) beside the floor;
   2. POST /v1/imagine with two processes and Redis, beside one process with Redis (on SQLite, and
-     on PostgreSQL as scale-out runs), and the floor's two processes beside its one;
+     on PostgreSQL as scale-out runs), and the floor's two processes beside its one; then each run's
+     CPU time per answer by where it runs (the service, PostgreSQL, Redis, wrk), and the most two
+     processes can give on this machine's cores from that split (print_cpu_split);
   3. reads on an account with --history-jobs jobs beside one with 10 (bench_history.py);
   4. the worker process's RSS under --rss-seconds of mixed load (creates at quality 1, polls,
      lists), beside the floor process's;
@@ -28,6 +30,7 @@ import contextlib
 import datetime
 import http.client
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -142,6 +145,38 @@ def _cpu_times() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
+GROUPS = ("service", "PostgreSQL", "Redis", "wrk")  # where a run's CPU time goes
+
+
+def _group_seconds(server: Server) -> dict[str, float]:
+    """CPU seconds used so far by the server's processes, PostgreSQL's, Redis's and the load generator.
+
+    PostgreSQL's include its ended connections' (a parent counts the children it has waited for); the
+    load generator's are this process's ended children's.
+    """
+    assert server.process is not None
+    used = dict.fromkeys(GROUPS, 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        own, children = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        if int(fields[2]) == server.process.pid:  # the server's process group (a session of its own)
+            used["service"] += own
+        elif name == "postgres":
+            used["PostgreSQL"] += own + children
+        elif name == "redis-server":
+            used["Redis"] += own
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {group: seconds / ticks for group, seconds in used.items()}
+    times = os.times()
+    used["wrk"] = times.children_user + times.children_system
+    return used
+
+
 class Alternation:
     """Figures measured in turn, --repeat times; each kept as a list of runs."""
 
@@ -150,19 +185,26 @@ class Alternation:
         self.runs: dict[str, list[load.Result]] = {}
         self.queues: dict[str, list[int]] = {}  # jobs left waiting by each create run
         self.idle: dict[str, list[float]] = {}  # the machine's idle share during each run
+        self.cpu: dict[str, list[dict[str, float]]] = {}  # each run's CPU ms per answer, by GROUPS
 
     def measure(
         self, name: str, server: Server, requests: list[load.Request], keep: tuple[str, ...] = ()
     ) -> None:
-        before = _cpu_times()
+        before, used = _cpu_times(), _group_seconds(server)
         result = load.run(server.url, requests, self.seconds, CONNECTIONS)
-        after = _cpu_times()
+        after, used_after = _cpu_times(), _group_seconds(server)
         self.idle.setdefault(name, []).append((after[0] - before[0]) / max(1, after[1] - before[1]))
+        answers = max(1.0, result.per_second * self.seconds)
+        split = {group: 1000 * (used_after[group] - used[group]) / answers for group in GROUPS}
+        self.cpu.setdefault(name, []).append(split)
         if result.non2xx or result.errors:
             print(f"  ({name}: {result.non2xx} non-2xx answers, {result.errors} socket errors)", flush=True)
         self.runs.setdefault(name, []).append(result)
         if server.app == "app:create_app()" and any(r.method == "POST" for r in requests):
             self.queues.setdefault(name, []).append(cancel_waiting(server, keep))
+
+    def cpu_ms(self, name: str, group: str) -> float:
+        return statistics.median(split[group] for split in self.cpu[name])
 
     def rate(self, name: str) -> float:
         return statistics.median(r.per_second for r in self.runs[name])
@@ -300,6 +342,31 @@ def bench_throughput(args, work: Path) -> None:
         f"1 process {runs.rate('create floor'):,.0f}/s",
         runs.ratio("create floor 2", "create floor", rate), "(reference)",
     )  # fmt: skip
+    print_cpu_split(runs, [database for database, _ in shared])
+
+
+def print_cpu_split(runs: Alternation, databases: list[str]) -> None:
+    """Where a create's CPU time goes, and what that allows two processes on this machine's cores.
+
+    One process is held to about one core by its GIL (S ms of its own CPU per create); what the rest
+    of the stack spends per create (N ms: PostgreSQL, Redis, the load generator) runs beside it on the
+    other cores. k processes answer at most min(k / S, cores / (S + N)) per ms: on 2 cores two processes
+    pass one by at most 2·S / (S + N), past 1.6 only where N is under a quarter of S.
+    """
+    cores = os.cpu_count() or 1
+    print(f"\nCPU per answer, ms (medians), by where it runs ({cores} cores)")
+    print(f"| run | {' | '.join(GROUPS)} |\n|---|{'---|' * len(GROUPS)}")
+    for name in runs.cpu:
+        print(f"| {name} | " + " | ".join(f"{runs.cpu_ms(name, group):.3f}" for group in GROUPS) + " |")
+    for database in dict.fromkeys(databases):
+        one = f"create {database} 1 + Redis"
+        own = runs.cpu_ms(one, "service")
+        rest = sum(runs.cpu_ms(one, group) for group in GROUPS[1:])
+        bound = min(2 / own, cores / (own + rest)) / min(1 / own, cores / (own + rest))
+        print(
+            f"{database}, 1 process: S = {own:.3f} ms, N = {rest:.3f} ms (N/S = {rest / own:.2f}); "
+            f"on {cores} cores two processes can answer at most {bound:.2f} times as many"
+        )
 
 
 def bench_history(args) -> None:
