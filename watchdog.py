@@ -103,8 +103,10 @@ def _shut(sock: socket.socket) -> None:
         pass
 
 
-def _report(sock: socket.socket | None) -> None:
-    if sock is None:
+def _report(sock: Any) -> None:
+    # Through an https proxy, an https request's socket is urllib3's SSLTransport (TLS inside the TLS to
+    # the proxy): no socket of its own, and the one it runs on, the proxy's, is reported already.
+    if not isinstance(sock, socket.socket):
         return
     for watchdog in getattr(_active, "stack", ()):
         watchdog.watch(sock)

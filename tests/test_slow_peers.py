@@ -206,6 +206,45 @@ def test_a_webhook_through_a_proxy_trickling_its_tunnel_ends_at_its_deadline(tun
     assert TIMEOUT <= took < TIMEOUT + SLACK
 
 
+def test_https_goes_through_an_https_proxy_watched(tmp_path, monkeypatch):
+    """TLS inside the TLS to the proxy: image fetches, webhooks and provider calls all reach the server."""
+    tls, certificate = self_signed(tmp_path)
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = FakeProxy(tls)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate)
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        assert fetch.fetch_bytes(url, allow_private=True, max_bytes=100, timeout=5) == b"hello"
+        assert fetch.post_json(url, b"{}", {}, allow_private=True, timeout=5).status_code == 200
+        settings = HttpSettings(
+            connect_timeout=1, read_timeout=5, retries=0, backoff=0.01, max_bytes=10**6, max_pixels=10**7
+        )
+        assert Backend("test", url, settings).request("GET", "/", Deadline(60)).content == b"hello"
+        assert len(proxy.connects) == 3  # each through the proxy's tunnel
+    finally:
+        proxy.close()
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def slow_hello() -> Iterator[TrickleServer]:
     """An https server whose ServerHello trickles: the client's TLS handshake never ends on its own."""
