@@ -224,8 +224,14 @@ def _has_input(conn: Any) -> bool:
 register_database(CheckedPooledPostgresqlDatabase, "apiframe+pool")
 
 # libpq's TCP keepalives for every PostgreSQL connection: probes after 30 s idle, dead after 3 more
-# unanswered 10 s apart. Settings of the same names in the database URL's query win.
+# unanswered 10 s apart.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def keepalives(url: str) -> dict[str, int]:
+    """PG_KEEPALIVES to connect to ``url`` with, but those its query sets itself, which win."""
+    given = {name for name, _ in parse_qsl(urlsplit(url).query)}
+    return {name: value for name, value in PG_KEEPALIVES.items() if name not in given}
 
 
 def open_database(url: str) -> Any:
@@ -242,10 +248,8 @@ def open_database(url: str) -> Any:
         )
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgres", "postgresql") and sep:
-        given = {name for name, _ in parse_qsl(urlsplit(url).query)}
-        keepalives = {name: value for name, value in PG_KEEPALIVES.items() if name not in given}
         return connect_url(
-            f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15, **keepalives
+            f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15, **keepalives(url)
         )
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 

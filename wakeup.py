@@ -20,7 +20,7 @@ import psycopg2.extensions
 from flask import Flask, current_app
 from peewee import Node, fn
 
-from models import PG_KEEPALIVES, db, is_sqlite
+from models import db, is_sqlite, keepalives
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,10 @@ class Listener:
     def _listen(self) -> None:
         """Listen until stopped or the connection fails."""
         connection = psycopg2.connect(
-            self.database_url, connect_timeout=5, application_name=f"{self.channel}-listener", **PG_KEEPALIVES
+            self.database_url,
+            connect_timeout=5,
+            application_name=f"{self.channel}-listener",
+            **keepalives(self.database_url),
         )
         try:
             connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)

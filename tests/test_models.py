@@ -13,6 +13,7 @@ from contextlib import closing
 import psycopg2
 import pytest
 
+import wakeup
 from conftest import stop_background
 from models import (
     CHECKPOINT_INTERVAL,
@@ -162,20 +163,46 @@ def test_a_pooled_postgresql_connection_is_handed_out_without_a_round_trip_until
         watcher.close()
 
 
+def _keepalive_options(fd: int) -> tuple[int, int, int, int]:
+    """A connection's TCP keepalive options: on, idle seconds, interval seconds, count."""
+    with socket.socket(fileno=os.dup(fd)) as connection:
+        return (
+            connection.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        )
+
+
 @pytest.mark.parametrize(("query", "idle"), [("", 30), ("?keepalives_idle=7", 7)])
 def test_pooled_postgresql_connections_probe_an_idle_network_with_tcp_keepalives(postgres_url, query, idle):
     database = open_database(postgres_url + query)  # the URL's own setting wins
     try:
         with database.connection_context():
-            fd = database.connection().fileno()
-            connection = socket.socket(fileno=os.dup(fd))
-            with connection:
-                assert connection.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == idle
-                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
-                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            assert _keepalive_options(database.connection().fileno()) == (1, idle, 10, 3)
     finally:
         database.close_all()
+
+
+@pytest.mark.parametrize(("query", "idle"), [("", 30), ("?keepalives_idle=7", 7)])
+def test_the_listening_connection_probes_an_idle_network_with_tcp_keepalives(
+    postgres_url, monkeypatch, query, idle
+):
+    opened = []
+    connect = psycopg2.connect
+
+    def connecting(*args, **kwargs):
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(psycopg2, "connect", connecting)
+    listener = wakeup.Listener(postgres_url + query, "job", lambda: None)
+    listener.start()
+    try:
+        assert listener.listening.wait(10)
+        assert _keepalive_options(opened[0].fileno()) == (1, idle, 10, 3)  # the URL's setting wins here too
+    finally:
+        listener.stop()
 
 
 def test_sqlite_writers_take_turns_and_a_failed_transaction_lets_the_next_one_in(app, make_account):
