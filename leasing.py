@@ -138,8 +138,7 @@ class LeasedDispatcher:
                         self._renew_leases()
                         self._maintain()
                         next_renewal = time.monotonic() + renew_every
-                    if not self._draining.is_set():
-                        self._dispatch()
+                    self._dispatch()
             except Exception:
                 log.exception("%s dispatcher failed; retrying", self.name)
                 self._stopping.wait(1.0)
@@ -147,6 +146,9 @@ class LeasedDispatcher:
             self._wake.clear()
 
     def _free_slots(self) -> int:
+        """Threads free to claim work with: none once draining, even in a claim loop under way."""
+        if self._draining.is_set():
+            return 0
         with self._lock:
             return self.size - len(self._running)
 

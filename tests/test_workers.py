@@ -322,9 +322,10 @@ def test_a_graceful_stop_starts_no_more_jobs(tmp_path):
         )
         arriving.sendall(head.encode() + body[:5])
         time.sleep(0.5)
-        stopped_at = utcnow()
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(3.5)  # the running job ends; before, the next ones started as each slot freed
+        time.sleep(0.2)  # for the signal to reach the worker process (a job may start meanwhile)
+        stopped_at = utcnow()
+        time.sleep(3.3)  # the running job ends; before, the next ones started as each slot freed
         arriving.sendall(body[5:])
         assert arriving.recv(100).startswith(b"HTTP/1.1 202")
         arriving.close()
