@@ -5,7 +5,8 @@ statement of its own: under concurrent requests a statement costs far more than 
 one lets go of the GIL several times. So this process keeps the rows of live keys, and uses one again
 only while nothing that decides it can have changed since it was read. Whoever revokes a key or
 changes a plan calls ``changed()`` once that has committed, and every process hears of it (ending an
-account's console sessions calls it too, for the open live views that ask again):
+account's console sessions calls it too, for the open live views that ask again; so a logout anywhere
+makes every process read each key once more, a statement per key, which logouts are rare enough for):
 
 - on SQLite (one machine), through a counter of 8 bytes in a file beside the database, which every
   process maps into its memory (reading it is a memory read, not a system call) and ``changed()``
