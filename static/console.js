@@ -289,8 +289,10 @@
       redraw();
     }
     editor.querySelectorAll("[data-mask-region]").forEach(function (preset) {
-      preset.onclick = function () {
+      preset.onclick = function () {  // this region in place of what was marked (two halves would be all)
         var box = preset.getAttribute("data-mask-region").split(" ").map(Number);
+        paint.fillStyle = "#000";
+        paint.fillRect(0, 0, width, height);
         paint.fillStyle = "#fff";
         paint.fillRect(box[0] * width, box[1] * height, box[2] * width, box[3] * height);
         painted = true;

@@ -604,8 +604,9 @@ def tab_to(page: Page, target, presses: int = 15) -> None:
 
 
 def test_vary_region_by_keyboard_alone(server, page):
-    """Without a pointer: Vary Region takes the focus into its editor, a region button marks the region,
-    and "Vary this region" makes the job; Cancel gives the focus back to Vary Region."""
+    """Without a pointer: Vary Region takes the focus into its editor, a region button marks the region
+    (in place of the one marked before), and "Vary this region" makes the job; Cancel gives the focus back
+    to Vary Region."""
     key = account_with_password(server, "keyboard@example.com", plan="scale")
     grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
     upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
@@ -630,9 +631,10 @@ def test_vary_region_by_keyboard_alone(server, page):
 
     page.keyboard.press("Enter")
     expect(top).to_be_focused()
+    page.keyboard.press("Enter")  # the top half, then instead (not as well: the mask would be all white)...
     page.keyboard.press("Tab")
     expect(page.get_by_role("button", name="Bottom half")).to_be_focused()
-    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # ...the bottom half
     expect(submit).to_be_enabled()
     tab_to(page, submit)
     page.keyboard.press("Enter")
