@@ -143,7 +143,9 @@ def test_upgrading_a_release_that_named_the_tokens_migration_0005_tokens(old_dat
         api = Api(application.test_client(), key)
         job = api.submit("/v1/shorten", {"prompt": "a very detailed photograph of a red fox"})
         with application.app_context(), models.db.connection_context():
-            assert Job.get_by_id(job["id"]).tokens is None  # the column is there, and read
+            tokens = [{"word": "fox", "weight": 1.0}]
+            Job.update(tokens=tokens).where(Job.id == job["id"]).execute()
+            assert Job.get_by_id(job["id"]).tokens == tokens  # the column is there, written and read
     finally:
         stop_background(application)
         models.db.obj.close_all()
