@@ -30,7 +30,13 @@ $(BROWSER):
 
 browser: $(BROWSER)
 
-test: $(BIN)/.testing $(BROWSER)
+# The shipped nginx site is run in front of gunicorn by tests/test_nginx.py: Debian's nginx, installed once.
+NGINX := /usr/sbin/nginx
+$(NGINX):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light
+
+test: $(BIN)/.testing $(BROWSER) $(NGINX)
 	$(BIN)/ruff check .
 	$(BIN)/pytest --numprocesses $(TEST_PROCESSES)
 
