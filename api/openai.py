@@ -663,9 +663,14 @@ def error_body(error: ApiError) -> dict[str, Any]:
 
 
 def _allow_uploads() -> None:
-    """Multipart requests with images may be larger than the JSON API's 1 MiB."""
+    """Multipart requests with images may be larger than the JSON API's 1 MiB: up to UPLOAD_MAX_BYTES."""
     if request.mimetype == "multipart/form-data":
-        request.max_content_length = current_app.config["UPLOAD_MAX_BYTES"]
+        limit = current_app.config["UPLOAD_MAX_BYTES"]
+        # Under a server that ends the body itself (gunicorn), Werkzeug caps its stream at the limit and
+        # refuses a body that reaches it, unable to tell whether more follows. A body within the limit by
+        # its Content-Length ends there: a cap one byte higher then refuses nothing the limit allows.
+        length = request.content_length
+        request.max_content_length = limit + 1 if length is not None and length <= limit else limit
 
 
 bp.before_request(_allow_uploads)

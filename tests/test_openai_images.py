@@ -404,6 +404,29 @@ def test_uploads_larger_than_the_json_limit_are_taken_up_to_their_own(server):
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_an_upload_of_exactly_the_limit_is_taken(tmp_path):
+    """Under gunicorn too, where Werkzeug caps the body stream at the limit (and refused one reaching it)."""
+    image = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(image, "PNG")
+    upload = requests.Request(
+        "POST", "http://127.0.0.1/v1/images/variations",
+        files=[("image", ("teal.png", image.getvalue(), PNG))], data={"size": "256x256"},
+    ).prepare()  # fmt: skip
+    answers = []
+    for limit in (len(upload.body), len(upload.body) - 1):
+        env = environment(tmp_path / str(limit), free_port(), APIFRAME_UPLOAD_MAX_BYTES=str(limit))
+        key = cli(env, "users", "create", "upload@example.com").strip().splitlines()[-1]
+        server = Server(env, tmp_path / f"{limit}.log").start()
+        try:
+            upload.prepare_url(f"{server.url}/v1/images/variations", None)
+            upload.headers["Authorization"] = f"Bearer {key}"
+            with requests.Session() as session:
+                answers.append(session.send(upload, timeout=30).status_code)
+        finally:
+            server.stop()
+    assert answers == [200, 413]
+
+
 # ---- models --------------------------------------------------------------------------------------
 
 
