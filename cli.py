@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from peewee import fn
 
 import accounts
 import credits
+import retention
 import storage
 import webhooks
 from auth import SHOWN_PREFIX_LENGTH, hash_key, revoke
@@ -160,6 +162,33 @@ def import_images(data_dir: Path | None, overwrite: bool) -> None:
         raise click.ClickException(f"{why} Nothing more was copied; run the import again.") from None
     click.echo(f"copied {copied} images from {source.describe()} to {target.describe()}")
     click.echo(f"{skipped} images were there already")
+
+
+@storage_commands.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Days after which a job's images go [default: APIFRAME_IMAGE_RETENTION_DAYS].",
+)
+@click.option("--dry-run", is_flag=True, help="Only count the jobs whose images would be deleted.")
+def prune_images(days: int | None, dry_run: bool) -> None:
+    """Delete the stored images (and inputs) of jobs that ended more than DAYS days ago; the jobs stay."""
+    days = current_app.config["IMAGE_RETENTION_DAYS"] if days is None else days
+    if not days:
+        raise click.ClickException(
+            "images are kept forever here: give --days N (at least 1), or set APIFRAME_IMAGE_RETENTION_DAYS"
+        )
+    try:
+        pruned = retention.prune(datetime.timedelta(days=days), dry_run=dry_run)
+    except storage.StorageUnavailable as exc:
+        why = exc.detail or exc
+        raise click.ClickException(f"{why} The jobs left keep their images; run the prune again.") from None
+    ended = f"jobs that ended more than {days} days ago"
+    if dry_run:
+        click.echo(f"{pruned.found} {ended} have their images; nothing was deleted")
+    else:
+        click.echo(f"deleted the images of {pruned.deleted} {ended}")
 
 
 @click.command("init-db")

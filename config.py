@@ -35,6 +35,7 @@ PLANS: dict[str, Plan] = {
 
 DEFAULT_PLAN = "free"
 
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -80,6 +81,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "S3_ENDPOINT_URL": ("APIFRAME_S3_ENDPOINT_URL", str),
     "S3_PRESIGN": ("APIFRAME_S3_PRESIGN", _bool),
     "PUBLIC_IMAGE_URL": ("APIFRAME_PUBLIC_IMAGE_URL", str),
+    "IMAGE_RETENTION_DAYS": ("APIFRAME_IMAGE_RETENTION_DAYS", int),
     "ROLE": ("APIFRAME_ROLE", str),
     "WAKEUP": ("APIFRAME_WAKEUP", _bool),
     "PROXY_FIX": ("APIFRAME_PROXY_FIX", int),
@@ -167,6 +169,7 @@ DEFAULTS: dict[str, Any] = {
     "S3_ENDPOINT_URL": None,  # AWS itself when unset
     "S3_PRESIGN": False,  # serve S3 images by redirecting to a presigned URL instead of streaming them
     "PUBLIC_IMAGE_URL": None,  # image URLs point here (a public bucket or CDN) instead of PUBLIC_URL/images
+    "IMAGE_RETENTION_DAYS": 0,  # delete a job's images this many days after it ended (0: keep them forever)
     "ROLE": "all",  # web: serve HTTP with no job pool or webhook sender (`flask --app app worker` runs them)
     "WAKEUP": True,  # on PostgreSQL, LISTEN/NOTIFY wakes idle workers in every process when a job arrives
     "PROXY_FIX": 0,  # how many proxies in front set X-Forwarded-For/-Proto/-Host/-Prefix (0: trust none)
@@ -277,6 +280,7 @@ RANGES: dict[str, Range] = {
     "HEALTH_CACHE_SECONDS": NON_NEGATIVE,  # 0: check on every request
     "DISPATCH_INTERVAL": POLL,
     "PROXY_FIX": NON_NEGATIVE,
+    "IMAGE_RETENTION_DAYS": NON_NEGATIVE,  # 0: images are kept forever
     "SYNC_WAIT": POSITIVE,
     "SYNC_WAITERS": Range(1),
     "UPLOAD_MAX_BYTES": Range(1),

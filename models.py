@@ -34,6 +34,7 @@ from peewee import (
     IntegerField,
     Model,
     ModelCursorWrapper,
+    ModelIndex,
     ModelObjectCursorWrapper,
     Node,
     Query,
@@ -341,6 +342,7 @@ class Job(BaseModel):
     lease_token = CharField(null=True)
     lease_expires = DateTimeField(null=True)
     runs = IntegerField(default=0)
+    images_deleted_at = DateTimeField(null=True)  # when retention.prune removed its stored images
 
     class Meta:
         indexes = (
@@ -348,6 +350,11 @@ class Job(BaseModel):
             (("status", "lease_expires"), False),
             (("status", "created_at"), False),  # queue positions
         )
+
+
+# The ended jobs whose images are still stored, by when they ended: what retention.prune scans, oldest first.
+IMAGES_KEPT = Job.images_deleted_at.is_null()
+Job.add_index(ModelIndex(Job, (Job.completed_at,), name="job_completed_at_images_kept", where=IMAGES_KEPT))
 
 
 class QueueCount(BaseModel):

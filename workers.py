@@ -25,6 +25,7 @@ import allocator
 import imagemeta
 import imaging
 import operations
+import retention
 import storage
 from inputs import InputError
 from jobs import (
@@ -119,6 +120,7 @@ class JobPool(LeasedDispatcher):
     def __init__(self, app: Flask) -> None:
         super().__init__(app, int(app.config["WORKERS"]))
         self.timeout = float(app.config["JOB_TIMEOUT"])
+        self.retention = retention.Schedule(app)
         job_accepted.connect(self._on_accepted, sender=app)
         job_finished.connect(self._on_finished, sender=app)
 
@@ -136,6 +138,7 @@ class JobPool(LeasedDispatcher):
         self._time_out_overdue()
         if not is_sqlite():
             fold_queue_counts()
+        self.retention.run_if_due()
 
     def _dispatch(self) -> None:
         """Claim as many runnable jobs as there are idle workers, oldest first."""
