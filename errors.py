@@ -38,6 +38,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "PAYLOAD_TOO_LARGE": (413, "The request body is larger than 1 MiB."),
     "URI_TOO_LONG": (414, "The path and query string are longer than 4096 bytes."),
     "HEADER_TOO_LARGE": (431, "A request header is longer than 8192 bytes."),
+    "IMAGE_EXPIRED": (
+        410,
+        "The image, or a parent job's images, were deleted by this server's retention (the message says how "
+        "long it keeps them); the job itself stays readable.",
+    ),
     "IDEMPOTENCY_KEY_IN_USE": (409, "A request with this Idempotency-Key is still being processed."),
     "IDEMPOTENCY_KEY_REUSED": (422, "This Idempotency-Key was already used with a different request."),
     "RATE_LIMITED": (

@@ -43,6 +43,8 @@ def fetch_image(url: str, field: str, ctx: JobContext) -> Image.Image:
                 timeout=max(1.0, min(config["FETCH_TIMEOUT"], ctx.remaining())),
             )
         return imaging.decode(data, config["MAX_IMAGE_PIXELS"])
+    except storage.ExpiredImage as exc:
+        raise InputError(f"Could not use {field} {url}: {exc}") from None
     except FileNotFoundError:
         raise InputError(f"Could not use {field} {url}: this server has no such image.") from None
     except (FetchError, imaging.ImageError) as exc:

@@ -51,6 +51,7 @@ class Parents:
 
     kinds: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
+    images: bool = True  # the job reads the parent's images (not only its prompt and settings)
 
     def accepted(self) -> tuple[str, ...]:
         """The job types accepted, in registry order."""
@@ -61,7 +62,8 @@ class Parents:
         return self.check(jobs.find(account, job_id), label)
 
     def check(self, parent: Job, label: str) -> Job:
-        """``parent`` if it is a succeeded job of an accepted type with its images, else 400."""
+        """``parent`` if it is a succeeded job of an accepted type with its images, else 400 (410 if the
+        retention deleted the images it needs)."""
         accepted = self.accepted()
         if parent.type not in accepted:
             raise validation_error(
@@ -71,6 +73,8 @@ class Parents:
             raise validation_error(f"Job {parent.id} is {parent.status}; {label} needs a succeeded job.")
         if len(parent.tiles or ()) != (4 if result_of(parent.type) == GRID else 1):
             raise validation_error(f"Job {parent.id} has no images to {label}.")
+        if self.images and parent.images_deleted_at is not None:
+            raise storage.expired(parent.id)
         return parent
 
 
@@ -234,6 +238,7 @@ def _imagine_request(job: Job, ctx: JobContext) -> ImagineRequest:
 
 
 def _describe(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    storage.refuse_expired(data["image_url"])
     return {"params": _with_process_mode({"image_url": data["image_url"]}, data)}
 
 
@@ -243,6 +248,8 @@ def _describe_request(job: Job, ctx: JobContext) -> DescribeRequest:
 
 
 def _blend(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
+    for url in data["image_urls"]:
+        storage.refuse_expired(url)
     params = {"image_urls": data["image_urls"], "dimension": data["dimension"]}
     return {"params": _with_process_mode(params, data)}
 
@@ -289,6 +296,7 @@ def _upscale_highres(op: Operation, account: Account, data: dict[str, Any]) -> S
     """An image at a URL, an upscaled image, or one tile (``index``) of a grid, enlarged 2x or 4x."""
     params = {"type": data["type"]}
     if data.get("image_url"):
+        storage.refuse_expired(data["image_url"])
         return {"params": {**params, "image_url": data["image_url"]}}
     parent, index = jobs.find(account, data["job_id"]), data.get("index")
     if result_of(parent.type) == GRID:
@@ -543,6 +551,8 @@ def _shorten_request(job: Job, ctx: JobContext) -> ShortenRequest:
 
 def _faceswap(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
     urls = ("target_image_url", "swap_image_url")
+    for name in urls:
+        storage.refuse_expired(data[name])
     return {"params": {name: data[name] for name in urls}}
 
 
@@ -688,7 +698,7 @@ OPERATIONS: tuple[Operation, ...] = (
         example={"jobId": _JOB},
         provider="imagine",
         build=_imagine_request,
-        parents=Parents(types=("imagine", "reroll")),
+        parents=Parents(types=("imagine", "reroll"), images=False),
         original=Original(
             schemas.RerollBody,
             {**_PARENT, **_ASPECT, **_WEBHOOK},

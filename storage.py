@@ -3,6 +3,7 @@
 ``APIFRAME_STORAGE_URL`` picks the backend: ``file://PATH`` (by default the data directory's ``images``)
 or ``s3://BUCKET/PREFIX``. A job's images are kept under the key ``JOB_ID/NAME`` and their console
 previews under ``JOB_ID/thumbs/STEM.webp``; every web node serves them at ``PUBLIC_URL/images/...``.
+Once retention.prune has deleted a job's images (APIFRAME_IMAGE_RETENTION_DAYS), their URLs answer 410.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 
 import imaging
 from errors import ApiError, not_found
+from models import Job
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,10 @@ _encoders = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_n
 
 class MissingImage(LookupError):
     """The image is not in storage."""
+
+
+class ExpiredImage(FileNotFoundError):
+    """One of this service's image URLs whose image the retention deleted; the message says so."""
 
 
 class StorageUnavailable(RuntimeError):
@@ -428,6 +434,19 @@ def copy_images(source: Storage, target: Storage, overwrite: bool = False) -> tu
     return copied, skipped
 
 
+def expired(job_id: uuid.UUID) -> ApiError:
+    """410 IMAGE_EXPIRED: the retention (APIFRAME_IMAGE_RETENTION_DAYS) deleted the job's images."""
+    days = current_app.config["IMAGE_RETENTION_DAYS"]
+    kept = f"this server keeps images {days} days after their job ends" if days else "they had expired"
+    return ApiError(410, "IMAGE_EXPIRED", f"The images of job {job_id} were deleted: {kept}.")
+
+
+def images_deleted(job_id: uuid.UUID) -> ApiError | None:
+    """``expired(job_id)`` if the retention deleted the job's images, else None."""
+    deleted = Job.select(Job.images_deleted_at).where(Job.id == job_id).scalar()
+    return None if deleted is None else expired(job_id)
+
+
 # ---- serving ----------------------------------------------------------------------------------
 
 
@@ -442,20 +461,45 @@ def _stored_key(job_id: str, name: str) -> str:
     return f"{job_id}/{name}"
 
 
-def own_image(url: str) -> bytes | None:
-    """The stored bytes behind one of this service's image URLs, or None for any other URL.
-
-    Raises FileNotFoundError for a URL of this service's images that names no stored image (in whichever
-    storage is configured, so this works on every node).
-    """
+def _own_url(url: str) -> tuple[str, str] | None:
+    """The job id and file name in one of this service's image URLs, or None for any other URL."""
     prefix = f"{current_app.config['PUBLIC_URL']}/images/"
     if not url.startswith(prefix):
         return None
     job_id, _, name = urlsplit(url[len(prefix) :]).path.partition("/")
+    return job_id, name
+
+
+def own_image(url: str) -> bytes | None:
+    """The stored bytes behind one of this service's image URLs, or None for any other URL.
+
+    Raises FileNotFoundError for a URL of this service's images that names no stored image (in whichever
+    storage is configured, so this works on every node): ExpiredImage if the retention deleted it.
+    """
+    if (own := _own_url(url)) is None:
+        return None
     try:
-        return current().read(_stored_key(job_id, name))
-    except (ApiError, LookupError):  # not a name a job's image can have, or not stored
+        key = _stored_key(*own)
+    except ApiError:  # not a name a job's image can have
         raise FileNotFoundError(url) from None
+    try:
+        return current().read(key)
+    except MissingImage:
+        if (gone := images_deleted(uuid.UUID(own[0]))) is not None:
+            raise ExpiredImage(gone.message) from None
+        raise FileNotFoundError(url) from None
+
+
+def refuse_expired(url: str) -> None:
+    """410 IMAGE_EXPIRED if ``url`` is one of this service's image URLs whose image the retention deleted."""
+    if (own := _own_url(url)) is None:
+        return
+    try:
+        job_id = uuid.UUID(own[0])
+    except ValueError:
+        return
+    if (gone := images_deleted(job_id)) is not None:
+        raise gone
 
 
 def _immutable(response: Response) -> Response:
@@ -464,21 +508,36 @@ def _immutable(response: Response) -> Response:
     return response
 
 
+@contextlib.contextmanager
+def _gone_if_deleted(job_id: str) -> Iterator[None]:
+    """Turn the 404 of an image the retention deleted into its 410."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status == 404 and (gone := images_deleted(uuid.UUID(job_id))) is not None:
+            raise gone from None
+        raise
+
+
 @bp.get("/images/<job_id>/<name>")
 def serve_image(job_id: str, name: str) -> Response:
-    """Serve a stored image."""
-    return _immutable(current().serve(_stored_key(job_id, name)))
+    """Serve a stored image (410 once the retention deleted it)."""
+    key = _stored_key(job_id, name)
+    with _gone_if_deleted(job_id):
+        return _immutable(current().serve(key))
 
 
 @bp.get("/images/<job_id>/thumbs/<name>")
 def serve_thumbnail(job_id: str, name: str) -> Response:
-    """Serve a small WebP preview of a stored image, made on first request and kept beside it."""
+    """Serve a small WebP preview of a stored image, made on first request and kept beside it (410 once the
+    retention deleted the image)."""
     key = _stored_key(job_id, name)
     thumbnail = f"{job_id}/thumbs/{name.rpartition('.')[0]}.webp"
     store = current()
-    if not store.exists(thumbnail):
-        try:
-            store.put(thumbnail, make_thumbnail(store.read(key)))
-        except MissingImage:
-            raise not_found("No such image.") from None
-    return _immutable(store.serve(thumbnail))
+    with _gone_if_deleted(job_id):
+        if not store.exists(thumbnail):
+            try:
+                store.put(thumbnail, make_thumbnail(store.read(key)))
+            except MissingImage:
+                raise not_found("No such image.") from None
+        return _immutable(store.serve(thumbnail))

@@ -104,7 +104,9 @@ def image_src(job: Job, name: str, thumbnail: bool = False) -> str:
 
 
 def preview_name(job: Job) -> str | None:
-    """The image that stands for a job in lists: its grid, or its single image."""
+    """The image that stands for a job in lists: its grid, or its single image (None once deleted)."""
+    if job.images_deleted_at is not None:
+        return None
     if job.grid:
         return job.grid
     return job.tiles[0] if job.tiles else None

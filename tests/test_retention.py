@@ -1,4 +1,4 @@
-"""Image retention: the images of jobs that ended long ago are deleted, by the job pool or by hand."""
+"""Image retention: old jobs' images are deleted, their URLs answer 410, and nothing is made from them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import credits
 import retention
-from conftest import image_bytes
+from conftest import Api, image_bytes
 from models import Job, db, utcnow
+from original import Original
+from test_console import PASSWORD, Console, text
 
 SMALL = {"quality": 0.25, "aspectRatio": "1:1"}  # 512 px tiles keep the image work quick
 DAYS = 30
@@ -47,6 +50,24 @@ def _deleted_at(app, job_id: str) -> datetime.datetime | None:
 def _answer(job: dict) -> dict:
     """A job's answer but when it ended (which the tests move back)."""
     return {name: value for name, value in job.items() if name != "completedAt"}
+
+
+def _expired(response, job_id: str) -> None:
+    body = response.get_json()
+    assert response.status_code == 410, body
+    assert body["error"]["code"] == "IMAGE_EXPIRED"
+    assert f"The images of job {job_id} were deleted" in body["error"]["message"]
+    assert f"keeps images {DAYS} days" in body["error"]["message"]
+
+
+@pytest.fixture
+def pruned(keeping, app, api) -> dict:
+    """A 1:1 grid job (its previews made) whose images the retention deleted."""
+    job = api.imagine(**SMALL)
+    assert api.get(f"/images/{job['id']}/thumbs/1.png").status_code == 200
+    _age(app, job["id"], DAYS + 1)
+    assert _prune(app).deleted == 1
+    return job
 
 
 def test_prune_deletes_only_the_old_jobs_files_and_marks_them_once(database, app, api):
@@ -113,6 +134,84 @@ def test_an_upload_kept_for_an_openai_job_goes_with_it(app, api):
     _age(app, str(job.id), DAYS + 1)
     assert _prune(app).deleted == 1
     assert not (_images(app) / upload).exists() and not (_images(app) / str(job.id)).exists()
+
+
+def test_image_and_preview_urls_of_a_pruned_job_answer_410(keeping, api, pruned):
+    job = api.job(pruned["id"])
+    assert _answer(job) == _answer(pruned)  # URLs and all
+    for url in (job["imageUrl"], *job["imageUrls"]):
+        _expired(api.get(url.removeprefix("http://images.test")), pruned["id"])
+    _expired(api.get(f"/images/{pruned['id']}/thumbs/1.png"), pruned["id"])
+    _expired(api.get(f"/images/{pruned['id']}/thumbs/3.png"), pruned["id"])
+    assert api.get(f"/images/{uuid.uuid4()}/grid.png").status_code == 404  # never there: still 404
+
+
+def test_nothing_is_made_from_a_pruned_job_and_nothing_is_paid(keeping, app, api, pruned):
+    with app.app_context(), db.connection_context():
+        account_id = Job.get_by_id(uuid.UUID(pruned["id"])).account_id
+        before = credits.balance(account_id)
+    for path, body in (
+        ("/v1/upscale", {"jobId": pruned["id"], "index": 1}),
+        ("/v1/variation", {"jobId": pruned["id"], "index": 2}),
+        ("/v1/upscale-highres", {"jobId": pruned["id"], "index": 1, "type": "2x"}),
+    ):
+        _expired(api.post(path, json=body), pruned["id"])
+    original = Original(api.client, api.key)
+    for path, body in (
+        ("/upscale-1x", {"parent_task_id": pruned["id"], "index": "1"}),
+        ("/variations", {"parent_task_id": pruned["id"], "index": "1"}),
+    ):
+        response = original.post(path, body)
+        assert response.status_code == 410 and response.get_json()["code"] == "IMAGE_EXPIRED", path
+    own_url = f"http://images.test/images/{pruned['id']}/1.png"
+    _expired(api.post("/v1/describe", json={"imageUrl": own_url}), pruned["id"])
+    _expired(api.post("/v1/blend", json={"imageUrls": [own_url, own_url]}), pruned["id"])
+    with app.app_context(), db.connection_context():
+        assert credits.balance(account_id) == before
+        assert Job.select().count() == 1
+    reroll = api.submit("/v1/reroll", {"jobId": pruned["id"]})  # needs only the prompt and settings
+    assert api.wait(reroll["id"])["status"] == "succeeded"
+
+
+def test_a_pruned_upscale_cannot_be_panned_zoomed_or_repainted(keeping, app, api):
+    grid = api.imagine(**SMALL)
+    upscaled = api.wait(api.submit("/v1/upscale", {"jobId": grid["id"], "index": 1})["id"])
+    _age(app, grid["id"], DAYS + 1)
+    _age(app, upscaled["id"], DAYS + 1)
+    assert _prune(app).deleted == 2
+    for path, body in (
+        ("/v1/pan", {"jobId": upscaled["id"], "direction": "left"}),
+        ("/v1/zoom", {"jobId": upscaled["id"], "zoomRatio": 1.5}),
+        ("/v1/upscale-highres", {"jobId": upscaled["id"], "type": "2x"}),
+    ):
+        _expired(api.post(path, json=body), upscaled["id"])
+    subtle = Original(api.client, api.key).post(
+        "/variations", {"parent_task_id": upscaled["id"], "index": "subtle"}
+    )
+    assert subtle.status_code == 410 and subtle.get_json()["code"] == "IMAGE_EXPIRED"
+
+
+def test_the_console_says_the_images_were_deleted_and_offers_no_buttons(keeping, app, client, make_account):
+    console = Console(client)
+    _, key = make_account("scale", email="keeper@example.com", password=PASSWORD)
+    assert console.login("keeper@example.com").status_code == 302
+    api = Api(client, key)
+    job = api.imagine(**SMALL)
+    page = text(console.get(f"/console/jobs/{job['id']}"))
+    assert 'value="U1"' in page and f"/images/{job['id']}/grid.png" in page
+    _age(app, job["id"], DAYS + 1)
+    _prune(app)
+
+    page = text(console.get(f"/console/jobs/{job['id']}"))
+    assert f"Images deleted after {DAYS} days, as this server keeps them." in page
+    assert f"/images/{job['id']}/" not in page and 'value="U1"' not in page
+    gallery = text(console.get("/console/jobs"))
+    assert "Images deleted" in gallery and f"/images/{job['id']}/" not in gallery
+    response = console.post(
+        f"/console/jobs/{job['id']}/pick", {"action": "U1"}, page=f"/console/jobs/{job['id']}"
+    )
+    assert response.status_code == 302
+    assert "were deleted" in text(console.get(response.headers["Location"]))
 
 
 def test_the_job_pool_prunes_in_its_upkeep_with_the_setting(keeping, app, api):
@@ -188,3 +287,24 @@ def test_prune_empties_a_jobs_folder_in_a_bucket(in_bucket, keeping, app, api):
     assert _prune(app) == retention.Pruned(found=1, deleted=1)
     assert [key for key in in_bucket.keys() if old["id"] in key] == []
     assert len([key for key in in_bucket.keys() if recent["id"] in key]) == 5
+    _expired(api.get(f"/images/{old['id']}/grid.png"), old["id"])
+    _expired(api.get(f"/images/{old['id']}/thumbs/1.png"), old["id"])
+
+
+def test_a_job_reading_a_pruned_image_by_its_url_fails_saying_why(keeping, app, pruned):
+    from inputs import InputError, fetch_image
+
+    class Running:
+        def check(self) -> None:
+            pass
+
+        def remaining(self) -> float:
+            return 10.0
+
+    url = f"http://images.test/images/{pruned['id']}/2.png"
+    with app.test_request_context(), db.connection_context(), pytest.raises(InputError) as refused:
+        fetch_image(url, "imageUrl", Running())
+    assert f"Could not use imageUrl {url}: The images of job {pruned['id']} were deleted" in str(
+        refused.value
+    )
+    assert f"keeps images {DAYS} days" in str(refused.value)
