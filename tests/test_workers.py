@@ -250,9 +250,16 @@ def test_a_job_whose_database_connection_dies_is_resumed_after_its_lease(short_l
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+        ended = [pid for pid, _ in cursor.fetchall()]
+
+        def left() -> int:  # once gone, their sockets tell the pool so, before a poll of the test draws one
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [ended])
+            return cursor.fetchone()[0]
+
+        wait_until(lambda: left() == 0, what="the ended connections to go")
     admin.close()
     done = api.wait(job["id"], timeout=pool.lease.total_seconds() + 15)  # unfixed: its lease was renewed
     assert done["status"] == "succeeded" and _stored(app, job["id"]).runs == 2
