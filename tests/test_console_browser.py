@@ -603,16 +603,22 @@ def tab_to(page: Page, target, presses: int = 15) -> None:
     expect(target).to_be_focused()
 
 
+def open_an_upscale(server: Server, page: Page, email: str) -> tuple[str, dict, dict]:
+    """A new account's upscaled image, its job page open; the account's key, the grid and the upscale."""
+    key = account_with_password(server, email, plan="scale")
+    grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
+    upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
+    log_in(page, server, email)
+    page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
+    expect_finished_with_image(page)
+    return key, grid, upscaled
+
+
 def test_vary_region_by_keyboard_alone(server, page):
     """Without a pointer: Vary Region takes the focus into its editor, a region button marks the region
     (in place of the one marked before), and "Vary this region" makes the job; Cancel gives the focus back
     to Vary Region."""
-    key = account_with_password(server, "keyboard@example.com", plan="scale")
-    grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
-    upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
-    log_in(page, server, "keyboard@example.com")
-    page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
-    expect_finished_with_image(page)
+    key, _, upscaled = open_an_upscale(server, page, "keyboard@example.com")
     vary = page.get_by_role("button", name="Vary Region", exact=True)
     vary.focus()
     page.keyboard.press("Enter")
@@ -621,10 +627,7 @@ def test_vary_region_by_keyboard_alone(server, page):
     submit = page.get_by_role("button", name="Vary this region")
     expect(submit).to_be_disabled()
     assert submit.evaluate("button => getComputedStyle(button).opacity") != "1"  # it looks disabled, too
-    while not page.get_by_role("button", name="Cancel", exact=True).evaluate(
-        "b => b === document.activeElement"
-    ):
-        page.keyboard.press("Tab")
+    tab_to(page, page.get_by_role("button", name="Cancel", exact=True))
     page.keyboard.press("Enter")
     expect(page.locator("[data-mask-editor]")).to_be_hidden()
     expect(vary).to_be_focused()
@@ -646,12 +649,7 @@ def test_vary_region_by_keyboard_alone(server, page):
 
 def test_pan_zoom_and_vary_region_with_a_painted_mask_then_shorten_and_face_swap(server, page, files):
     """On an upscaled image: pan left, then paint a region and vary it; the playground shortens and swaps."""
-    key = account_with_password(server, "painter@example.com", plan="scale")
-    grid = api_job(server, key, "/v1/imagine", {"prompt": "a lighthouse on a cliff", "quality": 0.25})
-    upscaled = api_job(server, key, "/v1/upscale", {"jobId": grid["id"], "index": 1})
-    log_in(page, server, "painter@example.com")
-    page.goto(f"{server.url}/console/jobs/{upscaled['id']}")
-    expect_finished_with_image(page)
+    key, grid, upscaled = open_an_upscale(server, page, "painter@example.com")
     for direction, arrow in (("left", "⬅"), ("right", "➡"), ("up", "⬆"), ("down", "⬇")):
         button = page.get_by_role("button", name=f"Pan {direction}", exact=True)  # not named by the arrow
         expect(button).to_be_visible()
