@@ -17,7 +17,7 @@ import storage
 import webhooks
 from auth import SHOWN_PREFIX_LENGTH, hash_key, revoke
 from auth import create_key as mint_key
-from config import PLANS
+from config import MAX_RETENTION_DAYS, PLANS
 from models import Account, ApiKey
 from providers import configured as configured_providers
 
@@ -167,7 +167,7 @@ def import_images(data_dir: Path | None, overwrite: bool) -> None:
 @storage_commands.command("prune")
 @click.option(
     "--days",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_RETENTION_DAYS),
     default=None,
     help="Days after which a job's images go [default: APIFRAME_IMAGE_RETENTION_DAYS].",
 )

@@ -34,6 +34,7 @@ PLANS: dict[str, Plan] = {
 }
 
 DEFAULT_PLAN = "free"
+MAX_RETENTION_DAYS = 36_500  # a century: the most APIFRAME_IMAGE_RETENTION_DAYS (and prune --days) takes
 
 
 def _bool(value: str) -> bool:
@@ -280,7 +281,7 @@ RANGES: dict[str, Range] = {
     "HEALTH_CACHE_SECONDS": NON_NEGATIVE,  # 0: check on every request
     "DISPATCH_INTERVAL": POLL,
     "PROXY_FIX": NON_NEGATIVE,
-    "IMAGE_RETENTION_DAYS": NON_NEGATIVE,  # 0: images are kept forever
+    "IMAGE_RETENTION_DAYS": Range(0, MAX_RETENTION_DAYS),  # 0: images are kept forever
     "SYNC_WAIT": POSITIVE,
     "SYNC_WAITERS": Range(1),
     "UPLOAD_MAX_BYTES": Range(1),

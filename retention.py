@@ -2,14 +2,16 @@
 
 The jobs themselves stay, and their answers keep their image URLs, which then answer 410 IMAGE_EXPIRED. What
 goes is everything the storage holds for them: their images and previews, and their inputs (a mask, an
-upload). Each worker process prunes from the job pool's upkeep about once an hour (a second at a time while
-there is more to delete); ``flask --app app storage prune`` does it by hand.
+upload). Each worker process prunes about once an hour, on a thread of its own started from the job pool's
+upkeep (the storage's calls never hold the dispatcher, which renews leases); ``flask --app app storage
+prune`` does it by hand.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,13 +20,12 @@ from flask import Flask
 from peewee import Select
 
 import storage
-from models import IMAGES_KEPT, Job, utcnow
+from models import IMAGES_KEPT, Job, db, utcnow
 
 log = logging.getLogger(__name__)
 
 BATCH = 100  # jobs read, deleted from storage and marked at a time
 INTERVAL = 3600.0  # seconds between a process's automatic prunes
-ROUND_SECONDS = 1.0  # an automatic prune holds the job pool's dispatcher at most about this long
 
 
 @dataclass(frozen=True)
@@ -69,37 +70,50 @@ def prune(older_than: datetime.timedelta, *, limit: int | None = None, dry_run: 
             upload = (job.params or {}).get("upload")
             if upload:  # an image the client uploaded for it, stored under an id of its own
                 storage.delete_images(uuid.UUID(upload.partition("/")[0]))
-        if batch:
-            ids = [job.id for job in batch]
-            marked = Job.update(images_deleted_at=utcnow()).where(Job.id.in_(ids) & IMAGES_KEPT).execute()
-            found, deleted = found + len(batch), deleted + marked
+            # Marked at once, so its URLs answer 410 (not 404) from now, even if a later job's delete fails.
+            marked = Job.update(images_deleted_at=utcnow()).where((Job.id == job.id) & IMAGES_KEPT)
+            deleted += marked.execute()
+        found += len(batch)
         if len(batch) < size:
             break
     return Pruned(found=found, deleted=deleted)
 
 
 class Schedule:
-    """One process's automatic prunes: about once an hour, never long at a time (see ``run_if_due``)."""
+    """One process's automatic prunes: about once an hour, each on a thread of its own (``run_if_due``)."""
 
     def __init__(self, app: Flask) -> None:
+        self.app = app
         self.days = int(app.config["IMAGE_RETENTION_DAYS"])
         self.next_run = 0.0  # the first upkeep prunes
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def run_if_due(self) -> None:
-        """Prune for at most about ROUND_SECONDS if due (never with retention off); if jobs are left to
-        prune, the next call goes on, else the next prune is INTERVAL away. A failure waits for it too."""
+        """Start a prune if one is due (never with retention off) and none runs: the storage's calls (S3's may
+        take seconds each, or hang up to their timeouts) never hold the caller, the job pool's dispatcher."""
         now = time.monotonic()
-        if not self.days or now < self.next_run:
+        if not self.days or now < self.next_run or (self._thread is not None and self._thread.is_alive()):
             return
         self.next_run = now + INTERVAL
+        self._thread = threading.Thread(target=self._prune, name="apiframe-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let a prune under way stop after the job it is at (the rest waits for the next one)."""
+        self._stopping.set()
+
+    def _prune(self) -> None:
         older_than = datetime.timedelta(days=self.days)
-        try:
-            while time.monotonic() - now < ROUND_SECONDS:
-                pruned = prune(older_than, limit=BATCH)
-                if pruned.deleted:
-                    log.info("deleted the images of %d jobs older than %d days", pruned.deleted, self.days)
-                if pruned.found < BATCH:
-                    return
-            self.next_run = time.monotonic()  # more to prune: go on at the next upkeep
-        except storage.StorageUnavailable as exc:
-            log.warning("old images could not be deleted: %s %s", exc, exc.detail or "")
+        with self.app.app_context(), db.connection_context():
+            try:
+                while not self._stopping.is_set():
+                    pruned = prune(older_than, limit=BATCH)
+                    if pruned.deleted:
+                        log.info("deleted the images of %d jobs past %d days", pruned.deleted, self.days)
+                    if pruned.found < BATCH:
+                        return
+            except storage.StorageUnavailable as exc:  # tried again at the next prune, an hour later
+                log.warning("old images could not be deleted: %s %s", exc, exc.detail or "")
+            except Exception:
+                log.exception("deleting old images failed")

@@ -126,8 +126,15 @@ class LocalStorage:
         return (self.root / key).is_file()
 
     def delete_job(self, job_id: str) -> None:
-        """Remove everything stored for a job."""
-        shutil.rmtree(self.root / job_id, ignore_errors=True)
+        """Remove everything stored for a job; StorageUnavailable if some of it stays (a read-only disk)."""
+
+        def failed(function: Any, path: str, info: tuple[type, BaseException, Any]) -> None:
+            error = info[1]
+            if not isinstance(error, FileNotFoundError):  # gone already is what was asked
+                log.warning("storage %s: %s could not be deleted: %s", self.describe(), path, error)
+                raise StorageUnavailable(detail=f"{path} could not be deleted: {error}") from error
+
+        shutil.rmtree(self.root / job_id, onerror=failed)  # onexc from Python 3.12
 
     def serve(self, key: str) -> Response:
         """A response with the stored image (conditional and range requests included)."""
@@ -246,11 +253,19 @@ class S3Storage:
         return True
 
     def delete_job(self, job_id: str) -> None:
-        """Remove everything stored for a job."""
+        """Remove everything stored for a job; StorageUnavailable if some of it stays (DeleteObjects answers
+        200 with the keys it could not delete)."""
         keys = [{"Key": self._key(key)} for key in self._list(f"{job_id}/")]
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             with self._reaching():
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]})
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]}
+                )
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                detail = f"{len(answer['Errors'])} objects stay ({first.get('Code')}: {first.get('Key')})"
+                log.warning("storage %s: %s", self.describe(), detail)
+                raise StorageUnavailable(detail=detail)
 
     def serve(self, key: str) -> Response:
         """Redirect to a presigned URL, or stream the object through this process."""

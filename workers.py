@@ -124,6 +124,10 @@ class JobPool(LeasedDispatcher):
         job_accepted.connect(self._on_accepted, sender=app)
         job_finished.connect(self._on_finished, sender=app)
 
+    def stop(self, wait: bool = True) -> None:
+        self.retention.stop()
+        super().stop(wait)
+
     def _on_accepted(self, app: Flask, job: Job) -> None:
         self.nudge()
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -224,7 +227,45 @@ def test_the_job_pool_prunes_in_its_upkeep_with_the_setting(keeping, app, api):
     pool.retention.next_run -= retention.INTERVAL
     with app.app_context(), db.connection_context():
         pool._maintain()
+    pool.retention._thread.join(10)  # a prune runs on a thread of its own
     assert _deleted_at(app, job["id"]) is not None and not (_images(app) / job["id"]).exists()
+
+
+def test_a_slow_storage_never_holds_the_job_pools_dispatcher(keeping, app, api, monkeypatch):
+    """The dispatcher renews running jobs' leases: a prune waiting on S3 (seconds a call, or a hang up to its
+    timeouts) must not hold it, or those jobs would be claimed again elsewhere."""
+    job = api.imagine(**SMALL)
+    _age(app, job["id"], DAYS + 1)
+    release = threading.Event()
+    delete = retention.storage.delete_images
+    slow = lambda job_id: release.wait(10) and delete(job_id)  # noqa: E731
+    monkeypatch.setattr(retention.storage, "delete_images", slow)
+    pool = app.extensions["apiframe.pool"]
+    pool.retention.next_run -= retention.INTERVAL
+    started = time.monotonic()
+    with app.app_context(), db.connection_context():
+        pool._maintain()
+    assert time.monotonic() - started < 1  # unfixed: the whole prune, in the dispatcher's thread
+    release.set()
+    pool.retention._thread.join(10)
+    assert _deleted_at(app, job["id"]) is not None
+
+
+def test_a_job_whose_files_could_not_be_deleted_keeps_its_images(keeping, app, api, monkeypatch):
+    """A read-only disk (or a folder another user owns): the job is not marked; a later prune tries again."""
+    job = api.imagine(**SMALL)
+    _age(app, job["id"], DAYS + 1)
+    unlink = os.unlink
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "unlink", refused)
+    with pytest.raises(retention.storage.StorageUnavailable):
+        _prune(app)
+    assert _deleted_at(app, job["id"]) is None  # unfixed: marked, its images still served with 200
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert _prune(app) == retention.Pruned(found=1, deleted=1)
 
 
 def test_without_the_setting_the_upkeep_keeps_every_image(app, api):
@@ -262,14 +303,20 @@ def test_the_prune_command_takes_its_days_from_the_setting(keeping, app, api, ru
     )
 
 
-def test_the_setting_must_not_be_negative(settings, monkeypatch):
+@pytest.mark.parametrize("days", ["-1", "1000000"])  # a million days: past what a date can go back
+def test_the_setting_is_refused_out_of_its_range(settings, monkeypatch, days):
     import config
 
-    monkeypatch.setenv("APIFRAME_IMAGE_RETENTION_DAYS", "-1")
-    with pytest.raises(ValueError, match="APIFRAME_IMAGE_RETENTION_DAYS must not be negative"):
+    monkeypatch.setenv("APIFRAME_IMAGE_RETENTION_DAYS", days)
+    with pytest.raises(ValueError, match="APIFRAME_IMAGE_RETENTION_DAYS must be from 0 to 36500"):
         config.load(settings)
     monkeypatch.setenv("APIFRAME_IMAGE_RETENTION_DAYS", "7")
     assert config.load(settings)["IMAGE_RETENTION_DAYS"] == 7
+
+
+def test_the_prune_command_refuses_days_past_its_range(app, runner):
+    done = runner.invoke(args=["storage", "prune", "--days", "740000"])
+    assert done.exit_code == 2 and "740000 is not in the range 0<=x<=36500" in done.output
 
 
 @pytest.fixture
@@ -289,6 +336,28 @@ def test_prune_empties_a_jobs_folder_in_a_bucket(in_bucket, keeping, app, api):
     assert len([key for key in in_bucket.keys() if recent["id"] in key]) == 5
     _expired(api.get(f"/images/{old['id']}/grid.png"), old["id"])
     _expired(api.get(f"/images/{old['id']}/thumbs/1.png"), old["id"])
+
+
+def test_objects_the_bucket_would_not_delete_keep_their_job_unmarked(
+    in_bucket, keeping, app, api, monkeypatch
+):
+    """DeleteObjects answers 200 with the keys it could not delete (AccessDenied): the job is not marked."""
+    job = api.imagine(**SMALL)
+    _age(app, job["id"], DAYS + 1)
+    with app.app_context():
+        client = retention.storage.current().client
+    delete = client.delete_objects
+
+    def refusing(**kwargs):
+        keys = kwargs["Delete"]["Objects"]
+        return {"Errors": [{"Key": key["Key"], "Code": "AccessDenied"} for key in keys]}
+
+    monkeypatch.setattr(client, "delete_objects", refusing)
+    with pytest.raises(retention.storage.StorageUnavailable):
+        _prune(app)
+    assert _deleted_at(app, job["id"]) is None
+    monkeypatch.setattr(client, "delete_objects", delete)
+    assert _prune(app) == retention.Pruned(found=1, deleted=1)
 
 
 def test_a_job_reading_a_pruned_image_by_its_url_fails_saying_why(keeping, app, pruned):
