@@ -71,8 +71,11 @@ def prune(older_than: datetime.timedelta, *, limit: int | None = None, dry_run: 
             if upload:  # an image the client uploaded for it, stored under an id of its own
                 storage.delete_images(uuid.UUID(upload.partition("/")[0]))
             # Marked at once, so its URLs answer 410 (not 404) from now, even if a later job's delete fails.
-            marked = Job.update(images_deleted_at=utcnow()).where((Job.id == job.id) & IMAGES_KEPT)
-            deleted += marked.execute()
+            if Job.update(images_deleted_at=utcnow()).where((Job.id == job.id) & IMAGES_KEPT).execute():
+                deleted += 1
+                # Again: a preview made from an image read before the delete, and stored after it, goes now,
+                # or else (stored after this) by storage.serve_thumbnail, which finds the job marked.
+                storage.delete_images(job.id)
         found += len(batch)
         if len(batch) < size:
             break

@@ -555,4 +555,7 @@ def serve_thumbnail(job_id: str, name: str) -> Response:
                 store.put(thumbnail, make_thumbnail(store.read(key)))
             except MissingImage:
                 raise not_found("No such image.") from None
+            if (gone := images_deleted(uuid.UUID(job_id))) is not None:  # pruned while it was made
+                store.delete_job(job_id)
+                raise gone
         return _immutable(store.serve(thumbnail))

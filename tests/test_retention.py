@@ -217,6 +217,31 @@ def test_the_console_says_the_images_were_deleted_and_offers_no_buttons(keeping,
     assert "were deleted" in text(console.get(response.headers["Location"]))
 
 
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_preview_made_while_its_job_is_pruned_is_not_kept(keeping, app, api, monkeypatch, marked):
+    """A preview made from an image read just before the prune deleted it, and stored after: it goes, whether
+    the prune had marked the job by then (serve_thumbnail finds it so) or not (the prune deletes again)."""
+    job = api.imagine(**SMALL)
+    _age(app, job["id"], DAYS + 1)
+    make, delete = retention.storage.make_thumbnail, retention.storage.delete_images
+    if marked:  # the whole prune runs while the preview is made
+        monkeypatch.setattr(retention.storage, "make_thumbnail", lambda data: (_prune(app), make(data))[1])
+        _expired(api.get(f"/images/{job['id']}/thumbs/1.png"), job["id"])
+    else:  # the preview is stored between the prune's delete and its mark
+
+        def deleting(job_id):
+            store = retention.storage.current()
+            image = store.read(f"{job_id}/1.png")  # as serve_thumbnail reads it, just before the delete
+            delete(job_id)
+            store.put(f"{job_id}/thumbs/1.webp", make(image))
+            monkeypatch.setattr(retention.storage, "delete_images", delete)
+
+        monkeypatch.setattr(retention.storage, "delete_images", deleting)
+        _prune(app)
+    assert not (_images(app) / job["id"]).exists()  # unfixed: thumbs/1.webp, served with 200 for good
+    _expired(api.get(f"/images/{job['id']}/thumbs/1.png"), job["id"])
+
+
 def test_the_job_pool_prunes_in_its_upkeep_with_the_setting(keeping, app, api):
     job = api.imagine(**SMALL)
     _age(app, job["id"], DAYS + 1)
