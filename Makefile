@@ -34,7 +34,7 @@ browser: $(BROWSER)
 NGINX := /usr/sbin/nginx
 $(NGINX):
 	$(SUDO) apt-get update
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx
 
 test: $(BIN)/.testing $(BROWSER) $(NGINX)
 	$(BIN)/ruff check .

@@ -104,7 +104,7 @@ http {{
 def web(tmp_path_factory) -> Iterator[tuple[Server, str]]:
     """A web node behind a proxy, as deploy/apiframe.env runs it; jobs stay pending; an API key."""
     if not NGINX.exists():
-        pytest.fail("nginx is missing: `make test` installs Debian's nginx-light package")
+        pytest.fail("nginx is missing: `make test` installs Debian's nginx package")
     data = tmp_path_factory.mktemp("nginx-web")
     env = environment(data, free_port(), APIFRAME_PROXY_FIX="1", APIFRAME_LOCAL_LATENCY="600")
     key = cli(env, "users", "create", "proxied@example.com", "--plan", "scale").strip().splitlines()[-1]
