@@ -13,6 +13,7 @@ import jobs
 import schemas
 from api.reference import EVENTS
 from console.blueprints import console_bp as bp
+from console.filters import job_title
 from console.forms import ConfirmForm, ImageActionForm, JobFilterForm, PickForm
 from console.login import liveness
 from console.pages import page_number
@@ -100,6 +101,7 @@ def live_jobs() -> Response:
                 "status": job.status,
                 "progress": job.progress,
                 "active": job.status in jobs.ACTIVE,
+                "title": job_title(job),
                 "error": job.error,
                 "html": render_template(template, job=job, **context),
             }

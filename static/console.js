@@ -109,16 +109,21 @@
       fresh.querySelectorAll(old.tagName), function (element) { return key(element) === key(old); });
     if (!match || match.disabled || match.closest("[hidden]")) { match = fresh.querySelector("[data-focus-heading]"); }
     if (match) { match.focus(); }
+    if (document.activeElement !== match) {  // it could not take the focus (in a closed details, say)
+      var heading = fresh.querySelector("[data-focus-heading]");
+      if (heading) { heading.focus(); }
+    }
   }
 
-  /* Say a job's new status once (a job may show in several views) in the page's polite live region. */
+  /* Say a job's new status once (a job may show in several views) in the page's polite live region, with its title:
+     a gallery may follow several. */
   var announced = {};
   function announce(job) {
     if (announced[job.id] === job.status) { return; }
     announced[job.id] = job.status;
     var region = document.querySelector("[data-announce]");
     if (!region) { return; }
-    var text = "Job " + job.status.replace("_", " ") + (job.error ? ": " + job.error : "");
+    var text = "Job \u201c" + job.title + "\u201d " + job.status.replace("_", " ") + (job.error ? ": " + job.error : "");
     region.textContent = "";
     window.setTimeout(function () { region.textContent = text; }, 100);  // a fresh text is read even if the same
   }
