@@ -56,6 +56,18 @@ def _answers_not_kept_once(monkeypatch) -> None:
     monkeypatch.setattr(IdempotencyKey, "update", update_or_fail)
 
 
+POPPIES = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
+
+
+def _openai_try_unkept(app, api, monkeypatch, key: str):
+    """An OpenAI create of two jobs under Idempotency-Key ``key`` whose answer is not kept; the client and
+    headers to try again with, and the answer."""
+    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": key}
+    client = app.test_client()
+    _answers_not_kept_once(monkeypatch)
+    return client, headers, client.post("/v1/images/generations", json=POPPIES, headers=headers)
+
+
 def _outlive_in_flight_limit(app, key: str) -> None:
     """Make the key's first request look like one whose server died unanswered long enough ago."""
     with app.app_context():
@@ -191,14 +203,10 @@ def test_an_answer_not_kept_still_answers_and_a_retry_after_takeover_gets_the_sa
 
 def test_an_openai_retry_after_takeover_waits_for_the_same_jobs(database, app, acct, monkeypatch):
     account, api = acct
-    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "unkept-openai"}
-    body = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
-    client = app.test_client()
-    _answers_not_kept_once(monkeypatch)
-    first = client.post("/v1/images/generations", json=body, headers=headers)
+    client, headers, first = _openai_try_unkept(app, api, monkeypatch, "unkept-openai")
     assert first.status_code == 200 and len(first.get_json()["data"]) == 6
     _outlive_in_flight_limit(app, "unkept-openai")
-    again = client.post("/v1/images/generations", json=body, headers=headers)
+    again = client.post("/v1/images/generations", json=POPPIES, headers=headers)
     assert again.status_code == 200
     assert again.get_json()["data"] == first.get_json()["data"]  # the same jobs' images
     assert _jobs(app, account.id) == 2 and _debits(app, account.id) == 2
@@ -209,28 +217,22 @@ def test_an_openai_retry_whose_other_job_is_refused_refunds_the_job_it_got_back(
     database, app, acct, monkeypatch
 ):
     account, api = acct
-    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "half-made"}
-    body = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
-    client = app.test_client()
-    _answers_not_kept_once(monkeypatch)
-    assert client.post("/v1/images/generations", json=body, headers=headers).status_code == 200
+    client, headers, first = _openai_try_unkept(app, api, monkeypatch, "half-made")
+    assert first.status_code == 200
     with app.app_context():  # as if the first request died after its first job; and the credits ran out
         (made,) = [row.jobs for row in IdempotencyKey.select().where(IdempotencyKey.key == "half-made")]
         IdempotencyKey.update(jobs=made[:1]).where(IdempotencyKey.key == "half-made").execute()
         Account.update(balance=0).where(Account.id == account.id).execute()
     _outlive_in_flight_limit(app, "half-made")
-    again = client.post("/v1/images/generations", json=body, headers=headers)
+    again = client.post("/v1/images/generations", json=POPPIES, headers=headers)
     assert again.status_code == 429 and again.get_json()["error"]["code"] == "insufficient_quota"
     assert _balance(app, account.id) == 16  # no images, so the succeeded job it got back is refunded
 
 
 def test_a_retry_after_takeover_never_refunds_a_job_twice(database, app, acct, monkeypatch):
     account, api = acct
-    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "refunded"}
-    body = {"prompt": "a field of poppies", "n": 6, "size": "512x512"}  # six images: two jobs
-    client = app.test_client()
-    _answers_not_kept_once(monkeypatch)
-    assert client.post("/v1/images/generations", json=body, headers=headers).status_code == 200
+    client, headers, first = _openai_try_unkept(app, api, monkeypatch, "refunded")
+    assert first.status_code == 200
     with app.app_context():  # as if its second job had failed, and it died having refunded the first
         (made,) = [row.jobs for row in IdempotencyKey.select().where(IdempotencyKey.key == "refunded")]
         first, second = Job.get_by_id(made[0]), Job.get_by_id(made[1])
@@ -238,7 +240,7 @@ def test_a_retry_after_takeover_never_refunds_a_job_twice(database, app, acct, m
         credits.refund(second, "imagine job failed")
         credits.refund(first, "imagine job refunded: another job of its request failed")
     _outlive_in_flight_limit(app, "refunded")
-    again = client.post("/v1/images/generations", json=body, headers=headers)
+    again = client.post("/v1/images/generations", json=POPPIES, headers=headers)
     assert again.status_code == 500 and "failed" in again.get_json()["error"]["message"]
     assert _balance(app, account.id) == 5000  # both jobs refunded once: neither twice
 
