@@ -89,9 +89,15 @@ http {{
             self.process.wait(timeout=10)
 
     def requests_to(self, path: str) -> int:
-        """How many requests nginx logged for ``path``."""
-        log = (self.directory / "access.log").read_text()
-        return len(re.findall(rf'"[A-Z]+ {re.escape(path)} HTTP', log))
+        """How many requests nginx logged for ``path``, once it has logged one: nginx writes a request's
+        line after its answer has gone, so a client can read the log before it is there."""
+        deadline = time.monotonic() + 5
+        while True:
+            log = (self.directory / "access.log").read_text()
+            count = len(re.findall(rf'"[A-Z]+ {re.escape(path)} HTTP', log))
+            if count or time.monotonic() > deadline:
+                return count
+            time.sleep(0.02)
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, verify=self.certificate, timeout=10, **kwargs)
