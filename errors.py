@@ -8,8 +8,12 @@ from typing import Any
 
 from flask import Flask, Response, current_app, has_app_context, has_request_context, jsonify, request
 from gunicorn.http.errors import ParseException  # gunicorn reading a request body as it arrives
+from peewee import PeeweeException
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Rule
+
+import models
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,13 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "PROVIDER_ERROR": (500, "The image provider failed. A job whose provider fails ends failed, refunded."),
     "INTERNAL_ERROR": (500, "An unexpected error; it is logged on the server."),
     "STORAGE_UNAVAILABLE": (503, "The image storage could not be reached; wait Retry-After seconds."),
+    "DATABASE_UNAVAILABLE": (
+        503,
+        "The database could not be used for now (down, restarting, its connection lost, busy or full); wait "
+        "Retry-After seconds.",
+    ),
 }
+DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait when the database cannot be used
 
 
 EXTENSION = "apiframe.error_bodies"  # blueprint name -> how errors on its routes are rendered
@@ -208,6 +218,24 @@ def _handle_unreadable_body(exc: ParseException) -> Response:
     return validation_error(f"The request body could not be read: {exc}.").response()
 
 
+def database_unavailable(exc: Exception) -> ApiError | None:
+    """503 DATABASE_UNAVAILABLE, logged in one line, if ``exc`` says the database cannot be used for now."""
+    if not models.unavailable(exc):
+        return None
+    log.warning("a request could not use the database: %s", str(exc).strip())
+    return ApiError(
+        503,
+        "DATABASE_UNAVAILABLE",
+        f"The database could not be used just now. Retry in {DATABASE_RETRY_AFTER} seconds.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
+
+
+def _handle_database_error(exc: Exception) -> Response:
+    unavailable = database_unavailable(exc)
+    return unavailable.response() if unavailable else _handle_unexpected(exc)
+
+
 def _handle_unexpected(exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "INTERNAL_ERROR", "An internal error occurred. It has been logged.").response()
@@ -218,4 +246,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _handle_api_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(ParseException, _handle_unreadable_body)
+    app.register_error_handler(PeeweeException, _handle_database_error)
+    app.register_error_handler(MaxConnectionsExceeded, _handle_database_error)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -26,7 +26,7 @@ from flask import Flask, Response, current_app, json
 import jobs
 import keycache
 from errors import ApiError
-from models import Job, db, utcnow
+from models import Job, db, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,13 @@ class Watcher:
                 try:
                     db.connect(reuse_if_open=True)
                     self._update(self._read(watched))
-                except Exception:
-                    log.exception("reading the jobs of event streams failed")
+                except Exception as exc:
+                    if unavailable(exc):
+                        log.warning(
+                            "event streams: the database cannot be used (%s); reading again", str(exc).strip()
+                        )
+                    else:
+                        log.exception("reading the jobs of event streams failed")
                     if not db.is_closed():
                         db.close()
             if not db.is_closed():

@@ -25,7 +25,7 @@ from flask import Flask
 from peewee import Expression, Model
 
 import wakeup
-from models import db, utcnow
+from models import db, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,13 @@ class LeasedDispatcher:
                         self._maintain()
                         next_renewal = time.monotonic() + renew_every
                     self._dispatch()
-            except Exception:
-                log.exception("%s dispatcher failed; retrying", self.name)
+            except Exception as exc:
+                if unavailable(exc):  # an outage, not a fault: a line, not a traceback
+                    log.warning(
+                        "%s dispatcher: database unavailable (%s); retrying", self.name, str(exc).strip()
+                    )
+                else:
+                    log.exception("%s dispatcher failed; retrying", self.name)
                 self._stopping.wait(1.0)
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+import psycopg2
 from peewee import (
     Alias,
     AutoField,
@@ -37,6 +38,7 @@ from peewee import (
     ModelIndex,
     ModelObjectCursorWrapper,
     Node,
+    PeeweeException,
     Query,
     Select,
     SqliteDatabase,
@@ -47,7 +49,7 @@ from peewee import (
 from playhouse.db_url import connect as connect_url
 from playhouse.db_url import register_database
 from playhouse.migrations import Runner
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 db = DatabaseProxy()
@@ -253,6 +255,34 @@ def open_database(url: str) -> Any:
             f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15, **keepalives(url)
         )
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+# SQLite's primary result codes that say the database cannot be used for now, not that a statement is wrong.
+SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used for now (down, restarting, its connection cut, no
+    connection free, locked, its disk full or read-only) rather than that a statement is at fault."""
+    if isinstance(exc, MaxConnectionsExceeded):
+        return True
+    if not isinstance(exc, PeeweeException):
+        return False
+    cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__context__
+    if isinstance(cause, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return True  # connection failures, shutdowns, cancels, lack of resources, deadlocks
+    # SQLite's own errors carry its (extended) result code; those the sqlite3 module raises itself do not
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in SQLITE_UNAVAILABLE
 
 
 def is_sqlite() -> bool:

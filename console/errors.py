@@ -8,10 +8,12 @@ import logging
 from flask import Blueprint, Response, g, make_response, render_template
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from peewee import PeeweeException
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from console.login import current_account
-from errors import ApiError
+from errors import ApiError, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ TITLES = {
     413: "Too large",
     429: "Slow down",
     500: "Something went wrong",
+    503: "Unavailable for a moment",
 }
 MESSAGES = {
     404: "There is nothing here. It may have been removed, or it belongs to another account.",
@@ -65,6 +68,17 @@ def routing_page(exc: ApiError) -> Response:
     return make_response(error_page(exc.status, MESSAGES.get(exc.status, exc.message)))
 
 
+def _database_error(exc: Exception) -> Response | tuple[str, int]:
+    unavailable = database_unavailable(exc)
+    if unavailable is None:
+        return _unexpected(exc)
+    response = make_response(
+        error_page(503, "The database could not be used just now. Wait a few seconds, then try again.")
+    )
+    response.headers.update(unavailable.headers)
+    return response
+
+
 def _unexpected(exc: Exception) -> tuple[str, int]:
     log.exception("unhandled error in the console", exc_info=exc)
     return error_page(500, "An internal error occurred. It has been logged; please try again.")
@@ -76,4 +90,6 @@ def register(blueprint: Blueprint) -> None:
     blueprint.register_error_handler(RateLimitExceeded, _rate_limited)
     blueprint.register_error_handler(HTTPException, _http_error)
     blueprint.register_error_handler(ApiError, _api_error)
+    blueprint.register_error_handler(PeeweeException, _database_error)
+    blueprint.register_error_handler(MaxConnectionsExceeded, _database_error)
     blueprint.register_error_handler(Exception, _unexpected)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import psycopg2
 import pytest
+from peewee import OperationalError, SqliteDatabase
 
 import config
+import models
 from app import create_app
-from conftest import stop_background
+from conftest import POSTGRES, stop_background
+from test_console import PASSWORD, Console
 
 
 def test_factory_honours_test_config(app, tmp_path):
@@ -240,3 +245,61 @@ def test_internal_errors_are_json_without_traceback(app, api, monkeypatch):
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
     assert message
+
+
+@pytest.fixture
+def refusing(postgres_url):
+    """Make the database refuse every connection, as while it restarts, and end those it has."""
+    admin = psycopg2.connect(POSTGRES.format(name="test"))
+    admin.autocommit = True
+    name = postgres_url.rsplit("/", 1)[1]
+
+    def refuse(refused: bool = True) -> None:
+        with admin.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if refused else 'true'}")
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+            )
+
+    yield refuse
+    refuse(False)
+    admin.close()
+
+
+def test_a_database_that_cannot_be_used_is_a_503_with_retry_after_in_each_family(
+    on_postgres, app, client, make_account, refusing, caplog
+):
+    _, key = make_account("scale", email="down@example.com", password=PASSWORD)
+    console = Console(client)
+    assert console.login("down@example.com").status_code == 302
+    refusing()
+    headers, cat = {"X-API-Key": key}, {"prompt": "a cat"}
+    for response, code in [
+        (client.post("/v1/imagine", json=cat, headers=headers), "DATABASE_UNAVAILABLE"),
+        (client.get("/v1/jobs", headers=headers), "DATABASE_UNAVAILABLE"),
+        (client.get("/account", headers=headers), "DATABASE_UNAVAILABLE"),  # the original API
+        (client.post("/v1/images/generations", json=cat, headers=headers), "database_unavailable"),
+    ]:
+        assert response.status_code == 503 and response.headers["Retry-After"] == "5", response.data
+        assert response.is_json and response.get_json()["error"]["code"] == code
+    page = client.get("/console/")
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+    assert "could not be used just now" in page.get_data(as_text=True)
+    assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text  # a warning, not a fault
+    assert "a request could not use the database" in caplog.text
+    refusing(False)
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+
+
+def test_a_locked_sqlite_database_is_unavailable_and_a_faulty_statement_is_not(tmp_path):
+    path = str(tmp_path / "locked.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    database = SqliteDatabase(path, timeout=0)
+    with pytest.raises(OperationalError) as locked:
+        database.execute_sql("SELECT * FROM t")
+    holder.rollback()
+    with pytest.raises(OperationalError) as faulty:
+        database.execute_sql("SELECT * FROM no_such_table")
+    assert models.unavailable(locked.value) and not models.unavailable(faulty.value)
