@@ -68,6 +68,8 @@ def down(migrator, db):
     else:
         db.execute_sql("DROP TRIGGER queue_count ON job")
         db.execute_sql("DROP TRIGGER queue_count_truncated ON job")
-        db.execute_sql("DROP FUNCTION queue_count_change()")
+        # the first version of this migration named the trigger's function queue_count()
+        db.execute_sql("DROP FUNCTION IF EXISTS queue_count_change()")
+        db.execute_sql("DROP FUNCTION IF EXISTS queue_count()")
         db.execute_sql("DROP FUNCTION queue_count_truncated()")
     db.execute_sql("DROP TABLE queue_count")

@@ -219,3 +219,26 @@ def test_upgrading_keeps_one_refund_per_job_and_every_balance(old_database, sett
     finally:
         stop_background(application)
         models.db.obj.close_all()
+
+
+def test_every_migration_goes_down_and_up_again(old_database):
+    """An operator can roll the schema back to any release and forward again; the first migration's
+    down() leaves no table behind."""
+    _, database, _ = old_database
+    runner = Runner(database, str(models.MIGRATIONS_DIR))
+    runner.up()
+    runner.down(target="0001_initial")
+    assert set(database.get_tables()) <= {"schema_migration"}
+    runner.up()
+    assert {model._meta.table_name for model in [*models.MODELS, QueueCount]} <= set(database.get_tables())
+
+
+def test_the_queue_count_goes_down_from_its_first_version_too(postgres_url):
+    """The first version of 0010_queue_count named the trigger's function queue_count()."""
+    database = models.open_database(postgres_url)
+    runner = Runner(database, str(models.MIGRATIONS_DIR))
+    runner.up(target="0010_queue_count")
+    database.execute_sql("ALTER FUNCTION queue_count_change() RENAME TO queue_count")
+    runner.down(target="0010_queue_count")
+    assert "queue_count" not in database.get_tables()
+    database.close_all()
