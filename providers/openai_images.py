@@ -60,7 +60,10 @@ DESCRIBE_PROMPT = (
 
 
 def _family(model: str) -> str:
-    return "gpt-image" if model.startswith("gpt-image") else model
+    """The model's family: ``gpt-image`` for OpenAI's GPT image models (gpt-image-1, gpt-image-1.5,
+    chatgpt-image-latest ...), else its own name (dall-e-2, dall-e-3, or a compatible server's model,
+    which is sent the exact size and asked for base64 as DALL-E is)."""
+    return "gpt-image" if model.startswith(("gpt-image-", "chatgpt-image-")) else model
 
 
 def _shape(width: int, height: int) -> str:

@@ -256,3 +256,15 @@ def test_an_answer_past_the_cap_is_refused_without_reading_the_rest(oa):
     with pytest.raises(ProviderError, match=r"openai provider's answer is larger than \d+ bytes"):
         make(oa, PROVIDER_MAX_BYTES=3000).run("imagine", imagine_request(), Ctx())
     assert oa.flooded < 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("model", ["chatgpt-image-latest", "gpt-image-1.5", "gpt-image-1-mini"])
+def test_every_gpt_image_model_gets_its_sizes_and_no_response_format(oa, model):
+    provider = make(oa, OPENAI_IMAGE_MODEL=model)
+    result = provider.run("imagine", imagine_request("4:3", 0.25), Ctx())
+    provider.run("variation", VariationRequest(image=Image.new("RGB", (300, 400)), index=1), Ctx())
+    generation, edit = oa.calls("/v1/images/generations")[0].json, oa.calls("/v1/images/edits")[0].form
+    assert generation["model"] == model and generation["size"] == "1536x1024"
+    assert edit["model"] == model and edit["size"] == "1024x1536"
+    assert "response_format" not in generation and "response_format" not in edit
+    assert [tile.size for tile in result.tiles] == [(512, 384)] * 4

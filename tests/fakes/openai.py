@@ -18,6 +18,32 @@ DESCRIPTIONS = [
     "watercolor painting of a red fox in the snow, loose brushwork, muted palette",
     "cinematic still of a fox crossing a frozen clearing at dawn, volumetric light",
 ]
+# The sizes each OpenAI model takes (openai-python's image_generate_params.py); gpt-image-2 takes any
+# WIDTHxHEIGHT in multiples of 16, from 1:3 to 3:1, up to 3840 on a side. Other names (a compatible
+# server's own models) take any WIDTHxHEIGHT.
+GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
+SIZES = {"dall-e-2": ("256x256", "512x512", "1024x1024"), "dall-e-3": ("1024x1024", "1792x1024", "1024x1792")}
+
+
+def gpt_image(model: str) -> bool:
+    """Whether ``model`` is one of OpenAI's GPT image models (gpt-image-1, chatgpt-image-latest ...)."""
+    return model.startswith(("gpt-image-", "chatgpt-image-"))
+
+
+def _size_refused(model: str, size: str) -> str | None:
+    """Why OpenAI refuses ``size`` for ``model``, or None."""
+    if model.startswith("gpt-image-2") and size != "auto":
+        width, _, height = size.partition("x")
+        if width.isdigit() and height.isdigit():
+            w, h = int(width), int(height)
+            if w % 16 == 0 and h % 16 == 0 and max(w, h) <= 3840 and max(w, h) <= 3 * min(w, h):
+                return None
+        return f"Invalid value: '{size}'. Width and height must be multiples of 16, from 1:3 to 3:1."
+    allowed = GPT_IMAGE_SIZES if gpt_image(model) else SIZES.get(model)
+    if allowed is None or size in allowed:
+        return None
+    listed = ", ".join(f"'{value}'" for value in allowed)
+    return f"Invalid value: '{size}'. Supported values are: {listed}."
 
 
 def _error(status: int, message: str, code: str | None = None, kind: str = "invalid_request_error") -> Reply:
@@ -50,11 +76,11 @@ class FakeOpenAI(FakeBackend):
         return route(request) if route else _error(404, f"Invalid URL ({request.method} {request.path})")
 
     def _answer(self, model: str, n: int, size: str, response_format: str | None) -> Reply:
-        width, height = (int(side) for side in size.split("x"))
+        width, height = (int(side) for side in ("1024x1024" if size == "auto" else size).split("x"))
         data = []
         for _ in range(n):
             image = png((width, height), COLORS[next(self.counter) % len(COLORS)])
-            if not self.force_urls and (model.startswith("gpt-image") or response_format == "b64_json"):
+            if not self.force_urls and (gpt_image(model) or response_format == "b64_json"):
                 data.append({"b64_json": base64.b64encode(image).decode()})
             else:
                 path = f"/files/img-{next(self.counter)}.png"
@@ -64,7 +90,7 @@ class FakeOpenAI(FakeBackend):
     def _check(self, model: str, n: int, size: str, response_format: str | None, prompt: str) -> Reply | None:
         if model == "dall-e-3" and n != 1:
             return _error(400, "You must provide n=1 for this model.")
-        if model.startswith("gpt-image") and response_format:
+        if gpt_image(model) and response_format:
             return _error(400, "Unknown parameter: 'response_format'.", "unknown_parameter")
         if self.blocked_word in (prompt or ""):
             return _error(
@@ -73,8 +99,11 @@ class FakeOpenAI(FakeBackend):
                 "moderation_blocked",
                 "image_generation_user_error",
             )
-        if "x" not in size:
+        if "x" not in size and size != "auto":
             return _error(400, f"Invalid value: '{size}'.")
+        refused = _size_refused(model, size)
+        if refused:
+            return _error(400, refused, "invalid_value")
         return None
 
     def _generations(self, request: Recorded) -> Reply:
