@@ -45,6 +45,12 @@ SIZES = {
     "dall-e-3": {"square": "1024x1024", "landscape": "1792x1024", "portrait": "1024x1792"},
 }
 DALL_E_2_SIZES = {1: "1024x1024", 0.5: "512x512", 0.25: "256x256"}
+# The qualities each model takes; a compatible server's model takes its own, unchecked.
+QUALITIES = {
+    "gpt-image": ("low", "medium", "high", "auto"),
+    "dall-e-3": ("standard", "hd"),
+    "dall-e-2": ("standard",),
+}
 VARIATION_PROMPT = "A close variation of this image: the same subject, composition, palette and style."
 BLEND_PROMPT = (
     "Blend these images into one new, coherent image that combines their subjects, shapes, colours "
@@ -93,6 +99,13 @@ class OpenAIImagesProvider(Provider):
             secrets=[key],
         )
         self.model = config["OPENAI_IMAGE_MODEL"]
+        self.quality = config.get("OPENAI_IMAGE_QUALITY")
+        allowed = QUALITIES.get(_family(self.model))
+        if self.quality and allowed and self.quality not in allowed:
+            raise ValueError(
+                f"APIFRAME_OPENAI_IMAGE_QUALITY must be one of {', '.join(allowed)} for {self.model}, "
+                f"got {self.quality!r}"
+            )
         self.per_call = int(
             config.get("OPENAI_IMAGES_PER_CALL") or (1 if self.model == "dall-e-3" else TILES)
         )
@@ -109,8 +122,8 @@ class OpenAIImagesProvider(Provider):
         """Four generations, fitted to the tile size."""
         prompt = request.prompt if not request.style else f"{request.prompt}, {request.style} style"
         fields: dict[str, Any] = {"model": self.model, "prompt": prompt, "size": self._size(request)}
-        if self.config.get("OPENAI_IMAGE_QUALITY"):
-            fields["quality"] = self.config["OPENAI_IMAGE_QUALITY"]
+        if self.quality:
+            fields["quality"] = self.quality
         fields.update(self._format())
         images = self._in_batches(
             ctx, lambda n: self._post("/images/generations", ctx, json={**fields, "n": n})
@@ -210,6 +223,13 @@ class OpenAIImagesProvider(Provider):
         """Ask for base64 where the model lets us choose (gpt-image models always answer base64)."""
         return {} if _family(self.model) == "gpt-image" else {"response_format": "b64_json"}
 
+    def _edit_fields(self, prompt: str, size: str) -> dict[str, str]:
+        """An edit's form fields, with the quality for GPT image models (dall-e-2 has one, its default)."""
+        fields = {"model": self.model, "prompt": prompt, "size": size, **self._format()}
+        if self.quality and _family(self.model) == "gpt-image":
+            fields["quality"] = self.quality
+        return fields
+
     def _size(self, request: ImagineRequest) -> str:
         if self.model == "dall-e-2":
             return DALL_E_2_SIZES.get(request.quality, "1024x1024")
@@ -255,7 +275,7 @@ class OpenAIImagesProvider(Provider):
         files = [
             (field, (f"image{i + 1}.png", png_bytes(image), "image/png")) for i, image in enumerate(sources)
         ]
-        fields = {"model": self.model, "prompt": prompt, "size": size, **self._format()}
+        fields = self._edit_fields(prompt, size)
         return self._in_batches(
             ctx, lambda n: self._post("/images/edits", ctx, data={**fields, "n": str(n)}, files=files)
         )
@@ -274,7 +294,7 @@ class OpenAIImagesProvider(Provider):
             ("image", ("image.png", png_bytes(image.convert("RGB").resize((width, height))), "image/png")),
             ("mask", ("mask.png", png_bytes(stencil), "image/png")),
         ]
-        fields = {"model": self.model, "prompt": prompt, "size": f"{width}x{height}", **self._format()}
+        fields = self._edit_fields(prompt, f"{width}x{height}")
         images = self._in_batches(
             ctx, lambda n: self._post("/images/edits", ctx, data={**fields, "n": str(n)}, files=files)
         )

@@ -268,3 +268,44 @@ def test_every_gpt_image_model_gets_its_sizes_and_no_response_format(oa, model):
     assert edit["model"] == model and edit["size"] == "1024x1536"
     assert "response_format" not in generation and "response_format" not in edit
     assert [tile.size for tile in result.tiles] == [(512, 384)] * 4
+
+
+def test_the_quality_goes_with_edits_too_for_gpt_image_models(oa):
+    provider = make(oa, OPENAI_IMAGE_QUALITY="low")
+    provider.run("variation", VariationRequest(image=Image.new("RGB", (256, 256)), index=1), Ctx())
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    provider.run("inpaint", InpaintRequest(image=structured((256, 256)), mask=mask), Ctx())
+    assert [call.form["quality"] for call in oa.calls("/v1/images/edits")] == ["low", "low"]
+
+
+def test_dall_e_2_edits_are_sent_no_quality(oa):
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    request = InpaintRequest(image=structured((256, 256)), mask=mask)
+    make(oa, OPENAI_IMAGE_MODEL="dall-e-2", OPENAI_IMAGE_QUALITY="standard").run("inpaint", request, Ctx())
+    assert "quality" not in oa.calls("/v1/images/edits")[0].form
+
+
+@pytest.mark.parametrize(
+    ("model", "quality", "allowed"),
+    [
+        ("gpt-image-1", "hd", "low, medium, high, auto"),
+        ("chatgpt-image-latest", "standard", "low, medium, high, auto"),
+        ("dall-e-3", "high", "standard, hd"),
+        ("dall-e-2", "hd", "standard"),
+    ],
+)
+def test_a_quality_the_model_does_not_take_stops_start_up(oa, model, quality, allowed):
+    with pytest.raises(ValueError) as failure:
+        make(oa, OPENAI_IMAGE_MODEL=model, OPENAI_IMAGE_QUALITY=quality)
+    assert str(failure.value) == (
+        f"APIFRAME_OPENAI_IMAGE_QUALITY must be one of {allowed} for {model}, got {quality!r}"
+    )
+
+
+def test_a_compatible_server_gets_its_own_quality_unchecked(oa):
+    make(oa, OPENAI_IMAGE_MODEL="my-local-model", OPENAI_IMAGE_QUALITY="ultra").run(
+        "imagine", imagine_request(), Ctx()
+    )
+    assert oa.calls("/v1/images/generations")[0].json["quality"] == "ultra"

@@ -24,6 +24,10 @@ DESCRIPTIONS = [
 GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 SIZES = {"dall-e-2": ("256x256", "512x512", "1024x1024"), "dall-e-3": ("1024x1024", "1792x1024", "1024x1792")}
 
+# The qualities each model takes (image_generate_params.py); edits take the same.
+QUALITIES = {"dall-e-2": ("standard", "auto"), "dall-e-3": ("standard", "hd", "auto")}
+GPT_IMAGE_QUALITIES = ("low", "medium", "high", "auto")
+
 
 def gpt_image(model: str) -> bool:
     """Whether ``model`` is one of OpenAI's GPT image models (gpt-image-1, chatgpt-image-latest ...)."""
@@ -40,10 +44,12 @@ def _size_refused(model: str, size: str) -> str | None:
                 return None
         return f"Invalid value: '{size}'. Width and height must be multiples of 16, from 1:3 to 3:1."
     allowed = GPT_IMAGE_SIZES if gpt_image(model) else SIZES.get(model)
-    if allowed is None or size in allowed:
-        return None
-    listed = ", ".join(f"'{value}'" for value in allowed)
-    return f"Invalid value: '{size}'. Supported values are: {listed}."
+    return None if allowed is None or size in allowed else _unsupported(size, allowed)
+
+
+def _unsupported(value: str, allowed: tuple[str, ...]) -> str:
+    listed = ", ".join(f"'{each}'" for each in allowed)
+    return f"Invalid value: '{value}'. Supported values are: {listed}."
 
 
 def _error(status: int, message: str, code: str | None = None, kind: str = "invalid_request_error") -> Reply:
@@ -87,7 +93,9 @@ class FakeOpenAI(FakeBackend):
                 data.append({"url": self.url_host.serve_image(path, image)})
         return Reply(200, {"created": 1700000000, "data": data})
 
-    def _check(self, model: str, n: int, size: str, response_format: str | None, prompt: str) -> Reply | None:
+    def _check(
+        self, model: str, n: int, size: str, response_format: str | None, prompt: str, quality: str | None
+    ) -> Reply | None:
         if model == "dall-e-3" and n != 1:
             return _error(400, "You must provide n=1 for this model.")
         if gpt_image(model) and response_format:
@@ -99,6 +107,9 @@ class FakeOpenAI(FakeBackend):
                 "moderation_blocked",
                 "image_generation_user_error",
             )
+        allowed = GPT_IMAGE_QUALITIES if gpt_image(model) else QUALITIES.get(model)
+        if quality is not None and allowed is not None and quality not in allowed:
+            return _error(400, _unsupported(quality, allowed), "invalid_value")
         if "x" not in size and size != "auto":
             return _error(400, f"Invalid value: '{size}'.")
         refused = _size_refused(model, size)
@@ -110,7 +121,7 @@ class FakeOpenAI(FakeBackend):
         body = request.json or {}
         model, n, size = body.get("model", "dall-e-2"), int(body.get("n", 1)), body.get("size", "1024x1024")
         fmt = body.get("response_format")
-        refused = self._check(model, n, size, fmt, body.get("prompt", ""))
+        refused = self._check(model, n, size, fmt, body.get("prompt", ""), body.get("quality"))
         return refused or self._answer(model, n, size, fmt)
 
     def _edits(self, request: Recorded) -> Reply:
@@ -125,7 +136,9 @@ class FakeOpenAI(FakeBackend):
             if mask.mode != "RGBA" or mask.size != Image.open(io.BytesIO(files["image"])).size:
                 return _error(400, "Invalid mask: it must be a PNG with transparency, the size of the image.")
         model, n, size = form.get("model", "dall-e-2"), int(form.get("n", 1)), form.get("size", "1024x1024")
-        refused = self._check(model, n, size, form.get("response_format"), form.get("prompt", ""))
+        refused = self._check(
+            model, n, size, form.get("response_format"), form.get("prompt", ""), form.get("quality")
+        )
         return refused or self._answer(model, n, size, form.get("response_format"))
 
     def _variations(self, request: Recorded) -> Reply:
