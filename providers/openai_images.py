@@ -10,9 +10,11 @@ since the API has no upscale endpoint. Both ``b64_json`` and ``url`` answers are
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -37,7 +39,10 @@ from providers.canvas import keep_original, padded
 from providers.http import Backend, HttpSettings, HttpStatusError, data_url, png_bytes
 from providers.prompts import split_prompts
 
+log = logging.getLogger(__name__)
+
 TILES = 4
+OPENAI_HOST = "api.openai.com"  # OpenAI's own API, which no longer has the DALL-E models
 MODERATION_CODES = ("content_policy_violation", "moderation_blocked")
 # Sizes each model accepts, by the shape of the tile asked for.
 SIZES = {
@@ -109,6 +114,12 @@ class OpenAIImagesProvider(Provider):
         self.per_call = int(
             config.get("OPENAI_IMAGES_PER_CALL") or (1 if self.model == "dall-e-3" else TILES)
         )
+        if self.model.startswith("dall-e-") and urlsplit(config["OPENAI_BASE_URL"]).hostname == OPENAI_HOST:
+            log.warning(
+                "APIFRAME_OPENAI_IMAGE_MODEL is %s, which OpenAI has retired from its API, so its jobs will "
+                "fail; choose a GPT image model such as gpt-image-1.5 or gpt-image-2",
+                self.model,
+            )
 
     def supports(self, operation: str) -> bool:
         """dall-e-3 has neither edits nor variations, so it cannot vary, blend, pan, zoom or inpaint."""

@@ -309,3 +309,23 @@ def test_a_compatible_server_gets_its_own_quality_unchecked(oa):
         "imagine", imagine_request(), Ctx()
     )
     assert oa.calls("/v1/images/generations")[0].json["quality"] == "ultra"
+
+
+@pytest.mark.parametrize(
+    ("model", "base_url", "warned"),
+    [
+        ("dall-e-3", "https://api.openai.com/v1", True),
+        ("dall-e-2", "https://API.OpenAI.com/v1/", True),
+        ("gpt-image-1", "https://api.openai.com/v1", False),
+        ("dall-e-3", "http://images.internal:8080/v1", False),  # a compatible server keeps the old names
+    ],
+)
+def test_a_retired_dall_e_model_on_openai_is_warned_about_at_start_up(caplog, model, base_url, warned):
+    caplog.set_level("WARNING", logger="providers.openai_images")
+    settings = provider_settings(OPENAI_BASE_URL=base_url, OPENAI_API_KEY=KEY, OPENAI_IMAGE_MODEL=model)
+    create("openai", settings)
+    expected = [
+        f"APIFRAME_OPENAI_IMAGE_MODEL is {model}, which OpenAI has retired from its API, so its jobs will "
+        "fail; choose a GPT image model such as gpt-image-1.5 or gpt-image-2"
+    ]
+    assert [record.getMessage() for record in caplog.records] == (expected if warned else [])
