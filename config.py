@@ -214,7 +214,7 @@ DEFAULTS: dict[str, Any] = {
     "COMFYUI_POLL_INTERVAL": 1.0,  # seconds between /history polls when the websocket is down
     "OPENAI_BASE_URL": "https://api.openai.com/v1",
     "OPENAI_API_KEY": None,
-    "OPENAI_IMAGE_MODEL": "gpt-image-1",
+    "OPENAI_IMAGE_MODEL": "gpt-image-2",
     "OPENAI_VISION_MODEL": "gpt-4o-mini",
     "OPENAI_IMAGE_QUALITY": None,  # model default
     "OPENAI_IMAGES_PER_CALL": None,  # by model: 1 for dall-e-3, else 4

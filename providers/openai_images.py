@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image
 
 import imaging
+from config import DEFAULTS
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -42,7 +44,16 @@ from providers.prompts import split_prompts
 log = logging.getLogger(__name__)
 
 TILES = 4
-OPENAI_HOST = "api.openai.com"  # OpenAI's own API, which no longer has the DALL-E models
+OPENAI_HOST = "api.openai.com"
+# Image models OpenAI has taken, or will take, out of its API (its deprecations page), and when.
+RETIREMENTS = {
+    "dall-e-2": date(2026, 5, 12),
+    "dall-e-3": date(2026, 5, 12),
+    "gpt-image-1": date(2026, 10, 23),
+    "gpt-image-1-mini": date(2026, 12, 1),
+    "gpt-image-1.5": date(2026, 12, 1),
+    "chatgpt-image-latest": date(2026, 12, 1),
+}
 MODERATION_CODES = ("content_policy_violation", "moderation_blocked")
 # Sizes each model accepts, by the shape of the tile asked for.
 SIZES = {
@@ -114,11 +125,15 @@ class OpenAIImagesProvider(Provider):
         self.per_call = int(
             config.get("OPENAI_IMAGES_PER_CALL") or (1 if self.model == "dall-e-3" else TILES)
         )
-        if self.model.startswith("dall-e-") and urlsplit(config["OPENAI_BASE_URL"]).hostname == OPENAI_HOST:
+        retired = RETIREMENTS.get(self.model)
+        if retired and urlsplit(config["OPENAI_BASE_URL"]).hostname == OPENAI_HOST:
             log.warning(
-                "APIFRAME_OPENAI_IMAGE_MODEL is %s, which OpenAI has retired from its API, so its jobs will "
-                "fail; choose a GPT image model such as gpt-image-1.5 or gpt-image-2",
+                "APIFRAME_OPENAI_IMAGE_MODEL is %s, which OpenAI %s from its API on %s: its jobs fail from "
+                "then on; choose %s",
                 self.model,
+                "removed" if retired <= date.today() else "removes",
+                retired.isoformat(),
+                DEFAULTS["OPENAI_IMAGE_MODEL"],
             )
 
     def supports(self, operation: str) -> bool:

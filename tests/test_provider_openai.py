@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import date
 
 import pytest
 from PIL import Image
@@ -21,6 +22,7 @@ from providers import (
     UpscaleRequest,
     VariationRequest,
     create,
+    openai_images,
 )
 
 KEY = "sk-test-0123456789abcdef"
@@ -45,12 +47,12 @@ def imagine_request(aspect="16:9", quality=1, **fields) -> ImagineRequest:
     )
 
 
-def test_imagine_with_gpt_image_1_asks_for_four_images_in_one_call(oa):
+def test_imagine_with_the_default_gpt_image_model_asks_for_four_images_in_one_call(oa):
     result = make(oa, OPENAI_IMAGE_QUALITY="high").run("imagine", imagine_request("16:9"), Ctx())
     (call,) = oa.calls("/v1/images/generations")
     assert call.headers["Authorization"] == f"Bearer {KEY}"
     assert call.json == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2",
         "prompt": "a red fox",
         "size": "1536x1024",
         "quality": "high",
@@ -96,7 +98,7 @@ def test_variation_is_an_edit_of_the_tile(oa):
     tile = Image.new("RGB", (512, 384), (10, 200, 30))
     result = make(oa).run("variation", VariationRequest(image=tile, index=1, prompt="a green field"), Ctx())
     (call,) = oa.calls("/v1/images/edits")
-    assert call.form["model"] == "gpt-image-1" and call.form["n"] == "4" and call.form["size"] == "1536x1024"
+    assert call.form["model"] == "gpt-image-2" and call.form["n"] == "4" and call.form["size"] == "1536x1024"
     assert "a green field" in call.form["prompt"] and "response_format" not in call.form
     assert [name for name, _ in call.files] == ["image"]
     assert [t.size for t in result.tiles] == [(512, 384)] * 4
@@ -314,18 +316,26 @@ def test_a_compatible_server_gets_its_own_quality_unchecked(oa):
 @pytest.mark.parametrize(
     ("model", "base_url", "warned"),
     [
-        ("dall-e-3", "https://api.openai.com/v1", True),
-        ("dall-e-2", "https://API.OpenAI.com/v1/", True),
-        ("gpt-image-1", "https://api.openai.com/v1", False),
-        ("dall-e-3", "http://images.internal:8080/v1", False),  # a compatible server keeps the old names
+        ("dall-e-3", "https://api.openai.com/v1", "removed from its API on 2026-05-12"),
+        ("dall-e-2", "https://API.OpenAI.com/v1/", "removed from its API on 2026-05-12"),
+        ("gpt-image-1", "https://api.openai.com/v1", "removed from its API on 2026-10-23"),
+        ("gpt-image-1.5", "https://api.openai.com/v1", "removes from its API on 2026-12-01"),
+        ("gpt-image-2", "https://api.openai.com/v1", None),
+        ("dall-e-3", "http://images.internal:8080/v1", None),  # a compatible server keeps the old names
     ],
 )
-def test_a_retired_dall_e_model_on_openai_is_warned_about_at_start_up(caplog, model, base_url, warned):
+def test_a_model_openai_has_retired_is_warned_about_at_start_up(caplog, monkeypatch, model, base_url, warned):
+    class November(date):
+        @classmethod
+        def today(cls):
+            return cls(2026, 11, 29)
+
+    monkeypatch.setattr(openai_images, "date", November)
     caplog.set_level("WARNING", logger="providers.openai_images")
     settings = provider_settings(OPENAI_BASE_URL=base_url, OPENAI_API_KEY=KEY, OPENAI_IMAGE_MODEL=model)
     create("openai", settings)
     expected = [
-        f"APIFRAME_OPENAI_IMAGE_MODEL is {model}, which OpenAI has retired from its API, so its jobs will "
-        "fail; choose a GPT image model such as gpt-image-1.5 or gpt-image-2"
+        f"APIFRAME_OPENAI_IMAGE_MODEL is {model}, which OpenAI {warned}: its jobs fail from then on; "
+        "choose gpt-image-2"
     ]
     assert [record.getMessage() for record in caplog.records] == (expected if warned else [])

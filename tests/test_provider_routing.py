@@ -64,7 +64,7 @@ def test_an_operation_can_be_routed_to_its_own_provider(sd):
         ({"PROVIDER": "apiframe"}, "APIFRAME_APIFRAME_KEY must be set to use the apiframe provider"),
         (
             {"PROVIDER": "openai", "OPENAI_API_KEY": "sk-test", "OPENAI_IMAGE_QUALITY": "hd"},
-            "APIFRAME_OPENAI_IMAGE_QUALITY must be one of low, medium, high, auto for gpt-image-1, got 'hd'",
+            "APIFRAME_OPENAI_IMAGE_QUALITY must be one of low, medium, high, auto for gpt-image-2, got 'hd'",
         ),
         (
             {"PROVIDER": "sdwebui", "SDWEBUI_URL": "http://gpu:7860", "SDWEBUI_AUTH": "nocolon"},
