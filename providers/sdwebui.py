@@ -5,7 +5,9 @@ even mix of the inputs; pan and zoom out -> img2img inpainting of the padded can
 it is new; vary region -> img2img inpainting with the user's mask (the pixels outside a mask are put
 back as they were); upscale -> extra-single-image; describe -> interrogate (clip, and deepdanbooru
 when the server has it) made into four prompts. Progress comes from /progress while a generation
-runs; a cancelled or timed-out job interrupts the server's current generation.
+runs. Each generation is sent with a task id of its own (``force_task_id``); /sdapi/v1/interrupt stops
+whatever the server runs, so a cancelled or timed-out job sends it only when /internal/progress says
+the server is running that task.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -46,6 +50,15 @@ INTERRUPT_SECONDS = 5.0
 PROGRESS_TIMEOUT = 5.0  # a progress read (beside the generation, never holding up the job) gives up
 # Added to a prompt so that the four describe answers differ even when the server has little to say.
 FLAVOURS = ("cinematic lighting", "highly detailed", "soft focus", "wide angle")
+
+
+@dataclass
+class Task:
+    """One generation as the server queues it: the id it is sent with, and what progress reads saw."""
+
+    id: str = field(default_factory=lambda: f"task(apiframe-{uuid.uuid4().hex})")
+    running: bool | None = None  # the server ran this task at the last read; None: it did not say
+    interrupted: bool = False  # the server's interrupt flag was up while it ran this task
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -189,16 +202,25 @@ class SdWebUIProvider(Provider):
     ) -> Result:
         """Run a generation, reporting progress, interrupting the server if the job stops."""
         path = f"/sdapi/v1/{endpoint}"
+        task = Task()
+        payload["force_task_id"] = task.id
         try:
             body = self.http.while_running(
                 ctx,
                 lambda detached: self.http.json("POST", path, detached, json=payload),
-                self._read_progress,
+                lambda detached: self._read_progress(detached, task),
                 self.poll_interval,
             )
         except JobAborted:  # the job ends now; the interrupt has its own thread and timeout
-            threading.Thread(target=self.interrupt, name="sdwebui-interrupt", daemon=True).start()
+            threading.Thread(
+                target=self.interrupt, args=(task.id,), name="sdwebui-interrupt", daemon=True
+            ).start()
             raise
+        if task.interrupted:
+            raise ProviderError(
+                "The sdwebui provider's generation was interrupted on the server (from its web page or "
+                "by another client), so its images are unfinished."
+            )
         tiles = self._tiles(self.http.field(body, "images"), size)
         return Result(tiles=tiles, seed=_seed(body.get("info")))
 
@@ -224,8 +246,13 @@ class SdWebUIProvider(Provider):
         )
         return self._generate("img2img", payload, ctx, (width, height))
 
-    def _read_progress(self, ctx: JobContext) -> float | None:
-        """The running generation's progress (0-100), or None when the server does not say."""
+    def _read_progress(self, ctx: JobContext, task: Task) -> float | None:
+        """The running generation's progress (0-100), or None when it is not ``task``'s or unknown.
+
+        /sdapi/v1/progress shows the server's one state, whoever's generation it is; /internal/progress
+        read after it says whether that is ``task``. An interrupt flag seen between two reads that both
+        found ``task`` running was raised during it.
+        """
         try:
             body = self.http.json(
                 "GET",
@@ -234,14 +261,47 @@ class SdWebUIProvider(Provider):
                 retries=0,
                 read_timeout=PROGRESS_TIMEOUT,
             )
-            return float(body["progress"]) * 100
-        except (ProviderError, KeyError, TypeError, ValueError):
+            percent = float(body["progress"]) * 100
+            state = body.get("state")
+        except (ProviderError, KeyError, TypeError, ValueError, AttributeError):
             log.debug("sdwebui: no progress this time")
             return None
+        was_running, task.running = task.running, self._running(task.id, ctx)
+        if was_running and task.running and isinstance(state, dict) and state.get("interrupted") is True:
+            task.interrupted = True
+        return None if task.running is False else percent
 
-    def interrupt(self) -> None:
-        """Ask the server to stop its current generation (best effort)."""
+    def _running(self, task_id: str, ctx: JobContext) -> bool | None:
+        """Whether the server is running the generation sent with ``task_id``; None if it cannot say.
+
+        Only /internal/progress (served with the web page by AUTOMATIC1111 1.6+ and Forge; not under
+        --nowebui) knows tasks: /sdapi/v1/progress never names the current one. A task the server has
+        neither queued, run nor finished is unknown (a server older than 1.6 ignores force_task_id).
+        """
         try:
+            body = self.http.json(
+                "POST",
+                "/internal/progress",
+                ctx,
+                retries=0,
+                read_timeout=PROGRESS_TIMEOUT,
+                json={"id_task": task_id, "id_live_preview": -1, "live_preview": False},
+            )
+        except ProviderError:
+            return None
+        known = isinstance(body, dict) and any(body.get(k) is True for k in ("active", "queued", "completed"))
+        return body.get("active") is True if known else None
+
+    def interrupt(self, task_id: str) -> None:
+        """Stop the generation sent with ``task_id`` if the server is running it now (best effort).
+
+        /sdapi/v1/interrupt stops whatever the server runs, so it is sent only when the server says that
+        is this task; one still queued there, or a server that cannot say, is left alone.
+        """
+        try:
+            if not self._running(task_id, Deadline(INTERRUPT_SECONDS)):
+                log.info("sdwebui: not interrupting: the server is not running %s (or cannot say)", task_id)
+                return
             self.http.request("POST", "/sdapi/v1/interrupt", Deadline(INTERRUPT_SECONDS), retries=0)
         except (ProviderError, JobAborted):
             log.warning("sdwebui: could not interrupt the running generation")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from PIL import Image
 
 import imaging
@@ -152,6 +155,72 @@ def test_cancel_interrupts_the_generation(sd):
     assert time.monotonic() - started < 2
     assert sd.interrupted.wait(2)
     assert sd.calls("/sdapi/v1/interrupt")[0].method == "POST"
+    (call,) = sd.calls("/sdapi/v1/txt2img")
+    assert sd.interrupts == [call.json["force_task_id"]]  # it stopped this job's own generation
+
+
+def wait_for(condition, seconds: float = 3.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_cancelling_a_job_queued_behind_another_leaves_the_other_generation_alone(sd):
+    """Generations queue for one lock and /interrupt stops whichever runs: not the cancelled one's."""
+    sd.generation_seconds = 1.0
+    provider = make(sd)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(provider.run, "imagine", imagine_request("1:1", 0.25), Ctx())
+        wait_for(lambda: sd.current_task is not None)
+        queued = Ctx()
+        queued.cancel_after(0.3)
+        with pytest.raises(JobCancelled):
+            provider.run("imagine", imagine_request("1:1", 0.25), queued)
+        time.sleep(0.3)  # time for an interrupt to arrive
+        first = running.result(5).tiles[0]
+    assert not sd.calls("/sdapi/v1/interrupt") and not sd.interrupted.is_set()
+    assert first.getpixel((5, 5)) == (40, 90, 160)  # finished, not the interrupted sampler's noise
+    assert queued.reported == []  # the other generation's progress was never reported as this job's
+    ids = [call.json["force_task_id"] for call in sd.calls("/sdapi/v1/txt2img")]
+    assert len(set(ids)) == 2
+
+
+@pytest.mark.parametrize("server", ["started with --nowebui", "older than 1.6"])
+def test_a_server_that_cannot_say_which_task_runs_is_not_interrupted(sd, server):
+    if server == "started with --nowebui":
+        sd.web_ui = False
+    else:
+        sd.task_ids = False
+    sd.generation_seconds = 10
+    ctx = Ctx()
+    ctx.cancel_after(0.3)
+    with pytest.raises(JobCancelled):
+        make(sd).run("imagine", imagine_request(), ctx)
+    time.sleep(0.5)  # time for an interrupt to arrive
+    assert not sd.calls("/sdapi/v1/interrupt")
+
+
+def test_a_generation_interrupted_by_someone_else_fails_instead_of_returning_noise(sd):
+    sd.generation_seconds, sd.decode_seconds = 2.0, 0.3
+    threading.Timer(0.5, requests.post, args=(sd.url + "/sdapi/v1/interrupt",)).start()
+    with pytest.raises(ProviderError, match="generation was interrupted on the server"):
+        make(sd).run("imagine", imagine_request("1:1", 0.25), Ctx())
+    assert sd.interrupts == [sd.calls("/sdapi/v1/txt2img")[0].json["force_task_id"]]
+
+
+def test_an_interrupt_of_the_generation_before_this_one_is_not_taken_for_its_own(sd):
+    sd.generation_seconds, sd.decode_seconds = 0.6, 0.2
+    provider = make(sd)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(provider.run, "imagine", imagine_request("1:1", 0.25), Ctx())
+        wait_for(lambda: sd.current_task is not None)
+        second = pool.submit(provider.run, "imagine", imagine_request("1:1", 0.25), Ctx())
+        time.sleep(0.2)
+        requests.post(sd.url + "/sdapi/v1/interrupt")  # the first generation's
+        with pytest.raises(ProviderError, match="interrupted"):
+            first.result(5)
+        assert len(second.result(5).tiles) == 4
 
 
 def test_a_stopped_job_ends_without_waiting_for_the_interrupt(sd):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import threading
 import time
 
@@ -33,18 +34,35 @@ def _b64(image: Image.Image) -> str:
 
 
 class FakeSdWebUI(FakeBackend):
-    """txt2img, img2img, extra-single-image, interrogate, progress, interrupt, sd-models."""
+    """txt2img, img2img, extra-single-image, interrogate, progress, interrupt, sd-models.
+
+    Generations wait for one queue lock and share one ``shared.state``: /interrupt stops whichever
+    runs, and the interrupted sampler's latents are decoded and answered 200 like finished ones.
+    /internal/progress (served with the web page, not under --nowebui) knows a task by its id.
+    """
 
     def __init__(self, auth: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.auth = auth
-        self.generation_seconds = 0.0  # how long a generation takes (progress rises meanwhile)
+        self.generation_seconds = 0.0  # how long sampling takes (progress rises meanwhile)
+        self.decode_seconds = 0.0  # then decoding (after an interrupt too), still the running task
         self.deepdanbooru = True
         self.return_grid = False  # opts.return_grid: the grid comes first in the images
+        self.web_ui = True  # False: started with --nowebui, so the page's /internal routes are missing
+        self.task_ids = True  # False: older than 1.6, which ignores force_task_id
         self.progress = 0.0
-        self.interrupted = threading.Event()
+        self.running = False  # shared.state between begin() and end()
+        self.interrupted = threading.Event()  # state.interrupted: set by /interrupt, cleared by begin()
+        self.interrupts: list[str | None] = []  # the task running when each /interrupt came
+        # modules/progress.py: tasks waiting for the queue lock, the one running, those finished
+        self.pending: dict[str, float] = {}
+        self.current_task: str | None = None
+        self.finished: list[str] = []
+        self.queue_lock = threading.Lock()  # every generation holds it (the web UI's queue_lock)
 
     def handle(self, request: Recorded) -> Reply:
+        if self.web_ui and (request.method, request.path) == ("POST", "/internal/progress"):
+            return self._task_progress(request)  # on the page's app, outside --api-auth
         if self.auth and not self._authorised(request):
             return Reply(
                 401, {"detail": "Incorrect username or password"}, headers={"WWW-Authenticate": "Basic"}
@@ -64,18 +82,34 @@ class FakeSdWebUI(FakeBackend):
         expected = "Basic " + base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
         return request.headers.get("Authorization") == expected
 
-    def _run(self) -> None:
-        """Spend ``generation_seconds``, raising progress, unless interrupted."""
-        self.interrupted.clear()
-        self.progress, started = 0.0, time.monotonic()
+    def _run(self) -> bool:
+        """Sample for ``generation_seconds``, raising progress, then decode; True if interrupted."""
+        self.interrupted.clear()  # state.begin()
+        self.running, self.progress, started = True, 0.0, time.monotonic()
         while (elapsed := time.monotonic() - started) < self.generation_seconds:
-            if self.interrupted.wait(0.01):
+            if self.interrupted.wait(0.01) or self.closing.is_set():
                 break
             self.progress = elapsed / self.generation_seconds
-        self.progress = 0.0
+        interrupted = self.interrupted.is_set()
+        self.closing.wait(self.decode_seconds)
+        return interrupted
 
-    def _generate(self, body: dict, base: Image.Image | None) -> Reply:
-        self._run()
+    def _generate(self, body: dict, base: Image.Image | None, kind: str) -> Reply:
+        forced = body.get("force_task_id") if self.task_ids else None
+        task_id = forced or f"task({kind}-{random.randrange(16**7):07X})"
+        with self.lock:
+            self.pending[task_id] = time.time()  # add_task_to_queue
+        with self.queue_lock:
+            with self.lock:  # start_task
+                self.current_task = task_id
+                self.pending.pop(task_id, None)
+            try:
+                interrupted = self._run()
+            finally:
+                with self.lock:  # finish_task, then state.end()
+                    self.current_task = None
+                    self.finished.append(task_id)
+                    self.running, self.progress = False, 0.0
         width, height, batch = body.get("width", 512), body.get("height", 512), body.get("batch_size", 1)
         seed = body.get("seed", -1)
         seed = 1234567 if seed in (-1, None) else seed
@@ -84,6 +118,8 @@ class FakeSdWebUI(FakeBackend):
             tile = Image.new("RGB", (width, height), (40 + 50 * i, 90, 160 - 30 * i))
             if base is not None:
                 tile = Image.blend(base.resize((width, height)), tile, 0.25)
+            if interrupted:  # the latents as far as the sampler got: still noisy
+                tile = Image.blend(tile, Image.effect_noise((width, height), 80).convert("RGB"), 0.5)
             images.append(_b64(tile))
         if self.return_grid:
             images.insert(0, b64png((width * 2, height * 2)))
@@ -91,7 +127,7 @@ class FakeSdWebUI(FakeBackend):
         return Reply(200, {"images": images, "parameters": body, "info": json.dumps(info)})
 
     def _txt2img(self, request: Recorded) -> Reply:
-        return self._generate(request.json or {}, None)
+        return self._generate(request.json or {}, None, "txt2img")
 
     def _img2img(self, request: Recorded) -> Reply:
         body = request.json or {}
@@ -101,7 +137,7 @@ class FakeSdWebUI(FakeBackend):
             mask = decode_image(body["mask"])
             if mask.size != decode_image(body["init_images"][0]).size:
                 return Reply(422, {"detail": "mask and init image differ in size"})
-        return self._generate(body, decode_image(body["init_images"][0]))
+        return self._generate(body, decode_image(body["init_images"][0]), "img2img")
 
     def _extras(self, request: Recorded) -> Reply:
         body = request.json or {}
@@ -124,9 +160,38 @@ class FakeSdWebUI(FakeBackend):
         return Reply(404, {"detail": "Model not found"})
 
     def _progress(self, _request: Recorded) -> Reply:
-        state = {"job_count": 1 if self.progress else 0, "sampling_step": int(self.progress * 20)}
-        return Reply(200, {"progress": self.progress, "eta_relative": 1.0, "state": state, "textinfo": None})
+        """/sdapi/v1/progress: the server's one state, whichever task it belongs to (no task id)."""
+        state = {
+            "skipped": False,
+            "interrupted": self.interrupted.is_set(),
+            "stopping_generation": False,
+            "job": "scripts_txt2img" if self.running else "",
+            "job_count": 1 if self.running else 0,
+            "job_no": 0,
+            "sampling_step": int(self.progress * 20),
+            "sampling_steps": 20,
+        }
+        progress = max(0.01, self.progress) if self.running else 0.0
+        return Reply(200, {"progress": progress, "eta_relative": 1.0, "state": state, "textinfo": None})
+
+    def _task_progress(self, request: Recorded) -> Reply:
+        """/internal/progress: one task's place (modules/progress.py progressapi)."""
+        task_id = (request.json or {}).get("id_task")
+        with self.lock:
+            active = task_id is not None and task_id == self.current_task
+            queued, completed = task_id in self.pending, task_id in self.finished
+            waiting = sorted(self.pending, key=self.pending.__getitem__)
+        answer = {"active": active, "queued": queued, "completed": completed, "progress": None, "eta": None}
+        answer.update(live_preview=None, id_live_preview=-1, textinfo="Waiting...")
+        if queued:
+            answer["textinfo"] = f"In queue: {waiting.index(task_id) + 1}/{len(waiting)}"
+        if active:
+            answer.update(progress=self.progress, eta=1.0, textinfo=None)
+        return Reply(200, answer)
 
     def _interrupt(self, _request: Recorded) -> Reply:
+        """shared.state.interrupt(): whatever runs now stops at its next step."""
+        with self.lock:
+            self.interrupts.append(self.current_task)
         self.interrupted.set()
         return Reply(200, {})
