@@ -192,9 +192,11 @@ class SdWebUIProvider(Provider):
             "sampler_name": self.config["SDWEBUI_SAMPLER"],
             "send_images": True,
             "save_images": False,
+            # server settings that would put an inpainting mask after each image, or a grid first
+            "override_settings": {"return_mask": False, "return_mask_composite": False, "return_grid": False},
         }
         if self.config.get("SDWEBUI_MODEL"):
-            payload["override_settings"] = {"sd_model_checkpoint": self.config["SDWEBUI_MODEL"]}
+            payload["override_settings"]["sd_model_checkpoint"] = self.config["SDWEBUI_MODEL"]
         return payload
 
     def _generate(
@@ -307,7 +309,7 @@ class SdWebUIProvider(Provider):
             log.warning("sdwebui: could not interrupt the running generation")
 
     def _tiles(self, encoded: Any, size: tuple[int, int]) -> list[Image.Image]:
-        """The four generated images (a server set to return a grid too sends it first, at another size)."""
+        """The four generated images (anything else a script adds, at another size, is passed over)."""
         if not isinstance(encoded, list):
             raise ProviderError("The sdwebui provider sent no list of images.")
         images = [self.http.image_from_base64(item) for item in encoded]

@@ -58,17 +58,33 @@ def test_imagine_sends_txt2img_with_a_batch_of_four_and_records_the_seed(sd):
     assert (body["width"], body["height"]) == imaging.dimensions("16:9", 0.5) == (728, 408)
     assert body["steps"] == 30 and body["cfg_scale"] == 6.5 and body["sampler_name"] == "DPM++ 2M"
     assert body["seed"] == -1 and body["send_images"] is True and body["save_images"] is False
-    assert body["override_settings"] == {"sd_model_checkpoint": "v1-5"}
+    assert body["override_settings"] == {
+        "sd_model_checkpoint": "v1-5",
+        "return_mask": False,
+        "return_mask_composite": False,
+        "return_grid": False,
+    }
     assert "Authorization" not in call.headers
     assert len(result.tiles) == 4 and all(tile.size == (728, 408) for tile in result.tiles)
     assert result.seed == 1234567
 
 
-def test_a_requested_seed_is_sent_and_a_returned_grid_is_skipped(sd):
-    sd.return_grid = True
+def test_a_requested_seed_is_sent_and_recorded(sd):
     result = make(sd).run("imagine", imagine_request("1:1", seed=42), Ctx())
     assert sd.calls("/sdapi/v1/txt2img")[0].json["seed"] == 42
     assert result.seed == 42 and [tile.size for tile in result.tiles] == [(1024, 1024)] * 4
+
+
+def test_server_settings_that_add_masks_or_a_grid_are_turned_off_for_each_generation(sd):
+    sd.options.update(return_mask=True, return_mask_composite=True, return_grid=True)
+    image = photo_like((128, 96))
+    mask = Image.new("L", (128, 96), 0)
+    mask.paste(255, (32, 24, 96, 72))
+    result = make(sd).run("inpaint", InpaintRequest(image=image, mask=mask, prompt="a kite"), Ctx())
+    inside = [tile.getpixel((64, 48)) for tile in result.tiles]
+    assert len(set(inside)) == 4 and (255, 255, 255) not in inside  # four generated images, no mask
+    settings = sd.calls("/sdapi/v1/img2img")[0].json["override_settings"]
+    assert settings == {"return_mask": False, "return_mask_composite": False, "return_grid": False}
 
 
 def test_basic_auth_is_sent_and_the_password_never_appears_in_errors(sd):

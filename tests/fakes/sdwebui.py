@@ -15,6 +15,13 @@ from fakes import FakeBackend, Recorded, Reply, b64png, decode_image
 
 CLIP = "a painting of a red fox in the snow, by greg rutkowski, trending on artstation, winter forest"
 TAGS = "fox, snow, outdoors, tree, no_humans, animal_focus, winter, forest, day, sky"
+# Settings that add images to an answer, at their defaults (modules/shared_options.py).
+OPTIONS = {
+    "return_grid": True,
+    "grid_only_if_multiple": True,
+    "return_mask": False,
+    "return_mask_composite": False,
+}
 MODELS = [
     {
         "title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
@@ -47,7 +54,7 @@ class FakeSdWebUI(FakeBackend):
         self.generation_seconds = 0.0  # how long sampling takes (progress rises meanwhile)
         self.decode_seconds = 0.0  # then decoding (after an interrupt too), still the running task
         self.deepdanbooru = True
-        self.return_grid = False  # opts.return_grid: the grid comes first in the images
+        self.options = dict(OPTIONS)  # the server's settings; a request's override_settings win for it
         self.web_ui = True  # False: started with --nowebui, so the page's /internal routes are missing
         self.task_ids = True  # False: older than 1.6, which ignores force_task_id
         self.progress = 0.0
@@ -110,9 +117,11 @@ class FakeSdWebUI(FakeBackend):
                     self.current_task = None
                     self.finished.append(task_id)
                     self.running, self.progress = False, 0.0
+        opts = {**self.options, **(body.get("override_settings") or {})}
         width, height, batch = body.get("width", 512), body.get("height", 512), body.get("batch_size", 1)
         seed = body.get("seed", -1)
         seed = 1234567 if seed in (-1, None) else seed
+        mask = decode_image(body["mask"]).resize((width, height)) if body.get("mask") else None
         images = []
         for i in range(batch):
             tile = Image.new("RGB", (width, height), (40 + 50 * i, 90, 160 - 30 * i))
@@ -121,7 +130,14 @@ class FakeSdWebUI(FakeBackend):
             if interrupted:  # the latents as far as the sampler got: still noisy
                 tile = Image.blend(tile, Image.effect_noise((width, height), 80).convert("RGB"), 0.5)
             images.append(_b64(tile))
-        if self.return_grid:
+            if mask is not None and opts["return_mask"]:  # processing.py: each image's mask after it
+                images.append(_b64(mask))
+            if mask is not None and opts["return_mask_composite"]:
+                blank = Image.new("RGBA", tile.size)
+                images.append(_b64(Image.composite(tile.convert("RGBA"), blank, mask.convert("L"))))
+        # save_images false means do_not_save_grid: then no grid, whatever return_grid says
+        wanted = opts["return_grid"] and body.get("save_images")
+        if wanted and not (batch < 2 and opts["grid_only_if_multiple"]):
             images.insert(0, b64png((width * 2, height * 2)))
         info = {"prompt": body.get("prompt", ""), "seed": seed, "all_seeds": [seed + i for i in range(batch)]}
         return Reply(200, {"images": images, "parameters": body, "info": json.dumps(info)})
