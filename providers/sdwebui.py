@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import threading
 import uuid
 from collections.abc import Mapping
@@ -170,9 +172,13 @@ class SdWebUIProvider(Provider):
         if not isinstance(models, list):
             raise ProviderError("The sdwebui provider sent an unexpected answer to /sdapi/v1/sd-models.")
         wanted = self.config.get("SDWEBUI_MODEL")
-        names = {str(m.get(key)) for m in models if isinstance(m, dict) for key in ("title", "model_name")}
-        if wanted and wanted not in names:
-            raise ProviderError(f"The sdwebui provider has no model called {wanted!r}.")
+        models = [model for model in models if isinstance(model, dict)]
+        if wanted and not any(wanted in checkpoint_aliases(model) for model in models):
+            titles = ", ".join(str(model.get("title")) for model in models[:10]) or "none"
+            raise ProviderError(
+                f"The sdwebui provider has no model called {wanted!r} (a generation would quietly use the "
+                f"loaded one); it has: {titles}."
+            )
         return f"{len(models)} model(s) available"
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -330,6 +336,21 @@ class SdWebUIProvider(Provider):
             return ""
         caption = body.get("caption") if isinstance(body, dict) else None
         return caption.strip() if isinstance(caption, str) else ""
+
+
+def checkpoint_aliases(model: Mapping[str, Any]) -> set[str]:
+    """The names the web UI finds an /sdapi/v1/sd-models entry by (CheckpointInfo.ids in sd_models.py).
+
+    The title is the file's path under the models folder, then `` [short hash]`` when the hash is known;
+    the file's own name without extension, with or without that hash, and both hashes count too.
+    """
+    title, short = str(model.get("title") or ""), model.get("hash")
+    name = title.removesuffix(f" [{short}]") if short else title
+    stem = os.path.splitext(re.split(r"[\\/]", name)[-1])[0]
+    aliases = {title, name, stem, str(model.get("model_name") or "")}
+    if short:
+        aliases |= {str(short), f"{stem} [{short}]", str(model.get("sha256") or "")}
+    return aliases - {""}
 
 
 def _names(value: str) -> list[str]:

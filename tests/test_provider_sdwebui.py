@@ -13,7 +13,7 @@ from PIL import Image
 
 import imaging
 from fakes import Ctx, decode_image, provider_settings
-from fakes.sdwebui import FakeSdWebUI
+from fakes.sdwebui import SUBFOLDER_MODEL, FakeSdWebUI
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -318,8 +318,26 @@ def test_an_unreachable_backend_is_a_clear_error():
 def test_check_lists_the_models_and_knows_a_missing_one(sd):
     assert make(sd).check() == "1 model(s) available"
     assert sd.calls("/sdapi/v1/sd-models")
-    with pytest.raises(ProviderError, match="no model called 'sdxl'"):
+    with pytest.raises(ProviderError, match="no model called 'sdxl'") as failure:
         make(sd, SDWEBUI_MODEL="sdxl").check()
+    assert "v1-5-pruned-emaonly.safetensors [6ce0161689]" in str(failure.value)  # what it has
+
+
+@pytest.mark.parametrize(
+    "alias",
+    [
+        "SDXL/juggernautXL_v9.safetensors [c9e3e68f89]",  # title
+        "SDXL_juggernautXL_v9",  # model_name
+        "SDXL/juggernautXL_v9.safetensors",  # name: the file, with its folder
+        "juggernautXL_v9",  # the file's name without extension
+        "juggernautXL_v9 [c9e3e68f89]",
+        "c9e3e68f89",  # short hash
+        "c9e3e68f89b8e38689e1097d4be4573cf308de4e3fd044c64ca697bdb4aa8bca",  # sha256
+    ],
+)
+def test_check_accepts_every_name_the_web_ui_resolves_a_checkpoint_by(sd, alias):
+    sd.models.append(SUBFOLDER_MODEL)
+    assert make(sd, SDWEBUI_MODEL=alias).check() == "2 model(s) available"
 
 
 def photo_like(size: tuple[int, int]) -> Image.Image:

@@ -32,6 +32,15 @@ MODELS = [
         "config": None,
     }
 ]
+# A checkpoint in a subfolder: its name (the title without the hash) keeps the folder, model_name does not.
+SUBFOLDER_MODEL = {
+    "title": "SDXL/juggernautXL_v9.safetensors [c9e3e68f89]",
+    "model_name": "SDXL_juggernautXL_v9",
+    "hash": "c9e3e68f89",
+    "sha256": "c9e3e68f89b8e38689e1097d4be4573cf308de4e3fd044c64ca697bdb4aa8bca",
+    "filename": "/models/Stable-diffusion/SDXL/juggernautXL_v9.safetensors",
+    "config": None,
+}
 
 
 def _b64(image: Image.Image) -> str:
@@ -54,6 +63,7 @@ class FakeSdWebUI(FakeBackend):
         self.generation_seconds = 0.0  # how long sampling takes (progress rises meanwhile)
         self.decode_seconds = 0.0  # then decoding (after an interrupt too), still the running task
         self.deepdanbooru = True
+        self.models = list(MODELS)  # /sdapi/v1/sd-models
         self.options = dict(OPTIONS)  # the server's settings; a request's override_settings win for it
         self.web_ui = True  # False: started with --nowebui, so the page's /internal routes are missing
         self.task_ids = True  # False: older than 1.6, which ignores force_task_id
@@ -81,7 +91,7 @@ class FakeSdWebUI(FakeBackend):
             ("POST", "/sdapi/v1/interrogate"): self._interrogate,
             ("GET", "/sdapi/v1/progress"): self._progress,
             ("POST", "/sdapi/v1/interrupt"): self._interrupt,
-            ("GET", "/sdapi/v1/sd-models"): lambda _r: Reply(200, MODELS),
+            ("GET", "/sdapi/v1/sd-models"): lambda _r: Reply(200, self.models),
         }.get((request.method, request.path))
         return route(request) if route else Reply(404, {"detail": "Not Found"})
 
