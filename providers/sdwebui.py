@@ -168,7 +168,15 @@ class SdWebUIProvider(Provider):
 
     def check(self) -> str:
         """List the checkpoints (and confirm the configured one is among them)."""
-        models = self.http.json("GET", "/sdapi/v1/sd-models", self.http.check_context(), retries=0)
+        try:
+            models = self.http.json("GET", "/sdapi/v1/sd-models", self.http.check_context(), retries=0)
+        except HttpStatusError as exc:
+            if exc.status != 404:
+                raise
+            raise ProviderError(
+                "The sdwebui provider has no API at APIFRAME_SDWEBUI_URL (/sdapi/v1/sd-models: HTTP 404): "
+                "start the web UI with --api (COMMANDLINE_ARGS in webui-user), or check the URL."
+            ) from None
         if not isinstance(models, list):
             raise ProviderError("The sdwebui provider sent an unexpected answer to /sdapi/v1/sd-models.")
         wanted = self.config.get("SDWEBUI_MODEL")

@@ -323,6 +323,12 @@ def test_check_lists_the_models_and_knows_a_missing_one(sd):
     assert "v1-5-pruned-emaonly.safetensors [6ce0161689]" in str(failure.value)  # what it has
 
 
+def test_check_says_to_start_the_web_ui_with_api_when_it_has_no_api(sd):
+    sd.api = False
+    with pytest.raises(ProviderError, match="start the web UI with --api"):
+        make(sd).check()
+
+
 @pytest.mark.parametrize(
     "alias",
     [

@@ -65,6 +65,7 @@ class FakeSdWebUI(FakeBackend):
         self.deepdanbooru = True
         self.models = list(MODELS)  # /sdapi/v1/sd-models
         self.options = dict(OPTIONS)  # the server's settings; a request's override_settings win for it
+        self.api = True  # False: started without --api, so no /sdapi/v1 routes
         self.web_ui = True  # False: started with --nowebui, so the page's /internal routes are missing
         self.task_ids = True  # False: older than 1.6, which ignores force_task_id
         self.progress = 0.0
@@ -84,6 +85,8 @@ class FakeSdWebUI(FakeBackend):
             return Reply(
                 401, {"detail": "Incorrect username or password"}, headers={"WWW-Authenticate": "Basic"}
             )
+        if not self.api and request.path.startswith("/sdapi/"):
+            return Reply(404, {"detail": "Not Found"})
         route = {
             ("POST", "/sdapi/v1/txt2img"): self._txt2img,
             ("POST", "/sdapi/v1/img2img"): self._img2img,
