@@ -104,8 +104,14 @@ class LeasedDispatcher:
                     interrupted.set()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-        with self.app.app_context(), db.connection_context():
-            self._release_leases()
+        try:
+            with self.app.app_context(), db.connection_context():
+                self._release_leases()
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # the leases then run out by themselves, and other processes take the work after that
+            log.warning("%s: leases left to run out at stop: database unavailable (%s)", self.name, exc)
 
     def drain(self) -> None:
         """Claim nothing more, as a graceful stop begins: work already running goes on (its leases still

@@ -257,9 +257,10 @@ def refusing(postgres_url):
     def refuse(refused: bool = True) -> None:
         with admin.cursor() as cursor:
             cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if refused else 'true'}")
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-            )
+            if refused:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+                )
 
     yield refuse
     refuse(False)
@@ -289,6 +290,14 @@ def test_a_database_that_cannot_be_used_is_a_503_with_retry_after_in_each_family
     assert "a request could not use the database" in caplog.text
     refusing(False)
     assert client.get("/v1/jobs", headers=headers).status_code == 200
+
+
+def test_a_stop_while_the_database_cannot_be_used_leaves_the_leases_to_run_out(
+    on_postgres, app, refusing, caplog
+):
+    refusing()
+    stop_background(app)  # no exception: the work's leases run out by themselves
+    assert "leases left to run out at stop: database unavailable" in caplog.text
 
 
 def test_a_locked_sqlite_database_is_unavailable_and_a_faulty_statement_is_not(tmp_path):
