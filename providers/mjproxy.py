@@ -204,10 +204,20 @@ class MidjourneyProxyProvider(Provider):
             )
         return str(ref)
 
+    def _fetch(self, task_id: str, ctx: JobContext) -> dict[str, Any] | None:
+        """The proxy's task, or None if it does not know it (novicezk answers an empty 200, trueai 204)."""
+        response = self.http.request("GET", f"/mj/task/{task_id}/fetch", ctx)
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        task = self.http.decode(response)
+        return task if isinstance(task, dict) and task else None
+
     def _button(self, task_id: str, prefix: str, ctx: JobContext) -> str:
         """The customId of the parent task's button that starts with ``prefix``."""
-        task = self.http.json("GET", f"/mj/task/{task_id}/fetch", ctx)
-        buttons = task.get("buttons") if isinstance(task, dict) else None
+        task = self._fetch(task_id, ctx)
+        if task is None:
+            raise ParentUnavailable(f"The midjourney-proxy provider no longer knows task {task_id}.")
+        buttons = task.get("buttons")
         for button in buttons if isinstance(buttons, list) else []:
             custom_id = str(button.get("customId", "")) if isinstance(button, dict) else ""
             if custom_id.startswith(prefix):
@@ -226,8 +236,8 @@ class MidjourneyProxyProvider(Provider):
         """Poll the task until it succeeds (returned) or fails (raised)."""
 
         def check_once() -> tuple[bool, float | None, dict[str, Any]]:
-            task = self.http.json("GET", f"/mj/task/{task_id}/fetch", ctx)
-            if not isinstance(task, dict) or not task:
+            task = self._fetch(task_id, ctx)
+            if task is None:
                 raise ProviderError(f"The midjourney-proxy provider no longer knows task {task_id}.")
             status = task.get("status")
             if status in FAILED:

@@ -293,6 +293,18 @@ def test_pan_of_an_image_made_elsewhere_fails_without_calling_the_proxy(mj):
     assert mj.calls("/mj/submit/action") == []
 
 
+def test_pan_of_an_upscale_the_proxy_forgot_says_so(mj):
+    provider = make(mj)
+    parent = upscaled(provider)
+    mj.tasks.clear()  # the proxy restarted, or dropped old tasks: the fetch answers with an empty body
+    request = OutpaintRequest(
+        image=Image.new("RGB", (8, 8)), pad=(0, 4, 0, 0), width=8, height=12, direction="up", **parent
+    )
+    with pytest.raises(ProviderError, match=f"no longer knows task {parent['parent_ref']}"):
+        provider.run("outpaint", request, Ctx())
+    assert mj.calls("/mj/submit/action") == []
+
+
 def test_shorten_and_face_swap(mj):
     provider = make(mj)
     shortened = provider.run("shorten", ShortenRequest(prompt="a red fox in deep snow, winter forest"), Ctx())

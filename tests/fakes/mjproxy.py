@@ -180,8 +180,8 @@ class FakeMidjourneyProxy(FakeBackend):
 
     def _fetch(self, task_id: str) -> Reply:
         task = self.tasks.get(task_id)
-        if task is None:
-            return Reply(200, None)
+        if task is None:  # Spring answers a null task with an empty body
+            return Reply(200, b"")
         step = self.fetches.get(task_id, 0)
         self.fetches[task_id] = step + 1
         if step < len(self.steps):
