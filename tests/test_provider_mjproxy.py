@@ -83,6 +83,16 @@ def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(mj):
     assert varied.grid is not None and varied.ref not in (parent.ref, upscaled.ref)
 
 
+def test_a_rerolled_grid_is_upscaled_with_change_too(mj):
+    provider = make(mj)
+    parent = imagine(provider)
+    mj.tasks[parent.ref]["action"] = "REROLL"  # a grid drawn again with the proxy's REROLL
+    made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
+    tile = Image.new("RGB", (96, 64))
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=1, **made), Ctx())
+    assert upscaled.ref in mj.tasks and mj.tasks[upscaled.ref]["action"] == "UPSCALE"
+
+
 def test_a_foreign_parent_is_varied_as_an_image_prompt_and_upscaled_locally(mj):
     provider = make(mj)
     tile = Image.new("RGB", (120, 80), (0, 128, 255))

@@ -26,6 +26,7 @@ SHORTENED = (
 )
 TILE = (96, 64)
 MODAL_BUTTONS = ("MJ::CustomZoom::", "MJ::Inpaint::")
+CHANGEABLE = ("IMAGINE", "VARIATION", "REROLL", "BLEND")  # the tasks /mj/submit/change takes
 
 
 def upscale_buttons(hash_: str) -> list[dict[str, Any]]:
@@ -136,7 +137,7 @@ class FakeMidjourneyProxy(FakeBackend):
             return {"code": 4, "description": "action参数错误"}
         if target is None:
             return {"code": 3, "description": "关联任务不存在或已失效"}
-        if target["status"] != "SUCCESS" or target["action"] not in ("IMAGINE", "VARIATION", "BLEND"):
+        if target["status"] != "SUCCESS" or target["action"] not in CHANGEABLE:
             return {"code": 4, "description": "关联任务状态错误"}
         return None
 
