@@ -5,9 +5,11 @@ Tasks are submitted under /mj/submit/ and polled at /mj/task/{id}/fetch; a finis
 region press the buttons of an upscale this provider made (/mj/submit/action with the button's
 customId; custom zoom and vary region then fill in /mj/submit/modal, with ``maskBase64`` for a
 region); shorten is /mj/submit/shorten and face swap /mj/insight-face/swap. Upscale and variation of
-a job this provider made use the proxy's /mj/submit/change with the upstream task id. For a parent
-made elsewhere (or one the proxy has forgotten), a variation is an imagine with the tile as image
-prompt, and an upscale is done here with real resampling: the proxy cannot upscale a foreign image.
+a job this provider made press the grid's U or V button where the proxy lists buttons (trueai-org,
+which dropped /mj/submit/change in v10), else use /mj/submit/change with the upstream task id
+(novicezk). For a parent made elsewhere (or one the proxy has forgotten, or will not change), a
+variation is an imagine with the tile as image prompt, and an upscale is done here with real
+resampling: the proxy cannot upscale a foreign image.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ from providers import (
     resample,
 )
 from providers.canvas import mask_base64, shape_of
-from providers.http import Backend, HttpSettings, data_url, parse_percent
+from providers.http import Backend, HttpSettings, HttpStatusError, data_url, parse_percent
 from providers.prompts import midjourney_prompt, orientation, split_prompts
 
 ACCEPTED = (1, 21, 22)  # submitted, already exists (that task is used), queued
 NOT_FOUND, VALIDATION_ERROR, QUEUE_FULL, BANNED_PROMPT = 3, 4, 23, 24
 FAILED = ("FAILURE", "CANCEL")
 VARIATION_PROMPT = "a variation of this image"
+# The buttons of a grid, by the start of their customId: U1-U4 and V1-V4.
+UPSAMPLE, VARY = "MJ::JOB::upsample::{index}::", "MJ::JOB::variation::{index}::"
 # The buttons of an upscaled image, by the start of their customId: Midjourney's pan and zoom out
 # buttons (2x and 1.5x), custom zoom and vary region (both open a modal: /mj/submit/modal).
 PAN = "MJ::JOB::pan_{direction}::"
@@ -86,7 +90,7 @@ class MidjourneyProxyProvider(Provider):
         """VARIATION of a tile of our own grid, else an imagine with the image as image prompt."""
         if request.mode is None and self.made(request.parent_provider, request.parent_ref):
             try:
-                return self._grid(self._change("VARIATION", request.parent_ref, request.index, ctx), ctx)
+                return self._grid(self._change("VARIATION", str(request.parent_ref), request.index, ctx), ctx)
             except ParentUnavailable:
                 pass
         body = {"prompt": request.prompt or VARIATION_PROMPT, "base64Array": [data_url(request.image)]}
@@ -96,7 +100,7 @@ class MidjourneyProxyProvider(Provider):
         """UPSCALE of a tile of our own grid, else real resampling here."""
         if request.mode is None and self.made(request.parent_provider, request.parent_ref):
             try:
-                task_id = self._change("UPSCALE", request.parent_ref, request.index, ctx)
+                task_id = self._change("UPSCALE", str(request.parent_ref), request.index, ctx)
             except ParentUnavailable:
                 pass
             else:
@@ -127,23 +131,23 @@ class MidjourneyProxyProvider(Provider):
 
     def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
         """Press pan, zoom out 2x or 1.5x on our own upscale; any other zoom is a custom zoom modal."""
-        parent = self._own_parent(request.parent_provider, request.parent_ref, "pan or zoom out of")
+        parent = self._own_parent(request.parent_provider, request.parent_ref, "pan or zoom out of", ctx)
         shape = shape_of(request.width, request.height)
         same_shape = shape_of(request.image.width, request.image.height) == shape
         if request.direction:
-            custom_id = self._button(parent, PAN.format(direction=request.direction), ctx)
+            custom_id = self._button(parent, PAN.format(direction=request.direction))
             return self._grid(self._action(parent, custom_id, ctx), ctx)
         zoom = float(request.zoom or 2)
         if zoom in ZOOMS and same_shape:
-            return self._grid(self._action(parent, self._button(parent, ZOOMS[zoom], ctx), ctx), ctx)
-        modal = self._action(parent, self._button(parent, CUSTOM_ZOOM, ctx), ctx)
+            return self._grid(self._action(parent, self._button(parent, ZOOMS[zoom]), ctx), ctx)
+        modal = self._action(parent, self._button(parent, CUSTOM_ZOOM), ctx)
         prompt = f"{request.prompt or ''} --zoom {zoom:g}" + (f" --ar {shape}" if shape else "")
         return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt.strip()}, ctx), ctx)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """Press vary region on our own upscale and send the mask to the modal."""
-        parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of")
-        modal = self._action(parent, self._button(parent, VARY_REGION, ctx), ctx)
+        parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of", ctx)
+        modal = self._action(parent, self._button(parent, VARY_REGION), ctx)
         body = {"taskId": modal, "maskBase64": mask_base64(request.mask), "prompt": request.prompt or ""}
         return self._grid(self._submit("modal", body, ctx), ctx)
 
@@ -178,7 +182,13 @@ class MidjourneyProxyProvider(Provider):
 
     def _submit(self, action: str, body: dict[str, Any], ctx: JobContext) -> str:
         """Submit a task; returns its id, or raises with the proxy's reason."""
-        answer = self.http.json("POST", f"/mj/submit/{action}", ctx, json=body)
+        try:
+            answer = self.http.json("POST", f"/mj/submit/{action}", ctx, json=body)
+        except HttpStatusError as exc:
+            # trueai answers an unknown parent with HTTP 404 (code 3), and has no /change since v10
+            if action in ("change", "action") and exc.status == 404:
+                raise ParentUnavailable(str(exc)) from None
+            raise
         if not isinstance(answer, dict):
             raise ProviderError("The midjourney-proxy provider sent an unexpected answer to a submission.")
         code, result = answer.get("code"), answer.get("result")
@@ -191,18 +201,20 @@ class MidjourneyProxyProvider(Provider):
             raise ProviderError(
                 "The midjourney-proxy provider refused the prompt: it may contain banned words."
             )
-        if action == "change" and code in (NOT_FOUND, VALIDATION_ERROR):
+        if (action, code) in (("change", NOT_FOUND), ("change", VALIDATION_ERROR), ("action", NOT_FOUND)):
             raise ParentUnavailable(description)
         raise ProviderError(f"The midjourney-proxy provider refused the task (code {code}): {description}")
 
-    def _own_parent(self, provider: str | None, ref: str | None, doing: str) -> str:
-        """The proxy's task id of a parent this provider made, or ProviderError saying it cannot."""
+    def _own_parent(
+        self, provider: str | None, ref: str | None, doing: str, ctx: JobContext
+    ) -> dict[str, Any]:
+        """The proxy's task of a parent this provider made, or ProviderError saying it cannot."""
         if not self.made(provider, ref):
             raise ProviderError(
                 f"The midjourney-proxy provider can only {doing} images it made itself; this image came "
                 "from another provider."
             )
-        return str(ref)
+        return self._parent(str(ref), ctx)
 
     def _fetch(self, task_id: str, ctx: JobContext) -> dict[str, Any] | None:
         """The proxy's task, or None if it does not know it (novicezk answers an empty 200, trueai 204)."""
@@ -212,24 +224,43 @@ class MidjourneyProxyProvider(Provider):
         task = self.http.decode(response)
         return task if isinstance(task, dict) and task else None
 
-    def _button(self, task_id: str, prefix: str, ctx: JobContext) -> str:
-        """The customId of the parent task's button that starts with ``prefix``."""
+    def _parent(self, task_id: str, ctx: JobContext) -> dict[str, Any]:
+        """The parent task as the proxy has it, or ParentUnavailable."""
         task = self._fetch(task_id, ctx)
         if task is None:
             raise ParentUnavailable(f"The midjourney-proxy provider no longer knows task {task_id}.")
+        return {**task, "id": task_id}
+
+    @staticmethod
+    def _buttons(task: dict[str, Any]) -> list[str]:
+        """The customIds of a task's buttons (trueai lists them; novicezk has none)."""
         buttons = task.get("buttons")
-        for button in buttons if isinstance(buttons, list) else []:
-            custom_id = str(button.get("customId", "")) if isinstance(button, dict) else ""
+        return [
+            str(button.get("customId", ""))
+            for button in (buttons if isinstance(buttons, list) else [])
+            if isinstance(button, dict)
+        ]
+
+    def _button(self, task: dict[str, Any], prefix: str) -> str:
+        """The customId of the task's button that starts with ``prefix``."""
+        for custom_id in self._buttons(task):
             if custom_id.startswith(prefix):
                 return custom_id
         raise ProviderError(
-            f"The midjourney-proxy provider's task {task_id} has no {prefix.strip(':')} button."
+            f"The midjourney-proxy provider's task {task['id']} has no {prefix.strip(':')} button."
         )
 
-    def _action(self, task_id: str, custom_id: str, ctx: JobContext) -> str:
-        return self._submit("action", {"taskId": task_id, "customId": custom_id}, ctx)
+    def _action(self, parent: dict[str, Any], custom_id: str, ctx: JobContext) -> str:
+        """Press a button of the parent task: /mj/submit/action."""
+        return self._submit("action", {"taskId": parent["id"], "customId": custom_id}, ctx)
 
-    def _change(self, action: str, task_id: str | None, index: int, ctx: JobContext) -> str:
+    def _change(self, action: str, task_id: str, index: int, ctx: JobContext) -> str:
+        """UPSCALE or VARIATION of a tile of our grid: its U or V button where the proxy lists buttons
+        (trueai, which has no /change since v10), else /mj/submit/change (novicezk)."""
+        parent = self._parent(task_id, ctx)
+        if self._buttons(parent):
+            prefix = UPSAMPLE if action == "UPSCALE" else VARY
+            return self._action(parent, self._button(parent, prefix.format(index=index)), ctx)
         return self._submit("change", {"action": action, "index": index, "taskId": task_id}, ctx)
 
     def _wait(self, task_id: str, ctx: JobContext) -> dict[str, Any]:

@@ -138,11 +138,11 @@ def assert_backend_saw_the_chain(
     elif name == "openai":
         assert len(fake.calls("/v1/images/generations")) == 1 and len(fake.calls("/v1/images/edits")) == 2
         assert fake.calls("/v1/chat/completions")
-    elif name == "midjourney-proxy":
-        changes = [c.json for c in fake.calls("/mj/submit/change")]
-        assert changes == [
-            {"action": "UPSCALE", "index": 2, "taskId": imagine_ref},
-            {"action": "VARIATION", "index": 3, "taskId": imagine_ref},
+    elif name == "midjourney-proxy":  # trueai: the grid's U2 and V3 buttons
+        pressed = [c.json for c in fake.calls("/mj/submit/action")]
+        assert pressed == [
+            {"taskId": imagine_ref, "customId": f"MJ::JOB::upsample::2::hash-{imagine_ref}"},
+            {"taskId": imagine_ref, "customId": f"MJ::JOB::variation::3::hash-{imagine_ref}"},
         ]
         assert fake.calls("/mj/submit/describe") and fake.calls("/mj/submit/blend")
     else:

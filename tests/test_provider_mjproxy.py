@@ -30,7 +30,24 @@ SECRET = "mj-secret-123"
 
 @pytest.fixture
 def mj():
+    """A trueai-org midjourney-proxy (v10 and later): buttons on every image, no /mj/submit/change."""
     fake = FakeMidjourneyProxy(SECRET)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def novicezk():
+    """A novicezk midjourney-proxy (v2.6): no buttons, upscale and variation through /mj/submit/change."""
+    fake = FakeMidjourneyProxy(SECRET, flavor="novicezk")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(params=["trueai", "novicezk"])
+def either(request):
+    """Each flavour of midjourney-proxy in turn."""
+    fake = FakeMidjourneyProxy(SECRET, flavor=request.param)
     yield fake
     fake.close()
 
@@ -69,21 +86,53 @@ def test_niji_styles_switch_model(mj):
     )
 
 
-def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(mj):
-    provider = make(mj)
+def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(novicezk):
+    provider = make(novicezk)
     parent = imagine(provider)
     tile = Image.new("RGB", (96, 64))
     made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
     upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=3, **made), Ctx())
     varied = provider.run("variation", VariationRequest(image=tile, index=2, **made), Ctx())
-    first, second = (call.json for call in mj.calls("/mj/submit/change"))
+    first, second = (call.json for call in novicezk.calls("/mj/submit/change"))
     assert first == {"action": "UPSCALE", "index": 3, "taskId": parent.ref}
     assert second == {"action": "VARIATION", "index": 2, "taskId": parent.ref}
     assert upscaled.image.size == (192, 128) and upscaled.ref != parent.ref
     assert varied.grid is not None and varied.ref not in (parent.ref, upscaled.ref)
 
 
-def test_a_rerolled_grid_is_upscaled_with_change_too(mj):
+def test_upscale_and_variation_of_its_own_job_press_the_grids_buttons_on_trueai(mj):
+    provider = make(mj)
+    parent = imagine(provider)
+    tile = Image.new("RGB", (96, 64))
+    made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=3, **made), Ctx())
+    varied = provider.run("variation", VariationRequest(image=tile, index=2, **made), Ctx())
+    assert [call.json for call in mj.calls("/mj/submit/action")] == [
+        {"taskId": parent.ref, "customId": f"MJ::JOB::upsample::3::hash-{parent.ref}"},
+        {"taskId": parent.ref, "customId": f"MJ::JOB::variation::2::hash-{parent.ref}"},
+    ]
+    assert not mj.calls("/mj/submit/change") and not mj.calls("/mj/submit/imagine")[1:]
+    assert upscaled.image.size == (192, 128) and mj.tasks[upscaled.ref]["action"] == "UPSCALE"
+    assert varied.grid is not None and mj.tasks[varied.ref]["action"] == "VARIATION"
+
+
+@pytest.mark.parametrize("path", ["/mj/submit/change", "/mj/submit/action"])
+def test_a_404_from_change_or_action_falls_back_to_the_image(mj, path):
+    """trueai since v10 has no /change, and answers an unknown parent with HTTP 404 (code 3 in the body)."""
+    provider = make(mj)
+    parent = imagine(provider)
+    if path == "/mj/submit/change":
+        mj.tasks[parent.ref]["buttons"] = []  # a grid the proxy lists no buttons for
+    else:
+        mj.fail(404, path=path)
+    tile = Image.new("RGB", (120, 80))
+    made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
+    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=1, **made), Ctx())
+    assert mj.calls(path) and upscaled.image.size == (240, 160) and upscaled.ref is None
+
+
+def test_a_rerolled_grid_is_upscaled_with_change_too(novicezk):
+    mj = novicezk
     provider = make(mj)
     parent = imagine(provider)
     mj.tasks[parent.ref]["action"] = "REROLL"  # a grid drawn again with the proxy's REROLL
@@ -119,13 +168,14 @@ def test_an_upscaled_image_of_its_own_is_upscaled_again_or_varied_without_change
     assert not mj.calls("/mj/submit/change") and len(mj.calls("/mj/submit/imagine")) == 1
 
 
-def test_a_parent_the_proxy_forgot_falls_back_to_the_image(mj):
-    provider = make(mj)
+def test_a_parent_the_proxy_forgot_falls_back_to_the_image(either):
+    provider = make(either)
     tile = Image.new("RGB", (120, 80))
     made = {"parent_ref": "999", "parent_provider": "midjourney-proxy"}
     result = provider.run("variation", VariationRequest(image=tile, index=4, **made), Ctx())
-    assert mj.calls("/mj/submit/change")[0].json["taskId"] == "999"
-    assert mj.calls("/mj/submit/imagine") and result.grid is not None
+    assert either.calls("/mj/task/999/fetch")  # an empty 200 (novicezk) or a 204 (trueai)
+    assert not either.calls("/mj/submit/change") and not either.calls("/mj/submit/action")
+    assert either.calls("/mj/submit/imagine") and result.grid is not None
 
 
 def test_describe_sends_a_data_url_and_splits_the_four_prompts(mj):
@@ -263,7 +313,7 @@ def test_pan_and_zoom_press_the_upscales_buttons(mj):
     assert provider.run("outpaint", pan, Ctx()).grid.size == (192, 128)
     zoom = OutpaintRequest(image=image, pad=(96, 64, 96, 64), width=192, height=128, zoom=2, **parent)
     provider.run("outpaint", zoom, Ctx())
-    pressed = [call.json for call in mj.calls("/mj/submit/action")]
+    pressed = [call.json for call in mj.calls("/mj/submit/action")][1:]  # after the upscale's U2
     assert pressed == [
         {"taskId": ref, "customId": f"MJ::JOB::pan_left::1::hash-{ref}::SOLO"},
         {"taskId": ref, "customId": f"MJ::Outpaint::50::1::hash-{ref}::SOLO"},
@@ -306,13 +356,13 @@ def test_pan_of_an_image_made_elsewhere_fails_without_calling_the_proxy(mj):
 def test_pan_of_an_upscale_the_proxy_forgot_says_so(mj):
     provider = make(mj)
     parent = upscaled(provider)
-    mj.tasks.clear()  # the proxy restarted, or dropped old tasks: the fetch answers with an empty body
+    mj.tasks.clear()  # the proxy restarted, or dropped old tasks: the fetch answers 204
     request = OutpaintRequest(
         image=Image.new("RGB", (8, 8)), pad=(0, 4, 0, 0), width=8, height=12, direction="up", **parent
     )
     with pytest.raises(ProviderError, match=f"no longer knows task {parent['parent_ref']}"):
         provider.run("outpaint", request, Ctx())
-    assert mj.calls("/mj/submit/action") == []
+    assert len(mj.calls("/mj/submit/action")) == 1  # only the upscale's U2
 
 
 def test_shorten_and_face_swap(mj):

@@ -1,9 +1,14 @@
-"""A fake midjourney-proxy (novicezk): /mj/submit/*, /mj/task/{id}/fetch, /mj/task/list.
+"""A fake midjourney-proxy: /mj/submit/*, /mj/task/{id}/fetch, /mj/task/list, in two flavours.
 
-As the proxy does, an upscale's task lists Midjourney's ``buttons``; /mj/submit/action presses one by
-``customId`` (custom zoom and vary region answer code 21 and wait for /mj/submit/modal, which takes
-the ``prompt`` and, for a region, ``maskBase64``); /mj/submit/shorten answers the important tokens
-then five numbered prompts; /mj/insight-face/swap takes ``sourceBase64`` and ``targetBase64``.
+``trueai`` is trueai-org/midjourney-proxy (v10 and later): a finished task lists Midjourney's
+``buttons``, and /mj/submit/action presses one by ``customId`` (U1-U4 and V1-V4 of a grid; pan, zoom
+and the rest of an upscale; custom zoom and vary region answer code 21 and wait for
+/mj/submit/modal, which takes the ``prompt`` and, for a region, ``maskBase64``); /mj/submit/change is
+gone; an unknown task is a 404 with code 3 when submitting and a 204 when fetching.
+``novicezk`` is novicezk/midjourney-proxy (v2.6): no buttons, upscale and variation through
+/mj/submit/change, an unknown task a code 3 in a 200 when submitting and an empty 200 when fetching.
+Both take imagine, describe and blend; trueai also /mj/submit/shorten (the important tokens, then
+five numbered prompts) and /mj/insight-face/swap (``sourceBase64`` and ``targetBase64``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,22 @@ MODAL_BUTTONS = ("MJ::CustomZoom::", "MJ::Inpaint::")
 CHANGEABLE = ("IMAGINE", "VARIATION", "REROLL", "BLEND")  # the tasks /mj/submit/change takes
 
 
+SUBMITS = {  # the /mj/submit/ routes of each flavour
+    "trueai": ("imagine", "action", "modal", "describe", "blend", "shorten", "swap_face"),
+    "novicezk": ("imagine", "change", "describe", "blend"),
+}
+
+
+def grid_buttons(hash_: str) -> list[dict[str, Any]]:
+    """The buttons Midjourney puts under a grid: U1-U4, reroll, V1-V4."""
+    ids = [
+        *(f"MJ::JOB::upsample::{i}::{hash_}" for i in range(1, 5)),
+        f"MJ::JOB::reroll::0::{hash_}::SOLO",
+        *(f"MJ::JOB::variation::{i}::{hash_}" for i in range(1, 5)),
+    ]
+    return [{"customId": custom_id, "emoji": "", "label": "", "type": 2, "style": 2} for custom_id in ids]
+
+
 def upscale_buttons(hash_: str) -> list[dict[str, Any]]:
     """The buttons Midjourney puts under an upscaled image, as the proxy lists them."""
     ids = [
@@ -45,9 +66,10 @@ def upscale_buttons(hash_: str) -> list[dict[str, Any]]:
 class FakeMidjourneyProxy(FakeBackend):
     """Tasks go NOT_START -> IN_PROGRESS (with ``steps`` of progress) -> SUCCESS, one step per fetch."""
 
-    def __init__(self, secret: str | None = "mj-secret-123") -> None:
+    def __init__(self, secret: str | None = "mj-secret-123", flavor: str = "trueai") -> None:
         super().__init__()
         self.secret = secret
+        self.flavor = flavor
         self.tasks: dict[str, dict[str, Any]] = {}
         self.fetches: dict[str, int] = {}
         self.steps = ["0%", "30%", "78%"]
@@ -63,7 +85,7 @@ class FakeMidjourneyProxy(FakeBackend):
             return Reply(401, {"code": 401, "description": "unauthorized"})
         if request.method == "POST" and request.path.startswith("/mj/submit/"):
             return self._submit(request.path.removeprefix("/mj/submit/"), request.json or {})
-        if (request.method, request.path) == ("POST", "/mj/insight-face/swap"):
+        if (request.method, request.path) == ("POST", "/mj/insight-face/swap") and self.flavor == "trueai":
             if self.swap_answer is not None:
                 return Reply(200, self.swap_answer)
             return self._submit("swap_face", request.json or {})
@@ -75,26 +97,33 @@ class FakeMidjourneyProxy(FakeBackend):
             and request.path.endswith("/fetch")
         ):
             return self._fetch(request.path.split("/")[3])
-        return Reply(404, {"code": 404, "description": "not found"})
+        return self._no_route(request.path)
+
+    def _no_route(self, path: str) -> Reply:
+        """ASP.NET's 404 has no body; Spring's is its error object."""
+        if self.flavor == "trueai":
+            return Reply(404, b"", content_type="text/plain")
+        return Reply(404, {"timestamp": "2024-05-01T00:00:00.000+00:00", "status": 404, "error": "Not Found",
+                           "path": path})  # fmt: skip
 
     def _submit(self, action: str, body: dict[str, Any]) -> Reply:
         if self.submit_code not in (None, 21, 22):
             return Reply(
                 200, {"code": self.submit_code, "description": "队列已满，请稍后尝试", "result": None}
             )
-        checked = getattr(self, f"_check_{action}", None)
-        if checked is None:
-            return Reply(404, {"code": 404, "description": "not found"})
-        refusal = checked(body)
-        if refusal is not None:
-            return Reply(200, refusal)
+        if action not in SUBMITS[self.flavor]:
+            return self._no_route(f"/mj/submit/{action}")
+        refusal = getattr(self, f"_check_{action}")(body)
+        if refusal is not None:  # trueai answers an unknown task with NotFound(...)
+            unknown = refusal["code"] == 3 and self.flavor == "trueai"
+            return Reply(404 if unknown else 200, refusal)
         if action == "modal":
             task = self.tasks[str(body["taskId"])]
             task.update(status="NOT_START", prompt=body.get("prompt"), mask=body.get("maskBase64"))
             return Reply(200, {"code": 1, "description": "提交成功", "result": task["id"], "properties": {}})
         task_action = body.get("action", action.upper())
         if action == "action":
-            task_action = "UPSCALE" if "::upsample::" in body["customId"] else "ACTION"
+            task_action = self._action_of(body["customId"], self.tasks[str(body["taskId"])])
         task_id = str(next(self.ids))
         self.tasks[task_id] = {
             "id": task_id,
@@ -117,6 +146,20 @@ class FakeMidjourneyProxy(FakeBackend):
                 )
         code = self.submit_code or 1  # 21: already exists, 22: queued; both name a task to follow
         return Reply(200, {"code": code, "description": "提交成功", "result": task_id, "properties": {}})
+
+    @staticmethod
+    def _action_of(custom_id: str, target: dict[str, Any]) -> str:
+        """The task action trueai gives a pressed button (SubmitController.Action)."""
+        if custom_id.startswith("MJ::JOB::reroll::"):
+            return "IMAGINE" if target["action"] == "UPSCALE" else target["action"]
+        for prefix, action in (
+            ("MJ::JOB::upsample::", "UPSCALE"), ("MJ::JOB::variation::", "VARIATION"),
+            ("MJ::JOB::pan_", "PAN"), ("MJ::Outpaint::", "ZOOM"), ("MJ::CustomZoom::", "ZOOM"),
+            ("MJ::Inpaint::", "VARIATION"),
+        ):  # fmt: skip
+            if custom_id.startswith(prefix):
+                return action
+        return "ACTION"
 
     def _check_imagine(self, body: dict[str, Any]) -> dict[str, Any] | None:
         if not body.get("prompt"):
@@ -181,15 +224,15 @@ class FakeMidjourneyProxy(FakeBackend):
 
     def _fetch(self, task_id: str) -> Reply:
         task = self.tasks.get(task_id)
-        if task is None:  # Spring answers a null task with an empty body
-            return Reply(200, b"")
+        if task is None:  # a null task: ASP.NET answers 204, Spring an empty 200
+            return Reply(204 if self.flavor == "trueai" else 200, b"")
         step = self.fetches.get(task_id, 0)
         self.fetches[task_id] = step + 1
         if step < len(self.steps):
             task.update(status="IN_PROGRESS" if step else "SUBMITTED", progress=self.steps[step])
         elif self.fail_reason:
             task.update(status="FAILURE", failReason=self.fail_reason, progress="")
-        else:
+        elif task["status"] != "SUCCESS":
             self._finish(task)
         return Reply(200, task)
 
@@ -197,7 +240,8 @@ class FakeMidjourneyProxy(FakeBackend):
         path = f"/attachments/{task['id']}.png"
         if task["action"] in ("UPSCALE", "SWAP_FACE"):
             self.serve_image(path, png((TILE[0] * 2, TILE[1] * 2), (120, 30, 200)))
-            task["buttons"] = upscale_buttons(f"hash-{task['id']}")
+            if self.flavor == "trueai":
+                task["buttons"] = upscale_buttons(f"hash-{task['id']}")
         elif task["action"] == "SHORTEN":
             task.update(prompt=SHORTENED, promptEn=SHORTENED, properties={"finalPrompt": SHORTENED})
         elif task["action"] == "DESCRIBE":
@@ -206,4 +250,6 @@ class FakeMidjourneyProxy(FakeBackend):
         else:
             colors = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
             self.serve_image(path, self.grid or grid_png(TILE, colors))
+            if self.flavor == "trueai":
+                task["buttons"] = grid_buttons(f"hash-{task['id']}")
         task.update(status="SUCCESS", progress="100%", imageUrl=self.url + path)
