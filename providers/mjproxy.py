@@ -4,7 +4,8 @@ Tasks are submitted under /mj/submit/ and polled at /mj/task/{id}/fetch; a finis
 ``imageUrl`` is the 2x2 grid, which the gateway splits into the four tiles. Pan, zoom out and vary
 region press the buttons of an upscale this provider made (/mj/submit/action with the button's
 customId; custom zoom and vary region then fill in /mj/submit/modal, with ``maskBase64`` for a
-region); shorten is /mj/submit/shorten and face swap /mj/insight-face/swap. Upscale and variation of
+region; with remix mode on, trueai holds a pan or variation for its modal too, and gets the
+parent's prompt); shorten is /mj/submit/shorten and face swap /mj/insight-face/swap. Upscale and variation of
 a job this provider made press the grid's U or V button where the proxy lists buttons (trueai-org,
 which dropped /mj/submit/change in v10), else use /mj/submit/change with the upstream task id
 (novicezk). For a parent made elsewhere (or one the proxy has forgotten, or will not change), a
@@ -39,7 +40,8 @@ from providers.canvas import mask_base64, shape_of
 from providers.http import Backend, HttpSettings, HttpStatusError, data_url, parse_percent
 from providers.prompts import midjourney_prompt, orientation, split_prompts
 
-ACCEPTED = (1, 21, 22)  # submitted, already exists (that task is used), queued
+EXISTED = 21  # already exists (that task is used), or (trueai) a task waiting for /mj/submit/modal
+ACCEPTED = (1, EXISTED, 22)  # submitted, existed, queued
 NOT_FOUND, VALIDATION_ERROR, QUEUE_FULL, BANNED_PROMPT = 3, 4, 23, 24
 FAILED = ("FAILURE", "CANCEL")
 VARIATION_PROMPT = "a variation of this image"
@@ -120,8 +122,7 @@ class MidjourneyProxyProvider(Provider):
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
         """Submit /describe and split the proxy's four prompts."""
         task = self._wait(self._submit("describe", {"base64": data_url(request.image)}, ctx), ctx)
-        properties = task.get("properties") if isinstance(task.get("properties"), dict) else {}
-        text = properties.get("finalPrompt") or task.get("prompt") or ""
+        text = _properties(task).get("finalPrompt") or task.get("prompt") or ""
         prompts = split_prompts(text) if isinstance(text, str) else []
         if len(prompts) < 4:
             raise ProviderError(
@@ -140,22 +141,21 @@ class MidjourneyProxyProvider(Provider):
         zoom = float(request.zoom or 2)
         if zoom in ZOOMS and same_shape:
             return self._grid(self._action(parent, self._button(parent, ZOOMS[zoom]), ctx), ctx)
-        modal = self._action(parent, self._button(parent, CUSTOM_ZOOM), ctx)
+        modal = self._action(parent, self._button(parent, CUSTOM_ZOOM), ctx, fill_modal=False)
         prompt = f"{request.prompt or ''} --zoom {zoom:g}" + (f" --ar {shape}" if shape else "")
         return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt.strip()}, ctx), ctx)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """Press vary region on our own upscale and send the mask to the modal."""
         parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of", ctx)
-        modal = self._action(parent, self._button(parent, VARY_REGION), ctx)
+        modal = self._action(parent, self._button(parent, VARY_REGION), ctx, fill_modal=False)
         body = {"taskId": modal, "maskBase64": mask_base64(request.mask), "prompt": request.prompt or ""}
         return self._grid(self._submit("modal", body, ctx), ctx)
 
     def shorten(self, request: ShortenRequest, ctx: JobContext) -> Result:
         """Submit /shorten; the shorter prompts are the numbered items of its answer."""
         task = self._wait(self._submit("shorten", {"prompt": request.prompt}, ctx), ctx)
-        properties = task.get("properties") if isinstance(task.get("properties"), dict) else {}
-        text = str(properties.get("finalPrompt") or task.get("prompt") or "")
+        text = str(_properties(task).get("finalPrompt") or task.get("prompt") or "")
         first = _NUMBERED.search(text)  # the important tokens come before the numbered prompts
         return Result(descriptions=split_prompts(text[first.start() :] if first else text))
 
@@ -182,6 +182,10 @@ class MidjourneyProxyProvider(Provider):
 
     def _submit(self, action: str, body: dict[str, Any], ctx: JobContext) -> str:
         """Submit a task; returns its id, or raises with the proxy's reason."""
+        return str(self._accepted(action, body, ctx)["result"])
+
+    def _accepted(self, action: str, body: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        """Submit a task; returns the proxy's answer accepting it, or raises with the proxy's reason."""
         try:
             answer = self.http.json("POST", f"/mj/submit/{action}", ctx, json=body)
         except HttpStatusError as exc:
@@ -193,7 +197,7 @@ class MidjourneyProxyProvider(Provider):
             raise ProviderError("The midjourney-proxy provider sent an unexpected answer to a submission.")
         code, result = answer.get("code"), answer.get("result")
         if code in ACCEPTED and result:
-            return str(result)
+            return answer
         description = self.http.scrub(str(answer.get("description") or "no reason given"))
         if code == QUEUE_FULL:
             raise ProviderError("The midjourney-proxy provider's queue is full; try again later.")
@@ -250,9 +254,19 @@ class MidjourneyProxyProvider(Provider):
             f"The midjourney-proxy provider's task {task['id']} has no {prefix.strip(':')} button."
         )
 
-    def _action(self, parent: dict[str, Any], custom_id: str, ctx: JobContext) -> str:
-        """Press a button of the parent task: /mj/submit/action."""
-        return self._submit("action", {"taskId": parent["id"], "customId": custom_id}, ctx)
+    def _action(
+        self, parent: dict[str, Any], custom_id: str, ctx: JobContext, *, fill_modal: bool = True
+    ) -> str:
+        """Press a button of the parent task: /mj/submit/action; returns the task to follow.
+
+        With remix mode on, trueai holds a pan, variation or reroll in MODAL (code 21, ``remix``)
+        until /mj/submit/modal sends its prompt: the parent's, unless the caller fills the modal."""
+        answer = self._accepted("action", {"taskId": parent["id"], "customId": custom_id}, ctx)
+        task_id = str(answer["result"])
+        if fill_modal and answer.get("code") == EXISTED and _properties(answer).get("remix"):
+            prompt = parent.get("prompt") or _properties(parent).get("finalPrompt") or ""
+            return self._submit("modal", {"taskId": task_id, "prompt": str(prompt)}, ctx)
+        return task_id
 
     def _change(self, action: str, task_id: str, index: int, ctx: JobContext) -> str:
         """UPSCALE or VARIATION of a tile of our grid: its U or V button where the proxy lists buttons
@@ -282,3 +296,9 @@ class MidjourneyProxyProvider(Provider):
         """Wait for a four-image task and fetch its grid."""
         task = self._wait(task_id, ctx)
         return Result(grid=self.http.download_grid(task.get("imageUrl"), ctx), ref=task_id)
+
+
+def _properties(answer: dict[str, Any]) -> dict[str, Any]:
+    """The ``properties`` object of a task or a submission's answer (empty when missing)."""
+    properties = answer.get("properties")
+    return properties if isinstance(properties, dict) else {}

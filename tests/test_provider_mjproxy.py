@@ -327,6 +327,26 @@ def test_pan_and_zoom_press_the_upscales_buttons(mj):
     assert modal.json["prompt"] == "a bay --zoom 1 --ar 1:1"
 
 
+def test_with_remix_on_a_pan_or_variation_is_confirmed_with_the_parents_prompt(mj):
+    """trueai with remix mode on holds them in MODAL (code 21, remix) until /mj/submit/modal."""
+    mj.remix = True
+    provider = make(mj, MJPROXY_POLL_INTERVAL=0.01)
+    parent = upscaled(provider)  # U2 of a grid: an upscale is never remixed
+    assert not mj.calls("/mj/submit/modal")
+    image = Image.new("RGB", (192, 128))
+    pan = OutpaintRequest(image=image, pad=(96, 0, 0, 0), width=288, height=128, direction="left", **parent)
+    panned = provider.run("outpaint", pan, Ctx(3))
+    grid = mj.calls("/mj/submit/imagine")[0].json["prompt"]
+    tile = Image.new("RGB", (96, 64))
+    grid_ref = mj.calls("/mj/submit/action")[0].json["taskId"]
+    made = {"parent_ref": grid_ref, "parent_provider": "midjourney-proxy"}
+    varied = provider.run("variation", VariationRequest(image=tile, index=1, **made), Ctx(3))
+    modals = [call.json for call in mj.calls("/mj/submit/modal")]
+    assert modals == [{"taskId": panned.ref, "prompt": grid}, {"taskId": varied.ref, "prompt": grid}]
+    assert panned.grid is not None and varied.grid is not None
+    assert mj.tasks[panned.ref]["action"] == "PAN" and mj.tasks[varied.ref]["action"] == "VARIATION"
+
+
 def test_vary_region_sends_the_mask_to_the_modal(mj):
     provider = make(mj)
     parent = upscaled(provider)

@@ -2,8 +2,9 @@
 
 ``trueai`` is trueai-org/midjourney-proxy (v10 and later): a finished task lists Midjourney's
 ``buttons``, and /mj/submit/action presses one by ``customId`` (U1-U4 and V1-V4 of a grid; pan, zoom
-and the rest of an upscale; custom zoom and vary region answer code 21 and wait for
-/mj/submit/modal, which takes the ``prompt`` and, for a region, ``maskBase64``); /mj/submit/change is
+and the rest of an upscale; custom zoom and vary region, and with ``remix`` on pan, variation and
+reroll, answer code 21 and wait in MODAL for /mj/submit/modal, which takes the ``prompt`` (the
+parent's when empty) and, for a region, ``maskBase64``); /mj/submit/change is
 gone; an unknown task is a 404 with code 3 when submitting and a 204 when fetching.
 ``novicezk`` is novicezk/midjourney-proxy (v2.6): no buttons, upscale and variation through
 /mj/submit/change, an unknown task a code 3 in a 200 when submitting and an empty 200 when fetching.
@@ -79,6 +80,9 @@ class FakeMidjourneyProxy(FakeBackend):
         self.ids = itertools.count(1712345678901230)
         self.grid: bytes | None = None  # served instead of a grid of four tiles
         self.swap_answer: Any = None  # /mj/insight-face/swap answers this instead, when set
+        # trueai with remix mode on (and remix auto-submit off): a pan, variation or reroll waits in
+        # MODAL for /mj/submit/modal, as custom zoom and vary region always do
+        self.remix = False
 
     def handle(self, request: Recorded) -> Reply:
         if self.secret and request.headers.get("mj-api-secret") != self.secret:
@@ -117,9 +121,12 @@ class FakeMidjourneyProxy(FakeBackend):
         if refusal is not None:  # trueai answers an unknown task with NotFound(...)
             unknown = refusal["code"] == 3 and self.flavor == "trueai"
             return Reply(404 if unknown else 200, refusal)
-        if action == "modal":
+        if action == "modal":  # an empty prompt is the parent's (SubmitController.Modal)
             task = self.tasks[str(body["taskId"])]
-            task.update(status="NOT_START", prompt=body.get("prompt"), mask=body.get("maskBase64"))
+            prompt = body.get("prompt") or self.tasks[task["parentId"]]["prompt"]
+            if not prompt:
+                return Reply(200, {"code": 4, "description": "prompt不能为空"})
+            task.update(status="NOT_START", prompt=prompt, promptEn=prompt, mask=body.get("maskBase64"))
             return Reply(200, {"code": 1, "description": "提交成功", "result": task["id"], "properties": {}})
         task_action = body.get("action", action.upper())
         if action == "action":
@@ -138,12 +145,18 @@ class FakeMidjourneyProxy(FakeBackend):
             "properties": {},
         }
         if action == "action":
-            self.tasks[task_id]["customId"] = body["customId"]
-            if body["customId"].startswith(MODAL_BUTTONS):  # waits for its modal: code 21
+            self.tasks[task_id].update(customId=body["customId"], parentId=str(body["taskId"]))
+            remixed = self.remix and (
+                task_action in ("PAN", "VARIATION") or body["customId"].startswith("MJ::JOB::reroll")
+            )
+            if body["customId"].startswith(MODAL_BUTTONS) or remixed:  # waits for its modal: code 21
                 self.tasks[task_id]["status"] = "MODAL"
+                properties = {"finalPrompt": None, "remix": True}
                 return Reply(
-                    200, {"code": 21, "description": "窗口等待", "result": task_id, "properties": {}}
-                )
+                    200,
+                    {"code": 21, "description": "Waiting for window confirm", "result": task_id,
+                     "properties": properties},
+                )  # fmt: skip
         code = self.submit_code or 1  # 21: already exists, 22: queued; both name a task to follow
         return Reply(200, {"code": code, "description": "提交成功", "result": task_id, "properties": {}})
 
@@ -226,6 +239,8 @@ class FakeMidjourneyProxy(FakeBackend):
         task = self.tasks.get(task_id)
         if task is None:  # a null task: ASP.NET answers 204, Spring an empty 200
             return Reply(204 if self.flavor == "trueai" else 200, b"")
+        if task["status"] == "MODAL":  # nothing happens until /mj/submit/modal
+            return Reply(200, task)
         step = self.fetches.get(task_id, 0)
         self.fetches[task_id] = step + 1
         if step < len(self.steps):
@@ -238,6 +253,9 @@ class FakeMidjourneyProxy(FakeBackend):
 
     def _finish(self, task: dict[str, Any]) -> None:
         path = f"/attachments/{task['id']}.png"
+        parent = self.tasks.get(task.get("parentId") or "")
+        if parent and not task["prompt"]:  # Midjourney's message repeats the prompt
+            task.update(prompt=parent["prompt"], promptEn=parent["promptEn"])
         if task["action"] in ("UPSCALE", "SWAP_FACE"):
             self.serve_image(path, png((TILE[0] * 2, TILE[1] * 2), (120, 30, 200)))
             if self.flavor == "trueai":
