@@ -131,6 +131,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MJPROXY_SECRET": ("APIFRAME_MJPROXY_SECRET", str),
     "MJPROXY_TIMEOUT": ("APIFRAME_MJPROXY_TIMEOUT", float),
     "MJPROXY_POLL_INTERVAL": ("APIFRAME_MJPROXY_POLL_INTERVAL", float),
+    "MJPROXY_FLAVOR": ("APIFRAME_MJPROXY_FLAVOR", str),
     "APIFRAME_URL": ("APIFRAME_APIFRAME_URL", str),
     "APIFRAME_KEY": ("APIFRAME_APIFRAME_KEY", str),
     "APIFRAME_PROCESS_MODE": ("APIFRAME_APIFRAME_PROCESS_MODE", str),
@@ -223,6 +224,7 @@ DEFAULTS: dict[str, Any] = {
     "MJPROXY_SECRET": None,
     "MJPROXY_TIMEOUT": 30.0,
     "MJPROXY_POLL_INTERVAL": 3.0,
+    "MJPROXY_FLAVOR": "auto",  # which midjourney-proxy: asked of the proxy, or trueai or novicezk
     "APIFRAME_URL": "https://api.apiframe.pro",
     "APIFRAME_KEY": None,
     "APIFRAME_PROCESS_MODE": "fast",
@@ -310,6 +312,7 @@ RANGES: dict[str, Range] = {
 }
 
 IMAGE_FORMATS = ("png", "webp", "jpeg")
+MJPROXY_FLAVORS = ("auto", "trueai", "novicezk")
 ROLES = ("all", "web")  # what a served process runs besides HTTP; `flask --app app worker` is the worker role
 
 
@@ -350,6 +353,9 @@ def _derive(settings: dict[str, Any]) -> dict[str, Any]:
     settings["IMAGE_FORMAT"] = settings["IMAGE_FORMAT"].lower()
     if settings["IMAGE_FORMAT"] not in IMAGE_FORMATS:
         raise ValueError(f"APIFRAME_IMAGE_FORMAT must be one of {', '.join(IMAGE_FORMATS)}")
+    settings["MJPROXY_FLAVOR"] = settings["MJPROXY_FLAVOR"].lower()
+    if settings["MJPROXY_FLAVOR"] not in MJPROXY_FLAVORS:
+        raise ValueError(f"APIFRAME_MJPROXY_FLAVOR must be one of {', '.join(MJPROXY_FLAVORS)}")
     for key, allowed in RANGES.items():
         value = settings[key]
         if value is not None and not allowed.allows(value):

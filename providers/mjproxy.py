@@ -1,25 +1,32 @@
-"""Midjourney through the open-source midjourney-proxy (novicezk), registered as ``midjourney-proxy``.
+"""Midjourney through an open-source midjourney-proxy, registered as ``midjourney-proxy``.
+
+Two forks speak the same /mj API: trueai-org/midjourney-proxy, which does every operation, and
+novicezk/midjourney-proxy, which has no buttons, so no pan, zoom, vary region, shorten or face swap.
+Which one answers is asked once (only trueai serves GET /mj/home) unless APIFRAME_MJPROXY_FLAVOR
+says; the operations the provider claims follow, so the others are refused or routed elsewhere.
 
 Tasks are submitted under /mj/submit/ and polled at /mj/task/{id}/fetch; a finished task's
 ``imageUrl`` is the 2x2 grid, which the gateway splits into the four tiles. Pan, zoom out and vary
 region press the buttons of an upscale this provider made (/mj/submit/action with the button's
 customId; custom zoom and vary region then fill in /mj/submit/modal, with ``maskBase64`` for a
 region; with remix mode on, trueai holds a pan or variation for its modal too, and gets the
-parent's prompt); shorten is /mj/submit/shorten and face swap /mj/insight-face/swap. Upscale and variation of
-a job this provider made press the grid's U or V button where the proxy lists buttons (trueai-org,
-which dropped /mj/submit/change in v10), else use /mj/submit/change with the upstream task id
-(novicezk). For a parent made elsewhere (or one the proxy has forgotten, or will not change), a
-variation is an imagine with the tile as image prompt, and an upscale is done here with real
-resampling: the proxy cannot upscale a foreign image.
+parent's prompt); shorten is /mj/submit/shorten and face swap /mj/insight-face/swap. Upscale and
+variation of a job this provider made press the grid's U or V button where the proxy lists
+buttons (trueai, which dropped /mj/submit/change in v10), else use /mj/submit/change with the
+upstream task id (novicezk). For a parent made elsewhere (or one the proxy has forgotten, or will
+not change), a variation is an imagine with the tile as image prompt, and an upscale is done here
+with real resampling: the proxy cannot upscale a foreign image.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from providers import (
+    OPERATIONS,
     BlendRequest,
     DescribeRequest,
     FaceSwapRequest,
@@ -41,6 +48,8 @@ from providers.http import Backend, HttpSettings, HttpStatusError, data_url, par
 from providers.prompts import midjourney_prompt, orientation, split_prompts
 
 EXISTED = 21  # already exists (that task is used), or (trueai) a task waiting for /mj/submit/modal
+log = logging.getLogger(__name__)
+
 ACCEPTED = (1, EXISTED, 22)  # submitted, existed, queued
 NOT_FOUND, VALIDATION_ERROR, QUEUE_FULL, BANNED_PROMPT = 3, 4, 23, 24
 FAILED = ("FAILURE", "CANCEL")
@@ -52,6 +61,11 @@ UPSAMPLE, VARY = "MJ::JOB::upsample::{index}::", "MJ::JOB::variation::{index}::"
 PAN = "MJ::JOB::pan_{direction}::"
 ZOOMS = {2.0: "MJ::Outpaint::50::", 1.5: "MJ::Outpaint::75::"}
 CUSTOM_ZOOM, VARY_REGION = "MJ::CustomZoom::", "MJ::Inpaint::"
+# What each fork can do: novicezk has no /action, /modal, /shorten or /mj/insight-face/swap.
+FLAVORS = {
+    "trueai": frozenset(OPERATIONS),
+    "novicezk": frozenset({"imagine", "variation", "upscale", "blend", "describe"}),
+}
 _NUMBERED = re.compile(r"[1-9]\ufe0f?\u20e3")
 
 
@@ -64,9 +78,7 @@ class MidjourneyProxyProvider(Provider):
     """Midjourney via a midjourney-proxy server the operator runs."""
 
     name = "midjourney-proxy"
-    operations = frozenset(
-        {"imagine", "variation", "upscale", "blend", "describe", "outpaint", "inpaint", "shorten", "faceswap"}
-    )
+    operations = FLAVORS["trueai"]  # until the proxy is known to be novicezk's
     required_settings = ("MJPROXY_URL",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -80,6 +92,18 @@ class MidjourneyProxyProvider(Provider):
             secrets=[secret] if secret else [],
         )
         self.poll_interval = float(config["MJPROXY_POLL_INTERVAL"])
+        flavor = config.get("MJPROXY_FLAVOR") or "auto"
+        self.flavor: str | None = None if flavor == "auto" else flavor  # None: not asked yet
+
+    def supports(self, operation: str) -> bool:
+        """What the proxy's fork can do; every operation while it is not known yet."""
+        return operation in FLAVORS.get(self.flavor or "", self.operations)
+
+    def run(self, operation: str, request: Any, ctx: JobContext) -> Result:
+        """Learn which proxy answers (once), then do ``operation`` if it can."""
+        if self.flavor is None:
+            self._detect(ctx)
+        return super().run(operation, request, ctx)
 
     # ---- operations --------------------------------------------------------------------------
 
@@ -172,13 +196,27 @@ class MidjourneyProxyProvider(Provider):
         return Result(image=self.http.download_image(task.get("imageUrl"), ctx), ref=task_id)
 
     def check(self) -> str:
-        """List the proxy's tasks (which needs the secret)."""
-        tasks = self.http.json("GET", "/mj/task/list", self.http.check_context(), retries=0)
+        """List the proxy's tasks (which needs the secret), and learn which proxy it is."""
+        ctx = self.http.check_context()
+        tasks = self.http.json("GET", "/mj/task/list", ctx, retries=0)
         if not isinstance(tasks, list):
             raise ProviderError("The midjourney-proxy provider sent an unexpected answer to /mj/task/list.")
-        return f"answering; {len(tasks)} task(s) known"
+        if self.flavor is None:
+            self._detect(ctx, retries=0)
+        return f"answering ({self.flavor}); {len(tasks)} task(s) known"
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _detect(self, ctx: JobContext, retries: int | None = None) -> None:
+        """Which fork answers: only trueai's proxy serves GET /mj/home (novicezk's answers 404)."""
+        try:
+            self.http.request("GET", "/mj/home", ctx, retries=retries)
+        except HttpStatusError:
+            self.flavor = "novicezk"
+        else:
+            self.flavor = "trueai"
+        can = ", ".join(sorted(FLAVORS[self.flavor]))
+        log.info("midjourney-proxy: the proxy is %s's, which can %s", self.flavor, can)
 
     def _submit(self, action: str, body: dict[str, Any], ctx: JobContext) -> str:
         """Submit a task; returns its id, or raises with the proxy's reason."""

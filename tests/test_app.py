@@ -57,6 +57,15 @@ def test_bad_setting_names_the_variable(monkeypatch, tmp_path):
         config.load()
 
 
+def test_an_unknown_midjourney_proxy_flavor_stops_start_up(monkeypatch, tmp_path):
+    monkeypatch.setenv("APIFRAME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APIFRAME_MJPROXY_FLAVOR", "TrueAI")
+    assert config.load()["MJPROXY_FLAVOR"] == "trueai"
+    monkeypatch.setenv("APIFRAME_MJPROXY_FLAVOR", "plus")
+    with pytest.raises(ValueError, match="APIFRAME_MJPROXY_FLAVOR must be one of auto, trueai, novicezk"):
+        config.load()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

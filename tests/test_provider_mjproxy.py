@@ -1,4 +1,4 @@
-"""The midjourney-proxy adapter against a fake novicezk proxy: submissions, polling, failures, cancel."""
+"""The midjourney-proxy adapter against a fake trueai-org or novicezk proxy: submissions, polling, cancel."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import imaging
 from fakes import Ctx, FakeBackend, decode_image, grid_png, png, provider_settings
 from fakes.mjproxy import TILE, FakeMidjourneyProxy
 from providers import (
+    OPERATIONS,
     BlendRequest,
     DescribeRequest,
     FaceSwapRequest,
@@ -20,6 +21,7 @@ from providers import (
     OutpaintRequest,
     ProviderError,
     ShortenRequest,
+    UnsupportedOperation,
     UpscaleRequest,
     VariationRequest,
     create,
@@ -286,9 +288,61 @@ def test_cancel_stops_polling_promptly(mj):
     assert len(mj.calls()) == count  # no more polling after the cancel
 
 
-def test_check_lists_tasks(mj):
-    assert make(mj).check() == "answering; 0 task(s) known"
-    assert mj.calls("/mj/task/list")[0].headers["mj-api-secret"] == SECRET
+def test_check_lists_tasks_and_learns_which_proxy_answers(either):
+    provider = make(either)
+    assert provider.supports("outpaint")  # not known yet
+    assert provider.check() == f"answering ({either.flavor}); 0 task(s) known"
+    assert either.calls("/mj/task/list")[0].headers["mj-api-secret"] == SECRET
+    trueai = either.flavor == "trueai"
+    assert [provider.supports(op) for op in OPERATIONS] == [True] * 5 + [trueai] * 4
+    provider.check()
+    assert len(either.calls("/mj/home")) == 1  # asked once
+
+
+def novicezk_jobs():
+    """A job of each operation novicezk's proxy cannot do."""
+    image = Image.new("RGB", (16, 16))
+    return [
+        ("outpaint", OutpaintRequest(image=image, pad=(0, 8, 0, 0), width=16, height=24, direction="up")),
+        ("inpaint", InpaintRequest(image=image, mask=Image.new("L", (16, 16), 255))),
+        ("shorten", ShortenRequest(prompt="a red fox in deep snow")),
+        ("faceswap", FaceSwapRequest(target=image, swap=image)),
+    ]
+
+
+def test_novicezks_proxy_is_found_out_on_first_use_and_what_it_cannot_do_is_refused(novicezk):
+    provider = make(novicezk)
+    for operation, request in novicezk_jobs():
+        with pytest.raises(UnsupportedOperation, match=f"midjourney-proxy provider cannot {operation}"):
+            provider.run(operation, request, Ctx())
+    assert novicezk.paths() == ["GET /mj/home"]  # asked once, and nothing submitted
+    assert imagine(provider).grid is not None
+
+
+@pytest.mark.parametrize("flavor", ["novicezk", "trueai"])
+def test_the_flavor_setting_skips_the_question(mj, flavor):
+    provider = make(mj, MJPROXY_FLAVOR=flavor)
+    assert provider.supports("shorten") == (flavor == "trueai")
+    assert provider.check() == f"answering ({flavor}); 0 task(s) known"
+    assert not mj.calls("/mj/home")
+
+
+def test_once_the_proxy_is_known_as_novicezks_shorten_is_refused_before_any_credit_is_taken(
+    settings, request, novicezk
+):
+    settings.update(PROVIDER="midjourney-proxy", MJPROXY_URL=novicezk.url, MJPROXY_SECRET=SECRET)
+    settings.update(MJPROXY_POLL_INTERVAL=0.01)
+    api = request.getfixturevalue("api")
+    assert api.imagine("a red fox")["status"] == "succeeded"
+    before = api.get("/v1/account").get_json()["account"]["credits"]["remaining"]
+    response = api.post("/v1/shorten", json={"prompt": "a red fox in deep snow"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == (
+        "The configured provider (midjourney-proxy) cannot do shorten jobs; "
+        "set APIFRAME_PROVIDER_SHORTEN to a provider that can."
+    )
+    assert api.get("/v1/account").get_json()["account"]["credits"]["remaining"] == before
+    assert not novicezk.calls("/mj/submit/shorten")
 
 
 def upscaled(provider) -> dict:

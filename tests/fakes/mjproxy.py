@@ -9,7 +9,8 @@ gone; an unknown task is a 404 with code 3 when submitting and a 204 when fetchi
 ``novicezk`` is novicezk/midjourney-proxy (v2.6): no buttons, upscale and variation through
 /mj/submit/change, an unknown task a code 3 in a 200 when submitting and an empty 200 when fetching.
 Both take imagine, describe and blend; trueai also /mj/submit/shorten (the important tokens, then
-five numbered prompts) and /mj/insight-face/swap (``sourceBase64`` and ``targetBase64``).
+five numbered prompts) and /mj/insight-face/swap (``sourceBase64`` and ``targetBase64``), and
+serves its home page's data at GET /mj/home, which novicezk does not have.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class FakeMidjourneyProxy(FakeBackend):
             if self.swap_answer is not None:
                 return Reply(200, self.swap_answer)
             return self._submit("swap_face", request.json or {})
+        if (request.method, request.path) == ("GET", "/mj/home") and self.flavor == "trueai":
+            return Reply(200, {"success": True, "code": 200, "message": "", "data": {"isRegister": False}})
         if request.method == "GET" and request.path == "/mj/task/list":
             return Reply(200, list(self.tasks.values()))
         if (
