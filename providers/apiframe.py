@@ -33,7 +33,7 @@ from providers import (
 )
 from providers.canvas import mask_base64, shape_of
 from providers.http import Backend, HttpSettings, error_detail, parse_percent
-from providers.prompts import midjourney_prompt, orientation, split_prompts
+from providers.prompts import midjourney_prompt, orientation, plain_prompts, split_prompts
 
 
 @register
@@ -104,13 +104,8 @@ class ApiframeProvider(Provider):
         if not request.url:
             raise ProviderError("The apiframe provider describes images by URL, and the URL is missing.")
         task = self._wait(self._submit("/describe", {"image_url": request.url}, ctx), ctx)
-        content = task.get("content")
-        prompts = (
-            [str(c).strip() for c in content]
-            if isinstance(content, list)
-            else split_prompts(str(content or ""))
-        )
-        prompts = [prompt for prompt in prompts if prompt]
+        content = task.get("content")  # ["1️⃣ a red fox ...", ...]: stored without the numbers
+        prompts = plain_prompts(content) if isinstance(content, list) else split_prompts(str(content or ""))
         if len(prompts) < 4:
             raise ProviderError(
                 f"The apiframe provider described the image with {len(prompts)} prompt(s), not four."

@@ -58,6 +58,11 @@ def split_prompts(text: str) -> list[str]:
         items = _KEYCAP.split(text)
     else:
         items = text.splitlines()
+    return plain_prompts(items)
+
+
+def plain_prompts(items: list[str]) -> list[str]:
+    """Each prompt without its number or bullet (``1️⃣``, ``1.``, ``-``) or quotes; empty ones dropped."""
     prompts = [_ITEM_MARK.sub("", str(item)).strip().strip('"').strip() for item in items]
     return [prompt for prompt in prompts if prompt]
 

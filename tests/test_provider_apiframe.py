@@ -116,7 +116,8 @@ def test_describe_and_blend_pass_the_users_urls(af):
         "describe", DescribeRequest(image=image, url="https://example.com/fox.png"), Ctx()
     )
     assert af.calls("/describe")[0].json == {"image_url": "https://example.com/fox.png"}
-    assert described.descriptions[0] == "1️⃣ a red fox standing in deep snow, winter forest --ar 1:1"
+    assert described.descriptions[0] == "a red fox standing in deep snow, winter forest --ar 1:1"
+    assert [text[:4] for text in described.descriptions] == ["a re", "wild", "wate", "cine"]  # no "1️⃣ "
     urls = ["https://example.com/a.png", "https://example.com/b.png"]
     blended = provider.run("blend", BlendRequest(images=[image, image], urls=urls), Ctx())
     assert af.calls("/blend")[0].json == {"image_urls": urls, "dimension": "portrait"}
