@@ -249,6 +249,13 @@ def _image_url(job: Job) -> str | None:
     return (job.params or {}).get("image_url") if _made(job, TEXT) else None
 
 
+def _content(job: Job) -> list[str] | None:
+    """Describe's or shorten's prompts as apiframe.ai numbers them: "1️⃣ a red fox …", "2️⃣ …"."""
+    if not _made(job, TEXT) or job.descriptions is None:
+        return None
+    return [f"{number}\ufe0f\u20e3 {text}" for number, text in enumerate(job.descriptions, 1)]
+
+
 def _message(job: Job) -> str | None:
     return (job.error or FAILURE_MESSAGES[job.status]) if job.status in REFUNDED else None
 
@@ -286,11 +293,12 @@ class TaskSchema(schemas.ResponseSchema):
         _image_url, metadata={**_URL, "description": "An upscale's image; for describe, the image described."}
     )
     content = fields.Function(
-        lambda job: job.descriptions if _made(job, TEXT) else None,
+        _content,
         metadata={
             "type": "array",
             "items": {"type": "string"},
-            "description": "Describe's four prompts, or shorten's five shorter prompts.",
+            "description": "Describe's four prompts, or shorten's five shorter prompts, each numbered "
+            '"1️⃣ ", "2️⃣ " and so on.',
         },
     )
     tokens = fields.Function(

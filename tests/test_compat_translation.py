@@ -279,7 +279,8 @@ def test_a_finished_upscale_describe_and_seed(app):
         "image_url": f"{BASE}/image.png",
     }
     assert creative["task_type"] == "upscale-creative" and creative["image_url"] == f"{BASE}/image.png"
-    assert describe["content"] == prompts and describe["image_url"] == "http://x.test/fox.png"
+    assert describe["content"] == ["1️⃣ a red fox", "2️⃣ a fox in snow", "3️⃣ winter", "4️⃣ orange on white"]
+    assert describe["image_url"] == "http://x.test/fox.png"
     assert seed == {"task_id": str(JOB_ID), "task_type": "seed", "status": "finished", "seed": "42"}
 
 

@@ -42,7 +42,8 @@ def test_shorten_gives_five_shorter_prompts_and_each_words_importance(api, origi
     assert task["status"] == "finished" and task["task_type"] == "shorten"
     assert len(task["content"]) == 5 and task["tokens"] == api.job(task["task_id"])["tokens"]
     many = original.post("/fetch-many", {"task_ids": [job["id"], task["task_id"]]}).get_json()["tasks"]
-    assert [t["content"] for t in many] == [prompts, task["content"]]
+    numbered = [f"{n}\ufe0f\u20e3 {text}" for n, text in enumerate(prompts, 1)]  # as apiframe.ai's
+    assert [t["content"] for t in many] == [numbered, task["content"]]
 
 
 @pytest.fixture
