@@ -527,7 +527,13 @@ def error_detail(body: Any) -> str:
         return body
     if not isinstance(body, dict):
         return ""
-    for key in ("error", "detail", "message", "description", "errors"):
+    keys = ("error", "detail", "message", "description", "errors")
+    if isinstance(body.get("error"), str) and ("detail" in body or "errors" in body):
+        # AUTOMATIC1111's api_middleware: the exception's class name, its HTTP detail, then str(exception)
+        keys = ("errors", "error")
+        if isinstance(body.get("detail"), str) and body["detail"].strip():
+            keys = ("detail", *keys)
+    for key in keys:
         value = body.get(key)
         if isinstance(value, dict):
             value = value.get("message") or value.get("msg")

@@ -309,6 +309,13 @@ def test_a_client_error_is_not_retried_and_shows_the_servers_reason(sd):
     assert len(sd.calls("/sdapi/v1/img2img")) == 1
 
 
+def test_a_refusal_in_the_middleware_shape_shows_its_detail_not_the_exception_class(sd):
+    sd.middleware_errors = True
+    with pytest.raises(ProviderError, match=r"refused the request \(HTTP 400\): Sampler not found\.?$"):
+        make(sd, SDWEBUI_SAMPLER="Euler z").run("imagine", imagine_request(), Ctx())
+    assert len(sd.calls("/sdapi/v1/txt2img")) == 1
+
+
 def test_an_unreachable_backend_is_a_clear_error():
     provider = create("sdwebui", provider_settings(SDWEBUI_URL="http://127.0.0.1:9"))
     with pytest.raises(ProviderError, match="sdwebui provider could not be reached"):

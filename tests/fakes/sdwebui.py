@@ -41,6 +41,8 @@ SUBFOLDER_MODEL = {
     "filename": "/models/Stable-diffusion/SDXL/juggernautXL_v9.safetensors",
     "config": None,
 }
+SAMPLERS = {"Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ SDE", "DDIM"}
+UPSCALERS = {"None", "Lanczos", "Nearest", "ESRGAN_4x", "R-ESRGAN 4x+", "SwinIR_4x", "4x-UltraSharp"}
 
 
 def _b64(image: Image.Image) -> str:
@@ -77,14 +79,16 @@ class FakeSdWebUI(FakeBackend):
         self.current_task: str | None = None
         self.finished: list[str] = []
         self.queue_lock = threading.Lock()  # every generation holds it (the web UI's queue_lock)
+        # Failures as api_middleware's handle_exception answers them (AUTOMATIC1111, Forge, reForge):
+        # {"error": class name, "detail", "body", "errors": str(exception)}. Off: FastAPI's {"detail"}
+        # for an HTTPException and Starlette's bare 500 for anything else.
+        self.middleware_errors = False
 
     def handle(self, request: Recorded) -> Reply:
         if self.web_ui and (request.method, request.path) == ("POST", "/internal/progress"):
             return self._task_progress(request)  # on the page's app, outside --api-auth
         if self.auth and not self._authorised(request):
-            return Reply(
-                401, {"detail": "Incorrect username or password"}, headers={"WWW-Authenticate": "Basic"}
-            )
+            return self._refuse(401, "Incorrect username or password", {"WWW-Authenticate": "Basic"})
         if not self.api and request.path.startswith("/sdapi/"):
             return Reply(404, {"detail": "Not Found"})
         route = {
@@ -97,6 +101,19 @@ class FakeSdWebUI(FakeBackend):
             ("GET", "/sdapi/v1/sd-models"): lambda _r: Reply(200, self.models),
         }.get((request.method, request.path))
         return route(request) if route else Reply(404, {"detail": "Not Found"})
+
+    def _refuse(self, status: int, detail: str, headers: dict[str, str] | None = None) -> Reply:
+        """An HTTPException raised by a route."""
+        if self.middleware_errors:
+            body = {"error": "HTTPException", "detail": detail, "body": "", "errors": f"{status}: {detail}"}
+            return Reply(status, body, headers=headers or {})
+        return Reply(status, {"detail": detail}, headers=headers or {})
+
+    def _crash(self, exception: str, message: str) -> Reply:
+        """Any other exception out of a route: a 500."""
+        if self.middleware_errors:
+            return Reply(500, {"error": exception, "detail": "", "body": "", "errors": message})
+        return Reply(500, b"Internal Server Error", "text/plain; charset=utf-8")
 
     def _authorised(self, request: Recorded) -> bool:
         expected = "Basic " + base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
@@ -115,6 +132,8 @@ class FakeSdWebUI(FakeBackend):
         return interrupted
 
     def _generate(self, body: dict, base: Image.Image | None, kind: str) -> Reply:
+        if body.get("sampler_name", "Euler a") not in SAMPLERS:  # validate_sampler_name
+            return self._refuse(400, "Sampler not found")
         forced = body.get("force_task_id") if self.task_ids else None
         task_id = forced or f"task({kind}-{random.randrange(16**7):07X})"
         with self.lock:
@@ -161,15 +180,17 @@ class FakeSdWebUI(FakeBackend):
     def _img2img(self, request: Recorded) -> Reply:
         body = request.json or {}
         if not body.get("init_images"):
-            return Reply(404, {"detail": "Init image not found"})
+            return self._refuse(404, "Init image not found")
         if body.get("mask") is not None:  # inpainting: the mask is an image like the init image
             mask = decode_image(body["mask"])
             if mask.size != decode_image(body["init_images"][0]).size:
-                return Reply(422, {"detail": "mask and init image differ in size"})
+                return self._refuse(422, "mask and init image differ in size")
         return self._generate(body, decode_image(body["init_images"][0]), "img2img")
 
     def _extras(self, request: Recorded) -> Reply:
         body = request.json or {}
+        if body.get("upscaler_1", "None") not in UPSCALERS:  # scripts/postprocessing_upscale.py
+            return self._crash("AssertionError", f"could not find upscaler named {body['upscaler_1']}")
         image = decode_image(body["image"])
         factor = body.get("upscaling_resize", 2)
         enlarged = image.resize(
@@ -180,13 +201,13 @@ class FakeSdWebUI(FakeBackend):
     def _interrogate(self, request: Recorded) -> Reply:
         body = request.json or {}
         if not body.get("image"):
-            return Reply(404, {"detail": "Image not found"})
+            return self._refuse(404, "Image not found")
         decode_image(body["image"])
         if body.get("model", "clip") == "clip":
             return Reply(200, {"caption": CLIP})
         if body.get("model") == "deepdanbooru" and self.deepdanbooru:
             return Reply(200, {"caption": TAGS})
-        return Reply(404, {"detail": "Model not found"})
+        return self._refuse(404, "Model not found")
 
     def _progress(self, _request: Recorded) -> Reply:
         """/sdapi/v1/progress: the server's one state, whichever task it belongs to (no task id)."""

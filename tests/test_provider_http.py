@@ -1,0 +1,20 @@
+"""The shared HTTP client of the providers: the error messages it reads and when it tries again."""
+
+from __future__ import annotations
+
+from providers.http import error_detail
+
+
+def test_automatic1111_middleware_errors_give_the_detail_or_the_exception_text():
+    refused = {"error": "HTTPException", "detail": "Sampler not found", "body": "", "errors": "400: Sampler"}
+    crashed = {"error": "AssertionError", "detail": "", "body": "", "errors": "no upscaler named x"}
+    assert error_detail(refused) == "Sampler not found"
+    assert error_detail(crashed) == "no upscaler named x"
+    assert error_detail({"error": "OutOfMemoryError", "errors": "CUDA out of memory"}) == "CUDA out of memory"
+
+
+def test_other_error_shapes_still_give_their_message():
+    assert error_detail({"error": {"message": "Invalid size", "type": "invalid_request"}}) == "Invalid size"
+    assert error_detail({"error": "queue is full"}) == "queue is full"
+    assert error_detail({"detail": "Not Found"}) == "Not Found"
+    assert error_detail({"message": "no credits"}) == "no credits"
