@@ -539,10 +539,20 @@ def error_detail(body: Any) -> str:
             value = value.get("message") or value.get("msg")
         elif isinstance(value, list) and value:
             first = value[0]
-            value = (first.get("msg") or first.get("message")) if isinstance(first, dict) else first
+            value = _validation_message(first) if isinstance(first, dict) else first
         if value:
             return str(value)
     return ""
+
+
+def _validation_message(error: dict[str, Any]) -> Any:
+    """One item of FastAPI's 422 ``detail`` list: ``"steps: value is not a valid integer"``."""
+    message = error.get("msg") or error.get("message")
+    loc = error.get("loc")
+    if not message or not isinstance(loc, list):
+        return message
+    path = ".".join(str(part) for part in (loc[1:] if loc[:1] == ["body"] else loc))
+    return f"{path}: {message}" if path else message
 
 
 def png_base64(image: Image.Image) -> str:

@@ -18,3 +18,14 @@ def test_other_error_shapes_still_give_their_message():
     assert error_detail({"error": "queue is full"}) == "queue is full"
     assert error_detail({"detail": "Not Found"}) == "Not Found"
     assert error_detail({"message": "no credits"}) == "no credits"
+
+
+def test_a_fastapi_validation_error_names_the_field():
+    invalid = {"loc": ["body", "steps"], "msg": "value is not a valid integer", "type": "type_error.integer"}
+    assert error_detail({"detail": [invalid]}) == "steps: value is not a valid integer"
+    nested = {"loc": ["body", "init_images", 0], "msg": "str type expected", "type": "type_error.str"}
+    assert error_detail({"detail": [nested]}) == "init_images.0: str type expected"
+    query = {"loc": ["query", "id_task"], "msg": "field required", "type": "value_error.missing"}
+    assert error_detail({"detail": [query]}) == "query.id_task: field required"
+    whole = {"loc": ["body"], "msg": "field required", "type": "value_error.missing"}
+    assert error_detail({"detail": [whole]}) == "field required"
