@@ -269,15 +269,17 @@ class Backend:
                     response = send(timeout)
             except requests.RequestException as exc:
                 ctx.check()  # a timeout that used up the job's time is the job's timeout
-                reason, wait = self._failure_reason(exc, timeout, watchdog.expired), None
+                reason, wait, detail = self._failure_reason(exc, timeout, watchdog.expired), None, ""
             else:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 reason, wait = f"answered HTTP {response.status_code}", retry_after(response)
+                detail = self._detail(response)
                 response.close()
             log.warning("%s: %s %s (attempt %d of %d)", self.provider, what, reason, attempt, attempts)
             if attempt == attempts:
-                raise ProviderError(f"The {self.provider} provider {reason}, {attempts} times; giving up.")
+                message = f"The {self.provider} provider {reason}, {attempts} times; giving up"
+                raise ProviderError(message + (f": {detail}" if detail else "."))
             ctx.sleep(self._backoff(attempt, wait))
         raise AssertionError("unreachable")
 
@@ -307,10 +309,14 @@ class Backend:
                 f"The {self.provider} provider did not accept the configured credentials (HTTP {status})."
             )
         else:
-            detail = error_detail(body) or response.reason or ""
+            detail = self._detail(response)
             message = f"The {self.provider} provider refused the request (HTTP {status})"
-            message += f": {self.scrub(detail)}" if detail else "."
+            message += f": {detail}" if detail else "."
         return HttpStatusError(message, status, body)
+
+    def _detail(self, response: requests.Response) -> str:
+        """Why the backend says a request failed (its error message, else the status's reason), scrubbed."""
+        return self.scrub(error_detail(self._maybe_json(response)) or response.reason or "")
 
     @staticmethod
     def _maybe_json(response: requests.Response) -> Any:

@@ -162,6 +162,6 @@ def test_a_failing_backend_fails_the_job_naming_the_provider_and_refunds(backend
     before = balance(api)
     job = api.wait(api.submit("/v1/imagine", {"prompt": "a red fox"})["id"])
     assert job["status"] == "failed" and job["imageUrl"] is None
-    assert f"The {name} provider answered HTTP 503, 2 times; giving up." == job["error"]
+    assert f"The {name} provider answered HTTP 503, 2 times; giving up: upstream trouble" == job["error"]
     assert balance(api) == before
     assert "Traceback" not in job["error"] and "key" not in job["error"].lower()

@@ -280,9 +280,9 @@ def test_429_honours_retry_after(sd):
     assert time.monotonic() - started >= 0.3
 
 
-def test_gives_up_after_the_bounded_retries(sd):
+def test_gives_up_after_the_bounded_retries_saying_why(sd):
     sd.fail(503, times=5, path="/sdapi/v1/txt2img")
-    with pytest.raises(ProviderError, match=r"sdwebui provider answered HTTP 503, 3 times"):
+    with pytest.raises(ProviderError, match=r"answered HTTP 503, 3 times; giving up: upstream trouble$"):
         make(sd).run("imagine", imagine_request(), Ctx())
     assert len(sd.calls("/sdapi/v1/txt2img")) == 3
 
