@@ -189,7 +189,7 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_POLL_INTERVAL": 1.0,  # how often a process reads the rows of the jobs its streams follow
     **{f"PROVIDER_{op}": None for op in PROVIDER_OPERATIONS},
     "PROVIDER_CONNECT_TIMEOUT": 5.0,
-    "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 5xx or 429
+    "PROVIDER_RETRIES": 3,  # extra attempts after a connection error, timeout, 408, 409, 429 or 5xx
     "PROVIDER_BACKOFF": 1.0,  # first retry waits about this long, doubling each time (with jitter)
     "PROVIDER_MAX_BYTES": 50 * 1024 * 1024,
     "SDWEBUI_URL": None,

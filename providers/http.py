@@ -36,8 +36,9 @@ from watchdog import Watchdog, watch_session
 log = logging.getLogger(__name__)
 
 USER_AGENT = "APIFrame/1.0 (+self-hosted image API)"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER = 60.0  # never wait longer than this for one Retry-After
+# Tried again, as OpenAI's SDKs do: a request timeout, a lock conflict, a rate limit, a server error.
+RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
+MAX_RETRY_AFTER = 60.0  # a server that asks for a longer wait is not tried again
 MAX_BACKOFF = 30.0
 CHECK_SECONDS = 10.0  # a health check gives up after this long
 PROGRESS_SHARE = 90  # backend progress 0-100 maps to job progress 0-90; storing takes the rest
@@ -271,7 +272,7 @@ class Backend:
                 ctx.check()  # a timeout that used up the job's time is the job's timeout
                 reason, wait, detail = self._failure_reason(exc, timeout, watchdog.expired), None, ""
             else:
-                if response.status_code not in RETRY_STATUSES:
+                if not should_retry(response):
                     return response
                 reason, wait = f"answered HTTP {response.status_code}", retry_after(response)
                 detail = self._detail(response)
@@ -511,8 +512,29 @@ def scaled(percent: float) -> int:
     return int(max(0.0, min(100.0, float(percent))) * PROGRESS_SHARE / 100)
 
 
+def should_retry(response: requests.Response) -> bool:
+    """Whether a failed answer is worth another attempt, decided as OpenAI's SDKs decide it.
+
+    Not when the server asks for a wait past MAX_RETRY_AFTER (a spent quota, say: its message says
+    so); else as the server's ``X-Should-Retry: true|false`` says; else when the status is in RETRY_STATUSES.
+    """
+    if response.status_code < 400:
+        return False
+    wait = retry_after(response)
+    if wait is not None and wait > MAX_RETRY_AFTER:
+        return False
+    verdict = response.headers.get("X-Should-Retry", "").strip().lower()
+    if verdict in ("true", "false"):
+        return verdict == "true"
+    return response.status_code in RETRY_STATUSES
+
+
 def retry_after(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    """Seconds the server asks to wait: Retry-After-Ms, else Retry-After (seconds or an HTTP date), if any."""
+    try:
+        return max(0.0, float(response.headers["Retry-After-Ms"]) / 1000)
+    except (KeyError, ValueError):
+        pass
     value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import date
 
 import pytest
@@ -178,6 +179,39 @@ def test_429_then_success(oa):
     oa.fail(429, path="/v1/images/generations", Retry_After="0")
     assert len(make(oa).run("imagine", imagine_request(), Ctx()).tiles) == 4
     assert len(oa.calls("/v1/images/generations")) == 2
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Retry-After": "3600"}, {"Retry-After-Ms": "86400000"}, {"X-Should-Retry": "false"}]
+)
+def test_a_spent_quota_is_not_retried_and_says_so(oa, headers):
+    oa.quota_headers = headers
+    with pytest.raises(ProviderError, match=r"\(HTTP 429\): You exceeded your current quota, please check"):
+        make(oa).run("imagine", imagine_request(), Ctx())
+    assert len(oa.calls("/v1/images/generations")) == 1
+
+
+def test_the_servers_x_should_retry_is_obeyed(oa):
+    oa.fail(503, path="/v1/images/generations", X_Should_Retry="false")
+    with pytest.raises(ProviderError, match=r"refused the request \(HTTP 503\): upstream trouble"):
+        make(oa).run("imagine", imagine_request(), Ctx())
+    oa.fail(400, path="/v1/images/generations", X_Should_Retry="true")
+    assert len(make(oa).run("imagine", imagine_request(), Ctx()).tiles) == 4
+    assert len(oa.calls("/v1/images/generations")) == 3
+
+
+@pytest.mark.parametrize("status", [408, 409])
+def test_a_request_timeout_or_a_conflict_is_retried(oa, status):
+    oa.fail(status, path="/v1/images/generations")
+    assert len(make(oa).run("imagine", imagine_request(), Ctx()).tiles) == 4
+    assert len(oa.calls("/v1/images/generations")) == 2
+
+
+def test_retry_after_ms_is_read_before_retry_after(oa):
+    oa.fail(429, path="/v1/images/generations", Retry_After_Ms="400", Retry_After="0")
+    started = time.monotonic()
+    make(oa).run("imagine", imagine_request(), Ctx())
+    assert time.monotonic() - started >= 0.4
 
 
 def test_garbage_and_missing_fields_are_clear_errors(oa):

@@ -67,11 +67,14 @@ class FakeOpenAI(FakeBackend):
         self.describe_answer = json.dumps(DESCRIPTIONS)
         self.counter = itertools.count(1)
         self.force_urls = False  # answer with URLs whatever response_format asks
+        self.quota_headers: dict[str, str] | None = None  # set: the account is out of credit, answered so
 
     def handle(self, request: Recorded) -> Reply:
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             shown = (request.headers.get("Authorization", "")[7:14] + "****") if request.headers else ""
             return _error(401, f"Incorrect API key provided: {shown}.", "invalid_api_key")
+        if self.quota_headers is not None and request.method == "POST":
+            return self._out_of_quota()
         route = {
             ("POST", "/v1/images/generations"): self._generations,
             ("POST", "/v1/images/edits"): self._edits,
@@ -80,6 +83,16 @@ class FakeOpenAI(FakeBackend):
             ("GET", "/v1/models"): self._models,
         }.get((request.method, request.path))
         return route(request) if route else _error(404, f"Invalid URL ({request.method} {request.path})")
+
+    def _out_of_quota(self) -> Reply:
+        """429 insufficient_quota: a 429 like a rate limit's, that no wait mends, with ``quota_headers``."""
+        message = (
+            "You exceeded your current quota, please check your plan and billing details. For more "
+            "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes."
+        )
+        reply = _error(429, message, "insufficient_quota", "insufficient_quota")
+        reply.headers.update(self.quota_headers or {})
+        return reply
 
     def _answer(self, model: str, n: int, size: str, response_format: str | None) -> Reply:
         width, height = (int(side) for side in ("1024x1024" if size == "auto" else size).split("x"))
