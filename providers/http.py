@@ -21,7 +21,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -201,12 +201,14 @@ class Backend:
         *,
         retries: int | None = None,
         read_timeout: float | None = None,
+        retry_statuses: Collection[int] = RETRY_STATUSES,
         **kwargs: Any,
     ) -> requests.Response:
         """Send a request, retrying transient failures; returns a 2xx response or raises ProviderError.
 
-        ``retries`` and ``read_timeout`` override the provider's settings for this call. The answer is
-        read within the attempt, and no further than ``max_answer_bytes``.
+        ``retries`` and ``read_timeout`` override the provider's settings for this call, and
+        ``retry_statuses`` the statuses tried again (a backend whose 500 is deterministic leaves it out).
+        The answer is read within the attempt, and no further than ``max_answer_bytes``.
         """
         url = self.url(path)
         response = self._with_retries(
@@ -215,6 +217,7 @@ class Backend:
             path,
             retries,
             read_timeout,
+            retry_statuses,
         )
         if response.status_code >= 300:
             raise self._status_error(response)
@@ -257,6 +260,7 @@ class Backend:
         what: str,
         retries: int | None = None,
         read_timeout: float | None = None,
+        retry_statuses: Collection[int] = RETRY_STATUSES,
     ) -> requests.Response:
         attempts = (self.settings.retries if retries is None else retries) + 1
         for attempt in range(1, attempts + 1):
@@ -272,7 +276,7 @@ class Backend:
                 ctx.check()  # a timeout that used up the job's time is the job's timeout
                 reason, wait, detail = self._failure_reason(exc, timeout, watchdog.expired), None, ""
             else:
-                if not should_retry(response):
+                if not should_retry(response, retry_statuses):
                     return response
                 reason, wait = f"answered HTTP {response.status_code}", retry_after(response)
                 detail = self._detail(response)
@@ -512,11 +516,11 @@ def scaled(percent: float) -> int:
     return int(max(0.0, min(100.0, float(percent))) * PROGRESS_SHARE / 100)
 
 
-def should_retry(response: requests.Response) -> bool:
+def should_retry(response: requests.Response, statuses: Collection[int] = RETRY_STATUSES) -> bool:
     """Whether a failed answer is worth another attempt, decided as OpenAI's SDKs decide it.
 
     Not when the server asks for a wait past MAX_RETRY_AFTER (a spent quota, say: its message says
-    so); else as the server's ``X-Should-Retry: true|false`` says; else when the status is in RETRY_STATUSES.
+    so); else as the server's ``X-Should-Retry: true|false`` says; else when the status is in ``statuses``.
     """
     if response.status_code < 400:
         return False
@@ -526,7 +530,7 @@ def should_retry(response: requests.Response) -> bool:
     verdict = response.headers.get("X-Should-Retry", "").strip().lower()
     if verdict in ("true", "false"):
         return verdict == "true"
-    return response.status_code in RETRY_STATUSES
+    return response.status_code in statuses
 
 
 def retry_after(response: requests.Response) -> float | None:

@@ -42,7 +42,11 @@ from providers import (
 )
 from providers.analysis import aspect_ratio
 from providers.canvas import keep_original, padded
-from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_base64
+from providers.http import RETRY_STATUSES, Backend, Deadline, HttpSettings, HttpStatusError, png_base64
+
+# A 500 from a generation, an upscale or an interrogation is the same the next time (CUDA out of
+# memory, an unknown upscaler, an image it cannot decode): retrying would only run the GPU again.
+WORK_RETRY_STATUSES = RETRY_STATUSES - {500}
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +152,9 @@ class SdWebUIProvider(Provider):
             "upscaler_1": self.config["SDWEBUI_UPSCALER"],
         }
         ctx.progress(10)
-        body = self.http.json("POST", "/sdapi/v1/extra-single-image", ctx, json=payload)
+        body = self.http.json(
+            "POST", "/sdapi/v1/extra-single-image", ctx, json=payload, retry_statuses=WORK_RETRY_STATUSES
+        )
         return Result(image=self.http.image_from_base64(self.http.field(body, "image")))
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
@@ -223,7 +229,9 @@ class SdWebUIProvider(Provider):
         try:
             body = self.http.while_running(
                 ctx,
-                lambda detached: self.http.json("POST", path, detached, json=payload),
+                lambda detached: self.http.json(
+                    "POST", path, detached, json=payload, retry_statuses=WORK_RETRY_STATUSES
+                ),
                 lambda detached: self._read_progress(detached, task),
                 self.poll_interval,
             )
@@ -336,7 +344,13 @@ class SdWebUIProvider(Provider):
     def _interrogate(self, image: str, model: str, ctx: JobContext) -> str:
         """One interrogator's caption; an interrogator the server lacks (other than clip) is skipped."""
         try:
-            body = self.http.json("POST", "/sdapi/v1/interrogate", ctx, json={"image": image, "model": model})
+            body = self.http.json(
+                "POST",
+                "/sdapi/v1/interrogate",
+                ctx,
+                json={"image": image, "model": model},
+                retry_statuses=WORK_RETRY_STATUSES,
+            )
         except HttpStatusError:
             if model == "clip":
                 raise

@@ -267,10 +267,37 @@ def test_a_hanging_progress_read_holds_up_neither_the_result_nor_a_failure(sd):
     assert time.monotonic() - started < 1.5
 
 
-def test_5xx_is_retried_then_succeeds(sd):
-    sd.fail(500, times=2, path="/sdapi/v1/txt2img")
+def test_a_gateway_error_is_retried_then_succeeds(sd):
+    sd.fail(502, path="/sdapi/v1/txt2img")
+    sd.fail(503, path="/sdapi/v1/txt2img")
     result = make(sd).run("imagine", imagine_request(), Ctx())
     assert len(result.tiles) == 4 and len(sd.calls("/sdapi/v1/txt2img")) == 3
+
+
+def test_a_generation_that_fails_on_the_server_is_not_run_again(sd):
+    sd.middleware_errors = sd.out_of_memory = True
+    with pytest.raises(ProviderError, match=r"refused the request \(HTTP 500\): CUDA out of memory\. Tried"):
+        make(sd).run("imagine", imagine_request(), Ctx())
+    assert len(sd.calls("/sdapi/v1/txt2img")) == 1
+    tile = Image.new("RGB", (64, 64))
+    with pytest.raises(ProviderError, match="CUDA out of memory"):
+        make(sd).run("variation", VariationRequest(image=tile, index=1), Ctx())
+    assert len(sd.calls("/sdapi/v1/img2img")) == 1
+
+
+def test_an_unknown_upscaler_fails_at_once_with_the_servers_reason(sd):
+    sd.middleware_errors = True
+    request = UpscaleRequest(image=Image.new("RGB", (64, 64)), index=1)
+    with pytest.raises(ProviderError, match=r"\(HTTP 500\): could not find upscaler named 4x-Nope$"):
+        make(sd, SDWEBUI_UPSCALER="4x-Nope").run("upscale", request, Ctx())
+    assert len(sd.calls("/sdapi/v1/extra-single-image")) == 1
+
+
+def test_an_interrogation_that_fails_on_the_server_is_not_sent_again(sd):
+    sd.fail(500, path="/sdapi/v1/interrogate")
+    with pytest.raises(ProviderError, match=r"refused the request \(HTTP 500\)"):
+        make(sd).run("describe", DescribeRequest(image=Image.new("RGB", (64, 64))), Ctx())
+    assert len(sd.calls("/sdapi/v1/interrogate")) == 1
 
 
 def test_429_honours_retry_after(sd):

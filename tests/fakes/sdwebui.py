@@ -83,6 +83,7 @@ class FakeSdWebUI(FakeBackend):
         # {"error": class name, "detail", "body", "errors": str(exception)}. Off: FastAPI's {"detail"}
         # for an HTTPException and Starlette's bare 500 for anything else.
         self.middleware_errors = False
+        self.out_of_memory = False  # generations fail as on a GPU without room for them
 
     def handle(self, request: Recorded) -> Reply:
         if self.web_ui and (request.method, request.path) == ("POST", "/internal/progress"):
@@ -143,11 +144,18 @@ class FakeSdWebUI(FakeBackend):
                 self.current_task = task_id
                 self.pending.pop(task_id, None)
             try:
+                if self.out_of_memory:  # process_images raises: state.end() follows, finish_task does not
+                    return self._crash(
+                        "OutOfMemoryError",
+                        "CUDA out of memory. Tried to allocate 2.25 GiB (GPU 0; 7.79 GiB total capacity; "
+                        "5.11 GiB already allocated; 1.02 GiB free; 5.60 GiB reserved in total by PyTorch)",
+                    )
                 interrupted = self._run()
-            finally:
-                with self.lock:  # finish_task, then state.end()
+                with self.lock:  # finish_task
                     self.current_task = None
                     self.finished.append(task_id)
+            finally:
+                with self.lock:  # state.end()
                     self.running, self.progress = False, 0.0
         opts = {**self.options, **(body.get("override_settings") or {})}
         width, height, batch = body.get("width", 512), body.get("height", 512), body.get("batch_size", 1)
