@@ -342,7 +342,7 @@ class SdWebUIProvider(Provider):
         return tiles
 
     def _interrogate(self, image: str, model: str, ctx: JobContext) -> str:
-        """One interrogator's caption; an interrogator the server lacks (other than clip) is skipped."""
+        """One interrogator's caption; one other than clip that fails (missing, broken) is skipped."""
         try:
             body = self.http.json(
                 "POST",
@@ -351,7 +351,7 @@ class SdWebUIProvider(Provider):
                 json={"image": image, "model": model},
                 retry_statuses=WORK_RETRY_STATUSES,
             )
-        except HttpStatusError:
+        except ProviderError:
             if model == "clip":
                 raise
             log.info("sdwebui: interrogator %s is not available", model)

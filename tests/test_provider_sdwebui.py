@@ -151,6 +151,19 @@ def test_describe_works_without_deepdanbooru(sd):
     assert len(set(result.descriptions)) == 4
 
 
+@pytest.mark.parametrize("failure", ["garbage", "outage"])
+def test_an_extra_interrogator_that_fails_is_skipped(sd, failure):
+    if failure == "garbage":
+        sd.garbage(path="/sdapi/v1/interrogate")
+    else:
+        sd.fail(503, times=3, path="/sdapi/v1/interrogate")
+    provider = make(sd, SDWEBUI_INTERROGATORS="deepdanbooru,clip")
+    result = provider.run("describe", DescribeRequest(image=Image.new("RGB", (64, 64))), Ctx())
+    models = [call.json["model"] for call in sd.calls("/sdapi/v1/interrogate")]
+    assert models[-1] == "clip" and set(models[:-1]) == {"deepdanbooru"}
+    assert result.descriptions[0].startswith("a painting of a red fox in the snow")
+
+
 def test_progress_is_read_while_a_generation_runs(sd):
     sd.generation_seconds = 0.6
     ctx = Ctx()
