@@ -172,7 +172,7 @@ class ApiframeProvider(Provider):
         return str(ref)
 
     def _submit(self, path: str, body: dict[str, Any], ctx: JobContext) -> str:
-        answer = self.http.json("POST", path, ctx, json=body)
+        answer = self.http.json("POST", path, ctx, json=body, idempotent=False)  # a task, billed upstream
         task_id = answer.get("task_id") if isinstance(answer, dict) else None
         if not task_id:
             detail = self.http.scrub(error_detail(answer) or "no task id in the answer")

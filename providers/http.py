@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image
+from urllib3.exceptions import NewConnectionError
 
 import imaging
 from providers import JobAborted, JobCancelled, JobContext, JobTimedOut, ProviderError
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = "APIFrame/1.0 (+self-hosted image API)"
 # Tried again, as OpenAI's SDKs do: a request timeout, a lock conflict, a rate limit, a server error.
 RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
+# A call that makes (and may bill) something upstream is sent again only after an answer saying it was
+# refused before any work: a rate limit, or a server that is not taking requests.
+REFUSED_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER = 60.0  # a server that asks for a longer wait is not tried again
 MAX_BACKOFF = 30.0
 CHECK_SECONDS = 10.0  # a health check gives up after this long
@@ -202,12 +206,17 @@ class Backend:
         retries: int | None = None,
         read_timeout: float | None = None,
         retry_statuses: Collection[int] = RETRY_STATUSES,
+        idempotent: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
         """Send a request, retrying transient failures; returns a 2xx response or raises ProviderError.
 
         ``retries`` and ``read_timeout`` override the provider's settings for this call, and
         ``retry_statuses`` the statuses tried again (a backend whose 500 is deterministic leaves it out).
+        A call that is not ``idempotent`` (it makes a task, and may bill it, each time it arrives) is sent
+        again only when it surely did not arrive (no connection was made) or was refused before any
+        work (REFUSED_STATUSES): after a timeout, a cut connection or another error the backend may have
+        made the task, and a second try would make it twice.
         The answer is read within the attempt, and no further than ``max_answer_bytes``.
         """
         url = self.url(path)
@@ -217,7 +226,8 @@ class Backend:
             path,
             retries,
             read_timeout,
-            retry_statuses,
+            retry_statuses if idempotent else REFUSED_STATUSES.intersection(retry_statuses),
+            idempotent,
         )
         if response.status_code >= 300:
             raise self._status_error(response)
@@ -261,6 +271,7 @@ class Backend:
         retries: int | None = None,
         read_timeout: float | None = None,
         retry_statuses: Collection[int] = RETRY_STATUSES,
+        idempotent: bool = True,
     ) -> requests.Response:
         attempts = (self.settings.retries if retries is None else retries) + 1
         for attempt in range(1, attempts + 1):
@@ -275,6 +286,11 @@ class Backend:
             except requests.RequestException as exc:
                 ctx.check()  # a timeout that used up the job's time is the job's timeout
                 reason, wait, detail = self._failure_reason(exc, timeout, watchdog.expired), None, ""
+                if not idempotent and not _unsent(exc):
+                    raise ProviderError(
+                        f"The {self.provider} provider {reason}; the request was not sent again, since it "
+                        "may have made the task already (a second one could be made and billed)."
+                    ) from None
             else:
                 if not should_retry(response, retry_statuses):
                     return response
@@ -514,6 +530,14 @@ class Backend:
 def scaled(percent: float) -> int:
     """Backend progress (0-100) as job progress, leaving room for storing the images."""
     return int(max(0.0, min(100.0, float(percent))) * PROGRESS_SHARE / 100)
+
+
+def _unsent(exc: requests.RequestException) -> bool:
+    """Whether a request surely never reached the backend: its connection was never made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # urllib3's MaxRetryError
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def should_retry(response: requests.Response, statuses: Collection[int] = RETRY_STATUSES) -> bool:

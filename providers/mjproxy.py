@@ -186,7 +186,7 @@ class MidjourneyProxyProvider(Provider):
     def faceswap(self, request: FaceSwapRequest, ctx: JobContext) -> Result:
         """Submit /mj/insight-face/swap with both images; the result is one image."""
         body = {"sourceBase64": data_url(request.swap), "targetBase64": data_url(request.target)}
-        answer = self.http.json("POST", "/mj/insight-face/swap", ctx, json=body)
+        answer = self.http.json("POST", "/mj/insight-face/swap", ctx, json=body, idempotent=False)
         if not isinstance(answer, dict) or answer.get("code") not in ACCEPTED or not answer.get("result"):
             description = answer.get("description") if isinstance(answer, dict) else None
             detail = self.http.scrub(str(description or "no reason given"))
@@ -225,7 +225,8 @@ class MidjourneyProxyProvider(Provider):
     def _accepted(self, action: str, body: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         """Submit a task; returns the proxy's answer accepting it, or raises with the proxy's reason."""
         try:
-            answer = self.http.json("POST", f"/mj/submit/{action}", ctx, json=body)
+            # a task, run on the operator's Midjourney account each time it arrives
+            answer = self.http.json("POST", f"/mj/submit/{action}", ctx, json=body, idempotent=False)
         except HttpStatusError as exc:
             # trueai answers an unknown parent with HTTP 404 (code 3), and has no /change since v10
             if action in ("change", "action") and exc.status == 404:

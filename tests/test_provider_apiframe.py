@@ -25,6 +25,7 @@ from providers import (
     VariationRequest,
     create,
 )
+from servers import free_port
 
 KEY = "af-key-abcdef123456"
 
@@ -145,7 +146,7 @@ def test_a_wrong_key_is_refused_without_showing_it(af):
 
 
 def test_transient_failures_are_retried_and_garbage_is_reported(af):
-    af.fail(500, path="/imagine")
+    af.fail(503, path="/imagine")  # refused before any work: sent again
     af.fail(429, path="/fetch", Retry_After="0")
     assert len(imagine(make(af)).tiles) == 4
     assert len(af.calls("/imagine")) == 2
@@ -154,10 +155,25 @@ def test_transient_failures_are_retried_and_garbage_is_reported(af):
         imagine(make(af))
 
 
-def test_a_hanging_submission_times_out(af):
-    af.hang(times=3, path="/imagine")
-    with pytest.raises(ProviderError, match="apiframe provider did not answer within 0.2 seconds, 3 times"):
+@pytest.mark.parametrize("fault", ["500", "502", "hang"])
+def test_a_submission_the_backend_may_have_acted_on_is_not_sent_again(af, fault):
+    """apiframe.ai bills each task it makes: after an error or a timeout the task may exist already."""
+    if fault == "hang":
+        af.hang(path="/imagine")
+        expected = "did not answer within 0.2 seconds; the request was not sent again"
+    else:
+        af.fail(int(fault), path="/imagine")
+        expected = f"refused the request \\(HTTP {fault}\\)"
+    with pytest.raises(ProviderError, match=expected):
         imagine(make(af, APIFRAME_TIMEOUT=0.2))
+    assert len(af.calls("/imagine")) == 1
+
+
+def test_a_submission_that_found_no_server_is_sent_again():
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: the task surely was not made
+    provider = create("apiframe", provider_settings(APIFRAME_URL=closed, APIFRAME_KEY=KEY))
+    with pytest.raises(ProviderError, match=r"\(connection failed\), 3 times; giving up"):
+        imagine(provider)
 
 
 def test_the_job_deadline_bounds_the_wait(af):

@@ -261,6 +261,17 @@ def test_polling_survives_a_5xx_and_a_slow_answer(mj):
     assert imagine(make(mj)).grid is not None
 
 
+def test_a_submission_is_sent_again_only_when_refused_before_any_work(mj):
+    """Each task runs on the operator's Midjourney account: after a 502 it may have been made already."""
+    mj.fail(429, path="/mj/submit/imagine", Retry_After="0")
+    assert imagine(make(mj)).grid is not None
+    assert len(mj.calls("/mj/submit/imagine")) == 2
+    mj.fail(502, path="/mj/submit/imagine")
+    with pytest.raises(ProviderError, match=r"refused the request \(HTTP 502\)"):
+        imagine(make(mj))
+    assert len(mj.calls("/mj/submit/imagine")) == 3
+
+
 def test_a_garbage_fetch_is_a_clear_error(mj):
     mj.garbage(path="/mj/task/1712345678901230/fetch")
     with pytest.raises(
