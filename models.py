@@ -278,6 +278,8 @@ def unavailable(exc: BaseException) -> bool:
     if not isinstance(exc, PeeweeException):
         return False
     cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__context__
+    if isinstance(cause, PeeweeException):  # wrapped twice: a connect that failed inside begin, say
+        return unavailable(cause)
     if isinstance(cause, psycopg2.OperationalError | psycopg2.InterfaceError):
         return True  # connection failures, shutdowns, cancels, lack of resources, deadlocks
     # SQLite's own errors carry its (extended) result code; those the sqlite3 module raises itself do not

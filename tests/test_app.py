@@ -7,12 +7,13 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from peewee import OperationalError, SqliteDatabase
+from peewee import OperationalError, PostgresqlDatabase, SqliteDatabase
 
 import config
 import models
 from app import create_app
 from conftest import POSTGRES, stop_background
+from servers import free_port
 from test_console import PASSWORD, Console
 
 
@@ -321,3 +322,11 @@ def test_a_locked_sqlite_database_is_unavailable_and_a_faulty_statement_is_not(t
     with pytest.raises(OperationalError) as faulty:
         database.execute_sql("SELECT * FROM no_such_table")
     assert models.unavailable(locked.value) and not models.unavailable(faulty.value)
+
+
+def test_a_transaction_that_cannot_connect_is_unavailable():
+    database = PostgresqlDatabase("apiframe", host="127.0.0.1", port=free_port(), user="postgres")
+    with pytest.raises(OperationalError) as refused:
+        with database.atomic():  # peewee wraps the connect's error, then begin's wraps that again
+            pass
+    assert models.unavailable(refused.value)
