@@ -2,14 +2,16 @@
 
 A waiting request sleeps on an event that the ``job_finished`` signal sets, so it costs no CPU and no
 database connection while it waits; it looks at the database again only every few seconds, for jobs
-that another process ends. Each process lets a bounded number of requests wait at once, so waiting
-requests can never take every server thread: one more gets ``Busy`` before any job is created. When
-the process stops (``stop``), every waiting request is woken to answer at once, not cut off unanswered
-at the end of gunicorn's graceful timeout.
+that another process ends (a look that finds the database unusable for now, down or restarting, does
+not end the wait: the next one reads again). Each process lets a bounded number of requests wait at
+once, so waiting requests can never take every server thread: one more gets ``Busy`` before any job
+is created. When the process stops (``stop``), every waiting request is woken to answer at once, not
+cut off unanswered at the end of gunicorn's graceful timeout.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -19,7 +21,9 @@ from contextlib import contextmanager
 from flask import Flask, current_app
 
 from jobs import SUCCEEDED, TERMINAL, job_finished
-from models import Job, db
+from models import Job, db, unavailable
+
+log = logging.getLogger(__name__)
 
 EXTENSION = "apiframe.waits"
 RECHECK = 2.0  # seconds between looks at the database, for jobs ended by another process
@@ -69,19 +73,33 @@ class Waits:
                 self.held -= 1
             self._free.release()
 
-    def wait(self, job_ids: Sequence[uuid.UUID], timeout: float) -> list[Job]:
+    def wait(self, accepted: Sequence[Job], timeout: float) -> list[Job]:
         """The jobs, once all have ended or one has ended without success (the request has no answer
         with images then); or else once ``timeout`` seconds have passed or the process stops (then some
-        are still active)."""
+        are still active). While the database cannot be used, the jobs are as last read (at first, as
+        ``accepted``), and are read again at the next look."""
+        job_ids = [job.id for job in accepted]
         event = threading.Event()
         with self._lock:
             for job_id in job_ids:
                 self._waiting.setdefault(job_id, set()).add(event)
         deadline = time.monotonic() + timeout
+        found, failing = list(accepted), False
         try:
             while True:
                 event.clear()
-                found = _load(job_ids)
+                try:
+                    found, failing = _load(job_ids), False
+                except Exception as exc:
+                    if not unavailable(exc):
+                        raise
+                    if not failing:  # a line per outage, not a traceback per look
+                        log.warning(
+                            "a synchronous request could not read its jobs: database unavailable (%s); "
+                            "reading again",
+                            str(exc).strip(),
+                        )
+                    failing = True
                 left = deadline - time.monotonic()
                 ended = [job.status for job in found if job.status in TERMINAL]
                 if len(ended) == len(found) or set(ended) - {SUCCEEDED} or left <= 0 or self.stopping:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import re
 import time
@@ -36,11 +37,13 @@ import uploads
 from api.body import json_body
 from errors import ApiError, validation_error
 from idempotency import idempotent
-from models import Job
+from models import Job, unavailable
 from operations import Operation
 from providers import configured as configured_providers
 from waits import Busy, waits
 from waits import init_app as waits_init
+
+log = logging.getLogger(__name__)
 
 FAMILY = jobs.REFERENCE  # the jobs are the reference's: no webhook, shown as /v1 jobs
 bp = Blueprint("openai", __name__)
@@ -511,7 +514,7 @@ def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[
         # a retry under an Idempotency-Key given its first request's jobs (which use that one's upload)
         for reference in sent - {job.params.get("upload") for job in accepted}:
             uploads.discard(reference)
-    ended = waits().wait([job.id for job in accepted], current_app.config["SYNC_WAIT"])
+    ended = waits().wait(accepted, current_app.config["SYNC_WAIT"])
     return jsonify(created=int(time.time()), data=_images(ended, data))
 
 
@@ -552,7 +555,8 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``n`` images of the ended jobs, as the request asks, or the error that says why there are none.
 
     All or nothing: with no images to answer, the jobs still running are cancelled, and those that
-    succeeded refunded.
+    succeeded refunded; if the database cannot be used to do that, the answer says that they may still
+    make their images.
     """
     unfinished = [job for job in ended if job.status not in jobs.TERMINAL]
     cancelled = [job for job in ended if job.status == jobs.CANCELLED]
@@ -569,9 +573,14 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
         why = "its server stopped before it ended"
     else:
         why = "the synchronous request ran out of time"
-    for job in unfinished:
-        jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
-    _refund_succeeded(ended, why)
+    try:
+        for job in unfinished:
+            jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
+        _refund_succeeded(ended, why)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        raise _not_cancelled(ended, exc) from None
     if cancelled:
         raise ApiError(
             409,
@@ -595,6 +604,23 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
         f"The images were not ready within {limit:g} seconds (APIFRAME_SYNC_WAIT); the unfinished "
         "jobs were cancelled, and the request's credits refunded.",
         headers={"X-Should-Retry": "false"},  # OpenAI's SDKs retry a 5xx, to wait as long again
+    )
+
+
+def _not_cancelled(ended: Iterable[Job], exc: Exception) -> ApiError:
+    """503 for jobs that an outage of the database kept from being cancelled: they may still make their
+    images, and stay paid for unless they fail. Not to be retried: OpenAI's SDKs send a 5xx again, which
+    would make and charge a second set of jobs."""
+    why = str(exc).strip()
+    log.warning("a synchronous request's jobs were not cancelled: database unavailable (%s)", why)
+    ids = ", ".join(str(job.id) for job in ended)
+    return ApiError(
+        503,
+        "DATABASE_UNAVAILABLE",
+        "The database could not be used while this request waited for its images, so its jobs could not be "
+        "cancelled: they may still make the images, which GET /v1/jobs/<id> shows, and they stay paid for "
+        f"unless they fail. Its jobs: {ids}.",
+        headers={"X-Should-Retry": "false"},
     )
 
 

@@ -374,6 +374,26 @@ def database(request, settings) -> str:
     return request.param
 
 
+@pytest.fixture
+def refusing(postgres_url):
+    """Make the database refuse every connection, as while it restarts, and end those it has."""
+    admin = psycopg2.connect(POSTGRES.format(name="test"))
+    admin.autocommit = True
+    name = postgres_url.rsplit("/", 1)[1]
+
+    def refuse(refused: bool = True) -> None:
+        with admin.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if refused else 'true'}")
+            if refused:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+                )
+
+    yield refuse
+    refuse(False)
+    admin.close()
+
+
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory) -> Iterator[MotoS3]:
     """One S3 endpoint on loopback for the whole run (each test makes its own bucket)."""

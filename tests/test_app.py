@@ -5,14 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import psycopg2
 import pytest
 from peewee import OperationalError, PostgresqlDatabase, SqliteDatabase
 
 import config
 import models
 from app import create_app
-from conftest import POSTGRES, stop_background
+from conftest import stop_background
 from servers import free_port
 from test_console import PASSWORD, Console
 
@@ -255,26 +254,6 @@ def test_internal_errors_are_json_without_traceback(app, api, monkeypatch):
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
     assert message
-
-
-@pytest.fixture
-def refusing(postgres_url):
-    """Make the database refuse every connection, as while it restarts, and end those it has."""
-    admin = psycopg2.connect(POSTGRES.format(name="test"))
-    admin.autocommit = True
-    name = postgres_url.rsplit("/", 1)[1]
-
-    def refuse(refused: bool = True) -> None:
-        with admin.cursor() as cursor:
-            cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if refused else 'true'}")
-            if refused:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-                )
-
-    yield refuse
-    refuse(False)
-    admin.close()
 
 
 def test_a_database_that_cannot_be_used_is_a_503_with_retry_after_in_each_family(

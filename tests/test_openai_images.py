@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
+import peewee
+import psycopg2
 import pytest
 import requests
 from openai import OpenAI
@@ -32,7 +34,7 @@ from api import openai as openai_api
 from config import DEFAULTS
 from conftest import image_bytes, wait_until
 from fakes.sdwebui import FakeSdWebUI
-from models import Job
+from models import Job, LedgerEntry, db
 from providers import ProviderError
 from servers import Server, cli, environment, free_port
 from test_console import PASSWORD, Console, text
@@ -66,7 +68,7 @@ def balance(app, account) -> int:
 
 
 def jobs_of(app, account) -> list[Job]:
-    with app.app_context():
+    with app.app_context(), db.connection_context():  # none kept: it could be cut while the test runs
         return list(Job.select().where(Job.account == account.id).order_by(Job.created_at))
 
 
@@ -777,8 +779,102 @@ def test_a_job_ended_by_another_process_is_seen_without_the_signal(settings, mak
         ender = threading.Timer(0.3, lambda: Job.update(status="succeeded").where(Job.id == job.id).execute())
         ender.start()
         started = time.monotonic()
-        (ended,) = waits.waits().wait([job.id], timeout=10)
+        (ended,) = waits.waits().wait([job], timeout=10)
         assert ended.status == "succeeded" and time.monotonic() - started < waits.RECHECK + 1
+
+
+# ---- the database, while a request waits -------------------------------------------------------------
+
+
+@pytest.fixture
+def web_node(settings, monkeypatch):
+    """A web node that runs no jobs until the test starts its pool (a worker node's, elsewhere), and whose
+    waiting requests look at the database every 0.2 s."""
+    settings["START_WORKERS"] = False
+    monkeypatch.setattr(waits, "RECHECK", 0.2)
+
+
+def waiting_request(app, email: str, url: str):
+    """An SDK request (with its own retries, as by default) waiting in a thread once its job is accepted:
+    the account, the thread, and what it got (the answer, or the error)."""
+    with app.app_context():
+        account, key = accounts.create(email, plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{url}/v1", timeout=60)
+    got: list = []
+
+    def generate():
+        try:
+            got.append(client.images.generate(prompt="a lighthouse in the fog"))
+        except openai.APIStatusError as exc:
+            got.append(exc)
+
+    waiting = threading.Thread(target=generate)
+    waiting.start()
+    wait_until(lambda: jobs_of(app, account), what="the request's job")
+    return account, waiting, got
+
+
+def debits(app, account) -> list[int]:
+    with app.app_context():
+        rows = LedgerEntry.select().where((LedgerEntry.account == account.id) & (LedgerEntry.amount < 0))
+        return [row.amount for row in rows]
+
+
+def test_a_database_blip_while_a_request_waits_still_answers_its_images_for_one_debit(
+    on_postgres, web_node, live, refusing, caplog
+):
+    app, live_server = live
+    account, waiting, got = waiting_request(app, "blip@example.com", live_server.url)
+    refusing()
+    time.sleep(1.0)  # several looks at the database find it refusing
+    refusing(False)
+    app.extensions["apiframe.pool"].start()
+    waiting.join(30)
+    (answer,) = got
+    assert isinstance(answer, openai.types.ImagesResponse) and len(answer.data) == 1
+    assert decoded(answer.data[0]).size == (1024, 1024)
+    assert [job.status for job in jobs_of(app, account)] == ["succeeded"]  # no second job, as a retry makes
+    assert debits(app, account) == [-16] and balance(app, account) == 5000 - 16
+    lines = [r for r in caplog.records if r.name == "waits"]
+    assert [r.levelname for r in lines] == ["WARNING"] and "database unavailable" in lines[0].getMessage()
+    assert not any(r.exc_info for r in lines)
+
+
+def test_a_database_down_past_the_wait_gets_an_answer_the_sdk_does_not_retry(
+    on_postgres, web_node, live, refusing
+):
+    app, live_server = live
+    app.config.update(SYNC_WAIT=1.0)
+    account, waiting, got = waiting_request(app, "outage@example.com", live_server.url)
+    refusing()
+    waiting.join(30)
+    (answer,) = got
+    assert answer.status_code == 503 and answer.body["code"] == "database_unavailable"
+    # not sent again: its job could not be cancelled, and a retry would make and charge another
+    headers = answer.response.headers
+    assert headers["X-Should-Retry"] == "false" and "Retry-After" not in headers
+    refusing(False)
+    (job,) = jobs_of(app, account)
+    assert "may still make the images" in answer.body["message"] and str(job.id) in answer.body["message"]
+    assert job.status == "pending" and debits(app, account) == [-16]  # it runs once a worker can take it
+
+
+def test_a_database_back_for_the_end_of_the_wait_cancels_and_refunds_as_a_504(server, monkeypatch, caplog):
+    app, _, account, _, client = server
+    app.config.update(LOCAL_LATENCY=600.0, SYNC_WAIT=1.0)
+    monkeypatch.setattr(waits, "RECHECK", 0.2)
+
+    def outage(job_ids):  # every look fails as on a connection that PostgreSQL cut, wrapped by peewee
+        with peewee.__exception_wrapper__:
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(waits, "_load", outage)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(prompt="a lighthouse")
+    assert caught.value.status_code == 504 and caught.value.response.headers["X-Should-Retry"] == "false"
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
+    assert balance(app, account) == 5000
+    assert caplog.text.count("could not read its jobs: database unavailable") == 1
 
 
 NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "apiframe.conf"
