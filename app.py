@@ -47,8 +47,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     models.init_database(app.config["DATABASE_URL"], app.config["DATA_DIR"])
     atexit.register(keycache.init_app(app).stop)
-    app.before_request(_open_connection)
-    app.teardown_request(_close_connection)
+    app.teardown_request(_close_connection)  # a request connects at its first query (peewee's autoconnect)
 
     errors.init_app(app)
     app.after_request(_no_sniffing)
@@ -134,11 +133,6 @@ class CookielessSessions(SecureCookieSessionInterface):
 def _configure_logging(app: Flask) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _open_connection() -> None:
-    if request.blueprint != health.bp.name:  # /healthz reports a database that will not connect
-        models.db.connect(reuse_if_open=True)
 
 
 def _close_connection(_exc: BaseException | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from peewee import OperationalError, PostgresqlDatabase, SqliteDatabase
@@ -11,7 +12,7 @@ from peewee import OperationalError, PostgresqlDatabase, SqliteDatabase
 import config
 import models
 from app import create_app
-from conftest import stop_background
+from conftest import Api, stop_background
 from servers import free_port
 from test_console import PASSWORD, Console
 
@@ -279,6 +280,29 @@ def test_a_database_that_cannot_be_used_is_a_503_with_retry_after_in_each_family
     assert "a request could not use the database" in caplog.text
     refusing(False)
     assert client.get("/v1/jobs", headers=headers).status_code == 200
+
+
+def test_what_needs_no_database_is_served_while_it_cannot_be_used(
+    on_postgres, app, client, make_account, refusing
+):
+    _, key = make_account("scale", email="stored@example.com", password=PASSWORD)
+    api = Api(client, key)
+    assert Console(client).login("stored@example.com").status_code == 302
+    job = api.wait(api.post("/v1/imagine", json={"prompt": "a cat"}).get_json()["job"]["id"])
+    image = urlsplit(job["imageUrls"][0]).path
+    thumbnail = image.replace(f"/{job['id']}/", f"/{job['id']}/thumbs/")
+    assert api.get(thumbnail).status_code == 200  # made and kept
+    refusing()
+    for path in (image, thumbnail, "/static/console.css", "/docs", "/openapi.json"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.data[:200])
+    assert client.get("/no-such-path").get_json()["error"]["code"] == "NOT_FOUND"
+    redirect = client.get("/console")
+    assert redirect.status_code == 308 and redirect.headers["Location"].endswith("/console/")
+    page = client.get("/console", follow_redirects=True)  # the console's own page, not the API's JSON
+    assert page.status_code == 503 and page.mimetype == "text/html"
+    assert "could not be used just now" in page.get_data(as_text=True)
+    assert api.get("/v1/jobs").get_json()["error"]["code"] == "DATABASE_UNAVAILABLE"
 
 
 def test_a_stop_while_the_database_cannot_be_used_leaves_the_leases_to_run_out(
