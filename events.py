@@ -12,6 +12,7 @@ the API.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, json
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 EXTENSION = "apiframe.events"
 RETRY_MS = 2000  # how soon an EventSource reconnects after the stream closes
 STREAM_RETRY_AFTER = 5  # seconds a client over a stream cap is asked to wait
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,9 @@ def stream(
     """The event stream of ``job_ids`` (reserved on the current app's watcher), until every one has ended.
 
     It also ends as soon as ``allowed()`` turns false (its API key was revoked, its console session
-    ended), which it asks at every wake-up and heartbeat.
+    ended), which it asks at every wake-up and heartbeat. While the database cannot be used, neither
+    that nor a job's final state can be read: the stream stays open and asks again (a revocation
+    cannot commit meanwhile, and the watcher reads no new state either).
     """
     app, hub = current_app._get_current_object(), watcher()
     config = app.config
@@ -284,16 +289,18 @@ def stream(
         beat = start + heartbeat
         generation = hub.generation
         yield f"retry: {RETRY_MS}\n\n"
-        while seen and not hub.stopping and (allowed is None or allowed()):
+        while seen and not hub.stopping and (allowed is None or _unless_unavailable(allowed, True)):
             out: list[str] = []
             for job_id, known in list(seen.items()):
                 state = hub.state(job_id)
                 if state is None or state == known:
                     continue
                 if state.status in jobs.TERMINAL:
+                    done = _unless_unavailable(functools.partial(_finished, app, job_id, render), None)
+                    if done is None:
+                        continue  # told at the next wake-up or heartbeat
                     if known is not None:  # a job already finished when asked about gets its done at once
                         out += _changes(job_id, known, state, render, ids)
-                    done = _finished(app, job_id, render)
                     out.append(_event("done", done, state.event_id if ids else None))
                     del seen[job_id]
                 else:
@@ -311,6 +318,17 @@ def stream(
             generation = hub.wait(generation, min(beat, start + lifetime) - now)
 
     return events()
+
+
+def _unless_unavailable(read: Callable[[], T], meanwhile: T) -> T:
+    """``read()``, or ``meanwhile`` if the database cannot be used for now (logged in one line)."""
+    try:
+        return read()
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("an event stream cannot use the database (%s); it asks again", str(exc).strip())
+        return meanwhile
 
 
 def _finished(app: Flask, job_id: uuid.UUID, render: Renderer) -> dict[str, Any]:

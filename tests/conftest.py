@@ -366,14 +366,6 @@ def on_postgres(settings, postgres_url) -> str:
     return postgres_url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, settings) -> str:
-    """Run the test on SQLite, then on PostgreSQL (ask for it before ``app``)."""
-    if request.param == "postgresql":
-        request.getfixturevalue("on_postgres")
-    return request.param
-
-
 @pytest.fixture
 def refusing(postgres_url):
     """Make the database refuse every connection, as while it restarts, and end those it has."""
@@ -392,6 +384,14 @@ def refusing(postgres_url):
     yield refuse
     refuse(False)
     admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, settings) -> str:
+    """Run the test on SQLite, then on PostgreSQL (ask for it before ``app``)."""
+    if request.param == "postgresql":
+        request.getfixturevalue("on_postgres")
+    return request.param
 
 
 @pytest.fixture(scope="session")

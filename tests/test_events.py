@@ -275,6 +275,21 @@ def test_a_revoked_keys_streams_end_at_once(server, streams):
     assert [event["event"] for event in live.rest()] == ["status", "done"]  # another key's stream went on
 
 
+def test_a_stream_outlives_a_short_database_outage(on_postgres, server, streams, refusing):
+    app, url, make_key = server
+    app.extensions["apiframe.pool"].stop()  # the job stays pending until the test cancels it
+    key = make_key()
+    job = create(url, key)["id"]
+    stream = open_stream(streams, f"{url}/v1/jobs/{job}/events", key)
+    assert [stream.next()["event"], stream.next()["event"]] == ["status", "progress"]
+    refusing()  # the key-change listener drops too: each heartbeat asks the database about the key
+    wait_until(lambda: app.extensions["apiframe.keys"].version() is None, what="the listener to drop")
+    time.sleep(1)  # heartbeats every 0.3 s
+    refusing(False)
+    assert requests.post(f"{url}/v1/jobs/{job}/cancel", headers={"X-API-Key": key}, timeout=5).ok
+    assert [event["event"] for event in stream.rest()] == ["status", "done"]
+
+
 def test_a_graceful_stop_of_gunicorn_ends_open_streams_at_once(tmp_path):
     env = environment(tmp_path / "data", free_port(), APIFRAME_LOCAL_LATENCY="600")  # the job never ends
     key = cli(env, "users", "create", "stop@example.com").strip().splitlines()[-1]
