@@ -47,7 +47,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "The image, or a parent job's images, were deleted by this server's retention (the message says how "
         "long it keeps them); the job itself stays readable.",
     ),
-    "IDEMPOTENCY_KEY_IN_USE": (409, "A request with this Idempotency-Key is still being processed."),
+    "IDEMPOTENCY_KEY_IN_USE": (
+        409,
+        "A request with this Idempotency-Key is still being processed; wait Retry-After seconds.",
+    ),
     "IDEMPOTENCY_KEY_REUSED": (422, "This Idempotency-Key was already used with a different request."),
     "RATE_LIMITED": (
         429,

@@ -6,6 +6,8 @@ the first answer again (same status and body, marked ``Idempotent-Replayed: true
 job; the same key with another request gets 422; a retry while the first request is still being answered
 gets 409. Only successful answers are kept: after an error no job was made, so the key is free again.
 Keys are kept for 24 hours (``KEEP``), in the database, so they hold across processes and restarts.
+If the database cannot be used when a request ends in an error, the key is released once it answers
+again (``Releases``), as long as no job was recorded under it.
 
 Each job a keyed request makes is recorded on the key's row in the job's own transaction (``record``), so
 no job is ever made under a key without the key knowing it. If the first request's answer was never kept
@@ -24,6 +26,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -35,7 +38,7 @@ from peewee import IntegrityError, PeeweeException
 
 import request_limits
 from errors import ApiError, validation_error
-from models import IdempotencyKey, db, utcnow
+from models import IdempotencyKey, db, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ KEEP = datetime.timedelta(hours=24)
 IN_FLIGHT_MARGIN = datetime.timedelta(minutes=2)
 MAX_KEY_LENGTH = 255
 PURGE_EVERY = 60.0  # seconds between sweeps of expired keys, per process
+IN_FLIGHT_RETRY_AFTER = 5  # seconds a retry of a key in use is asked to wait (at most)
+RELEASE_RETRY_EVERY = 1.0  # seconds between tries to release a key while the database cannot be used
 CLAIM = "idempotency_claim"  # the request's Claim, on flask's g while its view runs
 
 _purge_lock = threading.Lock()
@@ -133,14 +138,14 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
         try:
             response = current_app.make_response(view(*args, **kwargs))
         except BaseException:
-            release(claimed)
+            _release_or_retry(claimed)
             raise
         finally:
             g.pop(CLAIM, None)
         if 200 <= response.status_code < 300:
             _keep(claimed, response)
         else:
-            release(claimed)
+            _release_or_retry(claimed)
         return response
 
     return wrapper
@@ -215,19 +220,37 @@ def claim(account_id: int, key: str, digest: str) -> Claim | Response:
                 "Use a new key for a new request.",
             )
         if row.status_code is None:
-            if row.created_at < now - in_flight_limit() and _take_over(row, now):
+            taken_over_in = row.created_at + in_flight_limit() - now
+            if taken_over_in < datetime.timedelta(0) and _take_over(row, now):
                 return Claim(row.id, now, row.jobs or [])
-            raise ApiError(
-                409,
-                "IDEMPOTENCY_KEY_IN_USE",
-                f"A request with this {HEADER} is still being processed. Retry after it has been answered.",
-            )
+            raise _in_use(taken_over_in)
         return replay(row)
     raise _changing_hands()
 
 
+def _in_use(taken_over_in: datetime.timedelta) -> ApiError:
+    """409 for a key whose first request is unanswered, with how soon to ask again.
+
+    Retry-After is a few seconds (its answer may come any moment), never past the time at which a retry
+    takes the key over; the message says that time, the longest the key can stay in use.
+    """
+    latest = max(1, math.ceil(taken_over_in.total_seconds()))
+    return ApiError(
+        409,
+        "IDEMPOTENCY_KEY_IN_USE",
+        f"A request with this {HEADER} is still being processed. Retry after it has been answered; "
+        f"if it is never answered, a retry takes the key over in {latest} seconds.",
+        headers={"Retry-After": str(min(IN_FLIGHT_RETRY_AFTER, latest))},
+    )
+
+
 def _changing_hands() -> ApiError:
-    return ApiError(409, "IDEMPOTENCY_KEY_IN_USE", f"This {HEADER} is changing hands; retry in a moment.")
+    return ApiError(
+        409,
+        "IDEMPOTENCY_KEY_IN_USE",
+        f"This {HEADER} is changing hands; retry in a moment.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def in_flight_limit() -> datetime.timedelta:
@@ -248,6 +271,74 @@ def _take_over(row: IdempotencyKey, now: datetime.datetime) -> bool:
 def release(claimed: Claim) -> None:
     """Forget a key whose request ended without a job, so the client may use it again."""
     IdempotencyKey.delete().where(claimed.row() & IdempotencyKey.status_code.is_null()).execute()
+
+
+def _release_or_retry(claimed: Claim) -> None:
+    """``release``; if the database cannot be used, hand the claim to this process's ``Releases``."""
+    try:
+        release(claimed)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning(
+            "Idempotency-Key row %s: not released (%s); trying again", claimed.id, str(exc).strip()
+        )
+        _releases.add(claimed, claimed.at + in_flight_limit())
+
+
+class Releases:
+    """Claims whose release failed because the database could not be used, released once it answers.
+
+    A thread of this process tries every ``RELEASE_RETRY_EVERY`` seconds until each is released, or its
+    key would be taken over anyway. Only a claim that recorded no job is released this late: the key of
+    one that did stays in flight, and the retry that takes it over gets its jobs (``reuse``), so a key
+    never makes or bills a job twice. Its process ending first leaves the key to the takeover too.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Claim, datetime.datetime]] = {}  # by row id
+        self._thread: threading.Thread | None = None
+
+    def add(self, claimed: Claim, until: datetime.datetime) -> None:
+        """Release ``claimed`` later, if it recorded no job, and not past ``until``."""
+        with self._lock:
+            self._pending[claimed.id] = (claimed, until)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="idempotency-releases", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(RELEASE_RETRY_EVERY)
+            with self._lock:
+                pending = list(self._pending.values())
+            for claimed, until in pending:
+                if not self._release(claimed, until):
+                    break  # the database is still down: the others wait for the next try
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+
+    def _release(self, claimed: Claim, until: datetime.datetime) -> bool:
+        """Try to release one claim; whether the database answered."""
+        try:
+            if utcnow() < until:
+                with db.connection_context():
+                    IdempotencyKey.delete().where(
+                        claimed.row() & IdempotencyKey.status_code.is_null() & IdempotencyKey.jobs.is_null()
+                    ).execute()
+        except Exception as exc:
+            if unavailable(exc):
+                return False
+            log.exception("Idempotency-Key row %s: releasing it failed; it is left to a takeover", claimed.id)
+        with self._lock:
+            self._pending.pop(claimed.id, None)
+        return True
+
+
+_releases = Releases()
 
 
 def replay(row: IdempotencyKey) -> Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import io
 import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import idempotency
 import jobs
 import ratelimit
 import storage
-from conftest import Api
+from conftest import Api, wait_until
 from models import Account, IdempotencyKey, Job, LedgerEntry
 from servers import Server, cli, environment, free_port
 
@@ -166,12 +168,22 @@ def test_a_key_while_the_first_request_is_in_flight_is_409(app, acct):
     answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
     assert answer.status_code == 409
     assert answer.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_IN_USE"
+    assert answer.headers["Retry-After"] == "5"  # its answer may come any moment
+    message = answer.get_json()["error"]["message"]
+    assert "takes the key over in 420 seconds" in message or "over in 419 seconds" in message  # at most
     # still in flight past the margin alone: an OpenAI-family request may wait SYNC_WAIT for its images
     with app.app_context():
         waiting = idempotency.utcnow() - idempotency.IN_FLIGHT_MARGIN - datetime.timedelta(seconds=1)
         IdempotencyKey.update(created_at=waiting).where(IdempotencyKey.key == "busy").execute()
     answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
     assert answer.status_code == 409
+    # never asked to wait past the takeover
+    with app.app_context():
+        limit = datetime.timedelta(seconds=app.config["SYNC_WAIT"]) + idempotency.IN_FLIGHT_MARGIN
+        nearly = idempotency.utcnow() - limit + datetime.timedelta(seconds=2)
+        IdempotencyKey.update(created_at=nearly).where(IdempotencyKey.key == "busy").execute()
+    answer = api.post("/v1/imagine", json={"prompt": "p"}, headers={"Idempotency-Key": "busy"})
+    assert answer.status_code == 409 and answer.headers["Retry-After"] in ("1", "2")
     # a first request that died with its process is taken over after SYNC_WAIT and the margin
     with app.app_context():
         limit = datetime.timedelta(seconds=app.config["SYNC_WAIT"]) + idempotency.IN_FLIGHT_MARGIN
@@ -296,6 +308,55 @@ def test_a_first_request_that_outlived_its_claim_makes_no_job_and_keeps_the_retr
     with app.app_context():
         (row,) = IdempotencyKey.select().where(IdempotencyKey.key == "stalled")
     assert row.created_at == taken_at and row.jobs is None  # the retry's, untouched
+
+
+def test_a_key_whose_request_failed_with_the_database_is_free_once_it_answers_again(
+    on_postgres, app, acct, monkeypatch, refusing
+):
+    account, api = acct
+    headers = {"Idempotency-Key": "outage"}
+    count_create = ratelimit.count_create
+
+    def database_gone(owner):  # after the key is claimed, before the job is made
+        monkeypatch.setattr(ratelimit, "count_create", count_create)
+        refusing()
+        count_create(owner)
+
+    monkeypatch.setattr(ratelimit, "count_create", database_gone)
+    first = api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers)
+    assert first.status_code == 503 and first.get_json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+    refusing(False)
+    answers = []
+
+    def retried():
+        answers.append(api.post("/v1/imagine", json={"prompt": "a lighthouse"}, headers=headers))
+        return answers[-1].status_code != 409
+
+    wait_until(retried, timeout=5, interval=0.2, what="the key to be released")
+    assert all(answer.headers["Retry-After"] == "5" for answer in answers[:-1])
+    assert answers[-1].status_code == 202
+    assert _jobs(app, account.id) == 1 and _debits(app, account.id) == 1
+
+
+def test_a_late_release_leaves_a_key_that_recorded_a_job_to_the_takeover(app, acct):
+    account, _ = acct
+    with app.app_context():
+        now = idempotency.utcnow()
+        rows = [
+            IdempotencyKey.create(account=account.id, key=key, fingerprint="x", created_at=now, jobs=jobs)
+            for key, jobs in (("made-none", None), ("made-one", [str(uuid.uuid4())]))
+        ]
+    until = now + datetime.timedelta(minutes=1)
+    for row in rows:
+        idempotency._releases.add(idempotency.Claim(row.id, now), until)
+
+    def keys():
+        with app.app_context():
+            return {row.key for row in IdempotencyKey.select()}
+
+    wait_until(lambda: keys() == {"made-one"}, timeout=5, what="the key that made no job to be released")
+    time.sleep(1.5)  # another try
+    assert keys() == {"made-one"}
 
 
 def test_keys_expire_after_24_hours(app, acct):
