@@ -186,10 +186,20 @@ class LeasedDispatcher:
 
     def _work(self, key: Any, token: str, interrupted: threading.Event) -> None:
         try:
-            with self.app.app_context(), db.connection_context():
-                self._run(key, token, interrupted)
-        except Exception:
-            log.exception("%s failed on %s", self.name, key)
+            with self.app.app_context():
+                try:
+                    self._run(key, token, interrupted)
+                finally:  # the connection the work opened (it may have opened another after an outage)
+                    if not db.is_closed():
+                        db.close()
+        except Exception as exc:
+            if unavailable(exc):  # an outage, not a fault: a line, not a traceback
+                log.warning(
+                    "%s %s: database unavailable (%s); left to its lease to run out, then taken up again",
+                    self.name, key, str(exc).strip(),
+                )  # fmt: skip
+            else:
+                log.exception("%s failed on %s", self.name, key)
         finally:
             with self._lock:
                 self._running.pop(key, None)

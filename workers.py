@@ -5,17 +5,20 @@ compare-and-swap UPDATE each (so no two threads or processes run the same job) a
 ThreadPoolExecutor. The process renews a lease on the jobs it holds; a job whose lease ran out
 belongs to a process that died, and is claimed again (resumed) or, if past its deadline, timed out.
 Every write a running job makes is conditional on its lease token, so a job that was cancelled,
-timed out or taken over can never be changed by the thread that lost it.
+timed out or taken over can never be changed by the thread that lost it. A moment's database outage
+costs a running job only the record of its progress: its end is written once the database is back.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app
 from peewee import Expression, fn
@@ -43,7 +46,7 @@ from jobs import (
     job_finished,
 )
 from leasing import LeasedDispatcher
-from models import Job, is_sqlite, utcnow
+from models import Job, db, is_sqlite, unavailable, utcnow
 from providers import JobCancelled, JobTimedOut, ProviderError, Result
 from providers import configured as configured_providers
 
@@ -52,7 +55,10 @@ log = logging.getLogger(__name__)
 PROGRESS_WRITE_INTERVAL = 0.2  # seconds between progress writes of one job
 STATUS_POLL_INTERVAL = 1.0  # how often a running job looks for cancellation by another process
 OVERDUE_GRACE = 2.0  # the sweep times a job out this long after its own deadline check should have
+DATABASE_RETRY_INTERVAL = 1.0  # while the database cannot be used, how often a job tries it again
 EXTENSION = "apiframe.pool"
+
+T = TypeVar("T")
 
 
 class RunningJob:
@@ -66,6 +72,7 @@ class RunningJob:
         self.reported = job.progress
         self.last_write = 0.0
         self.last_poll = time.monotonic()
+        self.offline_until = 0.0  # while the database cannot be used: when to try it again
 
     def progress(self, percent: int) -> None:
         """Record progress (kept rising, at most 99) and stop if the job was taken away."""
@@ -74,11 +81,13 @@ class RunningJob:
         now = time.monotonic()
         if percent <= self.reported or now - self.last_write < PROGRESS_WRITE_INTERVAL:
             return
-        updated = (
+        updated = self._ask(
             Job.update(progress=percent)
             .where((Job.id == self.job_id) & (Job.lease_token == self.token) & (Job.status == PROCESSING))
-            .execute()
+            .execute
         )
+        if updated is None:
+            return
         if updated != 1:
             raise JobCancelled()
         self.reported, self.last_write, self.last_poll = percent, now, now
@@ -92,12 +101,12 @@ class RunningJob:
             raise JobTimedOut()
         if now - self.last_poll >= STATUS_POLL_INTERVAL:
             self.last_poll = now
-            still_ours = (
+            still_ours = self._ask(
                 Job.select(Job.id)
                 .where((Job.id == self.job_id) & (Job.lease_token == self.token) & (Job.status == PROCESSING))
-                .exists()
+                .exists
             )
-            if not still_ours:
+            if still_ours is False:
                 raise JobCancelled()
 
     def sleep(self, seconds: float) -> None:
@@ -109,6 +118,31 @@ class RunningJob:
     def remaining(self) -> float:
         """Seconds until the deadline."""
         return max(0.0, self.deadline - time.monotonic())
+
+    def _ask(self, statement: Callable[[], T]) -> T | None:
+        """Run ``statement``; None, without waiting, while the database cannot be used.
+
+        The provider's run goes on through a database outage: its progress is then not recorded, and
+        only the job's end has to be written (which waits for the database, ``JobPool._end``).
+        """
+        now = time.monotonic()
+        if now < self.offline_until:
+            return None
+        try:
+            answer = statement()
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            if not self.offline_until:  # one line per outage
+                log.warning(
+                    "job %s: the database cannot be used (%s); running on without recording progress",
+                    self.job_id, str(exc).strip(),
+                )  # fmt: skip
+            self.offline_until = now + DATABASE_RETRY_INTERVAL
+            _drop_connection()
+            return None
+        self.offline_until = 0.0
+        return answer
 
 
 class JobPool(LeasedDispatcher):
@@ -208,27 +242,55 @@ class JobPool(LeasedDispatcher):
         job = Job.get_by_id(job_id)
         left = self.timeout - (utcnow() - job.started_at).total_seconds()
         ctx = RunningJob(job, token, time.monotonic() + left, cancelled)
+        end = functools.partial(self._end, job_id, token, cancelled)
         try:
             ctx.check()
             fields = execute(job, ctx)
-            if not finish(job_id, SUCCEEDED, token=token, progress=100, **fields):
-                self._discard(job_id)
+            end(SUCCEEDED, progress=100, **fields)
         except JobTimedOut:
-            finish(job_id, TIMED_OUT, token=token, error=self._timeout_message())
-            self._discard(job_id)
+            end(TIMED_OUT, error=self._timeout_message())
         except JobCancelled:
             self._discard(job_id)
         except (InputError, ProviderError) as exc:
-            finish(job_id, FAILED, token=token, error=str(exc))
-            self._discard(job_id)
+            end(FAILED, error=str(exc))
         except storage.StorageUnavailable as exc:
             log.warning("job %s failed: %s", job_id, exc)
-            finish(job_id, FAILED, token=token, error=f"{exc} The credits were refunded; try again later.")
-            self._discard(job_id)
-        except Exception:
+            end(FAILED, error=f"{exc} The credits were refunded; try again later.")
+        except Exception as exc:
+            if unavailable(exc):  # the job is left to its lease, and runs again
+                raise
             log.exception("job %s failed", job_id)
-            finish(job_id, FAILED, token=token, error="An internal error occurred while processing the job.")
-            self._discard(job_id)
+            end(FAILED, error="An internal error occurred while processing the job.")
+
+    def _end(
+        self, job_id: uuid.UUID, token: str, cancelled: threading.Event, status: str, **fields: Any
+    ) -> None:
+        """End the job as ``status`` (unless it ended or was taken over meanwhile), and remove its images
+        unless it succeeded.
+
+        While the database cannot be used, this is tried again on a fresh connection, for as long as a
+        lease lasts: the dispatcher renews the job's lease meanwhile (once it can), so no other process
+        takes the job up; one that did once the lease ran out holds another token, and this ends nothing.
+        """
+        give_up = time.monotonic() + self.lease.total_seconds()
+        outage = False
+        while True:
+            try:
+                if not finish(job_id, status, token=token, **fields) or status != SUCCEEDED:
+                    self._discard(job_id)  # a SUCCEEDED job that ended all the same is another's to keep
+                return
+            except Exception as exc:
+                stopped = cancelled.is_set() and self._stopping.is_set()  # the pool stops without waiting
+                if not unavailable(exc) or time.monotonic() >= give_up or stopped:
+                    raise
+                if not outage:
+                    log.warning(
+                        "job %s: the database cannot be used (%s); trying again to end it as %s",
+                        job_id, str(exc).strip(), status,
+                    )  # fmt: skip
+                    outage = True
+                _drop_connection()
+                time.sleep(DATABASE_RETRY_INTERVAL)
 
     def _discard(self, job_id: uuid.UUID) -> None:
         """Remove images of a job that did not succeed (unless another worker has it now)."""
@@ -238,6 +300,12 @@ class JobPool(LeasedDispatcher):
                 storage.delete_images(job_id)
             except storage.StorageUnavailable:
                 log.warning("job %s: its images could not be removed from the unreachable storage", job_id)
+
+
+def _drop_connection() -> None:
+    """Give back this thread's connection, which an outage may have cut: the next statement opens another."""
+    if not db.is_closed():
+        db.close()
 
 
 # ---- what a job does -------------------------------------------------------------------------

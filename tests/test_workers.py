@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import signal
 import socket
 import sqlite3
@@ -14,9 +15,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+from peewee import OperationalError
 
 import allocator
 import operations
+import workers
 from conftest import wait_until
 from models import Job, LedgerEntry, db, utcnow
 from providers import ProviderError
@@ -242,7 +245,7 @@ def short_lease(settings):
     settings.update(JOB_LEASE=2.0, LOCAL_LATENCY=2)  # the job's writes fail once its connection is gone
 
 
-def test_a_job_whose_database_connection_dies_is_resumed_after_its_lease(short_lease, on_postgres, api, app):
+def test_a_job_whose_database_connection_dies_goes_on_with_another(short_lease, on_postgres, api, app):
     pool = app.extensions["apiframe.pool"]
     job = api.submit("/v1/imagine", {"prompt": "connection lost"})
     wait_until(lambda: _stored(app, job["id"]).status == "processing", what="the job to start")
@@ -261,8 +264,77 @@ def test_a_job_whose_database_connection_dies_is_resumed_after_its_lease(short_l
 
         wait_until(lambda: left() == 0, what="the ended connections to go")
     admin.close()
-    done = api.wait(job["id"], timeout=pool.lease.total_seconds() + 15)  # unfixed: its lease was renewed
-    assert done["status"] == "succeeded" and _stored(app, job["id"]).runs == 2
+    done = api.wait(job["id"], timeout=pool.lease.total_seconds() + 15)
+    assert done["status"] == "succeeded" and _stored(app, job["id"]).runs == 1  # its run was not lost
+
+
+def _ledger(app, job_id: str) -> list[tuple[str, int]]:
+    with app.app_context(), db.connection_context():
+        entries = LedgerEntry.select().where(LedgerEntry.job == uuid.UUID(job_id)).order_by(LedgerEntry.id)
+        return [(entry.reason, entry.amount) for entry in entries]
+
+
+def _errors(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_database_outage_while_a_job_runs_costs_it_only_its_progress(
+    on_postgres, app, api, refusing, caplog
+):
+    app.config["LOCAL_LATENCY"] = 2
+    job = api.submit("/v1/imagine", {"prompt": "through a restart"})
+    wait_until(lambda: _stored(app, job["id"]).progress > 0, what="the job to report progress")
+    refusing()  # as while PostgreSQL restarts: connections ended, new ones refused
+    wait_until(lambda: "running on without recording progress" in caplog.text, what="the job to notice")
+    refusing(False)
+    done = api.wait(job["id"], timeout=15)  # unfixed: the run was abandoned, and taken up after its lease
+    assert done["status"] == "succeeded" and _stored(app, job["id"]).runs == 1
+    assert _ledger(app, job["id"]) == [("debit", -operations.get("imagine").cost)]
+    assert _errors(caplog) == [] and "Traceback" not in caplog.text
+    assert caplog.text.count("running on without recording progress") == 1
+
+
+def test_a_job_that_ends_while_the_database_is_down_is_ended_once_it_is_back(
+    on_postgres, app, api, refusing, caplog
+):
+    app.config["LOCAL_LATENCY"] = 1
+    job = api.submit("/v1/imagine", {"prompt": "finished in the dark"})
+    wait_until(lambda: _stored(app, job["id"]).status == "processing", what="the job to start")
+    refusing()
+    wait_until(lambda: "trying again to end it" in caplog.text, what="the provider's run to end")
+    refusing(False)
+    done = api.wait(job["id"], timeout=15)
+    assert done["status"] == "succeeded" and done["progress"] == 100 and len(done["imageUrls"]) == 4
+    assert _stored(app, job["id"]).runs == 1
+    assert _ledger(app, job["id"]) == [("debit", -operations.get("imagine").cost)]
+    assert _errors(caplog) == [] and "Traceback" not in caplog.text
+    assert caplog.text.count("trying again to end it as succeeded") == 1
+
+
+def test_a_job_taken_over_while_its_end_waits_for_the_database_is_not_ended_twice(
+    app, api, monkeypatch, caplog
+):
+    pool, ending = app.extensions["apiframe.pool"], workers.finish
+    attempts = []
+
+    def finish_in_an_outage(job_id, status, **fields):
+        attempts.append(status)
+        if len(attempts) == 1:  # meanwhile its lease ran out, and another process took the job up
+            Job.update(lease_owner="elsewhere", lease_token="theirs").where(Job.id == job_id).execute()
+            try:  # as peewee wraps the driver's error
+                raise psycopg2.OperationalError("server closed the connection unexpectedly")
+            except psycopg2.OperationalError as exc:
+                raise OperationalError(exc) from exc
+        return ending(job_id, status, **fields)
+
+    monkeypatch.setattr(workers, "finish", finish_in_an_outage)
+    job = api.submit("/v1/imagine", {"prompt": "taken over"})
+    wait_until(lambda: len(attempts) == 2 and not pool._running, what="the second try to end the job")
+    stored = _stored(app, job["id"])
+    assert (stored.status, stored.lease_token, stored.runs) == ("processing", "theirs", 1)
+    assert _ledger(app, job["id"]) == [("debit", -operations.get("imagine").cost)]
+    assert (images_dir_for(app) / job["id"]).exists()  # the images are the new holder's to replace
+    assert _errors(caplog) == [] and attempts == ["succeeded", "succeeded"]
 
 
 def test_a_terminal_job_never_changes(app, api):
