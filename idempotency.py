@@ -117,6 +117,9 @@ class Claim:
     at: datetime.datetime
     jobs: list[str] = dataclasses.field(default_factory=list)
     used: int = 0
+    # Set when the request ends in an error with its jobs still running and paid for: the key then stays
+    # in flight, so that a retry which takes it over gets those jobs back rather than making others.
+    held: bool = False
 
     def row(self) -> Any:
         """The condition that selects the claimed row while this request still holds it."""
@@ -138,13 +141,14 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
         try:
             response = current_app.make_response(view(*args, **kwargs))
         except BaseException:
-            _release_or_retry(claimed)
+            if not claimed.held:
+                _release_or_retry(claimed)
             raise
         finally:
             g.pop(CLAIM, None)
         if 200 <= response.status_code < 300:
             _keep(claimed, response)
-        else:
+        elif not claimed.held:
             _release_or_retry(claimed)
         return response
 

@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,7 @@ import storage
 import uploads
 from api.body import json_body
 from errors import ApiError, validation_error
+from idempotency import current as current_claim
 from idempotency import idempotent
 from models import Job, unavailable
 from operations import Operation
@@ -573,14 +575,16 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
         why = "its server stopped before it ended"
     else:
         why = "the synchronous request ran out of time"
+    ended_now: set[uuid.UUID] = set()
     try:
         for job in unfinished:
             jobs.finish(job.id, jobs.CANCELLED, error=f"Cancelled: {why}.")
+            ended_now.add(job.id)
         _refund_succeeded(ended, why)
     except Exception as exc:
         if not unavailable(exc):
             raise
-        raise _not_cancelled(ended, exc) from None
+        raise _not_cancelled([job for job in ended if job.id not in ended_now], exc) from None
     if cancelled:
         raise ApiError(
             409,
@@ -613,6 +617,9 @@ def _not_cancelled(ended: Iterable[Job], exc: Exception) -> ApiError:
     would make and charge a second set of jobs."""
     why = str(exc).strip()
     log.warning("a synchronous request's jobs were not cancelled: database unavailable (%s)", why)
+    claimed = current_claim()
+    if claimed is not None:  # its key stays in flight: a retry that takes it over gets these jobs back
+        claimed.held = True
     ids = ", ".join(str(job.id) for job in ended)
     return ApiError(
         503,

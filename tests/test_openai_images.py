@@ -877,6 +877,33 @@ def test_a_database_back_for_the_end_of_the_wait_cancels_and_refunds_as_a_504(se
     assert caplog.text.count("could not read its jobs: database unavailable") == 1
 
 
+def test_a_key_whose_jobs_could_not_be_cancelled_makes_no_second_set(server, monkeypatch):
+    """The answer says its jobs may still make their images and stay paid for: a retry under its
+    Idempotency-Key must not make and charge others, even once the database is back."""
+    app, _, account, _, client = server
+    app.config.update(LOCAL_LATENCY=600.0, SYNC_WAIT=1.0)
+    monkeypatch.setattr(waits, "RECHECK", 0.2)
+
+    def outage(*_args, **_kwargs):  # as on a connection PostgreSQL cut, wrapped by peewee
+        with peewee.__exception_wrapper__:
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(waits, "_load", outage)
+    finish = jobs.finish
+    monkeypatch.setattr(jobs, "finish", outage)  # the cancel fails; the key's release does not
+    key = {"Idempotency-Key": "one-lighthouse"}
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.with_options(max_retries=0).images.generate(prompt="a lighthouse", extra_headers=key)
+    assert caught.value.status_code == 503 and caught.value.response.headers["X-Should-Retry"] == "false"
+    monkeypatch.setattr(jobs, "finish", finish)
+    with pytest.raises(openai.ConflictError) as retried:
+        client.with_options(max_retries=0).images.generate(prompt="a lighthouse", extra_headers=key)
+    assert retried.value.body["code"] == "idempotency_key_in_use"
+    assert "Retry-After" in retried.value.response.headers
+    (job,) = jobs_of(app, account)  # still running, the one paid for
+    assert job.status in ("pending", "processing") and balance(app, account) == 5000 - 16
+
+
 NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "apiframe.conf"
 
 
