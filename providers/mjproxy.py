@@ -208,10 +208,14 @@ class MidjourneyProxyProvider(Provider):
     # ---- helpers -----------------------------------------------------------------------------
 
     def _detect(self, ctx: JobContext, retries: int | None = None) -> None:
-        """Which fork answers: only trueai's proxy serves GET /mj/home (novicezk's answers 404)."""
+        """Which fork answers: only trueai's proxy serves GET /mj/home (novicezk's answers 404). Any other
+        failure (credentials, a proxy in front, an outage) leaves it unknown, to be asked again."""
         try:
             self.http.request("GET", "/mj/home", ctx, retries=retries)
-        except HttpStatusError:
+        except HttpStatusError as exc:
+            if exc.status != 404:
+                log.warning("midjourney-proxy: cannot tell which proxy answers (%s); asking again later", exc)
+                return
             self.flavor = "novicezk"
         else:
             self.flavor = "trueai"

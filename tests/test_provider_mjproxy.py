@@ -330,6 +330,15 @@ def test_novicezks_proxy_is_found_out_on_first_use_and_what_it_cannot_do_is_refu
     assert imagine(provider).grid is not None
 
 
+def test_a_proxy_that_refuses_the_question_is_asked_again_rather_than_taken_for_novicezks(mj):
+    mj.fail(401, path="/mj/home")  # credentials, or a proxy in front: it says nothing of the fork
+    provider = make(mj)
+    assert imagine(provider).grid is not None
+    assert provider.flavor is None and provider.supports("shorten")
+    assert imagine(provider).grid is not None
+    assert provider.flavor == "trueai" and len(mj.calls("/mj/home")) == 2
+
+
 @pytest.mark.parametrize("flavor", ["novicezk", "trueai"])
 def test_the_flavor_setting_skips_the_question(mj, flavor):
     provider = make(mj, MJPROXY_FLAVOR=flavor)
