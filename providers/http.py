@@ -299,7 +299,8 @@ class Backend:
                 response.close()
             log.warning("%s: %s %s (attempt %d of %d)", self.provider, what, reason, attempt, attempts)
             if attempt == attempts:
-                message = f"The {self.provider} provider {reason}, {attempts} times; giving up"
+                tries = "once" if attempts == 1 else f"{attempts} times"
+                message = f"The {self.provider} provider {reason}, {tries}; giving up"
                 raise ProviderError(message + (f": {detail}" if detail else "."))
             ctx.sleep(self._backoff(attempt, wait))
         raise AssertionError("unreachable")

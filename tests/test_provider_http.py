@@ -1,4 +1,4 @@
-"""The shared HTTP client of the providers: the error messages it reads and when it tries again."""
+"""The shared HTTP client of the providers: the error messages it reads from the backends' answers."""
 
 from __future__ import annotations
 
