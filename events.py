@@ -27,7 +27,7 @@ from flask import Flask, Response, current_app, json
 import jobs
 import keycache
 from errors import ApiError
-from models import Job, db, unavailable, utcnow
+from models import Job, db, log_failure, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +196,7 @@ class Watcher:
                     db.connect(reuse_if_open=True)
                     self._update(self._read(watched))
                 except Exception as exc:
-                    if unavailable(exc):
-                        log.warning(
-                            "event streams: the database cannot be used (%s); reading again", str(exc).strip()
-                        )
-                    else:
-                        log.exception("reading the jobs of event streams failed")
+                    log_failure(log, exc, "reading the jobs of event streams", then="; reading again")
                     if not db.is_closed():
                         db.close()
             if not db.is_closed():

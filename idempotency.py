@@ -38,7 +38,7 @@ from peewee import IntegrityError, PeeweeException
 
 import request_limits
 from errors import ApiError, validation_error
-from models import IdempotencyKey, db, unavailable, utcnow
+from models import IdempotencyKey, db, log_failure, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ def _keep(claimed: Claim, response: Response) -> None:
         IdempotencyKey.update(status_code=response.status_code, body=response.get_data(as_text=True)).where(
             claimed.row()
         ).execute()
-    except PeeweeException:
-        log.exception("Idempotency-Key row %s: the answer was not kept; retries reuse its jobs", claimed.id)
+    except PeeweeException as exc:
+        then = "; retries reuse its jobs"
+        log_failure(log, exc, "Idempotency-Key row %s: keeping the answer", claimed.id, then=then)
 
 
 def current() -> Claim | None:

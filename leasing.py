@@ -25,7 +25,7 @@ from flask import Flask
 from peewee import Expression, Model
 
 import wakeup
-from models import db, unavailable, utcnow
+from models import db, log_failure, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,7 @@ class LeasedDispatcher:
                         next_renewal = time.monotonic() + renew_every
                     self._dispatch()
             except Exception as exc:
-                if unavailable(exc):  # an outage, not a fault: a line, not a traceback
-                    log.warning(
-                        "%s dispatcher: database unavailable (%s); retrying", self.name, str(exc).strip()
-                    )
-                else:
-                    log.exception("%s dispatcher failed; retrying", self.name)
+                log_failure(log, exc, "%s dispatcher", self.name, then="; retrying")
                 self._stopping.wait(1.0)
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -193,13 +188,8 @@ class LeasedDispatcher:
                     if not db.is_closed():
                         db.close()
         except Exception as exc:
-            if unavailable(exc):  # an outage, not a fault: a line, not a traceback
-                log.warning(
-                    "%s %s: database unavailable (%s); left to its lease to run out, then taken up again",
-                    self.name, key, str(exc).strip(),
-                )  # fmt: skip
-            else:
-                log.exception("%s failed on %s", self.name, key)
+            then = "; left to its lease to run out, then taken up again"
+            log_failure(log, exc, "%s on %s", self.name, key, then=then)
         finally:
             with self._lock:
                 self._running.pop(key, None)

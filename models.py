@@ -287,6 +287,15 @@ def unavailable(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in SQLITE_UNAVAILABLE
 
 
+def log_failure(logger: logging.Logger, exc: BaseException, what: str, *args: Any, then: str = "") -> None:
+    """Log that ``what`` (a %-format of ``args``) failed, and ``then`` what happens next: in one warning
+    line when the database cannot be used for now (an outage, not a fault), else with the traceback."""
+    if unavailable(exc):
+        logger.warning(f"{what}: database unavailable (%s){then}", *args, str(exc).strip())
+    else:
+        logger.error(f"{what} failed{then}", *args, exc_info=exc)
+
+
 def is_sqlite() -> bool:
     """Whether the open database is SQLite."""
     return isinstance(db.obj, PooledSqliteDatabase)
