@@ -38,7 +38,7 @@ from peewee import IntegrityError, PeeweeException
 
 import request_limits
 from errors import ApiError, validation_error
-from models import IdempotencyKey, db, log_failure, unavailable, utcnow
+from models import IdempotencyKey, Job, db, log_failure, unavailable, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +226,22 @@ def claim(account_id: int, key: str, digest: str) -> Claim | Response:
             )
         if row.status_code is None:
             taken_over_in = row.created_at + in_flight_limit() - now
-            if taken_over_in < datetime.timedelta(0) and _take_over(row, now):
+            due = taken_over_in < datetime.timedelta(0) or _all_ended(row.jobs)
+            if due and _take_over(row, now):
                 return Claim(row.id, now, row.jobs or [])
             raise _in_use(taken_over_in)
         return replay(row)
     raise _changing_hands()
+
+
+def _all_ended(job_ids: list[str] | None) -> bool:
+    """Whether every job recorded on an unanswered key has ended: its request then has nothing left to
+    wait for (it was answered without them being kept, say during a database outage), so a retry may
+    take the key over at once and answer from them, as after ``in_flight_limit``."""
+    from jobs import ACTIVE  # jobs records its jobs here
+
+    ids = [uuid.UUID(job_id) for job_id in job_ids or []]
+    return bool(ids) and not Job.select(Job.id).where(Job.id.in_(ids) & Job.status.in_(ACTIVE)).exists()
 
 
 def _in_use(taken_over_in: datetime.timedelta) -> ApiError:

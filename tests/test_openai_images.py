@@ -902,6 +902,11 @@ def test_a_key_whose_jobs_could_not_be_cancelled_makes_no_second_set(server, mon
     assert "Retry-After" in retried.value.response.headers
     (job,) = jobs_of(app, account)  # still running, the one paid for
     assert job.status in ("pending", "processing") and balance(app, account) == 5000 - 16
+    with app.app_context():  # it ends (here, its owner cancels it): the key's request has nothing left
+        jobs.finish(job.id, jobs.CANCELLED)
+    with pytest.raises(openai.ConflictError) as answered:  # at once, from that job, not after minutes
+        client.with_options(max_retries=0).images.generate(prompt="a lighthouse", extra_headers=key)
+    assert answered.value.body["code"] == "job_cancelled" and len(jobs_of(app, account)) == 1
 
 
 NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "apiframe.conf"
