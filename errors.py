@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -221,11 +224,35 @@ def _handle_unreadable_body(exc: ParseException) -> Response:
     return validation_error(f"The request body could not be read: {exc}.").response()
 
 
+class _Outages:
+    """Requests answered 503 because the database could not be used: logged in one line every
+    OUTAGE_LOG_INTERVAL seconds at most, with how many there were meanwhile (an outage under load
+    would otherwise log a line per request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._logged_at = -math.inf
+        self._since = 0
+
+    def happened(self, exc: Exception) -> None:
+        with self._lock:
+            self._since += 1
+            now = time.monotonic()
+            if now - self._logged_at < OUTAGE_LOG_INTERVAL:
+                return
+            count, self._since, self._logged_at = self._since, 0, now
+        log.warning("%d request(s) could not use the database: %s", count, str(exc).strip())
+
+
+OUTAGE_LOG_INTERVAL = 10.0
+_outages = _Outages()
+
+
 def database_unavailable(exc: Exception) -> ApiError | None:
-    """503 DATABASE_UNAVAILABLE, logged in one line, if ``exc`` says the database cannot be used for now."""
+    """503 DATABASE_UNAVAILABLE (logged by ``_outages``) if ``exc`` says the database cannot be used now."""
     if not models.unavailable(exc):
         return None
-    log.warning("a request could not use the database: %s", str(exc).strip())
+    _outages.happened(exc)
     return ApiError(
         503,
         "DATABASE_UNAVAILABLE",
