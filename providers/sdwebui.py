@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -290,13 +291,15 @@ class SdWebUIProvider(Provider):
         except (ProviderError, KeyError, TypeError, ValueError, AttributeError):
             log.debug("sdwebui: no progress this time")
             return None
-        was_running, task.running = task.running, self._running(task.id, ctx)
+        where = self._task_state(task.id, ctx)
+        was_running, task.running = task.running, None if where is None else where == "active"
         if was_running and task.running and isinstance(state, dict) and state.get("interrupted") is True:
             task.interrupted = True
         return None if task.running is False else percent
 
-    def _running(self, task_id: str, ctx: JobContext) -> bool | None:
-        """Whether the server is running the generation sent with ``task_id``; None if it cannot say.
+    def _task_state(self, task_id: str, ctx: JobContext) -> str | None:
+        """Where the generation sent with ``task_id`` is: "active" (running), "queued" or "completed";
+        None if the server cannot say.
 
         Only /internal/progress (served with the web page by AUTOMATIC1111 1.6+ and Forge; not under
         --nowebui) knows tasks: /sdapi/v1/progress never names the current one. A task the server has
@@ -313,17 +316,23 @@ class SdWebUIProvider(Provider):
             )
         except ProviderError:
             return None
-        known = isinstance(body, dict) and any(body.get(k) is True for k in ("active", "queued", "completed"))
-        return body.get("active") is True if known else None
+        states = ("active", "queued", "completed")
+        return next((state for state in states if isinstance(body, dict) and body.get(state) is True), None)
 
     def interrupt(self, task_id: str) -> None:
-        """Stop the generation sent with ``task_id`` if the server is running it now (best effort).
+        """Stop the generation sent with ``task_id`` once the server runs it (best effort).
 
         /sdapi/v1/interrupt stops whatever the server runs, so it is sent only when the server says that
-        is this task; one still queued there, or a server that cannot say, is left alone.
+        is this task: one still queued there is watched until it starts (for up to the read timeout of
+        a generation), and a server that cannot say is left alone.
         """
+        give_up = time.monotonic() + self.http.settings.read_timeout
         try:
-            if not self._running(task_id, Deadline(INTERRUPT_SECONDS)):
+            while (state := self._task_state(task_id, Deadline(INTERRUPT_SECONDS))) == "queued":
+                if time.monotonic() >= give_up:
+                    break
+                time.sleep(self.poll_interval)
+            if state != "active":
                 log.info("sdwebui: not interrupting: the server is not running %s (or cannot say)", task_id)
                 return
             self.http.request("POST", "/sdapi/v1/interrupt", Deadline(INTERRUPT_SECONDS), retries=0)

@@ -195,8 +195,9 @@ def wait_for(condition, seconds: float = 3.0) -> None:
         time.sleep(0.01)
 
 
-def test_cancelling_a_job_queued_behind_another_leaves_the_other_generation_alone(sd):
-    """Generations queue for one lock and /interrupt stops whichever runs: not the cancelled one's."""
+def test_cancelling_a_job_queued_behind_another_interrupts_its_own_generation_once_it_starts(sd):
+    """Generations queue for one lock and /interrupt stops whichever runs: not the other job's, but the
+    cancelled one's as soon as the server starts it, so the GPU does not run it to its end for nothing."""
     sd.generation_seconds = 1.0
     provider = make(sd)
     with ThreadPoolExecutor(1) as pool:
@@ -206,13 +207,15 @@ def test_cancelling_a_job_queued_behind_another_leaves_the_other_generation_alon
         queued.cancel_after(0.3)
         with pytest.raises(JobCancelled):
             provider.run("imagine", imagine_request("1:1", 0.25), queued)
-        time.sleep(0.3)  # time for an interrupt to arrive
+        time.sleep(0.3)  # time for a wrong interrupt to arrive
+        assert not sd.calls("/sdapi/v1/interrupt")  # the other job's generation runs on
         first = running.result(5).tiles[0]
-    assert not sd.calls("/sdapi/v1/interrupt") and not sd.interrupted.is_set()
     assert first.getpixel((5, 5)) == (40, 90, 160)  # finished, not the interrupted sampler's noise
     assert queued.reported == []  # the other generation's progress was never reported as this job's
     ids = [call.json["force_task_id"] for call in sd.calls("/sdapi/v1/txt2img")]
     assert len(set(ids)) == 2
+    wait_for(lambda: sd.interrupts)
+    assert sd.interrupts == [ids[1]]  # the cancelled job's own, once it ran
 
 
 @pytest.mark.parametrize("server", ["started with --nowebui", "older than 1.6"])
