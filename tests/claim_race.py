@@ -1,7 +1,8 @@
 """Run by tests/test_claims.py in several processes: dispatchers on threads race to claim the same jobs.
 
-Usage: python claim_race.py DATABASE_URL DATA_DIR START_AT THREADS. Prints a JSON object with the ids
-of the jobs this process claimed, on any of its threads.
+Usage: python claim_race.py DATABASE_URL DATA_DIR GO_FILE THREADS. Prints "ready" once its threads hold
+their connections, starts claiming on all of them when GO_FILE exists, then prints a JSON object with the
+ids of the jobs this process claimed, on any of its threads.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 from app import create_app
 from models import db
@@ -31,18 +33,26 @@ class RecordingPool(JobPool):
 
 
 def main() -> None:
-    url, data_dir, start_at, threads = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    url, data_dir, go, threads = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     app = create_app({"DATABASE_URL": url, "DATA_DIR": data_dir, "START_WORKERS": False, "WAKEUP": False})
     pools = [RecordingPool(app) for _ in range(threads)]
+    connected, start = threading.Barrier(threads + 1), threading.Event()
 
     def race(pool: RecordingPool) -> None:
         with app.app_context(), db.connection_context():
-            time.sleep(max(0.0, start_at - time.time()))
+            db.execute_sql("SELECT 1")
+            connected.wait()
+            start.wait()
             pool._dispatch()
 
     workers = [threading.Thread(target=race, args=(pool,)) for pool in pools]
     for worker in workers:
         worker.start()
+    connected.wait()
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    start.set()
     for worker in workers:
         worker.join()
     print(json.dumps({"claimed": [job for pool in pools for job in pool.claimed]}))

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import psycopg2
@@ -27,7 +26,7 @@ def test_racing_dispatchers_claim_every_job_exactly_once(settings, postgres_url,
         submitted = {str(job.id) for job in accepted}
     stop_background(application)
 
-    start_at = time.time() + 4  # every process and thread starts claiming at this moment
+    go = tmp_path / "go"  # every process and thread starts claiming once it exists
     racers = [
         subprocess.Popen(
             [
@@ -35,7 +34,7 @@ def test_racing_dispatchers_claim_every_job_exactly_once(settings, postgres_url,
                 str(ROOT / "tests" / "claim_race.py"),
                 postgres_url,
                 str(tmp_path / f"d{n}"),
-                str(start_at),
+                str(go),
                 "4",
             ],
             cwd=ROOT,
@@ -46,6 +45,9 @@ def test_racing_dispatchers_claim_every_job_exactly_once(settings, postgres_url,
         )
         for n in range(3)
     ]
+    for racer in racers:  # each has its app built and its connections open, however slowly it started
+        assert racer.stdout.readline().strip() == "ready", racer.stderr.read()
+    go.touch()
     results = []
     for racer in racers:
         out, err = racer.communicate(timeout=60)
