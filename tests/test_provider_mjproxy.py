@@ -88,13 +88,19 @@ def test_niji_styles_switch_model(mj):
     )
 
 
-def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(novicezk):
-    provider = make(novicezk)
+def upscale_and_vary_its_own(fake):
+    """An imagine, then U3 and V2 of its grid: the three results."""
+    provider = make(fake)
     parent = imagine(provider)
     tile = Image.new("RGB", (96, 64))
     made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
     upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=3, **made), Ctx())
     varied = provider.run("variation", VariationRequest(image=tile, index=2, **made), Ctx())
+    return parent, upscaled, varied
+
+
+def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(novicezk):
+    parent, upscaled, varied = upscale_and_vary_its_own(novicezk)
     first, second = (call.json for call in novicezk.calls("/mj/submit/change"))
     assert first == {"action": "UPSCALE", "index": 3, "taskId": parent.ref}
     assert second == {"action": "VARIATION", "index": 2, "taskId": parent.ref}
@@ -103,12 +109,7 @@ def test_upscale_and_variation_of_its_own_job_use_change_with_the_task_id(novice
 
 
 def test_upscale_and_variation_of_its_own_job_press_the_grids_buttons_on_trueai(mj):
-    provider = make(mj)
-    parent = imagine(provider)
-    tile = Image.new("RGB", (96, 64))
-    made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
-    upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=3, **made), Ctx())
-    varied = provider.run("variation", VariationRequest(image=tile, index=2, **made), Ctx())
+    parent, upscaled, varied = upscale_and_vary_its_own(mj)
     assert [call.json for call in mj.calls("/mj/submit/action")] == [
         {"taskId": parent.ref, "customId": f"MJ::JOB::upsample::3::hash-{parent.ref}"},
         {"taskId": parent.ref, "customId": f"MJ::JOB::variation::2::hash-{parent.ref}"},
