@@ -115,7 +115,13 @@ class Text(fields.String):
     default_error_messages = {**MESSAGES, "invalid": "must be a string."}
 
     def __init__(self, *, max_length: int, **kwargs: Any) -> None:
-        kwargs["metadata"] = {"minLength": 1, "maxLength": max_length, **kwargs.get("metadata", {})}
+        # \S: not blank, as Python's re (and str.strip) reads whitespace
+        kwargs["metadata"] = {
+            "minLength": 1,
+            "maxLength": max_length,
+            "pattern": r"\S",
+            **kwargs.get("metadata", {}),
+        }
         super().__init__(**kwargs)
         self.max_length = max_length
 

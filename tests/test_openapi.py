@@ -92,6 +92,8 @@ def test_request_schemas_follow_the_validation(document):
     assert imagine["properties"]["aspectRatio"]["default"] == "1:1"
     assert (imagine["properties"]["chaos"]["minimum"], imagine["properties"]["chaos"]["maximum"]) == (0, 100)
     assert imagine["properties"]["prompt"]["maxLength"] == 4000
+    prompt = Draft4Validator(imagine["properties"]["prompt"])
+    assert prompt.is_valid(" a fox ") and not any(prompt.is_valid(blank) for blank in (" ", "\t\n", "\x1c"))
     blend = schemas["BlendRequest"]["properties"]["imageUrls"]
     assert (blend["minItems"], blend["maxItems"], blend["items"]["format"]) == (2, 5, "uri")
     assert schemas["PickRequest"]["properties"]["index"]["enum"] == [1, 2, 3, 4]
