@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -238,7 +238,8 @@ def watcher() -> Watcher:
     return current_app.extensions[EXTENSION]
 
 
-def _event(name: str, data: dict[str, Any], event_id: str | None) -> str:
+def sse(name: str, data: Mapping[str, Any], event_id: str | None = None) -> str:
+    """One server-sent event: its ``name`` and JSON ``data`` (and ``event_id``, for resuming)."""
     lines = [f"id: {event_id}"] if event_id else []
     lines += [f"event: {name}", f"data: {json.dumps(data)}"]
     return "\n".join(lines) + "\n\n"
@@ -251,11 +252,11 @@ def _changes(
     event_id = state.event_id if ids else None
     out = []
     if seen is None or seen.status != state.status:
-        out.append(_event("status", render.status(job_id, state), event_id))
+        out.append(sse("status", render.status(job_id, state), event_id))
     if state.status in jobs.ACTIVE and (
         seen is None or (seen.progress, seen.queue_position) != (state.progress, state.queue_position)
     ):
-        out.append(_event("progress", render.progress(job_id, state), event_id))
+        out.append(sse("progress", render.progress(job_id, state), event_id))
     return out
 
 
@@ -296,7 +297,7 @@ def stream(
                         continue  # told at the next wake-up or heartbeat
                     if known is not None:  # a job already finished when asked about gets its done at once
                         out += _changes(job_id, known, state, render, ids)
-                    out.append(_event("done", done, state.event_id if ids else None))
+                    out.append(sse("done", done, state.event_id if ids else None))
                     del seen[job_id]
                 else:
                     out += _changes(job_id, known, state, render, ids)

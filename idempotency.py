@@ -20,6 +20,7 @@ stalled process) changes nothing of the row any more, and a job it would make is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -30,7 +31,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Response, current_app, g, has_app_context, request
@@ -146,6 +147,8 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
             raise
         finally:
             g.pop(CLAIM, None)
+        if response.is_streamed:  # nothing of it can be kept before it has run: its stream ends the claim
+            return response
         if 200 <= response.status_code < 300:
             _keep(claimed, response)
         elif not claimed.held:
@@ -168,6 +171,29 @@ def _keep(claimed: Claim, response: Response) -> None:
     except PeeweeException as exc:
         then = "; retries reuse its jobs"
         log_failure(log, exc, "Idempotency-Key row %s: keeping the answer", claimed.id, then=then)
+
+
+@contextlib.contextmanager
+def streamed(claimed: Claim | None) -> Iterator[None]:
+    """The claim of a request whose answer is streamed on after its view returned, for that stream.
+
+    It is the request's claim (``current``) again for the block, and released if the block raises,
+    unless ``held``, as an answer given at once would be. A stream that runs to its end leaves the key
+    in flight with its jobs recorded, all ended: a retry takes it over at once and is answered from
+    them, with no second debit. So does a stream cut off by its client, while its jobs run on.
+    """
+    if claimed is None:
+        yield
+        return
+    setattr(g, CLAIM, claimed)
+    try:
+        yield
+    except Exception:  # not GeneratorExit: a client gone leaves its jobs running, and paid for
+        if not claimed.held:
+            _release_or_retry(claimed)
+        raise
+    finally:
+        g.pop(CLAIM, None)
 
 
 def current() -> Claim | None:

@@ -76,6 +76,7 @@ class Operation:
     content: str = "application/json"  # the request body's media type
     error_format: str = "Error"  # the components its error responses use: ErrorNNN, or OpenAIErrorNNN
     media_type: str = "application/json"  # what a success answers with
+    streams: bool = False  # with "stream": true, a success answers text/event-stream (described in the text)
 
 
 def _costs(operation: operations.Operation) -> str:
@@ -150,6 +151,15 @@ OPENAI_NOTE = (
     " Answers when the images are ready (at most APIFRAME_SYNC_WAIT seconds, else 504); n images take "
     "ceil(n/4) jobs, billed as such; 503 when every waiting slot is taken. Errors come in OpenAI's shape, "
     '{"error": {"message", "type", "param", "code"}}; too few credits is 429 insufficient_quota.'
+)
+# Generations and edits: with "stream": true, the answer is server-sent events (``{events}``: image_generation
+# or image_edit).
+OPENAI_STREAM_NOTE = (
+    ' With "stream": true, the answer is text/event-stream, as OpenAI\'s streaming: a comment line now and '
+    "every APIFRAME_EVENT_HEARTBEAT seconds while the jobs run, then an event {events}.completed for each "
+    "image, {{type, b64_json, background, created_at, output_format, quality, size, usage}} (usage's token "
+    "counts are 0: credits are billed, not tokens); no partial images. An error once the stream has begun "
+    'is an event error, {{"type": "error", "error": {{...}}}}, after the same cancels and refunds.'
 )
 OPENAI_ERRORS = (400, 401, 409, 413, 422, 429, 500, 503, 504)
 
@@ -245,23 +255,27 @@ OPERATIONS: dict[str, Operation] = {
     ),
     OPENAI + "generations": Operation(
         "Create images from a prompt (OpenAI's images.generate)",
-        "Runs as imagine jobs." + OPENAI_NOTE,
+        "Runs as imagine jobs." + OPENAI_NOTE + OPENAI_STREAM_NOTE.format(events="image_generation"),
         OPENAI_TAG,
         openai.ImagesResponse,
         error_format="OpenAIError",
         request=openai.GenerationRequest,
         errors=OPENAI_ERRORS,
+        streams=True,
     ),
     OPENAI + "edits": Operation(
         "Edit an image from a prompt (OpenAI's images.edit)",
         "Without a mask: prompted variation jobs of the uploaded image; with a mask (a PNG of its size, "
-        "transparent where to change): inpaint jobs." + OPENAI_NOTE,
+        "transparent where to change): inpaint jobs."
+        + OPENAI_NOTE
+        + OPENAI_STREAM_NOTE.format(events="image_edit"),
         OPENAI_TAG,
         openai.ImagesResponse,
         error_format="OpenAIError",
         request=openai.EditForm,
         errors=OPENAI_ERRORS,
         content="multipart/form-data",
+        streams=True,
     ),
     OPENAI + "variations": Operation(
         "Make variations of an image (OpenAI's images.create_variation)",
@@ -432,6 +446,8 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
         success["content"] = {operation.media_type: {"schema": {}}}  # events: described in the text
     elif operation.response is not None:
         success["content"] = {"application/json": {"schema": operation.response}}
+    if operation.streams:
+        success["content"]["text/event-stream"] = {"schema": {}}
     responses: dict[str, Any] = {str(operation.status): success}
     for status in operation.errors:
         responses[str(status)] = f"{operation.error_format}{status}"

@@ -101,8 +101,7 @@ class Waits:
                         )
                     failing = True
                 left = deadline - time.monotonic()
-                ended = [job.status for job in found if job.status in TERMINAL]
-                if len(ended) == len(found) or set(ended) - {SUCCEEDED} or left <= 0 or self.stopping:
+                if settled(found) or left <= 0 or self.stopping:
                     return found
                 event.wait(min(left, RECHECK))
         finally:
@@ -113,6 +112,12 @@ class Waits:
                         waiting.discard(event)
                         if not waiting:
                             del self._waiting[job_id]
+
+
+def settled(found: Sequence[Job]) -> bool:
+    """Whether waiting for ``found`` is over: every job has ended, or one ended without success."""
+    ended = [job.status for job in found if job.status in TERMINAL]
+    return len(ended) == len(found) or bool(set(ended) - {SUCCEEDED})
 
 
 def _load(job_ids: Sequence[uuid.UUID]) -> list[Job]:

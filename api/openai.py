@@ -18,11 +18,11 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, stream_with_context
 from marshmallow import ValidationError, fields, validate
 from PIL import Image
 
@@ -37,12 +37,13 @@ import storage
 import uploads
 from api.body import json_body
 from errors import ApiError, validation_error
+from events import sse
 from idempotency import current as current_claim
-from idempotency import idempotent
+from idempotency import idempotent, streamed
 from models import Job, unavailable
 from operations import Operation
 from providers import configured as configured_providers
-from waits import Busy, waits
+from waits import Busy, settled, waits
 from waits import init_app as waits_init
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,18 @@ NO_TRANSPARENCY = {"transparent": "cannot be transparent: these images are opaqu
 STILLS_ONLY = {
     kind: f"cannot be {kind}: the images are stills, in png, webp or jpeg." for kind in ("gif", "svg")
 }
-NO_STREAMING = {True: "cannot be true: streaming is not supported; the answer comes with the images."}
 # OpenAI's own image models: a client that names one gets the configured providers. Those listed are
 # named in errors and /openapi.json; any GPT image model's name (gpt-image-2.5-flare, chatgpt-image-latest)
 # is taken too, so OpenAI's next ones work.
 OPENAI_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2")
 GPT_IMAGE_MODEL = re.compile(r"(chat)?gpt-image-[a-z0-9][a-z0-9.-]{0,60}")
+# A stream's completed events carry OpenAI's token usage; this service counts credits, not tokens.
+NO_TOKENS = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
 EDIT_WITHOUT_OPERATION = "Edits with a mask need an operation that repaints a region; this server has none."
 
 
@@ -169,8 +176,15 @@ class GptImageOptions:
         validate=schemas.between(0, 100),
         metadata={"description": "The quality of a webp or jpeg image."},
     )
-    partial_images = FormInteger(load_default=0, validate=schemas.between(0, 3), metadata=_NOT_USED)
-    stream = FormBoolean(load_default=False, validate=Supported((False,), NO_STREAMING))
+    partial_images = FormInteger(
+        load_default=0,
+        validate=schemas.between(0, 3),
+        metadata={"description": "Accepted; none are sent: the backends make no partial images."},
+    )
+    stream = FormBoolean(
+        load_default=False,
+        metadata={"description": "Answer with server-sent events, as OpenAI's streaming does (see below)."},
+    )
     safety_identifier = schemas.Choice(load_default=None, metadata=_NOT_USED)
 
 
@@ -265,7 +279,15 @@ def _load(schema: schemas.RequestSchema, body: Any) -> dict[str, Any]:
     data = schemas.load(schema, body)
     model = data.pop("model")
     data["provider"] = _provider(model)
-    if data["response_format"] is None:
+    if data.get("stream"):
+        if data["response_format"] == "url":
+            raise validation_error(
+                "The 'response_format' field cannot be url with stream: the events carry the images "
+                "base64-encoded.",
+                {"response_format": []},
+            )
+        data["response_format"] = "b64_json"
+    elif data["response_format"] is None:
         gpt_image = model is not None and GPT_IMAGE_MODEL.fullmatch(model)
         data["response_format"] = "b64_json" if gpt_image else "url"
     # A URL serves the stored file: a new quality in its own format needs another file (or b64_json).
@@ -402,8 +424,8 @@ def generations() -> Response:
         body["style"] = STYLES[data["style"]]
     translated = schemas.load(operation.request(), body)
     requests = [{**translated, "fresh_seed": i > 0} for i in range(_jobs(data["n"]))]
-    with _slot():
-        return _answer(operation, requests, data)
+    with _slot() as held:
+        return _answer(operation, requests, data, held, events="image_generation")
 
 
 @bp.post("/v1/images/edits")
@@ -416,12 +438,13 @@ def edits() -> Response:
     operation = operations.for_openai("edits", mask=masked)
     if operation is None:
         raise validation_error(EDIT_WITHOUT_OPERATION, {"mask": []})
-    with _slot():
+    with _slot() as held:
         upload = _upload("image", data["size"], data["quality"])
         sent_size = upload.pop("sent_size")
         if masked:
             upload["mask"] = _mask(upload["upload"], sent_size)
-        return _answer(operation, [{**upload, "prompt": data["prompt"]}] * _jobs(data["n"]), data)
+        requests = [{**upload, "prompt": data["prompt"]}] * _jobs(data["n"])
+        return _answer(operation, requests, data, held, events="image_edit")
 
 
 @bp.post("/v1/images/variations")
@@ -431,10 +454,10 @@ def variations() -> Response:
     """Make variations of an image (OpenAI's images.create_variation)."""
     data = _load(_variation, _form())
     operation = _operation("variations")
-    with _slot():
+    with _slot() as held:
         upload = _upload("image", data["size"])
         upload.pop("sent_size")
-        return _answer(operation, [upload] * _jobs(data["n"]), data)
+        return _answer(operation, [upload] * _jobs(data["n"]), data, held)
 
 
 @bp.get("/v1/models")
@@ -479,20 +502,23 @@ def _jobs(images: int) -> int:
 
 
 @contextmanager
-def _slot() -> Iterator[None]:
-    """Hold one of this process's waiting slots (503 at once if every one is taken, or the server stops)."""
+def _slot() -> Iterator[ExitStack]:
+    """Hold one of this process's waiting slots for the block, or, once moved out of the stack it gives
+    (``pop_all``), for as long as a streamed answer runs. 503 at once if every one is taken, or the
+    server stops."""
     if waits().stopping:  # no job is made for a request that could not wait for it
         raise _stopping("This server is stopping (a restart or deploy). Send the request again.")
-    try:
-        with waits().slot():
-            yield
-    except Busy:
-        raise ApiError(
-            503,
-            "SERVER_BUSY",
-            f"All {waits().slots} waiting slots of this server are taken; retry in a few seconds.",
-            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
-        ) from None
+    with ExitStack() as held:
+        try:
+            held.enter_context(waits().slot())
+        except Busy:
+            raise ApiError(
+                503,
+                "SERVER_BUSY",
+                f"All {waits().slots} waiting slots of this server are taken; retry in a few seconds.",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+            ) from None
+        yield held
 
 
 def _stopping(message: str) -> ApiError:
@@ -505,8 +531,16 @@ def _stopping(message: str) -> ApiError:
     )
 
 
-def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[str, Any]) -> Response:
-    """Accept a job per request, wait for them all, and answer with ``n`` of their images."""
+def _answer(
+    operation: Operation,
+    requests: list[dict[str, Any]],
+    data: Mapping[str, Any],
+    held: ExitStack,
+    events: str | None = None,
+) -> Response:
+    """Accept a job per request, wait for them all, and answer with ``n`` of their images; streamed as
+    OpenAI's ``events`` (image_generation, image_edit) if the request asks for a stream, with the
+    waiting slot ``held`` until the stream ends."""
     sent = {data["upload"] for data in requests if data.get("upload")}
     accepted: list[Job] = []
     try:
@@ -516,8 +550,46 @@ def _answer(operation: Operation, requests: list[dict[str, Any]], data: Mapping[
         # a retry under an Idempotency-Key given its first request's jobs (which use that one's upload)
         for reference in sent - {job.params.get("upload") for job in accepted}:
             uploads.discard(reference)
+    if events and data["stream"]:
+        return _stream(accepted, data, events, held)
     ended = waits().wait(accepted, current_app.config["SYNC_WAIT"])
-    return jsonify(created=int(time.time()), data=_images(ended, data))
+    images = [_image(job, name, data) for job, name in _chosen(ended, data)]
+    return jsonify(created=int(time.time()), data=images)
+
+
+def _stream(accepted: list[Job], data: Mapping[str, Any], events: str, held: ExitStack) -> Response:
+    """The answer as OpenAI's streaming sends it: once the jobs have ended, an ``{events}.completed``
+    event for each image, or else an ``error`` event (after the same cancels and refunds as an answer
+    given at once). Until then, a comment line every EVENT_HEARTBEAT seconds keeps the connection open
+    through proxies. The waiting slot ``held`` is given back when the stream ends, or its client goes."""
+    config = current_app.config
+    deadline = time.monotonic() + config["SYNC_WAIT"]
+    heartbeat = config["EVENT_HEARTBEAT"]
+    claimed = current_claim()
+
+    def stream() -> Iterator[str]:
+        yield ": waiting for the images\n\n"  # the answer's head goes now, not with the first event
+        try:
+            with streamed(claimed):
+                ended = accepted
+                while True:
+                    ended = waits().wait(ended, min(heartbeat, max(0.0, deadline - time.monotonic())))
+                    if settled(ended) or time.monotonic() >= deadline or waits().stopping:
+                        break
+                    yield ": keep-alive\n\n"
+                chosen = _chosen(ended, data)
+        except ApiError as exc:
+            yield sse("error", {"type": "error", **error_body(exc)})
+            return
+        completed = f"{events}.completed"
+        for job, name in chosen:
+            yield sse(completed, _completed(job, name, data, completed))
+
+    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx and the like pass events on at once
+    response.call_on_close(held.pop_all().close)
+    return response
 
 
 def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str | None) -> list[Job]:
@@ -553,8 +625,9 @@ def _accept(operation: Operation, requests: list[dict[str, Any]], provider: str 
     return accepted
 
 
-def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``n`` images of the ended jobs, as the request asks, or the error that says why there are none.
+def _chosen(ended: list[Job], data: Mapping[str, Any]) -> list[tuple[Job, str]]:
+    """``n`` images of the ended jobs (each job and its image's name), or the error that says why there
+    are none.
 
     All or nothing: with no images to answer, the jobs still running are cancelled, and those that
     succeeded refunded; if the database cannot be used to do that, the answer says that they may still
@@ -564,8 +637,7 @@ def _images(ended: list[Job], data: Mapping[str, Any]) -> list[dict[str, Any]]:
     cancelled = [job for job in ended if job.status == jobs.CANCELLED]
     failed = [job for job in ended if job.status in jobs.TERMINAL and job.status != jobs.SUCCEEDED]
     if not (unfinished or failed):
-        images = [(job, name) for job in ended for name in job.tiles][: data["n"]]
-        return [_image(job, name, data) for job, name in images]
+        return [(job, name) for job in ended for name in job.tiles][: data["n"]]
     stopping = waits().stopping
     if cancelled:  # by its owner, while this request waited (through the other APIs or the console)
         why = "another job of its request was cancelled"
@@ -646,15 +718,43 @@ def _refund_succeeded(ended: Iterable[Job], why: str) -> None:
 def _image(job: Job, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """One image, as its bytes or a URL, in the output format asked for (re-encoded if stored in another)."""
     stem, _, stored = name.rpartition(".")
-    wanted = data.get("output_format") or stored
-    if data["response_format"] == "url" and wanted == stored:
+    if data["response_format"] == "url" and _format(name, data) == stored:
         return {"url": storage.image_url(job.id, name), "revised_prompt": job.prompt}
-    encoded = _encoded(storage.image_bytes(job.id, name), stored, wanted, data.get("output_compression"))
+    encoded, wanted = _as_asked(job, name, data)
     if data["response_format"] == "b64_json":
         return {"b64_json": base64.b64encode(encoded).decode("ascii"), "revised_prompt": job.prompt}
     copy = f"{stem}.{wanted}"  # kept beside the job's images, where their URLs serve it
     storage.current().put(f"{job.id}/{copy}", encoded)
     return {"url": storage.image_url(job.id, copy), "revised_prompt": job.prompt}
+
+
+def _completed(job: Job, name: str, data: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """An image's ``completed`` event of a stream (``kind``): its bytes, and what it was made as."""
+    encoded, wanted = _as_asked(job, name, data)
+    with Image.open(io.BytesIO(encoded)) as image:
+        size = f"{image.width}x{image.height}"
+    return {
+        "type": kind,
+        "b64_json": base64.b64encode(encoded).decode("ascii"),
+        "background": data["background"],
+        "created_at": int(time.time()),
+        "output_format": wanted,
+        "quality": data["quality"],
+        "size": size,
+        "usage": NO_TOKENS,
+    }
+
+
+def _format(name: str, data: Mapping[str, Any]) -> str:
+    """The format an image is answered in: the one asked for, else the one it is stored in."""
+    return data.get("output_format") or name.rpartition(".")[2]
+
+
+def _as_asked(job: Job, name: str, data: Mapping[str, Any]) -> tuple[bytes, str]:
+    """An image's bytes in the format and quality the request asks for, and that format."""
+    wanted = _format(name, data)
+    stored = name.rpartition(".")[2]
+    return _encoded(storage.image_bytes(job.id, name), stored, wanted, data.get("output_compression")), wanted
 
 
 def _encoded(data: bytes, stored: str, wanted: str, compression: int | None) -> bytes:

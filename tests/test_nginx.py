@@ -154,6 +154,17 @@ def test_the_api_and_its_event_streams_go_through(web, nginx):
         assert time.monotonic() - started < 5  # each event as it comes, not when nginx's buffer fills
 
 
+def test_an_openai_stream_goes_through_as_it_is_sent(web, nginx):
+    _, key = web
+    with requests.post(
+        f"{nginx.url}/v1/images/generations", json={"prompt": "a heron", "stream": True},
+        headers={"Authorization": f"Bearer {key}"}, verify=nginx.certificate, stream=True, timeout=10,
+    ) as stream:  # fmt: skip
+        assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        # the job never ends (its latency is 600 s): this line comes at once, or nginx holds it in its buffer
+        assert next(stream.iter_lines(decode_unicode=True)) == ": waiting for the images"
+
+
 def test_a_prefix_a_client_sends_does_not_reach_the_app(nginx):
     """The web node trusts one proxy's X-Forwarded-* headers (APIFRAME_PROXY_FIX=1): nginx must set or clear
     each, or a client's own would move the console's links and redirects elsewhere."""

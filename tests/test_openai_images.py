@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import random
 import re
 import signal
@@ -235,7 +236,6 @@ def test_openai_s_other_fields_are_taken_and_the_output_format_honoured(server):
 def test_what_the_service_cannot_do_is_refused_before_any_job(server):
     app, _, account, _, client = server
     refused = [
-        ({"stream": True}, "stream", "streaming is not supported"),
         ({"background": "transparent"}, "background", "opaque"),
         ({"output_format": "gif"}, "output_format", "png, webp or jpeg"),
         ({"output_format": "tiff"}, "output_format", "png, webp, jpeg"),
@@ -247,7 +247,7 @@ def test_what_the_service_cannot_do_is_refused_before_any_job(server):
         with pytest.raises(openai.BadRequestError) as caught:
             client.images.generate(prompt="a heron", model="gpt-image-1", **fields)
         assert caught.value.body["param"] == param and message in caught.value.body["message"], fields
-    for fields, param, message in [*refused[:2], ({"input_fidelity": "max"}, "input_fidelity", "high, low")]:
+    for fields, param, message in [*refused[:1], ({"input_fidelity": "max"}, "input_fidelity", "high, low")]:
         with pytest.raises(openai.BadRequestError) as caught:
             client.images.edit(image=upload(), prompt="a heron", **fields)
         assert caught.value.body["param"] == param and message in caught.value.body["message"], fields
@@ -990,6 +990,166 @@ def test_the_jobs_show_in_the_console_gallery(client, make_account, app):
     variation = jobs_of(app, account)[-1]
     job_page = text(console.get(f"/console/jobs/{variation.id}"))
     assert "Variations of an uploaded image" in job_page and "U2" in job_page  # it can be upscaled as usual
+
+
+# ---- streaming -----------------------------------------------------------------------------------
+
+
+def streamed_images(events) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(event.b64_json))) for event in events]
+
+
+def raw_stream(url: str, key: str, body: dict) -> requests.Response:
+    """A streamed generation as plain HTTP, its events read as they come."""
+    answer = requests.post(
+        f"{url}/v1/images/generations",
+        json={**body, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        stream=True,
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/event-stream")
+    return answer
+
+
+def test_a_streamed_generation_sends_each_image_as_a_completed_event(database, server):
+    app, _, account, _, client = server
+    stream = client.images.generate(
+        prompt="a lighthouse at dusk", model="gpt-image-1", n=2, size="256x256", stream=True, partial_images=2
+    )
+    events = list(stream)  # no partial images: the backends make none, and OpenAI's API may send fewer
+    assert [event.type for event in events] == ["image_generation.completed"] * 2
+    images = streamed_images(events)
+    assert [image.size for image in images] == [(512, 512)] * 2 and images[0].tobytes() != images[1].tobytes()
+    for event in events:
+        assert (event.size, event.output_format, event.background, event.quality) == (
+            "512x512",
+            "png",
+            "auto",
+            "auto",
+        )
+        assert event.usage.total_tokens == 0 and event.created_at <= time.time() + 1
+    (job,) = jobs_of(app, account)
+    assert job.status == "succeeded" and balance(app, account) == 5000 - 16
+
+
+def test_a_streamed_edit_sends_image_edit_events_in_the_format_asked_for(server):
+    app, _, account, _, client = server
+    stream = client.images.edit(
+        image=upload(),
+        prompt="a heron",
+        size="256x256",
+        output_format="jpeg",
+        background="opaque",
+        stream=True,
+    )
+    (event,) = list(stream)
+    assert (
+        event.type == "image_edit.completed"
+        and event.output_format == "jpeg"
+        and event.background == "opaque"
+    )
+    (image,) = streamed_images([event])
+    assert image.format == "JPEG" and f"{image.width}x{image.height}" == event.size
+    assert balance(app, account) == 5000 - 16
+
+
+def test_a_stream_cannot_answer_urls(server):
+    app, _, account, _, client = server
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="a heron", response_format="url", stream=True)
+    assert caught.value.body["param"] == "response_format" and "base64" in caught.value.body["message"]
+    assert jobs_of(app, account) == []
+
+
+def test_a_stream_keeps_its_connection_open_until_the_images_are_ready(server):
+    app, url, _, key, _ = server
+    app.config.update(LOCAL_LATENCY=1.0, EVENT_HEARTBEAT=0.2)
+    answer = raw_stream(url, key, {"prompt": "a slow heron", "size": "256x256"})
+    lines = [line for line in answer.iter_lines(decode_unicode=True) if line]
+    assert lines[0] == ": waiting for the images"  # the answer's head came at once
+    assert lines.count(": keep-alive") >= 3
+    assert lines[-2:][0] == "event: image_generation.completed" and lines[-1].startswith("data: {")
+
+
+def test_a_job_failing_ends_the_stream_with_an_error_event_and_refunds_it(server, monkeypatch):
+    app, _, account, _, client = server
+
+    def fails(job, ctx):
+        raise ProviderError("the backend is down")
+
+    monkeypatch.setattr(workers, "execute", fails)
+    stream = client.images.generate(prompt="a field of poppies", n=5, size="256x256", stream=True)
+    with pytest.raises(openai.APIError) as caught:
+        list(stream)
+    assert "the backend is down" in caught.value.message
+    assert caught.value.body["type"] == "server_error" and caught.value.body["code"] == "provider_error"
+    assert balance(app, account) == 5000
+
+
+def test_a_stream_that_waits_too_long_ends_with_an_error_and_its_credits_back(server):
+    app, _, account, _, client = server
+    app.config.update(LOCAL_LATENCY=5.0, SYNC_WAIT=0.5)
+    with pytest.raises(openai.APIError) as caught:
+        list(client.images.generate(prompt="a very slow cat", stream=True))
+    assert caught.value.body["code"] == "timeout" and "APIFRAME_SYNC_WAIT" in caught.value.message
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
+    assert balance(app, account) == 5000
+
+
+def test_a_stream_holds_its_waiting_slot_until_it_ends_or_its_client_goes(one_slot, live):
+    app, live_server = live
+    app.config.update(LOCAL_LATENCY=1.5, EVENT_HEARTBEAT=0.1)
+    with app.app_context():
+        account, key = accounts.create("stream-slot@example.com", plan="scale")
+    client = OpenAI(api_key=key, base_url=f"{live_server.url}/v1", max_retries=0, timeout=60)
+    slots = app.extensions[waits.EXTENSION]
+    answer = raw_stream(live_server.url, key, {"prompt": "a slow cat"})
+    wait_until(lambda: slots.held == 1, what="the stream to hold the slot")
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(prompt="one too many")
+    assert caught.value.body["code"] == "server_busy"
+    answer.close()  # the client goes: the slot is free at the next keep-alive; the job runs on, paid for
+    wait_until(lambda: slots.held == 0, what="the slot to be given back")
+    assert len(list(client.images.generate(prompt="a cat", stream=True))) == 1
+    wait_until(lambda: {job.status for job in jobs_of(app, account)} == {"succeeded"}, timeout=10)
+    assert balance(app, account) == 5000 - 2 * 16
+
+
+def test_a_stopping_server_ends_a_stream_with_an_error_after_refunding_it(server):
+    app, url, account, key, _ = server
+    app.config.update(LOCAL_LATENCY=600.0)  # the job never ends on its own
+    answer = raw_stream(url, key, {"prompt": "a lighthouse"})
+    lines = answer.iter_lines(decode_unicode=True)
+    assert next(lines) == ": waiting for the images"
+    app.extensions[waits.EXTENSION].stop()
+    event = [line for line in lines if line.startswith("data: ")][-1]
+    error = json.loads(event.removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["code"] == "server_stopping"
+    assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
+    assert balance(app, account) == 5000
+
+
+def test_a_retried_stream_with_its_idempotency_key_gets_the_same_images_for_one_debit(database, server):
+    app, _, account, _, client = server
+    key = {"Idempotency-Key": "stream-retry-1"}
+    first = list(client.images.generate(prompt="a fox", size="256x256", stream=True, extra_headers=key))
+    again = list(client.images.generate(prompt="a fox", size="256x256", stream=True, extra_headers=key))
+    assert [event.b64_json for event in again] == [event.b64_json for event in first]
+    assert len(jobs_of(app, account)) == 1 and balance(app, account) == 5000 - 16
+
+
+def test_a_failed_streams_idempotency_key_is_free_again(database, server, monkeypatch):
+    app, _, account, _, client = server
+    key = {"Idempotency-Key": "stream-failed-1"}
+    run = workers.execute
+    monkeypatch.setattr(workers, "execute", lambda job, ctx: (_ for _ in ()).throw(ProviderError("down")))
+    with pytest.raises(openai.APIError):
+        list(client.images.generate(prompt="a fox", size="256x256", stream=True, extra_headers=key))
+    monkeypatch.setattr(workers, "execute", run)
+    (event,) = list(client.images.generate(prompt="a fox", size="256x256", stream=True, extra_headers=key))
+    assert [job.status for job in jobs_of(app, account)] == ["failed", "succeeded"]
+    assert balance(app, account) == 5000 - 16
 
 
 # ---- idempotency keys ----------------------------------------------------------------------------
