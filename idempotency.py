@@ -55,6 +55,7 @@ IN_FLIGHT_RETRY_AFTER = 5  # seconds a retry of a key in use is asked to wait (a
 RELEASE_RETRY_EVERY = 1.0  # seconds between tries to release a key while the database cannot be used
 CLAIM = "idempotency_claim"  # the request's Claim, on flask's g while its view runs
 
+_views: set[Callable[..., Any]] = set()  # the views ``idempotent`` made, for the API's documentation
 _purge_lock = threading.Lock()
 _next_purge = 0.0
 
@@ -155,7 +156,13 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Response]:
             _release_or_retry(claimed)
         return response
 
+    _views.add(wrapper)
     return wrapper
+
+
+def takes_key(view: Callable[..., Any] | None) -> bool:
+    """Whether ``view`` (a route's) honours Idempotency-Key."""
+    return view in _views
 
 
 def _keep(claimed: Claim, response: Response) -> None:

@@ -353,6 +353,7 @@ class Route:
     method: str
     endpoint: str
     arguments: tuple[str, ...]
+    idempotent: bool  # its view honours Idempotency-Key
 
     @property
     def is_v1(self) -> bool:
@@ -389,7 +390,8 @@ def api_routes(app: Flask) -> Iterator[Route]:
     for rule in sorted(rules, key=lambda rule: rule.rule):
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in sorted(set(rule.methods or ()) - IGNORED_METHODS):
-            yield Route(path, method.lower(), rule.endpoint, tuple(sorted(rule.arguments)))
+            idempotent = idempotency.takes_key(app.view_functions.get(rule.endpoint))
+            yield Route(path, method.lower(), rule.endpoint, tuple(sorted(rule.arguments)), idempotent)
 
 
 def canonical_routes(app: Flask) -> dict[str, Route]:
@@ -468,7 +470,7 @@ def _operation(route: Route, operation: Operation, canonical: dict[str, Route]) 
         }
         for name in route.arguments
     ]
-    if operation.status == 202 or operation.response is original.TaskCreated:  # it creates a job
+    if route.idempotent:
         parameters.append(IDEMPOTENCY_KEY)
     if operation.query is not None:
         parameters.append({"in": "query", "schema": operation.query})

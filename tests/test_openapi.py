@@ -179,3 +179,16 @@ def test_the_original_apiframe_routes_are_documented_in_their_own_spelling(docum
     answer = shared["responses"]["202"]["content"]["application/json"]["schema"]
     assert answer == {"$ref": "#/components/schemas/SharedJobEnvelope"}
     assert document["paths"]["/v1/reroll"]["post"]["tags"] == ["Jobs"]
+
+
+def test_every_route_that_honours_an_idempotency_key_documents_it(app, document):
+    documented = {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if any(parameter.get("name") == "Idempotency-Key" for parameter in operation.get("parameters", []))
+    }
+    honoured = {(route.method, route.path) for route in openapi.api_routes(app) if route.idempotent}
+    assert documented == honoured
+    assert {("post", "/v1/imagine"), ("post", "/imagine"), ("post", "/v1/images/generations")} <= honoured
+    assert ("get", "/v1/jobs") not in honoured
