@@ -733,7 +733,7 @@ def _completed(job: Job, name: str, data: Mapping[str, Any], kind: str) -> dict[
     encoded, wanted = _as_asked(job, name, data)
     with Image.open(io.BytesIO(encoded)) as image:
         size = f"{image.width}x{image.height}"
-    return {
+    event = {
         "type": kind,
         "b64_json": base64.b64encode(encoded).decode("ascii"),
         "background": data["background"],
@@ -743,6 +743,10 @@ def _completed(job: Job, name: str, data: Mapping[str, Any], kind: str) -> dict[
         "size": size,
         "usage": NO_TOKENS,
     }
+    identifier = data.get("safety_identifier") or data.get("user")  # as OpenAI's: the deprecated user's too
+    if identifier:
+        event["safety_identifier"] = identifier
+    return event
 
 
 def _format(name: str, data: Mapping[str, Any]) -> str:

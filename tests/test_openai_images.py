@@ -1029,6 +1029,7 @@ def test_a_streamed_generation_sends_each_image_as_a_completed_event(database, s
             "auto",
         )
         assert event.usage.total_tokens == 0 and event.created_at <= time.time() + 1
+        assert event.safety_identifier is None
     (job,) = jobs_of(app, account)
     assert job.status == "succeeded" and balance(app, account) == 5000 - 16
 
@@ -1036,6 +1037,7 @@ def test_a_streamed_generation_sends_each_image_as_a_completed_event(database, s
 def test_a_streamed_edit_sends_image_edit_events_in_the_format_asked_for(server):
     app, _, account, _, client = server
     stream = client.images.edit(
+        user="user-7",
         image=upload(),
         prompt="a heron",
         size="256x256",
@@ -1044,11 +1046,8 @@ def test_a_streamed_edit_sends_image_edit_events_in_the_format_asked_for(server)
         stream=True,
     )
     (event,) = list(stream)
-    assert (
-        event.type == "image_edit.completed"
-        and event.output_format == "jpeg"
-        and event.background == "opaque"
-    )
+    assert (event.type, event.output_format, event.background) == ("image_edit.completed", "jpeg", "opaque")
+    assert event.safety_identifier == "user-7"  # the deprecated user, as OpenAI's events name it
     (image,) = streamed_images([event])
     assert image.format == "JPEG" and f"{image.width}x{image.height}" == event.size
     assert balance(app, account) == 5000 - 16
