@@ -85,9 +85,14 @@ class WriterLock:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._pid = -1
+        self._restart()
+        _writer_locks.add(self)
+
+    def _restart(self) -> None:
+        """A lock of this process's own, its file not yet open; at creation, and in a child after a fork
+        (which copied the parent's lock as it was, held or not, and its descriptor)."""
         self._lock = threading.Lock()
-        self._file: Any = None
+        self._file: Any = None  # opened by the first writer, inside the lock
         self._local = threading.local()
 
     def held(self) -> bool:
@@ -98,10 +103,10 @@ class WriterLock:
         """Wait for the lock (at once if this thread holds it)."""
         if self.held():
             return
-        if self._pid != os.getpid():  # a new process (forked): its own lock and descriptor
-            self._lock, self._file, self._pid = threading.Lock(), open(self.path, "a"), os.getpid()
         self._lock.acquire()
         try:
+            if self._file is None:
+                self._file = open(self.path, "a")
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
         except BaseException:
             self._lock.release()
@@ -118,6 +123,18 @@ class WriterLock:
         finally:
             self._lock.release()
 
+
+_writer_locks: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+
+
+def _restart_writer_locks() -> None:
+    for lock in list(_writer_locks):
+        lock._restart()
+
+
+# In a forked child, before any thread of its own runs: every WriterLock starts again, so its first
+# writers cannot race to set one up (two threads doing so each took a lock of their own).
+os.register_at_fork(after_in_child=_restart_writer_locks)
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 

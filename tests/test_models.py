@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -253,3 +254,57 @@ def test_the_writer_lock_queues_other_threads(tmp_path):
     lock.release()
     assert waited.wait(5)
     thread.join()
+
+
+def first_writers(lock: WriterLock, writers: int) -> list[BaseException]:
+    """``writers`` threads that all make their first write at once under ``lock``; what went wrong."""
+    start, inside, failures = threading.Barrier(writers), [], []
+
+    def write() -> None:
+        try:
+            start.wait()
+            lock.acquire()
+            inside.append(1)
+            assert len(inside) == 1, "two writers at once"
+            time.sleep(0.001)
+            inside.pop()
+            lock.release()
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return failures + [TimeoutError("a writer never got the lock")] * sum(t.is_alive() for t in threads)
+
+
+def test_the_first_writers_of_a_process_share_one_lock(tmp_path):
+    for trial in range(20):  # each a new lock, whose first use comes from several threads at once
+        assert first_writers(WriterLock(str(tmp_path / f"writer-{trial}.lock")), 6) == []
+
+
+def test_a_forked_child_queues_behind_its_parent_with_a_lock_of_its_own(tmp_path):
+    lock = WriterLock(str(tmp_path / "writer.lock"))
+    lock.acquire()  # held by this thread as the child is forked: the child's copy of the lock is held too
+    pid = os.fork()
+    if pid == 0:  # the child: it waits for the parent's file lock, then writes
+        code = 1
+        try:
+            lock.acquire()
+            lock.release()
+            code = 0
+        finally:
+            os._exit(code)
+    time.sleep(0.3)
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # still waiting for the parent's file lock
+    lock.release()
+    deadline = time.monotonic() + 10
+    while (ended := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if ended == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child never got the lock")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
