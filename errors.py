@@ -261,14 +261,26 @@ def database_unavailable(exc: Exception) -> ApiError | None:
     )
 
 
+def failure(exc: Exception) -> ApiError:
+    """The error a request that raised ``exc`` answers, logged as the error handlers log it: for an answer
+    streamed on after its view returned, which they do not see (HTTP errors and unreadable bodies are
+    the view's own, before any answer)."""
+    if isinstance(exc, ApiError):
+        return exc
+    return database_unavailable(exc) or _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> ApiError:
+    log.exception("unhandled error", exc_info=exc)
+    return ApiError(500, "INTERNAL_ERROR", "An internal error occurred. It has been logged.")
+
+
 def _handle_database_error(exc: Exception) -> Response:
-    unavailable = database_unavailable(exc)
-    return unavailable.response() if unavailable else _handle_unexpected(exc)
+    return failure(exc).response()
 
 
 def _handle_unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return ApiError(500, "INTERNAL_ERROR", "An internal error occurred. It has been logged.").response()
+    return _unexpected(exc).response()
 
 
 def init_app(app: Flask) -> None:

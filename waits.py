@@ -12,6 +12,7 @@ cut off unanswered at the end of gunicorn's graceful timeout.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -78,12 +79,24 @@ class Waits:
         with images then); or else once ``timeout`` seconds have passed or the process stops (then some
         are still active). While the database cannot be used, the jobs are as last read (at first, as
         ``accepted``), and are read again at the next look."""
+        watching = self.watch(accepted, timeout)
+        try:
+            return next(found for found in watching if found is not None)
+        finally:
+            watching.close()
+
+    def watch(
+        self, accepted: Sequence[Job], timeout: float, beat: float = math.inf
+    ) -> Iterator[list[Job] | None]:
+        """``wait``, for a stream: it yields None every ``beat`` seconds while the jobs run, then the
+        jobs as ``wait`` returns them."""
         job_ids = [job.id for job in accepted]
         event = threading.Event()
         with self._lock:
             for job_id in job_ids:
                 self._waiting.setdefault(job_id, set()).add(event)
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline, next_beat = now + timeout, now + beat
         found, failing = list(accepted), False
         try:
             while True:
@@ -100,10 +113,15 @@ class Waits:
                             str(exc).strip(),
                         )
                     failing = True
-                left = deadline - time.monotonic()
-                if settled(found) or left <= 0 or self.stopping:
-                    return found
-                event.wait(min(left, RECHECK))
+                now = time.monotonic()
+                left = deadline - now
+                if _settled(found) or left <= 0 or self.stopping:
+                    yield found
+                    return
+                if now >= next_beat:
+                    yield None
+                    next_beat = time.monotonic() + beat
+                event.wait(min(left, RECHECK, max(0.0, next_beat - time.monotonic())))
         finally:
             with self._lock:
                 for job_id in job_ids:
@@ -114,7 +132,7 @@ class Waits:
                             del self._waiting[job_id]
 
 
-def settled(found: Sequence[Job]) -> bool:
+def _settled(found: Sequence[Job]) -> bool:
     """Whether waiting for ``found`` is over: every job has ended, or one ended without success."""
     ended = [job.status for job in found if job.status in TERMINAL]
     return len(ended) == len(found) or bool(set(ended) - {SUCCEEDED})

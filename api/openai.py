@@ -43,7 +43,7 @@ from idempotency import idempotent, streamed
 from models import Job, unavailable
 from operations import Operation
 from providers import configured as configured_providers
-from waits import Busy, settled, waits
+from waits import Busy, waits
 from waits import init_app as waits_init
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ QUALITIES = {
     "max": None,
     AUTO: None,
 }
+# The quality a stream's events say the images were made at (OpenAI's words for this service's).
+QUALITY_MADE = {0.25: "low", 0.5: "medium", 1: "high"}
 STYLES = {"natural": "raw", "vivid": None}  # OpenAI's style -> ours (vivid: the default look)
 RESPONSE_FORMATS = ("url", "b64_json")
 OUTPUT_FORMATS = tuple(imaging.FORMATS)  # png, webp, jpeg: what the images can be encoded as
@@ -561,34 +563,33 @@ def _stream(accepted: list[Job], data: Mapping[str, Any], events: str, held: Exi
     """The answer as OpenAI's streaming sends it: once the jobs have ended, an ``{events}.completed``
     event for each image, or else an ``error`` event (after the same cancels and refunds as an answer
     given at once). Until then, a comment line every EVENT_HEARTBEAT seconds keeps the connection open
-    through proxies. The waiting slot ``held`` is given back when the stream ends, or its client goes."""
+    through proxies. The waiting slot ``held`` is given back once the jobs have ended, or the client goes."""
     config = current_app.config
-    deadline = time.monotonic() + config["SYNC_WAIT"]
-    heartbeat = config["EVENT_HEARTBEAT"]
-    claimed = current_claim()
+    claimed, slot = current_claim(), held.pop_all()
 
     def stream() -> Iterator[str]:
         yield ": waiting for the images\n\n"  # the answer's head goes now, not with the first event
         try:
             with streamed(claimed):
-                ended = accepted
-                while True:
-                    ended = waits().wait(ended, min(heartbeat, max(0.0, deadline - time.monotonic())))
-                    if settled(ended) or time.monotonic() >= deadline or waits().stopping:
-                        break
-                    yield ": keep-alive\n\n"
-                chosen = _chosen(ended, data)
-        except ApiError as exc:
-            yield sse("error", {"type": "error", **error_body(exc)})
-            return
-        completed = f"{events}.completed"
-        for job, name in chosen:
-            yield sse(completed, _completed(job, name, data, completed))
+                for found in waits().watch(accepted, config["SYNC_WAIT"], config["EVENT_HEARTBEAT"]):
+                    if found is None:
+                        yield ": keep-alive\n\n"
+                    else:
+                        ended = found
+                completed = f"{events}.completed"
+                answer = [
+                    sse(completed, _completed(job, name, data, completed))
+                    for job, name in _chosen(ended, data)
+                ]
+        except Exception as exc:
+            answer = [sse("error", {"type": "error", **error_body(errors.failure(exc))})]
+        slot.close()  # what is left is writing the answer out, as for one given at once
+        yield from answer
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx and the like pass events on at once
-    response.call_on_close(held.pop_all().close)
+    response.call_on_close(slot.close)
     return response
 
 
@@ -739,7 +740,7 @@ def _completed(job: Job, name: str, data: Mapping[str, Any], kind: str) -> dict[
         "background": data["background"],
         "created_at": int(time.time()),
         "output_format": wanted,
-        "quality": data["quality"],
+        "quality": QUALITY_MADE[_shape(data["size"], None, data["quality"])[1]],
         "size": size,
         "usage": NO_TOKENS,
     }

@@ -9,6 +9,7 @@ import json
 import random
 import re
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -1022,12 +1023,8 @@ def test_a_streamed_generation_sends_each_image_as_a_completed_event(database, s
     images = streamed_images(events)
     assert [image.size for image in images] == [(512, 512)] * 2 and images[0].tobytes() != images[1].tobytes()
     for event in events:
-        assert (event.size, event.output_format, event.background, event.quality) == (
-            "512x512",
-            "png",
-            "auto",
-            "auto",
-        )
+        assert (event.size, event.output_format, event.background) == ("512x512", "png", "auto")
+        assert event.quality == "low"  # 256x256 is made at quality 0.25, OpenAI's low
         assert event.usage.total_tokens == 0 and event.created_at <= time.time() + 1
         assert event.safety_identifier is None
     (job,) = jobs_of(app, account)
@@ -1127,6 +1124,51 @@ def test_a_stopping_server_ends_a_stream_with_an_error_after_refunding_it(server
     assert error["type"] == "error" and error["error"]["code"] == "server_stopping"
     assert [job.status for job in jobs_of(app, account)] == ["cancelled"]
     assert balance(app, account) == 5000
+
+
+def test_an_image_that_cannot_be_read_for_the_events_ends_the_stream_with_an_error(server, monkeypatch):
+    app, *_, client = server
+
+    def missing(job_id, name):
+        raise storage.MissingImage(f"{job_id}/{name}")
+
+    monkeypatch.setattr(storage, "image_bytes", missing)  # an object store that lost it, or cannot answer
+    with pytest.raises(openai.APIError) as caught:  # not a connection cut off halfway
+        list(client.images.generate(prompt="a lighthouse", size="256x256", stream=True))
+    assert caught.value.body["code"] == "internal_error"
+
+
+def test_a_client_that_stops_reading_gives_its_waiting_slot_back_once_the_images_are_ready(one_slot, live):
+    app, live_server = live
+    with app.app_context():
+        account, key = accounts.create("stalled@example.com", plan="scale")
+    slots = app.extensions[waits.EXTENSION]
+    with socket.create_connection(("127.0.0.1", live_server.port)) as stalled:
+        body = json.dumps({"prompt": "ten large herons", "n": 10, "stream": True}).encode()
+        stalled.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )  # and never reads the 10 images' events (some 15 MB)
+        wait_until(lambda: len(jobs_of(app, account)) == 3, what="the request's jobs")
+        wait_until(lambda: {job.status for job in jobs_of(app, account)} == {"succeeded"}, timeout=60)
+        wait_until(lambda: slots.held == 0, what="the slot to come back while the answer is written")
+
+
+def test_a_stream_logs_a_database_outage_once_however_often_it_beats(server, monkeypatch, caplog):
+    app, _, account, _, client = server
+    app.config.update(LOCAL_LATENCY=600.0, SYNC_WAIT=1.0, EVENT_HEARTBEAT=0.05)
+    monkeypatch.setattr(waits, "RECHECK", 0.05)
+
+    def outage(job_ids):
+        with peewee.__exception_wrapper__:
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(waits, "_load", outage)
+    with pytest.raises(openai.APIError) as caught:
+        list(client.images.generate(prompt="a lighthouse", stream=True))
+    assert caught.value.body["code"] == "timeout"
+    assert caplog.text.count("could not read its jobs: database unavailable") == 1
 
 
 def test_a_retried_stream_with_its_idempotency_key_gets_the_same_images_for_one_debit(database, server):
