@@ -185,9 +185,11 @@ class GptImageOptions:
     )
     stream = FormBoolean(
         load_default=False,
-        metadata={"description": "Answer with server-sent events, as OpenAI's streaming does (see below)."},
+        metadata={"description": "Answer as server-sent events, as OpenAI's streaming does: see the route."},
     )
-    safety_identifier = schemas.Choice(load_default=None, metadata=_NOT_USED)
+    safety_identifier = schemas.Choice(
+        load_default=None, metadata={"description": "Accepted; a stream's events carry it back."}
+    )
 
 
 class VariationForm(schemas.RequestSchema):
