@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peewee import CTE, Node, Select, Value, ValueLiterals, fn
+from peewee import CTE, Cast, Node, Select, Value, ValueLiterals, fn
 
 from models import REFUND_ROWS, Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 
@@ -133,7 +133,7 @@ def debit_ctes(account: Node, amount: Node, job: Node, note: Node, at: Node) -> 
     )
     row = {
         LedgerEntry.account: account,
-        LedgerEntry.amount: Value(0) - amount,
+        LedgerEntry.amount: Value(0) - Cast(amount, "integer"),  # typed for the prepared statement
         LedgerEntry.reason: Value(DEBIT),
         LedgerEntry.job: job,
         LedgerEntry.note: note,
