@@ -5,7 +5,7 @@ Each runs the statements the service's own runs, written by hand on the service'
 JSON column; nothing else: no pool, models, validation, limits, hooks or marshmallow.
 
 - GET /v1/jobs/<id>: the key's row with its account, then the job's (with its queue count);
-- POST /v1/imagine: the key's row, then BEGIN IMMEDIATE, the job's INSERT (returning its queue count),
+- POST /v1/imagine: the key's row, then BEGIN IMMEDIATE, the job's INSERT (returning the queue's kept count),
   the debit's UPDATE ... RETURNING and its ledger row, COMMIT, one writer at a time.
 
 The ratio of the floor this reaches under the same gunicorn settings is as far as Flask, gunicorn and
@@ -50,7 +50,7 @@ JOB = (
 INSERT = (
     "INSERT INTO job (id, account_id, type, status, prompt, params, cost, progress, runs, webhook_attempts,"
     " origin, created_at) VALUES (?, ?, 'imagine', 'pending', ?, ?, ?, 0, 0, 0, 'reference', ?)"
-    f" RETURNING {AHEAD.format('?')}"
+    " RETURNING (SELECT COALESCE(SUM(waiting), 0) FROM queue_count)"  # as the service: the count kept
 )
 DEBIT = (
     "UPDATE account SET balance = balance - ?, spent = spent + ? WHERE id = ? AND balance >= ?"
@@ -104,7 +104,7 @@ def create():
     params = json.dumps({"aspect_ratio": body.get("aspectRatio", "1:1")})
     with _writer:
         connection.execute("BEGIN IMMEDIATE")
-        inserted = (job_id.hex, account_id, body["prompt"], params, IMAGINE_COST, now, now)
+        inserted = (job_id.hex, account_id, body["prompt"], params, IMAGINE_COST, now)
         ahead = connection.execute(INSERT, inserted).fetchone()[0]
         cost = (IMAGINE_COST, IMAGINE_COST, account_id, IMAGINE_COST)
         balance = connection.execute(DEBIT, cost).fetchone()[0]
