@@ -548,6 +548,9 @@ class CompiledQuery:
     to another thread. A job poll (a key row of 21 columns, a job row of 32) let go of it 82 times,
     31 with packed rows. SQLite's values (integers, text, null; these tables have no reals or blobs,
     which JSON would change) come back from the array as the driver gives them.
+
+    On PostgreSQL, the statement is also prepared on each connection that runs it (``execute_prepared``),
+    so that PostgreSQL plans it once per connection too. Make each one once, at a module's top level.
     """
 
     def __init__(self, build: Callable[[], Query]) -> None:
