@@ -165,7 +165,6 @@ def test_a_compiled_query_is_prepared_once_per_postgresql_connection(on_postgres
             with psycopg2.connect(on_postgres) as admin, admin.cursor() as cursor:
                 cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
             admin.close()
-            ran.clear()
             deadline = time.monotonic() + 5
             while True:  # the pool hands the ended connection out no more, once the server has said so
                 with db.connection_context():
