@@ -151,11 +151,6 @@ def nearest_aspect_ratio(image: Image.Image) -> str:
     return min(ASPECT_RATIOS, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
 
 
-def nearest_dimensions(image: Image.Image, quality: float = 1) -> tuple[int, int]:
-    """The tile size of the supported aspect ratio closest to ``image``'s."""
-    return dimensions(nearest_aspect_ratio(image), quality)
-
-
 def encode(image: Image.Image, image_format: str, text: str | None = None) -> bytes:
     """Encode for storage: fast settings, since these are written on every job.
 

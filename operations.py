@@ -258,11 +258,9 @@ def _blend_request(job: Job, ctx: JobContext) -> BlendRequest:
     urls = job.params["image_urls"]
     shape = schemas.BLEND_DIMENSIONS[job.params.get("dimension", "square")]
     width, height = imaging.dimensions(shape)
-    # Up to five inputs are held at once: each only as large as a blend can use. Some providers fit every
-    # input to the blend's size, others to the first input's shape, so each keeps the long side on both.
-    side = max(width, height)
+    # Up to five inputs are held at once: each only as large as the blend's size can use.
     fetched = (fetch_image(url, f"imageUrls[{n}]", ctx) for n, url in enumerate(urls, 1))
-    images = [imaging.cover(image, side, side) for image in fetched]
+    images = [imaging.cover(image, width, height) for image in fetched]
     return BlendRequest(images=images, urls=list(urls), width=width, height=height)
 
 

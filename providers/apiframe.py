@@ -96,7 +96,8 @@ class ApiframeProvider(Provider):
         """A /blend task of the user's image URLs."""
         if len(request.urls) != len(request.images):
             raise ProviderError("The apiframe provider blends images by URL, and the URLs are missing.")
-        body = {"image_urls": list(request.urls), "dimension": orientation(request.images[0]).lower()}
+        dimension = orientation(request.width, request.height).lower()
+        body = {"image_urls": list(request.urls), "dimension": dimension}
         return self._four_images(self._submit("/blend", body, ctx), ctx)
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:

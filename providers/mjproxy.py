@@ -139,7 +139,7 @@ class MidjourneyProxyProvider(Provider):
         """Submit /blend of the inputs as data URLs."""
         body = {
             "base64Array": [data_url(image) for image in request.images],
-            "dimensions": orientation(request.images[0]),
+            "dimensions": orientation(request.width, request.height),
         }
         return self._grid(self._submit("blend", body, ctx), ctx)
 

@@ -168,7 +168,7 @@ class OpenAIImagesProvider(Provider):
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
         """Four edits of all the inputs together (dall-e-2: variations of their mix)."""
-        width, height = imaging.nearest_dimensions(request.images[0])
+        width, height = request.width, request.height
         if self.model == "dall-e-2":
             images = self._variations(imaging.average(request.images, 1024, 1024), ctx)
         else:

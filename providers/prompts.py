@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-from PIL import Image
-
 from providers import ImagineRequest
 
 NIJI_STYLES = ("cute", "expressive", "scenic")  # Midjourney offers these only on its niji 5 model
@@ -38,9 +36,8 @@ def midjourney_prompt(request: ImagineRequest, *, with_aspect: bool = True) -> s
     return " ".join(parts)
 
 
-def orientation(image: Image.Image) -> str:
+def orientation(width: int, height: int) -> str:
     """PORTRAIT, SQUARE or LANDSCAPE, as Midjourney's /blend names its dimensions."""
-    width, height = image.size
     if width > height * 1.1:
         return "LANDSCAPE"
     if height > width * 1.1:

@@ -117,7 +117,7 @@ class SdWebUIProvider(Provider):
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
         """img2img of an even mix of the inputs, four times."""
-        width, height = imaging.nearest_dimensions(request.images[0])
+        width, height = request.width, request.height
         mixed = imaging.average(request.images, width, height)
         payload = self._generation("", width, height, request.seed)
         payload.update(

@@ -120,8 +120,9 @@ def test_describe_and_blend_pass_the_users_urls(af):
     assert described.descriptions[0] == "a red fox standing in deep snow, winter forest --ar 1:1"
     assert [text[:4] for text in described.descriptions] == ["a re", "wild", "wate", "cine"]  # no "1️⃣ "
     urls = ["https://example.com/a.png", "https://example.com/b.png"]
-    blended = provider.run("blend", BlendRequest(images=[image, image], urls=urls), Ctx())
-    assert af.calls("/blend")[0].json == {"image_urls": urls, "dimension": "portrait"}
+    landscape = BlendRequest(images=[image, image], urls=urls, width=1024, height=680)  # of portrait inputs
+    blended = provider.run("blend", landscape, Ctx())
+    assert af.calls("/blend")[0].json == {"image_urls": urls, "dimension": "landscape"}
     assert len(blended.tiles) == 4
 
 

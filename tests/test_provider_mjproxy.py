@@ -194,11 +194,11 @@ def test_describe_sends_a_data_url_and_splits_the_four_prompts(mj):
     ]
 
 
-def test_blend_sends_base64_images_and_dimensions(mj):
+def test_blend_sends_base64_images_and_the_blends_dimensions(mj):
     images = [Image.new("RGB", (400, 200)), Image.new("RGB", (100, 100)), Image.new("RGB", (50, 80))]
-    result = make(mj).run("blend", BlendRequest(images=images), Ctx())
+    result = make(mj).run("blend", BlendRequest(images=images, width=680, height=1024), Ctx())
     body = mj.calls("/mj/submit/blend")[0].json
-    assert body["dimensions"] == "LANDSCAPE" and len(body["base64Array"]) == 3
+    assert body["dimensions"] == "PORTRAIT" and len(body["base64Array"]) == 3  # the blend's, not the inputs'
     assert all(item.startswith("data:image/png;base64,") for item in body["base64Array"])
     assert result.grid is not None
 

@@ -105,12 +105,13 @@ def test_variation_is_an_edit_of_the_tile(oa):
     assert [t.size for t in result.tiles] == [(512, 384)] * 4
 
 
-def test_blend_sends_every_image_to_edits(oa):
+def test_blend_sends_every_image_to_edits_at_the_blends_shape(oa):
     images = [Image.new("RGB", (300, 400), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
-    result = make(oa).run("blend", BlendRequest(images=images), Ctx())
+    width, height = imaging.dimensions("3:2")  # a landscape blend of portrait inputs
+    result = make(oa).run("blend", BlendRequest(images=images, width=width, height=height), Ctx())
     (call,) = oa.calls("/v1/images/edits")
-    assert [name for name, _ in call.files] == ["image[]"] * 3 and call.form["size"] == "1024x1536"
-    assert [t.size for t in result.tiles] == [imaging.dimensions("3:4")] * 4
+    assert [name for name, _ in call.files] == ["image[]"] * 3 and call.form["size"] == "1536x1024"
+    assert [t.size for t in result.tiles] == [(width, height)] * 4
 
 
 def test_dall_e_2_varies_and_blends_through_variations(oa):

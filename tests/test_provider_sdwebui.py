@@ -111,14 +111,15 @@ def test_variation_is_img2img_of_the_tile_with_the_configured_strength(sd):
     assert len(result.tiles) == 4 and result.tiles[0].size == (512, 384)
 
 
-def test_blend_is_img2img_of_an_even_mix_of_the_inputs(sd):
+def test_blend_is_img2img_of_an_even_mix_of_the_inputs_at_the_blends_shape(sd):
     images = [Image.new("RGB", (400, 400), (255, 0, 0)), Image.new("RGB", (300, 300), (0, 0, 255))]
-    make(sd, SDWEBUI_BLEND_STRENGTH=0.8).run("blend", BlendRequest(images=images), Ctx())
+    landscape = BlendRequest(images=images, width=1024, height=680)
+    make(sd, SDWEBUI_BLEND_STRENGTH=0.8).run("blend", landscape, Ctx())
     body = sd.calls("/sdapi/v1/img2img")[0].json
     mixed = decode_image(body["init_images"][0])
     red, _, blue = mixed.getpixel((10, 10))
-    assert abs(red - 128) <= 2 and abs(blue - 127) <= 2
-    assert body["denoising_strength"] == 0.8 and (body["width"], body["height"]) == (1024, 1024)
+    assert abs(red - 128) <= 2 and abs(blue - 127) <= 2 and mixed.size == (1024, 680)
+    assert body["denoising_strength"] == 0.8 and (body["width"], body["height"]) == (1024, 680)
 
 
 def test_upscale_uses_extra_single_image_with_the_configured_upscaler(sd):
