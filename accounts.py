@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 
 from peewee import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -16,6 +17,8 @@ from models import Account, LedgerEntry, db, is_sqlite, utcnow
 
 MIN_PASSWORD_LENGTH = 8
 MAX_NAME_LENGTH = 80  # an account's display name
+MAX_EMAIL_LENGTH = 254  # the longest address SMTP can carry
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+$")  # one @, something on each side, no spaces
 PLAN_GRANT_PERIOD = datetime.timedelta(days=30)
 
 
@@ -38,7 +41,7 @@ def create(
 ) -> tuple[Account, str]:
     """Create an account with its plan's credits and a first API key; returns both."""
     email, name = normalize_email(email), name.strip()
-    if "@" not in email or email.startswith("@") or email.endswith("@") or len(email) > 254:
+    if not EMAIL_PATTERN.match(email) or len(email) > MAX_EMAIL_LENGTH:
         raise AccountError(f"not a valid email address: {email}")
     if len(name) > MAX_NAME_LENGTH:
         raise AccountError(f"the name must be at most {MAX_NAME_LENGTH} characters")

@@ -32,7 +32,7 @@ from wtforms.validators import (
 
 import operations
 import schemas
-from accounts import MAX_NAME_LENGTH, MIN_PASSWORD_LENGTH
+from accounts import EMAIL_PATTERN, MAX_EMAIL_LENGTH, MAX_NAME_LENGTH, MIN_PASSWORD_LENGTH
 from auth import MAX_KEY_NAME_LENGTH
 from config import PLANS
 from imaging import ASPECT_RATIOS
@@ -51,7 +51,7 @@ def whole_range(low: int, high: int) -> Any:
     return check
 
 
-EMAIL = Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like jane@example.com.")
+EMAIL = Regexp(EMAIL_PATTERN, message="Enter an email address like jane@example.com.")
 # The buttons under a finished grid: each action's letter and an image's number (U1..U4, V1..V4).
 PICKS = {f"{op.action.letter}{index}": (op, index) for op in operations.actions() for index in range(1, 5)}
 
@@ -84,7 +84,7 @@ class SignupForm(ConsoleForm):
     )
     email = EmailField(
         "Email",
-        validators=[DataRequired("Enter your email address."), Length(max=254), EMAIL],
+        validators=[DataRequired("Enter your email address."), Length(max=MAX_EMAIL_LENGTH), EMAIL],
         render_kw={"autocomplete": "email"},
     )
     password = PasswordField(
@@ -106,7 +106,7 @@ class LoginForm(ConsoleForm):
 
     email = EmailField(
         "Email",
-        validators=[DataRequired("Enter your email address."), Length(max=254)],
+        validators=[DataRequired("Enter your email address."), Length(max=MAX_EMAIL_LENGTH)],
         render_kw={"autocomplete": "email"},
     )
     password = PasswordField(
