@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peewee import CTE, Cast, Node, Select, Value, ValueLiterals, fn
+from peewee import CTE, Cast, ModelUpdate, Node, Select, Value, ValueLiterals, fn
 
 from models import REFUND_ROWS, Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 
@@ -21,14 +21,22 @@ class TooManyCredits(ValueError):
     """A grant would take an account's credits past MAX_CREDITS."""
 
 
-# The statements of a debit, which every accepted job runs: the update answers with the new balance.
-_take = CompiledQuery(
-    lambda: (
-        Account.update(balance=Account.balance - Slot("amount"), spent=Account.spent + Slot("amount"))
-        .where((Account.id == Slot("account")) & (Account.balance >= Slot("amount")))
+def _taking(account: Node, amount: Node) -> ModelUpdate:
+    """A debit's update: takes ``amount`` if the balance covers it, answering the new balance (or no row)."""
+    return (
+        Account.update(balance=Account.balance - amount, spent=Account.spent + amount)
+        .where((Account.id == account) & (Account.balance >= amount))
         .returning(Account.balance)
     )
-)
+
+
+def debit_note(job_type: str) -> str:
+    """The note of a job's debit in the ledger."""
+    return f"{job_type} job"
+
+
+# The statements of a debit, which every accepted job runs: the update answers with the new balance.
+_take = CompiledQuery(lambda: _taking(Slot("account"), Slot("amount")))
 _give = CompiledQuery(
     lambda: (
         Account.update(balance=Account.balance + Slot("amount"), refunded=Account.refunded + Slot("amount"))
@@ -114,7 +122,7 @@ def debit(account_id: int, amount: int, job: Job) -> None:
     row = _take.execute(amount=amount, account=account_id).fetchone()
     if row is None:
         raise InsufficientCredits(f"this costs {amount} credits")
-    _record(account_id, -amount, DEBIT, job, f"{job.type} job", balance=row[0])
+    _record(account_id, -amount, DEBIT, job, debit_note(job.type), balance=row[0])
 
 
 def debit_ctes(account: Node, amount: Node, job: Node, note: Node, at: Node) -> tuple[CTE, CTE]:
@@ -125,12 +133,7 @@ def debit_ctes(account: Node, amount: Node, job: Node, note: Node, at: Node) -> 
     come FROM ``debit`` inserts nothing when the balance is short. PostgreSQL only: SQLite runs no writes
     in a WITH, so there ``debit`` runs in the transaction that accepts the job.
     """
-    taken = (
-        Account.update(balance=Account.balance - amount, spent=Account.spent + amount)
-        .where((Account.id == account) & (Account.balance >= amount))
-        .returning(Account.balance)
-        .cte("debit")
-    )
+    taken = _taking(account, amount).cte("debit")
     row = {
         LedgerEntry.account: account,
         LedgerEntry.amount: Value(0) - Cast(amount, "integer"),  # typed for the prepared statement

@@ -253,7 +253,7 @@ def submit(
             # One round trip instead of six (BEGIN, three statements, NOTIFY, COMMIT): the statement
             # is its own transaction, so the job is there for every worker its NOTIFY wakes.
             insert = _insert_paid_job[bool(current_app.config["WAKEUP"])]
-            inserted = insert.execute(**values, note=f"{job_type} job").fetchone()
+            inserted = insert.execute(**values, note=credits.debit_note(job_type)).fetchone()
             if inserted is None:
                 raise credits.InsufficientCredits(f"this costs {cost} credits")
             setattr(job, AHEAD, inserted[0])
