@@ -167,7 +167,7 @@ def import_images(data_dir: Path | None, overwrite: bool) -> None:
 @storage_commands.command("prune")
 @click.option(
     "--days",
-    type=click.IntRange(min=0, max=MAX_RETENTION_DAYS),
+    type=click.IntRange(min=1, max=MAX_RETENTION_DAYS),
     default=None,
     help="Days after which a job's images go [default: APIFRAME_IMAGE_RETENTION_DAYS].",
 )

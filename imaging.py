@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import warnings
@@ -149,6 +150,18 @@ def nearest_aspect_ratio(image: Image.Image) -> str:
     """The supported aspect ratio closest to ``image``'s."""
     shape = image.width / image.height
     return min(ASPECT_RATIOS, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` as PNG, Pillow's default settings: what a backend is sent."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_base64(image: Image.Image) -> str:
+    """``image`` as base64-encoded PNG."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def encode(image: Image.Image, image_format: str, text: str | None = None) -> bytes:

@@ -13,13 +13,13 @@ import datetime
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 from flask import Flask
 from peewee import Select
 
 import storage
+import uploads
 from models import IMAGES_KEPT, Job, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def prune(older_than: datetime.timedelta, *, limit: int | None = None, dry_run: 
             storage.delete_images(job.id)
             upload = (job.params or {}).get("upload")
             if upload:  # an image the client uploaded for it, stored under an id of its own
-                storage.delete_images(uuid.UUID(upload.partition("/")[0]))
+                storage.delete_images(uploads.upload_id(upload))
             # Marked at once, so its URLs answer 410 (not 404) from now, even if a later job's delete fails.
             if Job.update(images_deleted_at=utcnow()).where((Job.id == job.id) & IMAGES_KEPT).execute():
                 deleted += 1

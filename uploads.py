@@ -39,20 +39,24 @@ def save(image: Image.Image) -> str:
     return f"{upload_id}/{names[NAME]}"
 
 
+def upload_id(reference: str) -> uuid.UUID:
+    """The id an upload's images are stored under, from its reference (ValueError if it holds none)."""
+    return uuid.UUID(reference.partition("/")[0])
+
+
 def discard(reference: str) -> None:
     """Remove an upload no job uses; one the storage cannot remove now stays, unused (logged), rather
     than fail the request that dropped it."""
     try:
-        storage.delete_images(uuid.UUID(reference.partition("/")[0]))
+        storage.delete_images(upload_id(reference))
     except storage.StorageUnavailable as exc:
         log.warning("the unused upload %s stays: %s %s", reference, exc, exc.detail or "")
 
 
 def load(reference: str) -> Image.Image:
     """An upload stored by ``save``, decoded (InputError if it is gone)."""
-    upload_id, _, name = reference.partition("/")
     try:
-        data = storage.image_bytes(uuid.UUID(upload_id), name)
+        data = storage.image_bytes(upload_id(reference), reference.partition("/")[2])
         return imaging.decode(data, current_app.config["MAX_IMAGE_PIXELS"])
     except (OSError, LookupError, ValueError):  # storage.MissingImage is a LookupError
         raise InputError("The uploaded image is no longer available.") from None

@@ -385,10 +385,7 @@ def _mask(upload: str, sent_size: tuple[int, int]) -> str:
             "The 'mask' file is transparent everywhere: keep opaque what should stay.", {"mask": []}
         )
     region = Image.fromarray((change * 255).astype(np.uint8), "L")
-    fitted = imaging.fit(region, *uploads.load(upload).size)
-    buffer = io.BytesIO()
-    fitted.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return imaging.png_base64(imaging.fit(region, *uploads.load(upload).size))
 
 
 def _shape(size: str, image: Image.Image | None, quality: str) -> tuple[str, float]:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 from PIL import Image, ImageFilter
 
-from imaging import ASPECT_RATIOS, ratio
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """``image`` as PNG bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+from imaging import ASPECT_RATIOS, png_base64, ratio
 
 
 def mask_base64(mask: Image.Image) -> str:
     """A mask (white = repaint) as base64 PNG, as the original API and midjourney-proxy take it."""
-    return base64.b64encode(png_bytes(mask.convert("L"))).decode()
+    return png_base64(mask.convert("L"))
 
 
 def shape_of(width: int, height: int) -> str | None:

@@ -31,6 +31,7 @@ from PIL import Image
 from websocket import ABNF
 
 import imaging
+from imaging import png_bytes
 from providers import (
     BlendRequest,
     ImagineRequest,
@@ -47,7 +48,7 @@ from providers import (
     register,
 )
 from providers.comfyui_templates import Template
-from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, png_bytes, scaled
+from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, scaled
 from watchdog import Watchdog
 
 log = logging.getLogger(__name__)

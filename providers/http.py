@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
-import io
 import logging
 import math
 import os
@@ -31,12 +30,12 @@ from PIL import Image
 from urllib3.exceptions import NewConnectionError
 
 import imaging
+from fetch import USER_AGENT
 from providers import JobAborted, JobCancelled, JobContext, JobTimedOut, ProviderError
 from watchdog import Watchdog, watch_session
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "APIFrame/1.0 (+self-hosted image API)"
 # Tried again, as OpenAI's SDKs do: a request timeout, a lock conflict, a rate limit, a server error.
 RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
 # A call that makes (and may bill) something upstream is sent again only after an answer saying it was
@@ -612,21 +611,9 @@ def _validation_message(error: dict[str, Any]) -> Any:
     return f"{path}: {message}" if path else message
 
 
-def png_base64(image: Image.Image) -> str:
-    """``image`` as base64-encoded PNG."""
-    return base64.b64encode(png_bytes(image)).decode("ascii")
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """``image`` encoded as PNG."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def data_url(image: Image.Image) -> str:
     """``image`` as a ``data:image/png;base64,...`` URL."""
-    return "data:image/png;base64," + png_base64(image)
+    return "data:image/png;base64," + imaging.png_base64(image)
 
 
 def parse_percent(value: Any) -> float | None:

@@ -21,6 +21,7 @@ from PIL import Image
 
 import imaging
 from config import DEFAULTS
+from imaging import png_bytes
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -38,7 +39,7 @@ from providers import (
 )
 from providers.analysis import aspect_ratio
 from providers.canvas import keep_original, padded
-from providers.http import Backend, HttpSettings, HttpStatusError, data_url, png_bytes
+from providers.http import Backend, HttpSettings, HttpStatusError, data_url
 from providers.prompts import split_prompts
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image
 
 import imaging
+from imaging import png_base64
 from providers import (
     BlendRequest,
     DescribeRequest,
@@ -43,7 +44,7 @@ from providers import (
 )
 from providers.analysis import aspect_ratio
 from providers.canvas import keep_original, padded
-from providers.http import RETRY_STATUSES, Backend, Deadline, HttpSettings, HttpStatusError, png_base64
+from providers.http import RETRY_STATUSES, Backend, Deadline, HttpSettings, HttpStatusError
 
 # A 500 from a generation, an upscale or an interrogation is the same the next time (CUDA out of
 # memory, an unknown upscaler, an image it cannot decode): retrying would only run the GPU again.

@@ -306,7 +306,8 @@ def test_the_prune_command(app, api, runner):
     _age(app, job["id"], 8)
     refused = runner.invoke(args=["storage", "prune"])
     assert refused.exit_code == 1 and "images are kept forever here" in refused.output
-    assert runner.invoke(args=["storage", "prune", "--days", "0"]).exit_code == 1
+    never = runner.invoke(args=["storage", "prune", "--days", "0"])
+    assert never.exit_code == 2 and "0 is not in the range 1<=x<=36500" in never.output  # as its help says
 
     counted = runner.invoke(args=["storage", "prune", "--days", "7", "--dry-run"])
     assert counted.exit_code == 0, counted.output
@@ -341,7 +342,7 @@ def test_the_setting_is_refused_out_of_its_range(settings, monkeypatch, days):
 
 def test_the_prune_command_refuses_days_past_its_range(app, runner):
     done = runner.invoke(args=["storage", "prune", "--days", "740000"])
-    assert done.exit_code == 2 and "740000 is not in the range 0<=x<=36500" in done.output
+    assert done.exit_code == 2 and "740000 is not in the range 1<=x<=36500" in done.output
 
 
 @pytest.fixture
