@@ -8,6 +8,7 @@ the deadline through the JobContext it is given.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -188,6 +189,11 @@ class Result:
     seed: int | None = None
     ref: str | None = None  # the backend's own id for this result, for later upscale/variation
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_or_random(seed: int | None) -> int:
+    """A request's seed, or a random 32-bit one when it gives none."""
+    return seed if seed is not None else secrets.randbits(32)
 
 
 def resample(request: UpscaleRequest) -> Image.Image:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import socket as net
 import ssl
 import time
@@ -46,6 +45,7 @@ from providers import (
     VariationRequest,
     comfyui_templates,
     register,
+    seed_or_random,
 )
 from providers.comfyui_templates import Template
 from providers.http import Backend, Deadline, HttpSettings, HttpStatusError, scaled
@@ -185,14 +185,14 @@ class ComfyUIProvider(Provider):
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
         """txt2img: four images at the tile size."""
-        seed = _seed(request.seed)
+        seed = seed_or_random(request.seed)
         values = self._common(request.prompt, seed)
         values.update(size=(_round8(request.width), _round8(request.height)), batch=BATCH)
         return Result(tiles=self._tiles(self._run("imagine", values, {}, ctx)), seed=seed)
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
         """img2img of the chosen tile, four times, at the request's strength."""
-        seed = _seed(request.seed)
+        seed = seed_or_random(request.seed)
         values = self._common(request.prompt or "", seed)
         values.update(batch=BATCH, denoise=float(request.strength))
         image = _fit8(request.image)
@@ -201,7 +201,7 @@ class ComfyUIProvider(Provider):
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
         """img2img of an even mix of the inputs, four times."""
-        seed = _seed(request.seed)
+        seed = seed_or_random(request.seed)
         mixed = imaging.average(request.images, _round8(request.width), _round8(request.height))
         values = self._common("", seed)
         values.update(batch=BATCH, denoise=BLEND_DENOISE)
@@ -222,7 +222,7 @@ class ComfyUIProvider(Provider):
 
     def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
         """The image padded by ``pad`` and the new area painted, four times, at width x height."""
-        seed = _seed(request.seed)
+        seed = seed_or_random(request.seed)
         values = self._common(request.prompt or "", seed)
         values.update(
             pad=tuple(int(side) for side in request.pad), size=(request.width, request.height), batch=BATCH
@@ -233,7 +233,7 @@ class ComfyUIProvider(Provider):
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """The region where the mask is white painted anew, four times."""
-        seed = _seed(request.seed)
+        seed = seed_or_random(request.seed)
         values = self._common(request.prompt or "", seed)
         values["batch"] = BATCH
         mask = request.mask.convert("L").resize(request.image.size).convert("RGB")
@@ -640,10 +640,6 @@ def _queue_state(queue: Any, prompt_id: str) -> str | None:
             if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                 return state
     return None
-
-
-def _seed(seed: int | None) -> int:
-    return seed if seed is not None else secrets.randbits(32)
 
 
 def _fit8(image: Image.Image) -> Image.Image:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
 from collections.abc import Callable
 
@@ -29,6 +28,7 @@ from providers import (
     procedural,
     register,
     resample,
+    seed_or_random,
 )
 from providers.shorten import shorten as shorten_prompt
 
@@ -134,7 +134,7 @@ class LocalProvider(Provider):
         return Result(tiles=tiles, seed=seed)
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
-        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        seed = seed_or_random(request.seed)
         settings = painted_with(request.image)
         if settings is not None:  # one of ours: paint its scene again, with its details drawn anew
             tiles = procedural.redraw(settings, *request.image.size, seed=seed, strength=request.strength,
@@ -146,7 +146,7 @@ class LocalProvider(Provider):
         return Result(tiles=tiles, seed=seed)
 
     def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
-        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        seed = seed_or_random(request.seed)
         pacer = self._pacer(ctx, steps=2)
         pacer.step(1)
         canvases = procedural.extend(request.image, request.pad, painted_with(request.image), seed=seed,
@@ -158,7 +158,7 @@ class LocalProvider(Provider):
         return Result(tiles=tiles, seed=seed)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
-        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        seed = seed_or_random(request.seed)
         pacer = self._pacer(ctx, steps=2)
         pacer.step(1)
         tiles = procedural.repaint(request.image, request.mask, painted_with(request.image), seed=seed,
@@ -167,7 +167,7 @@ class LocalProvider(Provider):
         return Result(tiles=tiles, seed=seed)
 
     def blend(self, request: BlendRequest, ctx: JobContext) -> Result:
-        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        seed = seed_or_random(request.seed)
         masks = [procedural.subject_mask(settings, *image.size) if (settings := painted_with(image)) else None
                  for image in request.images]  # our own tiles: where their subject stands is known exactly
         tiles = procedural.mix(
