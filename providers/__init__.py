@@ -221,6 +221,15 @@ class Provider:
         """Whether a parent job was made by this provider, so its ``parent_ref`` is one of our ids."""
         return bool(parent_ref) and parent_provider == self.name
 
+    def own_ref(self, parent_provider: str | None, parent_ref: str | None, doing: str) -> str:
+        """The backend's id of a parent this provider made; ProviderError (saying it cannot) for others."""
+        if not self.made(parent_provider, parent_ref):
+            raise ProviderError(
+                f"The {self.name} provider can only {doing} images it made itself; this image came from "
+                "another provider."
+            )
+        return str(parent_ref)
+
     def supports(self, operation: str) -> bool:
         """Whether this provider can do ``operation``."""
         return operation in self.operations

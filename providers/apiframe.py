@@ -71,12 +71,8 @@ class ApiframeProvider(Provider):
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
         """A /variations task of our own parent task."""
-        if not self.made(request.parent_provider, request.parent_ref):
-            raise ProviderError(
-                "The apiframe provider can only make variations of images it made itself; "
-                "this image came from another provider."
-            )
-        body = {"parent_task_id": request.parent_ref, "index": request.mode or str(request.index)}
+        parent = self.own_ref(request.parent_provider, request.parent_ref, "make variations of")
+        body = {"parent_task_id": parent, "index": request.mode or str(request.index)}
         return self._four_images(self._submit("/variations", body, ctx), ctx)
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
@@ -115,7 +111,7 @@ class ApiframeProvider(Provider):
 
     def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
         """A /pan (with a direction) or /outpaint (with a zoom ratio) task of our own upscale."""
-        parent = self._own_parent(request.parent_provider, request.parent_ref, "pan or zoom out of")
+        parent = self.own_ref(request.parent_provider, request.parent_ref, "pan or zoom out of")
         if request.direction:
             body = {"parent_task_id": parent, "direction": request.direction}
             path = "/pan"
@@ -131,7 +127,7 @@ class ApiframeProvider(Provider):
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """An /inpaint task of our own upscale, with the mask as a base64 PNG."""
-        parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of")
+        parent = self.own_ref(request.parent_provider, request.parent_ref, "vary a region of")
         body = {"parent_task_id": parent, "mask": mask_base64(request.mask)}
         if request.prompt:
             body["prompt"] = request.prompt
@@ -162,15 +158,6 @@ class ApiframeProvider(Provider):
         return f"account answering; {credits} credits left" if credits is not None else "account answering"
 
     # ---- helpers -----------------------------------------------------------------------------
-
-    def _own_parent(self, provider: str | None, ref: str | None, doing: str) -> str:
-        """The upstream task id of a parent this provider made, or ProviderError saying it cannot."""
-        if not self.made(provider, ref):
-            raise ProviderError(
-                f"The apiframe provider can only {doing} images it made itself; this image came from "
-                "another provider."
-            )
-        return str(ref)
 
     def _submit(self, path: str, body: dict[str, Any], ctx: JobContext) -> str:
         answer = self.http.json("POST", path, ctx, json=body, idempotent=False)  # a task, billed upstream

@@ -256,12 +256,7 @@ class MidjourneyProxyProvider(Provider):
         self, provider: str | None, ref: str | None, doing: str, ctx: JobContext
     ) -> dict[str, Any]:
         """The proxy's task of a parent this provider made, or ProviderError saying it cannot."""
-        if not self.made(provider, ref):
-            raise ProviderError(
-                f"The midjourney-proxy provider can only {doing} images it made itself; this image came "
-                "from another provider."
-            )
-        return self._parent(str(ref), ctx)
+        return self._parent(self.own_ref(provider, ref, doing), ctx)
 
     def _fetch(self, task_id: str, ctx: JobContext) -> dict[str, Any] | None:
         """The proxy's task, or None if it does not know it (novicezk answers an empty 200, trueai 204)."""
