@@ -36,6 +36,8 @@ from models import Account, Job
 VERSIONS = ("5.2", "6.0", "6.1")
 QUALITIES = (0.25, 0.5, 1)
 STYLES = ("raw", "cute", "expressive", "scenic")
+# What POST /v1/imagine takes for the fields a request leaves out; the console's imagine form starts there.
+IMAGINE_DEFAULTS = {"aspect_ratio": "1:1", "version": "6.1", "quality": 1, "chaos": 0, "stylize": 100}
 MAX_PROMPT_LENGTH = 4000
 MAX_URL_LENGTH = 2048
 MAX_WEBHOOK_SECRET_LENGTH = 256
@@ -280,26 +282,30 @@ class ImagineRequest(RequestSchema):
     )
     aspect_ratio = Choice(
         data_key="aspectRatio",
-        load_default="1:1",
+        load_default=IMAGINE_DEFAULTS["aspect_ratio"],
         validate=one_of(ASPECT_RATIOS),
         metadata={"description": "Aspect ratio of each image."},
     )
     version = Choice(
-        load_default="6.1", validate=one_of(VERSIONS), metadata={"description": "Model version."}
+        load_default=IMAGINE_DEFAULTS["version"],
+        validate=one_of(VERSIONS),
+        metadata={"description": "Model version."},
     )
     quality = Number(
-        load_default=1,
+        load_default=IMAGINE_DEFAULTS["quality"],
         validate=one_of(QUALITIES),
         metadata={"description": "Quality: a tile's long side is 1024 px at 1, 728 at 0.5, 512 at 0.25."},
     )
     style = Choice(load_default=None, validate=one_of(STYLES), metadata={"description": "Style preset."})
     chaos = Number(
-        load_default=0,
+        load_default=IMAGINE_DEFAULTS["chaos"],
         validate=between(0, 100),
         metadata={"description": "How different the four images are."},
     )
     stylize = Number(
-        load_default=100, validate=between(0, 1000), metadata={"description": "Stylization strength."}
+        load_default=IMAGINE_DEFAULTS["stylize"],
+        validate=between(0, 1000),
+        metadata={"description": "Stylization strength."},
     )
     webhook_url = _webhook_url()
     webhook_secret = _webhook_secret()

@@ -38,6 +38,7 @@ from config import PLANS
 from imaging import ASPECT_RATIOS
 from jobs import STATUSES
 from operations import Operation
+from schemas import IMAGINE_DEFAULTS
 
 
 def whole_range(low: int, high: int) -> Any:
@@ -235,8 +236,10 @@ class ImagineForm(PlaygroundForm):
         validators=[DataRequired("Describe the image you want."), Length(max=schemas.MAX_PROMPT_LENGTH)],
         render_kw={"rows": 3, "placeholder": "a lighthouse on a cliff at dusk, dramatic clouds"},
     )
-    aspect_ratio = SelectField("Aspect ratio", choices=_choices(ASPECT_RATIOS), default="1:1")
-    version = SelectField("Version", choices=_choices(schemas.VERSIONS), default="6.1")
+    aspect_ratio = SelectField(
+        "Aspect ratio", choices=_choices(ASPECT_RATIOS), default=IMAGINE_DEFAULTS["aspect_ratio"]
+    )
+    version = SelectField("Version", choices=_choices(schemas.VERSIONS), default=IMAGINE_DEFAULTS["version"])
     quality = SelectField(
         "Quality",
         choices=[
@@ -244,11 +247,13 @@ class ImagineForm(PlaygroundForm):
             SelectChoice("0.5", "0.5 (728 px)"),
             SelectChoice("0.25", "0.25 (512 px)"),
         ],
-        default="1",
+        default=f"{IMAGINE_DEFAULTS['quality']:g}",
     )
     style = SelectField("Style", choices=_choices(schemas.STYLES, none="none"), default="")
-    chaos = IntegerRangeField("Chaos", validators=[whole_range(0, 100)], default=0)
-    stylize = IntegerRangeField("Stylize", validators=[whole_range(0, 1000)], default=100)
+    chaos = IntegerRangeField("Chaos", validators=[whole_range(0, 100)], default=IMAGINE_DEFAULTS["chaos"])
+    stylize = IntegerRangeField(
+        "Stylize", validators=[whole_range(0, 1000)], default=IMAGINE_DEFAULTS["stylize"]
+    )
 
     def payload(self) -> dict[str, Any]:
         """The request body the API would get."""

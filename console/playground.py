@@ -14,6 +14,7 @@ from console.forms import ImagineForm, playground_forms
 from console.gallery import find_job, job_forms, submit
 from errors import ApiError
 from jobs import list_for
+from schemas import IMAGINE_DEFAULTS
 
 FORMS = playground_forms()
 
@@ -49,15 +50,15 @@ def _prefilled(tab: str, job_id: str | None) -> tuple[FlaskForm, Any]:
         return (ImagineForm(prompt=prompt) if prompt and FORMS[tab] is ImagineForm else FORMS[tab]()), None
     job = find_job(job_id)
     if FORMS[tab] is ImagineForm and job.type == tab:
-        params = job.params or {}
+        params = {**IMAGINE_DEFAULTS, **(job.params or {})}
         return ImagineForm(
             prompt=job.prompt,
-            aspect_ratio=params.get("aspect_ratio"),
-            version=params.get("version"),
-            quality=f"{params.get('quality', 1):g}",
+            aspect_ratio=params["aspect_ratio"],
+            version=params["version"],
+            quality=f"{params['quality']:g}",
             style=params.get("style") or "",
-            chaos=round(params.get("chaos", 0)),
-            stylize=round(params.get("stylize", 100)),
+            chaos=round(params["chaos"]),
+            stylize=round(params["stylize"]),
         ), job
     return FORMS[tab](), job
 
