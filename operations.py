@@ -258,9 +258,11 @@ def _blend_request(job: Job, ctx: JobContext) -> BlendRequest:
     urls = job.params["image_urls"]
     shape = schemas.BLEND_DIMENSIONS[job.params.get("dimension", "square")]
     width, height = imaging.dimensions(shape)
-    # Up to five inputs are held at once: each only as large as the blend's size can use.
+    # Up to five inputs are held at once, each only as large as a blend can use: the blend's long side on
+    # both of its sides, since some backends take the inputs as they are, or mix them in a square (dall-e-2).
+    side = max(width, height)
     fetched = (fetch_image(url, f"imageUrls[{n}]", ctx) for n, url in enumerate(urls, 1))
-    images = [imaging.cover(image, width, height) for image in fetched]
+    images = [imaging.cover(image, side, side) for image in fetched]
     return BlendRequest(images=images, urls=list(urls), width=width, height=height)
 
 

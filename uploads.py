@@ -34,9 +34,9 @@ def decode(data: bytes) -> Image.Image:
 
 def save(image: Image.Image) -> str:
     """Store an uploaded image; returns the reference a job keeps (``<id>/<file name>``)."""
-    upload_id = uuid.uuid4()
-    names = storage.save_images(upload_id, {NAME: image})
-    return f"{upload_id}/{names[NAME]}"
+    new_id = uuid.uuid4()
+    names = storage.save_images(new_id, {NAME: image})
+    return f"{new_id}/{names[NAME]}"
 
 
 def upload_id(reference: str) -> uuid.UUID:
