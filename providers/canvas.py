@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter
 
-from imaging import ASPECT_RATIOS, png_base64, ratio
+from imaging import MIDJOURNEY_ASPECT_RATIOS, png_base64, ratio
 
 
 def mask_base64(mask: Image.Image) -> str:
@@ -13,8 +13,8 @@ def mask_base64(mask: Image.Image) -> str:
 
 
 def shape_of(width: int, height: int) -> str | None:
-    """The aspect ratio (1:1, 16:9 ...) that ``width`` x ``height`` is, within 1 %, or None."""
-    for name in ASPECT_RATIOS:
+    """The Midjourney aspect ratio (1:1, 2:3, 21:9 ...) of ``width`` x ``height``, within 1 %, or None."""
+    for name in MIDJOURNEY_ASPECT_RATIOS:
         w, h = ratio(name)
         if abs(width * h - height * w) <= 0.01 * width * h:
             return name

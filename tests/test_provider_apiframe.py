@@ -232,6 +232,9 @@ def test_pan_zoom_and_inpaint_send_the_upscale_task_and_their_fields(af):
         "aspect_ratio": "4:3",
         "prompt": "a bay",
     }
+    portrait = OutpaintRequest(image=image, pad=(0, 60, 0, 60), width=160, height=240, zoom=2, **parent)
+    provider.run("outpaint", portrait, Ctx())  # one of Midjourney's aspect ratios beyond the reference's five
+    assert af.calls("/outpaint")[1].json["aspect_ratio"] == "2:3"
     mask = Image.new("L", (160, 120), 0)
     mask.paste(255, (40, 30, 120, 90))
     provider.run("inpaint", InpaintRequest(image=image, mask=mask, prompt="a kite", **parent), Ctx())

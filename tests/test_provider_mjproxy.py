@@ -400,6 +400,9 @@ def test_pan_and_zoom_press_the_upscales_buttons(mj):
     assert mj.calls("/mj/submit/action")[-1].json["customId"] == f"MJ::CustomZoom::hash-{ref}"
     (modal,) = mj.calls("/mj/submit/modal")
     assert modal.json["prompt"] == "a bay --zoom 1 --ar 1:1"
+    portrait = OutpaintRequest(image=image, pad=(0, 80, 0, 80), width=192, height=288, zoom=2, **parent)
+    provider.run("outpaint", portrait, Ctx())  # one of Midjourney's aspect ratios beyond the reference's five
+    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "--zoom 2 --ar 2:3"
 
 
 def test_with_remix_on_a_pan_or_variation_is_confirmed_with_the_parents_prompt(mj):
