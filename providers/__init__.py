@@ -80,6 +80,9 @@ class ImagineRequest:
     seed: int | None = None
 
 
+DEFAULT_VARIATION_STRENGTH = 0.5  # between a subtle variation's 0.25 and a strong one's 0.75
+
+
 @dataclass(frozen=True)
 class VariationRequest:
     """One tile of a finished job to four new images like it."""
@@ -90,8 +93,13 @@ class VariationRequest:
     parent_ref: str | None = None
     parent_provider: str | None = None  # the provider that made the parent (``parent_ref`` is its id)
     seed: int | None = None
-    strength: float = 0.5
+    # How far the four may go from the image, 0 to 1; None: the provider's default.
+    strength: float | None = None
     mode: str | None = None  # None: a tile of a grid; "strong" or "subtle": an upscaled image
+
+    def strength_or(self, default: float) -> float:
+        """The strength asked for, or ``default`` when the request asks none."""
+        return default if self.strength is None else self.strength
 
 
 @dataclass(frozen=True)

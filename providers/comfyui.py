@@ -32,6 +32,7 @@ from websocket import ABNF
 import imaging
 from imaging import png_bytes
 from providers import (
+    DEFAULT_VARIATION_STRENGTH,
     BlendRequest,
     ImagineRequest,
     InpaintRequest,
@@ -194,7 +195,7 @@ class ComfyUIProvider(Provider):
         """img2img of the chosen tile, four times, at the request's strength."""
         seed = seed_or_random(request.seed)
         values = self._common(request.prompt or "", seed)
-        values.update(batch=BATCH, denoise=float(request.strength))
+        values.update(batch=BATCH, denoise=request.strength_or(DEFAULT_VARIATION_STRENGTH))
         image = _fit8(request.image)
         tiles = self._run("variation", values, {"image": image}, ctx)
         return Result(tiles=self._tiles(tiles), seed=seed)

@@ -10,6 +10,7 @@ from PIL import Image
 
 import imagemeta
 from providers import (
+    DEFAULT_VARIATION_STRENGTH,
     OPERATIONS,
     BlendRequest,
     DescribeRequest,
@@ -135,13 +136,14 @@ class LocalProvider(Provider):
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
         seed = seed_or_random(request.seed)
+        strength = request.strength_or(DEFAULT_VARIATION_STRENGTH)
         settings = painted_with(request.image)
         if settings is not None:  # one of ours: paint its scene again, with its details drawn anew
-            tiles = procedural.redraw(settings, *request.image.size, seed=seed, strength=request.strength,
+            tiles = procedural.redraw(settings, *request.image.size, seed=seed, strength=strength,
                                       on_tile=self._pacer(ctx).on_tile())
         else:
             tiles = procedural.vary(
-                request.image, seed=seed, strength=request.strength, on_tile=self._pacer(ctx).on_tile()
+                request.image, seed=seed, strength=strength, on_tile=self._pacer(ctx).on_tile()
             )
         return Result(tiles=tiles, seed=seed)
 

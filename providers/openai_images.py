@@ -23,6 +23,7 @@ import imaging
 from config import DEFAULTS
 from imaging import png_bytes
 from providers import (
+    DEFAULT_VARIATION_STRENGTH,
     BlendRequest,
     DescribeRequest,
     ImagineRequest,
@@ -68,7 +69,15 @@ QUALITIES = {
     "dall-e-3": ("standard", "hd"),
     "dall-e-2": ("standard",),
 }
+# The edits route has no strength: a variation's is said in words (subtle 0.25, strong 0.75, a tile's 0.5).
 VARIATION_PROMPT = "A close variation of this image: the same subject, composition, palette and style."
+SUBTLE_VARIATION_PROMPT = (
+    "A very close variation of this image: the same subject, composition, palette and style, with only "
+    "small details changed."
+)
+STRONG_VARIATION_PROMPT = (
+    "A free variation of this image: the same subject and style, with a new composition, pose and details."
+)
 BLEND_PROMPT = (
     "Blend these images into one new, coherent image that combines their subjects, shapes, colours "
     "and styles."
@@ -163,7 +172,7 @@ class OpenAIImagesProvider(Provider):
         if self.model == "dall-e-2":
             images = self._variations(request.image, ctx)
         else:
-            prompt = VARIATION_PROMPT + (f" {request.prompt}" if request.prompt else "")
+            prompt = _variation_prompt(request.strength) + (f" {request.prompt}" if request.prompt else "")
             images = self._edits([request.image], prompt, self._shape_size(width, height), ctx)
         return Result(tiles=[imaging.fit(image, width, height) for image in images])
 
@@ -334,3 +343,10 @@ class OpenAIImagesProvider(Provider):
         return self._in_batches(
             ctx, lambda n: self._post("/images/variations", ctx, data={**fields, "n": str(n)}, files=files)
         )
+
+
+def _variation_prompt(strength: float | None) -> str:
+    """What an edit is asked for a variation of ``strength`` (None: a tile's ordinary variation)."""
+    if strength is None or strength == DEFAULT_VARIATION_STRENGTH:
+        return VARIATION_PROMPT
+    return SUBTLE_VARIATION_PROMPT if strength < DEFAULT_VARIATION_STRENGTH else STRONG_VARIATION_PROMPT

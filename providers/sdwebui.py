@@ -107,12 +107,12 @@ class SdWebUIProvider(Provider):
         return self._generate("txt2img", payload, ctx, (request.width, request.height))
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
-        """img2img of the chosen tile, four times."""
+        """img2img of the chosen tile, four times, at the request's strength (default: the setting's)."""
         width, height = _multiple_of_8(request.image.size)
         payload = self._generation(request.prompt or "", width, height, request.seed)
         payload.update(
             init_images=[png_base64(request.image)],
-            denoising_strength=float(self.config["SDWEBUI_DENOISING_STRENGTH"]),
+            denoising_strength=request.strength_or(float(self.config["SDWEBUI_DENOISING_STRENGTH"])),
         )
         return self._generate("img2img", payload, ctx, (width, height))
 

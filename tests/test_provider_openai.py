@@ -105,6 +105,16 @@ def test_variation_is_an_edit_of_the_tile(oa):
     assert [t.size for t in result.tiles] == [(512, 384)] * 4
 
 
+def test_a_subtle_and_a_strong_variation_are_asked_for_in_words(oa):
+    tile = Image.new("RGB", (512, 384), (10, 200, 30))
+    provider = make(oa)
+    for strength in (None, 0.25, 0.75):
+        provider.run("variation", VariationRequest(image=tile, index=1, strength=strength), Ctx())
+    plain, subtle, strong = (call.form["prompt"] for call in oa.calls("/v1/images/edits"))
+    assert plain.startswith("A close variation") and subtle.startswith("A very close variation")
+    assert strong.startswith("A free variation")
+
+
 def test_blend_sends_every_image_to_edits_at_the_blends_shape(oa):
     images = [Image.new("RGB", (300, 400), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     width, height = imaging.dimensions("3:2")  # a landscape blend of portrait inputs

@@ -111,6 +111,14 @@ def test_variation_is_img2img_of_the_tile_with_the_configured_strength(sd):
     assert len(result.tiles) == 4 and result.tiles[0].size == (512, 384)
 
 
+def test_a_variation_asked_for_a_strength_is_sent_with_it(sd):
+    tile = Image.new("RGB", (512, 384), (10, 200, 30))
+    provider = make(sd, SDWEBUI_DENOISING_STRENGTH=0.4)
+    for strength in (0.25, 0.75):  # a subtle and a strong variation of an upscale
+        provider.run("variation", VariationRequest(image=tile, index=1, strength=strength), Ctx())
+    assert [call.json["denoising_strength"] for call in sd.calls("/sdapi/v1/img2img")] == [0.25, 0.75]
+
+
 def test_blend_is_img2img_of_an_even_mix_of_the_inputs_at_the_blends_shape(sd):
     images = [Image.new("RGB", (400, 400), (255, 0, 0)), Image.new("RGB", (300, 300), (0, 0, 255))]
     landscape = BlendRequest(images=images, width=1024, height=680)
