@@ -206,7 +206,12 @@ def seed_or_random(seed: int | None) -> int:
 
 def resample(request: UpscaleRequest) -> Image.Image:
     """An upscale made in this process: real resampling, and invented finer detail for a creative one."""
-    image = imaging.upscale(request.image, request.factor)
+    return in_mode(imaging.upscale(request.image, request.factor), request)
+
+
+def in_mode(image: Image.Image, request: UpscaleRequest) -> Image.Image:
+    """An upscale as its mode asks: a creative one with finer detail invented (here: no backend's upscaler
+    does it), any other as it is."""
     return procedural.enrich(image) if request.mode == "creative" else image
 
 

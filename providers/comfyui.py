@@ -45,6 +45,7 @@ from providers import (
     UpscaleRequest,
     VariationRequest,
     comfyui_templates,
+    in_mode,
     register,
     seed_or_random,
 )
@@ -209,7 +210,8 @@ class ComfyUIProvider(Provider):
         return Result(tiles=self._tiles(self._run("blend", values, {"image": mixed}, ctx)), seed=seed)
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
-        """The upscale workflow (image scale, or the named upscale model), to exactly ``factor`` times."""
+        """The upscale workflow (image scale, or the named upscale model), to exactly ``factor`` times; a
+        creative upscale's detail is invented here."""
         values: dict[str, Any] = {
             "scale": float(request.factor),
             "upscale_model": self.config.get("COMFYUI_UPSCALE_MODEL") or None,
@@ -219,7 +221,7 @@ class ComfyUIProvider(Provider):
         image = images[0]
         if image.size != wanted:  # an upscale model has its own factor (often 4x)
             image = image.convert("RGB").resize(wanted, Image.Resampling.LANCZOS)
-        return Result(image=image)
+        return Result(image=in_mode(image, request))
 
     def outpaint(self, request: OutpaintRequest, ctx: JobContext) -> Result:
         """The image padded by ``pad`` and the new area painted, four times, at width x height."""

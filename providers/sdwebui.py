@@ -40,6 +40,7 @@ from providers import (
     Result,
     UpscaleRequest,
     VariationRequest,
+    in_mode,
     register,
 )
 from providers.analysis import aspect_ratio
@@ -146,7 +147,7 @@ class SdWebUIProvider(Provider):
         return result
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
-        """The server's upscaler, by ``request.factor``."""
+        """The server's upscaler, by ``request.factor`` (a creative upscale's detail invented here)."""
         payload = {
             "image": png_base64(request.image),
             "resize_mode": 0,
@@ -157,7 +158,7 @@ class SdWebUIProvider(Provider):
         body = self.http.json(
             "POST", "/sdapi/v1/extra-single-image", ctx, json=payload, retry_statuses=WORK_RETRY_STATUSES
         )
-        return Result(image=self.http.image_from_base64(self.http.field(body, "image")))
+        return Result(image=in_mode(self.http.image_from_base64(self.http.field(body, "image")), request))
 
     def describe(self, request: DescribeRequest, ctx: JobContext) -> Result:
         """Four prompts from the server's interrogators."""

@@ -253,6 +253,15 @@ def test_upscale_scales_the_image_by_the_factor(comfy):
     assert result.image.size == (400, 200)
 
 
+def test_a_creative_upscale_gets_finer_detail_than_a_subtle_one(comfy):
+    provider = make(comfy)
+    subtle, creative = (
+        provider.run("upscale", UpscaleRequest(image=photo((200, 100)), index=1, mode=mode), Ctx()).image
+        for mode in ("subtle", "creative")
+    )
+    assert subtle.size == creative.size == (400, 200) and subtle.tobytes() != creative.tobytes()
+
+
 def test_upscale_with_a_named_model_runs_it_and_keeps_the_asked_factor(comfy):
     provider = make(comfy, COMFYUI_UPSCALE_MODEL="RealESRGAN_x4plus.pth")
     result = provider.run("upscale", UpscaleRequest(image=photo((200, 100)), index=1, factor=2), Ctx())

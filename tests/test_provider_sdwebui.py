@@ -143,6 +143,19 @@ def test_upscale_uses_extra_single_image_with_the_configured_upscaler(sd):
     assert result.image.size == (400, 200)
 
 
+def test_a_creative_upscale_gets_finer_detail_than_a_subtle_one(sd):
+    tile = Image.new("RGB", (200, 100), (90, 90, 90))
+    tile.paste((200, 60, 40), (60, 20, 140, 80))
+    provider = make(sd)
+    subtle, creative = (
+        provider.run("upscale", UpscaleRequest(image=tile, index=1, mode=mode), Ctx()).image
+        for mode in ("subtle", "creative")
+    )
+    assert subtle.size == creative.size == (400, 200) and subtle.tobytes() != creative.tobytes()
+    first, second = sd.calls("/sdapi/v1/extra-single-image")
+    assert first.json == second.json  # the server's upscaler, the same for both
+
+
 def test_describe_interrogates_with_clip_and_deepdanbooru_into_four_prompts(sd):
     image = Image.new("RGB", (640, 360), (200, 200, 220))
     result = make(sd).run("describe", DescribeRequest(image=image), Ctx())
