@@ -61,13 +61,15 @@ class ApiframeProvider(Provider):
     # ---- operations --------------------------------------------------------------------------
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
-        """Create an /imagine task and fetch its four images."""
+        """Create an /imagine task and fetch its four images (made with the seed asked, if any)."""
         body = {
             "prompt": midjourney_prompt(request, with_aspect=False),
             "aspect_ratio": request.aspect_ratio,
             "process_mode": self.config["APIFRAME_PROCESS_MODE"],
         }
-        return self._four_images(self._submit("/imagine", body, ctx), ctx)
+        result = self._four_images(self._submit("/imagine", body, ctx), ctx)
+        result.seed = request.seed
+        return result
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
         """A /variations task of our own parent task."""

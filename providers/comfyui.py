@@ -241,7 +241,9 @@ class ComfyUIProvider(Provider):
         values["batch"] = BATCH
         mask = request.mask.convert("L").resize(request.image.size).convert("RGB")
         uploads = {"image": request.image, "mask": mask}
-        return Result(tiles=self._tiles(self._run("inpaint", values, uploads, ctx)), seed=seed)
+        tiles = self._tiles(self._run("inpaint", values, uploads, ctx))
+        size = request.image.size  # the sampler works in sides of multiples of 8
+        return Result(tiles=[t if t.size == size else imaging.fit(t, *size) for t in tiles], seed=seed)
 
     def check(self) -> str:
         """The workflows still load, the server answers, and it has every node class and model they use."""

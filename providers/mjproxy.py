@@ -108,9 +108,10 @@ class MidjourneyProxyProvider(Provider):
     # ---- operations --------------------------------------------------------------------------
 
     def imagine(self, request: ImagineRequest, ctx: JobContext) -> Result:
-        """Submit /imagine with Midjourney parameters and fetch the grid."""
-        task_id = self._submit("imagine", {"prompt": midjourney_prompt(request)}, ctx)
-        return self._grid(task_id, ctx)
+        """Submit /imagine with Midjourney parameters and fetch the grid, made with the seed asked, if any."""
+        result = self._grid(self._submit("imagine", {"prompt": midjourney_prompt(request)}, ctx), ctx)
+        result.seed = request.seed
+        return result
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
         """VARIATION of a tile of our own grid, else an imagine with the image as image prompt."""

@@ -69,6 +69,12 @@ def test_imagine_posts_the_task_and_polls_fetch_until_finished(af):
     ]
 
 
+def test_a_seeded_imagine_records_its_seed(af):
+    provider = make(af)
+    assert imagine(provider, seed=424242).seed == 424242 and imagine(provider).seed is None
+    assert af.calls("/imagine")[0].json["prompt"].endswith("--seed 424242")
+
+
 def test_upscale_and_variation_use_the_parent_task_id_and_index(af):
     provider = make(af)
     parent = imagine(provider)

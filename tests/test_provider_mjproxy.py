@@ -88,6 +88,12 @@ def test_niji_styles_switch_model(mj):
     )
 
 
+def test_a_seeded_imagine_records_its_seed(mj):  # a reroll, or the OpenAI family's second image, asks one
+    provider = make(mj)
+    assert imagine(provider, seed=424242).seed == 424242 and imagine(provider).seed is None
+    assert mj.calls("/mj/submit/imagine")[0].json["prompt"].endswith("--seed 424242")
+
+
 def upscale_and_vary_its_own(fake):
     """An imagine, then U3 and V2 of its grid: the three results."""
     provider = make(fake)
