@@ -146,10 +146,10 @@ def average(images: list[Image.Image], width: int, height: int) -> Image.Image:
     return mixed
 
 
-def nearest_aspect_ratio(image: Image.Image) -> str:
-    """The supported aspect ratio closest to ``image``'s."""
+def nearest_aspect_ratio(image: Image.Image, choices: tuple[str, ...] = ASPECT_RATIOS) -> str:
+    """The aspect ratio of ``choices`` (by default, the supported ones) closest to ``image``'s."""
     shape = image.width / image.height
-    return min(ASPECT_RATIOS, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
+    return min(choices, key=lambda name: abs(math.log(shape * ratio(name)[1] / ratio(name)[0])))
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -368,8 +368,9 @@ def _variation_request(job: Job, ctx: JobContext) -> VariationRequest:
     if "amount" in params:
         strength = {"strength": params["amount"] / 100}
     return VariationRequest(
-        image=image, index=index, prompt=prompt, mode=params.get("strength"), **strength, **source
-    )
+        image=image, index=index, prompt=prompt, mode=params.get("strength"),
+        aspect_ratio=params.get("aspect_ratio") or None, **strength, **source,
+    )  # fmt: skip
 
 
 # ---- seed -------------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class VariationRequest:
     # How far the four may go from the image, 0 to 1; None: the provider's default.
     strength: float | None = None
     mode: str | None = None  # None: a tile of a grid; "strong" or "subtle": an upscaled image
+    aspect_ratio: str | None = None  # a new shape the request asked for (``image`` is reframed to it already)
 
     def strength_or(self, default: float) -> float:
         """The strength asked for, or ``default`` when the request asks none."""

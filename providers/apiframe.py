@@ -72,9 +72,13 @@ class ApiframeProvider(Provider):
         return result
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
-        """A /variations task of our own parent task."""
+        """A /variations task of our own parent task, with the prompt and any new aspect ratio asked for."""
         parent = self.own_ref(request.parent_provider, request.parent_ref, "make variations of")
         body = {"parent_task_id": parent, "index": request.mode or str(request.index)}
+        if request.prompt:  # the user's, or the parent's (/variations' own default)
+            body["prompt"] = request.prompt
+        if request.aspect_ratio:
+            body["aspect_ratio"] = request.aspect_ratio
         return self._four_images(self._submit("/variations", body, ctx), ctx)
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:

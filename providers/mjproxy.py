@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from imaging import MIDJOURNEY_ASPECT_RATIOS, nearest_aspect_ratio
 from providers import (
     OPERATIONS,
     BlendRequest,
@@ -114,13 +115,18 @@ class MidjourneyProxyProvider(Provider):
         return result
 
     def variation(self, request: VariationRequest, ctx: JobContext) -> Result:
-        """VARIATION of a tile of our own grid, else an imagine with the image as image prompt."""
-        if request.mode is None and self.made(request.parent_provider, request.parent_ref):
+        """VARIATION of a tile of our own grid, else (or to a new aspect ratio) an imagine with the image as
+        image prompt, in its shape."""
+        own_tile = request.mode is None and self.made(request.parent_provider, request.parent_ref)
+        if own_tile and not request.aspect_ratio:
             try:
-                return self._grid(self._change("VARIATION", str(request.parent_ref), request.index, ctx), ctx)
+                parent = str(request.parent_ref)
+                return self._grid(self._change("VARIATION", parent, request.index, ctx, request.prompt), ctx)
             except ParentUnavailable:
                 pass
-        body = {"prompt": request.prompt or VARIATION_PROMPT, "base64Array": [data_url(request.image)]}
+        shape = nearest_aspect_ratio(request.image, MIDJOURNEY_ASPECT_RATIOS)
+        prompt = f"{request.prompt or VARIATION_PROMPT} --ar {shape}"
+        body = {"prompt": prompt, "base64Array": [data_url(request.image)]}
         return self._grid(self._submit("imagine", body, ctx), ctx)
 
     def upscale(self, request: UpscaleRequest, ctx: JobContext) -> Result:
@@ -162,7 +168,7 @@ class MidjourneyProxyProvider(Provider):
         same_shape = shape_of(request.image.width, request.image.height) == shape
         if request.direction:
             custom_id = self._button(parent, PAN.format(direction=request.direction))
-            return self._grid(self._action(parent, custom_id, ctx), ctx)
+            return self._grid(self._action(parent, custom_id, ctx, prompt=request.prompt), ctx)
         zoom = float(request.zoom or 2)
         if zoom in ZOOMS and same_shape:
             return self._grid(self._action(parent, self._button(parent, ZOOMS[zoom]), ctx), ctx)
@@ -294,26 +300,36 @@ class MidjourneyProxyProvider(Provider):
         )
 
     def _action(
-        self, parent: dict[str, Any], custom_id: str, ctx: JobContext, *, fill_modal: bool = True
+        self,
+        parent: dict[str, Any],
+        custom_id: str,
+        ctx: JobContext,
+        *,
+        fill_modal: bool = True,
+        prompt: str | None = None,
     ) -> str:
         """Press a button of the parent task: /mj/submit/action; returns the task to follow.
 
         With remix mode on, trueai holds a pan, variation or reroll in MODAL (code 21, ``remix``)
-        until /mj/submit/modal sends its prompt: the parent's, unless the caller fills the modal."""
+        until /mj/submit/modal sends its prompt: ``prompt``, else the parent's, unless the caller fills
+        the modal itself. Without remix, a button takes no prompt."""
         answer = self._accepted("action", {"taskId": parent["id"], "customId": custom_id}, ctx)
         task_id = str(answer["result"])
         if fill_modal and answer.get("code") == EXISTED and _properties(answer).get("remix"):
-            prompt = parent.get("prompt") or _properties(parent).get("finalPrompt") or ""
+            prompt = prompt or parent.get("prompt") or _properties(parent).get("finalPrompt") or ""
             return self._submit("modal", {"taskId": task_id, "prompt": str(prompt)}, ctx)
         return task_id
 
-    def _change(self, action: str, task_id: str, index: int, ctx: JobContext) -> str:
+    def _change(
+        self, action: str, task_id: str, index: int, ctx: JobContext, prompt: str | None = None
+    ) -> str:
         """UPSCALE or VARIATION of a tile of our grid: its U or V button where the proxy lists buttons
-        (trueai, which has no /change since v10), else /mj/submit/change (novicezk)."""
+        (trueai, which has no /change since v10; ``prompt`` for a remix modal), else /mj/submit/change
+        (novicezk)."""
         parent = self._parent(task_id, ctx)
         if self._buttons(parent):
             prefix = UPSAMPLE if action == "UPSCALE" else VARY
-            return self._action(parent, self._button(parent, prefix.format(index=index)), ctx)
+            return self._action(parent, self._button(parent, prefix.format(index=index)), ctx, prompt=prompt)
         return self._submit("change", {"action": action, "index": index, "taskId": task_id}, ctx)
 
     def _wait(self, task_id: str, ctx: JobContext) -> dict[str, Any]:

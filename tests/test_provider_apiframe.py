@@ -85,6 +85,11 @@ def test_upscale_and_variation_use_the_parent_task_id_and_index(af):
     assert af.calls("/upscale-1x")[0].json == {"parent_task_id": parent.ref, "index": "2"}
     assert af.calls("/variations")[0].json == {"parent_task_id": parent.ref, "index": "4"}
     assert upscaled.image.size == (160, 120) and upscaled.ref and len(varied.tiles) == 4
+    asked = VariationRequest(image=tile, index=1, prompt="a snowy owl", aspect_ratio="1:1", **made)
+    provider.run("variation", asked, Ctx())
+    assert af.calls("/variations")[1].json == {
+        "parent_task_id": parent.ref, "index": "1", "prompt": "a snowy owl", "aspect_ratio": "1:1"
+    }  # fmt: skip
 
 
 def test_upscales_and_variations_of_an_upscale_use_the_upstream_alternatives(af):

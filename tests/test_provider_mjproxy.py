@@ -157,7 +157,7 @@ def test_a_foreign_parent_is_varied_as_an_image_prompt_and_upscaled_locally(mj):
     made = {"parent_ref": "local-123", "parent_provider": "local"}
     varied = provider.run("variation", VariationRequest(image=tile, index=1, prompt="a lake", **made), Ctx())
     body = mj.calls("/mj/submit/imagine")[0].json
-    assert body["prompt"] == "a lake" and decode_image(body["base64Array"][0]).getpixel((1, 1)) == (
+    assert body["prompt"] == "a lake --ar 3:2" and decode_image(body["base64Array"][0]).getpixel((1, 1)) == (
         0,
         128,
         255,
@@ -165,6 +165,18 @@ def test_a_foreign_parent_is_varied_as_an_image_prompt_and_upscaled_locally(mj):
     assert varied.grid is not None
     upscaled = provider.run("upscale", UpscaleRequest(image=tile, index=1, **made), Ctx())
     assert upscaled.image.size == (240, 160) and not mj.calls("/mj/submit/change")
+
+
+def test_a_variation_to_a_new_aspect_ratio_is_an_image_prompt_of_the_reframed_tile(mj):
+    provider = make(mj)
+    parent = imagine(provider, aspect_ratio="16:9")
+    square = Image.new("RGB", (90, 90), (0, 128, 255))  # the tile, already reframed to 1:1
+    made = {"parent_ref": parent.ref, "parent_provider": "midjourney-proxy"}
+    request = VariationRequest(image=square, index=2, prompt="a lake", aspect_ratio="1:1", **made)
+    provider.run("variation", request, Ctx())
+    assert not mj.calls("/mj/submit/action")  # the V button would keep the grid's 16:9
+    body = mj.calls("/mj/submit/imagine")[1].json
+    assert body["prompt"] == "a lake --ar 1:1" and decode_image(body["base64Array"][0]).size == (90, 90)
 
 
 def test_an_upscaled_image_of_its_own_is_upscaled_again_or_varied_without_change(mj):
@@ -429,6 +441,9 @@ def test_with_remix_on_a_pan_or_variation_is_confirmed_with_the_parents_prompt(m
     assert modals == [{"taskId": panned.ref, "prompt": grid}, {"taskId": varied.ref, "prompt": grid}]
     assert panned.grid is not None and varied.grid is not None
     assert mj.tasks[panned.ref]["action"] == "PAN" and mj.tasks[varied.ref]["action"] == "VARIATION"
+    remixed = VariationRequest(image=tile, index=1, prompt="a snowy owl instead", **made)
+    provider.run("variation", remixed, Ctx(3))  # a prompt of the user's own: the remix's
+    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "a snowy owl instead"
 
 
 def test_vary_region_sends_the_mask_to_the_modal(mj):
