@@ -46,12 +46,18 @@ def job_text(
     seed: int | None,
     image: Image.Image,
     tile: int | None,
+    source: str | None = None,
 ) -> str | None:
-    """The ``parameters`` text for one image of a job, or None when the job had no prompt."""
+    """The ``parameters`` text for one image of a job, or None when the job had no prompt.
+
+    ``source``: for an enlargement of a grid's tile (an upscale), the operation that made the grid; the
+    prompt, settings, seed and tile are then that grid's.
+    """
     if not prompt or not prompt.strip():
         return None
     fields: dict[str, object] = {
         "Operation": operation,
+        "Source": source,
         "Seed": seed,
         "Size": f"{image.width}x{image.height}",
         "Tile": tile,

@@ -351,14 +351,34 @@ def store_result(job: Job, operation: operations.Operation, result: Result) -> d
 
 
 def _texts(job: Job, result: Result, images: dict[str, Image.Image]) -> dict[str, str | None]:
-    """Each image's ``parameters`` text: the job's prompt and settings, and which tile it is."""
-    index = job.index if operations.result_of(job.type) == operations.IMAGE else None
+    """Each image's ``parameters`` text: the job's prompt and settings, and which tile it is; an upscale's
+    (which has no prompt of its own) are those of the grid tile it enlarges."""
+    one_image = operations.result_of(job.type) == operations.IMAGE
+    index = job.index if one_image else None
+    prompt, params, seed, source = job.prompt, job.params or {}, result.seed, None
+    enlarged = _enlarged_tile(job) if one_image and not prompt else None
+    if enlarged is not None:
+        grid, index = enlarged
+        prompt, params, seed, source = grid.prompt, grid.params or {}, grid.seed, grid.type
     return {
         stem: imagemeta.job_text(
-            job.type, job.prompt, job.params or {}, result.seed, image, int(stem) if stem.isdigit() else index
+            job.type, prompt, params, seed, image, int(stem) if stem.isdigit() else index, source
         )
         for stem, image in images.items()
     }
+
+
+def _enlarged_tile(job: Job) -> tuple[Job, int] | None:
+    """The grid and tile number a one-image job without a prompt enlarges (through upscales of upscales)."""
+    for _ in range(16):
+        parent = job.parent
+        kind = operations.result_of(parent.type) if parent is not None else None
+        if kind == operations.GRID:
+            return (parent, job.index) if job.index else None
+        if kind != operations.IMAGE:
+            return None
+        job = parent
+    return None
 
 
 def pool() -> JobPool:

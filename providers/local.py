@@ -59,7 +59,8 @@ _REPAINTABLE = {"imagine", "reroll"}  # operations whose tiles the prompt and se
 def painted_with(image: Image.Image) -> procedural.Settings | None:
     """How the local provider painted ``image``, from its ``parameters``; None if it is not such a tile."""
     fields = imagemeta.read(image)
-    if not fields or fields.get("Model") != imagemeta.MODEL or fields.get("Operation") not in _REPAINTABLE:
+    made_by = fields.get("Source") or fields.get("Operation") if fields else None  # an upscale: its grid's
+    if not fields or fields.get("Model") != imagemeta.MODEL or made_by not in _REPAINTABLE:
         return None
     if fields.get("Size") != f"{image.width}x{image.height}":
         return None

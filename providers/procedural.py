@@ -367,6 +367,23 @@ class _Dice:
         return int(self.uniform(low, high + 0.999))
 
 
+def _beyond(points: np.ndarray, idx: np.ndarray, octave: int) -> tuple[np.ndarray, np.ndarray]:
+    """A profile's control ``points`` carried on past both ends for the indices ``idx`` reach, and ``idx``
+    shifted to match: a window wider than the canvas (pan, zoom out) reads before 0 and past the last.
+
+    The points within the canvas stay as drawn, and the dice is not drawn from again (every later draw,
+    and so the scene inside the canvas, stays as it was); the points beyond come from a generator of
+    their own, seeded by these, the same for every window.
+    """
+    before, after = max(0, -int(idx.min())), max(0, int(idx.max()) + 2 - len(points))
+    if not before and not after:
+        return points, idx
+    seed = np.frombuffer(points[:4].astype(np.float32).tobytes(), np.uint32).tolist()
+    left = np.random.default_rng([octave, 0, *seed]).standard_normal(before, np.float32)  # -1, -2, ...
+    right = np.random.default_rng([octave, 1, *seed]).standard_normal(after, np.float32)
+    return np.concatenate([left[::-1], points.astype(np.float32), right]), idx + before
+
+
 class _Canvas:
     """A float RGB canvas (or a window of one) with its coordinate grids, palette, dice and noise."""
 
@@ -433,8 +450,9 @@ class _Canvas:
             k = cells * self.aspect * 2**octave
             points = self.dice.normal(int(k) + 2)
             pos = self.xs[0] * k
-            idx = pos.astype(np.int32)
-            t = pos - idx
+            idx = np.floor(pos).astype(np.int64)
+            points, idx = _beyond(points, idx, octave)
+            t = pos - np.floor(pos)
             t = t * t * (3 - 2 * t)
             value = points[idx] * (1 - t) + points[idx + 1] * t
             total += (1 - np.abs(value) if ridged else value) * 0.5**octave

@@ -385,6 +385,20 @@ def test_pan_keeps_the_parent_in_place_and_grows_the_canvas(ours):
         assert a[:, SIDE + SIDE // 4 :].std() > 0.02  # the new area is painted, not flat
 
 
+@pytest.mark.parametrize("prompt", ["a red castle on a hill", "a green forest of pine trees"])
+def test_a_pan_with_a_prompt_of_its_own_paints_it_beyond_both_edges(prompt):
+    """The scene is drawn through a window wider than its canvas on either side; every profile across it
+    (a ridge, a skyline) goes on past the canvas's ends."""
+    parent = stored(paint_tiles("a lighthouse on a cliff at dusk", SIDE, SIDE, seed=1)[0],
+                    "a lighthouse on a cliff at dusk", 1, 1)  # fmt: skip
+    for pad in ((SIDE // 2, 0, 0, 0), (0, 0, SIDE // 2, 0)):
+        size = {"width": SIDE * 3 // 2, "height": SIDE}
+        request = OutpaintRequest(image=parent, pad=pad, prompt=prompt, seed=5, **size)
+        for canvas in PROVIDER.outpaint(request, Context()).tiles:
+            kept = canvas.crop((pad[0], 0, pad[0] + SIDE, SIDE))
+            assert canvas.size == (SIDE * 3 // 2, SIDE) and np.array_equal(pixels(kept), pixels(parent))
+
+
 def test_zoom_out_shrinks_the_parent_into_the_centre():
     parent = stored(
         paint_tiles("a red sports car in the city at night", SIDE, SIDE, seed=6)[0],

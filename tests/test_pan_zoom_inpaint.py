@@ -12,8 +12,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
+import imagemeta
 from operations import pan_pad, zoom_geometry
 from original import Original
+from providers.local import painted_with
 
 PHOTOS = Path(skimage.data.__file__).parent
 
@@ -297,3 +299,24 @@ def test_a_canvas_larger_than_an_image_may_be_is_refused_at_submission(api, app,
         message = response.get_json()["error"]["message"]
         assert f"a canvas of {canvas} pixels, more than the 300000 an image may have" in message
     assert balance(api) == before
+
+
+def test_an_upscale_of_a_local_tile_is_panned_as_its_scene_through_a_wider_window(api):
+    """The upscale carries the parameters of the tile it enlarges, so pan paints on the same scene, and
+    paints the prompt it is given into the new area."""
+    grid = api.imagine("a lighthouse on a cliff at dusk", quality=0.25)
+    upscale = run(api, "/v1/upscale", {"jobId": grid["id"], "index": 2})
+    response = api.client.get(upscale["imageUrl"].removeprefix("http://images.test"))
+    with Image.open(io.BytesIO(response.data)) as stored:
+        fields = imagemeta.read(stored)
+        assert painted_with(stored) is not None
+    assert fields["prompt"] == "a lighthouse on a cliff at dusk" and fields["Operation"] == "upscale"
+    assert fields["Source"] == "imagine" and fields["Tile"] == "2" and fields["Seed"] == str(grid["seed"])
+    new_areas = []
+    for prompt in (None, "a red castle on a hill"):
+        body = {"jobId": upscale["id"], "direction": "right", **({"prompt": prompt} if prompt else {})}
+        panned = run(api, "/v1/pan", body)
+        assert panned["status"] == "succeeded", panned
+        tile = fetch_image(api, panned["imageUrls"][0])
+        new_areas.append(pixels(tile)[:, -tile.width // 4 :])
+    assert np.abs(new_areas[0] - new_areas[1]).mean() > 5  # the prompt painted the new area
