@@ -171,7 +171,8 @@ class MidjourneyProxyProvider(Provider):
             return self._grid(self._action(parent, custom_id, ctx, prompt=request.prompt), ctx)
         zoom = float(request.zoom or 2)
         if zoom in ZOOMS and same_shape:
-            return self._grid(self._action(parent, self._button(parent, ZOOMS[zoom]), ctx), ctx)
+            button = self._button(parent, ZOOMS[zoom])
+            return self._grid(self._action(parent, button, ctx, prompt=request.prompt), ctx)
         modal = self._action(parent, self._button(parent, CUSTOM_ZOOM), ctx, fill_modal=False)
         prompt = f"{request.prompt or ''} --zoom {zoom:g}" + (f" --ar {shape}" if shape else "")
         return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt.strip()}, ctx), ctx)
