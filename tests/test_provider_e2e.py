@@ -148,7 +148,9 @@ def assert_backend_saw_the_chain(
         assert fake.calls("/mj/submit/describe") and fake.calls("/mj/submit/blend")
     else:
         assert fake.calls("/upscale-1x")[0].json == {"parent_task_id": imagine_ref, "index": "2"}
-        assert fake.calls("/variations")[0].json == {"parent_task_id": imagine_ref, "index": "3"}
+        assert fake.calls("/variations")[0].json == {
+            "parent_task_id": imagine_ref, "index": "3", "prompt": "a red fox in the snow"
+        }  # fmt: skip
         assert fake.calls("/describe")[0].json == {"image_url": photo}
         assert fake.calls("/blend")[0].json["image_urls"] == others
 

@@ -186,7 +186,7 @@ def test_a_local_parent_is_varied_by_midjourney_proxy_as_an_image_prompt(setting
         assert job["status"] == "succeeded" and len(job["imageUrls"]) == 4
         assert not fake.calls("/mj/submit/change")
         body = fake.calls("/mj/submit/imagine")[0].json
-        assert body["prompt"] == "a quiet lake" and len(body["base64Array"]) == 1
+        assert body["prompt"] == "a quiet lake --ar 1:1" and len(body["base64Array"]) == 1
         assert "mj-api-secret" not in fake.calls()[0].headers
     finally:
         fake.close()
