@@ -232,7 +232,7 @@ class ComfyUIProvider(Provider):
         )
         tiles = self._tiles(self._run("outpaint", values, {"image": request.image}, ctx))
         size = (request.width, request.height)
-        return Result(tiles=[t if t.size == size else imaging.fit(t, *size) for t in tiles], seed=seed)
+        return Result(tiles=[_uncropped(t, imaging.fit(t, *size)) for t in tiles], seed=seed)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """The region where the mask is white painted anew, four times."""
@@ -242,8 +242,7 @@ class ComfyUIProvider(Provider):
         mask = request.mask.convert("L").resize(request.image.size).convert("RGB")
         uploads = {"image": request.image, "mask": mask}
         tiles = self._tiles(self._run("inpaint", values, uploads, ctx))
-        size = request.image.size  # the sampler works in sides of multiples of 8
-        return Result(tiles=[t if t.size == size else imaging.fit(t, *size) for t in tiles], seed=seed)
+        return Result(tiles=[_uncropped(t, request.image) for t in tiles], seed=seed)
 
     def check(self) -> str:
         """The workflows still load, the server answers, and it has every node class and model they use."""
@@ -645,6 +644,18 @@ def _queue_state(queue: Any, prompt_id: str) -> str | None:
             if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                 return state
     return None
+
+
+def _uncropped(tile: Image.Image, base: Image.Image) -> Image.Image:
+    """A sampled ``tile`` at ``base``'s size again: the VAE encoders keep the middle of their input, its
+    sides cut to multiples of 8, so the tile goes back over ``base`` where it was cut from."""
+    if tile.size == base.size:
+        return tile
+    if tile.width > base.width or tile.height > base.height:
+        return imaging.fit(tile, *base.size)
+    restored = base.convert("RGB")  # a copy
+    restored.paste(tile.convert("RGB"), ((base.width - tile.width) // 2, (base.height - tile.height) // 2))
+    return restored
 
 
 def _fit8(image: Image.Image) -> Image.Image:

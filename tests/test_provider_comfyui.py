@@ -313,12 +313,14 @@ def test_inpaint_repaints_only_where_the_mask_is_white(comfy):
 # ---- failures ----------------------------------------------------------------------------------
 
 
-def test_inpaint_tiles_keep_the_size_of_an_image_whose_sides_are_not_multiples_of_8(comfy):
-    image = photo((250, 190), (200, 50, 50))  # a face swap's or a highres upscale's size, say
+def test_inpaint_tiles_keep_an_image_whose_sides_are_not_multiples_of_8_in_place(comfy):
+    image = Image.radial_gradient("L").resize((250, 190)).convert("RGB")  # a face swap's size, say
     mask = Image.new("L", image.size, 0)
     mask.paste(255, (0, 0, 100, 190))
     result = make(comfy).run("inpaint", InpaintRequest(image=image, mask=mask, prompt="a window"), Ctx())
     assert [tile.size for tile in result.tiles] == [(250, 190)] * 4
+    kept = (110, 0, 250, 190)  # outside the mask, every pixel where it was
+    assert all(tile.crop(kept).tobytes() == image.crop(kept).tobytes() for tile in result.tiles)
 
 
 def test_node_errors_fail_the_job_with_comfyuis_message(comfy):

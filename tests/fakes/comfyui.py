@@ -783,7 +783,7 @@ class FakeComfyUI:
             return (Latent(_crop8(i["pixels"][0]).size, [_crop8(p) for p in i["pixels"]]),)
         if cls == "VAEEncodeForInpaint":
             pixels = [_crop8(p) for p in i["pixels"]]
-            return (Latent(pixels[0].size, pixels, i["mask"][0].resize(pixels[0].size)),)
+            return (Latent(pixels[0].size, pixels, _crop8(i["mask"][0].resize(i["pixels"][0].size))),)
         if cls == "RepeatLatentBatch":
             latent = i["samples"]
             return (Latent(latent.size, latent.images * i["amount"], latent.mask),)
@@ -888,8 +888,10 @@ def _post_order(prompt: dict[str, Any], node_id: str, order: list[str]) -> None:
 
 
 def _crop8(image: Image.Image) -> Image.Image:
+    """The middle of ``image`` with sides cut to multiples of 8, as ComfyUI's VAE encoders cut it."""
     width, height = image.width // 8 * 8, image.height // 8 * 8
-    return image if (width, height) == image.size else image.crop((0, 0, width, height))
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image if (width, height) == image.size else image.crop((left, top, left + width, top + height))
 
 
 def _paint(size: tuple[int, int], key: str) -> Image.Image:
