@@ -14,7 +14,6 @@ from typing import Any
 from PIL import Image
 
 KEY = "parameters"
-MODEL = "apiframe-local"
 # Job settings written into an image, by their name in job params and in the text.
 _SETTINGS = (
     ("aspect_ratio", "Aspect ratio"),
@@ -39,8 +38,14 @@ def format_text(prompt: str, fields: Mapping[str, object]) -> str:
     return f"{prompt.strip()}\n{pairs}"
 
 
+def model(provider: str) -> str:
+    """The ``Model`` an image says it was made with: ``apiframe-`` and the name of the provider."""
+    return f"apiframe-{provider}"
+
+
 def job_text(
     operation: str,
+    provider: str,
     prompt: str | None,
     params: Mapping[str, Any],
     seed: int | None,
@@ -50,8 +55,8 @@ def job_text(
 ) -> str | None:
     """The ``parameters`` text for one image of a job, or None when the job had no prompt.
 
-    ``source``: for an enlargement of a grid's tile (an upscale), the operation that made the grid; the
-    prompt, settings, seed and tile are then that grid's.
+    ``provider`` made the image; ``source``: for an enlargement of a grid's tile (an upscale), the
+    operation that made the grid, whose provider, prompt, settings, seed and tile are then given.
     """
     if not prompt or not prompt.strip():
         return None
@@ -61,7 +66,7 @@ def job_text(
         "Seed": seed,
         "Size": f"{image.width}x{image.height}",
         "Tile": tile,
-        "Model": MODEL,
+        "Model": model(provider),
     }
     for name, label in _SETTINGS:
         fields[label] = params.get(name)

@@ -361,14 +361,14 @@ def _variation_request(job: Job, ctx: JobContext) -> VariationRequest:
     else:
         parent = parent_of(job)
         image, index = parent_tile(parent, job.index or 1), job.index or parent.index or 1
-        prompt, source = job.prompt or parent.prompt, made_by(parent)
+        prompt, source = job.prompt or prompt_of(parent), made_by(parent)
     if params.get("aspect_ratio"):
         image = imaging.reframe(image, params["aspect_ratio"])
     strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
     if "amount" in params:
         strength = {"strength": params["amount"] / 100}
     return VariationRequest(
-        image=image, index=index, prompt=prompt, mode=params.get("strength"),
+        image=image, index=index, prompt=prompt, own_prompt=bool(job.prompt), mode=params.get("strength"),
         aspect_ratio=params.get("aspect_ratio") or None, **strength, **source,
     )  # fmt: skip
 
@@ -452,6 +452,7 @@ def _pan_request(job: Job, ctx: JobContext) -> OutpaintRequest:
         width=image.width + pad[0] + pad[2],
         height=image.height + pad[1] + pad[3],
         prompt=job.prompt or prompt_of(parent),
+        own_prompt=bool(job.prompt),
         direction=job.params["direction"],
         **made_by(parent),
     )
@@ -503,6 +504,7 @@ def _zoom_request(job: Job, ctx: JobContext) -> OutpaintRequest:
         width=width,
         height=height,
         prompt=job.prompt or prompt_of(parent),
+        own_prompt=bool(job.prompt),
         zoom=ratio,
         **made_by(parent),
     )
@@ -529,12 +531,13 @@ def _inpaint(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
 def _inpaint_request(job: Job, ctx: JobContext) -> InpaintRequest:
     if job.params.get("upload"):
         image = uploads.load(job.params["upload"])
-        return InpaintRequest(image=image, mask=masks.load(job), prompt=job.prompt)
+        return InpaintRequest(image=image, mask=masks.load(job), prompt=job.prompt, own_prompt=True)
     parent = parent_of(job)
     return InpaintRequest(
         image=parent_tile(parent, 1),
         mask=masks.load(job),
         prompt=job.prompt or prompt_of(parent),
+        own_prompt=bool(job.prompt),
         **made_by(parent),
     )
 

@@ -321,13 +321,14 @@ def execute(job: Job, ctx: RunningJob) -> dict[str, Any]:
     ctx.check()
     result = provider.run(operation.provider, request, ctx)
     ctx.check()
-    fields = store_result(job, operation, result)
+    fields = store_result(job, operation, result, provider.name)
     fields.update(provider=provider.name, provider_ref=result.ref, seed=result.seed)
     return fields
 
 
-def store_result(job: Job, operation: operations.Operation, result: Result) -> dict[str, Any]:
-    """Write the result's images (or keep its text); returns the job fields that describe it."""
+def store_result(job: Job, operation: operations.Operation, result: Result, provider: str) -> dict[str, Any]:
+    """Write the result's images (or keep its text), made by ``provider``; returns the job fields that
+    describe them."""
     kind = operation.result
     if kind == operations.TEXT:
         descriptions = [str(text) for text in (result.descriptions or []) if str(text).strip()]
@@ -339,20 +340,22 @@ def store_result(job: Job, operation: operations.Operation, result: Result) -> d
         if result.image is None:
             raise ProviderError("The provider returned no image.")
         images = {"image": result.image}
-        names = storage.save_images(job.id, images, _texts(job, result, images))
+        names = storage.save_images(job.id, images, _texts(job, result, images, provider))
         return {"grid": None, "tiles": [names["image"]]}
     tiles = result.tiles or (imaging.split_grid(result.grid) if result.grid is not None else None)
     if not tiles or len(tiles) != 4:
         raise ProviderError("The provider did not return four images.")
     grid = result.grid if result.grid is not None else imaging.compose_grid(tiles)
     images = {"grid": grid, **{str(i + 1): tile for i, tile in enumerate(tiles)}}
-    names = storage.save_images(job.id, images, _texts(job, result, images))
+    names = storage.save_images(job.id, images, _texts(job, result, images, provider))
     return {"grid": names["grid"], "tiles": [names[str(i + 1)] for i in range(4)]}
 
 
-def _texts(job: Job, result: Result, images: dict[str, Image.Image]) -> dict[str, str | None]:
-    """Each image's ``parameters`` text: the job's prompt and settings, and which tile it is; an upscale's
-    (which has no prompt of its own) are those of the grid tile it enlarges."""
+def _texts(
+    job: Job, result: Result, images: dict[str, Image.Image], provider: str
+) -> dict[str, str | None]:
+    """Each image's ``parameters`` text: the job's provider, prompt and settings, and which tile it is; an
+    upscale's (which has no prompt of its own) are those of the grid tile it enlarges."""
     one_image = operations.result_of(job.type) == operations.IMAGE
     index = job.index if one_image else None
     prompt, params, seed, source = job.prompt, job.params or {}, result.seed, None
@@ -360,9 +363,10 @@ def _texts(job: Job, result: Result, images: dict[str, Image.Image]) -> dict[str
     if enlarged is not None:
         grid, index = enlarged
         prompt, params, seed, source = grid.prompt, grid.params or {}, grid.seed, grid.type
+        provider = grid.provider or provider
     return {
         stem: imagemeta.job_text(
-            job.type, prompt, params, seed, image, int(stem) if stem.isdigit() else index, source
+            job.type, provider, prompt, params, seed, image, int(stem) if stem.isdigit() else index, source
         )
         for stem, image in images.items()
     }

@@ -89,7 +89,8 @@ class VariationRequest:
 
     image: Image.Image
     index: int
-    prompt: str | None = None
+    prompt: str | None = None  # the job's own, else its parent's
+    own_prompt: bool = False  # ``prompt`` is the job's own (the user's), not its parent's
     parent_ref: str | None = None
     parent_provider: str | None = None  # the provider that made the parent (``parent_ref`` is its id)
     seed: int | None = None
@@ -149,7 +150,8 @@ class OutpaintRequest:
     pad: tuple[int, int, int, int]
     width: int
     height: int
-    prompt: str | None = None
+    prompt: str | None = None  # the job's own, else its parent's
+    own_prompt: bool = False  # ``prompt`` is the job's own (the user's), not its parent's
     seed: int | None = None
     direction: str | None = None  # pan: "up", "down", "left" or "right"
     zoom: float | None = None  # zoom out: the ratio, 1 to 2 (1: make square)
@@ -163,7 +165,8 @@ class InpaintRequest:
 
     image: Image.Image
     mask: Image.Image
-    prompt: str | None = None
+    prompt: str | None = None  # the job's own, else its parent's
+    own_prompt: bool = False  # ``prompt`` is the job's own (the user's), not its parent's
     seed: int | None = None
     parent_ref: str | None = None
     parent_provider: str | None = None

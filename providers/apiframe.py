@@ -75,7 +75,7 @@ class ApiframeProvider(Provider):
         """A /variations task of our own parent task, with the prompt and any new aspect ratio asked for."""
         parent = self.own_ref(request.parent_provider, request.parent_ref, "make variations of")
         body = {"parent_task_id": parent, "index": request.mode or str(request.index)}
-        if request.prompt:  # the user's, or the parent's (/variations' own default)
+        if request.own_prompt:  # else /variations takes the parent task's, with its parameters
             body["prompt"] = request.prompt
         if request.aspect_ratio:
             body["aspect_ratio"] = request.aspect_ratio
@@ -127,7 +127,7 @@ class ApiframeProvider(Provider):
             if shape:
                 body["aspect_ratio"] = shape
             path = "/outpaint"
-        if request.prompt:
+        if request.own_prompt:  # else the parent task's, with its parameters
             body["prompt"] = request.prompt
         return self._four_images(self._submit(path, body, ctx), ctx)
 
@@ -135,7 +135,7 @@ class ApiframeProvider(Provider):
         """An /inpaint task of our own upscale, with the mask as a base64 PNG."""
         parent = self.own_ref(request.parent_provider, request.parent_ref, "vary a region of")
         body = {"parent_task_id": parent, "mask": mask_base64(request.mask)}
-        if request.prompt:
+        if request.own_prompt:  # else the parent task's, with its parameters
             body["prompt"] = request.prompt
         return self._four_images(self._submit("/inpaint", body, ctx), ctx)
 

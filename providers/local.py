@@ -33,6 +33,7 @@ from providers import (
 )
 from providers.shorten import shorten as shorten_prompt
 
+NAME = "local"
 PROGRESS_BEFORE_SAVING = 95  # the gateway takes the rest to store the images
 
 
@@ -60,7 +61,7 @@ def painted_with(image: Image.Image) -> procedural.Settings | None:
     """How the local provider painted ``image``, from its ``parameters``; None if it is not such a tile."""
     fields = imagemeta.read(image)
     made_by = fields.get("Source") or fields.get("Operation") if fields else None  # an upscale: its grid's
-    if not fields or fields.get("Model") != imagemeta.MODEL or made_by not in _REPAINTABLE:
+    if not fields or fields.get("Model") != imagemeta.model(NAME) or made_by not in _REPAINTABLE:
         return None
     if fields.get("Size") != f"{image.width}x{image.height}":
         return None
@@ -110,7 +111,7 @@ class Pacer:
 class LocalProvider(Provider):
     """Makes real images offline, so the whole product works on a fresh machine."""
 
-    name = "local"
+    name = NAME
     operations = frozenset(OPERATIONS)  # every operation a provider can implement
 
     def check(self) -> str:

@@ -46,7 +46,7 @@ from providers import (
 )
 from providers.canvas import mask_base64, shape_of
 from providers.http import Backend, HttpSettings, HttpStatusError, data_url, parse_percent
-from providers.prompts import midjourney_prompt, orientation, split_prompts
+from providers.prompts import midjourney_prompt, orientation, remixed, split_prompts
 
 EXISTED = 21  # already exists (that task is used), or (trueai) a task waiting for /mj/submit/modal
 log = logging.getLogger(__name__)
@@ -174,14 +174,15 @@ class MidjourneyProxyProvider(Provider):
             button = self._button(parent, ZOOMS[zoom])
             return self._grid(self._action(parent, button, ctx, prompt=request.prompt), ctx)
         modal = self._action(parent, self._button(parent, CUSTOM_ZOOM), ctx, fill_modal=False)
-        prompt = f"{request.prompt or ''} --zoom {zoom:g}" + (f" --ar {shape}" if shape else "")
-        return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt.strip()}, ctx), ctx)
+        prompt = remixed(request.prompt, _prompt(parent), zoom=f"{zoom:g}", ar=shape)
+        return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt}, ctx), ctx)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """Press vary region on our own upscale and send the mask to the modal."""
         parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of", ctx)
         modal = self._action(parent, self._button(parent, VARY_REGION), ctx, fill_modal=False)
-        body = {"taskId": modal, "maskBase64": mask_base64(request.mask), "prompt": request.prompt or ""}
+        prompt = remixed(request.prompt, _prompt(parent))
+        body = {"taskId": modal, "maskBase64": mask_base64(request.mask), "prompt": prompt}
         return self._grid(self._submit("modal", body, ctx), ctx)
 
     def shorten(self, request: ShortenRequest, ctx: JobContext) -> Result:
@@ -312,13 +313,12 @@ class MidjourneyProxyProvider(Provider):
         """Press a button of the parent task: /mj/submit/action; returns the task to follow.
 
         With remix mode on, trueai holds a pan, variation or reroll in MODAL (code 21, ``remix``)
-        until /mj/submit/modal sends its prompt: ``prompt``, else the parent's, unless the caller fills
-        the modal itself. Without remix, a button takes no prompt."""
+        until /mj/submit/modal sends its prompt: the parent's, remixed with ``prompt``, unless the caller
+        fills the modal itself. Without remix, a button takes no prompt."""
         answer = self._accepted("action", {"taskId": parent["id"], "customId": custom_id}, ctx)
         task_id = str(answer["result"])
         if fill_modal and answer.get("code") == EXISTED and _properties(answer).get("remix"):
-            prompt = prompt or parent.get("prompt") or _properties(parent).get("finalPrompt") or ""
-            return self._submit("modal", {"taskId": task_id, "prompt": str(prompt)}, ctx)
+            return self._submit("modal", {"taskId": task_id, "prompt": remixed(prompt, _prompt(parent))}, ctx)
         return task_id
 
     def _change(
@@ -352,6 +352,11 @@ class MidjourneyProxyProvider(Provider):
         """Wait for a four-image task and fetch its grid."""
         task = self._wait(task_id, ctx)
         return Result(grid=self.http.download_grid(task.get("imageUrl"), ctx), ref=task_id)
+
+
+def _prompt(task: dict[str, Any]) -> str:
+    """The prompt a task was made with, Midjourney's parameters and all."""
+    return str(task.get("prompt") or _properties(task).get("finalPrompt") or "")
 
 
 def _properties(answer: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ NIJI_STYLES = ("cute", "expressive", "scenic")  # Midjourney offers these only o
 # "1️⃣ ...", "1. ...", "1) ...", "- ...", "* ..." at the start of an item.
 _ITEM_MARK = re.compile(r"^\s*(?:[1-9]\ufe0f?\u20e3|\(?[1-9][.):]|[-*\u2022])\s*")
 _KEYCAP = re.compile(r"(?=[1-9]\ufe0f?\u20e3)")
+_PARAMETER = re.compile(r"(?:^|(?<=\s))--[a-z]", re.IGNORECASE)  # where a prompt's parameters start
+_PARAMETER_SPLIT = re.compile(r"\s+(?=--[a-z])", re.IGNORECASE)
 
 
 def midjourney_prompt(request: ImagineRequest, *, with_aspect: bool = True) -> str:
@@ -34,6 +36,30 @@ def midjourney_prompt(request: ImagineRequest, *, with_aspect: bool = True) -> s
     if request.seed is not None:
         parts.append(f"--seed {request.seed}")
     return " ".join(parts)
+
+
+def remixed(prompt: str | None, parent_prompt: str, **settings: str | None) -> str:
+    """A Midjourney modal's prompt (remix, custom zoom, vary region), filled in as Midjourney does: the
+    parent task's prompt with ``prompt``'s text instead of its own (when given), and ``prompt``'s
+    parameters, then ``settings`` (``zoom="2"``, ``ar="2:3"``; None drops one), in place of the parent's
+    parameters of the same name (``--ar``, ``--v``, ``--s``, ...)."""
+    text, parameters = _split_parameters(parent_prompt)
+    if prompt and prompt.strip():
+        text, own = _split_parameters(prompt)
+        settings = {p.split()[0][2:]: p.partition(" ")[2] for p in own} | settings
+    for name, value in settings.items():
+        parameters = [p for p in parameters if p.split()[0] != f"--{name}"]
+        if value is not None:
+            parameters.append(f"--{name} {value}".strip())
+    return " ".join([text, *parameters]).strip()
+
+
+def _split_parameters(prompt: str) -> tuple[str, list[str]]:
+    """A Midjourney prompt's text and its parameters, each with its value (``--ar 16:9``)."""
+    start = _PARAMETER.search(prompt)
+    if start is None:
+        return prompt.strip(), []
+    return prompt[: start.start()].strip(), _PARAMETER_SPLIT.split(prompt[start.start() :].strip())
 
 
 def orientation(width: int, height: int) -> str:

@@ -82,6 +82,7 @@ def stored(image: Image.Image, prompt: str, seed: int, tile: int, **params: obje
     """``image`` as the gateway stores and reads it back: a PNG with its ``parameters``."""
     text = imagemeta.job_text(
         "imagine",
+        "local",
         prompt,
         {"aspect_ratio": "1:1", "chaos": 0, "stylize": 100, "version": "6.1", **params},
         seed,
@@ -443,4 +444,4 @@ def test_stored_images_carry_their_parameters(api):
     fields = imagemeta.read(Image.open(io.BytesIO(response.data)))
     assert fields["prompt"] == "a bird on a branch, watercolor"
     assert fields["Tile"] == "2" and float(fields["Chaos"]) == 20 and fields["Operation"] == "imagine"
-    assert fields["Seed"].isdigit() and fields["Size"] == "1024x1024" and fields["Model"] == imagemeta.MODEL
+    assert fields["Seed"].isdigit() and fields["Size"] == "1024x1024" and fields["Model"] == "apiframe-local"

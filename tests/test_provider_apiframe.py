@@ -85,7 +85,9 @@ def test_upscale_and_variation_use_the_parent_task_id_and_index(af):
     assert af.calls("/upscale-1x")[0].json == {"parent_task_id": parent.ref, "index": "2"}
     assert af.calls("/variations")[0].json == {"parent_task_id": parent.ref, "index": "4"}
     assert upscaled.image.size == (160, 120) and upscaled.ref and len(varied.tiles) == 4
-    asked = VariationRequest(image=tile, index=1, prompt="a snowy owl", aspect_ratio="1:1", **made)
+    asked = VariationRequest(
+        image=tile, index=1, prompt="a snowy owl", own_prompt=True, aspect_ratio="1:1", **made
+    )
     provider.run("variation", asked, Ctx())
     assert af.calls("/variations")[1].json == {
         "parent_task_id": parent.ref, "index": "1", "prompt": "a snowy owl", "aspect_ratio": "1:1"
@@ -234,7 +236,8 @@ def test_pan_zoom_and_inpaint_send_the_upscale_task_and_their_fields(af):
     assert af.calls("/pan")[0].json == {"parent_task_id": parent["parent_ref"], "direction": "left"}
     assert len(pan.tiles) == 4 and pan.ref
     zoom = OutpaintRequest(
-        image=image, pad=(80, 60, 80, 60), width=160, height=120, zoom=2, prompt="a bay", **parent
+        image=image, pad=(80, 60, 80, 60), width=160, height=120, zoom=2, prompt="a bay", own_prompt=True,
+        **parent,
     )
     provider.run("outpaint", zoom, Ctx())
     assert af.calls("/outpaint")[0].json == {
@@ -243,12 +246,19 @@ def test_pan_zoom_and_inpaint_send_the_upscale_task_and_their_fields(af):
         "aspect_ratio": "4:3",
         "prompt": "a bay",
     }
-    portrait = OutpaintRequest(image=image, pad=(0, 60, 0, 60), width=160, height=240, zoom=2, **parent)
+    portrait = OutpaintRequest(
+        image=image, pad=(0, 60, 0, 60), width=160, height=240, zoom=2, prompt="a red fox", **parent
+    )
     provider.run("outpaint", portrait, Ctx())  # one of Midjourney's aspect ratios beyond the reference's five
-    assert af.calls("/outpaint")[1].json["aspect_ratio"] == "2:3"
+    sent = af.calls("/outpaint")[1].json  # the parent's prompt is not sent: the task's own has its parameters
+    assert sent["aspect_ratio"] == "2:3" and "prompt" not in sent
+    wide = OutpaintRequest(image=image, pad=(130, 30, 130, 30), width=420, height=180, zoom=2, **parent)
+    assert len(provider.run("outpaint", wide, Ctx()).tiles) == 4
+    assert af.calls("/outpaint")[2].json["aspect_ratio"] == "21:9"
     mask = Image.new("L", (160, 120), 0)
     mask.paste(255, (40, 30, 120, 90))
-    provider.run("inpaint", InpaintRequest(image=image, mask=mask, prompt="a kite", **parent), Ctx())
+    kite = InpaintRequest(image=image, mask=mask, prompt="a kite", own_prompt=True, **parent)
+    provider.run("inpaint", kite, Ctx())
     sent = af.calls("/inpaint")[0].json
     assert sent["parent_task_id"] == parent["parent_ref"] and sent["prompt"] == "a kite"
     decoded = Image.open(io.BytesIO(base64.b64decode(sent["mask"])))

@@ -16,6 +16,7 @@ from fakes.mjproxy import FakeMidjourneyProxy
 from fakes.openai import FakeOpenAI
 from fakes.sdwebui import FakeSdWebUI
 from models import Job
+from original import Original
 
 QUICK = {"PROVIDER_RETRIES": 1, "PROVIDER_BACKOFF": 0.01, "PROVIDER_CONNECT_TIMEOUT": 1.0}
 
@@ -118,6 +119,22 @@ def test_every_operation_through_the_api(backend, api, files, app):
     assert_backend_saw_the_chain(name, fake, stored.provider_ref, photo, others)
 
 
+def test_apiframe_is_sent_a_variations_prompt_only_when_the_user_gives_one(settings, request):
+    """Else /variations takes its parent task's, with the Midjourney parameters it was made with."""
+    fake = FakeApiframe()
+    try:
+        settings.update(QUICK, **apiframe(fake))
+        api = request.getfixturevalue("api")
+        grid = succeeded(api, "/v1/imagine", {"prompt": "a quiet lake", "quality": 0.25})
+        succeeded(api, "/v1/variation", {"jobId": grid["id"], "index": 1})
+        original = Original(api.client, api.key)
+        prompted = {"parent_task_id": grid["id"], "index": "2", "prompt": "a frozen lake"}
+        assert original.run("/variations", prompted)["status"] == "finished"
+        assert [call.json.get("prompt") for call in fake.calls("/variations")] == [None, "a frozen lake"]
+    finally:
+        fake.close()
+
+
 def assert_backend_saw_the_chain(
     name: str, fake, imagine_ref: str | None, photo: str, others: list[str]
 ) -> None:
@@ -148,9 +165,7 @@ def assert_backend_saw_the_chain(
         assert fake.calls("/mj/submit/describe") and fake.calls("/mj/submit/blend")
     else:
         assert fake.calls("/upscale-1x")[0].json == {"parent_task_id": imagine_ref, "index": "2"}
-        assert fake.calls("/variations")[0].json == {
-            "parent_task_id": imagine_ref, "index": "3", "prompt": "a red fox in the snow"
-        }  # fmt: skip
+        assert fake.calls("/variations")[0].json == {"parent_task_id": imagine_ref, "index": "3"}
         assert fake.calls("/describe")[0].json == {"image_url": photo}
         assert fake.calls("/blend")[0].json["image_urls"] == others
 

@@ -417,10 +417,10 @@ def test_pan_and_zoom_press_the_upscales_buttons(mj):
     provider.run("outpaint", square, Ctx())
     assert mj.calls("/mj/submit/action")[-1].json["customId"] == f"MJ::CustomZoom::hash-{ref}"
     (modal,) = mj.calls("/mj/submit/modal")
-    assert modal.json["prompt"] == "a bay --zoom 1 --ar 1:1"
+    assert modal.json["prompt"] == "a bay --v 6.1 --zoom 1 --ar 1:1"  # the grid's other parameters kept
     portrait = OutpaintRequest(image=image, pad=(0, 80, 0, 80), width=192, height=288, zoom=2, **parent)
     provider.run("outpaint", portrait, Ctx())  # one of Midjourney's aspect ratios beyond the reference's five
-    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "--zoom 2 --ar 2:3"
+    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "a red fox --v 6.1 --zoom 2 --ar 2:3"
 
 
 def test_with_remix_on_a_pan_or_variation_is_confirmed_with_the_parents_prompt(mj):
@@ -442,8 +442,14 @@ def test_with_remix_on_a_pan_or_variation_is_confirmed_with_the_parents_prompt(m
     assert panned.grid is not None and varied.grid is not None
     assert mj.tasks[panned.ref]["action"] == "PAN" and mj.tasks[varied.ref]["action"] == "VARIATION"
     remixed = VariationRequest(image=tile, index=1, prompt="a snowy owl instead", **made)
-    provider.run("variation", remixed, Ctx(3))  # a prompt of the user's own: the remix's
-    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "a snowy owl instead"
+    provider.run("variation", remixed, Ctx(3))  # the user's own prompt, the grid's parameters
+    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "a snowy owl instead --ar 1:1 --v 6.1"
+    again = VariationRequest(image=tile, index=1, prompt="a red fox", **made)  # the job's, from its parent
+    provider.run("variation", again, Ctx(3))
+    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == grid
+    own = VariationRequest(image=tile, index=1, prompt="an owl --v 7 --s 50", **made)
+    provider.run("variation", own, Ctx(3))  # parameters of its own replace the grid's of the same name
+    assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "an owl --ar 1:1 --v 7 --s 50"
 
 
 def test_vary_region_sends_the_mask_to_the_modal(mj):
@@ -460,7 +466,7 @@ def test_vary_region_sends_the_mask_to_the_modal(mj):
     (modal,) = mj.calls("/mj/submit/modal")
     sent = decode_image(modal.json["maskBase64"])
     assert sent.size == (192, 128) and sent.getpixel((80, 60)) == (255, 255, 255)
-    assert modal.json["prompt"] == "a kite"
+    assert modal.json["prompt"] == "a kite --ar 1:1 --v 6.1"
 
 
 def test_pan_of_an_image_made_elsewhere_fails_without_calling_the_proxy(mj):

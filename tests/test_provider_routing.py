@@ -14,13 +14,16 @@ from PIL import Image
 
 import accounts
 import config
+import imagemeta
 from app import create_app
 from conftest import image_bytes
 from fakes import decode_image, provider_settings
 from fakes.mjproxy import FakeMidjourneyProxy
 from fakes.openai import DESCRIPTIONS, FakeOpenAI
 from fakes.sdwebui import FakeSdWebUI
+from original import Original
 from providers import Providers
+from providers.local import painted_with
 
 QUICK = {"PROVIDER_RETRIES": 1, "PROVIDER_BACKOFF": 0.01, "SDWEBUI_POLL_INTERVAL": 0.02}
 
@@ -172,6 +175,30 @@ def test_a_local_parent_is_upscaled_by_sdwebui_from_its_pixels(settings, sd, req
     sent = sd.calls("/sdapi/v1/extra-single-image")[0].json["image"]
     tile = api.client.get(parent["imageUrls"][3].removeprefix("http://images.test")).data
     assert decode_image(sent).tobytes() == Image.open(io.BytesIO(tile)).convert("RGB").tobytes()
+
+
+def test_images_name_the_provider_that_made_them_and_only_local_ones_are_painted_again(
+    settings, sd, request
+):
+    settings.update(QUICK, PROVIDER_IMAGINE="sdwebui", SDWEBUI_URL=sd.url)  # upscale stays local
+    api = request.getfixturevalue("api")
+    grid = api.imagine("a quiet lake", quality=0.25)
+    upscale = api.wait(api.submit("/v1/upscale", {"jobId": grid["id"], "index": 2})["id"])
+    for job in (grid, upscale):  # the upscale (made here) shows the grid's: its scene is sdwebui's
+        image = Image.open(io.BytesIO(api.client.get(job["imageUrls"][-1].removeprefix("http://images.test")).data))
+        fields = imagemeta.read(image)
+        assert fields["Model"] == "apiframe-sdwebui" and fields["Seed"] and fields["Tile"]
+        assert painted_with(image) is None  # so a local variation, pan or zoom works from its pixels
+
+
+def test_a_variation_of_an_upscale_is_sent_the_grids_prompt(settings, sd, request):
+    settings.update(QUICK, PROVIDER_VARIATION="sdwebui", SDWEBUI_URL=sd.url)
+    api = request.getfixturevalue("api")
+    parent = api.imagine("a quiet lake", quality=0.25)
+    upscale = api.wait(api.submit("/v1/upscale", {"jobId": parent["id"], "index": 2})["id"])
+    strong = {"parent_task_id": upscale["id"], "index": "strong"}  # the original API's route
+    assert Original(api.client, api.key).run("/variations", strong)["status"] == "finished"
+    assert sd.calls("/sdapi/v1/img2img")[0].json["prompt"] == "a quiet lake"
 
 
 def test_a_local_parent_is_varied_by_midjourney_proxy_as_an_image_prompt(settings, request):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import re
 import uuid
 from typing import Any
 
@@ -122,7 +123,8 @@ class FakeApiframe(FakeBackend):
             ratio = 0
         if not 1 <= ratio <= 2:
             return _errors(400, "zoom_ratio must be between 1 and 2")
-        if body.get("aspect_ratio") not in (None, "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"):
+        shape = body.get("aspect_ratio")  # a string, as Midjourney's --ar takes it (the docs list no values)
+        if shape is not None and not re.fullmatch(r"[1-9][0-9]*:[1-9][0-9]*", str(shape)):
             return _errors(400, "invalid aspect_ratio")
         return self._upscale(body) or self._task(f"outpaint-{ratio:g}")
 
