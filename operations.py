@@ -530,8 +530,8 @@ def _inpaint(op: Operation, account: Account, data: dict[str, Any]) -> Stored:
 
 def _inpaint_request(job: Job, ctx: JobContext) -> InpaintRequest:
     if job.params.get("upload"):
-        image = uploads.load(job.params["upload"])
-        return InpaintRequest(image=image, mask=masks.load(job), prompt=job.prompt, own_prompt=True)
+        image, prompt = uploads.load(job.params["upload"]), job.prompt
+        return InpaintRequest(image=image, mask=masks.load(job), prompt=prompt, own_prompt=bool(prompt))
     parent = parent_of(job)
     return InpaintRequest(
         image=parent_tile(parent, 1),

@@ -232,7 +232,7 @@ class ComfyUIProvider(Provider):
         )
         tiles = self._tiles(self._run("outpaint", values, {"image": request.image}, ctx))
         size = (request.width, request.height)
-        return Result(tiles=[_uncropped(t, imaging.fit(t, *size)) for t in tiles], seed=seed)
+        return Result(tiles=[_uncropped(t, size) for t in tiles], seed=seed)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """The region where the mask is white painted anew, four times."""
@@ -242,7 +242,8 @@ class ComfyUIProvider(Provider):
         mask = request.mask.convert("L").resize(request.image.size).convert("RGB")
         uploads = {"image": request.image, "mask": mask}
         tiles = self._tiles(self._run("inpaint", values, uploads, ctx))
-        return Result(tiles=[_uncropped(t, request.image) for t in tiles], seed=seed)
+        size = request.image.size
+        return Result(tiles=[_uncropped(t, size, request.image, mask) for t in tiles], seed=seed)
 
     def check(self) -> str:
         """The workflows still load, the server answers, and it has every node class and model they use."""
@@ -646,15 +647,25 @@ def _queue_state(queue: Any, prompt_id: str) -> str | None:
     return None
 
 
-def _uncropped(tile: Image.Image, base: Image.Image) -> Image.Image:
-    """A sampled ``tile`` at ``base``'s size again: the VAE encoders keep the middle of their input, its
-    sides cut to multiples of 8, so the tile goes back over ``base`` where it was cut from."""
-    if tile.size == base.size:
+def _uncropped(
+    tile: Image.Image,
+    size: tuple[int, int],
+    original: Image.Image | None = None,
+    mask: Image.Image | None = None,
+) -> Image.Image:
+    """A sampled ``tile`` at ``size`` again. The VAE encoders keep the middle of their input, its sides cut
+    to multiples of 8: such a tile goes back where it was cut from, the strips around it from the tile
+    scaled, or from ``original`` where ``mask`` is black. Any other size (a workflow of the operator's
+    that works at a size of its own) is scaled to fit."""
+    width, height = size
+    if tile.size == size:
         return tile
-    if tile.width > base.width or tile.height > base.height:
-        return imaging.fit(tile, *base.size)
-    restored = base.convert("RGB")  # a copy
-    restored.paste(tile.convert("RGB"), ((base.width - tile.width) // 2, (base.height - tile.height) // 2))
+    restored = imaging.fit(tile.convert("RGB"), width, height)
+    if not (0 <= width - tile.width < 8 and 0 <= height - tile.height < 8):
+        return restored
+    if original is not None and mask is not None:
+        restored = Image.composite(restored, original.convert("RGB"), mask.convert("L"))
+    restored.paste(tile.convert("RGB"), ((width - tile.width) // 2, (height - tile.height) // 2))
     return restored
 
 

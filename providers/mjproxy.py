@@ -121,7 +121,7 @@ class MidjourneyProxyProvider(Provider):
         if own_tile and not request.aspect_ratio:
             try:
                 parent = str(request.parent_ref)
-                return self._grid(self._change("VARIATION", parent, request.index, ctx, request.prompt), ctx)
+                return self._grid(self._change("VARIATION", parent, request.index, ctx, _own(request)), ctx)
             except ParentUnavailable:
                 pass
         shape = nearest_aspect_ratio(request.image, MIDJOURNEY_ASPECT_RATIOS)
@@ -168,20 +168,20 @@ class MidjourneyProxyProvider(Provider):
         same_shape = shape_of(request.image.width, request.image.height) == shape
         if request.direction:
             custom_id = self._button(parent, PAN.format(direction=request.direction))
-            return self._grid(self._action(parent, custom_id, ctx, prompt=request.prompt), ctx)
+            return self._grid(self._action(parent, custom_id, ctx, prompt=_own(request)), ctx)
         zoom = float(request.zoom or 2)
         if zoom in ZOOMS and same_shape:
             button = self._button(parent, ZOOMS[zoom])
-            return self._grid(self._action(parent, button, ctx, prompt=request.prompt), ctx)
+            return self._grid(self._action(parent, button, ctx, prompt=_own(request)), ctx)
         modal = self._action(parent, self._button(parent, CUSTOM_ZOOM), ctx, fill_modal=False)
-        prompt = remixed(request.prompt, _prompt(parent), zoom=f"{zoom:g}", ar=shape)
+        prompt = remixed(_own(request), _prompt(parent), zoom=f"{zoom:g}", ar=shape)
         return self._grid(self._submit("modal", {"taskId": modal, "prompt": prompt}, ctx), ctx)
 
     def inpaint(self, request: InpaintRequest, ctx: JobContext) -> Result:
         """Press vary region on our own upscale and send the mask to the modal."""
         parent = self._own_parent(request.parent_provider, request.parent_ref, "vary a region of", ctx)
         modal = self._action(parent, self._button(parent, VARY_REGION), ctx, fill_modal=False)
-        prompt = remixed(request.prompt, _prompt(parent))
+        prompt = remixed(_own(request), _prompt(parent))
         body = {"taskId": modal, "maskBase64": mask_base64(request.mask), "prompt": prompt}
         return self._grid(self._submit("modal", body, ctx), ctx)
 
@@ -352,6 +352,11 @@ class MidjourneyProxyProvider(Provider):
         """Wait for a four-image task and fetch its grid."""
         task = self._wait(task_id, ctx)
         return Result(grid=self.http.download_grid(task.get("imageUrl"), ctx), ref=task_id)
+
+
+def _own(request: VariationRequest | OutpaintRequest | InpaintRequest) -> str | None:
+    """The job's own prompt, for a modal; None when its prompt is its parent's (the task's own is whole)."""
+    return request.prompt if request.own_prompt else None
 
 
 def _prompt(task: dict[str, Any]) -> str:

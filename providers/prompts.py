@@ -12,8 +12,11 @@ NIJI_STYLES = ("cute", "expressive", "scenic")  # Midjourney offers these only o
 # "1️⃣ ...", "1. ...", "1) ...", "- ...", "* ..." at the start of an item.
 _ITEM_MARK = re.compile(r"^\s*(?:[1-9]\ufe0f?\u20e3|\(?[1-9][.):]|[-*\u2022])\s*")
 _KEYCAP = re.compile(r"(?=[1-9]\ufe0f?\u20e3)")
-_PARAMETER = re.compile(r"(?:^|(?<=\s))--[a-z]", re.IGNORECASE)  # where a prompt's parameters start
-_PARAMETER_SPLIT = re.compile(r"\s+(?=--[a-z])", re.IGNORECASE)
+# Where a Midjourney prompt's parameters start (``--ar``, or ``—ar`` as phones type it), and each one.
+_PARAMETER = re.compile(r"(?:^|(?<=\s))(?:--|\u2014)(?=[a-z])", re.IGNORECASE)
+_PARAMETER_SPLIT = re.compile(r"\s+(?=(?:--|\u2014)[a-z])", re.IGNORECASE)
+_SHORT_NAMES = {"aspect": "ar", "version": "v", "stylize": "s", "quality": "q", "chaos": "c"}
+_SAME_SETTING = {"niji": "v"}  # the model: one of --v and --niji
 
 
 def midjourney_prompt(request: ImagineRequest, *, with_aspect: bool = True) -> str:
@@ -40,26 +43,31 @@ def midjourney_prompt(request: ImagineRequest, *, with_aspect: bool = True) -> s
 
 def remixed(prompt: str | None, parent_prompt: str, **settings: str | None) -> str:
     """A Midjourney modal's prompt (remix, custom zoom, vary region), filled in as Midjourney does: the
-    parent task's prompt with ``prompt``'s text instead of its own (when given), and ``prompt``'s
+    parent task's prompt with ``prompt``'s text instead of its own (when it has text), and ``prompt``'s
     parameters, then ``settings`` (``zoom="2"``, ``ar="2:3"``; None drops one), in place of the parent's
-    parameters of the same name (``--ar``, ``--v``, ``--s``, ...)."""
+    parameters for the same setting (``--ar``, ``--v``, ``--s``, ...)."""
     text, parameters = _split_parameters(parent_prompt)
     if prompt and prompt.strip():
-        text, own = _split_parameters(prompt)
-        settings = {p.split()[0][2:]: p.partition(" ")[2] for p in own} | settings
+        own_text, own = _split_parameters(prompt)
+        text, settings = own_text or text, dict(own) | settings
     for name, value in settings.items():
-        parameters = [p for p in parameters if p.split()[0] != f"--{name}"]
+        same = _SAME_SETTING.get(name, name)
+        parameters = [(n, v) for n, v in parameters if _SAME_SETTING.get(n, n) != same]
         if value is not None:
-            parameters.append(f"--{name} {value}".strip())
-    return " ".join([text, *parameters]).strip()
+            parameters.append((name, value))
+    return " ".join([text, *(f"--{name} {value}".strip() for name, value in parameters)]).strip()
 
 
-def _split_parameters(prompt: str) -> tuple[str, list[str]]:
-    """A Midjourney prompt's text and its parameters, each with its value (``--ar 16:9``)."""
+def _split_parameters(prompt: str) -> tuple[str, list[tuple[str, str]]]:
+    """A Midjourney prompt's text and its parameters: each one's short name, in lower case, and value."""
     start = _PARAMETER.search(prompt)
     if start is None:
         return prompt.strip(), []
-    return prompt[: start.start()].strip(), _PARAMETER_SPLIT.split(prompt[start.start() :].strip())
+    parameters = []
+    for part in _PARAMETER_SPLIT.split(prompt[start.start() :].strip()):
+        name, _, value = part.lstrip("-\u2014").partition(" ")
+        parameters.append((_SHORT_NAMES.get(name.lower(), name.lower()), value.strip()))
+    return prompt[: start.start()].strip(), parameters
 
 
 def orientation(width: int, height: int) -> str:

@@ -32,7 +32,7 @@ from providers import (
     VariationRequest,
     create,
 )
-from providers.comfyui import parse_headers
+from providers.comfyui import _uncropped, parse_headers
 from providers.comfyui_templates import DEFAULTS_DIR
 
 
@@ -321,6 +321,15 @@ def test_inpaint_tiles_keep_an_image_whose_sides_are_not_multiples_of_8_in_place
     assert [tile.size for tile in result.tiles] == [(250, 190)] * 4
     kept = (110, 0, 250, 190)  # outside the mask, every pixel where it was
     assert all(tile.crop(kept).tobytes() == image.crop(kept).tobytes() for tile in result.tiles)
+    edge = (0, 0, 1, 190)  # the column the VAE cut away, inside the mask: painted, not the image's
+    assert all(tile.crop(edge).tobytes() != image.crop(edge).tobytes() for tile in result.tiles)
+
+
+def test_tiles_of_an_operators_workflow_that_works_at_its_own_size_are_scaled_to_fit():
+    tile = Image.radial_gradient("L").convert("RGB")  # 256 square, for a 1024 square image
+    original = Image.new("RGB", (1024, 1024), (200, 50, 50))
+    restored = _uncropped(tile, (1024, 1024), original, Image.new("L", (1024, 1024), 0))
+    assert restored.tobytes() == imaging.fit(tile, 1024, 1024).tobytes()
 
 
 def test_node_errors_fail_the_job_with_comfyuis_message(comfy):

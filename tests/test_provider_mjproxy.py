@@ -412,7 +412,8 @@ def test_pan_and_zoom_press_the_upscales_buttons(mj):
         {"taskId": ref, "customId": f"MJ::Outpaint::50::1::hash-{ref}::SOLO"},
     ]
     square = OutpaintRequest(
-        image=image, pad=(0, 32, 0, 32), width=192, height=192, zoom=1, prompt="a bay", **parent
+        image=image, pad=(0, 32, 0, 32), width=192, height=192, zoom=1, prompt="a bay", own_prompt=True,
+        **parent,
     )
     provider.run("outpaint", square, Ctx())
     assert mj.calls("/mj/submit/action")[-1].json["customId"] == f"MJ::CustomZoom::hash-{ref}"
@@ -441,13 +442,13 @@ def test_with_remix_on_a_pan_or_variation_is_confirmed_with_the_parents_prompt(m
     assert modals == [{"taskId": panned.ref, "prompt": grid}, {"taskId": varied.ref, "prompt": grid}]
     assert panned.grid is not None and varied.grid is not None
     assert mj.tasks[panned.ref]["action"] == "PAN" and mj.tasks[varied.ref]["action"] == "VARIATION"
-    remixed = VariationRequest(image=tile, index=1, prompt="a snowy owl instead", **made)
+    remixed = VariationRequest(image=tile, index=1, prompt="a snowy owl instead", own_prompt=True, **made)
     provider.run("variation", remixed, Ctx(3))  # the user's own prompt, the grid's parameters
     assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "a snowy owl instead --ar 1:1 --v 6.1"
     again = VariationRequest(image=tile, index=1, prompt="a red fox", **made)  # the job's, from its parent
     provider.run("variation", again, Ctx(3))
     assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == grid
-    own = VariationRequest(image=tile, index=1, prompt="an owl --v 7 --s 50", **made)
+    own = VariationRequest(image=tile, index=1, prompt="an owl --v 7 --s 50", own_prompt=True, **made)
     provider.run("variation", own, Ctx(3))  # parameters of its own replace the grid's of the same name
     assert mj.calls("/mj/submit/modal")[-1].json["prompt"] == "an owl --ar 1:1 --v 7 --s 50"
 
@@ -457,11 +458,9 @@ def test_vary_region_sends_the_mask_to_the_modal(mj):
     parent = upscaled(provider)
     mask = Image.new("L", (192, 128), 0)
     mask.paste(255, (40, 30, 120, 90))
-    result = provider.run(
-        "inpaint",
-        InpaintRequest(image=Image.new("RGB", (192, 128)), mask=mask, prompt="a kite", **parent),
-        Ctx(),
-    )
+    image = Image.new("RGB", (192, 128))
+    kite = InpaintRequest(image=image, mask=mask, prompt="a kite", own_prompt=True, **parent)
+    result = provider.run("inpaint", kite, Ctx())
     assert result.grid is not None
     (modal,) = mj.calls("/mj/submit/modal")
     sent = decode_image(modal.json["maskBase64"])
