@@ -38,6 +38,7 @@ from providers import (
     UpscaleRequest,
     VariationRequest,
 )
+from providers.canvas import shape_of
 
 # What an operation's job ends with: four tiles and their 2x2 grid, one image, text, or a value.
 GRID, IMAGE, TEXT, VALUE = "grid", "image", "text", "value"
@@ -362,14 +363,17 @@ def _variation_request(job: Job, ctx: JobContext) -> VariationRequest:
         parent = parent_of(job)
         image, index = parent_tile(parent, job.index or 1), job.index or parent.index or 1
         prompt, source = job.prompt or prompt_of(parent), made_by(parent)
-    if params.get("aspect_ratio"):
-        image = imaging.reframe(image, params["aspect_ratio"])
+    shape = params.get("aspect_ratio") or None  # a new one: the tile's own shape asked again is no change
+    if shape and shape_of(image.width, image.height) == shape:
+        shape = None
+    if shape:
+        image = imaging.reframe(image, shape)
     strength = {"strength": VARY_STRENGTHS[params["strength"]]} if params.get("strength") else {}
     if "amount" in params:
         strength = {"strength": params["amount"] / 100}
     return VariationRequest(
         image=image, index=index, prompt=prompt, own_prompt=bool(job.prompt), mode=params.get("strength"),
-        aspect_ratio=params.get("aspect_ratio") or None, **strength, **source,
+        aspect_ratio=shape, **strength, **source,
     )  # fmt: skip
 
 
