@@ -119,39 +119,30 @@ def test_every_operation_through_the_api(backend, api, files, app):
     assert_backend_saw_the_chain(name, fake, stored.provider_ref, photo, others)
 
 
-def test_apiframe_is_sent_a_variations_prompt_only_when_the_user_gives_one(settings, request):
+@pytest.mark.parametrize("backend", ["apiframe"], indirect=True)
+def test_apiframe_is_sent_a_variations_prompt_only_when_the_user_gives_one(backend, api):
     """Else /variations takes its parent task's, with the Midjourney parameters it was made with."""
-    fake = FakeApiframe()
-    try:
-        settings.update(QUICK, **apiframe(fake))
-        api = request.getfixturevalue("api")
-        grid = succeeded(api, "/v1/imagine", {"prompt": "a quiet lake", "quality": 0.25})
-        succeeded(api, "/v1/variation", {"jobId": grid["id"], "index": 1})
-        original = Original(api.client, api.key)
-        prompted = {"parent_task_id": grid["id"], "index": "2", "prompt": "a frozen lake"}
-        assert original.run("/variations", prompted)["status"] == "finished"
-        assert [call.json.get("prompt") for call in fake.calls("/variations")] == [None, "a frozen lake"]
-    finally:
-        fake.close()
+    _, fake = backend
+    grid = succeeded(api, "/v1/imagine", {"prompt": "a quiet lake", "quality": 0.25})
+    succeeded(api, "/v1/variation", {"jobId": grid["id"], "index": 1})
+    prompted = {"parent_task_id": grid["id"], "index": "2", "prompt": "a frozen lake"}
+    assert Original(api.client, api.key).run("/variations", prompted)["status"] == "finished"
+    assert [call.json.get("prompt") for call in fake.calls("/variations")] == [None, "a frozen lake"]
 
 
-def test_midjourney_proxy_presses_v_for_a_variation_asked_in_its_tiles_own_shape(settings, request):
+@pytest.mark.parametrize("backend", ["midjourney-proxy"], indirect=True)
+def test_midjourney_proxy_presses_v_for_a_variation_asked_in_its_tiles_own_shape(backend, api):
     """The older apiframe client sends an aspect ratio (1:1 unless told) with every variations request."""
-    fake = FakeMidjourneyProxy()
-    try:
-        settings.update(QUICK, **mjproxy(fake))
-        api = request.getfixturevalue("api")
-        grid = succeeded(api, "/v1/imagine", {"prompt": "a quiet lake", "quality": 0.25})
-        original = Original(api.client, api.key)
-        for index, shape in (("1", "3:2"), ("2", "16:9")):  # the fake's grids are 3:2
-            asked = {"parent_task_id": grid["id"], "index": index, "aspect_ratio": shape}
-            assert original.run("/variations", asked)["status"] == "finished"
-        (pressed,) = [call.json["customId"] for call in fake.calls("/mj/submit/action")]
-        assert pressed.startswith("MJ::JOB::variation::1::")  # the same shape: Midjourney's own V1
-        imagined = [call.json["prompt"] for call in fake.calls("/mj/submit/imagine")]
-        assert len(imagined) == 2 and imagined[1].endswith("--ar 16:9")  # a new one: an image prompt
-    finally:
-        fake.close()
+    _, fake = backend
+    grid = succeeded(api, "/v1/imagine", {"prompt": "a quiet lake", "quality": 0.25})
+    original = Original(api.client, api.key)
+    for index, shape in (("1", "3:2"), ("2", "16:9")):  # the fake's grids are 3:2
+        asked = {"parent_task_id": grid["id"], "index": index, "aspect_ratio": shape}
+        assert original.run("/variations", asked)["status"] == "finished"
+    (pressed,) = [call.json["customId"] for call in fake.calls("/mj/submit/action")]
+    assert pressed.startswith("MJ::JOB::variation::1::")  # the same shape: Midjourney's own V1
+    imagined = [call.json["prompt"] for call in fake.calls("/mj/submit/imagine")]
+    assert len(imagined) == 2 and imagined[1].endswith("--ar 16:9")  # a new one: an image prompt
 
 
 def assert_backend_saw_the_chain(
