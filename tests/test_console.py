@@ -759,7 +759,7 @@ def test_a_live_view_ends_when_its_session_is_logged_out_elsewhere(slow, setting
     assert elsewhere.login("member@example.com").status_code == 302
     started = time.monotonic()
     assert elsewhere.post("/logout", page="/console/").status_code == 302
-    assert ended["member"].wait(5) and time.monotonic() - started < 3
+    assert ended["member"].wait(10) and time.monotonic() - started < 8  # the job runs 30 s
     assert not ended["other"].is_set()  # another account's live view goes on
 
 

@@ -781,7 +781,7 @@ def test_a_job_ended_by_another_process_is_seen_without_the_signal(settings, mak
         ender.start()
         started = time.monotonic()
         (ended,) = waits.waits().wait([job], timeout=10)
-        assert ended.status == "succeeded" and time.monotonic() - started < waits.RECHECK + 1
+        assert ended.status == "succeeded" and time.monotonic() - started < waits.RECHECK + 4  # not 10 s
 
 
 # ---- the database, while a request waits -------------------------------------------------------------

@@ -196,7 +196,7 @@ def test_the_job_deadline_bounds_the_wait(af):
     with pytest.raises(Exception) as stopped:
         imagine(make(af, APIFRAME_TIMEOUT=30), ctx=Ctx(seconds=0.5))
     assert type(stopped.value).__name__ == "JobTimedOut"
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the job's 0.5 s, not the read's 30 s
 
 
 def test_cancel_stops_polling(af):

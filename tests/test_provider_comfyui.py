@@ -457,7 +457,7 @@ def test_a_silent_server_never_holds_the_job_past_its_deadline(comfy):
     started = time.monotonic()
     with pytest.raises(JobTimedOut):
         make(comfy).run("imagine", imagine_request(), Ctx(seconds=1.0))
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 5  # the job's 1 s, not the step's 30 s
     assert comfy.interrupts  # the server was told to stop
 
 
@@ -481,22 +481,26 @@ def run_within(provider, ctx, seconds: float):
 @pytest.mark.parametrize("rudeness", ["pings", "slow frame", "fragments"])
 def test_a_websocket_that_keeps_sending_never_holds_the_job_past_its_deadline_or_a_cancel(comfy, rudeness):
     comfy.rude_socket = rudeness
-    assert isinstance(run_within(make(comfy), Ctx(seconds=1.5), 2.5), JobTimedOut)
+    assert isinstance(run_within(make(comfy), Ctx(seconds=1.5), 5), JobTimedOut)
     ctx = Ctx()
     ctx.cancel_after(0.5)
-    assert isinstance(run_within(make(comfy), ctx, 1.5), JobCancelled)
+    assert isinstance(run_within(make(comfy), ctx, 4), JobCancelled)
 
 
-def test_a_trickled_websocket_handshake_gives_up_for_polling_within_the_connect_timeout(comfy):
+def test_a_trickled_websocket_handshake_gives_up_for_polling_within_the_connect_timeout(comfy, caplog):
     comfy.rude_socket = "slow handshake"
-    result = run_within(make(comfy, PROVIDER_CONNECT_TIMEOUT=0.5), Ctx(seconds=10), 3)
+    started = time.time()
+    with caplog.at_level(logging.WARNING, logger="providers.comfyui"):
+        result = run_within(make(comfy, PROVIDER_CONNECT_TIMEOUT=0.5), Ctx(seconds=30), 20)
     assert len(result.tiles) == 4 and comfy.calls("/history/" + _prompt_id(comfy))
+    (gave_up,) = [r for r in caplog.records if "no websocket" in r.getMessage()]
+    assert gave_up.created - started < 3  # at its 0.5 s connect timeout, not the job's 30 s
 
 
 @pytest.mark.parametrize("rudeness", ["huge frame", "many fragments"])
 def test_a_websocket_message_past_the_size_limit_ends_the_socket_for_polling(comfy, rudeness):
     comfy.rude_socket = rudeness
-    result = run_within(make(comfy), Ctx(seconds=10), 3)
+    result = run_within(make(comfy), Ctx(seconds=30), 10)
     assert len(result.tiles) == 4 and comfy.calls("/history/" + _prompt_id(comfy))
 
 

@@ -25,6 +25,7 @@ from providers import (
     UpscaleRequest,
     VariationRequest,
     create,
+    sdwebui,
 )
 
 
@@ -203,7 +204,7 @@ def test_cancel_interrupts_the_generation(sd):
     started = time.monotonic()
     with pytest.raises(JobCancelled):
         make(sd).run("imagine", imagine_request(), ctx)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # not the generation's 10 s
     assert sd.interrupted.wait(2)
     assert sd.calls("/sdapi/v1/interrupt")[0].method == "POST"
     (call,) = sd.calls("/sdapi/v1/txt2img")
@@ -285,24 +286,25 @@ def test_a_stopped_job_ends_without_waiting_for_the_interrupt(sd):
     started = time.monotonic()
     with pytest.raises(JobCancelled):
         make(sd).run("imagine", imagine_request(), ctx)
-    assert time.monotonic() - started < 1.5  # the interrupt's own 5 seconds are not the job's
+    assert time.monotonic() - started < 3.5  # the interrupt's own 5 seconds are not the job's
     deadline = time.monotonic() + 2
     while not sd.calls("/sdapi/v1/interrupt") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sd.calls("/sdapi/v1/interrupt")
 
 
-def test_a_hanging_progress_read_holds_up_neither_the_result_nor_a_failure(sd):
+def test_a_hanging_progress_read_holds_up_neither_the_result_nor_a_failure(sd, monkeypatch):
+    monkeypatch.setattr(sdwebui, "PROGRESS_TIMEOUT", 20.0)  # far beyond what the job may take here
     sd.generation_seconds = 0.3
     sd.hang(times=100, path="/sdapi/v1/progress")
     started = time.monotonic()
-    assert len(make(sd).run("imagine", imagine_request(), Ctx(4)).tiles) == 4
-    assert time.monotonic() - started < 1.5
+    assert len(make(sd).run("imagine", imagine_request(), Ctx(30)).tiles) == 4
+    assert time.monotonic() - started < 5
     sd.hang(path="/sdapi/v1/txt2img")  # a definite failure (no more attempts), not the job's timeout
     started = time.monotonic()
     with pytest.raises(ProviderError, match="did not answer within 0.3 seconds, once; giving up"):
-        make(sd, SDWEBUI_TIMEOUT=0.3, PROVIDER_RETRIES=0).run("imagine", imagine_request(), Ctx(4))
-    assert time.monotonic() - started < 1.5
+        make(sd, SDWEBUI_TIMEOUT=0.3, PROVIDER_RETRIES=0).run("imagine", imagine_request(), Ctx(30))
+    assert time.monotonic() - started < 5
 
 
 def test_a_gateway_error_is_retried_then_succeeds(sd):

@@ -270,7 +270,7 @@ def test_a_slow_storage_never_holds_the_job_pools_dispatcher(keeping, app, api, 
     started = time.monotonic()
     with app.app_context(), db.connection_context():
         pool._maintain()
-    assert time.monotonic() - started < 1  # unfixed: the whole prune, in the dispatcher's thread
+    assert time.monotonic() - started < 5  # unfixed: the whole prune's 10 s, in the dispatcher's thread
     release.set()
     pool.retention._thread.join(10)
     assert _deleted_at(app, job["id"]) is not None
