@@ -201,7 +201,7 @@ def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path,
     shared = {
         "APIFRAME_DATABASE_URL": postgres_url,
         "APIFRAME_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/13",
-        "APIFRAME_JOB_LEASE": "2",
+        "APIFRAME_JOB_LEASE": "4",
         "APIFRAME_WORKERS": "3",
         **bucket.env(),
     }
@@ -282,15 +282,15 @@ def test_two_web_and_two_worker_nodes_share_only_postgres_redis_and_s3(tmp_path,
 
         # kill -9 the first worker while it runs some of them
         victim = workers[0].process.pid
-        in_flight = wait_until(
-            lambda: _rows(
-                postgres_url,
-                "SELECT id FROM job WHERE status = 'processing' AND lease_owner LIKE %s",
-                f"%:{victim}:%",
-            ),
-            what="the first worker to run children",
-        )
+
+        def victims_jobs() -> list[tuple]:
+            query = "SELECT id FROM job WHERE status = 'processing' AND lease_owner LIKE %s"
+            return _rows(postgres_url, query, f"%:{victim}:%")
+
+        wait_until(victims_jobs, what="the first worker to run children")
         workers[0].stop(signal.SIGKILL)
+        in_flight = victims_jobs()  # what it held as it died: nobody takes those up before its lease ends
+        assert in_flight
         ended.update(wait_all(children, timeout=180))
 
         total = PARENTS + 2 * WITH_CHILDREN
