@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peewee import CTE, Cast, ModelUpdate, Node, Select, Value, ValueLiterals, fn
+from peewee import IntegrityError, ValueLiterals, fn
 
 from models import REFUND_ROWS, Account, CompiledQuery, Job, LedgerEntry, Slot, db, utcnow
 
@@ -13,30 +13,24 @@ GRANT_REASONS = (SIGNUP, PLAN, GRANT)
 MAX_CREDITS = 2**31 - 1  # the most the INTEGER balance columns hold on PostgreSQL; SQLite keeps to it too
 
 
+# A job's INSERT takes its cost from the balance and writes the debit's ledger row, in the database
+# (migrations/0014_jobs_pay_on_insert.py); when the balance is short, it fails with this message.
+INSUFFICIENT = "insufficient credits"
+
+
 class InsufficientCredits(Exception):
     """The account cannot pay: its balance is below the amount."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a job's INSERT refused by the database because its account cannot pay."""
+    return isinstance(exc, IntegrityError) and str(exc).startswith(INSUFFICIENT)
 
 
 class TooManyCredits(ValueError):
     """A grant would take an account's credits past MAX_CREDITS."""
 
 
-def _taking(account: Node, amount: Node) -> ModelUpdate:
-    """A debit's update: takes ``amount`` if the balance covers it, answering the new balance (or no row)."""
-    return (
-        Account.update(balance=Account.balance - amount, spent=Account.spent + amount)
-        .where((Account.id == account) & (Account.balance >= amount))
-        .returning(Account.balance)
-    )
-
-
-def debit_note(job_type: str) -> str:
-    """The note of a job's debit in the ledger."""
-    return f"{job_type} job"
-
-
-# The statements of a debit, which every accepted job runs: the update answers with the new balance.
-_take = CompiledQuery(lambda: _taking(Slot("account"), Slot("amount")))
 _give = CompiledQuery(
     lambda: (
         Account.update(balance=Account.balance + Slot("amount"), refunded=Account.refunded + Slot("amount"))
@@ -110,41 +104,6 @@ def grant(account_id: int, amount: int, reason: str = GRANT, note: str = "") -> 
             raise InsufficientCredits(f"cannot remove {-amount} credits: the balance is smaller")
         _record(account_id, amount, reason, None, note)
     return balance(account_id)
-
-
-def debit(account_id: int, amount: int, job: Job) -> None:
-    """Take ``amount`` credits for ``job``; raise InsufficientCredits if short.
-
-    Call it inside the transaction that accepts the job: the balance and the ledger row change with it.
-    """
-    if not amount:  # a free job changes nothing, so it writes no ledger row
-        return
-    row = _take.execute(amount=amount, account=account_id).fetchone()
-    if row is None:
-        raise InsufficientCredits(f"this costs {amount} credits")
-    _record(account_id, -amount, DEBIT, job, debit_note(job.type), balance=row[0])
-
-
-def debit_ctes(account: Node, amount: Node, job: Node, note: Node, at: Node) -> tuple[CTE, CTE]:
-    """A debit as two common table expressions, for the one statement that also inserts what it pays for.
-
-    ``debit`` takes ``amount`` from ``account`` if its balance covers it and answers the new balance (no
-    row if it does not); ``entry`` writes the debit's ledger row from that answer. A statement whose rows
-    come FROM ``debit`` inserts nothing when the balance is short. PostgreSQL only: SQLite runs no writes
-    in a WITH, so there ``debit`` runs in the transaction that accepts the job.
-    """
-    taken = _taking(account, amount).cte("debit")
-    row = {
-        LedgerEntry.account: account,
-        LedgerEntry.amount: Value(0) - Cast(amount, "integer"),  # typed for the prepared statement
-        LedgerEntry.reason: Value(DEBIT),
-        LedgerEntry.job: job,
-        LedgerEntry.note: note,
-        LedgerEntry.balance_after: taken.c.balance,
-        LedgerEntry.created_at: at,
-    }
-    entry = LedgerEntry.insert_from(Select((taken,), list(row.values())), list(row)).cte("entry")
-    return taken, entry
 
 
 def refund(job: Job, note: str) -> bool:

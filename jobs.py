@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from blinker import Namespace
 from flask import current_app, has_app_context
-from peewee import SQL, Case, Select, Tuple, fn
+from peewee import SQL, Case, Tuple, fn
 from PIL import Image
 
 import credits
@@ -23,7 +23,7 @@ import ratelimit
 import storage
 import wakeup
 from errors import insufficient_credits, not_found, validation_error
-from models import Account, CompiledQuery, Job, QueueCount, Slot, WebhookDelivery, db, is_sqlite, utcnow
+from models import Account, CompiledQuery, Job, QueueCount, Slot, WebhookDelivery, db, utcnow
 from providers import configured as configured_providers
 
 if TYPE_CHECKING:
@@ -176,39 +176,23 @@ def fold_queue_counts() -> None:
     db.execute_sql(_FOLD)
 
 
-# Accepting a job is on the path of every create request, so its INSERT is compiled once.
+# Accepting a job is on the path of every create request, so its INSERT is compiled once. The INSERT
+# pays for the job too (credits.INSUFFICIENT). On PostgreSQL, ``announced`` adds the NOTIFY that wakes
+# workers (wakeup.notification) to its answer, so a job accepted on its own is one round trip.
 _INSERTED = (
     Job.id, Job.account, Job.type, Job.status, Job.prompt, Job.params, Job.parent, Job.index, Job.cost,
     Job.progress, Job.runs, Job.webhook_url, Job.webhook_secret, Job.webhook_status, Job.webhook_attempts,
     Job.origin, Job.created_at,
 )  # fmt: skip
-_insert = CompiledQuery(
-    lambda: Job.insert({field: Slot(field.name, field) for field in _INSERTED}).returning(
-        _waiting_now().alias(AHEAD)
-    )
-)
 
 
-def _insert_paid(announced: bool) -> Any:
-    """On PostgreSQL, the job's INSERT with its debit and the debit's ledger row: one statement.
-
-    ``announced``: its row also sends the NOTIFY that wakes workers (wakeup.announce), so accepting
-    the job is one round trip.
-    """
-    slots = {field: Slot(field.name, field) for field in _INSERTED}
-    debit, entry = credits.debit_ctes(
-        account=slots[Job.account], amount=slots[Job.cost], job=slots[Job.id], note=Slot("note"),
-        at=slots[Job.created_at],
-    )  # fmt: skip
-    paid = Select((debit,), list(slots.values()))
+def _inserting(announced: bool) -> Any:
     ahead = _waiting_now().alias(AHEAD)
     returned = (ahead, wakeup.notification("job")) if announced else (ahead,)
-    return Job.insert_from(paid, list(slots)).with_cte(debit, entry).returning(*returned)
+    return Job.insert({field: Slot(field.name, field) for field in _INSERTED}).returning(*returned)
 
 
-_insert_paid_job = {
-    announced: CompiledQuery(functools.partial(_insert_paid, announced)) for announced in (False, True)
-}
+_insert = {announced: CompiledQuery(functools.partial(_inserting, announced)) for announced in (False, True)}
 
 
 def submit(
@@ -249,27 +233,23 @@ def submit(
     values = {field.name: job.__data__.get(field.name) for field in _INSERTED}
     claim = idempotency.current()
     try:
-        if cost and not inputs and claim is None and not is_sqlite():
-            # One round trip instead of six (BEGIN, three statements, NOTIFY, COMMIT): the statement
-            # is its own transaction, so the job is there for every worker its NOTIFY wakes.
-            insert = _insert_paid_job[bool(current_app.config["WAKEUP"])]
-            inserted = insert.execute(**values, note=credits.debit_note(job_type)).fetchone()
-            if inserted is None:
-                raise credits.InsufficientCredits(f"this costs {cost} credits")
-            setattr(job, AHEAD, inserted[0])
-        else:
+        if inputs or claim is not None or db.in_transaction():
+            # Several writes, or a part of a larger transaction: a savepoint there, so that a job that
+            # cannot be paid for leaves the rest of it as it was (and its balance can be read).
             with db.atomic():
-                setattr(job, AHEAD, _insert.execute(**values).fetchone()[0])
-                credits.debit(account.id, cost, job)
+                setattr(job, AHEAD, _insert[False].execute(**values).fetchone()[0])
                 if claim is not None:
                     idempotency.record(claim, job.id)
                 if inputs:  # before the commit, so no worker sees the job without them
                     storage.save_images(job.id, inputs)
                 wakeup.announce("job")  # idle workers in every process, once this commits
+        else:  # the INSERT alone: its own transaction, which wakes idle workers in every process
+            insert = _insert[wakeup.enabled(current_app)]
+            setattr(job, AHEAD, insert.execute(**values).fetchone()[0])
     except Exception as exc:
         if inputs:
             storage.delete_images(job.id)
-        if not isinstance(exc, credits.InsufficientCredits):
+        if not credits.refused(exc):
             raise
         balance = credits.balance(account.id)
         raise insufficient_credits(

@@ -32,14 +32,18 @@ BATCH = 50_000
 
 
 def fill(account_id: int, count: int) -> None:
-    """``count`` succeeded imagine jobs for the account, a millisecond apart, in bulk."""
+    """``count`` succeeded imagine jobs for the account, a millisecond apart, in bulk.
+
+    They cost nothing: a job's INSERT takes its cost from the balance (credits.INSUFFICIENT), and these
+    stand for history, not for spending.
+    """
     start = datetime.datetime(2025, 1, 1)
     tiles = json.dumps(["1.png", "2.png", "3.png", "4.png"])
     params = json.dumps({"aspect_ratio": "1:1", "version": "6.1", "quality": 1, "chaos": 0, "stylize": 100})
     sql = (
         "INSERT INTO job (id, account_id, type, status, prompt, params, cost, progress, grid, tiles, "
         "webhook_attempts, origin, created_at, completed_at, runs) "
-        "VALUES (?, ?, 'imagine', 'succeeded', 'a fox', ?, 16, 100, 'grid.png', ?, 0, 'reference', ?, ?, 1)"
+        "VALUES (?, ?, 'imagine', 'succeeded', 'a fox', ?, 0, 100, 'grid.png', ?, 0, 'reference', ?, ?, 1)"
     )
     database = models.db.obj
     for first in range(0, count, BATCH):

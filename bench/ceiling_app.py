@@ -5,8 +5,8 @@ Each runs the statements the service's own runs, written by hand on the service'
 JSON column; nothing else: no pool, models, validation, limits, hooks or marshmallow.
 
 - GET /v1/jobs/<id>: the key's row with its account, then the job's (with its queue count);
-- POST /v1/imagine: the key's row, then BEGIN IMMEDIATE, the job's INSERT (returning the queue's kept count),
-  the debit's UPDATE ... RETURNING and its ledger row, COMMIT, one writer at a time.
+- POST /v1/imagine: the key's row, then the job's INSERT (returning the queue's kept count; the database's
+  trigger takes the job's cost and writes its ledger row), one writer at a time.
 
 The ratio of the floor this reaches under the same gunicorn settings is as far as Flask, gunicorn and
 SQLite can go with the service's statements: a goal above it asks for fewer statements, not less code.
@@ -52,14 +52,6 @@ INSERT = (
     " origin, created_at) VALUES (?, ?, 'imagine', 'pending', ?, ?, ?, 0, 0, 0, 'reference', ?)"
     " RETURNING (SELECT COALESCE(SUM(waiting), 0) FROM queue_count)"  # as the service: the count kept
 )
-DEBIT = (
-    "UPDATE account SET balance = balance - ?, spent = spent + ? WHERE id = ? AND balance >= ?"
-    " RETURNING balance"
-)
-LEDGER = (
-    "INSERT INTO ledger_entry (account_id, amount, reason, job_id, note, balance_after, created_at)"
-    " VALUES (?, ?, 'debit', ?, 'imagine job', ?, ?)"
-)
 ACCOUNT_ID = len(ApiKey._meta.sorted_fields)  # the account's id in a packed key row
 
 
@@ -102,13 +94,8 @@ def create():
     body = request.get_json()
     job_id, now = uuid.uuid4(), str(datetime.datetime.now(datetime.UTC).replace(tzinfo=None))
     params = json.dumps({"aspect_ratio": body.get("aspectRatio", "1:1")})
+    inserted = (job_id.hex, account_id, body["prompt"], params, IMAGINE_COST, now)
     with _writer:
-        connection.execute("BEGIN IMMEDIATE")
-        inserted = (job_id.hex, account_id, body["prompt"], params, IMAGINE_COST, now)
         ahead = connection.execute(INSERT, inserted).fetchone()[0]
-        cost = (IMAGINE_COST, IMAGINE_COST, account_id, IMAGINE_COST)
-        balance = connection.execute(DEBIT, cost).fetchone()[0]
-        connection.execute(LEDGER, (account_id, -IMAGINE_COST, job_id.hex, balance, now))
-        connection.execute("COMMIT")
     job = {"id": str(job_id), "type": "imagine", "status": "pending", "prompt": body["prompt"], "progress": 0}
     return jsonify(success=True, job={**job, "createdAt": now, "queuePosition": ahead + 1}), 202

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from peewee import IntegrityError
 
 import credits
 from conftest import Api, image_bytes
@@ -103,7 +104,7 @@ def test_concurrent_debits_never_overspend(database, app, client, make_account):
 
 
 def test_a_debit_is_a_ledger_row_written_with_the_job(database, app, api):
-    # On PostgreSQL the job, its debit and the ledger row are one statement; on SQLite one transaction.
+    # The job's INSERT writes its debit and the ledger row (a trigger): one statement on both databases.
     app.extensions["apiframe.pool"].stop()
     before = _account(api)["credits"]["remaining"]
     job_id = api.submit("/v1/imagine", {"prompt": "a ledger"})["id"]
@@ -116,6 +117,25 @@ def test_a_debit_is_a_ledger_row_written_with_the_job(database, app, api):
         ]
         assert rows[-1].balance_after == before - 16 == Account.get_by_id(job.account_id).balance
         assert credits.ledger_total(job.account_id) == before - 16
+
+
+def test_a_job_pays_for_itself_however_it_is_inserted(database, app, make_account):
+    # The database takes a job's cost as the job is inserted, by the service or by hand: no job is unpaid.
+    account, _ = make_account("free")  # 50 credits
+    with app.app_context(), db.connection_context():
+        made = [Job.create(account=account.id, type="imagine", status="pending", cost=16) for _ in range(3)]
+        with pytest.raises(IntegrityError) as refused, db.atomic():
+            Job.create(account=account.id, type="imagine", status="pending", cost=16)
+        assert credits.refused(refused.value)
+        free = Job.create(account=account.id, type="seed", status="pending", cost=0)
+        assert Account.get_by_id(account.id).balance == 2 == credits.ledger_total(account.id)
+        assert Account.get_by_id(account.id).spent == 48
+        debits = LedgerEntry.select().where(LedgerEntry.reason == credits.DEBIT).order_by(LedgerEntry.id)
+        assert [(row.job_id, row.amount, row.note, row.balance_after) for row in debits] == [
+            (job.id, -16, "imagine job", balance) for job, balance in zip(made, (34, 18, 2), strict=True)
+        ]
+        assert Job.select().where(Job.account == account.id).count() == 4  # not the refused one
+        assert not LedgerEntry.select().where(LedgerEntry.job == free.id).exists()  # free: no row
 
 
 def test_failed_job_is_refunded_with_a_ledger_row(app, api, files):
