@@ -7,8 +7,10 @@ import pytest
 from peewee import fn
 
 import jobs
-from conftest import Api, wait_until
+import schemas
+from conftest import Api, image_bytes, wait_until
 from models import Account, Job, QueueCount, db
+from schemas import JobSchema
 
 UNKNOWN = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 
@@ -206,3 +208,21 @@ def test_waiting_jobs_show_their_place_in_the_queue(database, app, client, api, 
     assert api.post(f"/v1/jobs/{first}/cancel").get_json()["job"]["queuePosition"] is None
     listed = {job["id"]: job["queuePosition"] for job in api.get("/v1/jobs").get_json()["jobs"]}
     assert listed == {first: None, third: 2}
+
+
+def test_a_job_object_is_what_marshmallow_makes_of_the_job_schema(app, api, files):
+    # schemas.ModelDump reads each field of a job with getattr; marshmallow's dump, through its accessor.
+    grid = api.imagine()  # succeeded: its grid, tiles and seed
+    upscale = api.wait(api.submit("/v1/upscale", {"jobId": grid["id"], "index": 2})["id"])  # a parent
+    described = api.wait(api.submit("/v1/describe", {"imageUrl": files.add("/a.png", image_bytes())})["id"])
+    failed = api.wait(api.submit("/v1/describe", {"imageUrl": files.url("/missing.png")})["id"])
+    assert failed["status"] == "failed" and described["descriptions"]
+    ids = [job["id"] for job in (grid, upscale, described, failed)]
+    app.extensions["apiframe.pool"].stop()
+    ids.append(api.submit("/v1/imagine", {"prompt": "waits", "webhookUrl": "https://example.com/h"})["id"])
+    marshmallow = JobSchema()
+    with app.test_request_context(), db.connection_context():
+        made = [Job.get_by_id(job_id) for job_id in ids]
+        assert [schemas.dump_job(job) for job in made] == [marshmallow.dump(job) for job in made]
+        assert schemas.dump_jobs(made) == marshmallow.dump(made, many=True)
+        assert schemas.dump_job(made[-1])["queuePosition"] == 1
