@@ -138,7 +138,9 @@ class FakeComfyUI:
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         """Served over plain HTTP, or over HTTPS (and wss) with the server context ``tls``."""
-        root = Path(tempfile.mkdtemp(prefix="fake-comfyui-"))
+        # Removed once the fake is gone, or when the test run ends (its threads may hold it until then).
+        self._files = tempfile.TemporaryDirectory(prefix="fake-comfyui-", ignore_cleanup_errors=True)
+        root = Path(self._files.name)
         self.input_dir, self.output_dir = root / "input", root / "output"
         self.input_dir.mkdir()
         self.output_dir.mkdir()
