@@ -1008,10 +1008,10 @@ class ModelDump:
     """``schema.dump`` of a model, with each field's reader worked out once.
 
     marshmallow reads each field's value through its generic accessor (mappings, dotted names, defaults)
-    on every dump: a third of a job object's time, and the job object is on the path of every create.
-    A model's fields are its attributes, so here the reader is ``getattr``; each field's formatting is
-    still the field's own. For schemas with no hooks, no dump defaults and no dotted attributes, dumping
-    objects that have every attribute they name (tests/test_schemas.py compares it with marshmallow's).
+    on every dump, and the job object is on the path of every create and in every list page. A model's
+    fields are its attributes, so here the reader is ``getattr``; each field's formatting is still the
+    field's own. For schemas with no hooks, no dump defaults and no dotted attributes, dumping objects
+    that have every attribute they name (tests/test_jobs.py compares it with marshmallow's dump).
     """
 
     def __init__(self, schema: Schema) -> None:

@@ -5,6 +5,9 @@ Accepting a job is then one statement on both databases, its own transaction whe
 with it: before, SQLite ran five (BEGIN, the job's INSERT, the debit's UPDATE, its ledger row, COMMIT),
 each a round of the driver's and peewee's work on the path of every create. No job can be inserted unpaid.
 
+Nodes of an older release debit in their own code: once this runs, they would take a job's cost twice, so
+they are stopped before a node of this release starts (README).
+
 A later migration that rebuilds the job table on SQLite drops this trigger with it and must create it again;
 tests/test_credits.py fails until it does.
 """
