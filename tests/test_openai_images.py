@@ -751,12 +751,12 @@ def test_a_graceful_stop_answers_a_waiting_request_at_once_for_its_sdk_to_send_a
 
 def test_a_504_refunds_the_jobs_that_succeeded_too(server, monkeypatch):
     app, _, account, _, client = server
-    app.config.update(SYNC_WAIT=2.0)
+    app.config.update(SYNC_WAIT=6.0)  # time for the first job to paint on a loaded machine
     run, release = workers.execute, threading.Event()
 
     def second_job_is_late(job, ctx):
         if job.params.get("seed") is not None:  # the request's second job draws a fresh seed
-            release.wait(10)
+            release.wait(15)
             raise ProviderError("too late")
         return run(job, ctx)
 
