@@ -10,7 +10,6 @@ import jobs
 import schemas
 from conftest import Api, image_bytes, wait_until
 from models import Account, Job, QueueCount, db
-from schemas import JobSchema
 
 UNKNOWN = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 
@@ -220,7 +219,7 @@ def test_a_job_object_is_what_marshmallow_makes_of_the_job_schema(app, api, file
     ids = [job["id"] for job in (grid, upscale, described, failed)]
     app.extensions["apiframe.pool"].stop()
     ids.append(api.submit("/v1/imagine", {"prompt": "waits", "webhookUrl": "https://example.com/h"})["id"])
-    marshmallow = JobSchema()
+    marshmallow = schemas.JobSchema()
     with app.test_request_context(), db.connection_context():
         made = [Job.get_by_id(job_id) for job_id in ids]
         assert [schemas.dump_job(job) for job in made] == [marshmallow.dump(job) for job in made]
