@@ -30,6 +30,9 @@ class RecordingPool(JobPool):
         with self._lock:
             self._running[key] = threading.Event()
         self.claimed.append(str(key))
+        # As handing a job to a worker takes a moment, a process cannot claim them all before the
+        # others, slow to wake on a loaded machine, begin: 300 jobs take one process's 4 threads 0.75 s.
+        time.sleep(0.01)
 
 
 def main() -> None:
