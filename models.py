@@ -192,9 +192,35 @@ class SerialSqliteDatabase(PooledSqliteDatabase):
             return super().execute_sql(sql, params)
         self.writer.acquire()
         try:
-            return super().execute_sql(sql, params)
+            cursor = super().execute_sql(sql, params)
+            # A write outside a transaction commits when its statement is done: with a RETURNING clause,
+            # once its last row is read. Read them in the lock, or the next writer finds SQLite locked.
+            return _ReadCursor(cursor) if cursor.description else cursor
         finally:
             self.writer.release()
+
+
+class _ReadCursor:
+    """A write's cursor whose rows were read as it ran: what peewee and callers use of a cursor."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self.description = cursor.description
+        self.rowcount = cursor.rowcount
+        self.lastrowid = cursor.lastrowid
+        self._rows = iter(cursor.fetchall())
+        cursor.close()
+
+    def fetchone(self) -> Any:
+        return next(self._rows, None)
+
+    def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+    def __iter__(self) -> Any:
+        return self._rows
+
+    def close(self) -> None:
+        pass
 
 
 def _checkpoints(database: weakref.ref[SerialSqliteDatabase]) -> None:

@@ -286,6 +286,21 @@ def test_sqlite_writers_take_turns_and_a_failed_transaction_lets_the_next_one_in
         assert (row.balance - account.balance, row.spent - account.spent) == (120, 120)
 
 
+def test_a_write_returning_rows_has_committed_when_the_next_writer_gets_the_lock(app, make_account):
+    """Outside a transaction, a write with RETURNING commits once its rows are read: they are read before
+    the writer lock lets the next writer in, who would otherwise find SQLite locked and sleep in its busy
+    handler (a create's INSERT ... RETURNING took that sleep under concurrent creates)."""
+    account, _ = make_account()
+    with app.app_context(), db.connection_context():
+        cursor = db.execute_sql(
+            "UPDATE account SET spent = spent + 1 WHERE id = ? RETURNING spent", (account.id,)
+        )
+        with closing(sqlite3.connect(db.obj.database, timeout=0, isolation_level=None)) as other:
+            other.execute("UPDATE account SET spent = spent + 10 WHERE id = ?", (account.id,))  # no wait
+        assert cursor.fetchone() == (account.spent + 1,) and cursor.fetchone() is None
+        assert Account.get_by_id(account.id).spent == account.spent + 11
+
+
 def test_the_writer_lock_queues_other_threads(tmp_path):
     lock = WriterLock(str(tmp_path / "writer.lock"))
     lock.acquire()
