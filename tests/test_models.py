@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 
 import wakeup
-from conftest import stop_background
+from conftest import stop_background, wait_until
 from models import (
     CHECKPOINT_INTERVAL,
     SQLITE_PRAGMAS,
@@ -164,8 +164,17 @@ def test_a_compiled_query_is_prepared_once_per_postgresql_connection(on_postgres
                     assert query.first(email="p@example.com").id == account.id
                 pid = db.obj.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
             assert ran == ["PREPARE", "EXECUTE", "EXECUTE", "SELECT"]
-            with psycopg2.connect(on_postgres) as admin, admin.cursor() as cursor:
+            admin = psycopg2.connect(on_postgres)
+            admin.autocommit = True  # each look at pg_stat_activity sees it as it is now
+            with admin.cursor() as cursor:
                 cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+                def ended() -> bool:
+                    cursor.execute("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s", [pid])
+                    return cursor.fetchone()[0]
+
+                # Ended, not only asked to: a backend still running could be handed out and end mid-query.
+                wait_until(ended, what="the terminated backend to end")
             admin.close()
             deadline = time.monotonic() + 5
             while True:  # the pool hands the ended connection out no more, once the server has said so
