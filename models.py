@@ -204,10 +204,10 @@ class _ReadCursor:
     """A write's cursor whose rows were read as it ran: what peewee and callers use of a cursor."""
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self.description = cursor.description
-        self.rowcount = cursor.rowcount
-        self.lastrowid = cursor.lastrowid
         self._rows = iter(cursor.fetchall())
+        self.description = cursor.description
+        self.rowcount = cursor.rowcount  # counted once the statement is done
+        self.lastrowid = cursor.lastrowid
         cursor.close()
 
     def fetchone(self) -> Any:

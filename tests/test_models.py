@@ -306,6 +306,7 @@ def test_a_write_returning_rows_has_committed_when_the_next_writer_gets_the_lock
         )
         with closing(sqlite3.connect(db.obj.database, timeout=0, isolation_level=None)) as other:
             other.execute("UPDATE account SET spent = spent + 10 WHERE id = ?", (account.id,))  # no wait
+        assert cursor.rowcount == 1
         assert cursor.fetchone() == (account.spent + 1,) and cursor.fetchone() is None
         assert Account.get_by_id(account.id).spent == account.spent + 11
 
