@@ -138,7 +138,7 @@ class FakeComfyUI:
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         """Served over plain HTTP, or over HTTPS (and wss) with the server context ``tls``."""
-        # Removed once the fake is gone, or when the test run ends (its threads may hold it until then).
+        # Removed by close(), once its threads have ended.
         self._files = tempfile.TemporaryDirectory(prefix="fake-comfyui-", ignore_cleanup_errors=True)
         root = Path(self._files.name)
         self.input_dir, self.output_dir = root / "input", root / "output"
@@ -171,10 +171,12 @@ class FakeComfyUI:
         self.closed = threading.Event()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
-        threading.Thread(target=self._serve, args=(started, tls), daemon=True).start()
+        self._threads = [threading.Thread(target=self._serve, args=(started, tls), daemon=True)]
+        self._threads[0].start()
         started.wait(10)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        threading.Thread(target=self._worker, daemon=True).start()
+        self._threads.append(threading.Thread(target=self._worker, daemon=True))
+        self._threads[1].start()
 
     # ---- inspection --------------------------------------------------------------------------
 
@@ -236,6 +238,9 @@ class FakeComfyUI:
             self.mutex.notify_all()
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        for thread in self._threads:  # then nothing writes to the folders any more
+            thread.join(10)
+        self._files.cleanup()
 
     # ---- HTTP --------------------------------------------------------------------------------
 
