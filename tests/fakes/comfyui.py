@@ -171,12 +171,13 @@ class FakeComfyUI:
         self.closed = threading.Event()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
-        self._threads = [threading.Thread(target=self._serve, args=(started, tls), daemon=True)]
-        self._threads[0].start()
+        serving = threading.Thread(target=self._serve, args=(started, tls), daemon=True)
+        serving.start()
         started.wait(10)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self._threads.append(threading.Thread(target=self._worker, daemon=True))
-        self._threads[1].start()
+        working = threading.Thread(target=self._worker, daemon=True)
+        working.start()
+        self._threads = (serving, working)
 
     # ---- inspection --------------------------------------------------------------------------
 
