@@ -28,6 +28,7 @@ import ratelimit
 import request_limits
 import roles
 import storage
+import wakeup
 import webhooks
 import workers
 from providers import EXTENSION as PROVIDERS
@@ -47,6 +48,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     models.init_database(app.config["DATABASE_URL"], app.config["DATA_DIR"])
     atexit.register(keycache.init_app(app).stop)
+    announcer = wakeup.init_app(app)
+    if announcer is not None:
+        atexit.register(announcer.stop)
     app.teardown_request(_close_connection)  # a request connects at its first query (peewee's autoconnect)
 
     errors.init_app(app)

@@ -178,7 +178,8 @@ def fold_queue_counts() -> None:
 
 # Accepting a job is on the path of every create request, so its INSERT is compiled once. The INSERT
 # pays for the job too (credits.INSUFFICIENT). On PostgreSQL, ``announced`` adds the NOTIFY that wakes
-# workers (wakeup.notification) to its answer, so a job accepted on its own is one round trip.
+# workers (wakeup.notification) to its answer, so a job accepted on its own is one round trip (the
+# first of a burst: wakeup.Announcer announces the others).
 _INSERTED = (
     Job.id, Job.account, Job.type, Job.status, Job.prompt, Job.params, Job.parent, Job.index, Job.cost,
     Job.progress, Job.runs, Job.webhook_url, Job.webhook_secret, Job.webhook_status, Job.webhook_attempts,
@@ -244,8 +245,11 @@ def submit(
                     storage.save_images(job.id, inputs)
                 wakeup.announce("job")  # idle workers in every process, once this commits
         else:  # the INSERT alone: its own transaction, which wakes idle workers in every process
-            insert = _insert[wakeup.enabled(current_app)]
-            setattr(job, AHEAD, insert.execute(**values).fetchone()[0])
+            announcer = wakeup.announcer(current_app)
+            announced = announcer is not None and announcer.take_turn()
+            setattr(job, AHEAD, _insert[announced].execute(**values).fetchone()[0])
+            if announcer is not None and not announced:
+                announcer.follow_up()
     except Exception as exc:
         if inputs:
             storage.delete_images(job.id)

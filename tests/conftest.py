@@ -51,6 +51,8 @@ def stop_background(application: Flask) -> None:
     application.extensions["apiframe.webhooks"].stop()
     application.extensions["apiframe.events"].stop()
     application.extensions["apiframe.keys"].stop()
+    if application.extensions["apiframe.announcer"] is not None:
+        application.extensions["apiframe.announcer"].stop()
 
 
 @pytest.fixture

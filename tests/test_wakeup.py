@@ -6,14 +6,19 @@ LISTEN/NOTIFY.
 
 from __future__ import annotations
 
+import select
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
 import requests
 
+import accounts
 import wakeup
-from conftest import Api, wait_until
+from app import create_app
+from conftest import Api, stop_background, wait_until
 from servers import Server, Worker, cli, environment, free_port
 
 
@@ -98,6 +103,7 @@ def test_a_paid_job_is_announced_by_its_own_statement(wake, on_postgres, make_ac
     api = Api(client, make_account("free")[1])  # credits for three imagines, then 402
 
     def imagine() -> int:
+        time.sleep(wakeup.ANNOUNCE_GAP)  # each job alone: none follows another within the gap
         return api.post("/v1/imagine", json={"prompt": "a fox"}).status_code
 
     statuses = []
@@ -106,6 +112,69 @@ def test_a_paid_job_is_announced_by_its_own_statement(wake, on_postgres, make_ac
     assert statuses == [202, 202, 202, 402]
     assert paid == ([wakeup.channel("job")] * 3 if wake else [])
     assert refused == []  # no row, so no announcement
+
+
+def test_a_burst_of_jobs_is_announced_once_a_gap_and_after_its_last_job(on_postgres, settings, monkeypatch):
+    """Each notification is heard as an idle worker in another process hears it: it then counts the jobs
+    it can see. The last one heard sees every job of the burst, and there are far fewer than jobs."""
+    monkeypatch.setattr(wakeup, "ANNOUNCE_GAP", 0.2)  # longer, so that even a slow burst is one
+    settings["START_WORKERS"] = False
+    application = create_app(settings)
+    with application.app_context():
+        keys = [accounts.create(f"burst{n}@example.com", plan="scale")[1] for n in range(8)]
+    heard: list[int] = []  # the jobs seen at each notification
+    listener = psycopg2.connect(on_postgres)
+    listener.autocommit = True
+    with listener.cursor() as cursor:
+        cursor.execute(f"LISTEN {wakeup.channel('job')}")
+    stop = threading.Event()
+
+    def hear() -> None:
+        while not stop.is_set():
+            if select.select([listener], [], [], 0.05)[0]:
+                listener.poll()
+                for _ in range(len(listener.notifies)):
+                    with listener.cursor() as cursor:
+                        cursor.execute("SELECT count(*) FROM job")
+                        heard.append(cursor.fetchone()[0])
+                listener.notifies.clear()
+
+    def submit(key: str) -> list[int]:
+        client = Api(application.test_client(), key)
+        return [client.post("/v1/imagine", json={"prompt": "a fox"}).status_code for _ in range(10)]
+
+    hearing = threading.Thread(target=hear)
+    hearing.start()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(len(keys)) as pool:
+            statuses = [status for done in pool.map(submit, keys) for status in done]
+        wait_until(lambda: heard and heard[-1] == len(statuses), what="the burst's last job to be announced")
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        hearing.join()
+        listener.close()
+        stop_background(application)
+    assert statuses == [202] * 80
+    assert len(heard) <= took / wakeup.ANNOUNCE_GAP + 2  # at most one announcement a gap, and a last one
+    assert len(heard) < len(statuses) / 2
+
+
+def test_the_announcer_makes_the_announcement_it_owes_when_it_stops(on_postgres, settings):
+    settings["START_WORKERS"] = False
+    application = create_app(settings)
+    announcer = application.extensions[wakeup.EXTENSION]
+    assert announcer.take_turn() and not announcer.take_turn()  # the second job waits for the first's gap
+
+    def follow_up_and_stop() -> None:
+        announcer.follow_up()
+        announcer.stop()
+
+    try:
+        assert _notifications(on_postgres, follow_up_and_stop) == [wakeup.channel("job")]
+    finally:
+        stop_background(application)
 
 
 def test_a_job_accepted_by_a_web_node_starts_at_once_on_a_worker(nodes, postgres_url):
