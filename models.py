@@ -251,7 +251,7 @@ class CheckedPooledPostgresqlDatabase(PooledPostgresqlDatabase):
     pg_terminate_backend, an idle timeout) tells the client so, which leaves the socket readable; an
     idle connection nobody ended has nothing to read. So only a connection with something to read, or
     not idle, is asked, as peewee asks it. A connection cut with no word (a NAT or firewall that
-    forgot it, a network gone) is found by TCP keepalives (PG_KEEPALIVES) once it has idled about a
+    forgot it, a network gone) is found by TCP keepalives (PG_CONNECTION) once it has idled about a
     minute, which leaves its socket readable too; within that minute it fails at its first statement,
     as it would at a SELECT 1.
     """
@@ -290,15 +290,23 @@ def _has_input(conn: Any) -> bool:
 
 register_database(CheckedPooledPostgresqlDatabase, "apiframe+pool")
 
-# libpq's TCP keepalives for every PostgreSQL connection: probes after 30 s idle, dead after 3 more
-# unanswered 10 s apart.
-PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+# libpq's settings for every PostgreSQL connection. A server that does not answer (a host gone, a
+# firewall that drops packets, a server that accepts and says nothing) fails a connection after 5 s,
+# not the two minutes of TCP's own retries. TCP keepalives probe an idle connection after 30 s, and
+# find it dead after 3 more unanswered probes 10 s apart.
+PG_CONNECTION = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
-def keepalives(url: str) -> dict[str, int]:
-    """PG_KEEPALIVES to connect to ``url`` with, but those its query sets itself, which win."""
+def connection_settings(url: str) -> dict[str, int]:
+    """PG_CONNECTION to connect to ``url`` with, but those its query sets itself, which win."""
     given = {name for name, _ in parse_qsl(urlsplit(url).query)}
-    return {name: value for name, value in PG_KEEPALIVES.items() if name not in given}
+    return {name: value for name, value in PG_CONNECTION.items() if name not in given}
 
 
 def open_database(url: str) -> Any:
@@ -316,7 +324,11 @@ def open_database(url: str) -> Any:
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgres", "postgresql") and sep:
         return connect_url(
-            f"apiframe+pool://{rest}", max_connections=32, stale_timeout=600, timeout=15, **keepalives(url)
+            f"apiframe+pool://{rest}",
+            max_connections=32,
+            stale_timeout=600,
+            timeout=15,
+            **connection_settings(url),
         )
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 

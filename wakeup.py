@@ -26,7 +26,7 @@ import psycopg2.extensions
 from flask import Flask, current_app
 from peewee import Node, fn
 
-from models import db, is_sqlite, keepalives, log_failure
+from models import connection_settings, db, is_sqlite, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,8 @@ class Listener:
         """Listen until stopped or the connection fails."""
         connection = psycopg2.connect(
             self.database_url,
-            connect_timeout=5,
             application_name=f"{self.channel}-listener",
-            **keepalives(self.database_url),
+            **connection_settings(self.database_url),
         )
         try:
             connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)

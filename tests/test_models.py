@@ -14,6 +14,7 @@ from contextlib import closing
 
 import psycopg2
 import pytest
+from peewee import OperationalError
 
 import wakeup
 from conftest import stop_background, wait_until
@@ -231,6 +232,19 @@ def _keepalive_options(fd: int) -> tuple[int, int, int, int]:
             connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
             connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
         )
+
+
+@pytest.mark.parametrize(("query", "limit"), [("", 5), ("?connect_timeout=2", 2)])
+def test_a_postgresql_server_that_never_answers_fails_the_connection_in_seconds(query, limit):
+    """A server that accepts the connection and says nothing (or a host that drops every packet) fails
+    it after connect_timeout, not after TCP's retries; the URL's own setting wins."""
+    with closing(socket.create_server(("127.0.0.1", 0))) as silent:  # the kernel accepts; nobody answers
+        database = open_database(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x{query}")
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            database.connect()
+        took = time.monotonic() - started
+    assert limit - 0.5 < took < limit + 3
 
 
 @pytest.mark.parametrize(("query", "idle"), [("", 30), ("?keepalives_idle=7", 7)])
