@@ -73,9 +73,10 @@ class Announcer:
     """One process's announcements of new jobs accepted on their own, at most one per ANNOUNCE_GAP.
 
     Before a job's statement runs, ``take_turn`` says whether it carries the announcement itself: yes
-    when none was made in the last ANNOUNCE_GAP. A job that did not calls ``follow_up`` once it has
-    committed, and a thread announces it, and every other job committed meanwhile, at the end of that
-    gap. So no job commits without an announcement made after it.
+    when none was made in the last ANNOUNCE_GAP and none is owed. A job that did not calls ``follow_up``
+    once it has committed, and a thread announces it, and every other job committed meanwhile, at the
+    end of that gap. So no job commits without an announcement made after it; ``stop`` makes the one
+    owed at once, and a job that commits after it announces itself.
     """
 
     def __init__(self) -> None:
@@ -90,7 +91,7 @@ class Announcer:
         """Whether the job about to be written announces itself (then it must, in its statement)."""
         with self._lock:
             now = time.monotonic()
-            if now - self._last < ANNOUNCE_GAP:
+            if self._owed or now - self._last < ANNOUNCE_GAP:  # owed: the thread announces it anyway
                 return False
             self._last = now
             return True
@@ -98,23 +99,28 @@ class Announcer:
     def follow_up(self) -> None:
         """A job that did not announce itself has committed: announce it within ANNOUNCE_GAP."""
         with self._lock:
-            self._owed = True
-            if self._thread is None:  # by the first burst; a CLI or worker process may never need it
-                self._thread = threading.Thread(
-                    target=self._announce_forever, name="apiframe_job-announce", daemon=True
-                )
-                self._thread.start()
-            self._wake.set()
+            if not self._stopping.is_set():
+                self._owed = True
+                if self._thread is None:  # by the first burst; a CLI or worker process may never need it
+                    self._thread = threading.Thread(
+                        target=self._announce_forever, name="apiframe_job-announce", daemon=True
+                    )
+                    self._thread.start()
+                self._wake.set()
+                return
+        self._announce()  # stopped (a request that ends as the process exits): at once, here
 
     def stop(self) -> None:
-        """Make the announcement still owed, if one is, and stop."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Make the announcement still owed at once, if one is, and stop."""
+        with self._lock:
+            self._stopping.set()
+            self._wake.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
 
     def _announce_forever(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             self._wake.wait()
             with self._lock:
                 gap = self._last + ANNOUNCE_GAP - time.monotonic()
@@ -122,9 +128,12 @@ class Announcer:
                 self._stopping.wait(gap)
             with self._lock:  # a job that commits from here on is announced by the next round
                 owed, self._owed = self._owed, False
-                self._wake.clear()
                 if owed:
                     self._last = time.monotonic()
+                elif self._stopping.is_set():
+                    return
+                if not self._stopping.is_set():  # stopping: round after round until none is owed
+                    self._wake.clear()
             if owed:
                 self._announce()
 
