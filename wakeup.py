@@ -14,12 +14,14 @@ burst's latest commit, at most ANNOUNCE_GAP later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -108,7 +110,7 @@ class Announcer:
                     self._thread.start()
                 self._wake.set()
                 return
-        self._announce()  # stopped (a request that ends as the process exits): at once, here
+        self._announce(contextlib.nullcontext())  # stopped: at once, on the request's own connection
 
     def stop(self) -> None:
         """Make the announcement still owed at once, if one is, and stop."""
@@ -135,11 +137,11 @@ class Announcer:
                 if not self._stopping.is_set():  # stopping: round after round until none is owed
                     self._wake.clear()
             if owed:
-                self._announce()
+                self._announce(db.connection_context())
 
-    def _announce(self) -> None:
+    def _announce(self, connection: contextlib.AbstractContextManager[Any]) -> None:
         try:
-            with db.connection_context():
+            with connection:
                 db.execute_sql(f"NOTIFY {channel('job')}")
         except Exception as exc:
             then = "; other processes find the jobs at their next poll"

@@ -19,6 +19,7 @@ import accounts
 import wakeup
 from app import create_app
 from conftest import Api, stop_background, wait_until
+from models import db
 from servers import Server, Worker, cli, environment, free_port
 
 
@@ -174,7 +175,8 @@ def test_stopping_makes_the_announcement_owed_at_once(on_postgres, settings, mon
         started = time.monotonic()
         announcer.stop()
         stopped.append(time.monotonic() - started)
-        announcer.follow_up()  # a job that commits as the process exits: announced by its own thread
+        with db.connection_context():  # a request's, whose job commits as the process exits
+            announcer.follow_up()  # announced by the request's thread, on its connection
 
     try:
         assert _notifications(on_postgres, follow_up_and_stop) == [wakeup.channel("job")] * 2
