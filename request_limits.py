@@ -6,18 +6,19 @@ reaches the app and gets a JSON 414 or 431 like every other error, not the serve
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.wsgi import LimitedStream
+from flask import Flask, Response, current_app, request
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from errors import ApiError, http_error
+from errors import ApiError
 
 MAX_TARGET_BYTES = 4096  # path and query string
 MAX_HEADER_BYTES = 8192  # one header line: name and value
 _UNPREFIXED = ("CONTENT_TYPE", "CONTENT_LENGTH")  # the headers WSGI keeps under names of their own
-# A body refused for its Content-Length is read and dropped up to this size, so that the connection
-# can carry the next request: gunicorn drops at most 64 KB of an unread body, and otherwise closes the
-# connection, after an answer that said keep-alive, and with the client perhaps still sending.
+# A body left unread (refused for its size, or by an answer before the view read it: a bad key, an unknown
+# path) is read and dropped up to this size, or the largest any route takes if that is more, so that the
+# connection can carry the next request: gunicorn drops at most 64 KB of an unread body, and otherwise
+# closes the connection, after an answer that said keep-alive, and with the client perhaps still sending.
 DRAIN_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -65,20 +66,27 @@ def body() -> bytes:
     return raw
 
 
-def _too_large(exc: RequestEntityTooLarge) -> Response:
-    """The JSON 413, once a body refused for its Content-Length (so still unread) has been read."""
-    length, limit = request.content_length, request.max_content_length
-    if length is not None and limit is not None and limit < length <= DRAIN_MAX_BYTES:
-        unread = LimitedStream(request.environ["wsgi.input"], length)
-        try:
-            while unread.read(65536):
-                pass
-        except ClientDisconnected:
-            pass
-    return http_error(exc)
+def _drain_unread_body(response: Response) -> Response:
+    """Read what is left of the request's body and drop it (see DRAIN_MAX_BYTES), under a server that
+    ends the body itself (gunicorn): there, reading one that was read to its end returns nothing at once."""
+    environ = request.environ
+    length = request.content_length
+    if not (length or "HTTP_TRANSFER_ENCODING" in environ) or not environ.get("wsgi.input_terminated"):
+        return response
+    config = current_app.config
+    most = max(DRAIN_MAX_BYTES, config["MAX_CONTENT_LENGTH"] or 0, config["UPLOAD_MAX_BYTES"])
+    if length is not None and length > most:
+        return response  # beyond any the service takes: gunicorn closes the connection
+    stream, dropped = environ["wsgi.input"], 0
+    try:
+        while dropped <= most and (chunk := stream.read(65536)):
+            dropped += len(chunk)
+    except (OSError, ParseException):  # the client went, or sent a body that cannot be read (a bad chunk)
+        pass
+    return response
 
 
 def init_app(app: Flask) -> None:
-    """Check every request's size limits before anything else reads it."""
+    """Check every request's size limits before anything else reads it; drop what it leaves unread."""
     app.before_request(check_request)
-    app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.after_request(_drain_unread_body)

@@ -117,17 +117,56 @@ def _answer(raw: socket.socket) -> tuple[str, bytes]:
     return head.decode("latin-1"), body
 
 
-def test_after_a_413_the_connection_carries_the_next_request(server, key):
-    body = b'{"prompt": "' + b"x" * (1536 * 1024) + b'"}'  # 1.5 MB: past the 1 MiB limit
-    refused = (
-        f"POST /v1/imagine HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
+def _carries_the_next_request(server, key: str, request: bytes, status: str) -> None:
+    """``request`` is answered with ``status``, saying keep-alive, and the connection then answers another."""
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as raw:
-        raw.sendall(refused + body)
+        raw.sendall(request)
         head, answer = _answer(raw)
-        assert head.startswith("HTTP/1.1 413") and b"PAYLOAD_TOO_LARGE" in answer
+        assert head.startswith(f"HTTP/1.1 {status}") and b'"error":' in answer.replace(b" ", b""), head
         assert "Connection: keep-alive" in head
         raw.sendall(f"GET /v1/account HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\n\r\n".encode())
         head, answer = _answer(raw)
         assert head.startswith("HTTP/1.1 200") and b'"success":true' in answer.replace(b" ", b"")
+
+
+def _post(path: str, key: str, body: bytes, content_type: str = "application/json") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nX-API-Key: {key}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_after_a_413_the_connection_carries_the_next_request(server, key):
+    body = b'{"prompt": "' + b"x" * (1536 * 1024) + b'"}'  # 1.5 MB: past the 1 MiB limit
+    _carries_the_next_request(server, key, _post("/v1/imagine", key, body), "413")
+
+
+# Refused before the body is read: gunicorn itself drops at most 64 KB of an unread body, and would close
+# the connection after an answer that said keep-alive, so the client's next request got no answer at all.
+@pytest.mark.parametrize(
+    ("path", "sent_key", "status"),
+    [
+        ("/v1/imagine", "ak_live_wrong", "401"),  # a bad key
+        ("/v1/no-such-thing", None, "404"),
+        ("/v1/account", None, "405"),  # a method the path does not take
+        ("/v1/images/generations", "ak_live_wrong", "401"),  # the OpenAI family
+    ],
+)
+def test_after_an_early_error_the_connection_carries_the_next_request(server, key, path, sent_key, status):
+    body = b'{"prompt": "' + b"x" * (900 * 1024) + b'"}'  # within the 1 MiB limit, far past 64 KB
+    _carries_the_next_request(server, key, _post(path, sent_key or key, body), status)
+
+
+def test_after_an_early_error_on_a_large_upload_the_connection_carries_the_next_request(server, key):
+    # an OpenAI edit of 6 MB (uploads may be up to 20 MiB) sent with a bad key
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"\0" * (6 * 1024 * 1024)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = _post("/v1/images/edits", "ak_live_wrong", body, f"multipart/form-data; boundary={boundary}")
+    _carries_the_next_request(server, key, request, "401")
