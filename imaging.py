@@ -43,6 +43,11 @@ def _round8(value: float) -> int:
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:
     """Decode image bytes into an RGB image, refusing non-images and decompression bombs."""
+    return flatten(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode image bytes as they are (any mode), refusing non-images and decompression bombs."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,7 +62,7 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"image could not be decoded ({exc})") from None
-    return flatten(image)
+    return image
 
 
 def _decode_message(exc: Exception) -> str:
@@ -178,4 +183,3 @@ def encode(image: Image.Image, image_format: str, text: str | None = None) -> by
     buffer = io.BytesIO()
     image.save(buffer, pil_format, **options[pil_format])
     return buffer.getvalue()
-

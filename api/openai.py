@@ -357,25 +357,24 @@ def _mask(upload: str, sent_size: tuple[int, int]) -> str:
     if len(sent) > 1:
         raise validation_error(f"The 'mask' field takes one image; {len(sent)} were sent.", {"mask": []})
     try:
-        with Image.open(io.BytesIO(sent[0].read())) as image:
-            if image.format != "PNG":
-                raise validation_error("The 'mask' file must be a PNG image.", {"mask": []})
-            if image.size != sent_size:
-                width, height = sent_size
-                raise validation_error(
-                    f"The 'mask' file must be the image's size, {width}x{height}; it is "
-                    f"{image.width}x{image.height}.",
-                    {"mask": []},
-                )
-            if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
-                raise validation_error(
-                    "The 'mask' file must have transparency: its transparent pixels mark what to change.",
-                    {"mask": []},
-                )
-            alpha = np.asarray(image.convert("RGBA").getchannel("A"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise validation_error(f"The 'mask' file is not a usable PNG image ({exc}).", {"mask": []}) from None
-    change = alpha < 128
+        image = imaging.open_image(sent[0].read(), current_app.config["MAX_IMAGE_PIXELS"])
+    except imaging.ImageError as exc:
+        raise validation_error(f"The 'mask' file is not usable: {exc}.", {"mask": []}) from None
+    if image.format != "PNG":
+        raise validation_error("The 'mask' file must be a PNG image.", {"mask": []})
+    if image.size != sent_size:
+        width, height = sent_size
+        raise validation_error(
+            f"The 'mask' file must be the image's size, {width}x{height}; it is "
+            f"{image.width}x{image.height}.",
+            {"mask": []},
+        )
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        raise validation_error(
+            "The 'mask' file must have transparency: its transparent pixels mark what to change.",
+            {"mask": []},
+        )
+    change = np.asarray(image.convert("RGBA").getchannel("A")) < 128
     if not change.any():
         raise validation_error(
             "The 'mask' file has no transparent pixels: make transparent what to change.", {"mask": []}

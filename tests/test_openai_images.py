@@ -11,8 +11,10 @@ import re
 import signal
 import socket
 import sqlite3
+import struct
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -307,6 +309,21 @@ def mask_png(size=(300, 200), transparent=(0, 0, 150, 200), mode="RGBA") -> tupl
     return ("mask.png", buffer.getvalue(), PNG)
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG that says it is ``width`` x ``height``, with a few bytes of pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
 def test_edit_with_a_mask_repaints_only_the_transparent_region(server):
     app, _, account, _, client = server
     red = upload((300, 200), (200, 30, 40))
@@ -333,6 +350,8 @@ def test_edit_with_a_mask_repaints_only_the_transparent_region(server):
         (mask_png(size=(200, 200)), "the image's size, 300x200"),
         (mask_png(mode="RGB"), "must have transparency"),
         (("mask.jpg", image_bytes((300, 200), image_format="JPEG"), "image/jpeg"), "must be a PNG"),
+        (("mask.png", b"no image at all", PNG), "not an image in a supported format"),
+        (("mask.png", png_claiming(100_000, 100_000), PNG), "too large to decode safely"),
     ],
 )
 def test_bad_masks_are_400_naming_the_mask(server, mask, message):
@@ -340,6 +359,7 @@ def test_bad_masks_are_400_naming_the_mask(server, mask, message):
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(image=upload(), mask=mask, prompt="a boat on the water")
     assert caught.value.body["param"] == "mask" and message in caught.value.body["message"]
+    assert " at 0x" not in caught.value.body["message"]  # no Python object of ours in the message
     assert jobs_of(app, account) == [] and balance(app, account) == 5000
 
 
