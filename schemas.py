@@ -709,9 +709,13 @@ class PageCursor(fields.String):
         try:
             position = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             created_at, _, job_id = position.partition("|")
-            return datetime.datetime.fromisoformat(created_at), uuid.UUID(job_id)
+            after = datetime.datetime.fromisoformat(created_at), uuid.UUID(job_id)
         except (ValueError, UnicodeError):
             raise self.make_error("invalid") from None
+        # ``after`` writes UTC with no offset: a time with one is no cursor of ours (PostgreSQL refuses some)
+        if after[0].tzinfo is not None:
+            raise self.make_error("invalid")
+        return after
 
 
 class JobListQuery(Schema):

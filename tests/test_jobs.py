@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import psycopg2
 import pytest
 from peewee import fn
@@ -132,10 +134,20 @@ def test_cursor_pages_and_offset_pages_agree(api):
     assert by_cursor == by_offset == [ids[0:3], ids[3:6], ids[6:7]]
 
 
-def test_a_bad_cursor_is_a_clear_400(api):
-    for query, named in (("cursor=nonsense", "'cursor'"), ("cursor=MjAyNnxub3Q&offset=2", "'cursor'")):
+def _cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def test_a_bad_cursor_is_a_clear_400(database, api):
+    queries = ["cursor=nonsense", "cursor=MjAyNnxub3Q&offset=2"]
+    # A time with a UTC offset is no cursor the service hands out (it writes UTC times without one), and
+    # PostgreSQL refuses offsets past 15:59 or with fractions of a second (it answered 500).
+    for offset in ("-23:59", "+16:00", "+15:59:59.999999", "+14:00", "Z"):
+        queries.append(f"cursor={_cursor(f'2026-12-02T16:09:37{offset}|{UNKNOWN}')}")
+    for query in queries:
         response = api.get(f"/v1/jobs?{query}")
-        assert response.status_code == 400 and named in response.get_json()["error"]["message"], query
+        assert response.status_code == 400 and "'cursor'" in response.get_json()["error"]["message"], query
+    assert api.get(f"/v1/jobs?cursor={_cursor(f'2026-12-02T16:09:37.250000|{UNKNOWN}')}").status_code == 200
 
 
 def _kept_and_counted() -> tuple[int, int]:
